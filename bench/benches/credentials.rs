@@ -1,0 +1,2 @@
+//! Placeholder until the credentials benchmark lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the location benchmark lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the sip benchmark lands.
+fn main() {}
