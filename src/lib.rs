@@ -4,4 +4,6 @@
 //! - [`sip`]: zero-copy parser and allocation-free rewriter (knows nothing of sockets).
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod asterisk;
+pub mod registrar;
 pub mod sip;
