@@ -5,3 +5,4 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod sip;
+pub mod transport;
