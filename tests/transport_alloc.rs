@@ -58,7 +58,8 @@ fn steady_state_echo_and_handoff_do_not_allocate() {
             by_first_byte: true,
             ..Echo::new(ctx)
         };
-        let set = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 2, &cfg(backend), factory).unwrap();
+        let set =
+            WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 2, &cfg(backend), factory).unwrap();
         let to = set.listen_addrs()[0];
         let clients: Vec<_> = (0..4).map(|_| client()).collect();
         exchange(&clients, to, 300);
@@ -67,7 +68,12 @@ fn steady_state_echo_and_handoff_do_not_allocate() {
         let after = ALLOCS.load(Ordering::SeqCst);
         let counters = set.all_counters();
         assert!(counters.iter().map(|c| c.handed_off).sum::<u64>() > 0);
-        assert_eq!(after - before, 0, "{backend:?}: {} allocations during 4000 echoes", after - before);
+        assert_eq!(
+            after - before,
+            0,
+            "{backend:?}: {} allocations during 4000 echoes",
+            after - before
+        );
         set.shutdown_and_join().unwrap();
     }
 }

@@ -42,7 +42,10 @@ fn upstream_socket_is_per_worker_and_answers_from_its_port() {
         for (w, &up) in ups.iter().enumerate() {
             assert_eq!(up.ip(), set.listen_addrs()[0].ip());
             let workers = echo_round(&c, up, 50, 10, |_| b'u');
-            assert!(workers.iter().all(|&x| usize::from(x) == w), "{backend:?}: {workers:?}");
+            assert!(
+                workers.iter().all(|&x| usize::from(x) == w),
+                "{backend:?}: {workers:?}"
+            );
         }
         set.shutdown_and_join().unwrap();
     }
@@ -104,7 +107,8 @@ fn waker_calls_on_wake_from_another_thread() {
         let me = c.local_addr().unwrap();
         let (wtx, wrx) = unbounded();
         let factory = move |ctx: &sipfront::transport::WorkerContext| {
-            wtx.send((ctx.index, ctx.waker.clone(), ctx.upstream)).unwrap();
+            wtx.send((ctx.index, ctx.waker.clone(), ctx.upstream))
+                .unwrap();
             Echo {
                 notify: Some(me),
                 ..Echo::new(ctx)
@@ -159,7 +163,10 @@ fn timer_fires_at_the_handler_deadline() {
         assert_eq!(&buf[..n], b"timer");
         assert_eq!(from, set.listen_addrs()[0]);
         // Coarse clock: up to a few ms early is allowed, never much early.
-        assert!(at + 10 >= deadline, "{backend:?}: fired at {at}, deadline {deadline}");
+        assert!(
+            at + 10 >= deadline,
+            "{backend:?}: fired at {at}, deadline {deadline}"
+        );
         set.shutdown_and_join().unwrap();
     }
 }
@@ -174,7 +181,11 @@ fn idle_shutdown_is_prompt_and_counts_turns() {
         let (done_tx, done_rx) = bounded(1);
         std::thread::spawn(move || done_tx.send(set.shutdown_and_join().is_ok()).unwrap());
         // Without the eventfd wake this would hang for max_idle_ms (60 s).
-        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(true), "{backend:?}");
+        assert_eq!(
+            done_rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "{backend:?}"
+        );
     }
 }
 
@@ -182,8 +193,12 @@ fn idle_shutdown_is_prompt_and_counts_turns() {
 fn bind_conflict_is_an_error_naming_the_address() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let err = WorkerSet::spawn(&[addr], 1, &cfg(Backend::Mmsg), Echo::new).err().unwrap();
+    let err = WorkerSet::spawn(&[addr], 1, &cfg(Backend::Mmsg), Echo::new)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
-    let err = WorkerSet::spawn(&[], 1, &cfg(Backend::Mmsg), Echo::new).err().unwrap();
+    let err = WorkerSet::spawn(&[], 1, &cfg(Backend::Mmsg), Echo::new)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("listen.udp"), "{err}");
 }

@@ -40,7 +40,14 @@ impl DatagramHandler for Echo {
         }
     }
 
-    fn on_datagram(&mut self, _now: u64, sock: SockId, src: SocketAddr, data: &[u8], out: &mut Outbox) {
+    fn on_datagram(
+        &mut self,
+        _now: u64,
+        sock: SockId,
+        src: SocketAddr,
+        data: &[u8],
+        out: &mut Outbox,
+    ) {
         self.scratch.clear();
         self.scratch.push(b'0' + self.index as u8);
         self.scratch.extend_from_slice(data);
@@ -79,7 +86,12 @@ pub fn cfg(backend: Backend) -> TransportConfig {
 /// io_uring is reported, and `SIPFRONT_REQUIRE_IO_URING=1` makes it a failure).
 pub fn backends() -> Vec<Backend> {
     let mut v = vec![Backend::Mmsg];
-    let probe = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 1, &cfg(Backend::IoUring), Echo::new);
+    let probe = WorkerSet::spawn(
+        &["127.0.0.1:0".parse().unwrap()],
+        1,
+        &cfg(Backend::IoUring),
+        Echo::new,
+    );
     match probe {
         Ok(set) => {
             set.shutdown_and_join().unwrap();
@@ -87,7 +99,10 @@ pub fn backends() -> Vec<Backend> {
         }
         Err(e) => {
             eprintln!("io_uring backend not tested: {e}");
-            assert!(std::env::var("SIPFRONT_REQUIRE_IO_URING").is_err(), "io_uring required: {e}");
+            assert!(
+                std::env::var("SIPFRONT_REQUIRE_IO_URING").is_err(),
+                "io_uring required: {e}"
+            );
         }
     }
     v

@@ -147,7 +147,12 @@ impl TransportConfig {
         range("max_datagram", self.max_datagram, 512, super::MAX_DATAGRAM)?;
         range("send_slots", self.send_slots, 1, 4096)?;
         range("send_slab_bytes", self.send_slab_bytes, 512, 64 << 20)?;
-        range("max_datagrams_per_turn", self.max_datagrams_per_turn, 1, 1 << 20)?;
+        range(
+            "max_datagrams_per_turn",
+            self.max_datagrams_per_turn,
+            1,
+            1 << 20,
+        )?;
         range("handoff_buffers", self.handoff_buffers, 1, 1 << 16)?;
         range("max_idle_ms", self.max_idle_ms as usize, 1, 60_000)?;
         if self.send_slab_bytes < self.max_datagram {

@@ -89,7 +89,13 @@ pub(crate) struct HandoffPort {
 impl HandoffPort {
     /// Passes a copy of `data` to worker `owner`. Returns `false` if it had to be dropped.
     /// The owner is woken at the next [`HandoffPort::flush_wakes`].
-    pub(crate) fn send(&mut self, owner: usize, sock: SockId, src: SocketAddr, data: &[u8]) -> bool {
+    pub(crate) fn send(
+        &mut self,
+        owner: usize,
+        sock: SockId,
+        src: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         let Some(peer) = self.peers.get(owner) else {
             return false;
         };
@@ -171,7 +177,10 @@ mod tests {
         // Too big for the buffers, unknown owner: dropped.
         a.flush_wakes();
         let h = b.try_recv().unwrap();
-        assert_eq!((h.sock, &h.buf[..], h.from), (SockId::Listen(0), &b"one"[..], 0));
+        assert_eq!(
+            (h.sock, &h.buf[..], h.from),
+            (SockId::Listen(0), &b"one"[..], 0)
+        );
         b.recycle(h);
         assert!(!a.send(1, SockId::Upstream, src, &[0; 17]));
         assert!(!a.send(7, SockId::Upstream, src, b"x"));

@@ -23,7 +23,10 @@ struct MmsgSend {
 
 pub(crate) fn fd_for(fds: &[RawFd], sock: SockId) -> Option<RawFd> {
     match sock {
-        SockId::Listen(i) => fds.get(usize::from(i)).copied().filter(|_| usize::from(i) + 1 < fds.len()),
+        SockId::Listen(i) => fds
+            .get(usize::from(i))
+            .copied()
+            .filter(|_| usize::from(i) + 1 < fds.len()),
         SockId::Upstream => fds.last().copied(),
     }
 }
@@ -46,8 +49,10 @@ impl SendBackend for MmsgSend {
         while start < entries.len() {
             let sock = entries[start].sock;
             let mut end = start;
-            while end < entries.len() && entries[end].sock == sock && end - start < self.msgs.len() {
-                self.msgs.set_send(end - start, entries[end].dst, out.bytes(&entries[end]));
+            while end < entries.len() && entries[end].sock == sock && end - start < self.msgs.len()
+            {
+                self.msgs
+                    .set_send(end - start, entries[end].dst, out.bytes(&entries[end]));
                 end += 1;
             }
             let Some(fd) = fd_for(&self.fds, sock) else {
@@ -69,7 +74,10 @@ impl SendBackend for MmsgSend {
                     continue;
                 }
                 let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::WouldBlock && eagain_retries < 3 && wait_writable(fd) {
+                if err.kind() == io::ErrorKind::WouldBlock
+                    && eagain_retries < 3
+                    && wait_writable(fd)
+                {
                     eagain_retries += 1;
                     continue;
                 }
@@ -92,7 +100,11 @@ pub(crate) fn run<H: DatagramHandler>(
     cfg: &TransportConfig,
     index: usize,
 ) -> Result<(), TransportError> {
-    let socks: Vec<UdpSocket> = sockets.listen.into_iter().chain([sockets.upstream]).collect();
+    let socks: Vec<UdpSocket> = sockets
+        .listen
+        .into_iter()
+        .chain([sockets.upstream])
+        .collect();
     let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
     let mut rx = MsgArray::new(cfg.recv_batch, cfg.max_datagram);
     let mut tx = MmsgSend {
@@ -129,7 +141,13 @@ pub(crate) fn run<H: DatagramHandler>(
             // SAFETY: the first `batch` headers point at live buffers and addresses owned by
             // `rx`, which outlives the call.
             let r = unsafe {
-                libc::recvmmsg(fd, rx.mmsg_ptr(0), batch as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+                libc::recvmmsg(
+                    fd,
+                    rx.mmsg_ptr(0),
+                    batch as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
             };
             if r <= 0 {
                 continue;
@@ -153,7 +171,13 @@ pub(crate) fn run<H: DatagramHandler>(
         }
         let timeout = shell.wait_ms();
         // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout as i32) };
+        let r = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                timeout as i32,
+            )
+        };
         if r < 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {

@@ -28,8 +28,8 @@
 mod config;
 mod error;
 mod handoff;
-mod msgs;
 mod mmsg;
+mod msgs;
 mod outbox;
 mod set;
 mod shell;

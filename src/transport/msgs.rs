@@ -18,7 +18,8 @@ pub(crate) struct MsgArray {
     buf_size: usize,
 }
 
-const STORAGE_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+const STORAGE_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
 impl MsgArray {
     /// `len` message headers; with `buf_size > 0`, each gets its own receive buffer.
@@ -66,9 +67,11 @@ impl MsgArray {
     /// Points header `i` at `bytes` for `dst`. `bytes` must stay alive and unmoved until
     /// the send using this header completed.
     pub(crate) fn set_send(&mut self, i: usize, dst: std::net::SocketAddr, bytes: &[u8]) {
-        let (Some(h), Some(iov), Some(addr)) =
-            (self.hdrs.get_mut(i), self.iovs.get_mut(i), self.addrs.get_mut(i))
-        else {
+        let (Some(h), Some(iov), Some(addr)) = (
+            self.hdrs.get_mut(i),
+            self.iovs.get_mut(i),
+            self.addrs.get_mut(i),
+        ) else {
             return;
         };
         h.msg_hdr.msg_namelen = write_sockaddr(dst, addr);

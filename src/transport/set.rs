@@ -82,9 +82,17 @@ impl WorkerSet {
         if listen.is_empty() {
             return Err(TransportError::NoListenAddress);
         }
-        let n = if workers == 0 { available_cores() } else { workers };
+        let n = if workers == 0 {
+            available_cores()
+        } else {
+            workers
+        };
         let backend = choose_backend(cfg)?;
-        tracing::info!(backend = backend.as_str(), workers = n, "transport starting");
+        tracing::info!(
+            backend = backend.as_str(),
+            workers = n,
+            "transport starting"
+        );
 
         let (listen, w0) = resolve_listen(listen, cfg)?;
         let mut sockets: Vec<WorkerSockets> = vec![w0];
@@ -93,11 +101,14 @@ impl WorkerSet {
         }
         let mut upstream = Vec::with_capacity(n);
         for s in &sockets {
-            let addr = s.upstream.local_addr().map_err(|source| TransportError::Socket {
-                addr: listen[0],
-                op: "getsockname",
-                source,
-            })?;
+            let addr = s
+                .upstream
+                .local_addr()
+                .map_err(|source| TransportError::Socket {
+                    addr: listen[0],
+                    op: "getsockname",
+                    source,
+                })?;
             upstream.push(addr);
         }
         let wakers = (0..n)

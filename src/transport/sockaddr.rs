@@ -11,7 +11,10 @@ pub(crate) fn zeroed_storage() -> libc::sockaddr_storage {
 }
 
 /// Writes `addr` into `out`, returning the length to put in `msg_namelen`.
-pub(crate) fn write_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(crate) fn write_sockaddr(
+    addr: SocketAddr,
+    out: &mut libc::sockaddr_storage,
+) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -45,14 +48,21 @@ pub(crate) fn write_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage)
 
 /// Reads the address the kernel wrote into `st` (`len` = returned `msg_namelen`).
 /// Returns `None` for families other than IPv4/IPv6 or a short length.
-pub(crate) fn read_sockaddr(st: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub(crate) fn read_sockaddr(
+    st: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
     let len = len as usize;
     match st.ss_family as libc::c_int {
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: family and length say the storage holds a sockaddr_in.
-            let sin = unsafe { &*(st as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
+            let sin =
+                unsafe { &*(st as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: family and length say the storage holds a sockaddr_in6.
@@ -76,7 +86,12 @@ mod tests {
 
     #[test]
     fn round_trips_v4_and_v6() {
-        for a in ["127.0.0.1:5060", "10.1.2.3:1", "[::1]:5061", "[fe80::1%2]:9"] {
+        for a in [
+            "127.0.0.1:5060",
+            "10.1.2.3:1",
+            "[::1]:5061",
+            "[fe80::1%2]:9",
+        ] {
             let addr: SocketAddr = a.parse().unwrap();
             let mut st = zeroed_storage();
             let len = write_sockaddr(addr, &mut st);

@@ -23,21 +23,28 @@ fn sock_err(addr: SocketAddr, op: &'static str) -> impl FnOnce(io::Error) -> Tra
     move |source| TransportError::Socket { addr, op, source }
 }
 
-fn bind_udp(addr: SocketAddr, reuse_port: bool, cfg: &TransportConfig) -> Result<UdpSocket, TransportError> {
+fn bind_udp(
+    addr: SocketAddr,
+    reuse_port: bool,
+    cfg: &TransportConfig,
+) -> Result<UdpSocket, TransportError> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(sock_err(addr, "socket"))?;
     if reuse_port {
-        sock.set_reuse_port(true).map_err(sock_err(addr, "SO_REUSEPORT"))?;
+        sock.set_reuse_port(true)
+            .map_err(sock_err(addr, "SO_REUSEPORT"))?;
     }
     if addr.is_ipv6() {
-        sock.set_only_v6(true).map_err(sock_err(addr, "IPV6_V6ONLY"))?;
+        sock.set_only_v6(true)
+            .map_err(sock_err(addr, "IPV6_V6ONLY"))?;
     }
     // The kernel caps these at net.core.{r,w}mem_max; a smaller result is not an error.
     sock.set_recv_buffer_size(cfg.recv_buffer_bytes)
         .map_err(sock_err(addr, "SO_RCVBUF"))?;
     sock.set_send_buffer_size(cfg.send_buffer_bytes)
         .map_err(sock_err(addr, "SO_SNDBUF"))?;
-    sock.set_nonblocking(true).map_err(sock_err(addr, "O_NONBLOCK"))?;
+    sock.set_nonblocking(true)
+        .map_err(sock_err(addr, "O_NONBLOCK"))?;
     sock.bind(&addr.into()).map_err(sock_err(addr, "bind"))?;
     Ok(sock.into())
 }
@@ -154,7 +161,10 @@ mod tests {
             ..TransportConfig::default()
         };
         let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], &cfg);
-        assert!(matches!(r, Err(TransportError::UpstreamPortOverflow { index: 1, .. })));
+        assert!(matches!(
+            r,
+            Err(TransportError::UpstreamPortOverflow { index: 1, .. })
+        ));
     }
 
     #[test]

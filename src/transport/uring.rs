@@ -78,7 +78,10 @@ impl UringIo {
     fn reap(&mut self, c: &mut WorkerCounters) -> usize {
         let mut sends = 0;
         for cqe in self.ring.completion() {
-            let (kind, slot) = (cqe.user_data() >> 32, (cqe.user_data() & 0xffff_ffff) as usize);
+            let (kind, slot) = (
+                cqe.user_data() >> 32,
+                (cqe.user_data() & 0xffff_ffff) as usize,
+            );
             match kind {
                 KIND_RECV => {
                     self.recv_armed -= 1;
@@ -156,7 +159,11 @@ pub(crate) fn run<H: DatagramHandler>(
     cfg: &TransportConfig,
     index: usize,
 ) -> Result<(), TransportError> {
-    let socks: Vec<UdpSocket> = sockets.listen.into_iter().chain([sockets.upstream]).collect();
+    let socks: Vec<UdpSocket> = sockets
+        .listen
+        .into_iter()
+        .chain([sockets.upstream])
+        .collect();
     let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
     let upstream_idx = fds.len() - 1;
     let batch = cfg.recv_batch;
@@ -176,13 +183,22 @@ pub(crate) fn run<H: DatagramHandler>(
     let result = run_loop(&mut shell, &mut io, &mut rx, &fds, upstream_idx, batch, efd);
     if !cancel_all(&mut io) {
         // The kernel may still write into `rx`: never free it.
-        tracing::warn!(worker = index, "io_uring receives not cancelled; leaking buffers");
+        tracing::warn!(
+            worker = index,
+            "io_uring receives not cancelled; leaking buffers"
+        );
         std::mem::forget(rx);
     }
     result
 }
 
-fn arm_recv(io: &mut UringIo, rx: &mut MsgArray, fds: &[RawFd], batch: usize, slot: usize) -> io::Result<()> {
+fn arm_recv(
+    io: &mut UringIo,
+    rx: &mut MsgArray,
+    fds: &[RawFd],
+    batch: usize,
+    slot: usize,
+) -> io::Result<()> {
     let Some(&fd) = fds.get(slot / batch) else {
         return Ok(());
     };

@@ -52,7 +52,14 @@ impl DatagramHandler for EchoHandler {
     fn owner(&self, _data: &[u8], _n: usize) -> usize {
         usize::MAX // out of range = "this worker"
     }
-    fn on_datagram(&mut self, _now: u64, sock: SockId, src: SocketAddr, data: &[u8], out: &mut Outbox) {
+    fn on_datagram(
+        &mut self,
+        _now: u64,
+        sock: SockId,
+        src: SocketAddr,
+        data: &[u8],
+        out: &mut Outbox,
+    ) {
         out.send(sock, src, data);
     }
     fn on_wake(&mut self, _now: u64, _out: &mut Outbox) {}
@@ -75,7 +82,11 @@ fn threads_cpu_ns(prefix: &str) -> u64 {
             continue;
         }
         let sched = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
-        total += sched.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        total += sched
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     total
 }
@@ -92,9 +103,17 @@ fn process_cpu_ns() -> u64 {
 
 /// Closed-loop client: keeps `window` datagrams in flight, re-sends the window on a
 /// 100 ms silence (loss). Counts echoes into `echoed` while `counting` is set.
-fn client(to: SocketAddr, window: usize, size: usize, stop: Arc<AtomicBool>, echoed: Arc<AtomicU64>, counting: Arc<AtomicBool>) {
+fn client(
+    to: SocketAddr,
+    window: usize,
+    size: usize,
+    stop: Arc<AtomicBool>,
+    echoed: Arc<AtomicU64>,
+    counting: Arc<AtomicBool>,
+) {
     let s = UdpSocket::bind("127.0.0.1:0").expect("client bind");
-    s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     let msg = vec![b'x'; size];
     let mut buf = vec![0u8; size + 64];
     let send_window = |s: &UdpSocket| {
@@ -128,7 +147,12 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
         pin_cores: args.pin,
         ..TransportConfig::default()
     };
-    let set = WorkerSet::spawn(&["127.0.0.1:0".parse()?], args.workers, &cfg, |_: &WorkerContext| EchoHandler)?;
+    let set = WorkerSet::spawn(
+        &["127.0.0.1:0".parse()?],
+        args.workers,
+        &cfg,
+        |_: &WorkerContext| EchoHandler,
+    )?;
     let to = set.listen_addrs()[0];
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
@@ -142,7 +166,11 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
         .collect();
     std::thread::sleep(Duration::from_secs(1)); // warm-up (a benchmark, not a test)
     let rx0: u64 = set.all_counters().iter().map(|c| c.rx).sum();
-    let (w0, p0, t0) = (threads_cpu_ns("sipfront-w"), process_cpu_ns(), Instant::now());
+    let (w0, p0, t0) = (
+        threads_cpu_ns("sipfront-w"),
+        process_cpu_ns(),
+        Instant::now(),
+    );
     counting.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(args.secs));
     counting.store(false, Ordering::Relaxed);
