@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded};
 use sipfront::transport::{Backend, WorkerSet};
-use util::{backends, cfg, client, echo_round, recv, Echo};
+use util::{backends, cfg, client, echo_round, recv, wait_counters, Echo};
 
 fn localhost() -> Vec<SocketAddr> {
     vec!["127.0.0.1:0".parse().unwrap()]
@@ -25,7 +25,8 @@ fn echoes_many_datagrams_on_both_backends() {
         assert_ne!(to.port(), 0);
         let c = client();
         echo_round(&c, to, 5_000, 200, |_| b'x');
-        let total_rx: u64 = set.all_counters().iter().map(|c| c.rx).sum();
+        let rx = |c: &[sipfront::transport::WorkerCounters]| c.iter().map(|c| c.rx).sum::<u64>();
+        let total_rx = rx(&wait_counters(&set, |c| rx(c) >= 5_000));
         assert!(total_rx >= 5_000, "{backend:?}: rx {total_rx}");
         set.shutdown_and_join().unwrap();
     }
@@ -90,7 +91,10 @@ fn handoff_routes_each_datagram_to_its_owner() {
             assert_eq!((n, from), (5, to), "{backend:?}");
             assert_eq!(buf[0] - b'0', b % 2, "{backend:?}: owner of {b}");
         }
-        let counters = set.all_counters();
+        let counters = wait_counters(&set, |c| {
+            c.iter().map(|c| c.handed_off).sum::<u64>()
+                == c.iter().map(|c| c.handoff_in).sum::<u64>()
+        });
         let handed: u64 = counters.iter().map(|c| c.handed_off).sum();
         let taken: u64 = counters.iter().map(|c| c.handoff_in).sum();
         assert!(handed > 0, "{backend:?}: {counters:?}");

@@ -162,3 +162,19 @@ pub fn echo_round(
     }
     workers
 }
+
+/// Waits (bounded, 5 s) until the published counters satisfy `pred`; counters are
+/// published once per loop turn, after the turn's sends, so a reply can arrive first.
+pub fn wait_counters(
+    set: &WorkerSet,
+    pred: impl Fn(&[sipfront::transport::WorkerCounters]) -> bool,
+) -> Vec<sipfront::transport::WorkerCounters> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = set.all_counters();
+        if pred(&c) || std::time::Instant::now() > deadline {
+            return c;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -46,6 +46,9 @@ pub struct TransportConfig {
     pub max_datagram: usize,
     /// Datagrams the outbox holds before it is flushed.
     pub send_slots: usize,
+    /// Datagrams one handler call can always queue: the outbox is flushed before a call
+    /// when fewer slots than this are free (at most `send_slots`).
+    pub send_reserve_slots: usize,
     /// Bytes of the outbox slab (must hold at least one `max_datagram`).
     pub send_slab_bytes: usize,
     /// Work cap: datagrams (own + handed off) processed per loop turn.
@@ -70,6 +73,8 @@ pub mod defaults {
     pub const MAX_DATAGRAM: usize = super::super::MAX_DATAGRAM;
     /// See [`super::TransportConfig::send_slots`].
     pub const SEND_SLOTS: usize = 64;
+    /// See [`super::TransportConfig::send_reserve_slots`].
+    pub const SEND_RESERVE_SLOTS: usize = 16;
     /// See [`super::TransportConfig::send_slab_bytes`].
     pub const SEND_SLAB_BYTES: usize = 256 << 10;
     /// See [`super::TransportConfig::max_datagrams_per_turn`].
@@ -90,6 +95,7 @@ impl Default for TransportConfig {
             recv_batch: defaults::RECV_BATCH,
             max_datagram: defaults::MAX_DATAGRAM,
             send_slots: defaults::SEND_SLOTS,
+            send_reserve_slots: defaults::SEND_RESERVE_SLOTS,
             send_slab_bytes: defaults::SEND_SLAB_BYTES,
             max_datagrams_per_turn: defaults::MAX_DATAGRAMS_PER_TURN,
             handoff_buffers: defaults::HANDOFF_BUFFERS,
@@ -146,6 +152,12 @@ impl TransportConfig {
         range("recv_batch", self.recv_batch, 1, 1024)?;
         range("max_datagram", self.max_datagram, 512, super::MAX_DATAGRAM)?;
         range("send_slots", self.send_slots, 1, 4096)?;
+        range(
+            "send_reserve_slots",
+            self.send_reserve_slots,
+            1,
+            self.send_slots,
+        )?;
         range("send_slab_bytes", self.send_slab_bytes, 512, 64 << 20)?;
         range(
             "max_datagrams_per_turn",
@@ -194,6 +206,10 @@ mod tests {
             (|c| c.recv_batch = 0, "transport.recv_batch"),
             (|c| c.max_datagram = 70_000, "transport.max_datagram"),
             (|c| c.send_slots = 0, "transport.send_slots"),
+            (
+                |c| c.send_reserve_slots = 65,
+                "transport.send_reserve_slots",
+            ),
             (|c| c.recv_buffer_bytes = 1, "transport.recv_buffer_bytes"),
             (|c| c.max_idle_ms = 0, "transport.max_idle_ms"),
             (|c| c.handoff_buffers = 0, "transport.handoff_buffers"),

@@ -21,13 +21,12 @@ struct MmsgSend {
     msgs: MsgArray,
 }
 
+/// The descriptor for `sock`, given `fds` = listen sockets in order, then upstream.
 pub(crate) fn fd_for(fds: &[RawFd], sock: SockId) -> Option<RawFd> {
+    let (upstream, listen) = fds.split_last()?;
     match sock {
-        SockId::Listen(i) => fds
-            .get(usize::from(i))
-            .copied()
-            .filter(|_| usize::from(i) + 1 < fds.len()),
-        SockId::Upstream => fds.last().copied(),
+        SockId::Listen(i) => listen.get(usize::from(i)).copied(),
+        SockId::Upstream => Some(*upstream),
     }
 }
 

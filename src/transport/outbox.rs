@@ -22,26 +22,35 @@ pub(crate) struct OutEntry {
 pub struct Outbox {
     slab: Vec<u8>,
     entries: Vec<OutEntry>,
-    /// Headroom the shell keeps free before each handler call.
+    /// Slab bytes the shell keeps free before each handler call.
     reserve: usize,
+    /// Entries the shell keeps free before each handler call.
+    reserve_slots: usize,
     rejected: u64,
 }
 
 impl Outbox {
     /// An outbox for `slots` datagrams sharing `slab_bytes` of storage; the shell flushes
-    /// it whenever less than `reserve` bytes (one full-size datagram) remain free.
-    pub(crate) fn new(slots: usize, slab_bytes: usize, reserve: usize) -> Self {
+    /// it before a handler call whenever less than `reserve` bytes (one full-size
+    /// datagram) or fewer than `reserve_slots` entries remain free.
+    pub(crate) fn new(
+        slots: usize,
+        slab_bytes: usize,
+        reserve: usize,
+        reserve_slots: usize,
+    ) -> Self {
         Outbox {
             slab: Vec::with_capacity(slab_bytes),
             entries: Vec::with_capacity(slots),
             reserve: reserve.min(slab_bytes),
+            reserve_slots: reserve_slots.clamp(1, slots.max(1)),
             rejected: 0,
         }
     }
 
     /// A standalone outbox for unit tests of handlers (no worker needed).
     pub fn for_tests(slots: usize, slab_bytes: usize) -> Self {
-        Self::new(slots, slab_bytes, 0)
+        Self::new(slots, slab_bytes, 0, 1)
     }
 
     /// Queues `bytes` for `dst` on socket `sock`. Returns `false` (and counts the datagram
@@ -89,7 +98,7 @@ impl Outbox {
 
     /// True when another handler call might not fit (flush before calling it).
     pub(crate) fn needs_flush(&self) -> bool {
-        self.entries.len() == self.entries.capacity()
+        self.entries.capacity() - self.entries.len() < self.reserve_slots
             || self.slab.capacity() - self.slab.len() < self.reserve
     }
 
@@ -117,7 +126,7 @@ mod tests {
 
     #[test]
     fn queues_in_order_without_reallocating() {
-        let mut out = Outbox::new(4, 64, 16);
+        let mut out = Outbox::new(4, 64, 16, 1);
         let cap = out.slab.capacity();
         assert!(out.send(SockId::Listen(0), dst(), b"hello"));
         assert!(out.send(SockId::Upstream, dst(), b"world!"));
@@ -136,7 +145,7 @@ mod tests {
 
     #[test]
     fn refuses_when_full_and_counts() {
-        let mut out = Outbox::new(2, 8, 4);
+        let mut out = Outbox::new(2, 8, 4, 1);
         assert!(!out.send(SockId::Upstream, dst(), b""));
         assert!(out.send(SockId::Upstream, dst(), b"123456"));
         assert!(out.needs_flush());

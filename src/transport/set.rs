@@ -215,6 +215,12 @@ impl WorkerSet {
         self.counters.iter().map(|c| c.snapshot()).collect()
     }
 
+    /// True when some worker thread has ended (an I/O error it could not recover from, or
+    /// a panic) before shutdown; `shutdown_and_join` then returns its error.
+    pub fn any_stopped(&self) -> bool {
+        self.threads.iter().any(|t| t.is_finished())
+    }
+
     /// Sets the shutdown flag, wakes every worker and joins them. Returns the first
     /// worker error (or panic), if any.
     pub fn shutdown_and_join(mut self) -> Result<(), TransportError> {
@@ -296,7 +302,12 @@ where
         handler,
         index,
         n_workers: ctx.n_workers,
-        out: Outbox::new(p.cfg.send_slots, p.cfg.send_slab_bytes, reserve),
+        out: Outbox::new(
+            p.cfg.send_slots,
+            p.cfg.send_slab_bytes,
+            reserve,
+            p.cfg.send_reserve_slots,
+        ),
         handoff: p.handoff,
         waker: ctx.waker.clone(),
         shutdown: p.shutdown,
