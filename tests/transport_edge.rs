@@ -105,3 +105,24 @@ fn outbox_is_flushed_between_calls_when_full() {
         set.shutdown_and_join().unwrap();
     }
 }
+
+#[test]
+fn idle_workers_do_not_spin() {
+    for backend in backends() {
+        let mut c = cfg(backend);
+        c.max_idle_ms = 60_000;
+        let set = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 1, &c, Echo::new).unwrap();
+        let to = set.listen_addrs()[0];
+        let cl = client();
+        let mut buf = [0u8; 64];
+        // 200 strictly sequential round trips: a loop that never sleeps would turn
+        // thousands of times meanwhile; a sleeping one a few times per datagram.
+        for i in 0..200u32 {
+            cl.send_to(&i.to_be_bytes(), to).unwrap();
+            recv(&cl, &mut buf);
+        }
+        let counters = wait_counters(&set, |c| c[0].rx == 200);
+        assert!(counters[0].turns <= 200 * 3 + 10, "{backend:?}: {counters:?}");
+        set.shutdown_and_join().unwrap();
+    }
+}
