@@ -301,7 +301,8 @@ impl Engine {
         } else {
             (tx.interval_ms * 2).min(t2)
         };
-        let at = now_ms + tx.interval_ms;
+        // Timer B/F fires at 64*T1 whatever the retransmission interval.
+        let at = (now_ms + tx.interval_ms).min(tx.started_ms + 64 * t1);
         self.arm(at, id, super::engine::Timer::Tx(slot));
     }
 }

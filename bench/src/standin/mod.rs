@@ -30,3 +30,6 @@ pub use engine::{Engine, Outbox};
 pub use events::Stats;
 pub use register::{Binding, Registry};
 pub use server::{run, ServerError};
+
+#[cfg(test)]
+mod tests;
