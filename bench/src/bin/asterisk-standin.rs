@@ -43,7 +43,10 @@ struct Args {
     /// Challenge REGISTER with 401 (digest MD5) and check the password.
     #[arg(long)]
     challenge: bool,
-    /// Realm of the challenge.
+    /// Challenge new INVITEs and MESSAGEs with 407 (to check phone scenarios without a proxy).
+    #[arg(long)]
+    challenge_calls: bool,
+    /// Realm of the challenges.
     #[arg(long, default_value = DEFAULT_REALM)]
     realm: String,
     /// Password for every user not in --users.
@@ -76,6 +79,7 @@ fn config(a: Args) -> Result<Config, Box<dyn std::error::Error>> {
         answer_delay_ms: a.answer_delay_ms,
         hangup_after_ms: a.hangup_after_ms,
         challenge: a.challenge,
+        challenge_calls: a.challenge_calls,
         realm: a.realm,
         default_password: a.password,
         default_expires: a.default_expires,

@@ -73,7 +73,10 @@ pub struct Config {
     pub hangup_after_ms: u64,
     /// Answer REGISTER with a 401 digest challenge first.
     pub challenge: bool,
-    /// Realm of that challenge.
+    /// Challenge new INVITEs and MESSAGEs with 407 (stands in for the proxy when sipp phone
+    /// scenarios are checked against the stand-in alone).
+    pub challenge_calls: bool,
+    /// Realm of the challenges.
     pub realm: String,
     /// Password for users absent from `passwords`.
     pub default_password: Option<String>,
@@ -96,6 +99,7 @@ impl Default for Config {
             answer_delay_ms: 0,
             hangup_after_ms: 0,
             challenge: false,
+            challenge_calls: false,
             realm: DEFAULT_REALM.to_owned(),
             default_password: None,
             passwords: HashMap::new(),

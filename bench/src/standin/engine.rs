@@ -184,9 +184,19 @@ impl Engine {
             },
             Start::Request { method, .. } => match method {
                 "REGISTER" => self.on_register(now_ms, src, &msg, out),
-                "OPTIONS" | "MESSAGE" => self.on_simple(now_ms, src, method, &msg, out),
+                "OPTIONS" => self.on_simple(now_ms, src, method, &msg, out),
+                "MESSAGE" => {
+                    if self.admit_call(src, method, &msg, out) {
+                        self.on_simple(now_ms, src, method, &msg, out);
+                    }
+                }
                 "INVITE" | "ACK" | "BYE" | "CANCEL" => {
                     let known = self.by_call_id.get(call_id).copied();
+                    let new_invite =
+                        method == "INVITE" && known.is_none() && msg.to_tag().is_none();
+                    if new_invite && !self.admit_call(src, method, &msg, out) {
+                        return;
+                    }
                     self.on_call_request(now_ms, src, method, known, data, &msg, out);
                 }
                 _ => {

@@ -135,6 +135,8 @@ stats!(
     register_ok,
     register_challenged,
     register_forbidden,
+    call_challenged,
+    call_forbidden,
     unregister,
     invite,
     invite_retransmit,

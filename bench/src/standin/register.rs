@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 
 use super::build::{begin_response, finish};
@@ -91,21 +92,66 @@ enum AuthCheck {
 }
 
 impl Engine {
-    fn check_auth(&self, user: &str, msg: &Msg) -> AuthCheck {
-        if !self.cfg.challenge {
-            return AuthCheck::Ok;
+    /// Sends a 401 (`proxy` false) or 407 digest challenge with a fresh nonce.
+    fn challenge(&mut self, src: SocketAddr, msg: &Msg, proxy: bool, out: &mut Outbox) {
+        let nonce = self.ids.nonce();
+        let realm = &self.cfg.realm;
+        let (code, reason, header) = if proxy {
+            (407, "Proxy Authentication Required", "Proxy-Authenticate")
+        } else {
+            (401, "Unauthorized", "WWW-Authenticate")
+        };
+        out.push_with(src, |b| {
+            begin_response(b, msg, code, reason, Some(&nonce));
+            let _ = write!(
+                b,
+                "{header}: Digest algorithm=MD5, realm=\"{realm}\", nonce=\"{nonce}\"\r\n"
+            );
+            finish(b, None, b"");
+        });
+    }
+
+    /// `--challenge-calls`: whether a new INVITE or a MESSAGE may proceed; otherwise a 407
+    /// (missing/stale credentials) or 403 (wrong password) has been sent.
+    pub(super) fn admit_call(
+        &mut self,
+        src: SocketAddr,
+        method: &str,
+        msg: &Msg,
+        out: &mut Outbox,
+    ) -> bool {
+        if !self.cfg.challenge_calls {
+            return true;
         }
-        let Some(creds) = msg
-            .header("Authorization")
-            .and_then(digest::parse_authorization)
-        else {
+        let user = msg
+            .header("From")
+            .map(uri_of)
+            .and_then(uri_user)
+            .unwrap_or_default();
+        match self.check_auth(user, msg, "Proxy-Authorization", method) {
+            AuthCheck::Ok => true,
+            AuthCheck::Challenge => {
+                self.stats.call_challenged += 1;
+                self.challenge(src, msg, true, out);
+                false
+            }
+            AuthCheck::Forbidden => {
+                self.stats.call_forbidden += 1;
+                self.respond_stateless(src, msg, 403, "Forbidden", out);
+                false
+            }
+        }
+    }
+    /// Digest check of `msg` (header `Authorization` or `Proxy-Authorization`) for `user`.
+    fn check_auth(&self, user: &str, msg: &Msg, header: &str, method: &str) -> AuthCheck {
+        let Some(creds) = msg.header(header).and_then(digest::parse_authorization) else {
             return AuthCheck::Challenge;
         };
         if !self.ids.is_our_nonce(creds.nonce) || creds.realm != self.cfg.realm {
             return AuthCheck::Challenge;
         }
         match self.cfg.password_for(user) {
-            Some(pw) if creds.username == user && digest::verify(&creds, "REGISTER", pw) => {
+            Some(pw) if creds.username == user && digest::verify(&creds, method, pw) => {
                 AuthCheck::Ok
             }
             _ => AuthCheck::Forbidden,
@@ -140,21 +186,16 @@ impl Engine {
         if user.is_empty() {
             return self.respond_stateless(src, msg, 400, "Bad Request", out);
         }
-        match self.check_auth(user, msg) {
+        let check = if self.cfg.challenge {
+            self.check_auth(user, msg, "Authorization", "REGISTER")
+        } else {
+            AuthCheck::Ok
+        };
+        match check {
             AuthCheck::Ok => {}
             AuthCheck::Challenge => {
                 self.stats.register_challenged += 1;
-                let nonce = self.ids.nonce();
-                let realm = &self.cfg.realm;
-                out.push_with(src, |b| {
-                    begin_response(b, msg, 401, "Unauthorized", Some(&nonce));
-                    let _ = std::io::Write::write_fmt(
-                        b,
-                        format_args!("WWW-Authenticate: Digest algorithm=MD5, realm=\"{realm}\", nonce=\"{nonce}\"\r\n"),
-                    );
-                    finish(b, None, b"");
-                });
-                return;
+                return self.challenge(src, msg, false, out);
             }
             AuthCheck::Forbidden => {
                 self.stats.register_forbidden += 1;

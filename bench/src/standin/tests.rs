@@ -420,3 +420,36 @@ fn options_message_and_garbage() {
         (2, 1, 1)
     );
 }
+
+#[test]
+fn challenge_calls_asks_invite_and_message_for_proxy_auth() {
+    let mut cfg = Config {
+        challenge_calls: true,
+        default_password: Some("pw".into()),
+        ..Config::default()
+    };
+    cfg.routes.insert("600".into(), Mode::Answer);
+    let mut e = engine(cfg);
+    let sent = feed(&mut e, T0, &invite("600", "c1"));
+    assert_eq!(codes(&sent), [407]);
+    let chal = hdr(&sent[0].1, "Proxy-Authenticate");
+    let nonce = param(&chal.replace(", ", ";"), "nonce").unwrap().to_owned();
+    let line = format!(
+        "Digest username=\"alice\", realm=\"asterisk\", nonce=\"{nonce}\", uri=\"sip:600@127.0.0.2:5080\", response=\"x\""
+    );
+    let r = expected_response(&parse_authorization(&line).unwrap(), "INVITE", "pw");
+    let auth = line.replace(
+        "response=\"x\"",
+        &format!("response=\"{}\"", std::str::from_utf8(&r).unwrap()),
+    );
+    let authed = invite("600", "c1").replace(
+        "Content-Length",
+        &format!("Proxy-Authorization: {auth}\r\nContent-Length"),
+    );
+    assert_eq!(codes(&feed(&mut e, T0, &authed)), [100, 180, 200]);
+    assert_eq!(
+        codes(&feed(&mut e, T0, &a_request("MESSAGE", "m1", None))),
+        [407]
+    );
+    assert_eq!(e.stats().call_challenged, 2);
+}
