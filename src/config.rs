@@ -27,6 +27,14 @@ pub enum ConfigError {
     },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error(transparent)]
+    Auth(#[from] crate::auth::ConfigError),
+    #[error(transparent)]
+    Credentials(#[from] crate::db::ConfigError),
+    #[error(transparent)]
+    Registrar(#[from] crate::registrar::ConfigError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::ConfigError),
 }
 
 impl ConfigError {
@@ -48,6 +56,10 @@ pub struct Config {
     pub timers: TimerConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub auth: crate::auth::AuthConfig,
+    pub credentials: crate::db::CredentialsConfig,
+    pub registrar: crate::registrar::RegistrarConfig,
+    pub transport: crate::transport::TransportConfig,
 }
 
 /// `[listen]`: where phones and Asterisk reach the proxy, and how many workers serve it.
@@ -58,11 +70,6 @@ pub struct ListenConfig {
     pub udp: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
-    /// I/O backend: "auto" (io_uring when the kernel allows it, else recvmmsg), "io_uring", "mmsg".
-    pub backend: String,
-    /// First port of the per-worker upstream sockets used towards Asterisk (worker i binds
-    /// `upstream_port_base + i`); 0 lets the kernel choose.
-    pub upstream_port_base: u16,
 }
 
 impl Default for ListenConfig {
@@ -70,8 +77,6 @@ impl Default for ListenConfig {
         ListenConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             workers: 0,
-            backend: "auto".to_owned(),
-            upstream_port_base: 0,
         }
     }
 }
@@ -247,15 +252,6 @@ impl Config {
         if self.listen.workers > 1024 {
             return Err(ConfigError::invalid("listen.workers", "at most 1024"));
         }
-        match self.listen.backend.as_str() {
-            "auto" | "io_uring" | "mmsg" => {}
-            _ => {
-                return Err(ConfigError::invalid(
-                    "listen.backend",
-                    "must be \"auto\", \"io_uring\" or \"mmsg\"",
-                ))
-            }
-        }
         if self.domain.realm.is_empty() || self.domain.realm.contains(['"', '\\', '\r', '\n']) {
             return Err(ConfigError::invalid(
                 "domain.realm",
@@ -322,6 +318,10 @@ impl Config {
                 "must be 1..=1000000",
             ));
         }
+        self.auth.validate()?;
+        self.credentials.validate()?;
+        self.registrar.validate()?;
+        self.transport.validate()?;
         Ok(())
     }
 
@@ -380,7 +380,6 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases = [
             ("[listen]\nudp = []\n", "listen.udp"),
-            ("[listen]\nbackend = \"epoll\"\n", "listen.backend"),
             ("[domain]\nrealm = \"\"\n", "domain.realm"),
             ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
             ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),
@@ -393,6 +392,12 @@ mod tests {
         for (text, key) in cases {
             assert_eq!(err_key(text), key, "{text}");
         }
+        let e = err_key("[transport]\nbackend = \"epoll\"\n");
+        assert!(e.contains("backend"), "{e}");
+        let e = err_key("[credentials]\npool_size = 0\n");
+        assert!(e.contains("pool_size"), "{e}");
+        let e = err_key("[registrar]\nmin_expires = 7200\n");
+        assert!(e.contains("registrar."), "{e}");
         let e = err_key("[asterisk]\nnodes = [\"not an address\"]\n");
         assert!(e.contains("nodes") || e.contains("address"), "{e}");
     }

@@ -16,6 +16,8 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod db;
+pub mod demo;
 pub mod registrar;
+pub mod server;
 pub mod sip;
 pub mod transport;

@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
-pub use ports::{AuthCheck, AuthPort, LocationPort, Ports, RegFwdPort};
+pub use ports::{AuthCheck, AuthPort, LocationPort, Ports, RegFwdPort, RegFwdSender};
 
 use crate::config::{Config, MatchMode, TimerConfig};
 use timer::TimerQueue;

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::sip::{DigestCredentials, Message, ViaSpec};
+use crate::sip::{DigestCredentials, Message};
 
 use super::Local;
 
@@ -95,8 +95,8 @@ pub struct ContactTarget<'a> {
     pub dst: SocketAddr,
     /// The socket the phone registered through.
     pub sock: Local,
-    /// Path values to push as Route (comma-joined name-addrs), possibly empty.
-    pub path: &'a str,
+    /// Path values (name-addrs) to push as Route, in order; possibly empty.
+    pub path: &'a [&'a str],
 }
 
 /// The location table.
@@ -113,34 +113,32 @@ pub trait LocationPort: Send + Sync {
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str));
 }
 
-/// Forwarding registrations to Asterisk.
+/// Where a [`RegFwdPort`] sends the REGISTERs it decides on: the core starts one client
+/// transaction per call, from this worker's upstream socket.
+pub trait RegFwdSender {
+    /// Send one REGISTER to Asterisk node `node`. `write(via, branch, out)` writes the whole
+    /// request with a Via of sent-by `via` and branch `branch`; false when it cannot.
+    fn send(&mut self, node: usize, write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool);
+}
+
+/// Forwarding registrations to Asterisk (the seed's REGFWD).
 pub trait RegFwdPort: Send + Sync {
-    /// After a save: call `f(node, expires)` for each REGISTER to send now (none when a pure
-    /// refresh is throttled).
+    /// After a REGISTER was saved (`granted`: the AOR's longest remaining expiry, 0 when it
+    /// has no binding left; `changed`: false for a pure refresh): send what is due.
     fn on_saved(
         &self,
         user: &str,
         granted: u32,
         changed: bool,
         now_ms: u64,
-        f: &mut dyn FnMut(usize, u32),
+        out: &mut dyn RegFwdSender,
     );
     /// After `user` lost its last binding by expiry: the Expires: 0 REGISTERs.
-    fn on_expired(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(usize, u32));
-    /// Write the REGISTER for `user` to `node` (next CSeq of the user's Call-ID), with our Via
-    /// and optionally an authorization line. Returns the request-URI used, for answering a
-    /// challenge, through `out` only: false when it cannot be built.
-    fn write_register(
-        &self,
-        user: &str,
-        node: usize,
-        expires: u32,
-        via: &ViaSpec<'_>,
-        authorization: Option<&[u8]>,
-        out: &mut Vec<u8>,
-    ) -> bool;
-    /// Report the outcome of a forwarded REGISTER (for counters, logs and retry policy).
-    fn on_result(&self, user: &str, node: usize, code: u16);
+    fn on_expired(&self, user: &str, now_ms: u64, out: &mut dyn RegFwdSender);
+    /// A REGISTER is re-sent with credentials with this CSeq (same Call-ID).
+    fn on_retry(&self, user: &str, call_id: &str, cseq: u32);
+    /// The outcome of a forwarded REGISTER: a final status, or 408 on timeout.
+    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16);
 }
 
 /// The set of ports one core uses.

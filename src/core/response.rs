@@ -69,11 +69,9 @@ impl Core {
             return;
         }
         match purpose {
-            Purpose::RegFwd {
-                node,
-                challenged,
-                expires,
-            } => self.on_regfwd_response(now, ours.slot, node, challenged, expires, &msg, code, tx),
+            Purpose::RegFwd { node, challenged } => {
+                self.on_regfwd_response(now, ours.slot, node, challenged, &msg, code, tx)
+            }
             Purpose::Branch { server, server_gen } => {
                 self.on_branch_response(now, ours.slot, server, server_gen, &msg, data, code, tx)
             }

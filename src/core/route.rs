@@ -231,7 +231,12 @@ impl Core {
                 let u0 = buf.len() as u32;
                 buf.extend_from_slice(c.uri.as_bytes());
                 let p0 = buf.len() as u32;
-                buf.extend_from_slice(c.path.as_bytes());
+                for (i, p) in c.path.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(p.as_bytes());
+                }
                 recs.push(TargetRec {
                     uri: (u0, p0),
                     path: (p0, buf.len() as u32),

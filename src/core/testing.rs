@@ -10,11 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use crate::sip::{Contact, DigestCredentials, ViaSpec};
+use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
-    AuthCheck, AuthPort, ContactTarget, LocationPort, Ports, RegFwdPort, RegisterInput,
-    RegisterReply,
+    AuthCheck, AuthPort, ContactTarget, LocationPort, Ports, RegFwdPort, RegFwdSender,
+    RegisterInput, RegisterReply,
 };
 use super::{CoreConfig, Local, Transmit};
 use crate::config::{Config, MatchMode};
@@ -204,10 +204,13 @@ impl AuthPort for FakeAuth {
     }
 }
 
-/// A location table in a mutex: user → (contact URI, destination).
+/// One fake binding: contact URI, destination, expiry time (ms).
+pub type FakeBinding = (String, SocketAddr, u64);
+
+/// A location table in a mutex: user → bindings.
 #[derive(Default)]
 pub struct FakeLocation {
-    pub bindings: Mutex<HashMap<String, Vec<(String, SocketAddr, u64)>>>,
+    pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
 }
 
 impl FakeLocation {
@@ -272,7 +275,7 @@ impl LocationPort for FakeLocation {
                         uri,
                         dst: *dst,
                         sock: Local::Listen(0),
-                        path: "",
+                        path: &[],
                     });
                 }
             }
@@ -299,38 +302,37 @@ pub struct FakeRegFwd {
     pub cseq: Mutex<u32>,
 }
 
+impl FakeRegFwd {
+    fn send(&self, user: &str, expires: u32, out: &mut dyn RegFwdSender) {
+        let cseq = {
+            let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
+            *c += 1;
+            *c
+        };
+        out.send(0, &mut |via, branch, buf| {
+            buf.extend_from_slice(
+                format!(
+                    "REGISTER sip:127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch={branch}\r\nFrom: <sip:{user}@127.0.0.2>;tag=f\r\nTo: <sip:{user}@127.0.0.2>\r\nCall-ID: regfwd-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:5060>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            true
+        });
+    }
+}
+
 impl RegFwdPort for FakeRegFwd {
-    fn on_saved(&self, _u: &str, granted: u32, _c: bool, _n: u64, f: &mut dyn FnMut(usize, u32)) {
-        f(0, granted);
+    fn on_saved(&self, user: &str, granted: u32, _c: bool, _n: u64, out: &mut dyn RegFwdSender) {
+        self.send(user, granted, out);
     }
-    fn on_expired(&self, _u: &str, _n: u64, f: &mut dyn FnMut(usize, u32)) {
-        f(0, 0);
+    fn on_expired(&self, user: &str, _n: u64, out: &mut dyn RegFwdSender) {
+        self.send(user, 0, out);
     }
-    fn write_register(
-        &self,
-        user: &str,
-        _node: usize,
-        expires: u32,
-        via: &ViaSpec<'_>,
-        auth: Option<&[u8]>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let mut cseq = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
-        *cseq += 1;
-        out.extend_from_slice(
-            format!(
-                "REGISTER sip:127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/{} {}:{};branch={}\r\nFrom: <sip:{user}@127.0.0.2>;tag=f\r\nTo: <sip:{user}@127.0.0.2>\r\nCall-ID: regfwd-{user}\r\nCSeq: {} REGISTER\r\nContact: <sip:{user}@127.0.0.1:5060>\r\nExpires: {expires}\r\n",
-                via.transport, via.host, via.port, via.branch, *cseq
-            )
-            .as_bytes(),
-        );
-        if let Some(a) = auth {
-            out.extend_from_slice(a);
-        }
-        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-        true
+    fn on_retry(&self, _user: &str, _call_id: &str, cseq: u32) {
+        let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
+        *c = (*c).max(cseq);
     }
-    fn on_result(&self, user: &str, node: usize, code: u16) {
+    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16) {
         if let Ok(mut r) = self.results.lock() {
             r.push((user.to_owned(), node, code));
         }

@@ -3,6 +3,8 @@
 //! Every entry popped from the heap is checked against the slot's generation and state, so
 //! timers of finished transactions simply fall out.
 
+use crate::sip::{Message, EMPTY_HEADER, MAX_HEADERS};
+
 use super::timer::TimerKind;
 use super::txn::{CancelState, ClientState, Purpose, ServerState};
 use super::{Core, Transmit, MAX_USER_LEN};
@@ -108,11 +110,22 @@ impl Core {
                 let mut user = [0u8; MAX_USER_LEN];
                 let n = ct.aux.len().min(MAX_USER_LEN);
                 user[..n].copy_from_slice(&ct.aux[..n]);
+                let request = std::mem::take(&mut ct.request);
                 self.txns.free_client(slot);
                 self.stats.regfwd_failed += 1;
                 let user = std::str::from_utf8(&user[..n]).unwrap_or("");
+                let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
+                let call_id = Message::parse_datagram(&request, &mut hdrs)
+                    .ok()
+                    .and_then(|m| m.call_id().ok())
+                    .unwrap_or("");
                 tracing::warn!(user, node, "forwarded REGISTER timed out");
-                self.ports.regfwd.on_result(user, usize::from(node), 408);
+                self.ports
+                    .regfwd
+                    .on_result(user, call_id, usize::from(node), 408);
+                if let Some(ct) = self.txns.clients.get_mut(slot) {
+                    ct.request = request;
+                }
             }
         }
     }

@@ -132,11 +132,7 @@ pub enum Purpose {
     /// A branch of a proxied request, child of a server transaction.
     Branch { server: u32, server_gen: u32 },
     /// A REGISTER forwarded to Asterisk node `node` for the user kept in `aux`.
-    RegFwd {
-        node: u8,
-        challenged: bool,
-        expires: u32,
-    },
+    RegFwd { node: u8, challenged: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +174,6 @@ impl ClientTxn {
             purpose: Purpose::RegFwd {
                 node: 0,
                 challenged: false,
-                expires: 0,
             },
             dst: SocketAddr::from(([0, 0, 0, 0], 0)),
             sock: Local::Upstream,
