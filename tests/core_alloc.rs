@@ -127,12 +127,22 @@ fn forwarding_a_call_allocates_nothing_once_warm() {
         }
         let before = sink.datagrams;
         core.handle_datagram(now, Local::Listen(0), phone, &f.invite, &mut sink);
-        assert_eq!(sink.datagrams - before, 2, "100 Trying + INVITE to Asterisk");
+        assert_eq!(
+            sink.datagrams - before,
+            2,
+            "100 Trying + INVITE to Asterisk"
+        );
         fwd.clear();
         fwd.extend_from_slice(&sink.last);
         response_into(&fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut resp);
         core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
-        response_into(&fwd, b"SIP/2.0 200 OK\r\n", b"ast", b"Contact: <sip:600@127.0.0.2:5080>\r\n", &mut resp);
+        response_into(
+            &fwd,
+            b"SIP/2.0 200 OK\r\n",
+            b"ast",
+            b"Contact: <sip:600@127.0.0.2:5080>\r\n",
+            &mut resp,
+        );
         core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
         core.handle_datagram(now, Local::Listen(0), phone, &f.ack, &mut sink);
         core.handle_datagram(now, Local::Listen(0), ast, &f.bye, &mut sink);

@@ -122,7 +122,10 @@ fn idle_workers_do_not_spin() {
             recv(&cl, &mut buf);
         }
         let counters = wait_counters(&set, |c| c[0].rx == 200);
-        assert!(counters[0].turns <= 200 * 3 + 10, "{backend:?}: {counters:?}");
+        assert!(
+            counters[0].turns <= 200 * 3 + 10,
+            "{backend:?}: {counters:?}"
+        );
         set.shutdown_and_join().unwrap();
     }
 }

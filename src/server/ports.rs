@@ -40,11 +40,13 @@ fn unq<'o>(q: &QStr<'_>, buf: &'o mut [u8]) -> Option<&'o str> {
     q.unescape_into(buf).ok()
 }
 
+/// A replayed nonce count is usually a retransmission of a request answered statelessly
+/// (REGISTER): challenge again without counting a failure.
 fn map_verdict(v: Verdict) -> AuthCheck {
     match v {
         Verdict::Ok => AuthCheck::Ok,
         Verdict::Stale => AuthCheck::Challenge { stale: true },
-        Verdict::WrongPassword | Verdict::Replay | Verdict::UriMismatch | Verdict::Malformed => {
+        Verdict::WrongPassword | Verdict::UriMismatch | Verdict::Malformed => {
             AuthCheck::Failed
         }
         _ => AuthCheck::Challenge { stale: false },
