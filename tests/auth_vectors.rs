@@ -76,7 +76,13 @@ fn hash_primitives_match_python() {
             _ => None,
         };
         let r = hash::response(v.alg, &ha1, v.nonce, qop, &ha2);
-        assert_eq!(r.as_str(), v.response, "response {} {}", v.alg.as_str(), v.user);
+        assert_eq!(
+            r.as_str(),
+            v.response,
+            "response {} {}",
+            v.alg.as_str(),
+            v.user
+        );
     }
 }
 

@@ -58,7 +58,13 @@ fn challenges(a: &Authenticator, proxy: bool, stale: bool, now: u64) -> Vec<Stri
 }
 
 /// Answers the challenge for `alg` and returns the Authorization parameters.
-fn answer(a: &Authenticator, alg: Algorithm, password: &str, nc: u32, now: u64) -> HashMap<String, String> {
+fn answer(
+    a: &Authenticator,
+    alg: Algorithm,
+    password: &str,
+    nc: u32,
+    now: u64,
+) -> HashMap<String, String> {
     let all = challenges(a, false, false, now);
     let value = all
         .iter()
@@ -109,11 +115,22 @@ fn challenges_strongest_first_without_allocation() {
     let lines: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(lines.len(), 3);
     for (l, alg) in lines.iter().zip(["SHA-512-256", "SHA-256", "MD5"]) {
-        assert!(l.starts_with("WWW-Authenticate: Digest realm=\"example.com\", nonce=\""), "{l}");
-        assert!(l.contains(&format!("algorithm={alg}, qop=\"auth\", stale=true")), "{l}");
+        assert!(
+            l.starts_with("WWW-Authenticate: Digest realm=\"example.com\", nonce=\""),
+            "{l}"
+        );
+        assert!(
+            l.contains(&format!("algorithm={alg}, qop=\"auth\", stale=true")),
+            "{l}"
+        );
         assert!(l.contains("opaque=\""), "{l}");
     }
-    let proxy = challenges(&auth(|c| c.algorithms = vec![Algorithm::Md5]), true, false, T0);
+    let proxy = challenges(
+        &auth(|c| c.algorithms = vec![Algorithm::Md5]),
+        true,
+        false,
+        T0,
+    );
     assert_eq!(proxy.len(), 1);
     assert!(!proxy[0].contains("stale"));
     let mut out = Vec::new();
@@ -129,12 +146,22 @@ fn every_algorithm_verifies_and_wrong_password_fails() {
     let a = auth(|_| {});
     for alg in Algorithm::STRONGEST_FIRST {
         let p = answer(&a, alg, "secret", 1, T0);
-        assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), T0 + 10, SRC), Verdict::Ok, "{alg:?}");
+        assert_eq!(
+            a.verify(&input(&p), "REGISTER", URI, &cred(), T0 + 10, SRC),
+            Verdict::Ok,
+            "{alg:?}"
+        );
         let p = answer(&a, alg, "wrong", 1, T0);
-        assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), T0 + 10, SRC), Verdict::WrongPassword);
+        assert_eq!(
+            a.verify(&input(&p), "REGISTER", URI, &cred(), T0 + 10, SRC),
+            Verdict::WrongPassword
+        );
         // the method is part of the hash
         let p = answer(&a, alg, "secret", 1, T0);
-        assert_eq!(a.verify(&input(&p), "INVITE", URI, &cred(), T0 + 10, SRC), Verdict::WrongPassword);
+        assert_eq!(
+            a.verify(&input(&p), "INVITE", URI, &cred(), T0 + 10, SRC),
+            Verdict::WrongPassword
+        );
     }
 }
 
@@ -144,7 +171,10 @@ fn uppercase_hex_response_is_accepted() {
     let mut p = answer(&a, Algorithm::Md5, "secret", 1, T0);
     let up = p["response"].to_uppercase();
     p.insert("response".into(), up);
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC), Verdict::Ok);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::Ok
+    );
 }
 
 #[test]
@@ -153,17 +183,32 @@ fn replay_and_nonce_count() {
     let p = answer(&a, Algorithm::Sha256, "secret", 1, T0);
     let i = input(&p);
     assert_eq!(a.verify(&i, "REGISTER", URI, &cred(), T0, SRC), Verdict::Ok);
-    assert_eq!(a.verify(&i, "REGISTER", URI, &cred(), T0, SRC), Verdict::Replay);
+    assert_eq!(
+        a.verify(&i, "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::Replay
+    );
     // same nonce, higher nc: fine; then a lower one is a replay
     let nonce = p["nonce"].clone();
-    let ch = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=SHA-256, qop=\"auth\"");
+    let ch =
+        format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=SHA-256, qop=\"auth\"");
     let ch = parse_challenge(&ch).expect("parse");
     for (nc, want) in [(5, Verdict::Ok), (3, Verdict::Replay), (6, Verdict::Ok)] {
         let mut out = Vec::new();
-        let req = ClientRequest { username: "alice", method: "REGISTER", uri: URI, cnonce: "c", nc };
-        compute_client_response(&ch, ClientSecret::Password("secret"), &req, &mut out).expect("answer");
+        let req = ClientRequest {
+            username: "alice",
+            method: "REGISTER",
+            uri: URI,
+            cnonce: "c",
+            nc,
+        };
+        compute_client_response(&ch, ClientSecret::Password("secret"), &req, &mut out)
+            .expect("answer");
         let q = params(std::str::from_utf8(&out).expect("utf8"));
-        assert_eq!(a.verify(&input(&q), "REGISTER", URI, &cred(), T0, SRC), want, "nc {nc}");
+        assert_eq!(
+            a.verify(&input(&q), "REGISTER", URI, &cred(), T0, SRC),
+            want,
+            "nc {nc}"
+        );
     }
 }
 
@@ -172,9 +217,15 @@ fn stale_only_after_the_password_checked_out() {
     let a = auth(|c| c.nonce_ttl_secs = 30);
     let p = answer(&a, Algorithm::Md5, "secret", 1, T0);
     let later = T0 + 31_000;
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), later, SRC), Verdict::Stale);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &cred(), later, SRC),
+        Verdict::Stale
+    );
     let wrong = answer(&a, Algorithm::Md5, "nope", 1, T0);
-    assert_eq!(a.verify(&input(&wrong), "REGISTER", URI, &cred(), later, SRC), Verdict::WrongPassword);
+    assert_eq!(
+        a.verify(&input(&wrong), "REGISTER", URI, &cred(), later, SRC),
+        Verdict::WrongPassword
+    );
 }
 
 #[test]
@@ -182,19 +233,37 @@ fn forged_nonce_opaque_and_ip_binding() {
     let a = auth(|c| c.bind_nonce_to_ip = true);
     let p = answer(&a, Algorithm::Md5, "secret", 1, T0);
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), T0, other), Verdict::BadNonce);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &cred(), T0, other),
+        Verdict::BadNonce
+    );
     let mut forged = p.clone();
-    forged.insert("nonce".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
-    assert_eq!(a.verify(&input(&forged), "REGISTER", URI, &cred(), T0, SRC), Verdict::BadNonce);
+    forged.insert(
+        "nonce".into(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+    );
+    assert_eq!(
+        a.verify(&input(&forged), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::BadNonce
+    );
     let mut op = p.clone();
     op.insert("opaque".into(), "0000000000000000".into());
-    assert_eq!(a.verify(&input(&op), "REGISTER", URI, &cred(), T0, SRC), Verdict::BadNonce);
+    assert_eq!(
+        a.verify(&input(&op), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::BadNonce
+    );
     // another authenticator with a random secret does not accept our nonces
     let b = auth(|_| {});
     let mut no_opaque = p.clone();
     no_opaque.remove("opaque");
-    assert_eq!(b.verify(&input(&no_opaque), "REGISTER", URI, &cred(), T0, SRC), Verdict::BadNonce);
-    assert_eq!(a.verify(&input(&no_opaque), "REGISTER", URI, &cred(), T0, SRC), Verdict::Ok);
+    assert_eq!(
+        b.verify(&input(&no_opaque), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::BadNonce
+    );
+    assert_eq!(
+        a.verify(&input(&no_opaque), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::Ok
+    );
 }
 
 #[test]
@@ -203,7 +272,10 @@ fn nodes_sharing_a_secret_accept_each_others_nonces() {
     let a = auth(|c| c.nonce_secret = secret.into());
     let b = auth(|c| c.nonce_secret = secret.into());
     let p = answer(&a, Algorithm::Sha512_256, "secret", 1, T0);
-    assert_eq!(b.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC), Verdict::Ok);
+    assert_eq!(
+        b.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::Ok
+    );
 }
 
 #[test]
@@ -213,16 +285,85 @@ fn policy_checks() {
     let ok = input(&p);
     let check = |i: &DigestInput, uri: &str| a.verify(i, "REGISTER", uri, &cred(), T0, SRC);
     assert_eq!(check(&ok, "sip:other.com"), Verdict::UriMismatch);
-    assert_eq!(check(&DigestInput { realm: "other", ..ok }, URI), Verdict::RealmMismatch);
-    assert_eq!(check(&DigestInput { algorithm: Some("SHA-256"), ..ok }, URI), Verdict::Unsupported);
-    assert_eq!(check(&DigestInput { algorithm: Some("MD5-sess"), ..ok }, URI), Verdict::Unsupported);
-    assert_eq!(check(&DigestInput { qop: Some("auth-int"), ..ok }, URI), Verdict::Unsupported);
-    assert_eq!(check(&DigestInput { qop: None, ..ok }, URI), Verdict::QopRequired);
-    assert_eq!(check(&DigestInput { nc: Some("1"), ..ok }, URI), Verdict::Malformed);
-    assert_eq!(check(&DigestInput { cnonce: None, ..ok }, URI), Verdict::Malformed);
-    assert_eq!(check(&DigestInput { response: "abc", ..ok }, URI), Verdict::Malformed);
+    assert_eq!(
+        check(
+            &DigestInput {
+                realm: "other",
+                ..ok
+            },
+            URI
+        ),
+        Verdict::RealmMismatch
+    );
+    assert_eq!(
+        check(
+            &DigestInput {
+                algorithm: Some("SHA-256"),
+                ..ok
+            },
+            URI
+        ),
+        Verdict::Unsupported
+    );
+    assert_eq!(
+        check(
+            &DigestInput {
+                algorithm: Some("MD5-sess"),
+                ..ok
+            },
+            URI
+        ),
+        Verdict::Unsupported
+    );
+    assert_eq!(
+        check(
+            &DigestInput {
+                qop: Some("auth-int"),
+                ..ok
+            },
+            URI
+        ),
+        Verdict::Unsupported
+    );
+    assert_eq!(
+        check(&DigestInput { qop: None, ..ok }, URI),
+        Verdict::QopRequired
+    );
+    assert_eq!(
+        check(
+            &DigestInput {
+                nc: Some("1"),
+                ..ok
+            },
+            URI
+        ),
+        Verdict::Malformed
+    );
+    assert_eq!(
+        check(&DigestInput { cnonce: None, ..ok }, URI),
+        Verdict::Malformed
+    );
+    assert_eq!(
+        check(
+            &DigestInput {
+                response: "abc",
+                ..ok
+            },
+            URI
+        ),
+        Verdict::Malformed
+    );
     // the host part of the URI compares case-insensitively
-    assert_eq!(check(&DigestInput { uri: "sip:EXAMPLE.com", ..ok }, URI), Verdict::WrongPassword);
+    assert_eq!(
+        check(
+            &DigestInput {
+                uri: "sip:EXAMPLE.com",
+                ..ok
+            },
+            URI
+        ),
+        Verdict::WrongPassword
+    );
     assert_eq!(check(&ok, "sip:Example.COM"), Verdict::Ok);
 }
 
@@ -239,11 +380,23 @@ fn no_qop_only_when_allowed_and_single_use() {
     let ch = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\"");
     let ch = parse_challenge(&ch).expect("parse");
     let mut out = Vec::new();
-    let req = ClientRequest { username: "alice", method: "REGISTER", uri: URI, cnonce: "", nc: 1 };
+    let req = ClientRequest {
+        username: "alice",
+        method: "REGISTER",
+        uri: URI,
+        cnonce: "",
+        nc: 1,
+    };
     compute_client_response(&ch, ClientSecret::Password("secret"), &req, &mut out).expect("answer");
     let p = params(std::str::from_utf8(&out).expect("utf8"));
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC), Verdict::Ok);
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC), Verdict::Replay);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::Ok
+    );
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &cred(), T0, SRC),
+        Verdict::Replay
+    );
 }
 
 #[test]
@@ -253,9 +406,15 @@ fn stored_md5_only_cannot_verify_sha() {
     let ha1 = sipfront::auth::hash::ha1(Algorithm::Md5, "alice", REALM, "secret");
     assert!(md5_only.set_ha1_hex(Algorithm::Md5, ha1.as_str()));
     let p = answer(&a, Algorithm::Sha256, "secret", 1, T0);
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &md5_only, T0, SRC), Verdict::NoCredentialForAlgorithm);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &md5_only, T0, SRC),
+        Verdict::NoCredentialForAlgorithm
+    );
     let p = answer(&a, Algorithm::Md5, "secret", 1, T0);
-    assert_eq!(a.verify(&input(&p), "REGISTER", URI, &md5_only, T0, SRC), Verdict::Ok);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", URI, &md5_only, T0, SRC),
+        Verdict::Ok
+    );
 }
 
 #[test]
@@ -264,6 +423,9 @@ fn from_user_helper_and_bad_realm() {
     assert!(!username_matches_from("alice", Some("Alice")));
     assert!(!username_matches_from("alice", None));
     for bad in ["", "a\"b", "a\\b", "a\r\nb"] {
-        assert!(Authenticator::new(&AuthConfig::default(), bad).is_err(), "{bad:?}");
+        assert!(
+            Authenticator::new(&AuthConfig::default(), bad).is_err(),
+            "{bad:?}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts, OptsBuilder};
+use mysql::{Conn, Opts};
 use sipfront::auth::hash::ha1;
 use sipfront::auth::{Algorithm, AuthConfig, Authenticator, DigestInput, Verdict};
 use sipfront::db::{
@@ -42,7 +42,8 @@ struct TestDb {
 impl TestDb {
     fn new(ddl: &str) -> Option<TestDb> {
         let opts = base_opts()?;
-        let mut admin = Conn::new(opts.clone()).expect("MariaDB unreachable (set SIPFRONT_SKIP_MYSQL=1 to skip)");
+        let mut admin = Conn::new(opts.clone())
+            .expect("MariaDB unreachable (set SIPFRONT_SKIP_MYSQL=1 to skip)");
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -52,12 +53,19 @@ impl TestDb {
             nanos,
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        admin.query_drop(format!("CREATE DATABASE `{name}`")).expect("create db");
+        admin
+            .query_drop(format!("CREATE DATABASE `{name}`"))
+            .expect("create db");
         admin.query_drop(format!("USE `{name}`")).expect("use");
         for stmt in ddl.split(';').filter(|s| !s.trim().is_empty()) {
             admin.query_drop(stmt).expect("ddl");
         }
-        Some(TestDb { admin, opts, name, users: Vec::new() })
+        Some(TestDb {
+            admin,
+            opts,
+            name,
+            users: Vec::new(),
+        })
     }
 
     fn exec(&mut self, sql: &str) {
@@ -90,9 +98,15 @@ impl TestDb {
 
     /// A dedicated user with SELECT on this database only.
     fn create_user(&mut self, password: &str) -> String {
-        let user = format!("sft{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let user = format!(
+            "sft{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         for host in ["%", "localhost"] {
-            self.exec(&format!("CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'"));
+            self.exec(&format!(
+                "CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'"
+            ));
         }
         self.users.push(user.clone());
         self.grant(&user);
@@ -101,17 +115,26 @@ impl TestDb {
 
     fn grant(&mut self, user: &str) {
         for host in ["%", "localhost"] {
-            self.exec(&format!("GRANT SELECT ON `{}`.* TO '{user}'@'{host}'", self.name));
+            self.exec(&format!(
+                "GRANT SELECT ON `{}`.* TO '{user}'@'{host}'",
+                self.name
+            ));
         }
     }
 
     fn revoke_and_kill(&mut self, user: &str) {
         for host in ["%", "localhost"] {
-            self.exec(&format!("REVOKE ALL PRIVILEGES ON `{}`.* FROM '{user}'@'{host}'", self.name));
+            self.exec(&format!(
+                "REVOKE ALL PRIVILEGES ON `{}`.* FROM '{user}'@'{host}'",
+                self.name
+            ));
         }
         let ids: Vec<u64> = self
             .admin
-            .exec("SELECT id FROM information_schema.processlist WHERE user = ?", (user,))
+            .exec(
+                "SELECT id FROM information_schema.processlist WHERE user = ?",
+                (user,),
+            )
             .expect("processlist");
         for id in ids {
             // The connection may already be gone.
@@ -122,10 +145,14 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = self.admin.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        let _ = self
+            .admin
+            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
         for u in std::mem::take(&mut self.users) {
             for host in ["%", "localhost"] {
-                let _ = self.admin.query_drop(format!("DROP USER IF EXISTS '{u}'@'{host}'"));
+                let _ = self
+                    .admin
+                    .query_drop(format!("DROP USER IF EXISTS '{u}'@'{host}'"));
             }
         }
     }
@@ -162,7 +189,10 @@ fn recv(rx: &Receiver<LookupDone>) -> LookupDone {
 
 #[test]
 fn mysql_sippeers_and_sipusers_presets() {
-    let Some(mut db) = TestDb::new(&format!("{SIPPEERS}; {}", SIPPEERS.replace("sippeers", "sipusers"))) else {
+    let Some(mut db) = TestDb::new(&format!(
+        "{SIPPEERS}; {}",
+        SIPPEERS.replace("sippeers", "sipusers")
+    )) else {
         return;
     };
     let md5 = ha1(Algorithm::Md5, "bob", REALM, "bobpw");
@@ -172,9 +202,13 @@ fn mysql_sippeers_and_sipusers_presets() {
         md5.as_str()
     ));
     db.exec("INSERT INTO sipusers (name, secret, sippasswd) VALUES ('tut', '', 'tutpw')");
-    let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, _p, _r) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     assert_eq!(*found(cache.lookup("alice", 0)), plain("alice", "alicepw"));
-    assert_eq!(found(cache.lookup("bob", 0)).ha1_hex(Algorithm::Md5), Some(md5));
+    assert_eq!(
+        found(cache.lookup("bob", 0)).ha1_hex(Algorithm::Md5),
+        Some(md5)
+    );
     assert!(matches!(cache.lookup("carol", 0), Lookup::Miss));
     let cfg = CredentialsConfig {
         password_column: Some("sippasswd".into()),
@@ -186,7 +220,9 @@ fn mysql_sippeers_and_sipusers_presets() {
 
 #[test]
 fn mysql_ps_auths_preset() {
-    let Some(mut db) = TestDb::new(PS_AUTHS) else { return };
+    let Some(mut db) = TestDb::new(PS_AUTHS) else {
+        return;
+    };
     let md5 = ha1(Algorithm::Md5, "m", REALM, "mpw");
     let sha = ha1(Algorithm::Sha512_256, "d", REALM, "dpw");
     db.exec(&format!(
@@ -200,15 +236,23 @@ fn mysql_ps_auths_preset() {
     ));
     let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::PsAuths), REALM).expect("start");
     assert_eq!(*found(cache.lookup("u", 0)), plain("u", "upw"));
-    assert_eq!(found(cache.lookup("m", 0)).ha1_hex(Algorithm::Md5), Some(md5));
-    assert_eq!(found(cache.lookup("d", 0)).ha1_hex(Algorithm::Sha512_256), Some(sha));
+    assert_eq!(
+        found(cache.lookup("m", 0)).ha1_hex(Algorithm::Md5),
+        Some(md5)
+    );
+    assert_eq!(
+        found(cache.lookup("d", 0)).ha1_hex(Algorithm::Sha512_256),
+        Some(sha)
+    );
     assert!(matches!(cache.lookup("o", 0), Lookup::Miss));
     assert_eq!(cache.len(), 3);
 }
 
 #[test]
 fn mysql_unix_socket_url() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else { return };
+    let Some(mut db) = TestDb::new(SIPPEERS) else {
+        return;
+    };
     let sock = "/run/mysqld/mysqld.sock";
     if std::env::var("SIPFRONT_TEST_MYSQL_URL").is_ok() && !std::path::Path::new(sock).exists() {
         return; // a remote test server: no local socket to try
@@ -225,9 +269,12 @@ fn mysql_unix_socket_url() {
 
 #[test]
 fn mysql_refresh_and_miss_lookups() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else { return };
+    let Some(mut db) = TestDb::new(SIPPEERS) else {
+        return;
+    };
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('a', 'one'), ('b', 'bpw')");
-    let (cache, pool, refresh) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, pool, refresh) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     db.exec("UPDATE sippeers SET secret = 'two' WHERE name = 'a'");
     db.exec("DELETE FROM sippeers WHERE name = 'b'");
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('late', 'lpw'), ('Case', 'cpw')");
@@ -245,20 +292,32 @@ fn mysql_refresh_and_miss_lookups() {
     assert_eq!(*found(cache.lookup("a", 0)), plain("a", "two"));
     assert!(matches!(cache.lookup("b", 0), Lookup::Miss));
     pool.request("b", 3, &tx, &waker()).expect("queued");
-    assert!(recv(&rx).result.expect("ok").is_none(), "deleted user refused");
-    assert!(matches!(cache.lookup("b", sipfront::db::system_now_ms()), Lookup::Unknown));
+    assert!(
+        recv(&rx).result.expect("ok").is_none(),
+        "deleted user refused"
+    );
+    assert!(matches!(
+        cache.lookup("b", sipfront::db::system_now_ms()),
+        Lookup::Unknown
+    ));
 }
 
 #[test]
 fn mysql_ten_thousand_users_preloaded() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else { return };
+    let Some(mut db) = TestDb::new(SIPPEERS) else {
+        return;
+    };
     for chunk in 0..10 {
         let values: Vec<String> = (chunk * 1000..(chunk + 1) * 1000)
             .map(|i| format!("('u{i}', 'pw{i}')"))
             .collect();
-        db.exec(&format!("INSERT INTO sippeers (name, secret) VALUES {}", values.join(",")));
+        db.exec(&format!(
+            "INSERT INTO sippeers (name, secret) VALUES {}",
+            values.join(",")
+        ));
     }
-    let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, _p, _r) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     assert_eq!(cache.len(), 10_000);
     assert_eq!(*found(cache.lookup("u9999", 0)), plain("u9999", "pw9999"));
 }
@@ -275,7 +334,10 @@ fn verify_once(a: &Authenticator, cred: &Credential, now: u64, nc: u32) -> Verdi
     let ha1 = ha1(Algorithm::Md5, "a", REALM, "apw");
     let ha2 = sipfront::auth::hash::ha2(Algorithm::Md5, "REGISTER", "sip:example.com");
     let nc_text = format!("{nc:08x}");
-    let q = sipfront::auth::hash::QopAuth { nc: &nc_text, cnonce: "c" };
+    let q = sipfront::auth::hash::QopAuth {
+        nc: &nc_text,
+        cnonce: "c",
+    };
     let resp = sipfront::auth::hash::response(Algorithm::Md5, &ha1, nonce, Some(q), &ha2);
     let input = DigestInput {
         username: "a",
@@ -293,7 +355,9 @@ fn verify_once(a: &Authenticator, cred: &Credential, now: u64, nc: u32) -> Verdi
 
 #[test]
 fn mysql_outage_cached_users_keep_working_misses_error_then_recovery() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else { return };
+    let Some(mut db) = TestDb::new(SIPPEERS) else {
+        return;
+    };
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('a', 'apw')");
     let user = db.create_user("Sft-pw-1");
     let cfg = CredentialsConfig {
@@ -330,13 +394,25 @@ fn mysql_outage_cached_users_keep_working_misses_error_then_recovery() {
     pool.request("c", 1, &tx, &waker()).expect("queued");
     let d = recv(&rx);
     assert!(
-        matches!(d.result, Err(DbError::Mysql(_) | DbError::Unavailable { .. })),
+        matches!(
+            d.result,
+            Err(DbError::Mysql(_) | DbError::Unavailable { .. })
+        ),
         "a miss during the outage is a DB error, not an unknown user: {:?}",
         d.result
     );
-    assert!(!matches!(cache.lookup("c", sipfront::db::system_now_ms()), Lookup::Unknown));
-    assert!(refresh.refresh_now(WAIT).is_err(), "refresh fails during the outage");
-    assert!(matches!(cache.lookup("a", 0), Lookup::Found(_)), "cached user kept");
+    assert!(!matches!(
+        cache.lookup("c", sipfront::db::system_now_ms()),
+        Lookup::Unknown
+    ));
+    assert!(
+        refresh.refresh_now(WAIT).is_err(),
+        "refresh fails during the outage"
+    );
+    assert!(
+        matches!(cache.lookup("a", 0), Lookup::Found(_)),
+        "cached user kept"
+    );
 
     db.grant(&user);
     // Recovery: the pool reconnects (backoff capped at 1 ms here); bounded retries.
@@ -344,25 +420,38 @@ fn mysql_outage_cached_users_keep_working_misses_error_then_recovery() {
     let mut attempts = 0;
     let recovered = loop {
         attempts += 1;
-        pool.request("d", 100 + attempts, &tx, &waker()).expect("queued");
+        pool.request("d", 100 + attempts, &tx, &waker())
+            .expect("queued");
         match recv(&rx).result {
             Ok(Some(c)) => break c,
             Ok(None) => panic!("user d exists"),
-            Err(e) => assert!(Instant::now() < deadline && attempts < 10_000, "no recovery: {e}"),
+            Err(e) => assert!(
+                Instant::now() < deadline && attempts < 10_000,
+                "no recovery: {e}"
+            ),
         }
     };
     assert_eq!(*recovered, plain("d", "dpw"));
     refresh.refresh_now(WAIT).expect("refresh after recovery");
-    assert!(matches!(cache.lookup("c", 0), Lookup::Found(_)), "refresh caught up");
+    assert!(
+        matches!(cache.lookup("c", 0), Lookup::Found(_)),
+        "refresh caught up"
+    );
     stop.store(true, Ordering::Relaxed);
     load.join().expect("load thread");
     assert!(ok.load(Ordering::Relaxed) > 0);
-    assert_eq!(bad.load(Ordering::Relaxed), 0, "cached user never failed during the outage");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "cached user never failed during the outage"
+    );
 }
 
 #[test]
 fn mysql_errors_never_leak_the_password() {
-    let Some(db) = TestDb::new(SIPPEERS) else { return };
+    let Some(db) = TestDb::new(SIPPEERS) else {
+        return;
+    };
     let cfg = CredentialsConfig {
         url: db.url(Some(("nobody_here", "Leak-Me-42"))),
         ..db.cfg(Schema::Sippeers)
@@ -376,6 +465,8 @@ fn mysql_errors_never_leak_the_password() {
         url: "mysql://u:Leak-Me-42@[zz/db".into(),
         ..cfg
     };
-    let Err(e) = CredentialService::start(&bad, REALM) else { panic!("bad url") };
+    let Err(e) = CredentialService::start(&bad, REALM) else {
+        panic!("bad url")
+    };
     assert!(!format!("{e} {e:?}").contains("Leak-Me-42"));
 }

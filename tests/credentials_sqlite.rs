@@ -27,11 +27,17 @@ impl Db {
     fn new(ddl: &str) -> Db {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ast.db").to_string_lossy().into_owned();
-        Connection::open(&path).expect("open").execute_batch(ddl).expect("ddl");
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(ddl)
+            .expect("ddl");
         Db { _dir: dir, path }
     }
     fn exec(&self, sql: &str) {
-        Connection::open(&self.path).expect("open").execute_batch(sql).expect("sql");
+        Connection::open(&self.path)
+            .expect("open")
+            .execute_batch(sql)
+            .expect("sql");
     }
     fn cfg(&self, schema: Schema) -> CredentialsConfig {
         CredentialsConfig {
@@ -46,7 +52,8 @@ impl Db {
 const SIPPEERS: &str = "CREATE TABLE sippeers (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,
     host TEXT DEFAULT 'dynamic', type TEXT DEFAULT 'friend', context TEXT, secret TEXT,
     md5secret TEXT, sippasswd TEXT, regseconds INTEGER);";
-const PS_AUTHS: &str = "CREATE TABLE ps_auths (id TEXT PRIMARY KEY, auth_type TEXT, nonce_lifetime INTEGER,
+const PS_AUTHS: &str =
+    "CREATE TABLE ps_auths (id TEXT PRIMARY KEY, auth_type TEXT, nonce_lifetime INTEGER,
     md5_cred TEXT, password TEXT, realm TEXT, username TEXT, password_digest TEXT);";
 
 fn plain(user: &str, pw: &str) -> Credential {
@@ -63,7 +70,12 @@ fn found(l: Lookup) -> Arc<Credential> {
 fn waker() -> (WakeFn, Arc<AtomicUsize>) {
     let n = Arc::new(AtomicUsize::new(0));
     let m = n.clone();
-    (Arc::new(move || { m.fetch_add(1, Ordering::SeqCst); }), n)
+    (
+        Arc::new(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        }),
+        n,
+    )
 }
 
 fn recv(rx: &Receiver<LookupDone>) -> LookupDone {
@@ -83,7 +95,8 @@ fn sippeers_preset_plain_md5secret_and_unusable() {
          ('bob', '', '{}'), ('carol', '', ''), ('dave', NULL, NULL);",
         md5.as_str()
     ));
-    let (cache, _pool, _refresh) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, _pool, _refresh) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     assert_eq!(*found(cache.lookup("alice", 0)), plain("alice", "alicepw"));
     let bob = found(cache.lookup("bob", 0));
     assert_eq!(bob.ha1_hex(Algorithm::Md5), Some(md5));
@@ -125,17 +138,24 @@ fn ps_auths_preset_by_auth_type() {
     let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::PsAuths), REALM).expect("start");
     assert_eq!(*found(cache.lookup("u", 0)), plain("u", "upw"));
     assert_eq!(*found(cache.lookup("g", 0)), plain("g", "gpw"));
-    assert_eq!(found(cache.lookup("m", 0)).ha1_hex(Algorithm::Md5), Some(md5));
+    assert_eq!(
+        found(cache.lookup("m", 0)).ha1_hex(Algorithm::Md5),
+        Some(md5)
+    );
     let d = found(cache.lookup("d", 0));
     assert_eq!(d.ha1_hex(Algorithm::Sha256), Some(sha));
     assert!(d.ha1_hex(Algorithm::Md5).is_none());
-    assert!(matches!(cache.lookup("f", 0), Lookup::Miss), "HA1 of another realm is unusable");
+    assert!(
+        matches!(cache.lookup("f", 0), Lookup::Miss),
+        "HA1 of another realm is unusable"
+    );
     assert!(matches!(cache.lookup("o", 0), Lookup::Miss));
 }
 
 #[test]
 fn old_ps_auths_without_optional_columns_works() {
-    let db = Db::new("CREATE TABLE ps_auths (id TEXT, auth_type TEXT, username TEXT, password TEXT);");
+    let db =
+        Db::new("CREATE TABLE ps_auths (id TEXT, auth_type TEXT, username TEXT, password TEXT);");
     db.exec("INSERT INTO ps_auths VALUES ('a', 'userpass', 'a', 'apw');");
     let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::PsAuths), REALM).expect("start");
     assert_eq!(*found(cache.lookup("a", 0)), plain("a", "apw"));
@@ -158,7 +178,10 @@ fn custom_ha1_sha256_with_realm_column() {
         ..db.cfg(Schema::Custom)
     };
     let (cache, _p, _r) = CredentialService::start(&cfg, REALM).expect("start");
-    assert_eq!(found(cache.lookup("x", 0)).ha1_hex(Algorithm::Sha256), Some(h));
+    assert_eq!(
+        found(cache.lookup("x", 0)).ha1_hex(Algorithm::Sha256),
+        Some(h)
+    );
     assert!(matches!(cache.lookup("y", 0), Lookup::Miss));
     let missing = CredentialsConfig {
         realm_column: Some("nosuch".into()),
@@ -171,12 +194,16 @@ fn custom_ha1_sha256_with_realm_column() {
 fn refresh_picks_up_changes_and_deletions() {
     let db = Db::new(SIPPEERS);
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('a', 'one'), ('b', 'bpw'), ('c', 'cpw');");
-    let (cache, _pool, refresh) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, _pool, refresh) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     assert_eq!(*found(cache.lookup("a", 0)), plain("a", "one"));
     db.exec("UPDATE sippeers SET secret = 'two' WHERE name = 'a'; DELETE FROM sippeers WHERE name = 'b';
              UPDATE sippeers SET secret = '' WHERE name = 'c'; INSERT INTO sippeers (name, secret) VALUES ('d', 'dpw');");
     let stats = refresh.refresh_now(WAIT).expect("refresh");
-    assert_eq!((stats.rows, stats.users, stats.changed, stats.removed), (3, 2, 2, 2));
+    assert_eq!(
+        (stats.rows, stats.users, stats.changed, stats.removed),
+        (3, 2, 2, 2)
+    );
     assert_eq!(*found(cache.lookup("a", 0)), plain("a", "two"));
     assert!(matches!(cache.lookup("b", 0), Lookup::Miss));
     assert!(matches!(cache.lookup("c", 0), Lookup::Miss));
@@ -187,7 +214,8 @@ fn refresh_picks_up_changes_and_deletions() {
 #[test]
 fn miss_lookup_finds_new_user_and_negatively_caches_unknown() {
     let db = Db::new(SIPPEERS);
-    let (cache, pool, _r) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, pool, _r) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     assert!(cache.is_empty());
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('new', 'npw'), ('Case', 'cpw');");
     let (tx, rx) = channel();
@@ -196,7 +224,10 @@ fn miss_lookup_finds_new_user_and_negatively_caches_unknown() {
     pool.request("new", 7, &tx, &wake).expect("queued");
     let done = recv(&rx);
     assert_eq!((done.token, &*done.user), (7, "new"));
-    assert_eq!(*done.result.expect("ok").expect("found"), plain("new", "npw"));
+    assert_eq!(
+        *done.result.expect("ok").expect("found"),
+        plain("new", "npw")
+    );
     assert_eq!(woken.load(Ordering::SeqCst), 1);
     assert_eq!(*found(cache.lookup("new", 0)), plain("new", "npw"));
 
@@ -205,7 +236,10 @@ fn miss_lookup_finds_new_user_and_negatively_caches_unknown() {
     assert!(recv(&rx).result.expect("ok").is_none());
     assert!(matches!(cache.lookup("ghost", now), Lookup::Unknown));
     // the negative entry expires
-    assert!(matches!(cache.lookup("ghost", now + 3_600_000), Lookup::Miss));
+    assert!(matches!(
+        cache.lookup("ghost", now + 3_600_000),
+        Lookup::Miss
+    ));
     // user names are case-sensitive whatever the collation
     pool.request("case", 9, &tx, &wake).expect("queued");
     assert!(recv(&rx).result.expect("ok").is_none());
@@ -215,7 +249,9 @@ fn miss_lookup_finds_new_user_and_negatively_caches_unknown() {
 fn concurrent_misses_coalesce_and_full_queue_is_refused() {
     let db = Db::new(SIPPEERS);
     // Rollback-journal mode: an exclusive transaction blocks readers, holding the DB thread.
-    db.exec("PRAGMA journal_mode = DELETE; INSERT INTO sippeers (name, secret) VALUES ('u', 'upw');");
+    db.exec(
+        "PRAGMA journal_mode = DELETE; INSERT INTO sippeers (name, secret) VALUES ('u', 'upw');",
+    );
     let cfg = CredentialsConfig {
         pool_size: 1,
         queue_size: 1,
@@ -236,7 +272,11 @@ fn concurrent_misses_coalesce_and_full_queue_is_refused() {
         .count();
     assert!(refused >= 1, "a full queue refuses");
     lock.execute_batch("COMMIT;").expect("unlock");
-    let mut tokens: Vec<u64> = (0..5).map(|_| recv(&rx)).filter(|d| &*d.user == "u").map(|d| d.token).collect();
+    let mut tokens: Vec<u64> = (0..5)
+        .map(|_| recv(&rx))
+        .filter(|d| &*d.user == "u")
+        .map(|d| d.token)
+        .collect();
     while tokens.len() < 5 {
         let d = recv(&rx);
         if &*d.user == "u" {
@@ -253,14 +293,20 @@ fn ten_thousand_users_preloaded() {
     let db = Db::new(SIPPEERS);
     let mut sql = String::from("BEGIN;");
     for i in 0..10_000 {
-        sql.push_str(&format!("INSERT INTO sippeers (name, secret) VALUES ('u{i}', 'pw{i}');"));
+        sql.push_str(&format!(
+            "INSERT INTO sippeers (name, secret) VALUES ('u{i}', 'pw{i}');"
+        ));
     }
     sql.push_str("COMMIT;");
     db.exec(&sql);
-    let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let (cache, _p, _r) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
     assert_eq!(cache.len(), 10_000);
     for i in [0, 4_999, 9_999] {
-        assert_eq!(*found(cache.lookup(&format!("u{i}"), 0)), plain(&format!("u{i}"), &format!("pw{i}")));
+        assert_eq!(
+            *found(cache.lookup(&format!("u{i}"), 0)),
+            plain(&format!("u{i}"), &format!("pw{i}"))
+        );
     }
 }
 

@@ -91,7 +91,7 @@ impl AuthConfig {
         }
         if !self.nonce_secret.is_empty() {
             let s = &self.nonce_secret;
-            if s.len() < 32 || s.len() > 128 || s.len() % 2 != 0 {
+            if s.len() < 32 || s.len() > 128 || !s.len().is_multiple_of(2) {
                 return Err(ConfigError::BadNonceSecret);
             }
             if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
