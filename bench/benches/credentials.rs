@@ -64,7 +64,11 @@ fn users() -> usize {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4)
 }
 
@@ -80,7 +84,8 @@ fn sqlite_db(n: usize) -> String {
             .prepare("INSERT INTO sippeers (name, secret, host, context) VALUES (?1, ?2, 'dynamic', 'phones')")
             .expect("prepare");
         for i in 0..n {
-            st.execute((format!("user{i:06}"), format!("pw-{i}-secret"))).expect("insert");
+            st.execute((format!("user{i:06}"), format!("pw-{i}-secret")))
+                .expect("insert");
         }
     }
     c.execute_batch("COMMIT").expect("commit");
@@ -95,7 +100,9 @@ struct MysqlDb {
 
 impl Drop for MysqlDb {
     fn drop(&mut self) {
-        let _ = self.admin.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        let _ = self
+            .admin
+            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
     }
 }
 
@@ -103,10 +110,14 @@ fn mysql_db(n: usize) -> Option<MysqlDb> {
     if std::env::var("SIPFRONT_SKIP_MYSQL").as_deref() == Ok("1") {
         return None;
     }
-    let base = std::env::var("SIPFRONT_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let mut admin = mysql::Conn::new(mysql::Opts::from_url(&base).expect("url")).expect("MariaDB unreachable");
+    let base = std::env::var("SIPFRONT_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let mut admin =
+        mysql::Conn::new(mysql::Opts::from_url(&base).expect("url")).expect("MariaDB unreachable");
     let name = format!("sipfront_bench_{}", std::process::id());
-    admin.query_drop(format!("CREATE DATABASE `{name}`")).expect("create");
+    admin
+        .query_drop(format!("CREATE DATABASE `{name}`"))
+        .expect("create");
     admin
         .query_drop(format!(
             "CREATE TABLE `{name}`.sippeers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(40) UNIQUE,
@@ -159,9 +170,19 @@ fn make_reqs(a: &Authenticator, n_users: usize, count: u64, seq: &mut u64) -> Ve
             let nonce = parse_challenge(value).expect("parse").nonce.raw.to_string();
             let ha1 = hash::ha1(Algorithm::Md5, &user, REALM, &format!("pw-{i}-secret"));
             let ha2 = hash::ha2(Algorithm::Md5, "REGISTER", URI);
-            let q = QopAuth { nc: "00000001", cnonce: "abcdef" };
-            let response = hash::response(Algorithm::Md5, &ha1, &nonce, Some(q), &ha2).as_str().to_string();
-            Req { user, nonce, nc: "00000001".into(), response }
+            let q = QopAuth {
+                nc: "00000001",
+                cnonce: "abcdef",
+            };
+            let response = hash::response(Algorithm::Md5, &ha1, &nonce, Some(q), &ha2)
+                .as_str()
+                .to_string();
+            Req {
+                user,
+                nonce,
+                nc: "00000001".into(),
+                response,
+            }
         })
         .collect()
 }
@@ -192,7 +213,8 @@ fn main() {
     let path = sqlite_db(n);
     let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss_kib());
     let t = Instant::now();
-    let (cache, pool, refresh) = CredentialService::start(&cfg(format!("sqlite://{path}")), REALM).expect("start");
+    let (cache, pool, refresh) =
+        CredentialService::start(&cfg(format!("sqlite://{path}")), REALM).expect("start");
     let load = t.elapsed();
     let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss_kib());
     assert_eq!(cache.len(), n);
@@ -210,7 +232,10 @@ fn main() {
         b.iter(|| {
             k = (k + 7919) % n;
             let name = format!("user{k:06}");
-            black_box(matches!(cache.lookup(black_box(&name), 0), Lookup::Found(_)))
+            black_box(matches!(
+                cache.lookup(black_box(&name), 0),
+                Lookup::Found(_)
+            ))
         })
     });
     g.bench_function("format_user_name_only(baseline)", |b| {
@@ -220,7 +245,10 @@ fn main() {
         })
     });
 
-    let auth_cfg = AuthConfig { replay_capacity: 1 << 22, ..AuthConfig::default() };
+    let auth_cfg = AuthConfig {
+        replay_capacity: 1 << 22,
+        ..AuthConfig::default()
+    };
     let a = Authenticator::new(&auth_cfg, REALM).expect("auth");
     let mut seq = 0u64;
     g.bench_function("register_verify_warm_cache", |b| {
@@ -228,7 +256,9 @@ fn main() {
             let reqs = make_reqs(&a, n, iters, &mut seq);
             let t = Instant::now();
             for r in &reqs {
-                let Lookup::Found(cred) = cache.lookup(&r.user, 1_000) else { panic!("miss") };
+                let Lookup::Found(cred) = cache.lookup(&r.user, 1_000) else {
+                    panic!("miss")
+                };
                 let v = a.verify(&input(r), "REGISTER", URI, &cred, 1_000, SRC);
                 assert_eq!(v, Verdict::Ok);
             }
@@ -241,8 +271,12 @@ fn main() {
     // MySQL: preload, and the Kamailio way (a query per request).
     if let Some(db) = mysql_db(n) {
         let t = Instant::now();
-        let (cache, pool, refresh) = CredentialService::start(&cfg(db.url.clone()), REALM).expect("start mysql");
-        println!("RESULT preload_mysql users={n} time_ms={}", t.elapsed().as_millis());
+        let (cache, pool, refresh) =
+            CredentialService::start(&cfg(db.url.clone()), REALM).expect("start mysql");
+        println!(
+            "RESULT preload_mysql users={n} time_ms={}",
+            t.elapsed().as_millis()
+        );
         assert_eq!(cache.len(), n);
         drop((pool, refresh, cache));
         let cfg = cfg(db.url.clone());
@@ -254,10 +288,15 @@ fn main() {
                 let t = Instant::now();
                 for r in &reqs {
                     let mut cred = None;
-                    src.load_user(&r.user, &mut |row| cred = to_credential(&layout.kind, &row, REALM, false))
-                        .expect("query");
+                    src.load_user(&r.user, &mut |row| {
+                        cred = to_credential(&layout.kind, &row, REALM, false)
+                    })
+                    .expect("query");
                     let cred = cred.expect("user");
-                    assert_eq!(a.verify(&input(r), "REGISTER", URI, &cred, 1_000, SRC), Verdict::Ok);
+                    assert_eq!(
+                        a.verify(&input(r), "REGISTER", URI, &cred, 1_000, SRC),
+                        Verdict::Ok
+                    );
                 }
                 t.elapsed()
             })
