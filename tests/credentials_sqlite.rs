@@ -366,3 +366,53 @@ fn start_without_db_then_catch_up() {
     assert_eq!(stats.users, 1);
     assert_eq!(*found(cache.lookup("a", 0)), plain("a", "apw"));
 }
+
+#[test]
+fn readers_never_miss_during_refreshes() {
+    let db = Db::new(SIPPEERS);
+    let mut sql = String::from("BEGIN;");
+    for i in 0..5_000 {
+        sql.push_str(&format!(
+            "INSERT INTO sippeers (name, secret) VALUES ('u{i}', 'pw{i}');"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    db.exec(&sql);
+    let (cache, _p, refresh) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut hits, mut misses) = (0u64, 0u64);
+                let mut i = t;
+                // Bounded: stops when told, or after 50M lookups at most.
+                while !stop.load(Ordering::Relaxed) && hits + misses < 50_000_000 {
+                    i = (i + 7) % 5_000;
+                    match cache.lookup(&format!("u{i}"), 0) {
+                        Lookup::Found(_) => hits += 1,
+                        _ => misses += 1,
+                    }
+                }
+                (hits, misses)
+            })
+        })
+        .collect();
+    for round in 0..5 {
+        // change some passwords each round; every user stays present
+        db.exec(&format!(
+            "UPDATE sippeers SET secret = 'r{round}' WHERE id % 10 = 0;"
+        ));
+        let s = refresh.refresh_now(WAIT).expect("refresh");
+        assert_eq!((s.users, s.removed), (5_000, 0));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let (hits, misses) = r.join().expect("reader");
+        assert!(hits > 0);
+        assert_eq!(misses, 0, "a reader saw a user disappear during a refresh");
+    }
+    // rowid 10 is u9
+    assert_eq!(*found(cache.lookup("u9", 0)), plain("u9", "r4"));
+}

@@ -40,7 +40,12 @@ pub use crate::db::Credential;
 pub enum Algorithm {
     #[serde(rename = "MD5", alias = "md5")]
     Md5,
-    #[serde(rename = "SHA-256", alias = "sha-256", alias = "SHA256", alias = "sha256")]
+    #[serde(
+        rename = "SHA-256",
+        alias = "sha-256",
+        alias = "SHA256",
+        alias = "sha256"
+    )]
     Sha256,
     #[serde(rename = "SHA-512-256", alias = "sha-512-256")]
     Sha512_256,
