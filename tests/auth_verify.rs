@@ -429,3 +429,12 @@ fn from_user_helper_and_bad_realm() {
         );
     }
 }
+
+#[test]
+fn shared_between_workers() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Authenticator>();
+    assert_send_sync::<sipfront::db::CredentialCache>();
+    assert_send_sync::<sipfront::db::LookupPool>();
+    assert_send_sync::<sipfront::db::RefreshHandle>();
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts, OptsBuilder};
+use mysql::{Conn, Opts};
 use sipfront::auth::hash::ha1;
 use sipfront::auth::{Algorithm, AuthConfig, Authenticator, DigestInput, Verdict};
 use sipfront::db::{

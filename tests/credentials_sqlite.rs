@@ -318,3 +318,101 @@ fn start_fails_cleanly_without_a_database() {
     };
     assert!(CredentialService::start(&cfg, REALM).is_err());
 }
+
+#[test]
+fn periodic_refresh_applies_changes() {
+    let db = Db::new(SIPPEERS);
+    db.exec("INSERT INTO sippeers (name, secret) VALUES ('a', 'one');");
+    let cfg = CredentialsConfig {
+        refresh_secs: 1,
+        ..db.cfg(Schema::Sippeers)
+    };
+    let (cache, _pool, refresh) = CredentialService::start(&cfg, REALM).expect("start");
+    db.exec("UPDATE sippeers SET secret = 'two' WHERE name = 'a';");
+    // A refresh already running may have read the old row: wait for the one after it.
+    let n = refresh.status().finished();
+    assert!(refresh.wait_finished(n + 2, WAIT), "periodic refreshes ran");
+    assert_eq!(*found(cache.lookup("a", 0)), plain("a", "two"));
+}
+
+#[test]
+fn start_without_db_then_catch_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("later.db").to_string_lossy().into_owned();
+    let cfg = CredentialsConfig {
+        url: format!("sqlite://{path}"),
+        refresh_secs: 0,
+        start_without_db: true,
+        reconnect_max_ms: 1,
+        ..CredentialsConfig::default()
+    };
+    let (cache, pool, refresh) = CredentialService::start(&cfg, REALM).expect("lenient start");
+    assert!(cache.is_empty());
+    let (tx, rx) = channel();
+    let (wake, _) = waker();
+    pool.request("a", 1, &tx, &wake).expect("queued");
+    assert!(
+        recv(&rx).result.is_err(),
+        "no database: a DB error, not unknown"
+    );
+    let c = Connection::open(&path).expect("create");
+    c.execute_batch(SIPPEERS).expect("ddl");
+    c.execute_batch("INSERT INTO sippeers (name, secret) VALUES ('a', 'apw');")
+        .expect("insert");
+    // The refresher's connection backoff is at most 1 ms: retry a bounded number of times.
+    let stats = (0..1000)
+        .find_map(|_| refresh.refresh_now(WAIT).ok())
+        .expect("refresh after the database appeared");
+    assert_eq!(stats.users, 1);
+    assert_eq!(*found(cache.lookup("a", 0)), plain("a", "apw"));
+}
+
+#[test]
+fn readers_never_miss_during_refreshes() {
+    let db = Db::new(SIPPEERS);
+    let mut sql = String::from("BEGIN;");
+    for i in 0..5_000 {
+        sql.push_str(&format!(
+            "INSERT INTO sippeers (name, secret) VALUES ('u{i}', 'pw{i}');"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    db.exec(&sql);
+    let (cache, _p, refresh) =
+        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut hits, mut misses) = (0u64, 0u64);
+                let mut i = t;
+                // Bounded: stops when told, or after 50M lookups at most.
+                while !stop.load(Ordering::Relaxed) && hits + misses < 50_000_000 {
+                    i = (i + 7) % 5_000;
+                    match cache.lookup(&format!("u{i}"), 0) {
+                        Lookup::Found(_) => hits += 1,
+                        _ => misses += 1,
+                    }
+                }
+                (hits, misses)
+            })
+        })
+        .collect();
+    for round in 0..5 {
+        // change some passwords each round; every user stays present
+        db.exec(&format!(
+            "UPDATE sippeers SET secret = 'r{round}' WHERE id % 10 = 0;"
+        ));
+        let s = refresh.refresh_now(WAIT).expect("refresh");
+        assert_eq!((s.users, s.removed), (5_000, 0));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let (hits, misses) = r.join().expect("reader");
+        assert!(hits > 0);
+        assert_eq!(misses, 0, "a reader saw a user disappear during a refresh");
+    }
+    // rowid 10 is u9
+    assert_eq!(*found(cache.lookup("u9", 0)), plain("u9", "r4"));
+}

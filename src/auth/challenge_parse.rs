@@ -237,7 +237,7 @@ where
         if ch.qop.is_some() && !ch.offers_qop_auth() {
             continue;
         }
-        if best.as_ref().map_or(true, |(_, s)| alg.strength() > *s) {
+        if best.as_ref().is_none_or(|(_, s)| alg.strength() > *s) {
             best = Some((ch, alg.strength()));
         }
     }

@@ -179,7 +179,7 @@ pub fn compute_client_response(
 }
 
 /// Echo the challenge's own spelling of the algorithm when it gave one.
-fn alg_token<'a>(alg: Algorithm, given: Option<&'a str>) -> &'a str {
+fn alg_token(alg: Algorithm, given: Option<&str>) -> &str {
     given.unwrap_or(alg.as_str())
 }
 

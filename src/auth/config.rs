@@ -91,7 +91,7 @@ impl AuthConfig {
         }
         if !self.nonce_secret.is_empty() {
             let s = &self.nonce_secret;
-            if s.len() < 32 || s.len() > 128 || s.len() % 2 != 0 {
+            if s.len() < 32 || s.len() > 128 || !s.len().is_multiple_of(2) {
                 return Err(ConfigError::BadNonceSecret);
             }
             if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -137,6 +137,8 @@ mod tests {
             vec![Algorithm::Sha512_256, Algorithm::Md5]
         );
         assert!(toml::from_str::<AuthConfig>("bogus = 1").is_err());
+        let lower: AuthConfig = toml::from_str("algorithms = [\"md5\", \"sha256\"]").unwrap();
+        assert_eq!(lower.algorithms, vec![Algorithm::Md5, Algorithm::Sha256]);
         assert!(toml::from_str::<AuthConfig>("algorithms = [\"MD5-sess\"]").is_err());
         let cases: [(&str, ConfigError); 4] = [
             ("algorithms = []", ConfigError::NoAlgorithm),

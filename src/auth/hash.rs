@@ -56,7 +56,7 @@ impl std::fmt::Debug for Hex {
 /// the text is not hex or does not fit.
 pub fn decode_hex(text: &str, out: &mut [u8]) -> Option<usize> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 || bytes.len() / 2 > out.len() {
+    if !bytes.len().is_multiple_of(2) || bytes.len() / 2 > out.len() {
         return None;
     }
     fn nibble(c: u8) -> Option<u8> {

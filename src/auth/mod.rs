@@ -38,11 +38,16 @@ pub use crate::db::Credential;
 /// A digest algorithm (RFC 7616 §3.3, RFC 8760). The `-sess` variants are not supported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
 pub enum Algorithm {
-    #[serde(rename = "MD5")]
+    #[serde(rename = "MD5", alias = "md5")]
     Md5,
-    #[serde(rename = "SHA-256")]
+    #[serde(
+        rename = "SHA-256",
+        alias = "sha-256",
+        alias = "SHA256",
+        alias = "sha256"
+    )]
     Sha256,
-    #[serde(rename = "SHA-512-256")]
+    #[serde(rename = "SHA-512-256", alias = "sha-512-256")]
     Sha512_256,
 }
 

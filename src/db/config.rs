@@ -76,6 +76,8 @@ pub struct CredentialsConfig {
     pub reconnect_max_ms: u64,
     /// Most unknown users remembered (negative cache bound).
     pub max_negative: usize,
+    /// Start even when the database cannot be read at start (empty cache, retried).
+    pub start_without_db: bool,
 }
 
 pub const DEFAULT_URL: &str = "sqlite:///var/lib/sipfront/credentials.db";
@@ -106,6 +108,7 @@ impl Default for CredentialsConfig {
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             reconnect_max_ms: DEFAULT_RECONNECT_MAX_MS,
             max_negative: DEFAULT_MAX_NEGATIVE,
+            start_without_db: false,
         }
     }
 }
@@ -126,6 +129,7 @@ impl std::fmt::Debug for CredentialsConfig {
             .field("pool_size", &self.pool_size)
             .field("queue_size", &self.queue_size)
             .field("keep_plain", &self.keep_plain)
+            .field("start_without_db", &self.start_without_db)
             .finish_non_exhaustive()
     }
 }

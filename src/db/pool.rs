@@ -10,6 +10,10 @@
 //! the backoff (doubling from 50 ms up to `reconnect_max_ms`) has elapsed, and answers
 //! [`DbError::Unavailable`] without touching the network meanwhile. A full queue is
 //! [`PoolFull`] immediately — the core answers 503, nothing piles up.
+//!
+//! Clock: the negative-cache expiry of an unknown user is stamped here with the system clock
+//! ([`super::system_now_ms`]); [`CredentialCache::lookup`] compares it with the caller's
+//! `now_ms`, which must therefore be real UNIX-epoch milliseconds in production (it is).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,7 +6,7 @@
 //! retried after the reconnect backoff rather than a whole period later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,29 @@ pub struct RefreshStatus {
     pub failures: AtomicU64,
     /// `system_now_ms` of the last successful refresh.
     pub last_success_ms: AtomicU64,
+    /// Refreshes finished (success or failure), for [`RefreshHandle::wait_finished`].
+    finished: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl RefreshStatus {
+    fn record(&self, ok: bool) {
+        if ok {
+            self.successes.fetch_add(1, Ordering::Relaxed);
+            self.last_success_ms
+                .store(system_now_ms(), Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut n = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        self.cond.notify_all();
+    }
+
+    /// Refreshes finished so far (periodic, retried and explicit ones).
+    pub fn finished(&self) -> u64 {
+        *self.finished.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 type Reply = Sender<Result<RefreshStats, DbError>>;
@@ -88,10 +111,13 @@ pub(crate) fn load_into(
 }
 
 impl RefreshHandle {
+    /// `first_wait`: delay before the first periodic refresh (short when the initial load
+    /// failed and the cache must catch up).
     pub(crate) fn spawn(
         ctx: Arc<Ctx>,
         cache: Arc<CredentialCache>,
         src: Option<Box<dyn Source>>,
+        first_wait: Duration,
     ) -> Result<Self, DbError> {
         let (tx, rx) = crossbeam_channel::bounded::<Reply>(16);
         let status = Arc::new(RefreshStatus::default());
@@ -101,7 +127,7 @@ impl RefreshHandle {
             .spawn(move || {
                 let period = Duration::from_secs(ctx.cfg.refresh_secs);
                 let mut conn = Conn::new(ctx.clone(), src);
-                let mut wait = period;
+                let mut wait = first_wait;
                 loop {
                     let reply = if ctx.cfg.refresh_secs == 0 {
                         match rx.recv() {
@@ -118,13 +144,12 @@ impl RefreshHandle {
                     let r = conn.with(None, |s| load_into(&cache, s, &ctx));
                     match &r {
                         Ok(stats) => {
-                            st.successes.fetch_add(1, Ordering::Relaxed);
-                            st.last_success_ms.store(system_now_ms(), Ordering::Relaxed);
+                            st.record(true);
                             tracing::debug!(?stats, "credentials refreshed");
                             wait = period;
                         }
                         Err(e) => {
-                            st.failures.fetch_add(1, Ordering::Relaxed);
+                            st.record(false);
                             tracing::warn!(error = %e, "credential refresh failed; cache kept");
                             wait =
                                 period.min(Duration::from_millis(ctx.cfg.reconnect_max_ms.max(50)));
@@ -159,6 +184,28 @@ impl RefreshHandle {
     /// Success/failure counters.
     pub fn status(&self) -> &RefreshStatus {
         &self.status
+    }
+
+    /// Waits (at most `timeout`) until at least `n` refreshes have finished in total; returns
+    /// whether they have. For tests and for startup code that wants the cache caught up.
+    pub fn wait_finished(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut done = self
+            .status
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while *done < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            done = match self.status.cond.wait_timeout(done, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
     }
 }
 

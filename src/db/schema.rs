@@ -144,7 +144,7 @@ pub fn to_credential(
     if row.user.is_empty() {
         return None;
     }
-    let realm_ok = non_empty(&row.realm).is_none_or_eq(realm);
+    let realm_ok = non_empty(&row.realm).is_none_or(|r| r == realm);
     let plain = |pw: &str| Some(Credential::from_plain(&row.user, realm, pw, keep_plain));
     let hashed = |alg: Algorithm, hex: &str| {
         let mut c = Credential::default();
@@ -181,16 +181,6 @@ pub fn to_credential(
                 PasswordKind::Ha1Sha256 => hashed(Algorithm::Sha256, v),
             }
         }
-    }
-}
-
-trait RealmMatch {
-    fn is_none_or_eq(self, realm: &str) -> bool;
-}
-
-impl RealmMatch for Option<&str> {
-    fn is_none_or_eq(self, realm: &str) -> bool {
-        self.map_or(true, |r| r == realm)
     }
 }
 

@@ -60,7 +60,7 @@ impl SqliteSource {
             for (i, slot) in self.plan.slots.iter().enumerate() {
                 r.set(*slot, text(row.get_ref(i)?));
             }
-            if param.map_or(true, |u| u == r.user) {
+            if param.is_none_or(|u| u == r.user) {
                 n += 1;
                 sink(r);
             }
