@@ -453,3 +453,23 @@ fn challenge_calls_asks_invite_and_message_for_proxy_auth() {
     );
     assert_eq!(e.stats().call_challenged, 2);
 }
+
+#[test]
+fn forgotten_calls_expire() {
+    let mut cfg = Config {
+        max_call_ms: 60_000,
+        ..Config::default()
+    };
+    cfg.routes.insert("699".into(), Mode::NoAnswer);
+    let mut e = engine(cfg);
+    assert_eq!(codes(&feed(&mut e, T0, &invite("699", "n1"))), [100, 180]);
+    assert_eq!(e.stats().calls_active, 1);
+    assert_eq!(codes(&tick(&mut e, T0 + 60_000)), [480]);
+    assert_eq!(e.stats().calls_active, 0);
+    tick(&mut e, T0 + 70_000);
+    assert_eq!(
+        e.next_deadline_ms(),
+        None,
+        "the call and its timers are gone"
+    );
+}
