@@ -130,6 +130,9 @@ impl Engine {
                 // re-INVITE (session refresh, hold): accept with our SDP.
                 out.push_with(src, |b| {
                     begin_response(b, msg, 200, "OK", None);
+                    for rr in msg.headers_named("Record-Route") {
+                        let _ = write!(b, "Record-Route: {rr}\r\n");
+                    }
                     let _ = write!(b, "Contact: <sip:standin@{}>\r\n", self.local);
                     finish(b, Some("application/sdp"), &self.sdp);
                 });
@@ -267,6 +270,11 @@ impl Engine {
             (code > 100).then_some(call.a_to_tag.as_str()),
         );
         if (101..300).contains(&code) {
+            // RFC 3261 §12.1.1: a dialog-creating response echoes the Record-Route set, so the
+            // caller's ACK and BYE come back through the proxy.
+            for rr in inv.headers_named("Record-Route") {
+                let _ = write!(r, "Record-Route: {rr}\r\n");
+            }
             let _ = write!(r, "Contact: <sip:{}@{}>\r\n", call.exten, self.local);
         }
         let body = match body {

@@ -218,6 +218,16 @@ fn answer_mode_retransmits_200_until_ack_then_bye() {
     );
     assert!(sent[2].1.contains("m=audio"));
     assert_eq!(
+        hdr(&sent[2].1, "Record-Route"),
+        "<sip:127.0.0.1:5060;lr>",
+        "2xx echoes Record-Route"
+    );
+    assert_eq!(
+        hdr(&sent[1].1, "Record-Route"),
+        "<sip:127.0.0.1:5060;lr>",
+        "so does the 180"
+    );
+    assert_eq!(
         codes(&feed(&mut e, T0 + 10, &invite("600", "c1"))),
         [200],
         "INVITE retransmission"
