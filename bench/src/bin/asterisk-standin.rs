@@ -11,7 +11,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sipfront_bench::standin::config::{
-    default_listen, load_users, DEFAULT_EXPIRES, DEFAULT_REALM, DEFAULT_T1_MS, DEFAULT_T2_MS,
+    default_listen, load_users, DEFAULT_EXPIRES, DEFAULT_MAX_CALL_MS, DEFAULT_REALM, DEFAULT_T1_MS,
+    DEFAULT_T2_MS,
 };
 use sipfront_bench::standin::{run, Config, Mode};
 
@@ -58,6 +59,9 @@ struct Args {
     /// Expires granted when a REGISTER has none.
     #[arg(long, default_value_t = DEFAULT_EXPIRES)]
     default_expires: u32,
+    /// End calls still open after this long (480 or BYE) so the call table stays bounded (0 = never).
+    #[arg(long, default_value_t = DEFAULT_MAX_CALL_MS)]
+    max_call_ms: u64,
     /// RFC 3261 T1 (ms) for our retransmissions.
     #[arg(long, default_value_t = DEFAULT_T1_MS)]
     t1_ms: u64,
@@ -83,6 +87,7 @@ fn config(a: Args) -> Result<Config, Box<dyn std::error::Error>> {
         realm: a.realm,
         default_password: a.password,
         default_expires: a.default_expires,
+        max_call_ms: a.max_call_ms,
         t1_ms: a.t1_ms,
         t2_ms: a.t2_ms,
         events: a.events,

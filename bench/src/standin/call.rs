@@ -130,6 +130,9 @@ impl Engine {
                 // re-INVITE (session refresh, hold): accept with our SDP.
                 out.push_with(src, |b| {
                     begin_response(b, msg, 200, "OK", None);
+                    for rr in msg.headers_named("Record-Route") {
+                        let _ = write!(b, "Record-Route: {rr}\r\n");
+                    }
                     let _ = write!(b, "Contact: <sip:standin@{}>\r\n", self.local);
                     finish(b, Some("application/sdp"), &self.sdp);
                 });
@@ -198,6 +201,9 @@ impl Engine {
         };
         self.calls.insert(id, call);
         self.by_call_id.insert(call_id, (id, Leg::A));
+        if self.cfg.max_call_ms > 0 {
+            self.arm(now_ms + self.cfg.max_call_ms, id, Timer::Expire);
+        }
         self.respond_a(now_ms, id, 100, "Trying", Body::None, out);
         match mode {
             Mode::Answer => {
@@ -264,6 +270,11 @@ impl Engine {
             (code > 100).then_some(call.a_to_tag.as_str()),
         );
         if (101..300).contains(&code) {
+            // RFC 3261 §12.1.1: a dialog-creating response echoes the Record-Route set, so the
+            // caller's ACK and BYE come back through the proxy.
+            for rr in inv.headers_named("Record-Route") {
+                let _ = write!(r, "Record-Route: {rr}\r\n");
+            }
             let _ = write!(r, "Contact: <sip:{}@{}>\r\n", call.exten, self.local);
         }
         let body = match body {
@@ -371,6 +382,31 @@ impl Engine {
         self.start_tx(now_ms, id, TxSlot::Bye, dst, bytes, out);
     }
 
+    /// Ends a call that outlived `max_call_ms`: 480 to an unanswered caller (and CANCEL of a
+    /// pending B-leg), BYE to both legs of an established call.
+    fn expire(&mut self, now_ms: u64, id: u64, out: &mut Outbox) {
+        let Some(c) = self.calls.get(&id) else { return };
+        if c.phase == Phase::Done {
+            return;
+        }
+        self.stats.timeouts += 1;
+        let (open, up) = (c.a_final.is_none(), c.phase == Phase::Up);
+        let b_up =
+            c.b.as_ref()
+                .is_some_and(|b| b.final_code.is_some_and(|f| f < 300));
+        if open {
+            self.cancel_b(now_ms, id, out);
+            self.respond_a(now_ms, id, 480, "Temporarily Unavailable", Body::None, out);
+        } else if up {
+            if b_up {
+                self.send_bye_b(now_ms, id, out);
+            }
+            // The A-leg BYE takes the BYE slot; the B-leg one above is sent once, unretried.
+            self.send_bye_a(now_ms, id, out);
+        }
+        self.set_done(now_ms, id);
+    }
+
     /// Sends a new client transaction and arms its retransmission timer.
     pub(super) fn start_tx(
         &mut self,
@@ -449,6 +485,7 @@ impl Engine {
                     self.send_bye_a(now_ms, id, out);
                 }
             }
+            Timer::Expire => self.expire(now_ms, id, out),
             Timer::Reap => {
                 if c.phase == Phase::Done {
                     if let Some(c) = self.calls.remove(&id) {

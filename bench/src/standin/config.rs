@@ -59,6 +59,7 @@ pub const DEFAULT_REALM: &str = "asterisk";
 pub const DEFAULT_T1_MS: u64 = 500;
 pub const DEFAULT_T2_MS: u64 = 4000;
 pub const DEFAULT_EXPIRES: u32 = 3600;
+pub const DEFAULT_MAX_CALL_MS: u64 = 600_000;
 
 /// Everything the engine needs to know.
 #[derive(Debug, Clone)]
@@ -82,6 +83,9 @@ pub struct Config {
     pub default_password: Option<String>,
     /// Per-user passwords (from the users CSV).
     pub passwords: HashMap<String, String>,
+    /// A call still open after this long is ended (480 or BYE) and forgotten, so callers that
+    /// vanish cannot grow the call table without bound (0 = never).
+    pub max_call_ms: u64,
     /// Expires granted when a REGISTER carries none.
     pub default_expires: u32,
     /// RFC 3261 T1/T2 for retransmitting our own requests and 2xx responses.
@@ -104,6 +108,7 @@ impl Default for Config {
             default_password: None,
             passwords: HashMap::new(),
             default_expires: DEFAULT_EXPIRES,
+            max_call_ms: DEFAULT_MAX_CALL_MS,
             t1_ms: DEFAULT_T1_MS,
             t2_ms: DEFAULT_T2_MS,
             events: None,

@@ -89,6 +89,8 @@ pub enum Timer {
     Hangup,
     /// Forget a finished call.
     Reap,
+    /// `max_call_ms` reached: end the call whatever its state.
+    Expire,
 }
 
 /// The client transactions a call can have in flight.

@@ -218,6 +218,16 @@ fn answer_mode_retransmits_200_until_ack_then_bye() {
     );
     assert!(sent[2].1.contains("m=audio"));
     assert_eq!(
+        hdr(&sent[2].1, "Record-Route"),
+        "<sip:127.0.0.1:5060;lr>",
+        "2xx echoes Record-Route"
+    );
+    assert_eq!(
+        hdr(&sent[1].1, "Record-Route"),
+        "<sip:127.0.0.1:5060;lr>",
+        "so does the 180"
+    );
+    assert_eq!(
         codes(&feed(&mut e, T0 + 10, &invite("600", "c1"))),
         [200],
         "INVITE retransmission"
@@ -452,4 +462,24 @@ fn challenge_calls_asks_invite_and_message_for_proxy_auth() {
         [407]
     );
     assert_eq!(e.stats().call_challenged, 2);
+}
+
+#[test]
+fn forgotten_calls_expire() {
+    let mut cfg = Config {
+        max_call_ms: 60_000,
+        ..Config::default()
+    };
+    cfg.routes.insert("699".into(), Mode::NoAnswer);
+    let mut e = engine(cfg);
+    assert_eq!(codes(&feed(&mut e, T0, &invite("699", "n1"))), [100, 180]);
+    assert_eq!(e.stats().calls_active, 1);
+    assert_eq!(codes(&tick(&mut e, T0 + 60_000)), [480]);
+    assert_eq!(e.stats().calls_active, 0);
+    tick(&mut e, T0 + 70_000);
+    assert_eq!(
+        e.next_deadline_ms(),
+        None,
+        "the call and its timers are gone"
+    );
 }
