@@ -133,7 +133,7 @@ fn respond(request: &Sent, code: u16, to_tag: Option<&str>, extra: &str) -> Stri
     out
 }
 
-fn find<'a>(sent: &'a [Sent], pred: impl Fn(&Sent) -> bool) -> &'a Sent {
+fn find(sent: &[Sent], pred: impl Fn(&Sent) -> bool) -> &Sent {
     sent.iter().find(|s| pred(s)).unwrap_or_else(|| {
         panic!(
             "no matching datagram among:\n{}",
