@@ -374,3 +374,60 @@ pub fn test_config(asterisk: &[&str]) -> CoreConfig {
     cfg.limits.max_transactions_per_worker = 1024;
     CoreConfig::from_config(&cfg, 1)
 }
+
+/// Build a response to `request` into `out` without allocating: status line, then the
+/// request's Via, From, To (+ tag), Call-ID and CSeq lines.
+pub fn response_into(request: &[u8], status: &[u8], to_tag: &[u8], extra: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(status);
+    let mut lines = request.split(|&c| c == b'\n').skip(1);
+    for line in &mut lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let name_end = line.iter().position(|&c| c == b':').unwrap_or(0);
+        let name = &line[..name_end];
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"via") || is(b"from") || is(b"call-id") || is(b"cseq") || is(b"record-route") {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        } else if is(b"to") {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(to_tag);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// The requests of one call: the phone's authenticated INVITE (with SDP), its ACK through
+/// the proxy's Route, and Asterisk's BYE to the phone.
+pub struct CallFlow {
+    pub invite: Vec<u8>,
+    pub ack: Vec<u8>,
+    pub bye: Vec<u8>,
+}
+
+/// Call number `i` between `phone` and `ast` (addresses as text).
+pub fn call_flow(i: usize, phone: &str, ast: &str) -> CallFlow {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:600@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKinv{i};rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 INVITE\r\nContact: <sip:alice@127.0.0.3:5062>\r\nProxy-Authorization: Digest username=\"alice\", realm=\"test\", nonce=\"n1\", uri=\"sip:600@127.0.0.1\", response=\"good\", qop=auth, nc=00000001, cnonce=\"c\"\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let ack = format!(
+        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKack{i};rport\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>;tag=ast{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let bye = format!(
+        "BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\nVia: SIP/2.0/UDP {ast};branch=z9hG4bKbye{i};rport\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:600@127.0.0.1>;tag=ast{i}\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 10 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    CallFlow {
+        invite: invite.into_bytes(),
+        ack: ack.into_bytes(),
+        bye: bye.into_bytes(),
+    }
+}
+
