@@ -3,10 +3,14 @@
 //! the eventfd for wakes, and `io_uring_enter` with an `EXT_ARG` timeout to sleep until I/O,
 //! a wake or the handler's deadline.
 //!
+//! The turn's sends are only pushed; the loop's single `io_uring_enter` submits them and
+//! sleeps for `sends + 1` completions (UDP sends complete inline, so in effect for the next
+//! event). Before the outbox slab or the send headers are written again, `settle` makes sure
+//! every send completed. At low load that is one syscall per loop turn.
+//!
 //! Every SQE's `user_data` is `kind << 32 | slot`. A receive slot belongs to one socket
-//! (`slot / recv_batch`) and is re-armed right after its datagram was processed. A flush
-//! waits for all its send completions before the outbox slab is reused; receive
-//! completions reaped meanwhile are queued in `ready` and processed next turn.
+//! (`slot / recv_batch`) and is re-armed right after its datagram was processed. Receive
+//! completions reaped while settling sends are queued in `ready` for the next turn.
 
 use std::collections::VecDeque;
 use std::io;
@@ -57,6 +61,10 @@ struct UringIo {
     woke: bool,
     /// Receive SQEs currently owned by the kernel.
     recv_armed: usize,
+    /// Send SQEs pushed whose completion was not reaped yet (they read the outbox slab).
+    send_inflight: usize,
+    /// Failed sends reaped but not yet added to the shell's counters.
+    sent_failed: u64,
     /// Number of receive slots (all sockets).
     n_recv: usize,
     index: usize,
@@ -65,8 +73,9 @@ struct UringIo {
 impl UringIo {
     fn push(&mut self, e: &squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: every entry we build points at memory (msghdrs, buffers) owned by
-            // this worker that stays alive until its completion is reaped (see `shutdown`).
+            // SAFETY: every entry we build points at memory (msghdrs, buffers, the outbox
+            // slab) owned by this worker that stays alive and untouched until its
+            // completion is reaped (`settle`, `cancel_all`).
             if unsafe { self.ring.submission().push(e) }.is_ok() {
                 return Ok(());
             }
@@ -74,9 +83,8 @@ impl UringIo {
         }
     }
 
-    /// Moves completions out of the CQ; returns send completions seen.
-    fn reap(&mut self, c: &mut WorkerCounters) -> usize {
-        let mut sends = 0;
+    /// Moves every completion out of the CQ.
+    fn reap(&mut self) {
         for cqe in self.ring.completion() {
             let (kind, slot) = (
                 cqe.user_data() >> 32,
@@ -84,22 +92,19 @@ impl UringIo {
             );
             match kind {
                 KIND_RECV => {
-                    self.recv_armed -= 1;
+                    self.recv_armed = self.recv_armed.saturating_sub(1);
                     self.ready.push_back((slot, cqe.result()));
                 }
                 KIND_SEND => {
-                    sends += 1;
-                    if cqe.result() >= 0 {
-                        c.tx += 1;
-                    } else {
-                        c.dropped += 1;
+                    self.send_inflight = self.send_inflight.saturating_sub(1);
+                    if cqe.result() < 0 {
+                        self.sent_failed += 1;
                     }
                 }
                 KIND_WAKE => self.woke = true,
                 _ => {}
             }
         }
-        sends
     }
 
     fn arm_wake(&mut self, efd: RawFd) -> io::Result<()> {
@@ -116,8 +121,11 @@ impl UringIo {
 }
 
 impl SendBackend for UringIo {
+    /// Pushes one `SendMsg` per entry; they are submitted by the loop's next
+    /// `io_uring_enter` (or by `settle` if the outbox is needed again first).
     fn send_all(&mut self, out: &Outbox, c: &mut WorkerCounters) {
-        let mut inflight = 0;
+        // The send headers are reused: earlier sends must be done.
+        self.settle(c);
         for (j, e) in out.entries().iter().enumerate().take(self.send.len()) {
             let Some(fd) = fd_for(&self.fds, e.sock) else {
                 c.dropped += 1;
@@ -131,15 +139,21 @@ impl SendBackend for UringIo {
                 c.dropped += 1;
                 continue;
             }
-            inflight += 1;
+            self.send_inflight += 1;
+            c.tx += 1;
         }
-        // The slab is reused after this returns: wait for every send to complete.
-        while inflight > 0 {
-            if self.ring.submit_and_wait(1).is_err() {
-                // EINTR/EBUSY: reap what is there and retry.
-            }
-            inflight -= self.reap(c).min(inflight);
+    }
+
+    fn settle(&mut self, c: &mut WorkerCounters) {
+        if self.send_inflight > 0 {
+            self.reap();
         }
+        while self.send_inflight > 0 {
+            // EINTR/EBUSY: reap what is there and retry.
+            let _ = self.ring.submit_and_wait(1);
+            self.reap();
+        }
+        c.send_errors += std::mem::take(&mut self.sent_failed);
     }
 }
 
@@ -176,6 +190,8 @@ pub(crate) fn run<H: DatagramHandler>(
         ready: VecDeque::with_capacity(n_recv),
         woke: false,
         recv_armed: 0,
+        send_inflight: 0,
+        sent_failed: 0,
         n_recv,
         index,
     };
@@ -225,7 +241,6 @@ fn run_loop<H: DatagramHandler>(
     }
     io.arm_wake(efd).map_err(io.worker_err("arm eventfd"))?;
     io.ring.submit().map_err(io.worker_err("io_uring_enter"))?;
-    let mut counts_scratch = WorkerCounters::default();
 
     while !shell.shutting_down() {
         shell.begin_turn();
@@ -243,6 +258,7 @@ fn run_loop<H: DatagramHandler>(
             };
             match usize::try_from(res).ok().and_then(|n| rx.received(slot, n)) {
                 Some((src, data)) => shell.on_received(sock, src, data, io),
+                None if res == -libc::EAGAIN => {}
                 None => shell.on_bad_receive(),
             }
             arm_recv(io, rx, fds, batch, slot).map_err(io.worker_err("arm recv"))?;
@@ -255,8 +271,11 @@ fn run_loop<H: DatagramHandler>(
         shell.wakes_and_timers(io);
         shell.end_turn(io);
 
+        shell.publish();
         let busy = !io.ready.is_empty() || handed > 0;
         let wait = if busy { 0 } else { shell.wait_ms() };
+        // One syscall submits the turn's sends and sleeps: the sends complete inline on
+        // UDP, so wait for one completion more than there are sends in flight.
         let r = if wait == 0 {
             io.ring.submit()
         } else {
@@ -264,7 +283,9 @@ fn run_loop<H: DatagramHandler>(
                 .sec(wait / 1000)
                 .nsec((wait % 1000) as u32 * 1_000_000);
             let args = types::SubmitArgs::new().timespec(&ts);
-            io.ring.submitter().submit_with_args(1, &args)
+            io.ring
+                .submitter()
+                .submit_with_args(io.send_inflight + 1, &args)
         };
         if let Err(e) = r {
             match e.raw_os_error() {
@@ -272,8 +293,7 @@ fn run_loop<H: DatagramHandler>(
                 _ => return Err(io.worker_err("io_uring_enter")(e)),
             }
         }
-        // Send completions never linger (flush waits for them), so none are counted here.
-        io.reap(&mut counts_scratch);
+        io.reap();
     }
     Ok(())
 }
@@ -282,7 +302,8 @@ fn run_loop<H: DatagramHandler>(
 /// back. Returns `false` if some are still owned by the kernel.
 fn cancel_all(io: &mut UringIo) -> bool {
     let mut scratch = WorkerCounters::default();
-    io.reap(&mut scratch);
+    io.settle(&mut scratch);
+    io.reap();
     for slot in 0..io.n_recv {
         let e = opcode::AsyncCancel::new(tag(KIND_RECV, slot))
             .build()
@@ -298,7 +319,7 @@ fn cancel_all(io: &mut UringIo) -> bool {
         let ts = types::Timespec::new().nsec(20_000_000);
         let args = types::SubmitArgs::new().timespec(&ts);
         let _ = io.ring.submitter().submit_with_args(1, &args);
-        io.reap(&mut scratch);
+        io.reap();
     }
     io.recv_armed == 0
 }
