@@ -135,3 +135,25 @@ fn idle_workers_do_not_spin() {
         set.shutdown_and_join().unwrap();
     }
 }
+
+#[test]
+fn tiny_buffer_pool_and_work_cap_lose_nothing() {
+    for backend in backends() {
+        let mut c = cfg(backend);
+        // Two receive buffers and one datagram per turn: io_uring's multishot receive
+        // runs out of buffers (ENOBUFS) and must be re-armed; datagrams wait in the
+        // socket meanwhile.
+        c.recv_batch = 1;
+        c.max_datagrams_per_turn = 1;
+        let set = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 1, &c, Echo::new).unwrap();
+        let cl = client();
+        util::echo_round(&cl, set.listen_addrs()[0], 600, 100, |_| b'z');
+        let counters = wait_counters(&set, |c| c[0].rx == 600);
+        assert_eq!(
+            (counters[0].rx, counters[0].dropped),
+            (600, 0),
+            "{backend:?}"
+        );
+        set.shutdown_and_join().unwrap();
+    }
+}

@@ -77,4 +77,7 @@ pub enum UringUnavailable {
     /// The kernel lacks `IORING_FEAT_EXT_ARG` (needed for timed waits; kernel >= 5.11).
     #[error("io_uring lacks IORING_FEAT_EXT_ARG (kernel too old)")]
     NoExtArg,
+    /// Multishot `RecvMsg` with a provided-buffer ring did not work (kernel < 6.0).
+    #[error("io_uring multishot recvmsg with a buffer ring failed: {0}")]
+    Multishot(io::Error),
 }

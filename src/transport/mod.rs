@@ -25,6 +25,7 @@
 //! In steady state nothing here allocates per datagram: receive buffers, the send slab
 //! and the hand-off buffers are all preallocated.
 
+mod bufring;
 mod config;
 mod error;
 mod handoff;
@@ -37,6 +38,7 @@ mod sockaddr;
 mod socket;
 mod stats;
 mod uring;
+mod uring_loop;
 mod waker;
 
 use std::net::SocketAddr;

@@ -15,7 +15,7 @@ use super::outbox::Outbox;
 use super::shell::{Shell, ShellParts};
 use super::socket::{available_cores, bind_worker, pin_to_core, resolve_listen, WorkerSockets};
 use super::stats::CounterBlock;
-use super::{mmsg, uring};
+use super::{mmsg, uring, uring_loop};
 use super::{Backend, DatagramHandler, TransportConfig, TransportError, Waker, WorkerCounters};
 
 /// What a handler factory learns about the worker it builds a handler for.
@@ -318,7 +318,7 @@ where
     let _ = p.ready.send(Ok(()));
     drop(p.ready);
     let r = match ring {
-        Some(ring) => uring::run(shell, ring, p.socks, &p.cfg, index),
+        Some(ring) => uring_loop::run(shell, ring, p.socks, &p.cfg, index),
         None => mmsg::run(shell, p.socks, &p.cfg, index),
     };
     if let Err(e) = &r {
