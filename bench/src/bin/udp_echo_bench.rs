@@ -165,7 +165,9 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1)); // warm-up (a benchmark, not a test)
-    let rx0: u64 = set.all_counters().iter().map(|c| c.rx).sum();
+    let c0 = set.all_counters();
+    let rx0: u64 = c0.iter().map(|c| c.rx).sum();
+    let turns0: u64 = c0.iter().map(|c| c.turns).sum();
     let (w0, p0, t0) = (
         threads_cpu_ns("sipfront-w"),
         process_cpu_ns(),
@@ -177,6 +179,7 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
     let (w1, p1, elapsed) = (threads_cpu_ns("sipfront-w"), process_cpu_ns(), t0.elapsed());
     let counters = set.all_counters();
     let rx1: u64 = counters.iter().map(|c| c.rx).sum();
+    let turns1: u64 = counters.iter().map(|c| c.turns).sum();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
@@ -187,7 +190,7 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
     let served = (rx1 - rx0).max(1);
     let echoes = echoed.load(Ordering::Relaxed).max(1);
     println!(
-        "backend={:<8} workers={} clients={} window={} size={}B: {:>9.0} echoes/s | worker CPU {:>6.0} ns/datagram ({:.2} cores) | process CPU {:>6.0} ns/echo | dropped {}",
+        "backend={:<8} workers={} clients={} window={} size={}B: {:>9.0} echoes/s | worker CPU {:>6.0} ns/datagram ({:.2} cores) | process CPU {:>6.0} ns/echo | {:.1} datagrams/turn | dropped {}",
         chosen.as_str(),
         args.workers,
         args.clients,
@@ -197,6 +200,7 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
         (w1 - w0) as f64 / served as f64,
         (w1 - w0) as f64 / elapsed.as_nanos() as f64,
         (p1 - p0) as f64 / echoes as f64,
+        served as f64 / (turns1 - turns0).max(1) as f64,
         counters.iter().map(|c| c.dropped).sum::<u64>(),
     );
     Ok(())
