@@ -157,3 +157,26 @@ fn tiny_buffer_pool_and_work_cap_lose_nothing() {
         set.shutdown_and_join().unwrap();
     }
 }
+
+#[test]
+fn several_listen_addresses_and_ipv6() {
+    let mut listen: Vec<SocketAddr> = vec![
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.2:0".parse().unwrap(),
+    ];
+    // IPv6 loopback when the machine has it.
+    if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+        listen.push("[::1]:0".parse().unwrap());
+    }
+    for backend in backends() {
+        let set = WorkerSet::spawn(&listen, 2, &cfg(backend), Echo::new).unwrap();
+        assert_eq!(set.listen_addrs().len(), listen.len());
+        for &to in set.listen_addrs() {
+            let cl = std::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0)).unwrap();
+            cl.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            util::echo_round(&cl, to, 100, 20, |_| b'm');
+        }
+        set.shutdown_and_join().unwrap();
+    }
+}
