@@ -180,3 +180,23 @@ fn several_listen_addresses_and_ipv6() {
         set.shutdown_and_join().unwrap();
     }
 }
+
+#[test]
+fn a_panicking_factory_fails_spawn() {
+    let factory = |ctx: &WorkerContext| {
+        assert!(ctx.index != 1, "factory refuses worker 1");
+        Echo::new(ctx)
+    };
+    let err = WorkerSet::spawn(
+        &["127.0.0.1:0".parse().unwrap()],
+        2,
+        &cfg(sipfront::transport::Backend::Mmsg),
+        factory,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, sipfront::transport::TransportError::Panicked(1)),
+        "{err}"
+    );
+}

@@ -69,6 +69,11 @@ impl BufRing {
         }
     }
 
+    /// Number of buffers in the ring.
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries
+    }
+
     /// Queues buffer `bid` for the kernel (visible after [`BufRing::publish`]).
     pub(crate) fn push(&mut self, bid: u16) {
         if bid >= self.entries {

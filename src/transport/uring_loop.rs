@@ -134,9 +134,13 @@ fn run_loop<H: DatagramHandler>(
         if returned {
             rx.bufs.publish();
         }
-        for k in 0..rx.fds.len() {
-            if !io.armed[k] {
-                rx.arm(io, k).map_err(io.worker_err("arm recv"))?;
+        // Re-arm receives the kernel ended (ENOBUFS, errors) once buffers are free again:
+        // every queued completion holds at most one buffer.
+        if io.ready.len() < usize::from(rx.bufs.entries()) {
+            for k in 0..rx.fds.len() {
+                if !io.armed[k] {
+                    rx.arm(io, k).map_err(io.worker_err("arm recv"))?;
+                }
             }
         }
         let handed = shell.drain_handoffs(budget, io);
