@@ -40,7 +40,8 @@ pub struct TransportConfig {
     pub send_buffer_bytes: usize,
     /// Upstream port of worker `i` is `upstream_port_base + i`; 0 = ephemeral ports.
     pub upstream_port_base: u16,
-    /// Receive buffers per socket (io_uring: `RecvMsg` SQEs in flight; mmsg: batch size).
+    /// Receive buffers per socket (io_uring: provided buffers for the multishot receive,
+    /// rounded up to a power of two over all sockets; mmsg: `recvmmsg` batch size).
     pub recv_batch: usize,
     /// Largest datagram accepted; longer ones are dropped as truncated.
     pub max_datagram: usize,
