@@ -200,3 +200,15 @@ fn a_panicking_factory_fails_spawn() {
         "{err}"
     );
 }
+
+#[test]
+fn auto_backend_resolves_and_pinned_workers_serve() {
+    let mut c = cfg(sipfront::transport::Backend::Auto);
+    c.pin_cores = true;
+    let set = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 2, &c, Echo::new).unwrap();
+    assert_ne!(set.backend(), sipfront::transport::Backend::Auto);
+    let cl = client();
+    util::echo_round(&cl, set.listen_addrs()[0], 200, 50, |_| b'p');
+    assert!(!set.any_stopped());
+    set.shutdown_and_join().unwrap();
+}
