@@ -274,8 +274,8 @@ where
         }
     }
     let mut backend = p.ctx.backend;
-    let ring = if backend == Backend::IoUring {
-        match uring::new_ring(&p.cfg, p.ctx.listen.len() + 1) {
+    let uring = if backend == Backend::IoUring {
+        match uring_loop::UringSetup::new(&p.cfg, p.ctx.listen.len() + 1) {
             Ok(r) => Some(r),
             Err(source) if p.cfg.backend == Backend::Auto => {
                 tracing::warn!(worker = index, error = %source, "io_uring setup failed, using mmsg");
@@ -285,7 +285,7 @@ where
             Err(source) => {
                 let e = TransportError::Worker {
                     index,
-                    op: "io_uring_setup",
+                    op: "io_uring setup",
                     source,
                 };
                 let _ = p.ready.send(Err(e));
@@ -317,8 +317,8 @@ where
     });
     let _ = p.ready.send(Ok(()));
     drop(p.ready);
-    let r = match ring {
-        Some(ring) => uring_loop::run(shell, ring, p.socks, &p.cfg, index),
+    let r = match uring {
+        Some(setup) => uring_loop::run(shell, setup, p.socks, &p.cfg, index),
         None => mmsg::run(shell, p.socks, &p.cfg, index),
     };
     if let Err(e) = &r {

@@ -12,7 +12,7 @@ use super::bufring::BufRing;
 use super::shell::Shell;
 use super::sockaddr::read_sockaddr_bytes;
 use super::socket::WorkerSockets;
-use super::uring::{recv_buffers, recv_template, tag, UringIo, KIND_RECV};
+use super::uring::{new_ring, recv_buffers, recv_template, tag, UringIo, KIND_RECV};
 use super::{DatagramHandler, SockId, TransportConfig, TransportError};
 
 /// Bytes before the payload in a multishot receive buffer: the `io_uring_recvmsg_out`
@@ -41,28 +41,43 @@ impl RecvSide {
     }
 }
 
+/// A worker's ring with its receive buffer ring registered: everything that can fail
+/// before the loop starts (so `WorkerSet::spawn` can report it or fall back).
+pub(crate) struct UringSetup {
+    ring: IoUring,
+    bufs: BufRing,
+}
+
+impl UringSetup {
+    /// Ring and buffer ring for `n_socks` sockets.
+    pub(crate) fn new(cfg: &TransportConfig, n_socks: usize) -> std::io::Result<Self> {
+        // Buffers first: on error the ring is dropped before them.
+        let bufs = BufRing::new(
+            recv_buffers(cfg, n_socks),
+            RECV_HEADROOM + cfg.max_datagram,
+            0,
+        )?;
+        let ring = new_ring(cfg, n_socks)?;
+        bufs.register(&ring)?;
+        Ok(UringSetup { ring, bufs })
+    }
+}
+
 /// Runs the worker loop until shutdown.
 pub(crate) fn run<H: DatagramHandler>(
     mut shell: Shell<H>,
-    ring: IoUring,
+    setup: UringSetup,
     sockets: WorkerSockets,
     cfg: &TransportConfig,
     index: usize,
 ) -> Result<(), TransportError> {
+    let UringSetup { ring, bufs } = setup;
     let socks: Vec<UdpSocket> = sockets
         .listen
         .into_iter()
         .chain([sockets.upstream])
         .collect();
     let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    let werr = |op: &'static str| move |source| TransportError::Worker { index, op, source };
-    let bufs = BufRing::new(
-        recv_buffers(cfg, fds.len()),
-        RECV_HEADROOM + cfg.max_datagram,
-        0,
-    )
-    .map_err(werr("buffer ring"))?;
-    bufs.register(&ring).map_err(werr("register buffer ring"))?;
     let mut rx = RecvSide {
         bufs,
         templates: fds.iter().map(|_| recv_template()).collect(),
