@@ -81,7 +81,7 @@ pub mod defaults {
     /// See [`super::TransportConfig::max_datagrams_per_turn`].
     pub const MAX_DATAGRAMS_PER_TURN: usize = 256;
     /// See [`super::TransportConfig::handoff_buffers`].
-    pub const HANDOFF_BUFFERS: usize = 64;
+    pub const HANDOFF_BUFFERS: usize = 256;
     /// See [`super::TransportConfig::max_idle_ms`].
     pub const MAX_IDLE_MS: u64 = 1_000;
 }
