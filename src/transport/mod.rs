@@ -47,7 +47,7 @@ mod waker;
 use std::net::SocketAddr;
 
 pub use config::{Backend, ConfigError, TransportConfig};
-pub use error::TransportError;
+pub use error::{TransportError, UringUnavailable};
 pub use outbox::Outbox;
 pub use set::{WorkerContext, WorkerSet};
 pub use stats::WorkerCounters;

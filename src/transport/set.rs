@@ -296,6 +296,12 @@ where
         None
     };
     let ctx = WorkerContext { backend, ..p.ctx };
+    tracing::info!(
+        worker = index,
+        backend = backend.as_str(),
+        upstream = %ctx.upstream,
+        "worker starting"
+    );
     let handler = factory(&ctx);
     let reserve = p.cfg.max_datagram;
     let shell = Shell::new(ShellParts {
