@@ -14,6 +14,9 @@ pub enum TransportError {
     /// The `[transport]` section is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// More workers than [`super::MAX_WORKERS`].
+    #[error("listen.workers: {0} exceeds the maximum of {max}", max = super::MAX_WORKERS)]
+    TooManyWorkers(usize),
     /// No listen address was given.
     #[error("listen.udp: at least one address is required")]
     NoListenAddress,

@@ -53,6 +53,9 @@ pub use set::{WorkerContext, WorkerSet};
 pub use stats::WorkerCounters;
 pub use waker::Waker;
 
+/// Most workers a [`WorkerSet`] runs (`workers` above this is a configuration error).
+pub const MAX_WORKERS: usize = 1024;
+
 /// Largest UDP payload (IPv4 limit); receive and hand-off buffers never need more.
 pub const MAX_DATAGRAM: usize = 65_535;
 

@@ -87,6 +87,9 @@ impl WorkerSet {
         } else {
             workers
         };
+        if n > super::MAX_WORKERS {
+            return Err(TransportError::TooManyWorkers(n));
+        }
         let backend = choose_backend(cfg)?;
         tracing::info!(
             backend = backend.as_str(),
