@@ -1,0 +1,95 @@
+//! The control interface tests and scripts use to read the stand-in's state: one text command
+//! per UDP datagram to the `--control` address, one JSON object back to the sender.
+//!
+//! Commands: `ping`, `stats` (every counter plus `registrations` and `calls`), `regs` (every
+//! binding, capped at ~60 kB with `"truncated":true`), `reg USER` (one binding or `null`),
+//! `reset` (zero the counters), `quit` (reply, then the server exits 0).
+
+use std::fmt::Write as _;
+
+use super::engine::Engine;
+use super::events::json_str;
+use super::register::Binding;
+
+/// What the server does after replying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAction {
+    Continue,
+    Quit,
+}
+
+/// Replies larger than this are truncated (they must fit a UDP datagram).
+const MAX_REPLY: usize = 60_000;
+
+fn write_binding(out: &mut String, b: &Binding, now_ms: u64) {
+    out.push_str("{\"contact\":");
+    json_str(out, &b.contact);
+    let left = b.expires_at_ms.saturating_sub(now_ms) / 1000;
+    let _ = write!(
+        out,
+        ",\"target\":\"{}\",\"source\":\"{}\",\"expires_in_s\":{left},\"count\":{}}}",
+        b.target, b.source, b.count
+    );
+}
+
+impl Engine {
+    /// Runs one control command, writing the JSON reply into `out`.
+    pub fn control(&mut self, now_ms: u64, cmd: &str, out: &mut String) -> ControlAction {
+        out.clear();
+        let cmd = cmd.trim();
+        let (verb, arg) = cmd
+            .split_once(' ')
+            .map_or((cmd, ""), |(v, a)| (v, a.trim()));
+        match verb {
+            "ping" => out.push_str("{\"ok\":true}"),
+            "stats" => {
+                self.stats.write_json(out);
+                out.pop();
+                let live = self
+                    .regs
+                    .iter()
+                    .filter(|(_, b)| b.expires_at_ms > now_ms)
+                    .count();
+                let _ = write!(
+                    out,
+                    ",\"registrations\":{live},\"calls\":{}}}",
+                    self.calls.len()
+                );
+            }
+            "regs" => {
+                out.push('{');
+                let mut first = true;
+                for (user, b) in self.regs.iter().filter(|(_, b)| b.expires_at_ms > now_ms) {
+                    if out.len() > MAX_REPLY {
+                        out.push_str(",\"truncated\":true");
+                        break;
+                    }
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    json_str(out, user);
+                    out.push(':');
+                    write_binding(out, b, now_ms);
+                }
+                out.push('}');
+            }
+            "reg" => match self.regs.get(arg, now_ms) {
+                Some(b) => write_binding(out, b, now_ms),
+                None => out.push_str("null"),
+            },
+            "reset" => {
+                let active = self.stats.calls_active;
+                self.stats = Default::default();
+                self.stats.calls_active = active;
+                out.push_str("{\"ok\":true}");
+            }
+            "quit" => {
+                out.push_str("{\"ok\":true}");
+                return ControlAction::Quit;
+            }
+            _ => out.push_str("{\"error\":\"unknown command\"}"),
+        }
+        ControlAction::Continue
+    }
+}

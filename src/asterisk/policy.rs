@@ -1,0 +1,423 @@
+//! REGFWD policy: when to tell Asterisk about a user, which node(s), with which Call-ID,
+//! tag and CSeq.
+//!
+//! Per-user state (Call-ID kept across refreshes, From tag, last CSeq, when and with which
+//! Expires Asterisk was last told) lives in a lock-striped `DashMap`, so any worker may call.
+//! It exists only while the user is registered at Asterisk and is bounded by `max_users`
+//! (past it, users are forwarded statelessly: fresh Call-ID, no throttle, counted).
+//!
+//! Throttle: a pure refresh (binding set unchanged) is forwarded only when the throttle
+//! window has passed since the last REGISTER sent (`window` = `refresh_min_interval_secs`
+//! capped at half the Expires last sent; by default half the Expires last sent) or when
+//! Asterisk's registration would end more than one window before the phone's binding.
+//! So Asterisk never lapses while the phone keeps refreshing at least once per window,
+//! and a phone re-registering every 30 s with Expires 3600 costs Asterisk one REGISTER per
+//! 30 minutes.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::message::{write_register, BuildError, RegisterMsg};
+
+/// Where forwarded REGISTERs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegisterMode {
+    /// Every node (default).
+    #[default]
+    All,
+    /// One node per user, chosen by rendezvous hashing of the user name (stable across
+    /// restarts and processes; removing a node moves only its users).
+    Hash,
+}
+
+/// What [`RegFwd`] needs from the lead's `[asterisk]` config.
+#[derive(Debug, Clone)]
+pub struct RegFwdSettings {
+    pub nodes: Vec<SocketAddr>,
+    /// Contact address given to Asterisk.
+    pub advertise: SocketAddr,
+    pub mode: RegisterMode,
+    /// `asterisk.refresh_min_interval_secs`: `None` = half the Expires last sent, `Some(0)` =
+    /// forward every refresh.
+    pub refresh_min_interval_secs: Option<u32>,
+    pub user_agent: String,
+    /// Users tracked at most (bounds memory).
+    pub max_users: usize,
+}
+
+/// Settings [`RegFwd::new`] cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegFwdError {
+    #[error("asterisk.nodes: needs 1..=64 nodes")]
+    Nodes,
+    #[error("asterisk.advertise: must be a concrete ip:port")]
+    Advertise,
+    #[error("user agent must be a single line")]
+    UserAgent,
+}
+
+/// Which nodes a [`Forward`] goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    All,
+    One(usize),
+}
+
+/// A From tag: 16 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag([u8; 16]);
+
+impl Tag {
+    fn from_u64(v: u64) -> Tag {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut b = [0u8; 16];
+        for (i, d) in b.iter_mut().enumerate() {
+            *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Tag(b)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("0")
+    }
+}
+
+/// A REGISTER to send (to each target node): build it with [`RegFwd::write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub expires: u32,
+    pub call_id: Arc<str>,
+    pub from_tag: Tag,
+    pub cseq: u32,
+    pub targets: Targets,
+}
+
+#[derive(Debug)]
+struct UserState {
+    call_id: Arc<str>,
+    tag: Tag,
+    cseq: u32,
+    last_sent_ms: u64,
+    sent_expires: u32,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct RegFwdStats {
+    pub forwarded: AtomicU64,
+    pub unregistered: AtomicU64,
+    pub throttled: AtomicU64,
+    /// Forwarded without per-user state because `max_users` was reached.
+    pub untracked: AtomicU64,
+}
+
+/// The REGFWD policy and message builder. Share it (`Arc`) between workers.
+pub struct RegFwd {
+    nodes: Box<[SocketAddr]>,
+    node_keys: Box<[u64]>,
+    advertise: SocketAddr,
+    mode: RegisterMode,
+    min_interval_ms: Option<u64>,
+    user_agent: Box<str>,
+    max_users: usize,
+    users: DashMap<Box<str>, UserState>,
+    tracked: AtomicUsize,
+    seed: u64,
+    counter: AtomicU64,
+    stats: RegFwdStats,
+}
+
+/// FNV-1a, 64 bit: stable everywhere (node choice must not change across restarts).
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl RegFwd {
+    pub fn new(s: RegFwdSettings) -> Result<RegFwd, RegFwdError> {
+        if s.nodes.is_empty() || s.nodes.len() > 64 {
+            return Err(RegFwdError::Nodes);
+        }
+        if s.advertise.port() == 0 || s.advertise.ip().is_unspecified() {
+            return Err(RegFwdError::Advertise);
+        }
+        if s.user_agent.contains(['\r', '\n']) {
+            return Err(RegFwdError::UserAgent);
+        }
+        let mut seed = [0u8; 8];
+        // Without OS randomness, fall back to the clock: Call-IDs only need to be unique.
+        if getrandom::getrandom(&mut seed).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            seed = t.to_le_bytes();
+        }
+        let node_keys = s
+            .nodes
+            .iter()
+            .map(|n| fnv1a(n.to_string().as_bytes(), FNV_OFFSET))
+            .collect();
+        Ok(RegFwd {
+            nodes: s.nodes.into_boxed_slice(),
+            node_keys,
+            advertise: s.advertise,
+            mode: s.mode,
+            min_interval_ms: s.refresh_min_interval_secs.map(|v| u64::from(v) * 1000),
+            user_agent: s.user_agent.into_boxed_str(),
+            max_users: s.max_users,
+            users: DashMap::new(),
+            tracked: AtomicUsize::new(0),
+            seed: u64::from_le_bytes(seed),
+            counter: AtomicU64::new(1),
+            stats: RegFwdStats::default(),
+        })
+    }
+
+    pub fn nodes(&self) -> &[SocketAddr] {
+        &self.nodes
+    }
+
+    pub fn stats(&self) -> &RegFwdStats {
+        &self.stats
+    }
+
+    /// The node `user` maps to in `hash` mode (rendezvous hashing).
+    pub fn node_for(&self, user: &str) -> usize {
+        let u = fnv1a(user.as_bytes(), FNV_OFFSET);
+        self.node_keys
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, k)| mix(u ^ **k))
+            .map_or(0, |(i, _)| i)
+    }
+
+    fn targets(&self, user: &str) -> Targets {
+        match (self.mode, self.nodes.len()) {
+            (_, 1) => Targets::One(0),
+            (RegisterMode::All, _) => Targets::All,
+            (RegisterMode::Hash, _) => Targets::One(self.node_for(user)),
+        }
+    }
+
+    /// Node indices and addresses of a forward.
+    pub fn target_nodes(&self, fwd: &Forward) -> impl Iterator<Item = (usize, SocketAddr)> + '_ {
+        let (lo, hi) = match fwd.targets {
+            Targets::All => (0, self.nodes.len()),
+            Targets::One(i) => (i, i + 1),
+        };
+        (lo..hi).filter_map(|i| self.nodes.get(i).map(|a| (i, *a)))
+    }
+
+    fn fresh_identity(&self, user: &str) -> (Arc<str>, Tag) {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let u = fnv1a(user.as_bytes(), FNV_OFFSET);
+        let id = mix(self.seed ^ u ^ mix(n));
+        let call_id: Arc<str> = Arc::from(format!("{id:016x}-{n:x}@sipfront"));
+        (call_id, Tag::from_u64(mix(id ^ self.seed)))
+    }
+
+    fn window_ms(&self, sent_expires: u32) -> u64 {
+        let half = u64::from(sent_expires) * 500;
+        self.min_interval_ms.map_or(half, |m| m.min(half))
+    }
+
+    /// After a successful REGISTER from the phone: `expires` is
+    /// [`crate::registrar::RegisterOutcome::expires`] (0 = the AOR has no binding left),
+    /// `changed` is `RegisterOutcome::changed`. Returns the REGISTER to send, if any.
+    pub fn on_register(
+        &self,
+        user: &str,
+        expires: u32,
+        changed: bool,
+        now_ms: u64,
+    ) -> Option<Forward> {
+        if expires == 0 {
+            return self.unregister(user);
+        }
+        let targets = self.targets(user);
+        if let Some(mut st) = self.users.get_mut(user) {
+            let window = self.window_ms(st.sent_expires);
+            let asterisk_end = st.last_sent_ms + u64::from(st.sent_expires) * 1000;
+            let phone_end = now_ms + u64::from(expires) * 1000;
+            let due =
+                changed || now_ms >= st.last_sent_ms + window || asterisk_end + window < phone_end;
+            if !due {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            st.cseq = st.cseq.wrapping_add(1).max(1);
+            st.last_sent_ms = now_ms;
+            st.sent_expires = expires;
+            self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            return Some(Forward {
+                expires,
+                call_id: Arc::clone(&st.call_id),
+                from_tag: st.tag,
+                cseq: st.cseq,
+                targets,
+            });
+        }
+        let (call_id, tag) = self.fresh_identity(user);
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let fwd = Forward {
+            expires,
+            call_id: Arc::clone(&call_id),
+            from_tag: tag,
+            cseq: 1,
+            targets,
+        };
+        if self.tracked.load(Ordering::Relaxed) >= self.max_users {
+            self.stats.untracked.fetch_add(1, Ordering::Relaxed);
+            return Some(fwd);
+        }
+        match self.users.entry(user.into()) {
+            Entry::Vacant(v) => {
+                self.tracked.fetch_add(1, Ordering::Relaxed);
+                v.insert(UserState {
+                    call_id,
+                    tag,
+                    cseq: 1,
+                    last_sent_ms: now_ms,
+                    sent_expires: expires,
+                });
+                Some(fwd)
+            }
+            // Another worker registered the same user meanwhile: it forwarded already.
+            Entry::Occupied(_) => None,
+        }
+    }
+
+    /// The AOR lost its last binding by expiry: tell Asterisk once (Expires: 0).
+    pub fn on_aor_empty(&self, user: &str) -> Option<Forward> {
+        self.unregister(user)
+    }
+
+    fn unregister(&self, user: &str) -> Option<Forward> {
+        let (_, st) = self.users.remove(user)?;
+        self.tracked.fetch_sub(1, Ordering::Relaxed);
+        self.stats.unregistered.fetch_add(1, Ordering::Relaxed);
+        Some(Forward {
+            expires: 0,
+            call_id: st.call_id,
+            from_tag: st.tag,
+            cseq: st.cseq.wrapping_add(1).max(1),
+            targets: self.targets(user),
+        })
+    }
+
+    /// The forwarded REGISTER failed (timeout, error response): forget the user's state so
+    /// the next phone REGISTER is forwarded whatever the throttle says.
+    pub fn on_failed(&self, user: &str, call_id: &str) {
+        if self
+            .users
+            .remove_if(user, |_, st| &*st.call_id == call_id)
+            .is_some()
+        {
+            self.tracked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// CSeq for re-sending a forwarded REGISTER with credentials after a 401/407 (same
+    /// Call-ID): one above `last_cseq`, and the user's counter moves past it so later
+    /// refreshes stay increasing.
+    pub fn retry_cseq(&self, user: &str, call_id: &str, last_cseq: u32) -> u32 {
+        let next = last_cseq.wrapping_add(1).max(1);
+        if let Some(mut st) = self.users.get_mut(user) {
+            if &*st.call_id == call_id && st.cseq < next {
+                st.cseq = next;
+            }
+        }
+        next
+    }
+
+    /// Write the REGISTER of `fwd` for node `node` into `out` (cleared first). `via` is the
+    /// sending socket's address, `branch` a complete `z9hG4bK...` value (see
+    /// [`branch_for`]), `authorization` complete header line(s) answering a challenge.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(
+        &self,
+        fwd: &Forward,
+        user: &str,
+        node: usize,
+        via: SocketAddr,
+        branch: &str,
+        authorization: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BuildError> {
+        let node = *self.nodes.get(node).ok_or(BuildError::BadValue("node"))?;
+        write_register(
+            &RegisterMsg {
+                node,
+                user,
+                advertise: self.advertise,
+                via,
+                branch,
+                call_id: &fwd.call_id,
+                from_tag: fwd.from_tag.as_str(),
+                cseq: fwd.cseq,
+                expires: fwd.expires,
+                user_agent: &self.user_agent,
+                authorization,
+            },
+            out,
+        )
+    }
+}
+
+/// A branch value on the stack: `z9hG4bK` + prefix + 16 hex digits.
+#[derive(Debug, Clone, Copy)]
+pub struct Branch {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Branch {
+    pub fn as_str(&self) -> &str {
+        self.buf
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("z9hG4bK")
+    }
+}
+
+/// A branch unique per (Call-ID, CSeq, node): `z9hG4bK<prefix><hash>`; `prefix` (e.g. the
+/// core's per-worker marker, at most 32 bytes, no spaces) lets responses be routed back.
+pub fn branch_for(prefix: &str, call_id: &str, cseq: u32, node: usize) -> Branch {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (call_id, cseq, node).hash(&mut h);
+    let tag = Tag::from_u64(h.finish());
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    let prefix = if prefix.len() <= 32 && !prefix.contains([' ', '\r', '\n', ';']) {
+        prefix
+    } else {
+        ""
+    };
+    for part in [
+        b"z9hG4bK".as_slice(),
+        prefix.as_bytes(),
+        tag.as_str().as_bytes(),
+    ] {
+        if let Some(dst) = buf.get_mut(len..len + part.len()) {
+            dst.copy_from_slice(part);
+            len += part.len();
+        }
+    }
+    Branch { buf, len }
+}

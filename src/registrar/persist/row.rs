@@ -1,0 +1,76 @@
+//! One stored binding as owned values, converted from and to a table [`Slot`].
+
+use std::net::SocketAddr;
+
+use super::super::binding::{Slot, SlotParts, Transport};
+use super::PersistError;
+
+/// A binding as a store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub aor: String,
+    pub contact: String,
+    pub source: SocketAddr,
+    pub transport: Transport,
+    pub worker: u16,
+    pub nated: bool,
+    pub path: Vec<String>,
+    pub expires_at_ms: u64,
+    pub q: Option<u16>,
+    pub call_id: String,
+    pub cseq: u32,
+    pub user_agent: String,
+    pub since_s: u32,
+}
+
+impl Row {
+    pub(crate) fn from_slot(aor: &str, s: &Slot) -> Row {
+        let v = s.view();
+        Row {
+            aor: aor.to_owned(),
+            contact: v.uri.to_owned(),
+            source: v.source,
+            transport: v.transport,
+            worker: v.worker,
+            nated: v.nated,
+            path: v.path.map(str::to_owned).collect(),
+            expires_at_ms: v.expires_at_ms,
+            q: v.q,
+            call_id: v.call_id.to_owned(),
+            cseq: v.cseq,
+            user_agent: v.user_agent.to_owned(),
+            since_s: v.registered_at_s,
+        }
+    }
+
+    pub(crate) fn to_slot(&self) -> Result<Slot, PersistError> {
+        let path: Vec<&str> = self.path.iter().map(String::as_str).collect();
+        Slot::new(&SlotParts {
+            uri: &self.contact,
+            call_id: &self.call_id,
+            cseq: self.cseq,
+            path: &path,
+            user_agent: &self.user_agent,
+            expires_at_ms: self.expires_at_ms,
+            since_s: self.since_s,
+            q: self.q,
+            source: self.source,
+            transport: self.transport,
+            worker: self.worker,
+            nated: self.nated,
+        })
+        .map_err(|_| PersistError::BadRow("contact, call-id or path too long"))
+    }
+}
+
+/// Path entries joined for a text column (entries never contain a line feed).
+pub(crate) fn join_path(path: &[String]) -> String {
+    path.join("\n")
+}
+
+pub(crate) fn split_path(s: &str) -> Vec<String> {
+    s.split('\n')
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
