@@ -201,6 +201,10 @@ fn bind_conflict_is_an_error_naming_the_address() {
         .err()
         .unwrap();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    let err = WorkerSet::spawn(&localhost(), 5000, &cfg(Backend::Mmsg), Echo::new)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("listen.workers"), "{err}");
     let err = WorkerSet::spawn(&[], 1, &cfg(Backend::Mmsg), Echo::new)
         .err()
         .unwrap();

@@ -126,6 +126,89 @@ fn idle_workers_do_not_spin() {
             counters[0].turns <= 200 * 3 + 10,
             "{backend:?}: {counters:?}"
         );
+        // Spurious completions (EAGAIN on io_uring) would show up as extra rx/dropped.
+        assert_eq!(
+            (counters[0].rx, counters[0].dropped),
+            (200, 0),
+            "{backend:?}"
+        );
         set.shutdown_and_join().unwrap();
     }
+}
+
+#[test]
+fn tiny_buffer_pool_and_work_cap_lose_nothing() {
+    for backend in backends() {
+        let mut c = cfg(backend);
+        // Two receive buffers and one datagram per turn: io_uring's multishot receive
+        // runs out of buffers (ENOBUFS) and must be re-armed; datagrams wait in the
+        // socket meanwhile.
+        c.recv_batch = 1;
+        c.max_datagrams_per_turn = 1;
+        let set = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 1, &c, Echo::new).unwrap();
+        let cl = client();
+        util::echo_round(&cl, set.listen_addrs()[0], 600, 100, |_| b'z');
+        let counters = wait_counters(&set, |c| c[0].rx == 600);
+        assert_eq!(
+            (counters[0].rx, counters[0].dropped),
+            (600, 0),
+            "{backend:?}"
+        );
+        set.shutdown_and_join().unwrap();
+    }
+}
+
+#[test]
+fn several_listen_addresses_and_ipv6() {
+    let mut listen: Vec<SocketAddr> = vec![
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.2:0".parse().unwrap(),
+    ];
+    // IPv6 loopback when the machine has it.
+    if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+        listen.push("[::1]:0".parse().unwrap());
+    }
+    for backend in backends() {
+        let set = WorkerSet::spawn(&listen, 2, &cfg(backend), Echo::new).unwrap();
+        assert_eq!(set.listen_addrs().len(), listen.len());
+        for &to in set.listen_addrs() {
+            let cl = std::net::UdpSocket::bind(SocketAddr::new(to.ip(), 0)).unwrap();
+            cl.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            util::echo_round(&cl, to, 100, 20, |_| b'm');
+        }
+        set.shutdown_and_join().unwrap();
+    }
+}
+
+#[test]
+fn a_panicking_factory_fails_spawn() {
+    let factory = |ctx: &WorkerContext| {
+        assert!(ctx.index != 1, "factory refuses worker 1");
+        Echo::new(ctx)
+    };
+    let err = WorkerSet::spawn(
+        &["127.0.0.1:0".parse().unwrap()],
+        2,
+        &cfg(sipfront::transport::Backend::Mmsg),
+        factory,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, sipfront::transport::TransportError::Panicked(1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn auto_backend_resolves_and_pinned_workers_serve() {
+    let mut c = cfg(sipfront::transport::Backend::Auto);
+    c.pin_cores = true;
+    let set = WorkerSet::spawn(&["127.0.0.1:0".parse().unwrap()], 2, &c, Echo::new).unwrap();
+    assert_ne!(set.backend(), sipfront::transport::Backend::Auto);
+    let cl = client();
+    util::echo_round(&cl, set.listen_addrs()[0], 200, 50, |_| b'p');
+    assert!(!set.any_stopped());
+    set.shutdown_and_join().unwrap();
 }

@@ -40,7 +40,8 @@ pub struct TransportConfig {
     pub send_buffer_bytes: usize,
     /// Upstream port of worker `i` is `upstream_port_base + i`; 0 = ephemeral ports.
     pub upstream_port_base: u16,
-    /// Receive buffers per socket (io_uring: `RecvMsg` SQEs in flight; mmsg: batch size).
+    /// Receive buffers per socket (io_uring: provided buffers for the multishot receive,
+    /// rounded up to a power of two over all sockets; mmsg: `recvmmsg` batch size).
     pub recv_batch: usize,
     /// Largest datagram accepted; longer ones are dropped as truncated.
     pub max_datagram: usize,
@@ -80,7 +81,7 @@ pub mod defaults {
     /// See [`super::TransportConfig::max_datagrams_per_turn`].
     pub const MAX_DATAGRAMS_PER_TURN: usize = 256;
     /// See [`super::TransportConfig::handoff_buffers`].
-    pub const HANDOFF_BUFFERS: usize = 64;
+    pub const HANDOFF_BUFFERS: usize = 256;
     /// See [`super::TransportConfig::max_idle_ms`].
     pub const MAX_IDLE_MS: u64 = 1_000;
 }

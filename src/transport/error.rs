@@ -14,6 +14,9 @@ pub enum TransportError {
     /// The `[transport]` section is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// More workers than [`super::MAX_WORKERS`].
+    #[error("listen.workers: {0} exceeds the maximum of {max}", max = super::MAX_WORKERS)]
+    TooManyWorkers(usize),
     /// No listen address was given.
     #[error("listen.udp: at least one address is required")]
     NoListenAddress,
@@ -77,4 +80,7 @@ pub enum UringUnavailable {
     /// The kernel lacks `IORING_FEAT_EXT_ARG` (needed for timed waits; kernel >= 5.11).
     #[error("io_uring lacks IORING_FEAT_EXT_ARG (kernel too old)")]
     NoExtArg,
+    /// Multishot `RecvMsg` with a provided-buffer ring did not work (kernel < 6.0).
+    #[error("io_uring multishot recvmsg with a buffer ring failed: {0}")]
+    Multishot(io::Error),
 }

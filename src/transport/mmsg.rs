@@ -84,8 +84,9 @@ impl SendBackend for MmsgSend {
                 }
                 if err.kind() != io::ErrorKind::Interrupted {
                     // The first remaining datagram failed (bad destination, full buffer):
-                    // drop it and carry on with the rest.
-                    c.dropped += 1;
+                    // count it and carry on with the rest.
+                    c.tx += 1;
+                    c.send_errors += 1;
                     sent += 1;
                 }
             }
@@ -173,6 +174,7 @@ pub(crate) fn run<H: DatagramHandler>(
         shell.drain_handoffs(budget, &mut tx);
         shell.wakes_and_timers(&mut tx);
         shell.end_turn(&mut tx);
+        shell.publish();
         let timeout = if hot.iter().any(|&h| h) {
             0
         } else {

@@ -12,19 +12,23 @@
 //! - its own [`DatagramHandler`] (the sans-IO core), built by the factory in its thread.
 //!
 //! Data flow of one loop turn (both backends):
-//! 1. receive a batch (io_uring `RecvMsg` completions, or `recvmmsg`), read the clock once;
+//! 1. read the clock once; take a batch of received datagrams (io_uring multishot
+//!    `RecvMsg` completions over a provided-buffer ring, or `recvmmsg`);
 //! 2. for each datagram ask [`DatagramHandler::owner`]; if another worker owns it, copy it
 //!    into a pooled buffer and pass it over that worker's channel, else call
 //!    [`DatagramHandler::on_datagram`], which queues replies in the [`Outbox`];
 //! 3. process datagrams handed off by other workers, then `on_wake` and `on_timer` if due;
-//! 4. flush the outbox (io_uring `SendMsg` SQEs submitted once, or `sendmmsg`);
+//! 4. flush the outbox (io_uring `SendMsg` SQEs submitted with the turn's one
+//!    `io_uring_enter`, or `sendmmsg`), publish the counters;
 //! 5. sleep until I/O, a wake, or the handler's next deadline.
 //!
 //! Work per turn is capped ([`TransportConfig::max_datagrams_per_turn`], like quinn's work
 //! limiter) so timers, wakes and hand-offs are never starved by a flood on one socket.
 //! In steady state nothing here allocates per datagram: receive buffers, the send slab
-//! and the hand-off buffers are all preallocated.
+//! and the hand-off buffers are all preallocated (`tests/transport_alloc.rs`).
+//! Backends and the hand-off rule are described in `docs/transport.md`.
 
+mod bufring;
 mod config;
 mod error;
 mod handoff;
@@ -37,16 +41,20 @@ mod sockaddr;
 mod socket;
 mod stats;
 mod uring;
+mod uring_loop;
 mod waker;
 
 use std::net::SocketAddr;
 
 pub use config::{Backend, ConfigError, TransportConfig};
-pub use error::TransportError;
+pub use error::{TransportError, UringUnavailable};
 pub use outbox::Outbox;
 pub use set::{WorkerContext, WorkerSet};
 pub use stats::WorkerCounters;
 pub use waker::Waker;
+
+/// Most workers a [`WorkerSet`] runs (`workers` above this is a configuration error).
+pub const MAX_WORKERS: usize = 1024;
 
 /// Largest UDP payload (IPv4 limit); receive and hand-off buffers never need more.
 pub const MAX_DATAGRAM: usize = 65_535;

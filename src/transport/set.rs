@@ -15,7 +15,7 @@ use super::outbox::Outbox;
 use super::shell::{Shell, ShellParts};
 use super::socket::{available_cores, bind_worker, pin_to_core, resolve_listen, WorkerSockets};
 use super::stats::CounterBlock;
-use super::{mmsg, uring};
+use super::{mmsg, uring, uring_loop};
 use super::{Backend, DatagramHandler, TransportConfig, TransportError, Waker, WorkerCounters};
 
 /// What a handler factory learns about the worker it builds a handler for.
@@ -87,6 +87,9 @@ impl WorkerSet {
         } else {
             workers
         };
+        if n > super::MAX_WORKERS {
+            return Err(TransportError::TooManyWorkers(n));
+        }
         let backend = choose_backend(cfg)?;
         tracing::info!(
             backend = backend.as_str(),
@@ -274,8 +277,8 @@ where
         }
     }
     let mut backend = p.ctx.backend;
-    let ring = if backend == Backend::IoUring {
-        match uring::new_ring(&p.cfg, p.ctx.listen.len() + 1) {
+    let uring = if backend == Backend::IoUring {
+        match uring_loop::UringSetup::new(&p.cfg, p.ctx.listen.len() + 1) {
             Ok(r) => Some(r),
             Err(source) if p.cfg.backend == Backend::Auto => {
                 tracing::warn!(worker = index, error = %source, "io_uring setup failed, using mmsg");
@@ -285,7 +288,7 @@ where
             Err(source) => {
                 let e = TransportError::Worker {
                     index,
-                    op: "io_uring_setup",
+                    op: "io_uring setup",
                     source,
                 };
                 let _ = p.ready.send(Err(e));
@@ -296,6 +299,12 @@ where
         None
     };
     let ctx = WorkerContext { backend, ..p.ctx };
+    tracing::info!(
+        worker = index,
+        backend = backend.as_str(),
+        upstream = %ctx.upstream,
+        "worker starting"
+    );
     let handler = factory(&ctx);
     let reserve = p.cfg.max_datagram;
     let shell = Shell::new(ShellParts {
@@ -317,8 +326,8 @@ where
     });
     let _ = p.ready.send(Ok(()));
     drop(p.ready);
-    let r = match ring {
-        Some(ring) => uring::run(shell, ring, p.socks, &p.cfg, index),
+    let r = match uring {
+        Some(setup) => uring_loop::run(shell, setup, p.socks, &p.cfg, index),
         None => mmsg::run(shell, p.socks, &p.cfg, index),
     };
     if let Err(e) = &r {

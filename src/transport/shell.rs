@@ -15,9 +15,13 @@ use super::{DatagramHandler, SockId, Waker, WorkerCounters};
 
 /// How a backend sends everything queued in an outbox.
 pub(crate) trait SendBackend {
-    /// Sends every entry of `out` (the shell clears it afterwards); adds to `c.tx` and
-    /// `c.dropped`.
+    /// Sends (or starts sending) every entry of `out`; the shell clears the outbox
+    /// afterwards but does not write into it again before calling [`SendBackend::settle`].
+    /// Adds to `c.tx`, `c.send_errors` and `c.dropped` (errors possibly only at `settle`).
     fn send_all(&mut self, out: &Outbox, c: &mut WorkerCounters);
+    /// Waits until no send started by `send_all` still reads the outbox, and adds the
+    /// results to `c`. Backends that send synchronously need not override it.
+    fn settle(&mut self, _c: &mut WorkerCounters) {}
 }
 
 /// Everything a worker loop needs besides its sockets.
@@ -121,8 +125,10 @@ impl<H: DatagramHandler> Shell<H> {
     }
 
     fn make_room(&mut self, io: &mut impl SendBackend) {
+        io.settle(&mut self.counts);
         if self.out.needs_flush() {
             self.flush(io);
+            io.settle(&mut self.counts);
         }
     }
 
@@ -166,10 +172,15 @@ impl<H: DatagramHandler> Shell<H> {
         }
     }
 
-    /// Ends a turn: flush, then publish the counters.
+    /// Ends a turn: flush (the sends may still be in flight, see [`SendBackend::settle`]).
     pub(crate) fn end_turn(&mut self, io: &mut impl SendBackend) {
         self.flush(io);
         self.counts.dropped += self.out.take_rejected();
+    }
+
+    /// Publishes the counters for other threads (once per turn, before sleeping). Send
+    /// errors the backend has not reported yet appear at a later turn.
+    pub(crate) fn publish(&self) {
         if let Some(block) = self.shared.get(self.index) {
             block.publish(&self.counts);
         }

@@ -80,6 +80,23 @@ pub(crate) fn read_sockaddr(
     }
 }
 
+/// Reads a socket address from raw `sockaddr` bytes (as io_uring multishot receives
+/// deliver them). `None` for a short buffer or an unknown family.
+pub(crate) fn read_sockaddr_bytes(bytes: &[u8]) -> Option<SocketAddr> {
+    let mut st = zeroed_storage();
+    let n = bytes.len().min(mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copies n <= size_of(sockaddr_storage) bytes into the storage; any byte
+    // pattern is a valid sockaddr_storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut st as *mut libc::sockaddr_storage).cast::<u8>(),
+            n,
+        )
+    };
+    read_sockaddr(&st, n as libc::socklen_t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +114,20 @@ mod tests {
             let len = write_sockaddr(addr, &mut st);
             assert_eq!(read_sockaddr(&st, len), Some(addr));
         }
+    }
+
+    #[test]
+    fn reads_raw_bytes() {
+        let addr: SocketAddr = "[::1]:5060".parse().unwrap();
+        let mut st = zeroed_storage();
+        let len = write_sockaddr(addr, &mut st) as usize;
+        // SAFETY: st is len (<= its size) initialised bytes.
+        let raw = unsafe {
+            std::slice::from_raw_parts((&st as *const libc::sockaddr_storage).cast::<u8>(), len)
+        };
+        assert_eq!(read_sockaddr_bytes(raw), Some(addr));
+        assert_eq!(read_sockaddr_bytes(&raw[..4]), None);
+        assert_eq!(read_sockaddr_bytes(&[]), None);
     }
 
     #[test]

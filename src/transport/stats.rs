@@ -11,14 +11,18 @@ use crossbeam_utils::CachePadded;
 pub struct WorkerCounters {
     /// Datagrams received on this worker's sockets.
     pub rx: u64,
-    /// Datagrams sent successfully.
+    /// Datagrams passed to the kernel for sending.
     pub tx: u64,
+    /// Of `tx`, datagrams the kernel refused (reported late on io_uring, at the next
+    /// completion reaping).
+    pub send_errors: u64,
     /// Datagrams this worker received but passed to their owner.
     pub handed_off: u64,
     /// Datagrams other workers passed to this one.
     pub handoff_in: u64,
-    /// Datagrams dropped: truncated or unreadable on receive, no free hand-off buffer,
-    /// full hand-off channel, full outbox, or a failed send.
+    /// Datagrams dropped before reaching a handler or the kernel: truncated or unreadable
+    /// on receive, no free hand-off buffer, full hand-off channel, full outbox, or a reply
+    /// on a socket id that does not exist.
     pub dropped: u64,
     /// Loop turns (a liveness indicator).
     pub turns: u64,
@@ -29,6 +33,7 @@ pub struct WorkerCounters {
 pub(crate) struct SharedCounters {
     rx: AtomicU64,
     tx: AtomicU64,
+    send_errors: AtomicU64,
     handed_off: AtomicU64,
     handoff_in: AtomicU64,
     dropped: AtomicU64,
@@ -40,6 +45,7 @@ impl SharedCounters {
     pub(crate) fn publish(&self, c: &WorkerCounters) {
         self.rx.store(c.rx, Relaxed);
         self.tx.store(c.tx, Relaxed);
+        self.send_errors.store(c.send_errors, Relaxed);
         self.handed_off.store(c.handed_off, Relaxed);
         self.handoff_in.store(c.handoff_in, Relaxed);
         self.dropped.store(c.dropped, Relaxed);
@@ -50,6 +56,7 @@ impl SharedCounters {
         WorkerCounters {
             rx: self.rx.load(Relaxed),
             tx: self.tx.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
             handed_off: self.handed_off.load(Relaxed),
             handoff_in: self.handoff_in.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
@@ -71,6 +78,7 @@ mod tests {
         let c = WorkerCounters {
             rx: 5,
             tx: 4,
+            send_errors: 6,
             handed_off: 3,
             handoff_in: 2,
             dropped: 1,

@@ -1,72 +1,175 @@
-//! io_uring backend: `recv_batch` `RecvMsg` SQEs in flight per socket over preallocated
-//! buffers, `SendMsg` SQEs for the whole outbox submitted once per flush, a `PollAdd` on
-//! the eventfd for wakes, and `io_uring_enter` with an `EXT_ARG` timeout to sleep until I/O,
-//! a wake or the handler's deadline.
+//! io_uring backend, ring side: probing, the ring, pushing SQEs, reaping CQEs, and the
+//! send path. The receive side and the loop are in `uring_loop`.
 //!
-//! Every SQE's `user_data` is `kind << 32 | slot`. A receive slot belongs to one socket
-//! (`slot / recv_batch`) and is re-armed right after its datagram was processed. A flush
-//! waits for all its send completions before the outbox slab is reused; receive
-//! completions reaped meanwhile are queued in `ready` and processed next turn.
+//! - Receives: one multishot `RecvMsg` per socket drawing from a provided-buffer ring
+//!   (`bufring`), so one SQE yields a datagram per completion with no re-arming per
+//!   datagram and no thundering herd of parked receives on one socket.
+//! - Sends: one `SendMsg` SQE per outbox entry, pushed at the end of the turn and submitted
+//!   by the loop's single `io_uring_enter`, which sleeps for `sends + 1` completions (UDP
+//!   sends complete inline, so in effect until the next event or the deadline, via an
+//!   `EXT_ARG` timeout). Before the outbox or the send headers are written again,
+//!   [`SendBackend::settle`] makes sure every send completed. At low load that is one
+//!   syscall per loop turn.
+//! - Wakes: a `PollAdd` on the worker's eventfd.
+//!
+//! Every SQE's `user_data` is `kind << 32 | index` (socket index for receives, outbox
+//! entry for sends).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::bufring::BufRing;
 use super::error::UringUnavailable;
 use super::mmsg::fd_for;
 use super::msgs::MsgArray;
 use super::outbox::Outbox;
-use super::shell::{SendBackend, Shell};
-use super::socket::WorkerSockets;
-use super::{DatagramHandler, SockId, TransportConfig, TransportError, WorkerCounters};
+use super::shell::SendBackend;
+use super::{TransportConfig, TransportError, WorkerCounters};
 
-const KIND_RECV: u64 = 1;
+pub(crate) const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
 
-fn tag(kind: u64, slot: usize) -> u64 {
-    kind << 32 | slot as u64
+pub(crate) fn tag(kind: u64, index: usize) -> u64 {
+    kind << 32 | index as u64
 }
 
-/// Checks that io_uring can be used here: sysctl, setup, and `EXT_ARG` support.
+/// A receive completion: socket index, result, CQE flags (buffer id, `MORE`).
+pub(crate) type RecvCqe = (usize, i32, u32);
+
+/// A `msghdr` template for multishot `RecvMsg`: room for any source address, no control
+/// data, no iovec (the buffer comes from the buffer ring).
+pub(crate) fn recv_template() -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    h
+}
+
+/// Checks that io_uring can be used here: sysctl, setup, `EXT_ARG`, and a live multishot
+/// `RecvMsg` with a provided-buffer ring on a loopback socket.
 pub(crate) fn probe() -> Result<(), UringUnavailable> {
     if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         if s.trim() == "2" {
             return Err(UringUnavailable::DisabledBySysctl(2));
         }
     }
-    let ring = IoUring::new(8).map_err(UringUnavailable::Setup)?;
+    // Declared first so it is dropped last, after the ring.
+    let bufs = BufRing::new(2, 512, 0).map_err(UringUnavailable::Multishot)?;
+    let mut ring = IoUring::new(8).map_err(UringUnavailable::Setup)?;
     if !ring.params().is_feature_ext_arg() {
         return Err(UringUnavailable::NoExtArg);
     }
-    Ok(())
+    bufs.register(&ring).map_err(UringUnavailable::Multishot)?;
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(UringUnavailable::Multishot)?;
+    let addr = sock.local_addr().map_err(UringUnavailable::Multishot)?;
+    let tmpl = Box::new(recv_template());
+    let e = opcode::RecvMsgMulti::new(types::Fd(sock.as_raw_fd()), &*tmpl, bufs.bgid)
+        .build()
+        .user_data(tag(KIND_RECV, 0));
+    // SAFETY: `tmpl`, `bufs` and `sock` outlive the request (cancelled below).
+    unsafe { ring.submission().push(&e) }
+        .map_err(|_| UringUnavailable::Multishot(io::Error::from_raw_os_error(libc::EBUSY)))?;
+    sock.send_to(b"probe", addr)
+        .map_err(UringUnavailable::Multishot)?;
+    let ts = types::Timespec::from(Duration::from_secs(1));
+    let args = types::SubmitArgs::new().timespec(&ts);
+    let _ = ring.submitter().submit_with_args(1, &args);
+    let first = ring.completion().next().map(|c| (c.result(), c.flags()));
+    let ok = matches!(first, Some((res, f)) if res > 0 && cqueue::buffer_select(f).is_some());
+    // Cancel the multishot and wait for its last completion before anything is freed.
+    let cancel = opcode::AsyncCancel::new(tag(KIND_RECV, 0))
+        .build()
+        .user_data(tag(KIND_CANCEL, 0));
+    // SAFETY: a cancel request references no memory.
+    let _ = unsafe { ring.submission().push(&cancel) };
+    let mut done = first.is_some_and(|(_, f)| !cqueue::more(f));
+    for _ in 0..10 {
+        if done {
+            break;
+        }
+        let _ = ring.submitter().submit_with_args(1, &args);
+        done = ring
+            .completion()
+            .any(|c| c.user_data() == tag(KIND_RECV, 0) && !cqueue::more(c.flags()));
+    }
+    if !done {
+        std::mem::forget(bufs);
+        std::mem::forget(tmpl);
+    }
+    match (ok, first) {
+        (true, _) => Ok(()),
+        (false, Some((res, _))) if res < 0 => Err(UringUnavailable::Multishot(
+            io::Error::from_raw_os_error(-res),
+        )),
+        _ => Err(UringUnavailable::Multishot(io::Error::from_raw_os_error(
+            libc::EIO,
+        ))),
+    }
+}
+
+/// Creates a worker's ring, sized for `n_socks` sockets' receive buffers plus the send
+/// slots (the CQ is twice that).
+pub(crate) fn new_ring(cfg: &TransportConfig, n_socks: usize) -> io::Result<IoUring> {
+    IoUring::new(ring_entries(cfg, n_socks) as u32)
+}
+
+/// Receive buffers for `n_socks` sockets: `recv_batch` each, rounded up to a power of two.
+pub(crate) fn recv_buffers(cfg: &TransportConfig, n_socks: usize) -> u16 {
+    (n_socks * cfg.recv_batch).next_power_of_two().min(32_768) as u16
+}
+
+fn ring_entries(cfg: &TransportConfig, n_socks: usize) -> usize {
+    (usize::from(recv_buffers(cfg, n_socks)) + cfg.send_slots + n_socks + 8)
+        .next_power_of_two()
+        .min(32_768)
 }
 
 /// The ring plus the sending side and completions reaped out of turn.
-struct UringIo {
-    ring: IoUring,
+pub(crate) struct UringIo {
+    pub(crate) ring: IoUring,
     fds: Vec<RawFd>,
     send: MsgArray,
-    /// Receive completions `(slot, result)` not yet processed.
-    ready: VecDeque<(usize, i32)>,
+    /// Receive completions not yet processed.
+    pub(crate) ready: VecDeque<RecvCqe>,
     /// The eventfd poll completed.
-    woke: bool,
-    /// Receive SQEs currently owned by the kernel.
-    recv_armed: usize,
-    /// Number of receive slots (all sockets).
-    n_recv: usize,
+    pub(crate) woke: bool,
+    /// Which sockets have a multishot receive armed.
+    pub(crate) armed: Vec<bool>,
+    /// Send SQEs pushed whose completion was not reaped yet (they read the outbox slab).
+    pub(crate) send_inflight: usize,
+    /// Failed sends reaped but not yet added to the shell's counters.
+    sent_failed: u64,
     index: usize,
 }
 
 impl UringIo {
-    fn push(&mut self, e: &squeue::Entry) -> io::Result<()> {
+    pub(crate) fn new(ring: IoUring, fds: Vec<RawFd>, cfg: &TransportConfig, index: usize) -> Self {
+        let n = fds.len();
+        UringIo {
+            ring,
+            send: MsgArray::new(cfg.send_slots, 0),
+            ready: VecDeque::with_capacity(usize::from(recv_buffers(cfg, n)) + 2 * n + 8),
+            woke: false,
+            armed: vec![false; n],
+            send_inflight: 0,
+            sent_failed: 0,
+            fds,
+            index,
+        }
+    }
+
+    pub(crate) fn push(&mut self, e: &squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: every entry we build points at memory (msghdrs, buffers) owned by
-            // this worker that stays alive until its completion is reaped (see `shutdown`).
+            // SAFETY: every entry we build points at memory (msghdrs, buffers, the outbox
+            // slab) owned by this worker that stays alive and untouched until its
+            // completion is reaped (`settle`, `cancel_all`).
             if unsafe { self.ring.submission().push(e) }.is_ok() {
                 return Ok(());
             }
@@ -74,50 +177,81 @@ impl UringIo {
         }
     }
 
-    /// Moves completions out of the CQ; returns send completions seen.
-    fn reap(&mut self, c: &mut WorkerCounters) -> usize {
-        let mut sends = 0;
+    /// Moves every completion out of the CQ.
+    pub(crate) fn reap(&mut self) {
         for cqe in self.ring.completion() {
-            let (kind, slot) = (
+            let (kind, idx) = (
                 cqe.user_data() >> 32,
                 (cqe.user_data() & 0xffff_ffff) as usize,
             );
             match kind {
                 KIND_RECV => {
-                    self.recv_armed -= 1;
-                    self.ready.push_back((slot, cqe.result()));
+                    if !cqueue::more(cqe.flags()) {
+                        if let Some(a) = self.armed.get_mut(idx) {
+                            *a = false;
+                        }
+                    }
+                    self.ready.push_back((idx, cqe.result(), cqe.flags()));
                 }
                 KIND_SEND => {
-                    sends += 1;
-                    if cqe.result() >= 0 {
-                        c.tx += 1;
-                    } else {
-                        c.dropped += 1;
+                    self.send_inflight = self.send_inflight.saturating_sub(1);
+                    if cqe.result() < 0 {
+                        self.sent_failed += 1;
                     }
                 }
                 KIND_WAKE => self.woke = true,
                 _ => {}
             }
         }
-        sends
     }
 
-    fn arm_wake(&mut self, efd: RawFd) -> io::Result<()> {
+    pub(crate) fn arm_wake(&mut self, efd: RawFd) -> io::Result<()> {
         let e = opcode::PollAdd::new(types::Fd(efd), libc::POLLIN as u32)
             .build()
             .user_data(tag(KIND_WAKE, 0));
         self.push(&e)
     }
 
-    fn worker_err(&self, op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
+    pub(crate) fn worker_err(&self, op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
         let index = self.index;
         move |source| TransportError::Worker { index, op, source }
+    }
+
+    /// Cancels every armed receive and waits (bounded) for their last completions.
+    /// Returns `false` if the kernel may still write into the receive buffers.
+    pub(crate) fn cancel_all(&mut self) -> bool {
+        let mut scratch = WorkerCounters::default();
+        self.settle(&mut scratch);
+        self.reap();
+        for k in 0..self.armed.len() {
+            if self.armed[k] {
+                let e = opcode::AsyncCancel::new(tag(KIND_RECV, k))
+                    .build()
+                    .user_data(tag(KIND_CANCEL, k));
+                if self.push(&e).is_err() {
+                    return false;
+                }
+            }
+        }
+        let ts = types::Timespec::from(Duration::from_millis(20));
+        for _ in 0..50 {
+            if !self.armed.iter().any(|&a| a) {
+                return true;
+            }
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.reap();
+        }
+        !self.armed.iter().any(|&a| a)
     }
 }
 
 impl SendBackend for UringIo {
+    /// Pushes one `SendMsg` per entry; they are submitted by the loop's next
+    /// `io_uring_enter` (or by `settle` if the outbox is needed again first).
     fn send_all(&mut self, out: &Outbox, c: &mut WorkerCounters) {
-        let mut inflight = 0;
+        // The send headers are reused: earlier sends must be done.
+        self.settle(c);
         for (j, e) in out.entries().iter().enumerate().take(self.send.len()) {
             let Some(fd) = fd_for(&self.fds, e.sock) else {
                 c.dropped += 1;
@@ -131,174 +265,20 @@ impl SendBackend for UringIo {
                 c.dropped += 1;
                 continue;
             }
-            inflight += 1;
-        }
-        // The slab is reused after this returns: wait for every send to complete.
-        while inflight > 0 {
-            if self.ring.submit_and_wait(1).is_err() {
-                // EINTR/EBUSY: reap what is there and retry.
-            }
-            inflight -= self.reap(c).min(inflight);
+            self.send_inflight += 1;
+            c.tx += 1;
         }
     }
-}
 
-/// Creates a worker's ring, sized for `n_socks` sockets' receives plus the send slots.
-pub(crate) fn new_ring(cfg: &TransportConfig, n_socks: usize) -> io::Result<IoUring> {
-    let entries = (n_socks * cfg.recv_batch + cfg.send_slots + 8)
-        .next_power_of_two()
-        .min(32_768) as u32;
-    IoUring::new(entries)
-}
-
-/// Runs the worker loop until shutdown.
-pub(crate) fn run<H: DatagramHandler>(
-    mut shell: Shell<H>,
-    ring: IoUring,
-    sockets: WorkerSockets,
-    cfg: &TransportConfig,
-    index: usize,
-) -> Result<(), TransportError> {
-    let socks: Vec<UdpSocket> = sockets
-        .listen
-        .into_iter()
-        .chain([sockets.upstream])
-        .collect();
-    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    let upstream_idx = fds.len() - 1;
-    let batch = cfg.recv_batch;
-    let n_recv = fds.len() * batch;
-    let mut rx = MsgArray::new(n_recv, cfg.max_datagram);
-    let mut io = UringIo {
-        ring,
-        fds: fds.clone(),
-        send: MsgArray::new(cfg.send_slots, 0),
-        ready: VecDeque::with_capacity(n_recv),
-        woke: false,
-        recv_armed: 0,
-        n_recv,
-        index,
-    };
-    let efd = shell.waker().fd();
-    let result = run_loop(&mut shell, &mut io, &mut rx, &fds, upstream_idx, batch, efd);
-    if !cancel_all(&mut io) {
-        // The kernel may still write into `rx`: never free it.
-        tracing::warn!(
-            worker = index,
-            "io_uring receives not cancelled; leaking buffers"
-        );
-        std::mem::forget(rx);
-    }
-    result
-}
-
-fn arm_recv(
-    io: &mut UringIo,
-    rx: &mut MsgArray,
-    fds: &[RawFd],
-    batch: usize,
-    slot: usize,
-) -> io::Result<()> {
-    let Some(&fd) = fds.get(slot / batch) else {
-        return Ok(());
-    };
-    rx.reset_recv(slot);
-    let e = opcode::RecvMsg::new(types::Fd(fd), rx.msghdr_ptr(slot))
-        .build()
-        .user_data(tag(KIND_RECV, slot));
-    io.push(&e)?;
-    io.recv_armed += 1;
-    Ok(())
-}
-
-fn run_loop<H: DatagramHandler>(
-    shell: &mut Shell<H>,
-    io: &mut UringIo,
-    rx: &mut MsgArray,
-    fds: &[RawFd],
-    upstream_idx: usize,
-    batch: usize,
-    efd: RawFd,
-) -> Result<(), TransportError> {
-    for slot in 0..rx.len() {
-        arm_recv(io, rx, fds, batch, slot).map_err(io.worker_err("arm recv"))?;
-    }
-    io.arm_wake(efd).map_err(io.worker_err("arm eventfd"))?;
-    io.ring.submit().map_err(io.worker_err("io_uring_enter"))?;
-    let mut counts_scratch = WorkerCounters::default();
-
-    while !shell.shutting_down() {
-        shell.begin_turn();
-        let mut budget = shell.budget();
-        while budget > 0 {
-            let Some((slot, res)) = io.ready.pop_front() else {
-                break;
-            };
-            budget -= 1;
-            let k = slot / batch;
-            let sock = if k == upstream_idx {
-                SockId::Upstream
-            } else {
-                SockId::Listen(k as u16)
-            };
-            match usize::try_from(res).ok().and_then(|n| rx.received(slot, n)) {
-                Some((src, data)) => shell.on_received(sock, src, data, io),
-                None => shell.on_bad_receive(),
-            }
-            arm_recv(io, rx, fds, batch, slot).map_err(io.worker_err("arm recv"))?;
+    fn settle(&mut self, c: &mut WorkerCounters) {
+        if self.send_inflight > 0 {
+            self.reap();
         }
-        let handed = shell.drain_handoffs(budget, io);
-        if std::mem::take(&mut io.woke) {
-            shell.waker().drain();
-            io.arm_wake(efd).map_err(io.worker_err("arm eventfd"))?;
+        while self.send_inflight > 0 {
+            // EINTR/EBUSY: reap what is there and retry.
+            let _ = self.ring.submit_and_wait(1);
+            self.reap();
         }
-        shell.wakes_and_timers(io);
-        shell.end_turn(io);
-
-        let busy = !io.ready.is_empty() || handed > 0;
-        let wait = if busy { 0 } else { shell.wait_ms() };
-        let r = if wait == 0 {
-            io.ring.submit()
-        } else {
-            let ts = types::Timespec::new()
-                .sec(wait / 1000)
-                .nsec((wait % 1000) as u32 * 1_000_000);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            io.ring.submitter().submit_with_args(1, &args)
-        };
-        if let Err(e) = r {
-            match e.raw_os_error() {
-                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
-                _ => return Err(io.worker_err("io_uring_enter")(e)),
-            }
-        }
-        // Send completions never linger (flush waits for them), so none are counted here.
-        io.reap(&mut counts_scratch);
+        c.send_errors += std::mem::take(&mut self.sent_failed);
     }
-    Ok(())
-}
-
-/// Cancels every armed receive and waits (bounded) for the kernel to give the buffers
-/// back. Returns `false` if some are still owned by the kernel.
-fn cancel_all(io: &mut UringIo) -> bool {
-    let mut scratch = WorkerCounters::default();
-    io.reap(&mut scratch);
-    for slot in 0..io.n_recv {
-        let e = opcode::AsyncCancel::new(tag(KIND_RECV, slot))
-            .build()
-            .user_data(tag(KIND_CANCEL, slot));
-        if io.push(&e).is_err() {
-            return false;
-        }
-    }
-    for _ in 0..50 {
-        if io.recv_armed == 0 {
-            return true;
-        }
-        let ts = types::Timespec::new().nsec(20_000_000);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        let _ = io.ring.submitter().submit_with_args(1, &args);
-        io.reap(&mut scratch);
-    }
-    io.recv_armed == 0
 }

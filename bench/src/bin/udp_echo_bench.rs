@@ -44,13 +44,22 @@ struct Args {
     /// Pin workers to cores.
     #[arg(long)]
     pin: bool,
+    /// Datagram owner = first byte (the client's number) % workers, so datagrams landing
+    /// on the wrong worker are handed off over the channel (measures hand-off cost).
+    #[arg(long)]
+    handoff: bool,
 }
 
-struct EchoHandler;
+struct EchoHandler {
+    handoff: bool,
+}
 
 impl DatagramHandler for EchoHandler {
-    fn owner(&self, _data: &[u8], _n: usize) -> usize {
-        usize::MAX // out of range = "this worker"
+    fn owner(&self, data: &[u8], n: usize) -> usize {
+        match (self.handoff, data.first()) {
+            (true, Some(&b)) => usize::from(b) % n,
+            _ => usize::MAX, // out of range = "this worker"
+        }
     }
     fn on_datagram(
         &mut self,
@@ -104,6 +113,7 @@ fn process_cpu_ns() -> u64 {
 /// Closed-loop client: keeps `window` datagrams in flight, re-sends the window on a
 /// 100 ms silence (loss). Counts echoes into `echoed` while `counting` is set.
 fn client(
+    id: u8,
     to: SocketAddr,
     window: usize,
     size: usize,
@@ -114,7 +124,8 @@ fn client(
     let s = UdpSocket::bind("127.0.0.1:0").expect("client bind");
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
-    let msg = vec![b'x'; size];
+    let mut msg = vec![b'x'; size.max(1)];
+    msg[0] = id;
     let mut buf = vec![0u8; size + 64];
     let send_window = |s: &UdpSocket| {
         for _ in 0..window {
@@ -142,6 +153,7 @@ fn client(
 }
 
 fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let handoff = args.handoff;
     let cfg = TransportConfig {
         backend,
         pin_cores: args.pin,
@@ -151,21 +163,23 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
         &["127.0.0.1:0".parse()?],
         args.workers,
         &cfg,
-        |_: &WorkerContext| EchoHandler,
+        move |_: &WorkerContext| EchoHandler { handoff },
     )?;
     let to = set.listen_addrs()[0];
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
     let echoed = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..args.clients)
-        .map(|_| {
+        .map(|i| {
             let (stop, echoed, counting) = (stop.clone(), echoed.clone(), counting.clone());
             let (window, size) = (args.window, args.size);
-            std::thread::spawn(move || client(to, window, size, stop, echoed, counting))
+            std::thread::spawn(move || client(i as u8, to, window, size, stop, echoed, counting))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1)); // warm-up (a benchmark, not a test)
-    let rx0: u64 = set.all_counters().iter().map(|c| c.rx).sum();
+    let c0 = set.all_counters();
+    let rx0: u64 = c0.iter().map(|c| c.rx).sum();
+    let turns0: u64 = c0.iter().map(|c| c.turns).sum();
     let (w0, p0, t0) = (
         threads_cpu_ns("sipfront-w"),
         process_cpu_ns(),
@@ -177,6 +191,7 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
     let (w1, p1, elapsed) = (threads_cpu_ns("sipfront-w"), process_cpu_ns(), t0.elapsed());
     let counters = set.all_counters();
     let rx1: u64 = counters.iter().map(|c| c.rx).sum();
+    let turns1: u64 = counters.iter().map(|c| c.turns).sum();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
@@ -187,7 +202,7 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
     let served = (rx1 - rx0).max(1);
     let echoes = echoed.load(Ordering::Relaxed).max(1);
     println!(
-        "backend={:<8} workers={} clients={} window={} size={}B: {:>9.0} echoes/s | worker CPU {:>6.0} ns/datagram ({:.2} cores) | process CPU {:>6.0} ns/echo | dropped {}",
+        "backend={:<8} workers={} clients={} window={} size={}B: {:>9.0} echoes/s | worker CPU {:>6.0} ns/datagram ({:.2} cores) | process CPU {:>6.0} ns/echo | {:.1} datagrams/turn | handed off {:.0} % | dropped {} | rx per worker {:?}",
         chosen.as_str(),
         args.workers,
         args.clients,
@@ -197,7 +212,15 @@ fn run(backend: Backend, args: &Args) -> Result<(), Box<dyn std::error::Error>> 
         (w1 - w0) as f64 / served as f64,
         (w1 - w0) as f64 / elapsed.as_nanos() as f64,
         (p1 - p0) as f64 / echoes as f64,
+        served as f64 / (turns1 - turns0).max(1) as f64,
+        100.0 * counters.iter().zip(&c0).map(|(c, c0)| c.handed_off - c0.handed_off).sum::<u64>() as f64
+            / served as f64,
         counters.iter().map(|c| c.dropped).sum::<u64>(),
+        counters
+            .iter()
+            .zip(&c0)
+            .map(|(c, c0)| c.rx - c0.rx)
+            .collect::<Vec<_>>(),
     );
     Ok(())
 }
