@@ -26,7 +26,7 @@ struct Args {
     /// UDP control address (text commands: ping, stats, regs, reg USER, reset, quit).
     #[arg(long)]
     control: Option<SocketAddr>,
-    /// Mode for extensions without a --route: dial, answer, noanswer, busy.
+    /// Mode for extensions without a --route: dial, answer, noanswer, busy, drop (no response).
     #[arg(long, default_value = "dial")]
     mode: String,
     /// Per-extension mode, EXT=MODE (repeatable), e.g. --route 600=answer.

@@ -91,16 +91,17 @@ impl Engine {
                     self.cfg.routes.insert(ext, mode);
                     out.push_str("{\"ok\":true}");
                 }
-                Err(_) => {
-                    out.push_str("{\"error\":\"expected route EXT=answer|noanswer|busy|dial\"}")
-                }
+                Err(_) => out
+                    .push_str("{\"error\":\"expected route EXT=answer|noanswer|busy|drop|dial\"}"),
             },
             "mode" => match arg.parse::<Mode>() {
                 Ok(mode) => {
                     self.cfg.default_mode = mode;
                     out.push_str("{\"ok\":true}");
                 }
-                Err(_) => out.push_str("{\"error\":\"expected mode answer|noanswer|busy|dial\"}"),
+                Err(_) => {
+                    out.push_str("{\"error\":\"expected mode answer|noanswer|busy|drop|dial\"}")
+                }
             },
             "quit" => {
                 out.push_str("{\"ok\":true}");

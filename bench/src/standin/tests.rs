@@ -266,11 +266,17 @@ fn answer_delay_and_busy_and_unknown_extension() {
     };
     cfg.routes.insert("600".into(), Mode::Answer);
     cfg.routes.insert("486".into(), Mode::Busy);
+    cfg.routes.insert("408".into(), Mode::Drop);
     let mut e = engine(cfg);
     assert_eq!(codes(&feed(&mut e, T0, &invite("600", "c1"))), [100, 180]);
     assert_eq!(e.next_deadline_ms(), Some(T0 + 300));
     assert_eq!(codes(&tick(&mut e, T0 + 300)), [200]);
     assert_eq!(codes(&feed(&mut e, T0, &invite("486", "c2"))), [100, 486]);
+    assert!(
+        feed(&mut e, T0, &invite("408", "c4")).is_empty(),
+        "drop mode: silence"
+    );
+    assert_eq!(e.stats().invite_dropped, 1);
     assert_eq!(
         codes(&feed(&mut e, T0, &invite("777", "c3"))),
         [100, 404],
