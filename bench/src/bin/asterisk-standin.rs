@@ -23,10 +23,11 @@ struct Args {
     /// SIP UDP address to listen on (port 0 = any free port).
     #[arg(long, default_value_t = default_listen())]
     listen: SocketAddr,
-    /// UDP control address (text commands: ping, stats, regs, reg USER, reset, quit).
+    /// UDP control address (text commands: ping, stats, regs, reg USER, reset, route EXT=MODE,
+    /// mode MODE, quit; JSON replies).
     #[arg(long)]
     control: Option<SocketAddr>,
-    /// Mode for extensions without a --route: dial, answer, noanswer, busy.
+    /// Mode for extensions without a --route: dial, answer, noanswer, busy, drop (no response).
     #[arg(long, default_value = "dial")]
     mode: String,
     /// Per-extension mode, EXT=MODE (repeatable), e.g. --route 600=answer.

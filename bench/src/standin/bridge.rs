@@ -12,7 +12,7 @@ use std::io::Write as _;
 use super::build::{begin_request, finish};
 use super::call::{next_hop, record_routes, BLeg, Body, Phase};
 use super::engine::{Engine, Leg, Outbox, TxSlot};
-use super::parse::{uri_hostport, uri_of, uri_user, Msg, Start};
+use super::parse::{param, uri_hostport, uri_of, uri_user, Msg, Start};
 use super::register::Binding;
 
 impl Engine {
@@ -121,6 +121,39 @@ impl Engine {
         Some((dst, bytes))
     }
 
+    /// A 2xx from a second fork of the B-leg (the proxy forked to several contacts): ACK it
+    /// and hang that dialog up at once (RFC 3261 §13.2.2.4); neither is retransmitted.
+    fn drop_forked_dialog(&mut self, id: u64, msg: &Msg, out: &mut Outbox) {
+        let branches = [self.ids.branch(), self.ids.branch()];
+        let local = self.local;
+        let Some(b) = self.calls.get(&id).and_then(|c| c.b.as_ref()) else {
+            return;
+        };
+        let mut routes = record_routes(msg);
+        routes.reverse();
+        let target = msg.header("Contact").map(uri_of).unwrap_or(&b.uri);
+        let dst = next_hop(&routes, target, b.dst);
+        let to = msg.header("To").unwrap_or_default();
+        for (method, branch, seq) in [
+            ("ACK", &branches[0], b.cseq),
+            ("BYE", &branches[1], b.cseq + 1),
+        ] {
+            out.push_with(dst, |bytes| {
+                begin_request(bytes, method, target, local, branch);
+                for r in &routes {
+                    let _ = write!(bytes, "Route: {r}\r\n");
+                }
+                let _ = write!(
+                    bytes,
+                    "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {seq} {method}\r\n",
+                    b.from_hdr, b.call_id
+                );
+                finish(bytes, None, b"");
+            });
+        }
+        self.stats.bye_sent += 1;
+    }
+
     /// BYE to the B-leg callee.
     pub(super) fn send_bye_b(&mut self, now_ms: u64, id: u64, out: &mut Outbox) {
         let Some(seq) = self
@@ -160,18 +193,19 @@ impl Engine {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if code >= 200 || slot != TxSlot::Invite {
+        // Whether this answers a transaction we track (the BYE of a dropped fork does not).
+        let mut had_tx = false;
+        if let Some(s) = c.txs.get_mut(slot as usize) {
+            had_tx = s.is_some();
             if code >= 200 {
-                if let Some(s) = c.txs.get_mut(slot as usize) {
-                    *s = None;
-                }
+                *s = None;
+            } else if let Some(t) = s {
+                t.provisional = true;
             }
-        } else if let Some(Some(t)) = c.txs.get_mut(slot as usize) {
-            t.provisional = true;
         }
         match (leg, slot) {
             (Leg::B, TxSlot::Invite) => self.on_b_invite_response(now_ms, id, code, msg, out),
-            (_, TxSlot::Bye) if code >= 200 => self.set_done(now_ms, id),
+            (_, TxSlot::Bye) if code >= 200 && had_tx => self.set_done(now_ms, id),
             _ => {}
         }
     }
@@ -230,11 +264,14 @@ impl Engine {
             return;
         }
         if b.final_code.is_some() {
-            // A retransmitted 2xx: our ACK got lost.
-            out.push(
-                next_hop(&b.routes, b.remote_uri.as_deref().unwrap_or(&b.uri), b.dst),
-                &b.ack,
-            );
+            let same_dialog = param(&b.to_hdr, "tag") == msg.to_tag();
+            if same_dialog {
+                // A retransmitted 2xx: our ACK got lost.
+                let dst = next_hop(&b.routes, b.remote_uri.as_deref().unwrap_or(&b.uri), b.dst);
+                out.push(dst, &b.ack);
+            } else {
+                self.drop_forked_dialog(id, msg, out);
+            }
             return;
         }
         b.final_code = Some(code);

@@ -169,6 +169,16 @@ impl Engine {
             .or_else(|| msg.header("To").map(uri_of).and_then(uri_user))
             .unwrap_or_default();
         let mode = self.cfg.mode_for(exten);
+        if mode == Mode::Drop {
+            self.stats.invite_dropped += 1;
+            let fields = [
+                ("call_id", Val::Str(msg.call_id().unwrap_or_default())),
+                ("exten", Val::Str(exten)),
+            ];
+            self.events
+                .record(now_ms, "invite_dropped", src, &fields, None);
+            return;
+        }
         let id = self.next_call;
         self.next_call += 1;
         let call_id = msg.call_id().unwrap_or_default().to_owned();
@@ -215,6 +225,7 @@ impl Engine {
                 }
             }
             Mode::NoAnswer => self.respond_a(now_ms, id, 180, "Ringing", Body::None, out),
+            Mode::Drop => {}
             Mode::Busy => {
                 self.stats.busy += 1;
                 self.respond_a(now_ms, id, 486, "Busy Here", Body::None, out);
@@ -512,6 +523,7 @@ pub fn mode_name(mode: Mode) -> &'static str {
         Mode::Answer => "answer",
         Mode::NoAnswer => "noanswer",
         Mode::Busy => "busy",
+        Mode::Drop => "drop",
         Mode::Dial => "dial",
     }
 }

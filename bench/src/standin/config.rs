@@ -16,6 +16,8 @@ pub enum Mode {
     NoAnswer,
     /// 486 Busy Here.
     Busy,
+    /// No response at all, not even 100 (the proxy's INVITE client transaction times out: 408).
+    Drop,
     /// Like Asterisk's `Dial(SIP/X)`: call the Contact registered for X and bridge the legs.
     Dial,
 }
@@ -27,10 +29,11 @@ impl FromStr for Mode {
             "answer" => Ok(Mode::Answer),
             "noanswer" | "no-answer" => Ok(Mode::NoAnswer),
             "busy" => Ok(Mode::Busy),
+            "drop" | "silent" => Ok(Mode::Drop),
             "dial" => Ok(Mode::Dial),
             _ => Err(ConfigError::Invalid {
                 key: "mode",
-                reason: "expected answer, noanswer, busy or dial",
+                reason: "expected answer, noanswer, busy, drop or dial",
             }),
         }
     }

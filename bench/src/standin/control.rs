@@ -3,10 +3,12 @@
 //!
 //! Commands: `ping`, `stats` (every counter plus `registrations` and `calls`), `regs` (every
 //! binding, capped at ~60 kB with `"truncated":true`), `reg USER` (one binding or `null`),
-//! `reset` (zero the counters), `quit` (reply, then the server exits 0).
+//! `reset` (zero the counters), `route EXT=MODE` (change one extension's mode at run time),
+//! `mode MODE` (change the default mode), `quit` (reply, then the server exits 0).
 
 use std::fmt::Write as _;
 
+use super::config::{Config, Mode};
 use super::engine::Engine;
 use super::events::json_str;
 use super::register::Binding;
@@ -84,6 +86,23 @@ impl Engine {
                 self.stats.calls_active = active;
                 out.push_str("{\"ok\":true}");
             }
+            "route" => match Config::parse_route(arg) {
+                Ok((ext, mode)) => {
+                    self.cfg.routes.insert(ext, mode);
+                    out.push_str("{\"ok\":true}");
+                }
+                Err(_) => out
+                    .push_str("{\"error\":\"expected route EXT=answer|noanswer|busy|drop|dial\"}"),
+            },
+            "mode" => match arg.parse::<Mode>() {
+                Ok(mode) => {
+                    self.cfg.default_mode = mode;
+                    out.push_str("{\"ok\":true}");
+                }
+                Err(_) => {
+                    out.push_str("{\"error\":\"expected mode answer|noanswer|busy|drop|dial\"}")
+                }
+            },
             "quit" => {
                 out.push_str("{\"ok\":true}");
                 return ControlAction::Quit;
@@ -91,5 +110,33 @@ impl Engine {
             _ => out.push_str("{\"error\":\"unknown command\"}"),
         }
         ControlAction::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(e: &mut Engine, cmd: &str) -> String {
+        let mut out = String::new();
+        e.control(0, cmd, &mut out);
+        out
+    }
+
+    #[test]
+    fn commands() {
+        let mut e = Engine::new(Config::default(), "127.0.0.2:5080".parse().unwrap(), 1);
+        assert_eq!(run(&mut e, "ping"), "{\"ok\":true}");
+        assert_eq!(run(&mut e, "reg nobody"), "null");
+        assert_eq!(run(&mut e, "regs"), "{}");
+        assert!(run(&mut e, "stats").ends_with(",\"registrations\":0,\"calls\":0}"));
+        assert_eq!(run(&mut e, "route 600=busy"), "{\"ok\":true}");
+        assert_eq!(e.config().mode_for("600"), Mode::Busy);
+        assert!(run(&mut e, "route 600").starts_with("{\"error\""));
+        assert_eq!(run(&mut e, "mode answer"), "{\"ok\":true}");
+        assert_eq!(e.config().mode_for("601"), Mode::Answer);
+        assert!(run(&mut e, "bogus").contains("unknown command"));
+        let mut out = String::new();
+        assert_eq!(e.control(0, "quit", &mut out), ControlAction::Quit);
     }
 }

@@ -140,6 +140,7 @@ stats!(
     unregister,
     invite,
     invite_retransmit,
+    invite_dropped,
     answered,
     not_found,
     busy,

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 
-use super::build::{begin_response, finish};
+use super::build::{begin_response, finish, tag_for_branch};
 use super::digest;
-use super::engine::{Engine, Outbox};
+use super::engine::{hex16, Engine, Outbox};
 use super::events::Val;
 use super::parse::{uri_addr, uri_of, uri_user, Msg};
 
@@ -101,8 +101,10 @@ impl Engine {
         } else {
             (401, "Unauthorized", "WWW-Authenticate")
         };
+        let mut tag = [0u8; 16];
+        let tag = hex16(tag_for_branch(msg.branch().unwrap_or_default()), &mut tag);
         out.push_with(src, |b| {
-            begin_response(b, msg, code, reason, Some(&nonce));
+            begin_response(b, msg, code, reason, Some(tag));
             let _ = write!(
                 b,
                 "{header}: Digest algorithm=MD5, realm=\"{realm}\", nonce=\"{nonce}\"\r\n"
@@ -231,10 +233,7 @@ impl Engine {
             );
         }
         let mut tag = [0u8; 16];
-        let tag = super::engine::hex16(
-            super::build::tag_for_branch(msg.branch().unwrap_or_default()),
-            &mut tag,
-        );
+        let tag = hex16(tag_for_branch(msg.branch().unwrap_or_default()), &mut tag);
         out.push_with(src, |b| {
             begin_response(b, msg, 200, "OK", Some(tag));
             b.extend_from_slice(contact_line.as_bytes());

@@ -97,28 +97,30 @@ pub fn run(
         let timeout = engine
             .next_deadline_ms()
             .map_or(1000, |d| d.saturating_sub(now).min(1000)) as i32;
-        wait_readable(&sip, ctl.as_ref(), timeout)?;
+        let (sip_ready, ctl_ready) = wait_readable(&sip, ctl.as_ref(), timeout)?;
 
-        for _ in 0..BATCH {
-            match sip.recv_from(&mut buf) {
-                Ok((n, src)) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    engine.handle_datagram(now_ms(), src, data, &mut out);
+        if sip_ready {
+            for _ in 0..BATCH {
+                match sip.recv_from(&mut buf) {
+                    Ok((n, src)) => {
+                        let data = buf.get(..n).unwrap_or_default();
+                        engine.handle_datagram(now_ms(), src, data, &mut out);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // ICMP port unreachable from an earlier send, or EINTR: keep going.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::ConnectionRefused | ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                // ICMP port unreachable from an earlier send, or EINTR: keep going.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionRefused | ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(e.into()),
             }
         }
         engine.handle_timeout(now_ms(), &mut out);
         send_all(&sip, &mut out);
 
-        if let Some(ctl) = &ctl {
+        if let (Some(ctl), true) = (&ctl, ctl_ready) {
             while let Ok((n, src)) = ctl.recv_from(&mut buf) {
                 let cmd = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
                 let action = engine.control(now_ms(), &cmd, &mut reply);
@@ -151,8 +153,13 @@ fn flush_events(engine: &mut Engine, file: &mut Option<File>) {
     }
 }
 
-/// Blocks until a socket is readable or `timeout_ms` passes.
-fn wait_readable(sip: &UdpSocket, ctl: Option<&UdpSocket>, timeout_ms: i32) -> std::io::Result<()> {
+/// Blocks until a socket is readable or `timeout_ms` passes; says which sockets are readable
+/// (so a timer wake-up or a busy SIP socket costs no useless `recvfrom` on the other).
+fn wait_readable(
+    sip: &UdpSocket,
+    ctl: Option<&UdpSocket>,
+    timeout_ms: i32,
+) -> std::io::Result<(bool, bool)> {
     let mut fds = [
         libc::pollfd {
             fd: sip.as_raw_fd(),
@@ -173,6 +180,8 @@ fn wait_readable(sip: &UdpSocket, ctl: Option<&UdpSocket>, timeout_ms: i32) -> s
         if e.kind() != ErrorKind::Interrupted {
             return Err(e);
         }
+        return Ok((false, false));
     }
-    Ok(())
+    let ready = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR) != 0;
+    Ok((ready(&fds[0]), ready(&fds[1])))
 }

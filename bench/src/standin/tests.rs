@@ -266,11 +266,17 @@ fn answer_delay_and_busy_and_unknown_extension() {
     };
     cfg.routes.insert("600".into(), Mode::Answer);
     cfg.routes.insert("486".into(), Mode::Busy);
+    cfg.routes.insert("408".into(), Mode::Drop);
     let mut e = engine(cfg);
     assert_eq!(codes(&feed(&mut e, T0, &invite("600", "c1"))), [100, 180]);
     assert_eq!(e.next_deadline_ms(), Some(T0 + 300));
     assert_eq!(codes(&tick(&mut e, T0 + 300)), [200]);
     assert_eq!(codes(&feed(&mut e, T0, &invite("486", "c2"))), [100, 486]);
+    assert!(
+        feed(&mut e, T0, &invite("408", "c4")).is_empty(),
+        "drop mode: silence"
+    );
+    assert_eq!(e.stats().invite_dropped, 1);
     assert_eq!(
         codes(&feed(&mut e, T0, &invite("777", "c3"))),
         [100, 404],
@@ -481,5 +487,36 @@ fn forgotten_calls_expire() {
         e.next_deadline_ms(),
         None,
         "the call and its timers are gone"
+    );
+}
+
+#[test]
+fn second_fork_answering_is_acked_and_hung_up() {
+    let mut e = engine(Config::default());
+    let b_inv = dial_setup(&mut e);
+    assert_eq!(
+        codes(&feed(&mut e, T0, &answer_to(&b_inv, 200, "tb", true))),
+        [0, 200]
+    );
+    let fork = answer_to(&b_inv, 200, "tc", true).replace("bob@10.0.0.2:5064", "bob@10.0.0.3:5066");
+    let sent = feed(&mut e, T0 + 10, &fork);
+    assert_eq!(
+        sent.len(),
+        2,
+        "ACK and BYE for the extra dialog, nothing to the caller"
+    );
+    assert!(sent[0].1.starts_with("ACK sip:bob@10.0.0.3:5066 SIP/2.0"));
+    assert!(sent[1].1.starts_with("BYE sip:bob@10.0.0.3:5066 SIP/2.0"));
+    assert!(hdr(&sent[1].1, "To").ends_with(";tag=tc"));
+    feed(&mut e, T0 + 20, &answer_to(&sent[1].1, 200, "tc", false));
+    assert_eq!(
+        e.stats().calls_active,
+        1,
+        "the 200 to that BYE does not end the bridged call"
+    );
+    let again = feed(&mut e, T0 + 30, &answer_to(&b_inv, 200, "tb", true));
+    assert!(
+        again.len() == 1 && again[0].1.starts_with("ACK sip:bob@10.0.0.2:5064"),
+        "re-ACK of the kept dialog"
     );
 }
