@@ -21,6 +21,9 @@ pub enum AuthCheck {
     /// Wrong password, unknown user, replayed nonce count or URI mismatch: challenge again and
     /// count a failure.
     Failed,
+    /// Right password, but the nonce count was used before: a retransmission of a request
+    /// answered statelessly (REGISTER), or a replay. Not a failure.
+    Replayed,
     /// The user is not cached: look it up, then check again.
     Lookup,
     /// The credential store cannot answer now (database down on a miss).
@@ -70,6 +73,9 @@ pub struct RegisterInput<'a, 'h, 'b> {
     pub src: SocketAddr,
     pub sock: Local,
     pub worker: u16,
+    /// The credentials were valid but replayed: only a retransmission of a REGISTER already
+    /// applied (same Call-ID and CSeq as a binding) may be answered, nothing may change.
+    pub replayed: bool,
 }
 
 /// The registrar's answer.
@@ -85,6 +91,8 @@ pub enum RegisterReply {
         reason: &'static str,
         min_expires: Option<u32>,
     },
+    /// A replayed REGISTER that is not a retransmission: challenge again.
+    Challenge,
 }
 
 /// A registered contact to deliver a request to.

@@ -24,6 +24,7 @@ impl Core {
         ctx: &ReqCtx<'_>,
         msg: &Message<'_, '_>,
         user: &str,
+        replayed: bool,
         tx: &mut dyn Transmit,
     ) {
         // The AOR being registered must be the authenticated user's own.
@@ -52,6 +53,7 @@ impl Core {
             src: ctx.src,
             sock: ctx.sock,
             worker: self.worker,
+            replayed,
         };
         let reply = self
             .ports
@@ -64,6 +66,9 @@ impl Core {
                 write_http_date(ctx.now, &mut self.extra);
                 self.extra.extend_from_slice(b"\r\n");
                 self.reply(msg, ctx.src, ctx.sock, 200, "OK", true, tx);
+                if replayed {
+                    return;
+                }
                 let regfwd = self.ports.regfwd.clone();
                 let mut out = RegFwdOut {
                     core: self,
@@ -73,6 +78,7 @@ impl Core {
                 };
                 regfwd.on_saved(user, granted, changed, ctx.now, &mut out);
             }
+            RegisterReply::Challenge => self.challenge(ctx, msg, false, false, tx),
             RegisterReply::Reject {
                 code,
                 reason,

@@ -271,13 +271,15 @@ impl Core {
 
         let mut user_buf = [0u8; MAX_USER_LEN];
         let mut user_len = 0;
+        let mut replayed = false;
         if !from_asterisk {
             if !to_us {
                 self.reply(&msg, src, sock, 403, "Not relaying", false, tx);
                 return;
             }
             match self.authenticate(&ctx, &msg, method, ruri_str, resumed, tx) {
-                Some(u) if u.len() <= MAX_USER_LEN => {
+                Some((u, r)) if u.len() <= MAX_USER_LEN => {
+                    replayed = r;
                     user_buf[..u.len()].copy_from_slice(u.as_bytes());
                     user_len = u.len();
                 }
@@ -310,13 +312,14 @@ impl Core {
                     tx,
                 );
             }
-            Method::Register => self.on_register(&ctx, &msg, user, tx),
+            Method::Register => self.on_register(&ctx, &msg, user, replayed, tx),
             Method::Invite if !from_asterisk => self.forward_to_asterisk(&ctx, &msg, call_id, tx),
             _ => self.forward_to_user(&ctx, &msg, method, &ruri, tx),
         }
     }
 
-    /// Check a phone's credentials; the authenticated user name, or `None` when the request
+    /// Check a phone's credentials; the authenticated user name (and whether its nonce count
+    /// was replayed, which only a REGISTER retransmission may be), or `None` when the request
     /// was answered (challenge, 503) or parked.
     fn authenticate<'b>(
         &mut self,
@@ -326,7 +329,7 @@ impl Core {
         ruri: &str,
         resumed: Option<LookupResult>,
         tx: &mut dyn Transmit,
-    ) -> Option<&'b str> {
+    ) -> Option<(&'b str, bool)> {
         let proxy = method != Method::Register;
         let creds = match msg.authorization(proxy) {
             Some(Ok(c)) => c,
@@ -342,7 +345,12 @@ impl Core {
         match verdict {
             AuthCheck::Ok => {
                 self.stats.auth_ok += 1;
-                Some(creds.username.raw())
+                Some((creds.username.raw(), false))
+            }
+            AuthCheck::Replayed if !proxy => Some((creds.username.raw(), true)),
+            AuthCheck::Replayed => {
+                self.challenge(ctx, msg, proxy, false, tx);
+                None
             }
             AuthCheck::Challenge { stale } => {
                 self.challenge(ctx, msg, proxy, stale, tx);
@@ -384,7 +392,7 @@ impl Core {
         self.reply(msg, ctx.src, ctx.sock, 503, "Service Unavailable", true, tx);
     }
 
-    fn challenge(
+    pub(super) fn challenge(
         &mut self,
         ctx: &ReqCtx<'_>,
         msg: &Message<'_, '_>,

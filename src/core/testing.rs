@@ -169,7 +169,9 @@ impl AuthPort for FakeAuth {
         if !self.users.contains(user) {
             return AuthCheck::Failed;
         }
-        if creds.response.raw() == "good" {
+        if creds.response.raw() == "replayed" {
+            AuthCheck::Replayed
+        } else if creds.response.raw() == "good" {
             AuthCheck::Ok
         } else {
             AuthCheck::Failed
@@ -239,6 +241,20 @@ impl LocationPort for FakeLocation {
             };
         };
         let list = b.entry(input.user.to_owned()).or_default();
+        if input.replayed {
+            // Retransmission of what is stored: list, change nothing; else challenge.
+            if list.is_empty() {
+                return RegisterReply::Challenge;
+            }
+            for (u, _, at) in list.iter() {
+                let left = (at.saturating_sub(now_ms) / 1000) as u32;
+                lines.extend_from_slice(format!("Contact: <{u}>;expires={left}\r\n").as_bytes());
+            }
+            return RegisterReply::Ok {
+                granted: 0,
+                changed: false,
+            };
+        }
         for c in input.msg.contacts().flatten() {
             if let Contact::Addr(na) = c {
                 let e = na.expires().unwrap_or(expires);
@@ -377,7 +393,13 @@ pub fn test_config(asterisk: &[&str]) -> CoreConfig {
 
 /// Build a response to `request` into `out` without allocating: status line, then the
 /// request's Via, From, To (+ tag), Call-ID and CSeq lines.
-pub fn response_into(request: &[u8], status: &[u8], to_tag: &[u8], extra: &[u8], out: &mut Vec<u8>) {
+pub fn response_into(
+    request: &[u8],
+    status: &[u8],
+    to_tag: &[u8],
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(status);
     let mut lines = request.split(|&c| c == b'\n').skip(1);
@@ -430,4 +452,3 @@ pub fn call_flow(i: usize, phone: &str, ast: &str) -> CallFlow {
         bye: bye.into_bytes(),
     }
 }
-

@@ -912,3 +912,40 @@ fn timer_c_cancels_a_ringing_branch() {
         .iter()
         .any(|s| s.method() == "CANCEL" && s.dst == addr(AST)));
 }
+
+#[test]
+fn replayed_credentials_only_answer_register_retransmissions() {
+    let mut h = Harness::new(&[AST]);
+    let reg = |branch: &str, response: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\nTo: <sip:alice@example.com>\r\nCall-ID: rr1\r\nCSeq: 2 REGISTER\r\nContact: <sip:alice@127.0.0.3:5062>\r\nExpires: 600\r\n{}Content-Length: 0\r\n\r\n",
+            auth_hdr(false, "alice", response)
+        )
+    };
+    // Nothing stored yet: a replayed nonce count is challenged, not counted as a failure.
+    let out = h.recv(PHONE, &reg("z9hG4bKrr0", "replayed"));
+    assert_eq!(out[0].code(), 401);
+    assert_eq!(h.core.stats().auth_failed, 0);
+    let out = h.recv(PHONE, &reg("z9hG4bKrr1", "good"));
+    assert!(out.iter().any(|s| s.code() == 200));
+    assert!(
+        out.iter().any(|s| s.method() == "REGISTER"),
+        "first save is forwarded"
+    );
+    // The phone retransmits (its 200 was lost): same 200 again, nothing forwarded.
+    let out = h.recv(PHONE, &reg("z9hG4bKrr1", "replayed"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 200);
+    assert!(out[0].header("Contact").is_some());
+    // A replayed INVITE is challenged and not counted.
+    let inv = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKri",
+        "ri1",
+        &auth_hdr(true, "alice", "replayed"),
+    );
+    assert_eq!(h.recv(PHONE, &inv)[0].code(), 407);
+    assert_eq!(h.core.stats().auth_failed, 0);
+}

@@ -40,15 +40,14 @@ fn unq<'o>(q: &QStr<'_>, buf: &'o mut [u8]) -> Option<&'o str> {
     q.unescape_into(buf).ok()
 }
 
-/// A replayed nonce count is usually a retransmission of a request answered statelessly
-/// (REGISTER): challenge again without counting a failure.
+/// A replayed nonce count (checked after the password) is usually a retransmission of a
+/// REGISTER answered statelessly: the core may answer it again, never count it as a failure.
 fn map_verdict(v: Verdict) -> AuthCheck {
     match v {
         Verdict::Ok => AuthCheck::Ok,
         Verdict::Stale => AuthCheck::Challenge { stale: true },
-        Verdict::WrongPassword | Verdict::UriMismatch | Verdict::Malformed => {
-            AuthCheck::Failed
-        }
+        Verdict::WrongPassword | Verdict::UriMismatch | Verdict::Malformed => AuthCheck::Failed,
+        Verdict::Replay => AuthCheck::Replayed,
         _ => AuthCheck::Challenge { stale: false },
     }
 }
@@ -231,6 +230,40 @@ const BAD_REQUEST: RegisterReply = RegisterReply::Reject {
     min_expires: None,
 };
 
+impl TableLocation {
+    /// A REGISTER seen before (a binding carries its Call-ID and CSeq): list the current
+    /// bindings, change nothing. Anything else is not a retransmission: challenge.
+    fn answer_retransmission(
+        &self,
+        aor: &str,
+        call_id: &str,
+        cseq: u32,
+        now_ms: u64,
+        contact_lines: &mut Vec<u8>,
+    ) -> RegisterReply {
+        contact_lines.clear();
+        let mut granted = 0;
+        let mut seen = false;
+        self.registrar.lookup(aor, now_ms, |b| {
+            seen |= b.call_id == call_id && b.cseq == cseq;
+            let left = b.remaining_secs(now_ms);
+            granted = granted.max(left);
+            contact_lines.extend_from_slice(b"Contact: <");
+            contact_lines.extend_from_slice(b.uri.as_bytes());
+            let _ = write!(contact_lines, ">;expires={left}\r\n");
+        });
+        if seen {
+            RegisterReply::Ok {
+                granted,
+                changed: false,
+            }
+        } else {
+            contact_lines.clear();
+            RegisterReply::Challenge
+        }
+    }
+}
+
 impl LocationPort for TableLocation {
     fn register(
         &self,
@@ -288,6 +321,15 @@ impl LocationPort for TableLocation {
                 n_path += 1;
             }
         }
+        if input.replayed {
+            return self.answer_retransmission(
+                aor.as_str(),
+                call_id,
+                cseq.seq,
+                now_ms,
+                contact_lines,
+            );
+        }
         let req = RegisterRequest {
             aor: aor.as_str(),
             call_id,
@@ -309,19 +351,7 @@ impl LocationPort for TableLocation {
             // A retransmission of the REGISTER already applied (same Call-ID and CSeq):
             // answer with the current bindings again instead of failing it.
             Err(RegisterError::CSeqOutOfOrder { cseq, stored }) if cseq == stored => {
-                contact_lines.clear();
-                let mut granted = 0;
-                self.registrar.lookup(aor.as_str(), now_ms, |b| {
-                    let left = b.remaining_secs(now_ms);
-                    granted = granted.max(left);
-                    contact_lines.extend_from_slice(b"Contact: <");
-                    contact_lines.extend_from_slice(b.uri.as_bytes());
-                    let _ = write!(contact_lines, ">;expires={left}\r\n");
-                });
-                RegisterReply::Ok {
-                    granted,
-                    changed: false,
-                }
+                self.answer_retransmission(aor.as_str(), call_id, cseq, now_ms, contact_lines)
             }
             Err(e) => reject(e),
         }
