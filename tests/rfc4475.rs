@@ -7,7 +7,7 @@
 //! what the proxy must do with it (see also `tests/fixtures/rfc4475/README.md`).
 
 use sipfront::sip::{
-    Contact, Host, HeaderName, Message, Method, ParseError, Rport, Scheme, StartLine, Status, Uri,
+    Contact, HeaderName, Host, Message, Method, ParseError, Rport, Scheme, StartLine, Status, Uri,
     EMPTY_HEADER, MAX_HEADERS,
 };
 
@@ -45,10 +45,16 @@ fn s3_1_1_1_wsinv() {
     with_msg(fixture!("wsinv"), |m| {
         assert_eq!(m.method(), Some(Method::Invite));
         let u = ruri(m);
-        assert_eq!((u.user, u.host), (Some("vivekg"), Host::Name("chair-dnrc.example.com")));
+        assert_eq!(
+            (u.user, u.host),
+            (Some("vivekg"), Host::Name("chair-dnrc.example.com"))
+        );
         assert_eq!(u.params.get("unknownparam"), Some(None));
         let to = m.to().unwrap();
-        assert_eq!((to.uri, to.tag()), ("sip:vivekg@chair-dnrc.example.com", Some("1918181833n")));
+        assert_eq!(
+            (to.uri, to.tag()),
+            ("sip:vivekg@chair-dnrc.example.com", Some("1918181833n"))
+        );
         let from = m.from().unwrap();
         assert_eq!(from.display, Some("J Rosenberg \\\\\\\""));
         assert_eq!(from.tag(), Some("98asjd8"));
@@ -60,30 +66,64 @@ fn s3_1_1_1_wsinv() {
         assert_eq!((cseq.seq, cseq.method), (9, Method::Invite));
         let vias: Vec<_> = m.vias().map(Result::unwrap).collect();
         assert_eq!(vias.len(), 3);
-        assert_eq!((vias[0].transport, vias[0].host, vias[0].branch()), ("UDP", "192.0.2.2", Some("390skdjuw")));
-        assert_eq!((vias[1].transport, vias[1].host, vias[1].branch()), ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")));
-        assert_eq!((vias[2].transport, vias[2].host, vias[2].branch()), ("UDP", "192.168.255.111", Some("z9hG4bK30239")));
-        assert_eq!(m.header(HeaderName::Other("Subject")).map(|h| h.value), Some(&b""[..]));
+        assert_eq!(
+            (vias[0].transport, vias[0].host, vias[0].branch()),
+            ("UDP", "192.0.2.2", Some("390skdjuw"))
+        );
+        assert_eq!(
+            (vias[1].transport, vias[1].host, vias[1].branch()),
+            ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8"))
+        );
+        assert_eq!(
+            (vias[2].transport, vias[2].host, vias[2].branch()),
+            ("UDP", "192.168.255.111", Some("z9hG4bK30239"))
+        );
+        assert_eq!(
+            m.header(HeaderName::Other("Subject")).map(|h| h.value),
+            Some(&b""[..])
+        );
         let nf = m.header(HeaderName::Other("newfangledheader")).unwrap();
         assert_eq!(nf.value, b"newfangled value\r\n continued newfangled value");
-        assert_eq!(m.header(HeaderName::Other("UnknownHeaderWithUnusualValue")).unwrap().value, b";;,,;;,;");
+        assert_eq!(
+            m.header(HeaderName::Other("UnknownHeaderWithUnusualValue"))
+                .unwrap()
+                .value,
+            b";;,,;;,;"
+        );
         let route = m.routes().next().unwrap().unwrap();
         assert!(route.uri().unwrap().lr());
-        assert_eq!(route.uri().unwrap().params.get("unknownwith"), Some(Some("value")));
+        assert_eq!(
+            route.uri().unwrap().params.get("unknownwith"),
+            Some(Some("value"))
+        );
         let contacts: Vec<_> = m.contacts().map(Result::unwrap).collect();
-        let [Contact::Addr(c)] = contacts[..] else { panic!("one contact") };
+        let [Contact::Addr(c)] = contacts[..] else {
+            panic!("one contact")
+        };
         assert_eq!(c.display, Some("Quoted string \\\"\\\""));
-        assert_eq!((c.params.get("newparam"), c.params.get("secondparam"), c.q()), (Some(Some("newvalue")), Some(None), Some(330)));
+        assert_eq!(
+            (c.params.get("newparam"), c.params.get("secondparam"), c.q()),
+            (Some(Some("newvalue")), Some(None), Some(330))
+        );
     });
 }
 
 #[test]
 fn s3_1_1_2_intmeth() {
     with_msg(fixture!("intmeth"), |m| {
-        assert_eq!(m.method(), Some(Method::Other("!interesting-Method0123456789_*+`.%indeed'~")));
+        assert_eq!(
+            m.method(),
+            Some(Method::Other("!interesting-Method0123456789_*+`.%indeed'~"))
+        );
         let u = ruri(m);
-        assert_eq!(u.user, Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
-        assert_eq!(u.password, Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
+        assert_eq!(
+            u.user,
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
+        assert_eq!(
+            u.password,
+            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        );
         assert_eq!(u.host, Host::Name("example.com"));
         assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK-.!%66*_+`'~"));
         let to = m.to().unwrap();
@@ -91,11 +131,22 @@ fn s3_1_1_2_intmeth() {
         let from = m.from().unwrap();
         assert_eq!(from.display, Some("token1~` token2'+_ token3*%!.-"));
         assert_eq!(from.tag(), Some("_token~1'+`*%!-."));
-        assert_eq!(from.params.get("fromParam''~+*_!.-%"), Some(Some("\"работающий\"")));
-        assert_eq!(m.call_id(), Ok("intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"));
-        assert_eq!(m.cseq().unwrap().method, Method::Other("!interesting-Method0123456789_*+`.%indeed'~"));
+        assert_eq!(
+            from.params.get("fromParam''~+*_!.-%"),
+            Some(Some("\"работающий\""))
+        );
+        assert_eq!(
+            m.call_id(),
+            Ok("intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{")
+        );
+        assert_eq!(
+            m.cseq().unwrap().method,
+            Method::Other("!interesting-Method0123456789_*+`.%indeed'~")
+        );
         assert_eq!(m.max_forwards(), Ok(Some(255)));
-        let ext = m.header(HeaderName::Other("extensionHeader-!.%*+_`'~")).unwrap();
+        let ext = m
+            .header(HeaderName::Other("extensionHeader-!.%*+_`'~"))
+            .unwrap();
         assert_eq!(ext.value, "\u{feff}大停電".as_bytes());
     });
 }
@@ -108,10 +159,18 @@ fn s3_1_1_3_esc01() {
         let user = sipfront::sip::percent_decode_into(ruri(m).user.unwrap(), &mut buf).unwrap();
         assert_eq!(user, b"sips:user@example.com");
         assert_eq!(m.to().unwrap().uri().unwrap().user, Some("%75se%72"));
-        assert_eq!(m.from().unwrap().uri().unwrap().user, Some("I%20have%20spaces"));
-        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else { panic!("contact") };
+        assert_eq!(
+            m.from().unwrap().uri().unwrap().user,
+            Some("I%20have%20spaces")
+        );
+        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else {
+            panic!("contact")
+        };
         let cu = c.uri().unwrap();
-        assert_eq!((cu.params.get("%6C%72"), cu.params.get("n%61me")), (Some(None), Some(Some("v%61lue%25%34%31"))));
+        assert_eq!(
+            (cu.params.get("%6C%72"), cu.params.get("n%61me")),
+            (Some(None), Some(Some("v%61lue%25%34%31")))
+        );
         assert_eq!(m.content_type(), Some("application/sdp"));
         assert_eq!(m.body.len(), 150);
     });
@@ -130,7 +189,10 @@ fn s3_1_1_4_escnull() {
             .collect();
         assert_eq!(users, ["%00", "%00%00"]);
         let mut buf = [0u8; 16];
-        assert_eq!(sipfront::sip::percent_decode_into("null-%00-null", &mut buf).unwrap(), b"null-\0-null");
+        assert_eq!(
+            sipfront::sip::percent_decode_into("null-%00-null", &mut buf).unwrap(),
+            b"null-\0-null"
+        );
         assert_eq!(m.content_length(), Ok(Some(0)));
     });
 }
@@ -151,7 +213,10 @@ fn s3_1_1_5_esc02() {
 fn s3_1_1_6_lwsdisp() {
     with_msg(fixture!("lwsdisp"), |m| {
         let from = m.from().unwrap();
-        assert_eq!((from.display, from.uri, from.tag()), (Some("caller"), "sip:caller@example.com", Some("323")));
+        assert_eq!(
+            (from.display, from.uri, from.tag()),
+            (Some("caller"), "sip:caller@example.com", Some("323"))
+        );
     });
 }
 
@@ -159,7 +224,10 @@ fn s3_1_1_6_lwsdisp() {
 fn s3_1_1_7_longreq() {
     with_msg(fixture!("longreq"), |m| {
         let to = m.to().unwrap();
-        assert!(to.display.unwrap().starts_with("I have a user name of extremeextreme"));
+        assert!(to
+            .display
+            .unwrap()
+            .starts_with("I have a user name of extremeextreme"));
         let tu = to.uri().unwrap();
         assert_eq!(tu.port, Some(6000));
         assert_eq!(tu.params.iter().count(), 3);
@@ -189,7 +257,10 @@ fn s3_1_1_8_dblreq() {
 fn s3_1_1_9_semiuri() {
     with_msg(fixture!("semiuri"), |m| {
         let u = ruri(m);
-        assert_eq!((u.user, u.host), (Some("user;par=u%40example.net"), Host::Name("example.com")));
+        assert_eq!(
+            (u.user, u.host),
+            (Some("user;par=u%40example.net"), Host::Name("example.com"))
+        );
         assert!(u.params.is_empty());
         assert_eq!(m.values(HeaderName::Other("Accept")).count(), 6);
     });
@@ -213,7 +284,10 @@ fn s3_1_1_11_mpart01() {
         assert_eq!(m.top_via().unwrap().rport(), Rport::Empty);
         assert_eq!(m.top_via().unwrap().port, Some(5070));
         assert_eq!(m.user_agent(), Some("SIPimp.org/0.2.5 (curses)"));
-        assert_eq!(m.content_type(), Some("multipart/mixed;boundary=7a9cbec02ceef655"));
+        assert_eq!(
+            m.content_type(),
+            Some("multipart/mixed;boundary=7a9cbec02ceef655")
+        );
         assert!(m.header(HeaderName::Other("Identity")).is_some());
     });
 }
@@ -223,7 +297,10 @@ fn s3_1_1_12_unreason() {
     with_msg(fixture!("unreason"), |m| {
         assert_eq!(
             m.start,
-            StartLine::Response { code: 200, reason: "= 2**3 * 5**2 но сто девяносто девять - простое" }
+            StartLine::Response {
+                code: 200,
+                reason: "= 2**3 * 5**2 но сто девяносто девять - простое"
+            }
         );
         assert_eq!(m.body.len(), 154);
     });
@@ -232,7 +309,13 @@ fn s3_1_1_12_unreason() {
 #[test]
 fn s3_1_1_13_noreason() {
     with_msg(fixture!("noreason"), |m| {
-        assert_eq!(m.start, StartLine::Response { code: 100, reason: "" });
+        assert_eq!(
+            m.start,
+            StartLine::Response {
+                code: 100,
+                reason: ""
+            }
+        );
         assert_eq!(m.to().unwrap().tag(), Some("902jndnke3"));
     });
 }
@@ -254,7 +337,10 @@ fn s3_1_2_2_clerr() {
     assert_eq!(parse_err(fixture!("clerr")), ParseError::Truncated);
     // Over a stream the same bytes are simply an incomplete message.
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    assert!(matches!(Message::parse_stream(fixture!("clerr"), &mut headers), Ok(Status::Partial)));
+    assert!(matches!(
+        Message::parse_stream(fixture!("clerr"), &mut headers),
+        Ok(Status::Partial)
+    ));
 }
 
 #[test]
@@ -269,9 +355,15 @@ fn s3_1_2_4_scalar02() {
         assert_eq!(m.cseq(), Err(ParseError::BadCSeq));
         assert_eq!(m.max_forwards(), Err(ParseError::BadMaxForwards));
         assert_eq!(m.expires(), Err(ParseError::BadExpires));
-        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else { panic!("contact") };
+        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else {
+            panic!("contact")
+        };
         assert_eq!(c.params.get("expires"), Some(Some("280297596632815")));
-        assert_eq!(c.expires(), None, "out-of-range expires param reads as absent (default applies)");
+        assert_eq!(
+            c.expires(),
+            None,
+            "out-of-range expires param reads as absent (default applies)"
+        );
     });
 }
 
@@ -286,7 +378,9 @@ fn s3_1_2_5_scalarlg() {
 
 #[test]
 fn s3_1_2_6_quotbal() {
-    with_msg(fixture!("quotbal"), |m| assert_eq!(m.to(), Err(ParseError::BadNameAddr)));
+    with_msg(fixture!("quotbal"), |m| {
+        assert_eq!(m.to(), Err(ParseError::BadNameAddr))
+    });
 }
 
 #[test]
@@ -322,7 +416,10 @@ fn s3_1_2_11_escruri() {
 fn s3_1_2_12_baddate() {
     // sipfront never interprets Date; the raw value is there and the message is processed.
     with_msg(fixture!("baddate"), |m| {
-        assert_eq!(m.header(HeaderName::Date).unwrap().value, b"Fri, 01 Jan 2010 16:00:00 EST");
+        assert_eq!(
+            m.header(HeaderName::Date).unwrap().value,
+            b"Fri, 01 Jan 2010 16:00:00 EST"
+        );
     });
 }
 
@@ -383,7 +480,9 @@ fn s3_1_2_19_bigcode() {
 fn s3_2_1_badbranch() {
     // Magic cookie without identifier: the proxy rejects with 400 (or falls back to
     // RFC 2543 matching); the parser reports the branch as is.
-    with_msg(fixture!("badbranch"), |m| assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK")));
+    with_msg(fixture!("badbranch"), |m| {
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK"))
+    });
 }
 
 // ---- 3.3 application layer ------------------------------------------------------------------
@@ -403,7 +502,10 @@ fn s3_3_1_insuf() {
 fn s3_3_2_unkscm() {
     // Unknown Request-URI scheme: the proxy answers 416.
     with_msg(fixture!("unkscm"), |m| {
-        assert_eq!(Uri::parse(m.request_uri().unwrap()), Err(ParseError::UnsupportedScheme));
+        assert_eq!(
+            Uri::parse(m.request_uri().unwrap()),
+            Err(ParseError::UnsupportedScheme)
+        );
     });
 }
 
@@ -412,7 +514,10 @@ fn s3_3_3_novelsc() {
     // Known-but-not-SIP scheme: 416 from a proxy that does not handle it.
     with_msg(fixture!("novelsc"), |m| {
         assert_eq!(m.request_uri(), Some("soap.beep://192.0.2.103:3002"));
-        assert_eq!(Uri::parse(m.request_uri().unwrap()), Err(ParseError::UnsupportedScheme));
+        assert_eq!(
+            Uri::parse(m.request_uri().unwrap()),
+            Err(ParseError::UnsupportedScheme)
+        );
     });
 }
 
@@ -424,7 +529,9 @@ fn s3_3_4_unksm2() {
         assert_eq!(m.to().unwrap().uri, "isbn:2983792873");
         assert_eq!(m.to().unwrap().uri(), Err(ParseError::UnsupportedScheme));
         assert_eq!(m.from().unwrap().uri, "http://www.example.com");
-        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else { panic!("contact") };
+        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else {
+            panic!("contact")
+        };
         assert_eq!(c.uri(), Err(ParseError::UnsupportedScheme));
     });
 }
@@ -454,7 +561,10 @@ fn s3_3_6_invut() {
 fn s3_3_7_regaut01() {
     // Unknown auth scheme: the registrar ignores it and challenges (401).
     with_msg(fixture!("regaut01"), |m| {
-        assert_eq!(m.authorization(false), Some(Err(ParseError::UnsupportedAuthScheme)));
+        assert_eq!(
+            m.authorization(false),
+            Some(Err(ParseError::UnsupportedAuthScheme))
+        );
     });
 }
 
@@ -466,14 +576,20 @@ fn s3_3_8_multi01() {
         assert_eq!(m.call_id(), Err(ParseError::DuplicateHeader("Call-ID")));
         assert_eq!(m.from(), Err(ParseError::DuplicateHeader("From")));
         assert_eq!(m.to(), Err(ParseError::DuplicateHeader("To")));
-        assert_eq!(m.max_forwards(), Err(ParseError::DuplicateHeader("Max-Forwards")));
+        assert_eq!(
+            m.max_forwards(),
+            Err(ParseError::DuplicateHeader("Max-Forwards"))
+        );
         assert_eq!(m.body.len(), 154);
     });
 }
 
 #[test]
 fn s3_3_9_mcl01() {
-    assert_eq!(parse_err(fixture!("mcl01")), ParseError::DuplicateContentLength);
+    assert_eq!(
+        parse_err(fixture!("mcl01")),
+        ParseError::DuplicateContentLength
+    );
 }
 
 #[test]
@@ -490,7 +606,10 @@ fn s3_3_11_zeromf() {
     // Max-Forwards 0 on an OPTIONS: the proxy answers 483 (the rewriter refuses to forward).
     with_msg(fixture!("zeromf"), |m| {
         assert_eq!(m.max_forwards(), Ok(Some(0)));
-        let ops = sipfront::sip::ForwardOps { decrement_max_forwards: true, ..Default::default() };
+        let ops = sipfront::sip::ForwardOps {
+            decrement_max_forwards: true,
+            ..Default::default()
+        };
         let mut out = Vec::with_capacity(1024);
         assert_eq!(
             sipfront::sip::write_forward(m, &ops, &mut out),
@@ -503,7 +622,9 @@ fn s3_3_11_zeromf() {
 fn s3_3_12_cparam01() {
     // Bare addr-spec: ";unknownparam" is a Contact header parameter, not a URI parameter.
     with_msg(fixture!("cparam01"), |m| {
-        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else { panic!("contact") };
+        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else {
+            panic!("contact")
+        };
         assert_eq!(c.uri, "sip:+19725552222@gw1.example.net");
         assert_eq!(c.params.get("unknownparam"), Some(None));
         assert!(c.uri().unwrap().params.is_empty());
@@ -514,7 +635,9 @@ fn s3_3_12_cparam01() {
 fn s3_3_13_cparam02() {
     // In angle brackets the parameter belongs to the URI.
     with_msg(fixture!("cparam02"), |m| {
-        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else { panic!("contact") };
+        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else {
+            panic!("contact")
+        };
         assert!(c.params.is_empty());
         assert_eq!(c.uri().unwrap().params.get("unknownparam"), Some(None));
     });
@@ -525,8 +648,13 @@ fn s3_3_14_regescrt() {
     // A Contact URI with an escaped Route header: valid; the registrar stores the URI as is
     // (it must never turn the escaped header into a real one).
     with_msg(fixture!("regescrt"), |m| {
-        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else { panic!("contact") };
-        assert_eq!(c.uri().unwrap().headers, Some("Route=%3Csip:sip.example.com%3E"));
+        let Some(Ok(Contact::Addr(c))) = m.contacts().next() else {
+            panic!("contact")
+        };
+        assert_eq!(
+            c.uri().unwrap().headers,
+            Some("Route=%3Csip:sip.example.com%3E")
+        );
         assert_eq!(m.content_length(), Ok(Some(0)));
     });
 }
@@ -535,7 +663,10 @@ fn s3_3_14_regescrt() {
 fn s3_3_15_sdp01() {
     // Unacceptable Accept: forwarded by the proxy; the UAS answers 406.
     with_msg(fixture!("sdp01"), |m| {
-        assert_eq!(m.header(HeaderName::Other("Accept")).unwrap().value, b"text/nobodyKnowsThis");
+        assert_eq!(
+            m.header(HeaderName::Other("Accept")).unwrap().value,
+            b"text/nobodyKnowsThis"
+        );
         assert_eq!(m.body.len(), 150);
     });
 }
@@ -564,6 +695,15 @@ fn s3_4_1_inv2543() {
 #[test]
 fn all_fixtures_present() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475");
-    let n = std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sip")).count();
+    let n = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sip")
+        })
+        .count();
     assert_eq!(n, 49);
 }

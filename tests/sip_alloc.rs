@@ -96,7 +96,7 @@ Proxy-Authorization: Digest username=\"1001\",realm=\"example.com\",nonce=\"5f8b
 Supported: replaces, norefersub, extended-refer, timer, outbound, path\r\n\
 User-Agent: Z 5.6.1 v2.10.20.1\r\n\
 Allow-Events: presence, kpml, talk\r\n\
-Content-Length: 232\r\n\r\n\
+Content-Length: 244\r\n\r\n\
 v=0\r\no=Z 0 1 IN IP4 10.1.2.3\r\ns=Z\r\nc=IN IP4 10.1.2.3\r\nt=0 0\r\n\
 m=audio 8000 RTP/AVP 106 9 98 101 0 8 3\r\na=rtpmap:106 opus/48000/2\r\n\
 a=fmtp:106 sprop-maxcapturerate=16000; minptime=20; useinbandfec=1\r\n\
@@ -140,10 +140,12 @@ fn parse_and_rewrite_allocate_nothing() {
         sink += usize::from(cred.username.eq_str("1001"));
         for c in m.contacts() {
             if let Ok(Contact::Addr(a)) = c {
-                sink += a.expires().unwrap_or(0) as usize + a.uri().map(|u| u.port.unwrap_or(0) as usize).unwrap_or(0);
+                sink += a.expires().unwrap_or(0) as usize
+                    + a.uri().map(|u| u.port.unwrap_or(0) as usize).unwrap_or(0);
             }
         }
-        sink += m.expires().ok().flatten().unwrap_or(0) as usize + m.cseq().map(|c| c.seq as usize).unwrap_or(0);
+        sink += m.expires().ok().flatten().unwrap_or(0) as usize
+            + m.cseq().map(|c| c.seq as usize).unwrap_or(0);
         sink += m.supported().count() + m.from().map(|f| f.tag().map_or(0, str::len)).unwrap_or(0);
         let spec = ResponseSpec {
             code: 401,
@@ -155,7 +157,12 @@ fn parse_and_rewrite_allocate_nothing() {
         write_response(&m, &spec, &mut resp).expect("401");
         let ops = ForwardOps {
             request_uri: Some("sip:192.0.2.50:5060"),
-            add_via: Some(ViaSpec { transport: "UDP", host: "192.0.2.1", port: 5060, branch: "z9hG4bKsf1" }),
+            add_via: Some(ViaSpec {
+                transport: "UDP",
+                host: "192.0.2.1",
+                port: 5060,
+                branch: "z9hG4bKsf1",
+            }),
             top_via_received: Some(src),
             decrement_max_forwards: true,
             extra_headers: b"Path: <sip:192.0.2.1;lr>\r\n",
@@ -172,7 +179,12 @@ fn parse_and_rewrite_allocate_nothing() {
         sink += cred.response.raw().len();
         let ops = ForwardOps {
             request_uri: Some("sip:1002@192.0.2.50:5060"),
-            add_via: Some(ViaSpec { transport: "UDP", host: "192.0.2.1", port: 5060, branch: "z9hG4bKsf2" }),
+            add_via: Some(ViaSpec {
+                transport: "UDP",
+                host: "192.0.2.1",
+                port: 5060,
+                branch: "z9hG4bKsf2",
+            }),
             top_via_received: Some(src),
             record_route: Some("sip:192.0.2.1;lr"),
             decrement_max_forwards: true,
@@ -184,10 +196,15 @@ fn parse_and_rewrite_allocate_nothing() {
         // 200 OK with Record-Route: strip our Via and relay.
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
         let m = Message::parse_datagram(OK_RR, &mut headers).expect("200");
-        sink += m.record_routes().count() + m.header(HeaderName::Other("Server")).map_or(0, |h| h.value.len());
+        sink += m.record_routes().count()
+            + m.header(HeaderName::Other("Server"))
+                .map_or(0, |h| h.value.len());
         let second = m.vias().nth(1).expect("second via").expect("via");
         sink += usize::from(second.rport() != sipfront::sip::Rport::Absent);
-        let ops = ForwardOps { remove_top_via: true, ..ForwardOps::default() };
+        let ops = ForwardOps {
+            remove_top_via: true,
+            ..ForwardOps::default()
+        };
         write_forward(&m, &ops, &mut out).expect("fwd 200");
         sink += out.len();
 
@@ -196,13 +213,22 @@ fn parse_and_rewrite_allocate_nothing() {
         let m = Message::parse_datagram(BYE, &mut headers).expect("bye");
         let ops = ForwardOps {
             remove_first_route: true,
-            add_via: Some(ViaSpec { transport: "UDP", host: "192.0.2.1", port: 5060, branch: "z9hG4bKsf3" }),
+            add_via: Some(ViaSpec {
+                transport: "UDP",
+                host: "192.0.2.1",
+                port: 5060,
+                branch: "z9hG4bKsf3",
+            }),
             top_via_received: Some(src),
             decrement_max_forwards: true,
             ..ForwardOps::default()
         };
         write_forward(&m, &ops, &mut out).expect("fwd bye");
-        let spec = ResponseSpec { code: 200, reason: "OK", ..ResponseSpec::default() };
+        let spec = ResponseSpec {
+            code: 200,
+            reason: "OK",
+            ..ResponseSpec::default()
+        };
         write_response(&m, &spec, &mut resp).expect("200 to bye");
         sink += out.len() + resp.len();
     });

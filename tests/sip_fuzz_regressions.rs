@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use sipfront::sip::{
-    parse_digest, write_forward, write_response, Contact, ForwardOps, Message, NameAddr, ParseError,
-    ResponseSpec, Uri, Via, ViaSpec, EMPTY_HEADER, MAX_HEADERS, MAX_MESSAGE_SIZE,
+    parse_digest, write_forward, write_response, Contact, ForwardOps, Message, NameAddr,
+    ParseError, ResponseSpec, Uri, Via, ViaSpec, EMPTY_HEADER, MAX_HEADERS, MAX_MESSAGE_SIZE,
 };
 
 fn replay(data: &[u8]) {
@@ -18,13 +18,23 @@ fn replay(data: &[u8]) {
             let _ = Uri::parse(u);
         }
         let _ = m.vias().count();
-        let _ = (m.call_id(), m.cseq(), m.from(), m.to(), m.max_forwards(), m.expires());
+        let _ = (
+            m.call_id(),
+            m.cseq(),
+            m.from(),
+            m.to(),
+            m.max_forwards(),
+            m.expires(),
+        );
         for c in m.contacts().flatten() {
             if let Contact::Addr(a) = c {
                 let _ = (a.uri(), a.q(), a.expires());
             }
         }
-        let _ = m.authorizations(false).chain(m.authorizations(true)).count();
+        let _ = m
+            .authorizations(false)
+            .chain(m.authorizations(true))
+            .count();
         for flags in [0u8, 0xff, 0b1011_0101, 0b0100_1010] {
             rewrite(&m, flags);
         }
@@ -44,10 +54,20 @@ fn rewrite(m: &Message, flags: u8) {
     let ops = ForwardOps {
         request_uri: bit(0).then_some("sip:target@192.0.2.50:5060"),
         remove_top_via: bit(1),
-        add_via: bit(2).then_some(ViaSpec { transport: "UDP", host: "192.0.2.1", port: 5060, branch: "z9hG4bKf" }),
-        top_via_received: (bit(3) && !bit(1)).then_some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 4000)),
+        add_via: bit(2).then_some(ViaSpec {
+            transport: "UDP",
+            host: "192.0.2.1",
+            port: 5060,
+            branch: "z9hG4bKf",
+        }),
+        top_via_received: (bit(3) && !bit(1))
+            .then_some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 4000)),
         remove_first_route: bit(4),
-        push_routes: if bit(5) { &["sip:r.example.com;lr"] } else { &[] },
+        push_routes: if bit(5) {
+            &["sip:r.example.com;lr"]
+        } else {
+            &[]
+        },
         record_route: bit(6).then_some("sip:192.0.2.1;lr"),
         decrement_max_forwards: bit(7),
         extra_headers: b"X-Fuzz: 1\r\n",
@@ -57,7 +77,12 @@ fn rewrite(m: &Message, flags: u8) {
     if write_forward(m, &ops, &mut out).is_ok() {
         reparse(&out);
     }
-    let spec = ResponseSpec { code: 401, reason: "Unauthorized", to_tag: Some("t1"), ..ResponseSpec::default() };
+    let spec = ResponseSpec {
+        code: 401,
+        reason: "Unauthorized",
+        to_tag: Some("t1"),
+        ..ResponseSpec::default()
+    };
     if write_response(m, &spec, &mut out).is_ok() {
         reparse(&out);
     }
@@ -67,7 +92,10 @@ fn reparse(out: &[u8]) {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     match Message::parse_datagram(out, &mut headers) {
         Ok(_) | Err(ParseError::TooManyHeaders) => {}
-        Err(e) => panic!("rewritten output does not parse: {e:?}\n{}", String::from_utf8_lossy(out)),
+        Err(e) => panic!(
+            "rewritten output does not parse: {e:?}\n{}",
+            String::from_utf8_lossy(out)
+        ),
     }
 }
 

@@ -9,10 +9,10 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use sipfront::sip::{
-    write_forward, write_response, Contact, ForwardOps, Message, ResponseSpec, Rport, ViaSpec, EMPTY_HEADER, MAX_HEADERS,
-    MAX_MESSAGE_SIZE,
+    write_forward, write_response, Contact, ForwardOps, Message, ResponseSpec, Rport, ViaSpec,
+    EMPTY_HEADER, MAX_HEADERS, MAX_MESSAGE_SIZE,
 };
 
 const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
@@ -45,7 +45,7 @@ Proxy-Authorization: Digest username=\"1001\",realm=\"example.com\",nonce=\"5f8b
 Supported: replaces, norefersub, extended-refer, timer, outbound, path\r\n\
 User-Agent: Z 5.6.1 v2.10.20.1\r\n\
 Allow-Events: presence, kpml, talk\r\n\
-Content-Length: 232\r\n\r\n\
+Content-Length: 244\r\n\r\n\
 v=0\r\no=Z 0 1 IN IP4 10.1.2.3\r\ns=Z\r\nc=IN IP4 10.1.2.3\r\nt=0 0\r\n\
 m=audio 8000 RTP/AVP 106 9 98 101 0 8 3\r\na=rtpmap:106 opus/48000/2\r\n\
 a=fmtp:106 sprop-maxcapturerate=16000; minptime=20; useinbandfec=1\r\n\
@@ -64,16 +64,25 @@ Server: Asterisk PBX 20.5.0\r\n\
 Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH, MESSAGE\r\n\
 Supported: replaces, timer\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 181\r\n\r\n\
+Content-Length: 176\r\n\r\n\
 v=0\r\no=- 1863 1863 IN IP4 192.0.2.50\r\ns=Asterisk\r\nc=IN IP4 192.0.2.50\r\nt=0 0\r\n\
 m=audio 14062 RTP/AVP 9 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
 const SRC: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40001);
-const VIA: ViaSpec<'static> = ViaSpec { transport: "UDP", host: "192.0.2.1", port: 5060, branch: "z9hG4bKsf0001" };
+const VIA: ViaSpec<'static> = ViaSpec {
+    transport: "UDP",
+    host: "192.0.2.1",
+    port: 5060,
+    branch: "z9hG4bKsf0001",
+};
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("sip/parse");
-    for (name, msg) in [("register", REGISTER), ("invite_sdp", INVITE), ("ok200", OK200)] {
+    for (name, msg) in [
+        ("register", REGISTER),
+        ("invite_sdp", INVITE),
+        ("ok200", OK200),
+    ] {
         g.throughput(Throughput::Bytes(msg.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -100,7 +109,8 @@ fn parse(c: &mut Criterion) {
                 }
             }
             n += m.cseq().expect("cseq").seq as usize + m.call_id().expect("call-id").len();
-            n += m.to().expect("to").uri.len() + m.expires().expect("expires").unwrap_or(0) as usize;
+            n +=
+                m.to().expect("to").uri.len() + m.expires().expect("expires").unwrap_or(0) as usize;
             black_box(n)
         })
     });
@@ -180,7 +190,10 @@ fn rewrite(c: &mut Criterion) {
     let ok = Message::parse_datagram(OK200, &mut h).expect("200");
     g.throughput(Throughput::Bytes(OK200.len() as u64));
     g.bench_function("ok200_strip_via", |b| {
-        let ops = ForwardOps { remove_top_via: true, ..ForwardOps::default() };
+        let ops = ForwardOps {
+            remove_top_via: true,
+            ..ForwardOps::default()
+        };
         b.iter(|| {
             write_forward(black_box(&ok), &ops, &mut out).expect("fwd");
             black_box(out.len())
@@ -190,4 +203,30 @@ fn rewrite(c: &mut Criterion) {
 }
 
 criterion_group!(benches, parse, rewrite);
-criterion_main!(benches);
+
+/// `SIP_BENCH_LOOP=N` runs N plain parses of the INVITE and exits, without criterion, so
+/// `perf stat -e cycles:u,instructions:u` can count user-space cycles per parse even on a
+/// loaded machine (wall-clock timings there include time spent descheduled).
+fn main() {
+    if let Some(n) = std::env::var("SIP_BENCH_LOOP")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let which = std::env::var("SIP_BENCH_MSG").unwrap_or_default();
+        let msg = match which.as_str() {
+            "register" => REGISTER,
+            "ok200" => OK200,
+            _ => INVITE,
+        };
+        let mut total = 0usize;
+        for _ in 0..n {
+            let mut headers = [EMPTY_HEADER; MAX_HEADERS];
+            let m = Message::parse_datagram(black_box(msg), &mut headers).expect("parse");
+            total += black_box(m.headers.len());
+        }
+        println!("{n} parses, {total} headers");
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

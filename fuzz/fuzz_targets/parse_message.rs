@@ -15,7 +15,13 @@ fn exercise(m: &Message) {
             let _ = (v.branch(), v.received(), v.rport(), v.maddr(), v.ttl());
         }
     }
-    let _ = (m.call_id(), m.cseq(), m.max_forwards(), m.expires(), m.content_length());
+    let _ = (
+        m.call_id(),
+        m.cseq(),
+        m.max_forwards(),
+        m.expires(),
+        m.content_length(),
+    );
     for n in [m.from(), m.to()].into_iter().flatten() {
         let _ = (n.tag(), n.uri());
     }
@@ -24,10 +30,19 @@ fn exercise(m: &Message) {
             let _ = (a.expires(), a.q(), a.uri());
         }
     }
-    for r in m.routes().chain(m.record_routes()).chain(m.paths()).flatten() {
+    for r in m
+        .routes()
+        .chain(m.record_routes())
+        .chain(m.paths())
+        .flatten()
+    {
         let _ = r.uri().map(|u| (u.lr(), u.transport()));
     }
-    for d in m.authorizations(false).chain(m.authorizations(true)).flatten() {
+    for d in m
+        .authorizations(false)
+        .chain(m.authorizations(true))
+        .flatten()
+    {
         let mut buf = [0u8; 256];
         let _ = d.username.unescape_into(&mut buf);
     }

@@ -4,7 +4,9 @@ use libfuzzer_sys::fuzz_target;
 use sipfront_fuzz::sip::{percent_decode_into, NameAddr, Uri, Via};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(u) = Uri::parse(s) {
         let _ = (u.lr(), u.transport(), u.maddr(), u.params.iter().count());
         if let Some(user) = u.user {
