@@ -17,6 +17,7 @@
 
 mod branch;
 mod build;
+mod nat;
 pub mod ports;
 mod register;
 mod request;
@@ -324,7 +325,7 @@ impl Core {
         }
         if data.starts_with(b"SIP/") {
             self.stats.rx_responses += 1;
-            self.on_response(now_ms, data, tx);
+            self.on_response(now_ms, src, data, tx);
         } else {
             self.stats.rx_requests += 1;
             self.on_request(now_ms, sock, src, data, tx, None);

@@ -11,7 +11,7 @@ use super::ports::ContactTarget;
 use super::request::ReqCtx;
 use super::timer::TimerKind;
 use super::txn::{Purpose, Target, MAX_FORKS};
-use super::{Core, CoreConfig, Local, Transmit};
+use super::{nat, Core, CoreConfig, Local, Transmit};
 
 /// One next hop of a request.
 pub(super) struct Hop<'a> {
@@ -21,6 +21,8 @@ pub(super) struct Hop<'a> {
     pub push_routes: &'a [&'a str],
     pub remove_first_route: bool,
     pub record_route: bool,
+    /// Append `;alias=` of this address to the Contact (a phone behind NAT; see `nat.rs`).
+    pub contact_alias: Option<SocketAddr>,
 }
 
 /// A contact collected from the location table: ranges into `Core::targets_buf`.
@@ -75,6 +77,11 @@ fn creates_dialog(m: Method<'_>) -> bool {
         m,
         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
     )
+}
+
+/// `Some(src)` when the request's Contact hides behind NAT (see `nat.rs`).
+pub(super) fn nat_alias(msg: &Message<'_, '_>, src: SocketAddr) -> Option<SocketAddr> {
+    nat::contact_behind_nat(msg, src).then_some(src)
 }
 
 /// The socket address a URI points at, if its host is an IP literal.
@@ -156,6 +163,7 @@ impl Core {
             push_routes: &[],
             remove_first_route: false,
             record_route: true,
+            contact_alias: nat_alias(msg, ctx.src),
         };
         if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
@@ -192,6 +200,7 @@ impl Core {
                     push_routes: &[],
                     remove_first_route: false,
                     record_route: true,
+                    contact_alias: nat_alias(&msg, src),
                 };
                 tracing::info!(node = %hop.dst, "failing over to the next Asterisk node");
                 self.forward_branch(now, idx, &msg, src, sock, &hop, tx)
@@ -266,6 +275,11 @@ impl Core {
                     push_routes: &routes[..n_routes],
                     remove_first_route: false,
                     record_route: creates_dialog(method),
+                    contact_alias: if self.cfg.is_asterisk(ctx.src) {
+                        None
+                    } else {
+                        nat_alias(msg, ctx.src)
+                    },
                 };
                 if self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
                     sent += 1;
@@ -306,6 +320,7 @@ impl Core {
             }
             return;
         }
+        let mut routes_left = true;
         let next = match routes.next() {
             Some(Ok(na)) => na.uri,
             Some(Err(_)) => {
@@ -314,9 +329,22 @@ impl Core {
                 }
                 return;
             }
-            None => ruri,
+            None => {
+                routes_left = false;
+                ruri
+            }
         };
-        let dst = Uri::parse(next).ok().and_then(|u| uri_addr(&u));
+        // The far end's request-URI may carry our NAT alias of a phone: follow it.
+        let mut ruri_buf = [0u8; nat::MAX_RURI];
+        let alias = if routes_left {
+            None
+        } else {
+            nat::ruri_alias(ruri, &mut ruri_buf)
+        };
+        let (dst, new_ruri) = match alias {
+            Some((addr, stripped)) => (Some(addr), Some(stripped)),
+            None => (Uri::parse(next).ok().and_then(|u| uri_addr(&u)), None),
+        };
         let Some(dst) = dst else {
             if !stateless {
                 self.reply(
@@ -342,10 +370,15 @@ impl Core {
         let hop = Hop {
             dst,
             sock: out_sock,
-            request_uri: None,
+            request_uri: new_ruri,
             push_routes: &[],
             remove_first_route: true,
             record_route: false,
+            contact_alias: if self.cfg.is_asterisk(ctx.src) {
+                None
+            } else {
+                nat_alias(msg, ctx.src)
+            },
         };
         if stateless {
             self.forward_stateless(msg, ctx.src, &hop, tx);
@@ -427,6 +460,9 @@ impl Core {
             self.txns.free_client(slot);
             return false;
         }
+        if let Some(src) = hop.contact_alias {
+            nat::add_contact_alias(&mut ct.request, nat::Alias::new(src).as_bytes());
+        }
         tx.send(hop.sock, hop.dst, &ct.request);
         self.stats.forwarded_requests += 1;
         let t1 = self.cfg.timers.t1_ms;
@@ -495,6 +531,9 @@ impl Core {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         if write_forward(msg, &ops, &mut out).is_ok() {
+            if let Some(src) = hop.contact_alias {
+                nat::add_contact_alias(&mut out, nat::Alias::new(src).as_bytes());
+            }
             tx.send(hop.sock, hop.dst, &out);
             self.stats.forwarded_requests += 1;
         }

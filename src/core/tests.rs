@@ -982,3 +982,80 @@ fn phones_may_only_send_as_themselves() {
     );
     assert!(h.recv(AST, &inv).iter().any(|s| s.method() == "INVITE"));
 }
+
+#[test]
+fn phones_behind_nat_are_reached_through_the_contact_alias() {
+    let mut h = Harness::new(&[AST]);
+    // The phone (seen as 127.0.0.3:5062) announces a private Contact.
+    let inv = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKnat",
+        "nat1",
+        &format!(
+            "Contact: <sip:alice@192.168.1.10:5060>\r\n{}",
+            auth_hdr(true, "alice", "good")
+        ),
+    );
+    let out = h.recv(PHONE, &inv);
+    let fwd = find(&out, |s| s.method() == "INVITE");
+    assert_eq!(
+        fwd.header("Contact"),
+        Some("<sip:alice@192.168.1.10:5060;alias=127.0.0.3~5062~1>")
+    );
+    // Asterisk hangs up: its BYE goes to that Contact; the proxy follows the alias.
+    let bye = format!(
+        "BYE sip:alice@192.168.1.10:5060;alias=127.0.0.3~5062~1 SIP/2.0\r\nVia: SIP/2.0/UDP {AST};branch=z9hG4bKnbye\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:600@example.com>;tag=ast1\r\nTo: <sip:alice@example.com>;tag=ft1\r\nCall-ID: nat1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.recv(AST, &bye);
+    let fbye = find(&out, |s| s.method() == "BYE");
+    assert_eq!(fbye.dst, addr(PHONE));
+    assert!(
+        fbye.text()
+            .starts_with("BYE sip:alice@192.168.1.10:5060 SIP/2.0\r\n"),
+        "{}",
+        fbye.text()
+    );
+
+    // A call from Asterisk to a NATed phone: the phone's 200 gets the alias too.
+    h.fakes
+        .location
+        .add("bob", "sip:bob@10.0.0.7:5060", addr(PHONE2), T0 + 3_600_000);
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        AST,
+        "z9hG4bKnat2",
+        "nat2",
+        "",
+    );
+    let out = h.recv(AST, &inv);
+    let b = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    let out = h.recv(
+        PHONE2,
+        &respond(&b, 200, Some("p2"), "Contact: <sip:bob@10.0.0.7:5060>\r\n"),
+    );
+    let ok = find(&out, |s| s.code() == 200);
+    assert_eq!(
+        ok.header("Contact"),
+        Some("<sip:bob@10.0.0.7:5060;alias=127.0.0.4~5064~1>")
+    );
+    // A phone whose Contact is its real address gets nothing added.
+    let out = h.recv(
+        PHONE,
+        &req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            "z9hG4bKnat3",
+            "nat3",
+            &format!(
+                "Contact: <sip:alice@127.0.0.3:5062>\r\n{}",
+                auth_hdr(true, "alice", "good")
+            ),
+        ),
+    );
+    let fwd = find(&out, |s| s.method() == "INVITE");
+    assert_eq!(fwd.header("Contact"), Some("<sip:alice@127.0.0.3:5062>"));
+}
