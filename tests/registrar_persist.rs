@@ -62,9 +62,9 @@ fn lookup(r: &Registrar, user: &str, now: u64) -> Vec<String> {
             b.q,
             b.worker,
             b.path.collect::<Vec<_>>(),
-            b.user_agent,
-            b.call_id,
-            b.cseq,
+            b.user_agent(),
+            b.call_id(),
+            b.cseq(),
             b.remaining_secs(now)
         ))
     });

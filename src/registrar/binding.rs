@@ -158,7 +158,13 @@ impl Slot {
             buf.extend_from_slice(e.as_bytes());
         }
         buf.extend_from_slice(ua.as_bytes());
-        let (ip, v6) = match p.source.ip() {
+        // The one address kept: where to send (source when NATed, else the Contact's).
+        let addr = if p.nated {
+            p.source
+        } else {
+            contact_socket(p.uri).unwrap_or(p.source)
+        };
+        let (ip, v6) = match addr.ip() {
             IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), false),
             IpAddr::V6(a) => (a.octets(), true),
         };
@@ -178,7 +184,7 @@ impl Slot {
             cseq: p.cseq,
             since_s: p.since_s,
             ip,
-            port: p.source.port(),
+            port: addr.port(),
             q: p.q.unwrap_or(1000).min(1000),
             worker: p.worker,
             uri_len: p.uri.len() as u16,
@@ -189,50 +195,45 @@ impl Slot {
         })
     }
 
-    fn str_at(&self, start: usize, len: usize) -> &str {
-        self.buf
-            .get(start..start + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
+    fn fixed(&self) -> Fixed {
+        Fixed {
+            expires_at_ms: self.expires_at_ms,
+            cseq: self.cseq,
+            since_s: self.since_s,
+            ip: self.ip,
+            port: self.port,
+            q: self.q,
+            worker: self.worker,
+            uri_len: self.uri_len,
+            path_len: self.path_len,
+            call_id_len: self.call_id_len,
+            ua_len: self.ua_len,
+            flags: self.flags,
+        }
+    }
+
+    /// Borrowed form (all accessors live there).
+    pub(crate) fn as_ref(&self) -> SlotRef<'_> {
+        SlotRef {
+            f: self.fixed(),
+            var: &self.buf,
+        }
     }
 
     pub(crate) fn uri(&self) -> &str {
-        self.str_at(0, self.uri_len as usize)
+        self.as_ref().uri()
     }
 
     pub(crate) fn call_id(&self) -> &str {
-        self.str_at(self.uri_len as usize, self.call_id_len as usize)
-    }
-
-    fn path_bytes(&self) -> &[u8] {
-        let start = self.uri_len as usize + self.call_id_len as usize;
-        self.buf
-            .get(start..start + self.path_len as usize)
-            .unwrap_or(&[])
+        self.as_ref().call_id()
     }
 
     pub(crate) fn user_agent(&self) -> &str {
-        let start = self.uri_len as usize + self.call_id_len as usize + self.path_len as usize;
-        self.str_at(start, self.ua_len as usize)
-    }
-
-    /// The REGISTER's source address.
-    pub(crate) fn source(&self) -> SocketAddr {
-        let ip = if self.flags & F_V6 != 0 {
-            IpAddr::V6(Ipv6Addr::from(self.ip))
-        } else {
-            let o = self.ip;
-            IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-        };
-        SocketAddr::new(ip, self.port)
-    }
-
-    pub(crate) fn nated(&self) -> bool {
-        self.flags & F_NATED != 0
+        self.as_ref().user_agent()
     }
 
     pub(crate) fn q(&self) -> Option<u16> {
-        (self.flags & F_Q_SET != 0).then_some(self.q)
+        self.as_ref().q()
     }
 
     /// Ordering key: unspecified q sorts as 1.0.
@@ -240,59 +241,237 @@ impl Slot {
         self.q
     }
 
-    pub(crate) fn transport(&self) -> Transport {
-        Transport::from_code(self.flags >> F_TRANSPORT_SHIFT)
-    }
-
-    /// Where to send requests for this binding.
-    pub(crate) fn dest(&self) -> SocketAddr {
-        if self.nated() {
-            return self.source();
-        }
-        contact_socket(self.uri()).unwrap_or_else(|| self.source())
-    }
-
-    /// Same phone location (everything but expiry and CSeq) as `other`.
+    /// Same phone location (everything but expiry, CSeq, Call-ID and User-Agent) as `other`.
     pub(crate) fn same_location(&self, other: &Slot) -> bool {
         self.ip == other.ip
             && self.port == other.port
             && self.flags == other.flags
             && self.worker == other.worker
-            && self.path_bytes() == other.path_bytes()
+            && self.as_ref().path_bytes() == other.as_ref().path_bytes()
             && self.q == other.q
     }
 
     /// The borrowed view handed to lookup callbacks.
     pub fn view(&self) -> Binding<'_> {
+        self.as_ref().view()
+    }
+
+    /// Length of the encoded form.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.fixed().encoded_len() + self.buf.len()
+    }
+
+    /// Append the encoded form (numbers, address, then the buffer).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        self.fixed().encode(out);
+        out.extend_from_slice(&self.buf);
+    }
+}
+
+/// Size of the numbers of an encoded slot, without the address.
+const FIXED_BASE: usize = 29;
+
+/// The numbers of a slot (everything but the variable-length buffer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fixed {
+    pub(crate) expires_at_ms: u64,
+    cseq: u32,
+    since_s: u32,
+    ip: [u8; 16],
+    port: u16,
+    q: u16,
+    worker: u16,
+    uri_len: u16,
+    path_len: u16,
+    call_id_len: u8,
+    ua_len: u8,
+    flags: u8,
+}
+
+fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = b.split_first_chunk::<N>()?;
+    *b = tail;
+    Some(*head)
+}
+
+impl Fixed {
+    fn ip_len(&self) -> usize {
+        if self.flags & F_V6 != 0 {
+            16
+        } else {
+            4
+        }
+    }
+
+    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) address bytes.
+    fn encoded_len(&self) -> usize {
+        FIXED_BASE + self.ip_len()
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[self.flags, self.call_id_len, self.ua_len]);
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.cseq.to_le_bytes());
+        out.extend_from_slice(&self.since_s.to_le_bytes());
+        for v in [self.port, self.q, self.worker, self.uri_len, self.path_len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(self.ip.get(16 - self.ip_len()..).unwrap_or(&self.ip));
+    }
+
+    fn decode(b: &mut &[u8]) -> Option<Fixed> {
+        let u16_of = |b: &mut &[u8]| take::<2>(b).map(u16::from_le_bytes);
+        let [flags, call_id_len, ua_len] = take::<3>(b)?;
+        let mut f = Fixed {
+            flags,
+            call_id_len,
+            ua_len,
+            expires_at_ms: u64::from_le_bytes(take::<8>(b)?),
+            cseq: u32::from_le_bytes(take::<4>(b)?),
+            since_s: u32::from_le_bytes(take::<4>(b)?),
+            port: u16_of(b)?,
+            q: u16_of(b)?,
+            worker: u16_of(b)?,
+            uri_len: u16_of(b)?,
+            path_len: u16_of(b)?,
+            ip: [0; 16],
+        };
+        if flags & F_V6 != 0 {
+            f.ip = take::<16>(b)?;
+        } else {
+            let v4 = take::<4>(b)?;
+            f.ip = Ipv4Addr::from(v4).to_ipv6_mapped().octets();
+        }
+        Some(f)
+    }
+
+    fn var_len(&self) -> usize {
+        self.uri_len as usize
+            + self.call_id_len as usize
+            + self.path_len as usize
+            + self.ua_len as usize
+    }
+}
+
+/// A slot read in place from an encoded record (or borrowed from a [`Slot`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotRef<'a> {
+    pub(crate) f: Fixed,
+    var: &'a [u8],
+}
+
+impl<'a> SlotRef<'a> {
+    /// Decode one slot from the front of `b`, advancing it.
+    pub(crate) fn decode(b: &mut &'a [u8]) -> Option<SlotRef<'a>> {
+        let f = Fixed::decode(b)?;
+        let (var, tail) = b.split_at_checked(f.var_len())?;
+        *b = tail;
+        Some(SlotRef { f, var })
+    }
+
+    /// Owned copy (for the rules, which rebuild the AOR's bindings).
+    pub(crate) fn to_slot(&self) -> Slot {
+        let f = self.f;
+        Slot {
+            buf: self.var.into(),
+            expires_at_ms: f.expires_at_ms,
+            cseq: f.cseq,
+            since_s: f.since_s,
+            ip: f.ip,
+            port: f.port,
+            q: f.q,
+            worker: f.worker,
+            uri_len: f.uri_len,
+            path_len: f.path_len,
+            call_id_len: f.call_id_len,
+            ua_len: f.ua_len,
+            flags: f.flags,
+        }
+    }
+
+    /// Length of the encoded form.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.f.encoded_len() + self.var.len()
+    }
+
+    fn str_at(&self, start: usize, len: usize) -> &'a str {
+        self.var
+            .get(start..start + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    pub(crate) fn uri(&self) -> &'a str {
+        self.str_at(0, self.f.uri_len as usize)
+    }
+
+    pub(crate) fn call_id(&self) -> &'a str {
+        self.str_at(self.f.uri_len as usize, self.f.call_id_len as usize)
+    }
+
+    fn path_bytes(&self) -> &'a [u8] {
+        let start = self.f.uri_len as usize + self.f.call_id_len as usize;
+        self.var
+            .get(start..start + self.f.path_len as usize)
+            .unwrap_or(&[])
+    }
+
+    pub(crate) fn user_agent(&self) -> &'a str {
+        let start =
+            self.f.uri_len as usize + self.f.call_id_len as usize + self.f.path_len as usize;
+        self.str_at(start, self.f.ua_len as usize)
+    }
+
+    /// Where to send requests for this binding (decided at REGISTER time).
+    pub(crate) fn dest(&self) -> SocketAddr {
+        let ip = if self.f.flags & F_V6 != 0 {
+            IpAddr::V6(Ipv6Addr::from(self.f.ip))
+        } else {
+            let o = self.f.ip;
+            IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+        };
+        SocketAddr::new(ip, self.f.port)
+    }
+
+    pub(crate) fn nated(&self) -> bool {
+        self.f.flags & F_NATED != 0
+    }
+
+    pub(crate) fn q(&self) -> Option<u16> {
+        (self.f.flags & F_Q_SET != 0).then_some(self.f.q)
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        Transport::from_code(self.f.flags >> F_TRANSPORT_SHIFT)
+    }
+
+    pub(crate) fn view(&self) -> Binding<'a> {
         Binding {
             uri: self.uri(),
             dest: self.dest(),
-            source: self.source(),
             transport: self.transport(),
-            worker: self.worker,
+            worker: self.f.worker,
             path: PathEntries {
                 rest: self.path_bytes(),
             },
             q: self.q(),
-            expires_at_ms: self.expires_at_ms,
-            call_id: self.call_id(),
-            cseq: self.cseq,
-            user_agent: self.user_agent(),
+            expires_at_ms: self.f.expires_at_ms,
             nated: self.nated(),
-            registered_at_s: self.since_s,
+            raw: *self,
         }
     }
 }
 
 /// A binding as lookups see it: borrowed from the table for the duration of the callback.
+/// The fields are what routing needs; the rest is read on demand through methods.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding<'a> {
-    /// The Contact URI as the phone registered it.
+    /// The Contact URI as the phone registered it (the new Request-URI).
     pub uri: &'a str,
-    /// Where to send requests for this binding (source address when NATed).
+    /// Where to send requests for this binding: the REGISTER's source address when NATed
+    /// (private or differing Contact, or Path), else the Contact's address.
     pub dest: SocketAddr,
-    /// Source address of the REGISTER that created or last refreshed it.
-    pub source: SocketAddr,
+    /// Transport the REGISTER arrived on.
     pub transport: Transport,
     /// Worker whose socket received the REGISTER (send from it to keep NAT pinholes).
     pub worker: u16,
@@ -301,18 +480,34 @@ pub struct Binding<'a> {
     /// q value in thousandths when the phone gave one.
     pub q: Option<u16>,
     pub expires_at_ms: u64,
-    pub call_id: &'a str,
-    pub cseq: u32,
-    pub user_agent: &'a str,
-    /// Whether `dest` was taken from the source address instead of the Contact.
+    /// Whether `dest` is the source address instead of the Contact's.
     pub nated: bool,
-    pub registered_at_s: u32,
+    raw: SlotRef<'a>,
 }
 
-impl Binding<'_> {
+impl<'a> Binding<'a> {
     /// Seconds left before expiry (rounded up), 0 when expired.
     pub fn remaining_secs(&self, now_ms: u64) -> u32 {
         remaining_secs(self.expires_at_ms, now_ms)
+    }
+
+    /// Call-ID of the REGISTER that created or last refreshed it.
+    pub fn call_id(&self) -> &'a str {
+        self.raw.call_id()
+    }
+
+    pub fn cseq(&self) -> u32 {
+        self.raw.f.cseq
+    }
+
+    /// User-Agent of the phone (at most 255 bytes kept).
+    pub fn user_agent(&self) -> &'a str {
+        self.raw.user_agent()
+    }
+
+    /// When the binding was first registered (seconds since the epoch).
+    pub fn registered_at_s(&self) -> u32 {
+        self.raw.f.since_s
     }
 }
 
@@ -565,12 +760,12 @@ mod tests {
         .unwrap();
         let v = slot.view();
         assert_eq!(v.uri, "sip:alice@192.168.0.2:5060");
-        assert_eq!(v.call_id, "abc@host");
-        assert_eq!(v.user_agent, "Phone/1.0");
+        assert_eq!(v.call_id(), "abc@host");
+        assert_eq!(v.user_agent(), "Phone/1.0");
         assert_eq!(v.path.collect::<Vec<_>>(), path);
         assert_eq!(v.dest, sa("[2001:db8::5]:7000"));
         assert_eq!(v.transport, Transport::Tcp);
-        assert_eq!((v.q, v.worker, v.cseq), (Some(500), 3, 7));
+        assert_eq!((v.q, v.worker, v.cseq()), (Some(500), 3, 7));
         assert_eq!(v.remaining_secs(1_500), 60);
         assert!(
             std::mem::size_of::<Slot>() <= 64,

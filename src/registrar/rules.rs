@@ -350,7 +350,7 @@ impl Registrar {
     /// Give `f` every live binding of `aor`, highest q first (for an incoming call).
     /// `f` runs under the AOR's stripe read lock: copy what you need, do not block.
     pub fn lookup(&self, aor: &str, now_ms: u64, mut f: impl FnMut(&Binding<'_>)) -> LookupResult {
-        match self.table.lookup(aor, now_ms, |s| f(&s.view())) {
+        match self.table.lookup(aor, now_ms, |b| f(b)) {
             0 => LookupResult::NotFound,
             n => LookupResult::Found(n),
         }

@@ -286,7 +286,7 @@ fn cseq_ordering() {
     assert_eq!((o.bindings, o.expires), (1, 1200));
     let mut cid = None;
     r.lookup("alice@example.com", T0 + 2000, |b| {
-        cid = Some((b.call_id.to_owned(), b.cseq))
+        cid = Some((b.call_id().to_owned(), b.cseq()))
     });
     assert_eq!(cid, Some(("c2".to_owned(), 1)));
 }
@@ -601,4 +601,38 @@ fn date_header() {
     out.clear();
     write_date_header(0, &mut out);
     assert_eq!(out, b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
+}
+
+#[test]
+fn hash_collisions_keep_aors_apart() {
+    let mut r = registrar(cfg());
+    r.table.force_collisions(); // every AOR in one record
+    let users = ["alice", "bob", "carol"];
+    for (i, u) in users.iter().enumerate() {
+        let aor = format!("{u}@example.com");
+        let uri = format!("sip:{u}@203.0.113.7:5060");
+        let mut q = req(
+            "c1",
+            1,
+            Some(60 * (i as u32 + 1)),
+            &[(uri.as_str(), None, None)],
+        );
+        q.aor = &aor;
+        run(&r, &q, T0).unwrap();
+    }
+    assert_eq!(r.counts(), (3, 3));
+    assert_eq!(
+        bindings(&r, "bob@example.com", T0)[0].0,
+        "sip:bob@203.0.113.7:5060"
+    );
+    assert!(bindings(&r, "dave@example.com", T0).is_empty());
+    let mut emptied = Vec::new();
+    assert_eq!(r.expire(T0 + 60_000, |a| emptied.push(a.to_owned())), 1);
+    assert_eq!(emptied, ["alice@example.com"]);
+    assert_eq!(bindings(&r, "carol@example.com", T0 + 60_000)[0].1, 120);
+    assert!(r.remove("bob@example.com", None));
+    assert_eq!(r.counts(), (1, 1));
+    assert_eq!(r.expire(T0 + 180_000, |a| emptied.push(a.to_owned())), 1);
+    assert_eq!(emptied, ["alice@example.com", "carol@example.com"]);
+    assert_eq!(r.counts(), (0, 0));
 }

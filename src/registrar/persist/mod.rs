@@ -1,7 +1,7 @@
 //! Write-behind persistence of the location table.
 //!
-//! Data flow: every change in the table sends the AOR (an `Arc<str>` clone) into a bounded
-//! crossbeam channel with `try_send` — a worker never blocks and never allocates for it. A
+//! Data flow: every change in the table sends the AOR (a small boxed copy) into a bounded
+//! crossbeam channel with `try_send` — a worker never blocks on it. A
 //! background thread collects AORs into a set (coalescing repeated changes) and, at most
 //! every `persist_interval_ms` (1 s by default), snapshots each AOR's current bindings from
 //! the table (one short read lock per AOR) and replaces that AOR's rows in the store in one
@@ -208,12 +208,12 @@ impl Drop for Persister {
 struct Writer {
     registrar: Arc<Registrar>,
     store: Box<dyn Store>,
-    changes: Receiver<Arc<str>>,
+    changes: Receiver<Box<str>>,
     ctl: Receiver<Ctl>,
     overflow: Arc<AtomicBool>,
     interval: Duration,
     stats: Arc<PersistStats>,
-    dirty: HashSet<Arc<str>>,
+    dirty: HashSet<Box<str>>,
 }
 
 impl Writer {
@@ -263,7 +263,7 @@ impl Writer {
         if full {
             self.dirty.clear();
             table.for_each_aor(|aor| {
-                self.dirty.insert(Arc::clone(aor));
+                self.dirty.insert(Box::from(aor));
             });
         }
         if self.dirty.is_empty() && !full {
@@ -273,9 +273,9 @@ impl Writer {
         let mut rows = 0u64;
         for aor in self.dirty.iter() {
             let mut v = Vec::new();
-            table.snapshot(aor, |s| v.push(Row::from_slot(aor, s)));
+            table.snapshot(aor, |s| v.push(Row::from_binding(aor, s)));
             rows += v.len() as u64;
-            batch.push((Arc::clone(aor), v));
+            batch.push((Arc::from(&**aor), v));
         }
         match self.store.write(&batch, full) {
             Ok(()) => {

@@ -127,14 +127,14 @@ impl Store for MysqlStore {
                 Some(d) if !d.is_empty() => format!("{user}@{d}"),
                 _ => user,
             };
-            let (source, transport) = received
+            let (dest, transport) = received
                 .as_deref()
                 .and_then(parse_received)
                 .ok_or(PersistError::BadRow("received"))?;
             out.push(Row {
                 aor,
                 contact,
-                source,
+                dest,
                 transport,
                 worker: u16::try_from(server).unwrap_or(0),
                 nated: flags & 1 != 0,
@@ -164,7 +164,7 @@ impl Store for MysqlStore {
                 )?;
             }
             for r in rows {
-                let received = format!("sip:{};transport={}", r.source, r.transport.as_str());
+                let received = format!("sip:{};transport={}", r.dest, r.transport.as_str());
                 let q = r.q.map_or(-1.0, |q| f64::from(q) / 1000.0);
                 tx.exec_drop(
                     "INSERT INTO location (ruid, username, domain, contact, received, path, expires,

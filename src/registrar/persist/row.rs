@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::super::binding::{Slot, SlotParts, Transport};
+use super::super::binding::{Binding, Slot, SlotParts, Transport};
 use super::PersistError;
 
 /// A binding as a store holds it.
@@ -10,7 +10,8 @@ use super::PersistError;
 pub struct Row {
     pub aor: String,
     pub contact: String,
-    pub source: SocketAddr,
+    /// Where requests go (the REGISTER's source when `nated`, else the Contact's address).
+    pub dest: SocketAddr,
     pub transport: Transport,
     pub worker: u16,
     pub nated: bool,
@@ -24,22 +25,21 @@ pub struct Row {
 }
 
 impl Row {
-    pub(crate) fn from_slot(aor: &str, s: &Slot) -> Row {
-        let v = s.view();
+    pub(crate) fn from_binding(aor: &str, v: &Binding<'_>) -> Row {
         Row {
             aor: aor.to_owned(),
             contact: v.uri.to_owned(),
-            source: v.source,
+            dest: v.dest,
             transport: v.transport,
             worker: v.worker,
             nated: v.nated,
             path: v.path.map(str::to_owned).collect(),
             expires_at_ms: v.expires_at_ms,
             q: v.q,
-            call_id: v.call_id.to_owned(),
-            cseq: v.cseq,
-            user_agent: v.user_agent.to_owned(),
-            since_s: v.registered_at_s,
+            call_id: v.call_id().to_owned(),
+            cseq: v.cseq(),
+            user_agent: v.user_agent().to_owned(),
+            since_s: v.registered_at_s(),
         }
     }
 
@@ -54,7 +54,7 @@ impl Row {
             expires_at_ms: self.expires_at_ms,
             since_s: self.since_s,
             q: self.q,
-            source: self.source,
+            source: self.dest,
             transport: self.transport,
             worker: self.worker,
             nated: self.nated,

@@ -88,7 +88,7 @@ impl Store for SqliteStore {
             out.push(Row {
                 aor,
                 contact,
-                source: received
+                dest: received
                     .parse()
                     .map_err(|_| PersistError::BadRow("received"))?,
                 transport: Transport::parse(&transport).unwrap_or_default(),
@@ -127,7 +127,7 @@ impl Store for SqliteStore {
                     ins.execute(params![
                         r.aor,
                         r.contact,
-                        r.source.to_string(),
+                        r.dest.to_string(),
                         r.transport.as_str(),
                         r.worker,
                         r.nated,
