@@ -370,7 +370,7 @@ impl<'a> SlotRef<'a> {
     }
 
     /// Owned copy (for the rules, which rebuild the AOR's bindings).
-    pub(crate) fn to_slot(&self) -> Slot {
+    pub(crate) fn to_slot(self) -> Slot {
         let f = self.f;
         Slot {
             buf: self.var.into(),
@@ -670,7 +670,8 @@ mod tests {
 
     #[test]
     fn host_port_parsing() {
-        let cases: &[(&str, Option<(&str, Option<u16>)>)] = &[
+        type HostPort<'a> = Option<(&'a str, Option<u16>)>;
+        let cases: &[(&str, HostPort<'_>)] = &[
             (
                 "sip:alice@10.0.0.1:5062;transport=udp",
                 Some(("10.0.0.1", Some(5062))),

@@ -82,7 +82,7 @@ pub struct PersistStats {
 }
 
 enum Ctl {
-    Flush(Sender<Result<(), String>>),
+    Flush(Sender<Result<(), PersistError>>),
     Stop,
 }
 
@@ -171,8 +171,7 @@ impl Persister {
         ctl.send(Ctl::Flush(done_tx))
             .map_err(|_| PersistError::ThreadGone)?;
         match done_rx.recv_timeout(timeout) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(PersistError::BadRow("flush failed, see log")),
+            Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(PersistError::Timeout),
             Err(_) => Err(PersistError::ThreadGone),
         }
@@ -235,7 +234,7 @@ impl Writer {
                     Ok(Ctl::Flush(done)) => {
                         let r = self.flush();
                         deadline = None;
-                        let _ = done.send(r.map_err(|e| e.to_string()));
+                        let _ = done.send(r);
                     }
                     Ok(Ctl::Stop) | Err(_) => { let _ = self.flush(); return; }
                 },
