@@ -320,28 +320,34 @@ impl Fixed {
     }
 
     fn decode(b: &mut &[u8]) -> Option<Fixed> {
-        let u16_of = |b: &mut &[u8]| take::<2>(b).map(u16::from_le_bytes);
-        let [flags, call_id_len, ua_len] = take::<3>(b)?;
+        let (a, rest) = b.split_first_chunk::<FIXED_BASE>()?;
+        // Constant indices into a fixed-size array: checked at compile time.
+        let u16_at = |i: usize| u16::from_le_bytes([a[i], a[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        let flags = a[0];
         let mut f = Fixed {
             flags,
-            call_id_len,
-            ua_len,
-            expires_at_ms: u64::from_le_bytes(take::<8>(b)?),
-            cseq: u32::from_le_bytes(take::<4>(b)?),
-            since_s: u32::from_le_bytes(take::<4>(b)?),
-            port: u16_of(b)?,
-            q: u16_of(b)?,
-            worker: u16_of(b)?,
-            uri_len: u16_of(b)?,
-            path_len: u16_of(b)?,
+            call_id_len: a[1],
+            ua_len: a[2],
+            expires_at_ms: u64::from(u32_at(3)) | (u64::from(u32_at(7)) << 32),
+            cseq: u32_at(11),
+            since_s: u32_at(15),
+            port: u16_at(19),
+            q: u16_at(21),
+            worker: u16_at(23),
+            uri_len: u16_at(25),
+            path_len: u16_at(27),
             ip: [0; 16],
         };
+        let mut rest = rest;
         if flags & F_V6 != 0 {
-            f.ip = take::<16>(b)?;
+            f.ip = take::<16>(&mut rest)?;
         } else {
-            let v4 = take::<4>(b)?;
-            f.ip = Ipv4Addr::from(v4).to_ipv6_mapped().octets();
+            f.ip = Ipv4Addr::from(take::<4>(&mut rest)?)
+                .to_ipv6_mapped()
+                .octets();
         }
+        *b = rest;
         Some(f)
     }
 
@@ -350,6 +356,16 @@ impl Fixed {
             + self.call_id_len as usize
             + self.path_len as usize
             + self.ua_len as usize
+    }
+}
+
+/// Bytes stored from a `&str` back as `&str` (ASCII fast path: SIP URIs are ASCII).
+fn as_str(b: &[u8]) -> &str {
+    if b.is_ascii() {
+        // SAFETY: every byte is ASCII, and ASCII bytes are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(b) }
+    } else {
+        std::str::from_utf8(b).unwrap_or("")
     }
 }
 
@@ -395,10 +411,7 @@ impl<'a> SlotRef<'a> {
     }
 
     fn str_at(&self, start: usize, len: usize) -> &'a str {
-        self.var
-            .get(start..start + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("")
+        self.var.get(start..start + len).map_or("", as_str)
     }
 
     pub(crate) fn uri(&self) -> &'a str {

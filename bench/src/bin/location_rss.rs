@@ -85,6 +85,22 @@ impl Phone {
     }
 }
 
+/// Look every sample up `rounds` times; returns bindings seen. Not inlined so that
+/// `valgrind --tool=callgrind --toggle-collect='*lookup_rounds*'` can count its instructions.
+#[inline(never)]
+fn lookup_rounds(r: &Registrar, sample: &[(u32, Phone)], rounds: usize) -> usize {
+    let mut found = 0usize;
+    for _ in 0..rounds {
+        for (_, p) in sample {
+            r.lookup(&p.aor, T0 + 1000, |b| {
+                found += 1;
+                black_box(b.dest);
+            });
+        }
+    }
+    found
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: u32 = args
@@ -126,15 +142,7 @@ fn main() {
         .collect();
     let rounds = 10;
     let t = Instant::now();
-    let mut found = 0usize;
-    for _ in 0..rounds {
-        for (_, p) in &sample {
-            r.lookup(&p.aor, T0 + 1000, |b| {
-                found += 1;
-                black_box(b.dest);
-            });
-        }
-    }
+    let found = lookup_rounds(&r, &sample, rounds);
     let lookups = rounds * sample.len();
     assert_eq!(found, lookups);
     println!(
@@ -144,15 +152,7 @@ fn main() {
 
     // Hot lookups: 1000 AORs whose records stay in cache (CPU cost without DRAM misses).
     let t = Instant::now();
-    let mut hot = 0usize;
-    for _ in 0..1000 {
-        for (_, p) in sample.iter().take(1000) {
-            r.lookup(&p.aor, T0 + 1000, |b| {
-                hot += 1;
-                black_box(b.dest);
-            });
-        }
-    }
+    let hot = lookup_rounds(&r, &sample[..1000.min(sample.len())], 1000);
     println!(
         "lookup (hot set of 1000 AORs): {:.0} ns/op",
         t.elapsed().as_nanos() as f64 / hot as f64
