@@ -636,3 +636,12 @@ fn hash_collisions_keep_aors_apart() {
     assert_eq!(emptied, ["alice@example.com", "carol@example.com"]);
     assert_eq!(r.counts(), (0, 0));
 }
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Registrar>();
+    check::<crate::asterisk::RegFwd>();
+    fn send<T: Send>() {}
+    send::<Persister>();
+}
