@@ -402,8 +402,8 @@ impl Registrar {
         );
     }
 
-    /// (AORs, bindings) held, including expired bindings not yet swept. O(table): for
-    /// metrics scrapes, not the hot path.
+    /// (AORs, bindings) held, including expired bindings not yet swept (metrics gauges;
+    /// cheap: one short read lock per stripe).
     pub fn counts(&self) -> (usize, usize) {
         self.table.counts()
     }

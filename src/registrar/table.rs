@@ -98,6 +98,9 @@ type Records = HashMap<u64, Box<[u8]>, BuildHasherDefault<IdHasher>>;
 struct Shard {
     map: Records,
     timeline: BTreeSet<(u64, u64)>,
+    /// AORs and bindings held (gauges, maintained under the write lock).
+    aors: usize,
+    contacts: usize,
 }
 
 /// Where changed AORs are announced (the persistence thread's queue).
@@ -245,6 +248,7 @@ impl Location {
             }
         }
         let existed = !v.is_empty();
+        let old_count = v.len();
         let (result, changed) = f(&mut v)?;
         if !existed && v.is_empty() {
             return Ok(result);
@@ -272,6 +276,9 @@ impl Location {
                 shard.timeline.insert((t, h));
             }
         }
+        let new_count = v.len().min(usize::from(u8::MAX));
+        shard.contacts = shard.contacts + new_count - old_count.min(shard.contacts);
+        shard.aors = shard.aors + usize::from(new_count > 0) - usize::from(existed).min(shard.aors);
         if out.is_empty() {
             shard.map.remove(&h);
         } else {
@@ -343,8 +350,11 @@ impl Location {
                         at += b.len();
                     }
                     let aor = std::str::from_utf8(g.aor).unwrap_or("");
-                    removed += usize::from(g.n) - kept.len();
+                    let dropped = usize::from(g.n) - kept.len();
+                    removed += dropped;
+                    shard.contacts = shard.contacts.saturating_sub(dropped);
                     if kept.is_empty() {
+                        shard.aors = shard.aors.saturating_sub(1);
                         gone.push(aor.into());
                         continue;
                     }
@@ -415,13 +425,11 @@ impl Location {
     }
 
     /// (AORs, bindings) currently stored, expired-but-not-yet-swept ones included.
+    /// Sums per-stripe gauges: 64 short read locks.
     pub(crate) fn counts(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(a, b), l| {
             let g = Self::read(l);
-            g.map
-                .values()
-                .flat_map(|r| groups(r))
-                .fold((a, b), |(a, b), g| (a + 1, b + usize::from(g.n)))
+            (a + g.aors, b + g.contacts)
         })
     }
 }
