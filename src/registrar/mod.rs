@@ -83,7 +83,9 @@ pub mod config;
 pub mod error;
 pub mod persist;
 pub mod rules;
+pub mod slot;
 pub mod table;
+pub mod uri;
 
 #[cfg(test)]
 mod tests;

@@ -10,13 +10,12 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use super::binding::{
-    nat_dest, remaining_secs, same_contact, uri_host_port, Binding, Slot, SlotParts, Transport,
-    MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES,
-};
+use super::binding::{remaining_secs, Binding, Transport};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
+use super::slot::{Slot, SlotParts, MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES};
 use super::table::Location;
+use super::uri::{nat_dest, same_contact, uri_host_port};
 
 /// One Contact of the REGISTER (not `*`).
 #[derive(Debug, Clone, Copy)]

@@ -24,7 +24,8 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crossbeam_utils::CachePadded;
 
-use super::binding::{Binding, Slot, SlotRef};
+use super::binding::Binding;
+use super::slot::{Slot, SlotRef};
 
 /// Number of stripes.
 pub const SHARDS: usize = 64;

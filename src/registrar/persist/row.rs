@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use super::super::binding::{Binding, Slot, SlotParts, Transport};
+use super::super::binding::{Binding, Transport};
+use super::super::slot::{Slot, SlotParts};
 use super::PersistError;
 
 /// A binding as a store holds it.
