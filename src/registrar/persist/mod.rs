@@ -109,13 +109,24 @@ impl Persister {
         let cfg = registrar.config().clone();
         let target = cfg.persist_target().unwrap_or(PersistTarget::None);
         let stats = Arc::new(PersistStats::default());
-        let Some(mut store) = open_store(&target)? else {
-            return Ok(Persister {
+        match open_store(&target)? {
+            Some(store) => Self::start_with(registrar, store, now_ms),
+            None => Ok(Persister {
                 ctl: None,
                 thread: None,
                 stats,
-            });
-        };
+            }),
+        }
+    }
+
+    /// [`Persister::start`] with a given store.
+    pub(crate) fn start_with(
+        registrar: &Arc<Registrar>,
+        mut store: Box<dyn Store>,
+        now_ms: u64,
+    ) -> Result<Persister, PersistError> {
+        let cfg = registrar.config().clone();
+        let stats = Arc::new(PersistStats::default());
         let rows = store.load()?;
         for row in rows {
             if row.expires_at_ms <= now_ms {
@@ -233,7 +244,8 @@ impl Writer {
                 recv(self.ctl) -> m => match m {
                     Ok(Ctl::Flush(done)) => {
                         let r = self.flush();
-                        deadline = None;
+                        // On failure keep the changes and retry after an interval.
+                        deadline = r.is_err().then(|| Instant::now() + self.interval);
                         let _ = done.send(r);
                     }
                     Ok(Ctl::Stop) | Err(_) => { let _ = self.flush(); return; }
@@ -244,10 +256,13 @@ impl Writer {
                 deadline.get_or_insert_with(|| Instant::now() + self.interval);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                if let Err(e) = self.flush() {
-                    tracing::warn!(error = %e, "location persistence flush failed; retrying next interval");
-                }
-                deadline = None;
+                deadline = match self.flush() {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "location persistence flush failed; retrying next interval");
+                        Some(Instant::now() + self.interval)
+                    }
+                };
             }
         }
     }
@@ -297,5 +312,73 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registrar::{ContactInput, RegisterRequest, RegistrarConfig, Transport};
+    use std::sync::Mutex;
+
+    /// Fails the first `fail` writes, then records what it is given.
+    struct FlakyStore {
+        fail: usize,
+        written: Arc<Mutex<Vec<(String, usize)>>>,
+    }
+
+    impl Store for FlakyStore {
+        fn load(&mut self) -> Result<Vec<Row>, PersistError> {
+            Ok(Vec::new())
+        }
+        fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], _all: bool) -> Result<(), PersistError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(PersistError::BadRow("injected failure"));
+            }
+            let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            w.extend(aors.iter().map(|(a, r)| (a.to_string(), r.len())));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_flush_keeps_changes_for_the_next_one() {
+        let cfg = RegistrarConfig {
+            persist: "none".into(),
+            ..RegistrarConfig::default()
+        };
+        let r = Arc::new(Registrar::new(cfg).unwrap());
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let store = FlakyStore {
+            fail: 1,
+            written: Arc::clone(&written),
+        };
+        let p = Persister::start_with(&r, Box::new(store), 0).unwrap();
+        let contacts = [ContactInput {
+            uri: "sip:a@10.0.0.1",
+            expires: Some(600),
+            q: None,
+        }];
+        let req = RegisterRequest {
+            aor: "a@example.com",
+            call_id: "c",
+            cseq: 1,
+            expires_header: None,
+            star: false,
+            contacts: &contacts,
+            source: "198.51.100.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            worker: 0,
+            path: &[],
+            user_agent: None,
+        };
+        r.register(&req, 1000, &mut Vec::new()).unwrap();
+        assert!(p.flush(Duration::from_secs(10)).is_err());
+        assert_eq!(p.stats().errors.load(Ordering::Relaxed), 1);
+        p.flush(Duration::from_secs(10)).unwrap();
+        let w = written.lock().unwrap().clone();
+        assert_eq!(w, [("a@example.com".to_owned(), 1)]);
+        p.stop().unwrap();
     }
 }
