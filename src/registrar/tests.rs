@@ -10,6 +10,7 @@ const SRC: &str = "203.0.113.7:5060";
 fn cfg() -> RegistrarConfig {
     RegistrarConfig {
         persist: "none".into(),
+        use_domain: true,
         ..RegistrarConfig::default()
     }
 }
@@ -644,4 +645,26 @@ fn shared_types_are_send_and_sync() {
     check::<crate::asterisk::RegFwd>();
     fn send<T: Send>() {}
     send::<Persister>();
+}
+
+#[test]
+fn without_use_domain_the_user_part_is_the_key() {
+    let r = registrar(RegistrarConfig {
+        use_domain: false,
+        ..cfg()
+    });
+    run(&r, &req("c1", 1, Some(60), &[(PUB, None, None)]), T0).unwrap();
+    // Asterisk calls the Contact it was given: sip:alice@<proxy address>.
+    assert_eq!(bindings(&r, "alice@10.0.0.1", T0).len(), 1);
+    assert_eq!(bindings(&r, "alice", T0).len(), 1);
+    let mut emptied = Vec::new();
+    r.expire(T0 + 60_000, |a| emptied.push(a.to_owned()));
+    assert_eq!(emptied, ["alice"]);
+    let with = registrar(cfg());
+    run(&with, &req("c1", 1, Some(60), &[(PUB, None, None)]), T0).unwrap();
+    assert!(bindings(&with, "alice@10.0.0.1", T0).is_empty());
+    let mut q = req("c", 1, Some(600), &[(PUB, None, None)]);
+    q.aor = "alice";
+    assert_eq!(run(&with, &q, T0).unwrap_err(), RegisterError::BadAor);
+    assert!(run(&r, &q, T0).is_ok());
 }

@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(p.stats().errors.load(Ordering::Relaxed), 1);
         p.flush(Duration::from_secs(10)).unwrap();
         let w = written.lock().unwrap().clone();
-        assert_eq!(w, [("a@example.com".to_owned(), 1)]);
+        assert_eq!(w, [("a".to_owned(), 1)]); // the key: use_domain is off by default
         p.stop().unwrap();
     }
 }
