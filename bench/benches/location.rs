@@ -52,6 +52,7 @@ fn register(r: &Registrar, p: &Phone, call_id: &str, cseq: u32, out: &mut Vec<u8
 fn table() -> (Arc<Registrar>, Vec<Phone>) {
     let cfg = RegistrarConfig {
         persist: "none".into(),
+        use_domain: true,
         ..RegistrarConfig::default()
     };
     let r = Arc::new(Registrar::new(cfg).expect("config"));

@@ -126,6 +126,7 @@ fn main() {
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let cfg = RegistrarConfig {
         persist: "none".into(),
+        use_domain: true, // full user@domain keys: the larger, conservative case
         max_aors: 4_000_000,
         ..RegistrarConfig::default()
     };
