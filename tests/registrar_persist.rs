@@ -63,8 +63,8 @@ fn lookup(r: &Registrar, user: &str, now: u64) -> Vec<String> {
             b.worker,
             b.path.collect::<Vec<_>>(),
             b.user_agent(),
-            b.call_id(),
-            b.cseq(),
+            b.call_id,
+            b.cseq,
             b.remaining_secs(now)
         ))
     });

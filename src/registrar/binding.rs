@@ -85,6 +85,10 @@ pub struct Binding<'a> {
     pub expires_at_ms: u64,
     /// Whether `dest` is the source address instead of the Contact's.
     pub nated: bool,
+    /// Call-ID of the REGISTER that created or last refreshed it.
+    pub call_id: &'a str,
+    /// Its CSeq.
+    pub cseq: u32,
     pub(crate) raw: SlotRef<'a>,
 }
 
@@ -92,15 +96,6 @@ impl<'a> Binding<'a> {
     /// Seconds left before expiry (rounded up), 0 when expired.
     pub fn remaining_secs(&self, now_ms: u64) -> u32 {
         remaining_secs(self.expires_at_ms, now_ms)
-    }
-
-    /// Call-ID of the REGISTER that created or last refreshed it.
-    pub fn call_id(&self) -> &'a str {
-        self.raw.call_id()
-    }
-
-    pub fn cseq(&self) -> u32 {
-        self.raw.f.cseq
     }
 
     /// User-Agent of the phone (at most 255 bytes kept).

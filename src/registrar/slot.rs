@@ -414,6 +414,8 @@ impl<'a> SlotRef<'a> {
             q: self.q(),
             expires_at_ms: self.f.expires_at_ms,
             nated: self.nated(),
+            call_id: self.call_id(),
+            cseq: self.f.cseq,
             raw: *self,
         }
     }
@@ -447,12 +449,12 @@ mod tests {
         .unwrap();
         let v = slot.view();
         assert_eq!(v.uri, "sip:alice@192.168.0.2:5060");
-        assert_eq!(v.call_id(), "abc@host");
+        assert_eq!(v.call_id, "abc@host");
         assert_eq!(v.user_agent(), "Phone/1.0");
         assert_eq!(v.path.collect::<Vec<_>>(), path);
         assert_eq!(v.dest, sa("[2001:db8::5]:7000"));
         assert_eq!(v.transport, Transport::Tcp);
-        assert_eq!((v.q, v.worker, v.cseq()), (Some(500), 3, 7));
+        assert_eq!((v.q, v.worker, v.cseq), (Some(500), 3, 7));
         assert_eq!(v.remaining_secs(1_500), 60);
         assert!(
             std::mem::size_of::<Slot>() <= 64,

@@ -287,7 +287,7 @@ fn cseq_ordering() {
     assert_eq!((o.bindings, o.expires), (1, 1200));
     let mut cid = None;
     r.lookup("alice@example.com", T0 + 2000, |b| {
-        cid = Some((b.call_id().to_owned(), b.cseq()))
+        cid = Some((b.call_id.to_owned(), b.cseq))
     });
     assert_eq!(cid, Some(("c2".to_owned(), 1)));
 }

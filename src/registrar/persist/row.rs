@@ -37,8 +37,8 @@ impl Row {
             path: v.path.map(str::to_owned).collect(),
             expires_at_ms: v.expires_at_ms,
             q: v.q,
-            call_id: v.call_id().to_owned(),
-            cseq: v.cseq(),
+            call_id: v.call_id.to_owned(),
+            cseq: v.cseq,
             user_agent: v.user_agent().to_owned(),
             since_s: v.registered_at_s(),
         }
