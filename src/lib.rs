@@ -1,9 +1,23 @@
 //! sipfront: a SIP edge proxy for Asterisk.
 //!
 //! Layers (see `docs/ARCHITECTURE.md`):
-//! - [`sip`]: zero-copy parser and allocation-free rewriter (knows nothing of sockets).
+//! - [`sip`]: zero-copy parser and allocation-free rewriter (knows nothing of sockets);
+//! - [`core`]: the sans-IO, transaction-stateful proxy logic, one instance per worker;
+//! - [`auth`]: digest authentication (nonces, replay guard, challenges, client side);
+//! - [`db`]: credential sources (Asterisk realtime tables in MySQL/SQLite), cache and pool;
+//! - [`registrar`]: registrar rules, the shared location table and its persistence;
+//! - [`asterisk`]: forwarding registrations to Asterisk (REGFWD);
+//! - [`transport`]: the per-core UDP worker shell (io_uring or recvmmsg);
+//! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod asterisk;
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod db;
+pub mod demo;
 pub mod registrar;
+pub mod server;
 pub mod sip;
+pub mod transport;

@@ -1,8 +1,129 @@
+//! The `sipfront` binary: `run` the proxy from a config file, `check-config`, or `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing_subscriber::EnvFilter;
+
+use sipfront::config::Config;
+use sipfront::server::Server;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {
-    println!("sipfront");
+#[derive(Parser)]
+#[command(
+    name = "sipfront",
+    version,
+    about = "SIP edge proxy in front of Asterisk"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// The TOML configuration file (see docs/configuration.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit (non-zero on error, naming the key).
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run on 127.0.0.1:5060 with an embedded SQLite database of sample users (1001, 1002,
+    /// 1003 with passwords secret1001, ...), created in DIR if missing; Asterisk is expected
+    /// on 127.0.0.2:5080.
+    Demo {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn run(cfg: &Config) -> ExitCode {
+    init_logging(&cfg.log.level);
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sipfront: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(cfg, now_ms()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                tracing::info!("SIGHUP: reloading credentials; other settings need a restart");
+                server.refresh_credentials();
+            }
+            _ => break,
+        }
+    }
+    tracing::info!("shutting down");
+    match server.shutdown() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipfront: shutdown: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => match Config::load(&config) {
+            Ok(cfg) => run(&cfg),
+            Err(e) => {
+                eprintln!("sipfront: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sipfront: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Demo { dir } => match sipfront::demo::prepare(&dir) {
+            Ok(cfg) => {
+                println!("sipfront demo: users 1001/secret1001, 1002/secret1002, 1003/secret1003, realm sipfront.demo, listening on 127.0.0.1:5060, Asterisk expected at 127.0.0.2:5080");
+                run(&cfg)
+            }
+            Err(e) => {
+                eprintln!("sipfront: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
 }

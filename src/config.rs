@@ -1,0 +1,415 @@
+//! The configuration file: one TOML document, parsed with serde and validated before anything
+//! binds a socket.
+//!
+//! Every section is a struct with `deny_unknown_fields` and named defaults, so a typo is an
+//! error that names the key and a missing key takes the documented default
+//! (`docs/configuration.md`). [`Config::load`] reads, parses and validates; the caller exits
+//! non-zero on any [`ConfigError`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used. Each variant names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error(transparent)]
+    Auth(#[from] crate::auth::ConfigError),
+    #[error(transparent)]
+    Credentials(#[from] crate::db::ConfigError),
+    #[error(transparent)]
+    Registrar(#[from] crate::registrar::ConfigError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::ConfigError),
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub domain: DomainConfig,
+    pub asterisk: AsteriskConfig,
+    pub timers: TimerConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub auth: crate::auth::AuthConfig,
+    pub credentials: crate::db::CredentialsConfig,
+    pub registrar: crate::registrar::RegistrarConfig,
+    pub transport: crate::transport::TransportConfig,
+}
+
+/// `[listen]`: where phones and Asterisk reach the proxy, and how many workers serve it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// UDP addresses, each bound once per worker with SO_REUSEPORT.
+    pub udp: Vec<SocketAddr>,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            workers: 0,
+        }
+    }
+}
+
+/// `[domain]`: the realm of digest challenges and the domains the proxy is responsible for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainConfig {
+    pub realm: String,
+    /// Domains and addresses (host part of request URIs) that are local. The listen and
+    /// advertise addresses are always local too.
+    pub local: Vec<String>,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            realm: "sipfront".to_owned(),
+            local: Vec::new(),
+        }
+    }
+}
+
+/// How traffic from Asterisk is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMode {
+    /// Source IP and port must equal a node (the seed's rule).
+    #[default]
+    IpPort,
+    /// Source IP alone.
+    Ip,
+}
+
+/// Where forwarded registrations go when there are several Asterisk nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterMode {
+    #[default]
+    All,
+    Hash,
+}
+
+/// `[asterisk]`: the farm behind the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsteriskConfig {
+    pub nodes: Vec<SocketAddr>,
+    /// The address Asterisk is told to reach phones at (Contact of forwarded REGISTERs).
+    /// Defaults to the first listen address.
+    pub advertise: Option<SocketAddr>,
+    #[serde(rename = "match")]
+    pub match_mode: MatchMode,
+    pub register_mode: RegisterMode,
+    /// A refresh that only extends a binding is forwarded at most once per this many seconds
+    /// (default: half of the granted expiry, see docs/configuration.md); 0 forwards every one.
+    pub refresh_min_interval_secs: Option<u32>,
+}
+
+impl Default for AsteriskConfig {
+    fn default() -> Self {
+        AsteriskConfig {
+            nodes: vec![SocketAddr::from(([127, 0, 0, 2], 5080))],
+            advertise: None,
+            match_mode: MatchMode::IpPort,
+            register_mode: RegisterMode::All,
+            refresh_min_interval_secs: None,
+        }
+    }
+}
+
+/// `[timers]`: RFC 3261 §17 timer base values.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimerConfig {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    /// Timer C: how long an INVITE may stay without a final response (RFC 3261 §16.6 (11)).
+    pub timer_c_ms: u64,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            timer_c_ms: 180_000,
+        }
+    }
+}
+
+/// `[limits]`: sizes that bound memory and work.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request accepted; larger ones get 513.
+    pub max_message_bytes: usize,
+    /// Transactions each worker may hold; past it new requests get 503.
+    pub max_transactions_per_worker: usize,
+    /// Requests each worker may hold while their credentials are looked up.
+    pub max_parked_per_worker: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 16 * 1024,
+            max_transactions_per_worker: 65_536,
+            max_parked_per_worker: 4096,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter ("info", "sipfront=debug", ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parse and validate configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check values serde cannot: ranges, non-empty lists, consistency between sections.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.udp.is_empty() {
+            return Err(ConfigError::invalid(
+                "listen.udp",
+                "needs at least one address",
+            ));
+        }
+        if self.listen.udp.iter().any(|a| a.port() == 0) {
+            return Err(ConfigError::invalid(
+                "listen.udp",
+                "port 0 is not a listen port",
+            ));
+        }
+        if self.listen.workers > 1024 {
+            return Err(ConfigError::invalid("listen.workers", "at most 1024"));
+        }
+        if self.domain.realm.is_empty() || self.domain.realm.contains(['"', '\\', '\r', '\n']) {
+            return Err(ConfigError::invalid(
+                "domain.realm",
+                "must be non-empty, without quotes, backslashes or line breaks",
+            ));
+        }
+        for d in &self.domain.local {
+            if d.is_empty() || d.contains(|c: char| c.is_whitespace() || c == '@') {
+                return Err(ConfigError::invalid(
+                    "domain.local",
+                    format!("{d:?} is not a domain or address"),
+                ));
+            }
+        }
+        if self.asterisk.nodes.is_empty() {
+            return Err(ConfigError::invalid(
+                "asterisk.nodes",
+                "needs at least one node",
+            ));
+        }
+        if let Some(a) = self.asterisk.advertise {
+            if a.port() == 0 || a.ip().is_unspecified() {
+                return Err(ConfigError::invalid(
+                    "asterisk.advertise",
+                    "must be a concrete ip:port",
+                ));
+            }
+        }
+        let t = &self.timers;
+        if t.t1_ms == 0 || t.t1_ms > 10_000 {
+            return Err(ConfigError::invalid("timers.t1_ms", "must be 1..=10000"));
+        }
+        if t.t2_ms < t.t1_ms || t.t2_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "timers.t2_ms",
+                "must be t1_ms..=60000",
+            ));
+        }
+        if t.t4_ms == 0 || t.t4_ms > 60_000 {
+            return Err(ConfigError::invalid("timers.t4_ms", "must be 1..=60000"));
+        }
+        if t.timer_c_ms < 60_000 * 3 / 2 && t.timer_c_ms < 64 * t.t1_ms {
+            return Err(ConfigError::invalid(
+                "timers.timer_c_ms",
+                "must be at least 64*t1_ms",
+            ));
+        }
+        let l = &self.limits;
+        if !(1024..=65_535).contains(&l.max_message_bytes) {
+            return Err(ConfigError::invalid(
+                "limits.max_message_bytes",
+                "must be 1024..=65535",
+            ));
+        }
+        if l.max_transactions_per_worker == 0 || l.max_transactions_per_worker > 4_000_000 {
+            return Err(ConfigError::invalid(
+                "limits.max_transactions_per_worker",
+                "must be 1..=4000000",
+            ));
+        }
+        if l.max_parked_per_worker == 0 || l.max_parked_per_worker > 1_000_000 {
+            return Err(ConfigError::invalid(
+                "limits.max_parked_per_worker",
+                "must be 1..=1000000",
+            ));
+        }
+        self.auth.validate()?;
+        self.credentials.validate()?;
+        self.registrar.validate()?;
+        self.transport.validate()?;
+        Ok(())
+    }
+
+    /// The address Asterisk is told to reach phones at.
+    pub fn advertise(&self) -> SocketAddr {
+        self.asterisk.advertise.unwrap_or(self.listen.udp[0])
+    }
+
+    /// Whether `src` is one of the Asterisk nodes under the configured match rule.
+    pub fn is_asterisk(&self, src: SocketAddr) -> bool {
+        self.asterisk
+            .nodes
+            .iter()
+            .any(|n| match self.asterisk.match_mode {
+                MatchMode::IpPort => *n == src,
+                MatchMode::Ip => same_ip(n.ip(), src.ip()),
+            })
+    }
+}
+
+/// IP equality that treats an IPv4-mapped IPv6 address as the IPv4 address.
+pub fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_key(text: &str) -> String {
+        match Config::parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key.to_owned(),
+            Err(ConfigError::Parse { source, .. }) => source.to_string(),
+            Err(e) => e.to_string(),
+            Ok(_) => "ok".to_owned(),
+        }
+    }
+
+    #[test]
+    fn empty_file_takes_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
+        assert_eq!(c.timers.t1_ms, 500);
+        assert_eq!(c.advertise(), "127.0.0.1:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err_key("[listen]\nudpp = []\n");
+        assert!(e.contains("udpp"), "{e}");
+        let e = err_key("[nope]\n");
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[listen]\nudp = []\n", "listen.udp"),
+            ("[domain]\nrealm = \"\"\n", "domain.realm"),
+            ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
+            ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),
+            ("[timers]\nt1_ms = 500\nt2_ms = 100\n", "timers.t2_ms"),
+            (
+                "[limits]\nmax_message_bytes = 10\n",
+                "limits.max_message_bytes",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(err_key(text), key, "{text}");
+        }
+        let e = err_key("[transport]\nbackend = \"epoll\"\n");
+        assert!(e.contains("backend"), "{e}");
+        let e = err_key("[credentials]\npool_size = 0\n");
+        assert!(e.contains("pool_size"), "{e}");
+        let e = err_key("[registrar]\nmin_expires = 7200\n");
+        assert!(e.contains("registrar."), "{e}");
+        let e = err_key("[asterisk]\nnodes = [\"not an address\"]\n");
+        assert!(e.contains("nodes") || e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn asterisk_matching() {
+        let c = Config::parse("[asterisk]\nnodes = [\"127.0.0.2:5080\"]\n").unwrap();
+        assert!(c.is_asterisk("127.0.0.2:5080".parse().unwrap()));
+        assert!(!c.is_asterisk("127.0.0.2:5081".parse().unwrap()));
+        let c =
+            Config::parse("[asterisk]\nnodes = [\"127.0.0.2:5080\"]\nmatch = \"ip\"\n").unwrap();
+        assert!(c.is_asterisk("127.0.0.2:9999".parse().unwrap()));
+        assert!(!c.is_asterisk("127.0.0.3:5080".parse().unwrap()));
+    }
+}

@@ -1,0 +1,300 @@
+//! Messages the core writes itself: local responses (stateless or for a server transaction),
+//! and the hop-by-hop ACK and CANCEL of a branch (RFC 3261 §17.1.1.3, §9.1), all into reused
+//! buffers.
+
+use std::net::SocketAddr;
+
+use crate::sip::{write_response, HeaderName, Message, ResponseSpec, EMPTY_HEADER, MAX_HEADERS};
+
+use super::branch::hash_parts;
+use super::timer::TimerKind;
+use super::{Core, Local, Transmit};
+
+/// A To-tag for a local response: derived from the request so that a retransmitted request
+/// gets the same tag.
+pub(super) struct Tag([u8; 16]);
+
+impl Tag {
+    pub fn for_request(msg: &Message<'_, '_>) -> Tag {
+        let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
+        let branch = msg.top_via().ok().and_then(|v| v.branch()).unwrap_or("");
+        let h = hash_parts(&[
+            msg.call_id().unwrap_or("").as_bytes(),
+            from_tag.as_bytes(),
+            branch.as_bytes(),
+        ]);
+        let mut out = [0u8; 16];
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = DIGITS[((h >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Tag(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("0")
+    }
+}
+
+const ALLOW: &[u8] =
+    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, INFO, REFER, UPDATE, PRACK\r\n";
+
+impl Core {
+    /// Answer `msg` statelessly to where it came from. With `with_extra`, the lines in
+    /// `self.extra` are added.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reply(
+        &mut self,
+        msg: &Message<'_, '_>,
+        src: SocketAddr,
+        sock: Local,
+        code: u16,
+        reason: &str,
+        with_extra: bool,
+        tx: &mut dyn Transmit,
+    ) {
+        let tag = Tag::for_request(msg);
+        let spec = ResponseSpec {
+            code,
+            reason,
+            to_tag: (code > 100).then(|| tag.as_str()),
+            extra_headers: if with_extra { &self.extra } else { b"" },
+            body: b"",
+        };
+        self.out.clear();
+        if write_response(msg, &spec, &mut self.out).is_ok() {
+            self.count_response(code);
+            tx.send(sock, src, &self.out);
+        }
+    }
+
+    /// 200 to an OPTIONS addressed to the proxy (keep-alive pings).
+    pub(super) fn reply_options(
+        &mut self,
+        msg: &Message<'_, '_>,
+        src: SocketAddr,
+        sock: Local,
+        tx: &mut dyn Transmit,
+    ) {
+        self.extra.clear();
+        self.extra.extend_from_slice(ALLOW);
+        self.extra.extend_from_slice(b"Accept: application/sdp\r\n");
+        self.reply(msg, src, sock, 200, "OK", true, tx);
+    }
+
+    pub(super) fn count_response(&mut self, code: u16) {
+        let class = usize::from(code / 100).min(6);
+        self.stats.tx_responses[class] += 1;
+    }
+
+    /// Send a local response for server transaction `idx` and remember it for
+    /// retransmissions. Final non-2xx responses to INVITE start Timer G/H; others Timer J.
+    pub(super) fn respond_txn(
+        &mut self,
+        now: u64,
+        idx: u32,
+        code: u16,
+        reason: &str,
+        tx: &mut dyn Transmit,
+    ) {
+        let t1 = self.cfg.timers.t1_ms;
+        let Some(t) = self.txns.servers.get_mut(idx) else {
+            return;
+        };
+        let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
+        let Ok(req) = Message::parse_datagram(&t.request, &mut hdrs) else {
+            return;
+        };
+        let tag = Tag::for_request(&req);
+        let extra: &[u8] = if code == 503 {
+            b"Retry-After: 5\r\n"
+        } else {
+            b""
+        };
+        let spec = ResponseSpec {
+            code,
+            reason,
+            to_tag: (code > 100).then(|| tag.as_str()),
+            extra_headers: extra,
+            body: b"",
+        };
+        t.response.clear();
+        if write_response(&req, &spec, &mut t.response).is_err() {
+            return;
+        }
+        t.response_code = code;
+        tx.send(t.sock, t.src, &t.response);
+        let gen = t.gen;
+        let invite = t.invite;
+        if code >= 200 {
+            t.state = super::txn::ServerState::Completed;
+            t.retransmit_ms = t1;
+            if invite {
+                self.timers
+                    .arm(now + t1, idx, gen, TimerKind::ServerRetransmit);
+            }
+            self.timers
+                .arm(now + 64 * t1, idx, gen, TimerKind::ServerLinger);
+        }
+        self.count_response(code);
+    }
+
+    /// Build the ACK (for a non-2xx final response, `to` = the response's To line) or the
+    /// CANCEL (`to` = None) of the INVITE we sent on a branch, into `out`.
+    pub(super) fn build_ack_or_cancel(
+        invite: &[u8],
+        response_to: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
+        let Ok(req) = Message::parse_datagram(invite, &mut hdrs) else {
+            return false;
+        };
+        let (Some(ruri), Ok(cseq)) = (req.request_uri(), req.cseq()) else {
+            return false;
+        };
+        let method: &[u8] = if response_to.is_some() {
+            b"ACK"
+        } else {
+            b"CANCEL"
+        };
+        out.clear();
+        out.extend_from_slice(method);
+        out.push(b' ');
+        out.extend_from_slice(ruri.as_bytes());
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        // Our Via is the first line of the first Via header we wrote.
+        let Some(via) = req.header(HeaderName::Via) else {
+            return false;
+        };
+        out.extend_from_slice(b"Via: ");
+        let first_via = via.value.split(|&c| c == b',').next().unwrap_or(via.value);
+        out.extend_from_slice(first_via.trim_ascii());
+        out.extend_from_slice(b"\r\n");
+        for h in req.headers {
+            let copy = matches!(
+                h.name,
+                HeaderName::Route | HeaderName::From | HeaderName::CallId
+            ) || (h.name == HeaderName::To && response_to.is_none());
+            if copy {
+                out.extend_from_slice(&invite[h.line.range()]);
+            }
+        }
+        if let Some(to) = response_to {
+            out.extend_from_slice(b"To: ");
+            out.extend_from_slice(to);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"CSeq: ");
+        let mut num = itoa_buf(cseq.seq);
+        out.extend_from_slice(num.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(method);
+        out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+        num.clear();
+        true
+    }
+}
+
+/// A u32 in decimal without allocating.
+pub(super) struct ItoaBuf {
+    buf: [u8; 10],
+    start: usize,
+}
+
+impl ItoaBuf {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    fn clear(&mut self) {
+        self.start = self.buf.len();
+    }
+}
+
+pub(super) fn itoa_buf(mut v: u32) -> ItoaBuf {
+    let mut b = ItoaBuf {
+        buf: [0; 10],
+        start: 10,
+    };
+    loop {
+        b.start -= 1;
+        b.buf[b.start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 || b.start == 0 {
+            break;
+        }
+    }
+    b
+}
+
+/// Append an RFC 1123 date (`Date:` header value) for `now_ms` without allocating.
+pub(super) fn write_http_date(now_ms: u64, out: &mut Vec<u8>) {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = now_ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    out.extend_from_slice(DAYS[(days % 7) as usize].as_bytes());
+    out.extend_from_slice(b", ");
+    push2(out, d as u64);
+    out.push(b' ');
+    out.extend_from_slice(MONTHS[(month - 1).clamp(0, 11) as usize].as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(itoa_buf(year.clamp(0, 9999) as u32).as_bytes());
+    out.push(b' ');
+    push2(out, h);
+    out.push(b':');
+    push2(out, m);
+    out.push(b':');
+    push2(out, s);
+    out.extend_from_slice(b" GMT");
+}
+
+fn push2(out: &mut Vec<u8>, v: u64) {
+    out.push(b'0' + ((v / 10) % 10) as u8);
+    out.push(b'0' + (v % 10) as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let mut out = Vec::new();
+        write_http_date(0, &mut out);
+        assert_eq!(out, b"Thu, 01 Jan 1970 00:00:00 GMT");
+        out.clear();
+        // 2026-11-26 12:00:05 UTC
+        write_http_date(1_795_694_405_000, &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "Thu, 26 Nov 2026 12:00:05 GMT"
+        );
+        out.clear();
+        write_http_date(951_782_400_000, &mut out); // 2000-02-29
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "Tue, 29 Feb 2000 00:00:00 GMT"
+        );
+    }
+
+    #[test]
+    fn itoa() {
+        assert_eq!(itoa_buf(0).as_bytes(), b"0");
+        assert_eq!(itoa_buf(4_294_967_295).as_bytes(), b"4294967295");
+    }
+}

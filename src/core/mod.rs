@@ -1,0 +1,329 @@
+//! The sans-IO proxy core (quinn-proto style): one [`Core`] per worker.
+//!
+//! Data flow: the I/O shell hands every datagram to [`Core::handle_datagram`] with the time,
+//! the socket it arrived on and its source; the core parses it (`sip`), decides, and writes
+//! whatever must go out through the [`Transmit`] sink it was given. It never reads a clock and
+//! never touches a socket: the shell asks [`Core::poll_timeout`] when to call
+//! [`Core::handle_timeout`], and drains [`Core::poll_lookup`] for credential lookups that must
+//! go to the database pool; their answers come back through [`Core::handle_lookup`].
+//!
+//! What lives where:
+//! - `request.rs`: a request's path (sanity, retransmission, CANCEL, auth, routing);
+//! - `route.rs`: stateful forwarding to Asterisk or to registered contacts, in-dialog routing;
+//! - `response.rs`: responses from downstream, best-response selection, ACK of non-2xx;
+//! - `timeouts.rs`: the §17 timers; `register.rs`: REGISTER and forwarding it to Asterisk;
+//! - `txn.rs`, `timer.rs`, `branch.rs`: transaction slabs, the timer heap, branch values;
+//! - `ports.rs`: the traits through which auth, location and REGFWD plug in.
+
+mod branch;
+mod build;
+pub mod ports;
+mod register;
+mod request;
+mod response;
+mod route;
+mod timeouts;
+mod timer;
+mod txn;
+
+#[doc(hidden)]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
+pub use ports::{AuthCheck, AuthPort, LocationPort, Ports, RegFwdPort, RegFwdSender};
+
+use crate::config::{Config, MatchMode, TimerConfig};
+use timer::TimerQueue;
+use txn::Transactions;
+
+/// Which of this worker's sockets a datagram arrived on or leaves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Local {
+    /// The worker's SO_REUSEPORT socket for listen address `i` (shared port with all workers).
+    Listen(u8),
+    /// The worker's own upstream socket, used towards Asterisk.
+    Upstream,
+}
+
+/// Where the core sends bytes. The I/O shell's outbox implements it; tests record.
+pub trait Transmit {
+    fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]);
+}
+
+/// A credential lookup the shell must hand to the database pool.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupRequest {
+    pub token: u64,
+    user: [u8; MAX_USER_LEN],
+    user_len: u8,
+}
+
+/// Longest user name the proxy authenticates.
+pub const MAX_USER_LEN: usize = 128;
+
+impl LookupRequest {
+    pub fn user(&self) -> &str {
+        std::str::from_utf8(&self.user[..usize::from(self.user_len)]).unwrap_or("")
+    }
+}
+
+/// The answer to a [`LookupRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    /// The credential cache now knows the user (or knows it does not exist): check again.
+    Ready,
+    /// The database could not answer: the request gets 503.
+    Failed,
+}
+
+/// Everything a worker's core needs to know that does not change per message.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Record-Route URI per listen address: `sip:ip:port;lr`.
+    pub record_route: Vec<String>,
+    pub local_domains: Vec<String>,
+    pub asterisk: Vec<SocketAddr>,
+    pub match_mode: MatchMode,
+    pub advertise: SocketAddr,
+    pub realm: String,
+    pub timers: TimerConfig,
+    pub max_message_bytes: usize,
+    pub max_transactions: usize,
+    pub max_parked: usize,
+    pub n_workers: usize,
+}
+
+impl CoreConfig {
+    pub fn from_config(cfg: &Config, n_workers: usize) -> Self {
+        let listen = cfg.listen.udp.clone();
+        let record_route = listen.iter().map(|a| format!("sip:{a};lr")).collect();
+        let mut local_domains = cfg.domain.local.clone();
+        for a in listen.iter().chain(std::iter::once(&cfg.advertise())) {
+            local_domains.push(a.ip().to_string());
+            local_domains.push(a.to_string());
+        }
+        local_domains.push(cfg.domain.realm.clone());
+        CoreConfig {
+            listen,
+            record_route,
+            local_domains,
+            asterisk: cfg.asterisk.nodes.clone(),
+            match_mode: cfg.asterisk.match_mode,
+            advertise: cfg.advertise(),
+            realm: cfg.domain.realm.clone(),
+            timers: cfg.timers,
+            max_message_bytes: cfg.limits.max_message_bytes,
+            max_transactions: cfg.limits.max_transactions_per_worker,
+            max_parked: cfg.limits.max_parked_per_worker,
+            n_workers: n_workers.max(1),
+        }
+    }
+
+    pub fn is_asterisk(&self, src: SocketAddr) -> bool {
+        self.asterisk.iter().any(|n| match self.match_mode {
+            MatchMode::IpPort => {
+                *n == src || (crate::config::same_ip(n.ip(), src.ip()) && n.port() == src.port())
+            }
+            MatchMode::Ip => crate::config::same_ip(n.ip(), src.ip()),
+        })
+    }
+
+    /// Index of the Asterisk node at `dst`, if it is one.
+    pub fn asterisk_index(&self, dst: SocketAddr) -> Option<usize> {
+        self.asterisk.iter().position(|n| *n == dst)
+    }
+
+    /// Whether a request-URI host (with optional port) names this proxy or a local domain.
+    pub fn is_local_host(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if self
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(host))
+        {
+            return match port {
+                None => true,
+                Some(p) => self.is_our_port(host, p) || !self.is_our_ip(host),
+            };
+        }
+        false
+    }
+
+    fn is_our_ip(&self, host: &str) -> bool {
+        host.parse::<IpAddr>()
+            .map(|ip| {
+                self.listen
+                    .iter()
+                    .chain([&self.advertise])
+                    .any(|a| a.ip() == ip)
+            })
+            .unwrap_or(false)
+    }
+
+    fn is_our_port(&self, host: &str, port: u16) -> bool {
+        host.parse::<IpAddr>()
+            .map(|ip| {
+                self.listen
+                    .iter()
+                    .chain([&self.advertise])
+                    .any(|a| a.ip() == ip && a.port() == port)
+            })
+            .unwrap_or(true)
+    }
+
+    /// Whether a URI host:port is this proxy itself (an address we listen on).
+    pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return false;
+        };
+        let port = port.unwrap_or(5060);
+        self.listen
+            .iter()
+            .chain([&self.advertise])
+            .any(|a| a.ip() == ip && a.port() == port)
+    }
+}
+
+/// Per-worker counters, read by the metrics layer at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub rx_requests: u64,
+    pub rx_responses: u64,
+    pub tx_responses: [u64; 7],
+    pub forwarded_requests: u64,
+    pub forwarded_responses: u64,
+    pub retransmissions_absorbed: u64,
+    pub retransmissions_sent: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unmatched: u64,
+    pub dropped_overload: u64,
+    pub auth_ok: u64,
+    pub auth_failed: u64,
+    pub auth_challenges: u64,
+    pub lookups_started: u64,
+    pub registrations: u64,
+    pub regfwd_sent: u64,
+    pub regfwd_ok: u64,
+    pub regfwd_failed: u64,
+    pub timeouts: u64,
+}
+
+/// One worker's proxy state machine.
+pub struct Core {
+    cfg: Arc<CoreConfig>,
+    ports: Ports,
+    worker: u16,
+    /// This worker's upstream socket address (Via sent-by towards Asterisk).
+    upstream: SocketAddr,
+    txns: Transactions,
+    timers: TimerQueue,
+    parked: request::Parked,
+    lookups: std::collections::VecDeque<LookupRequest>,
+    /// Output buffer for the message being built.
+    out: Vec<u8>,
+    /// Scratch for header lines (challenges, contacts, extra headers).
+    extra: Vec<u8>,
+    next_token: u64,
+    stats: Stats,
+    /// Our Via hosts, formatted once: per listen address, and the upstream socket's.
+    listen_hosts: Vec<String>,
+    upstream_host: String,
+    /// Reused buffers: a resumed request, collected contacts, expired users.
+    resume_buf: Vec<u8>,
+    targets_buf: Vec<u8>,
+    targets: Vec<route::TargetRec>,
+    expired_buf: Vec<u8>,
+    next_expiry_ms: u64,
+}
+
+/// An IP as it appears in a Via sent-by or URI host (IPv6 in brackets).
+fn host_string(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Capacity reserved for every outgoing message buffer.
+const OUT_CAPACITY: usize = 65_536;
+
+impl Core {
+    pub fn new(cfg: Arc<CoreConfig>, ports: Ports, worker: u16, upstream: SocketAddr) -> Self {
+        let parked = request::Parked::new(cfg.max_parked);
+        let listen_hosts = cfg.listen.iter().map(|a| host_string(a.ip())).collect();
+        Core {
+            listen_hosts,
+            upstream_host: host_string(upstream.ip()),
+            resume_buf: Vec::with_capacity(OUT_CAPACITY),
+            targets_buf: Vec::with_capacity(4096),
+            targets: Vec::with_capacity(txn::MAX_FORKS),
+            expired_buf: Vec::new(),
+            next_expiry_ms: 0,
+            txns: Transactions::new(cfg.max_transactions),
+            timers: TimerQueue::with_capacity(cfg.max_transactions.min(65_536) * 2),
+            lookups: std::collections::VecDeque::with_capacity(cfg.max_parked.min(4096)),
+            parked,
+            cfg,
+            ports,
+            worker,
+            upstream,
+            out: Vec::with_capacity(OUT_CAPACITY),
+            extra: Vec::with_capacity(8192),
+            next_token: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn worker(&self) -> u16 {
+        self.worker
+    }
+
+    /// Transactions currently alive (server, client).
+    pub fn transactions_in_flight(&self) -> (usize, usize) {
+        (self.txns.servers.live(), self.txns.clients.live())
+    }
+
+    /// When [`Core::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_wakeup())
+    }
+
+    /// The next credential lookup for the database pool.
+    pub fn poll_lookup(&mut self) -> Option<LookupRequest> {
+        self.lookups.pop_front()
+    }
+
+    /// Process one datagram.
+    pub fn handle_datagram(
+        &mut self,
+        now_ms: u64,
+        sock: Local,
+        src: SocketAddr,
+        data: &[u8],
+        tx: &mut dyn Transmit,
+    ) {
+        if data.iter().all(|&b| b == b'\r' || b == b'\n') {
+            // RFC 5626 CRLF keep-alive: nothing to do over UDP.
+            return;
+        }
+        if data.starts_with(b"SIP/") {
+            self.stats.rx_responses += 1;
+            self.on_response(now_ms, data, tx);
+        } else {
+            self.stats.rx_requests += 1;
+            self.on_request(now_ms, sock, src, data, tx, None);
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! A request's path through the core: sanity checks (RFC 3261 §16.3), retransmission
+//! absorption (§17.2.3 matching), CANCEL (§16.10), digest authentication of phones (with
+//! parking while the credential is looked up) and the routing decision.
+
+use std::net::SocketAddr;
+
+use crate::sip::{Message, Method, ParseError, Uri, EMPTY_HEADER, MAX_HEADERS};
+
+use super::branch::{hash_parts, parse_branch};
+use super::ports::AuthCheck;
+use super::timer::TimerKind;
+use super::txn::{CancelState, ClientState, KeyMap, ServerState};
+use super::{Core, Local, LookupRequest, LookupResult, Transmit, MAX_USER_LEN};
+
+/// What the routing functions need to know about the request being handled.
+pub(super) struct ReqCtx<'a> {
+    pub now: u64,
+    pub sock: Local,
+    pub src: SocketAddr,
+    pub data: &'a [u8],
+    /// Server transaction key (§17.2.3) and the Via bytes that confirm it.
+    pub key: u64,
+    pub via_id: &'a [u8],
+}
+
+/// Method class for transaction matching: ACK matches the INVITE transaction.
+fn method_class(m: Method<'_>) -> u8 {
+    match m {
+        Method::Invite | Method::Ack => 1,
+        Method::Cancel => 2,
+        _ => 3,
+    }
+}
+
+pub(super) fn txn_key(via_id: &[u8], class: u8, call_id: &str, seq: u32) -> u64 {
+    hash_parts(&[via_id, &[class], call_id.as_bytes(), &seq.to_le_bytes()])
+}
+
+/// Requests waiting for a credential lookup, with their bytes.
+pub(super) struct Parked {
+    slots: Vec<ParkedReq>,
+    free: Vec<u32>,
+    by_token: KeyMap,
+    limit: usize,
+}
+
+struct ParkedReq {
+    gen: u32,
+    token: u64,
+    live: bool,
+    data: Vec<u8>,
+    src: SocketAddr,
+    sock: Local,
+}
+
+impl Parked {
+    pub fn new(limit: usize) -> Self {
+        Parked {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_token: KeyMap::default(),
+            limit,
+        }
+    }
+
+    fn park(
+        &mut self,
+        token: u64,
+        data: &[u8],
+        src: SocketAddr,
+        sock: Local,
+    ) -> Option<(u32, u32)> {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None if self.slots.len() < self.limit => {
+                self.slots.push(ParkedReq {
+                    gen: 0,
+                    token: 0,
+                    live: false,
+                    data: Vec::new(),
+                    src,
+                    sock,
+                });
+                (self.slots.len() - 1) as u32
+            }
+            None => return None,
+        };
+        let p = &mut self.slots[idx as usize];
+        p.gen = p.gen.wrapping_add(1);
+        p.token = token;
+        p.live = true;
+        p.data.clear();
+        p.data.extend_from_slice(data);
+        p.src = src;
+        p.sock = sock;
+        self.by_token.insert(token, idx);
+        Some((idx, p.gen))
+    }
+
+    /// Take the parked request for `token` (its bytes are swapped into `buf`).
+    fn take(&mut self, token: u64, buf: &mut Vec<u8>) -> Option<(SocketAddr, Local)> {
+        let idx = self.by_token.remove(&token)?;
+        let p = self.slots.get_mut(idx as usize)?;
+        if !p.live {
+            return None;
+        }
+        p.live = false;
+        std::mem::swap(&mut p.data, buf);
+        self.free.push(idx);
+        Some((p.src, p.sock))
+    }
+
+    /// Drop a parked request that waited too long.
+    pub fn expire(&mut self, idx: u32, gen: u32) -> bool {
+        let Some(p) = self.slots.get_mut(idx as usize) else {
+            return false;
+        };
+        if !p.live || p.gen != gen {
+            return false;
+        }
+        p.live = false;
+        self.by_token.remove(&p.token);
+        self.free.push(idx);
+        true
+    }
+}
+
+/// How long a request may wait for its credential lookup.
+const PARK_TIMEOUT_MS: u64 = 8_000;
+
+impl Core {
+    pub(super) fn on_request(
+        &mut self,
+        now: u64,
+        sock: Local,
+        src: SocketAddr,
+        data: &[u8],
+        tx: &mut dyn Transmit,
+        resumed: Option<LookupResult>,
+    ) {
+        let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
+        let msg = match Message::parse_datagram(data, &mut hdrs) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        let Some(method) = msg.method() else {
+            return;
+        };
+        let Ok(via) = msg.top_via() else {
+            // Without a Via there is nowhere to send an answer.
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        let (call_id, cseq) = match (msg.call_id(), msg.cseq(), msg.from(), msg.to()) {
+            (Ok(c), Ok(s), Ok(_), Ok(_)) => (c, s),
+            _ => {
+                if method != Method::Ack {
+                    self.reply(
+                        &msg,
+                        src,
+                        sock,
+                        400,
+                        "Bad Request (missing or malformed header)",
+                        false,
+                        tx,
+                    );
+                }
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        if data.len() > self.cfg.max_message_bytes {
+            if method != Method::Ack {
+                self.reply(&msg, src, sock, 513, "Message Too Large", false, tx);
+            }
+            return;
+        }
+        if cseq.method != method {
+            if method != Method::Ack {
+                self.reply(&msg, src, sock, 400, "Bad Request (CSeq method)", false, tx);
+            }
+            return;
+        }
+        let ruri_str = msg.request_uri().unwrap_or("");
+        let ruri = match Uri::parse(ruri_str) {
+            Ok(u) => u,
+            Err(e) => {
+                if method != Method::Ack {
+                    let (code, reason) = match e {
+                        ParseError::UnsupportedScheme => (416, "Unsupported URI Scheme"),
+                        _ => (400, "Bad Request-URI"),
+                    };
+                    self.reply(&msg, src, sock, code, reason, false, tx);
+                }
+                return;
+            }
+        };
+
+        let via_id = &data[via.span.range()];
+        let class = method_class(method);
+        let key = txn_key(via_id, class, call_id, cseq.seq);
+        let ctx = ReqCtx {
+            now,
+            sock,
+            src,
+            data,
+            key,
+            via_id,
+        };
+
+        if method == Method::Ack {
+            if let Some(idx) = self.txns.find_server(key, via_id) {
+                self.absorb_ack(now, idx);
+                return;
+            }
+            // An ACK for a 2xx is its own transaction: route it within the dialog.
+            self.route_in_dialog(&ctx, &msg, method, ruri_str, true, tx);
+            return;
+        }
+        if let Some(idx) = self.txns.find_server(key, via_id) {
+            self.stats.retransmissions_absorbed += 1;
+            if let Some(t) = self.txns.servers.get(idx) {
+                if !t.response.is_empty() {
+                    tx.send(t.sock, t.src, &t.response);
+                }
+            }
+            return;
+        }
+        if method == Method::Cancel {
+            let invite_key = txn_key(via_id, 1, call_id, cseq.seq);
+            self.on_cancel(&ctx, &msg, invite_key, tx);
+            return;
+        }
+
+        match msg.max_forwards() {
+            Ok(Some(0)) => {
+                if method == Method::Options
+                    && ruri.user.is_none()
+                    && self.cfg.is_local_host(ruri.host_raw, ruri.port)
+                {
+                    self.reply_options(&msg, src, sock, tx);
+                } else {
+                    self.reply(&msg, src, sock, 483, "Too Many Hops", false, tx);
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                self.reply(&msg, src, sock, 400, "Bad Max-Forwards", false, tx);
+                return;
+            }
+        }
+        if self.is_loop(&msg) {
+            self.reply(&msg, src, sock, 482, "Loop Detected", false, tx);
+            return;
+        }
+
+        let from_asterisk = self.cfg.is_asterisk(src);
+        if msg.to().ok().and_then(|t| t.tag()).is_some() {
+            self.route_in_dialog(&ctx, &msg, method, ruri_str, false, tx);
+            return;
+        }
+        let to_us = self.cfg.is_local_host(ruri.host_raw, ruri.port);
+        if method == Method::Options && ruri.user.is_none() && to_us {
+            self.reply_options(&msg, src, sock, tx);
+            return;
+        }
+
+        let mut user_buf = [0u8; MAX_USER_LEN];
+        let mut user_len = 0;
+        let mut replayed = false;
+        if !from_asterisk {
+            if !to_us {
+                self.reply(&msg, src, sock, 403, "Not relaying", false, tx);
+                return;
+            }
+            match self.authenticate(&ctx, &msg, method, ruri_str, resumed, tx) {
+                Some((u, r)) if u.len() <= MAX_USER_LEN => {
+                    replayed = r;
+                    user_buf[..u.len()].copy_from_slice(u.as_bytes());
+                    user_len = u.len();
+                }
+                Some(_) => {
+                    self.reply(
+                        &msg,
+                        src,
+                        sock,
+                        403,
+                        "Forbidden (user name too long)",
+                        false,
+                        tx,
+                    );
+                    return;
+                }
+                None => return,
+            }
+        }
+        let user = std::str::from_utf8(&user_buf[..user_len]).unwrap_or("");
+
+        match method {
+            Method::Register if from_asterisk => {
+                self.reply(
+                    &msg,
+                    src,
+                    sock,
+                    403,
+                    "Forbidden (REGISTER from Asterisk)",
+                    false,
+                    tx,
+                );
+            }
+            Method::Register => self.on_register(&ctx, &msg, user, replayed, tx),
+            Method::Invite if !from_asterisk => self.forward_to_asterisk(&ctx, &msg, call_id, tx),
+            _ => self.forward_to_user(&ctx, &msg, method, &ruri, tx),
+        }
+    }
+
+    /// Check a phone's credentials; the authenticated user name (and whether its nonce count
+    /// was replayed, which only a REGISTER retransmission may be), or `None` when the request
+    /// was answered (challenge, 503) or parked.
+    fn authenticate<'b>(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, 'b>,
+        method: Method<'_>,
+        ruri: &str,
+        resumed: Option<LookupResult>,
+        tx: &mut dyn Transmit,
+    ) -> Option<(&'b str, bool)> {
+        let proxy = method != Method::Register;
+        let creds = match msg.authorization(proxy) {
+            Some(Ok(c)) => c,
+            Some(Err(_)) | None => {
+                self.challenge(ctx, msg, proxy, false, tx);
+                return None;
+            }
+        };
+        let verdict = self
+            .ports
+            .auth
+            .check(&creds, method.as_str(), ruri, ctx.now, ctx.src.ip());
+        match verdict {
+            AuthCheck::Ok => {
+                self.stats.auth_ok += 1;
+                Some((creds.username.raw(), false))
+            }
+            AuthCheck::Replayed if !proxy => Some((creds.username.raw(), true)),
+            AuthCheck::Replayed => {
+                self.challenge(ctx, msg, proxy, false, tx);
+                None
+            }
+            AuthCheck::Challenge { stale } => {
+                self.challenge(ctx, msg, proxy, stale, tx);
+                None
+            }
+            AuthCheck::Failed => {
+                self.stats.auth_failed += 1;
+                tracing::info!(src = %ctx.src, user = creds.username.raw(), "authentication failed");
+                self.challenge(ctx, msg, proxy, false, tx);
+                None
+            }
+            AuthCheck::Lookup => {
+                match resumed {
+                    Some(LookupResult::Failed) => self.reply_unavailable(msg, ctx, tx),
+                    Some(LookupResult::Ready) => {
+                        // Looked up and still unknown: a wrong user name.
+                        self.stats.auth_failed += 1;
+                        self.challenge(ctx, msg, proxy, false, tx);
+                    }
+                    None => self.park(ctx, msg, creds.username.raw(), tx),
+                }
+                None
+            }
+            AuthCheck::Unavailable => {
+                self.reply_unavailable(msg, ctx, tx);
+                None
+            }
+        }
+    }
+
+    fn reply_unavailable(
+        &mut self,
+        msg: &Message<'_, '_>,
+        ctx: &ReqCtx<'_>,
+        tx: &mut dyn Transmit,
+    ) {
+        self.extra.clear();
+        self.extra.extend_from_slice(b"Retry-After: 5\r\n");
+        self.reply(msg, ctx.src, ctx.sock, 503, "Service Unavailable", true, tx);
+    }
+
+    pub(super) fn challenge(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        proxy: bool,
+        stale: bool,
+        tx: &mut dyn Transmit,
+    ) {
+        self.stats.auth_challenges += 1;
+        self.extra.clear();
+        self.ports
+            .auth
+            .write_challenge(&mut self.extra, proxy, stale, ctx.now, ctx.src.ip());
+        let (code, reason) = if proxy {
+            (407, "Proxy Authentication Required")
+        } else {
+            (401, "Unauthorized")
+        };
+        self.reply(msg, ctx.src, ctx.sock, code, reason, true, tx);
+    }
+
+    /// Keep the request until the credential pool answers for `user`.
+    fn park(&mut self, ctx: &ReqCtx<'_>, msg: &Message<'_, '_>, user: &str, tx: &mut dyn Transmit) {
+        if user.is_empty() || user.len() > MAX_USER_LEN {
+            self.challenge(ctx, msg, msg.method() != Some(Method::Register), false, tx);
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        match self.parked.park(token, ctx.data, ctx.src, ctx.sock) {
+            Some((idx, gen)) => {
+                let mut req = LookupRequest {
+                    token,
+                    user: [0; MAX_USER_LEN],
+                    user_len: user.len() as u8,
+                };
+                req.user[..user.len()].copy_from_slice(user.as_bytes());
+                self.lookups.push_back(req);
+                self.stats.lookups_started += 1;
+                self.timers.arm(
+                    ctx.now + PARK_TIMEOUT_MS,
+                    idx,
+                    gen,
+                    TimerKind::ParkedTimeout,
+                );
+            }
+            None => {
+                self.stats.dropped_overload += 1;
+                self.reply_unavailable(msg, ctx, tx);
+            }
+        }
+    }
+
+    /// The credential pool answered for a parked request: process it again.
+    pub fn handle_lookup(
+        &mut self,
+        now_ms: u64,
+        token: u64,
+        result: LookupResult,
+        tx: &mut dyn Transmit,
+    ) {
+        let mut buf = std::mem::take(&mut self.resume_buf);
+        if let Some((src, sock)) = self.parked.take(token, &mut buf) {
+            self.on_request(now_ms, sock, src, &buf, tx, Some(result));
+        }
+        self.resume_buf = buf;
+    }
+
+    fn absorb_ack(&mut self, now: u64, idx: u32) {
+        self.stats.retransmissions_absorbed += 1;
+        let t4 = self.cfg.timers.t4_ms;
+        if let Some(t) = self.txns.servers.get_mut(idx) {
+            if t.invite && t.state == ServerState::Completed {
+                t.state = ServerState::Confirmed;
+                let gen = t.gen;
+                self.timers.arm(now + t4, idx, gen, TimerKind::ServerLinger);
+            }
+        }
+    }
+
+    /// RFC 3261 §16.10: answer the CANCEL, cancel every pending branch.
+    fn on_cancel(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        invite_key: u64,
+        tx: &mut dyn Transmit,
+    ) {
+        let Some(idx) = self.txns.find_server(invite_key, ctx.via_id) else {
+            self.reply(
+                msg,
+                ctx.src,
+                ctx.sock,
+                481,
+                "Call/Transaction Does Not Exist",
+                false,
+                tx,
+            );
+            return;
+        };
+        self.reply(msg, ctx.src, ctx.sock, 200, "OK", false, tx);
+        let Some(t) = self.txns.servers.get_mut(idx) else {
+            return;
+        };
+        if t.answered() || t.cancelled {
+            return;
+        }
+        t.cancelled = true;
+        self.cancel_branches(ctx.now, idx, tx);
+    }
+
+    /// Send CANCEL on every branch of server transaction `idx` still without a final
+    /// response; branches that have not answered at all end now with a local 487.
+    pub(super) fn cancel_branches(&mut self, now: u64, idx: u32, tx: &mut dyn Transmit) {
+        let Some(t) = self.txns.servers.get(idx) else {
+            return;
+        };
+        let (branches, n, sgen) = (t.branches, usize::from(t.n_branches), t.gen);
+        for &slot in &branches[..n] {
+            let Some(ct) = self.txns.clients.get(slot) else {
+                continue;
+            };
+            if !ct.invite || ct.cancel != CancelState::None {
+                continue;
+            }
+            match ct.state {
+                ClientState::Proceeding => self.send_cancel(now, slot, tx),
+                ClientState::Calling => {
+                    // §9.1: the CANCEL waits for a provisional; upstream gets its 487 now.
+                    if let Some(ct) = self.txns.clients.get_mut(slot) {
+                        ct.cancel = CancelState::Wanted;
+                    }
+                    self.branch_final(now, idx, sgen, slot, 487, false, tx);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// §16.3 (4): a Via of ours whose loop hash equals this request's means a loop.
+    fn is_loop(&self, msg: &Message<'_, '_>) -> bool {
+        if msg.vias().nth(1).is_none() {
+            return false;
+        }
+        let h = self.loop_hash(msg);
+        msg.vias().flatten().any(|v| {
+            v.branch()
+                .and_then(parse_branch)
+                .is_some_and(|b| b.loop_hash == h && b.slot != u32::MAX)
+        })
+    }
+
+    /// RFC 3261 §16.6 (8): hash of what identifies the request at this hop.
+    pub(super) fn loop_hash(&self, msg: &Message<'_, '_>) -> u64 {
+        let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
+        let to_tag = msg.to().ok().and_then(|f| f.tag()).unwrap_or("");
+        let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+        hash_parts(&[
+            msg.request_uri().unwrap_or("").as_bytes(),
+            from_tag.as_bytes(),
+            to_tag.as_bytes(),
+            msg.call_id().unwrap_or("").as_bytes(),
+            &seq.to_le_bytes(),
+        ])
+    }
+}

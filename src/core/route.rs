@@ -1,0 +1,552 @@
+//! Stateful forwarding (RFC 3261 §16.6): to an Asterisk node (calls from phones), to every
+//! registered contact of a user (requests from Asterisk and non-call requests between phones),
+//! and within a dialog along the Route set the proxy Record-Routed (§16.4, §16.12).
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::sip::{write_forward, ForwardOps, Host, Message, Method, Uri, ViaSpec};
+
+use super::branch::{hash_parts, write_branch, OurBranch};
+use super::ports::ContactTarget;
+use super::request::ReqCtx;
+use super::timer::TimerKind;
+use super::txn::{Purpose, Target, MAX_FORKS};
+use super::{Core, CoreConfig, Local, Transmit};
+
+/// One next hop of a request.
+pub(super) struct Hop<'a> {
+    pub dst: SocketAddr,
+    pub sock: Local,
+    pub request_uri: Option<&'a str>,
+    pub push_routes: &'a [&'a str],
+    pub remove_first_route: bool,
+    pub record_route: bool,
+}
+
+/// A contact collected from the location table: ranges into `Core::targets_buf`.
+#[derive(Clone, Copy)]
+pub(super) struct TargetRec {
+    uri: (u32, u32),
+    path: (u32, u32),
+    dst: SocketAddr,
+    sock: Local,
+}
+
+/// Most Path entries of one binding turned into Route headers.
+const MAX_PATH: usize = 8;
+
+/// Split a comma-joined list of Path name-addrs into bare URIs (`<` `>` removed).
+fn split_path<'a>(path: &'a str, out: &mut [&'a str; MAX_PATH]) -> usize {
+    let mut n = 0;
+    let mut depth_quote = false;
+    let mut in_angle = false;
+    let mut start = 0;
+    let bytes = path.as_bytes();
+    let mut push = |part: &'a str, n: &mut usize| {
+        let part = part.trim();
+        let uri = match (part.find('<'), part.rfind('>')) {
+            (Some(a), Some(b)) if a < b => &part[a + 1..b],
+            _ => part.split(';').next().unwrap_or(part),
+        };
+        if !uri.is_empty() && *n < MAX_PATH {
+            out[*n] = uri;
+            *n += 1;
+        }
+    };
+    for (i, &c) in bytes.iter().enumerate() {
+        match c {
+            b'"' if !in_angle => depth_quote = !depth_quote,
+            b'<' if !depth_quote => in_angle = true,
+            b'>' if !depth_quote => in_angle = false,
+            b',' if !depth_quote && !in_angle => {
+                push(&path[start..i], &mut n);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    push(&path[start..], &mut n);
+    n
+}
+
+/// Methods that create a dialog and so are Record-Routed (§16.6 (4)).
+fn creates_dialog(m: Method<'_>) -> bool {
+    matches!(
+        m,
+        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+    )
+}
+
+/// The socket address a URI points at, if its host is an IP literal.
+pub(super) fn uri_addr(uri: &Uri<'_>) -> Option<SocketAddr> {
+    let ip = match uri.host {
+        Host::V4(ip) => IpAddr::V4(ip),
+        Host::V6(ip) => IpAddr::V6(ip),
+        Host::Name(_) => return None,
+    };
+    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+impl Core {
+    /// Start a server transaction for the request in `ctx` (100 Trying at once for INVITE).
+    /// `None` (after answering 503) when the worker is at its transaction limit.
+    pub(super) fn start_server(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        invite: bool,
+        tx: &mut dyn Transmit,
+    ) -> Option<u32> {
+        match self
+            .txns
+            .new_server(ctx.key, ctx.via_id, invite, ctx.src, ctx.sock, ctx.data)
+        {
+            Some(idx) => {
+                if invite {
+                    self.respond_txn(ctx.now, idx, 100, "Trying", tx);
+                }
+                Some(idx)
+            }
+            None => {
+                self.stats.dropped_overload += 1;
+                self.extra.clear();
+                self.extra.extend_from_slice(b"Retry-After: 5\r\n");
+                self.reply(msg, ctx.src, ctx.sock, 503, "Service Unavailable", true, tx);
+                None
+            }
+        }
+    }
+
+    /// Initial INVITE from an authenticated phone: to the Asterisk node chosen by a hash of
+    /// the Call-ID (sticky), from this worker's upstream socket.
+    pub(super) fn forward_to_asterisk(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        call_id: &str,
+        tx: &mut dyn Transmit,
+    ) {
+        let n = self.cfg.asterisk.len();
+        if n == 0 {
+            self.reply(
+                msg,
+                ctx.src,
+                ctx.sock,
+                500,
+                "No Asterisk configured",
+                false,
+                tx,
+            );
+            return;
+        }
+        let first = (hash_parts(&[call_id.as_bytes()]) % n as u64) as usize;
+        let Some(idx) = self.start_server(ctx, msg, true, tx) else {
+            return;
+        };
+        if let Some(t) = self.txns.servers.get_mut(idx) {
+            t.target = Target::Asterisk {
+                first_node: first as u8,
+                tries: 1,
+            };
+        }
+        let hop = Hop {
+            dst: self.cfg.asterisk[first],
+            sock: Local::Upstream,
+            request_uri: None,
+            push_routes: &[],
+            remove_first_route: false,
+            record_route: true,
+        };
+        if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
+            self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
+        }
+    }
+
+    /// Forward to the next Asterisk node after a 503/408 from the previous one. False when
+    /// every node was tried.
+    pub(super) fn failover(&mut self, now: u64, idx: u32, tx: &mut dyn Transmit) -> bool {
+        let n = self.cfg.asterisk.len();
+        let Some(t) = self.txns.servers.get_mut(idx) else {
+            return false;
+        };
+        let Target::Asterisk { first_node, tries } = t.target else {
+            return false;
+        };
+        if usize::from(tries) >= n || t.cancelled || t.n_branches as usize >= MAX_FORKS {
+            return false;
+        }
+        t.target = Target::Asterisk {
+            first_node,
+            tries: tries + 1,
+        };
+        let node = (usize::from(first_node) + usize::from(tries)) % n;
+        let (src, sock) = (t.src, t.sock);
+        let request = std::mem::take(&mut t.request);
+        let mut hdrs = [crate::sip::EMPTY_HEADER; crate::sip::MAX_HEADERS];
+        let ok = match Message::parse_datagram(&request, &mut hdrs) {
+            Ok(msg) => {
+                let hop = Hop {
+                    dst: self.cfg.asterisk[node],
+                    sock: Local::Upstream,
+                    request_uri: None,
+                    push_routes: &[],
+                    remove_first_route: false,
+                    record_route: true,
+                };
+                tracing::info!(node = %hop.dst, "failing over to the next Asterisk node");
+                self.forward_branch(now, idx, &msg, src, sock, &hop, tx)
+            }
+            Err(_) => false,
+        };
+        if let Some(t) = self.txns.servers.get_mut(idx) {
+            t.request = request;
+        }
+        ok
+    }
+
+    /// Deliver to every registered contact of the request-URI user (parallel fork).
+    pub(super) fn forward_to_user(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        method: Method<'_>,
+        ruri: &Uri<'_>,
+        tx: &mut dyn Transmit,
+    ) {
+        let user = ruri.user.unwrap_or("");
+        if user.is_empty() {
+            self.reply(msg, ctx.src, ctx.sock, 404, "Not Found", false, tx);
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.targets_buf);
+        let mut recs = std::mem::take(&mut self.targets);
+        buf.clear();
+        recs.clear();
+        self.ports
+            .location
+            .lookup(user, ctx.now, &mut |c: &ContactTarget<'_>| {
+                if recs.len() >= MAX_FORKS {
+                    return;
+                }
+                let u0 = buf.len() as u32;
+                buf.extend_from_slice(c.uri.as_bytes());
+                let p0 = buf.len() as u32;
+                for (i, p) in c.path.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(p.as_bytes());
+                }
+                recs.push(TargetRec {
+                    uri: (u0, p0),
+                    path: (p0, buf.len() as u32),
+                    dst: c.dst,
+                    sock: c.sock,
+                });
+            });
+        if recs.is_empty() {
+            let (code, reason) = if self.ports.auth.user_known(user, ctx.now) {
+                (480, "Temporarily Unavailable")
+            } else {
+                (404, "Not Found")
+            };
+            self.reply(msg, ctx.src, ctx.sock, code, reason, false, tx);
+        } else if let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) {
+            let mut sent = 0;
+            for r in recs.iter() {
+                let s = |(a, b): (u32, u32)| {
+                    std::str::from_utf8(&buf[a as usize..b as usize]).unwrap_or("")
+                };
+                let mut routes = [""; MAX_PATH];
+                let n_routes = split_path(s(r.path), &mut routes);
+                let hop = Hop {
+                    dst: r.dst,
+                    sock: r.sock,
+                    request_uri: Some(s(r.uri)),
+                    push_routes: &routes[..n_routes],
+                    remove_first_route: false,
+                    record_route: creates_dialog(method),
+                };
+                if self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
+                    sent += 1;
+                }
+            }
+            if sent == 0 {
+                self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
+            }
+        }
+        self.targets_buf = buf;
+        self.targets = recs;
+    }
+
+    /// A request inside a dialog (To-tag), or an ACK for a 2xx: loose routing through the
+    /// Route set; stateless for ACK, stateful otherwise. No Route of ours: 404.
+    pub(super) fn route_in_dialog(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        method: Method<'_>,
+        ruri: &str,
+        stateless: bool,
+        tx: &mut dyn Transmit,
+    ) {
+        let mut routes = msg.routes();
+        let first_is_us = match routes.next() {
+            Some(Ok(na)) => na
+                .uri()
+                .map(|u| self.cfg.is_us(u.host_raw, u.port))
+                .unwrap_or(false),
+            _ => false,
+        };
+        if !first_is_us {
+            if !stateless {
+                self.reply(msg, ctx.src, ctx.sock, 404, "Not Here", false, tx);
+            } else {
+                self.stats.dropped_unmatched += 1;
+            }
+            return;
+        }
+        let next = match routes.next() {
+            Some(Ok(na)) => na.uri,
+            Some(Err(_)) => {
+                if !stateless {
+                    self.reply(msg, ctx.src, ctx.sock, 400, "Bad Route", false, tx);
+                }
+                return;
+            }
+            None => ruri,
+        };
+        let dst = Uri::parse(next).ok().and_then(|u| uri_addr(&u));
+        let Some(dst) = dst else {
+            if !stateless {
+                self.reply(
+                    msg,
+                    ctx.src,
+                    ctx.sock,
+                    404,
+                    "Unresolvable destination",
+                    false,
+                    tx,
+                );
+            }
+            return;
+        };
+        let out_sock = if self.cfg.asterisk_index(dst).is_some() {
+            Local::Upstream
+        } else {
+            match ctx.sock {
+                Local::Listen(i) => Local::Listen(i),
+                Local::Upstream => Local::Listen(0),
+            }
+        };
+        let hop = Hop {
+            dst,
+            sock: out_sock,
+            request_uri: None,
+            push_routes: &[],
+            remove_first_route: true,
+            record_route: false,
+        };
+        if stateless {
+            self.forward_stateless(msg, ctx.src, &hop, tx);
+            return;
+        }
+        let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) else {
+            return;
+        };
+        if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
+            self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
+        }
+    }
+
+    /// Start a client transaction for one branch of server transaction `idx` and send.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn forward_branch(
+        &mut self,
+        now: u64,
+        idx: u32,
+        msg: &Message<'_, '_>,
+        src: SocketAddr,
+        in_sock: Local,
+        hop: &Hop<'_>,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        let invite = msg.method() == Some(Method::Invite);
+        let Some(server_gen) = self.txns.servers.get(idx).map(|t| t.gen) else {
+            return false;
+        };
+        let Some((slot, gen)) = self.txns.new_client(
+            invite,
+            Purpose::Branch {
+                server: idx,
+                server_gen,
+            },
+            hop.dst,
+            hop.sock,
+        ) else {
+            self.stats.dropped_overload += 1;
+            return false;
+        };
+        let branch = write_branch(&OurBranch {
+            worker: self.worker,
+            slot,
+            gen,
+            loop_hash: self.loop_hash(msg),
+        });
+        let (host, port) = sent_by(
+            &self.listen_hosts,
+            &self.upstream_host,
+            self.upstream.port(),
+            &self.cfg,
+            hop.sock,
+        );
+        let rr = record_route_for(&self.cfg, in_sock);
+        let ops = ForwardOps {
+            request_uri: hop.request_uri,
+            remove_top_via: false,
+            add_via: Some(ViaSpec {
+                transport: "UDP",
+                host,
+                port,
+                branch: branch.as_str(),
+            }),
+            top_via_received: Some((src.ip(), src.port())),
+            remove_first_route: hop.remove_first_route,
+            push_routes: hop.push_routes,
+            record_route: hop.record_route.then_some(rr),
+            decrement_max_forwards: true,
+            extra_headers: b"",
+            body: None,
+        };
+        let Some(ct) = self.txns.clients.get_mut(slot) else {
+            return false;
+        };
+        ct.request.clear();
+        if let Err(e) = write_forward(msg, &ops, &mut ct.request) {
+            tracing::debug!(error = %e, "cannot forward request");
+            self.txns.free_client(slot);
+            return false;
+        }
+        tx.send(hop.sock, hop.dst, &ct.request);
+        self.stats.forwarded_requests += 1;
+        let t1 = self.cfg.timers.t1_ms;
+        ct.retransmit_ms = t1;
+        self.timers
+            .arm(now + t1, slot, gen, TimerKind::ClientRetransmit);
+        self.timers
+            .arm(now + 64 * t1, slot, gen, TimerKind::ClientTimeout);
+        if invite {
+            self.timers.arm(
+                now + self.cfg.timers.timer_c_ms,
+                slot,
+                gen,
+                TimerKind::TimerC,
+            );
+        }
+        if let Some(t) = self.txns.servers.get_mut(idx) {
+            let n = usize::from(t.n_branches);
+            if n < MAX_FORKS {
+                t.branches[n] = slot;
+                t.n_branches += 1;
+                t.pending += 1;
+            }
+        }
+        true
+    }
+
+    /// Forward without a transaction (ACK for a 2xx): our Via gets a branch marked stateless.
+    fn forward_stateless(
+        &mut self,
+        msg: &Message<'_, '_>,
+        src: SocketAddr,
+        hop: &Hop<'_>,
+        tx: &mut dyn Transmit,
+    ) {
+        let branch = write_branch(&OurBranch {
+            worker: self.worker,
+            slot: u32::MAX,
+            gen: 0,
+            loop_hash: self.loop_hash(msg),
+        });
+        let (host, port) = sent_by(
+            &self.listen_hosts,
+            &self.upstream_host,
+            self.upstream.port(),
+            &self.cfg,
+            hop.sock,
+        );
+        let ops = ForwardOps {
+            request_uri: hop.request_uri,
+            remove_top_via: false,
+            add_via: Some(ViaSpec {
+                transport: "UDP",
+                host,
+                port,
+                branch: branch.as_str(),
+            }),
+            top_via_received: Some((src.ip(), src.port())),
+            remove_first_route: hop.remove_first_route,
+            push_routes: hop.push_routes,
+            record_route: None,
+            decrement_max_forwards: true,
+            extra_headers: b"",
+            body: None,
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        if write_forward(msg, &ops, &mut out).is_ok() {
+            tx.send(hop.sock, hop.dst, &out);
+            self.stats.forwarded_requests += 1;
+        }
+        self.out = out;
+    }
+}
+
+/// Our Via sent-by for a socket: host string and port.
+fn sent_by<'a>(
+    listen_hosts: &'a [String],
+    upstream_host: &'a str,
+    upstream_port: u16,
+    cfg: &CoreConfig,
+    sock: Local,
+) -> (&'a str, u16) {
+    match sock {
+        Local::Upstream => (upstream_host, upstream_port),
+        Local::Listen(i) => {
+            let i = usize::from(i).min(listen_hosts.len().saturating_sub(1));
+            (
+                listen_hosts.get(i).map(String::as_str).unwrap_or(""),
+                cfg.listen.get(i).map(|a| a.port()).unwrap_or(5060),
+            )
+        }
+    }
+}
+
+/// Record-Route value for a request that arrived on `sock`.
+fn record_route_for(cfg: &CoreConfig, sock: Local) -> &str {
+    let i = match sock {
+        Local::Listen(i) => usize::from(i),
+        Local::Upstream => 0,
+    };
+    cfg.record_route
+        .get(i)
+        .or(cfg.record_route.first())
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_splitting() {
+        let mut out = [""; MAX_PATH];
+        assert_eq!(split_path("", &mut out), 0);
+        let n = split_path(
+            "<sip:p1.example.com;lr>, \"a,b\" <sip:p2;lr>,sip:p3",
+            &mut out,
+        );
+        assert_eq!(&out[..n], &["sip:p1.example.com;lr", "sip:p2;lr", "sip:p3"]);
+    }
+}

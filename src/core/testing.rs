@@ -1,0 +1,454 @@
+//! In-memory ports and a recording transmit sink for driving a [`Core`] on a virtual clock:
+//! used by the core's unit tests, the allocation test and the core benchmark. Nothing here is
+//! used by the running proxy.
+//!
+//! [`FakeAuth`] accepts digest credentials whose `response` is `"good"` for a known user
+//! (the real digest check is tested in `auth`); it can be told to report users as not cached
+//! so the lookup/park path runs.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use crate::sip::{Contact, DigestCredentials};
+
+use super::ports::{
+    AuthCheck, AuthPort, ContactTarget, LocationPort, Ports, RegFwdPort, RegFwdSender,
+    RegisterInput, RegisterReply,
+};
+use super::{CoreConfig, Local, Transmit};
+use crate::config::{Config, MatchMode};
+
+/// One datagram the core sent.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub sock: Local,
+    pub dst: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+impl Sent {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.bytes).unwrap_or("<binary>")
+    }
+    /// The status code of a response, 0 for a request.
+    pub fn code(&self) -> u16 {
+        let t = self.text();
+        t.strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+    /// The method of a request ("" for a response).
+    pub fn method(&self) -> &str {
+        let t = self.text();
+        if t.starts_with("SIP/2.0") {
+            ""
+        } else {
+            t.split(' ').next().unwrap_or("")
+        }
+    }
+    /// The first value of header `name` (case-insensitive, long form).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.text().split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+    /// Every value of header `name`, in order.
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        self.text()
+            .split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .collect()
+    }
+}
+
+/// A [`Transmit`] that records everything.
+#[derive(Default)]
+pub struct Recorder {
+    pub sent: Vec<Sent>,
+}
+
+impl Recorder {
+    pub fn take(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.sent)
+    }
+}
+
+impl Transmit for Recorder {
+    fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]) {
+        self.sent.push(Sent {
+            sock,
+            dst,
+            bytes: bytes.to_vec(),
+        });
+    }
+}
+
+/// A [`Transmit`] that only counts (for allocation and speed tests).
+#[derive(Default)]
+pub struct Counter {
+    pub datagrams: usize,
+    pub bytes: usize,
+    /// The last datagram sent, kept in a reused buffer.
+    pub last: Vec<u8>,
+}
+
+impl Transmit for Counter {
+    fn send(&mut self, _sock: Local, _dst: SocketAddr, bytes: &[u8]) {
+        self.datagrams += 1;
+        self.bytes += bytes.len();
+        self.last.clear();
+        self.last.extend_from_slice(bytes);
+    }
+}
+
+/// Users and passwords; `response="good"` is the right answer.
+pub struct FakeAuth {
+    pub users: HashSet<String>,
+    /// Users not yet in the "cache": the first check answers Lookup.
+    pub uncached: Mutex<HashSet<String>>,
+}
+
+impl FakeAuth {
+    pub fn new(users: &[&str]) -> Self {
+        FakeAuth {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            uncached: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl AuthPort for FakeAuth {
+    fn write_challenge(
+        &self,
+        out: &mut Vec<u8>,
+        proxy: bool,
+        stale: bool,
+        _now: u64,
+        _src: IpAddr,
+    ) {
+        out.extend_from_slice(if proxy {
+            b"Proxy-Authenticate: "
+        } else {
+            b"WWW-Authenticate: "
+        });
+        out.extend_from_slice(b"Digest realm=\"test\", nonce=\"n1\", qop=\"auth\"");
+        if stale {
+            out.extend_from_slice(b", stale=true");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn check(
+        &self,
+        creds: &DigestCredentials<'_>,
+        _m: &str,
+        _u: &str,
+        _now: u64,
+        _src: IpAddr,
+    ) -> AuthCheck {
+        let user = creds.username.raw();
+        if creds.nonce.raw() == "stale" {
+            return AuthCheck::Challenge { stale: true };
+        }
+        if self
+            .uncached
+            .lock()
+            .map(|s| s.contains(user))
+            .unwrap_or(false)
+        {
+            return AuthCheck::Lookup;
+        }
+        if !self.users.contains(user) {
+            return AuthCheck::Failed;
+        }
+        if creds.response.raw() == "replayed" {
+            AuthCheck::Replayed
+        } else if creds.response.raw() == "good" {
+            AuthCheck::Ok
+        } else {
+            AuthCheck::Failed
+        }
+    }
+
+    fn user_known(&self, user: &str, _now: u64) -> bool {
+        self.users.contains(user)
+    }
+
+    fn answer_challenge(
+        &self,
+        user: &str,
+        _c: &[u8],
+        proxy: bool,
+        _m: &str,
+        uri: &str,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if !self.users.contains(user) {
+            return false;
+        }
+        out.extend_from_slice(if proxy {
+            b"Proxy-Authorization: "
+        } else {
+            b"Authorization: "
+        });
+        out.extend_from_slice(
+            format!("Digest username=\"{user}\", uri=\"{uri}\", response=\"good\"\r\n").as_bytes(),
+        );
+        true
+    }
+}
+
+/// One fake binding: contact URI, destination, expiry time (ms).
+pub type FakeBinding = (String, SocketAddr, u64);
+
+/// A location table in a mutex: user → bindings.
+#[derive(Default)]
+pub struct FakeLocation {
+    pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
+}
+
+impl FakeLocation {
+    pub fn add(&self, user: &str, uri: &str, dst: SocketAddr, expires_at_ms: u64) {
+        if let Ok(mut b) = self.bindings.lock() {
+            b.entry(user.to_owned())
+                .or_default()
+                .push((uri.to_owned(), dst, expires_at_ms));
+        }
+    }
+}
+
+impl LocationPort for FakeLocation {
+    fn register(
+        &self,
+        input: &RegisterInput<'_, '_, '_>,
+        now_ms: u64,
+        lines: &mut Vec<u8>,
+    ) -> RegisterReply {
+        let expires = input.msg.expires().ok().flatten().unwrap_or(3600);
+        let Ok(mut b) = self.bindings.lock() else {
+            return RegisterReply::Reject {
+                code: 500,
+                reason: "lock",
+                min_expires: None,
+            };
+        };
+        let list = b.entry(input.user.to_owned()).or_default();
+        if input.replayed {
+            // Retransmission of what is stored: list, change nothing; else challenge.
+            if list.is_empty() {
+                return RegisterReply::Challenge;
+            }
+            for (u, _, at) in list.iter() {
+                let left = (at.saturating_sub(now_ms) / 1000) as u32;
+                lines.extend_from_slice(format!("Contact: <{u}>;expires={left}\r\n").as_bytes());
+            }
+            return RegisterReply::Ok {
+                granted: 0,
+                changed: false,
+            };
+        }
+        for c in input.msg.contacts().flatten() {
+            if let Contact::Addr(na) = c {
+                let e = na.expires().unwrap_or(expires);
+                if e > 0 && e < 60 {
+                    return RegisterReply::Reject {
+                        code: 423,
+                        reason: "Interval Too Brief",
+                        min_expires: Some(60),
+                    };
+                }
+                list.retain(|(u, _, _)| u != na.uri);
+                if e > 0 {
+                    list.push((na.uri.to_owned(), input.src, now_ms + u64::from(e) * 1000));
+                }
+            }
+        }
+        let mut granted = 0;
+        for (u, _, at) in list.iter() {
+            let left = (at.saturating_sub(now_ms) / 1000) as u32;
+            granted = granted.max(left);
+            lines.extend_from_slice(format!("Contact: <{u}>;expires={left}\r\n").as_bytes());
+        }
+        RegisterReply::Ok {
+            granted,
+            changed: true,
+        }
+    }
+
+    fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
+        if let Ok(b) = self.bindings.lock() {
+            for (uri, dst, at) in b.get(user).into_iter().flatten() {
+                if *at > now_ms {
+                    f(&ContactTarget {
+                        uri,
+                        dst: *dst,
+                        sock: Local::Listen(0),
+                        path: &[],
+                    });
+                }
+            }
+        }
+    }
+
+    fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {
+        if let Ok(mut b) = self.bindings.lock() {
+            for (user, list) in b.iter_mut() {
+                let before = list.len();
+                list.retain(|(_, _, at)| *at > now_ms);
+                if before > 0 && list.is_empty() {
+                    f(user);
+                }
+            }
+        }
+    }
+}
+
+/// Records forwarded-REGISTER decisions; writes a minimal REGISTER.
+#[derive(Default)]
+pub struct FakeRegFwd {
+    pub results: Mutex<Vec<(String, usize, u16)>>,
+    pub cseq: Mutex<u32>,
+}
+
+impl FakeRegFwd {
+    fn send(&self, user: &str, expires: u32, out: &mut dyn RegFwdSender) {
+        let cseq = {
+            let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
+            *c += 1;
+            *c
+        };
+        out.send(0, &mut |via, branch, buf| {
+            buf.extend_from_slice(
+                format!(
+                    "REGISTER sip:127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch={branch}\r\nFrom: <sip:{user}@127.0.0.2>;tag=f\r\nTo: <sip:{user}@127.0.0.2>\r\nCall-ID: regfwd-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:5060>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            true
+        });
+    }
+}
+
+impl RegFwdPort for FakeRegFwd {
+    fn on_saved(&self, user: &str, granted: u32, _c: bool, _n: u64, out: &mut dyn RegFwdSender) {
+        self.send(user, granted, out);
+    }
+    fn on_expired(&self, user: &str, _n: u64, out: &mut dyn RegFwdSender) {
+        self.send(user, 0, out);
+    }
+    fn on_retry(&self, _user: &str, _call_id: &str, cseq: u32) {
+        let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
+        *c = (*c).max(cseq);
+    }
+    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16) {
+        if let Ok(mut r) = self.results.lock() {
+            r.push((user.to_owned(), node, code));
+        }
+    }
+}
+
+/// The fakes, shared with the test so it can inspect and change them.
+pub struct Fakes {
+    pub auth: Arc<FakeAuth>,
+    pub location: Arc<FakeLocation>,
+    pub regfwd: Arc<FakeRegFwd>,
+}
+
+impl Fakes {
+    pub fn new(users: &[&str]) -> Self {
+        Fakes {
+            auth: Arc::new(FakeAuth::new(users)),
+            location: Arc::new(FakeLocation::default()),
+            regfwd: Arc::new(FakeRegFwd::default()),
+        }
+    }
+
+    pub fn ports(&self) -> Ports {
+        Ports {
+            auth: self.auth.clone(),
+            location: self.location.clone(),
+            regfwd: self.regfwd.clone(),
+        }
+    }
+}
+
+/// The test topology: proxy 127.0.0.1:5060 (upstream 127.0.0.1:6000), Asterisk nodes given.
+pub fn test_config(asterisk: &[&str]) -> CoreConfig {
+    let mut cfg = Config::default();
+    cfg.asterisk.nodes = asterisk.iter().filter_map(|a| a.parse().ok()).collect();
+    cfg.asterisk.match_mode = MatchMode::IpPort;
+    cfg.domain.realm = "test".to_owned();
+    cfg.domain.local = vec!["example.com".to_owned()];
+    cfg.limits.max_transactions_per_worker = 1024;
+    CoreConfig::from_config(&cfg, 1)
+}
+
+/// Build a response to `request` into `out` without allocating: status line, then the
+/// request's Via, From, To (+ tag), Call-ID and CSeq lines.
+pub fn response_into(
+    request: &[u8],
+    status: &[u8],
+    to_tag: &[u8],
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(status);
+    let mut lines = request.split(|&c| c == b'\n').skip(1);
+    for line in &mut lines {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let name_end = line.iter().position(|&c| c == b':').unwrap_or(0);
+        let name = &line[..name_end];
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        if is(b"via") || is(b"from") || is(b"call-id") || is(b"cseq") || is(b"record-route") {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        } else if is(b"to") {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(to_tag);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(extra);
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
+
+/// The requests of one call: the phone's authenticated INVITE (with SDP), its ACK through
+/// the proxy's Route, and Asterisk's BYE to the phone.
+pub struct CallFlow {
+    pub invite: Vec<u8>,
+    pub ack: Vec<u8>,
+    pub bye: Vec<u8>,
+}
+
+/// Call number `i` between `phone` and `ast` (addresses as text).
+pub fn call_flow(i: usize, phone: &str, ast: &str) -> CallFlow {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:600@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKinv{i};rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 INVITE\r\nContact: <sip:alice@127.0.0.3:5062>\r\nProxy-Authorization: Digest username=\"alice\", realm=\"test\", nonce=\"n1\", uri=\"sip:600@127.0.0.1\", response=\"good\", qop=auth, nc=00000001, cnonce=\"c\"\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let ack = format!(
+        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKack{i};rport\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>;tag=ast{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let bye = format!(
+        "BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\nVia: SIP/2.0/UDP {ast};branch=z9hG4bKbye{i};rport\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:600@127.0.0.1>;tag=ast{i}\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 10 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    CallFlow {
+        invite: invite.into_bytes(),
+        ack: ack.into_bytes(),
+        bye: bye.into_bytes(),
+    }
+}

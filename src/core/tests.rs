@@ -1,0 +1,951 @@
+//! Scripted-peer tests of the core on a virtual clock: no sockets, no sleeps.
+//!
+//! Topology: proxy listens on 127.0.0.1:5060 (upstream socket 127.0.0.1:6000), Asterisk at
+//! 127.0.0.2:5080 (and 127.0.0.2:5081 for failover), phones at 127.0.0.3:5062 and
+//! 127.0.0.4:5064.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::testing::{test_config, Fakes, Recorder, Sent};
+use super::{Core, Local, LookupResult};
+
+const PHONE: &str = "127.0.0.3:5062";
+const PHONE2: &str = "127.0.0.4:5064";
+const AST: &str = "127.0.0.2:5080";
+const AST2: &str = "127.0.0.2:5081";
+const T0: u64 = 1_700_000_000_000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Harness {
+    core: Core,
+    fakes: Fakes,
+    rec: Recorder,
+    now: u64,
+}
+
+impl Harness {
+    fn new(nodes: &[&str]) -> Self {
+        let fakes = Fakes::new(&["alice", "bob"]);
+        let cfg = Arc::new(test_config(nodes));
+        let core = Core::new(cfg, fakes.ports(), 0, addr("127.0.0.1:6000"));
+        Harness {
+            core,
+            fakes,
+            rec: Recorder::default(),
+            now: T0,
+        }
+    }
+
+    /// Deliver `msg` from `src` on the listen socket (or the upstream socket when it comes
+    /// from Asterisk and `upstream`), and return what the core sent.
+    fn recv(&mut self, src: &str, msg: &str) -> Vec<Sent> {
+        self.recv_on(Local::Listen(0), src, msg)
+    }
+
+    fn recv_on(&mut self, sock: Local, src: &str, msg: &str) -> Vec<Sent> {
+        self.core
+            .handle_datagram(self.now, sock, addr(src), msg.as_bytes(), &mut self.rec);
+        self.rec.take()
+    }
+
+    /// Advance the virtual clock to `t` (ms after T0), firing due timers.
+    fn advance_to(&mut self, t: u64) -> Vec<Sent> {
+        let target = T0 + t;
+        let mut out = Vec::new();
+        while let Some(d) = self.core.poll_timeout() {
+            if d > target {
+                break;
+            }
+            self.now = self.now.max(d);
+            self.core.handle_timeout(self.now, &mut self.rec);
+            out.extend(self.rec.take());
+        }
+        self.now = target;
+        self.core.handle_timeout(self.now, &mut self.rec);
+        out.extend(self.rec.take());
+        out
+    }
+}
+
+fn req(
+    method: &str,
+    ruri: &str,
+    from_addr: &str,
+    branch: &str,
+    call_id: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from_addr};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=ft1\r\n\
+         To: <{ruri}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn auth_hdr(proxy: bool, user: &str, response: &str) -> String {
+    format!(
+        "{}: Digest username=\"{user}\", realm=\"test\", nonce=\"n1\", uri=\"sip:x\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n",
+        if proxy { "Proxy-Authorization" } else { "Authorization" }
+    )
+}
+
+/// Make a response to `request` (as the downstream saw it) with `code`.
+fn respond(request: &Sent, code: u16, to_tag: Option<&str>, extra: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for l in request.text().split("\r\n").skip(1) {
+        if l.is_empty() {
+            break;
+        }
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" | "record-route" => {
+                out.push_str(l);
+                out.push_str("\r\n");
+            }
+            "to" => {
+                out.push_str(l);
+                if let Some(t) = to_tag {
+                    out.push_str(";tag=");
+                    out.push_str(t);
+                }
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str(extra);
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn find(sent: &[Sent], pred: impl Fn(&Sent) -> bool) -> &Sent {
+    sent.iter().find(|s| pred(s)).unwrap_or_else(|| {
+        panic!(
+            "no matching datagram among:\n{}",
+            sent.iter()
+                .map(|s| format!("-> {} {}\n", s.dst, s.text()))
+                .collect::<String>()
+        )
+    })
+}
+
+fn authed_invite(branch: &str, call_id: &str) -> String {
+    req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        branch,
+        call_id,
+        &auth_hdr(true, "alice", "good"),
+    )
+}
+
+/// Phone INVITE authenticated and forwarded to Asterisk: returns the forwarded INVITE.
+fn call_to_asterisk(h: &mut Harness, branch: &str, call_id: &str) -> Sent {
+    let out = h.recv(PHONE, &authed_invite(branch, call_id));
+    let trying = find(&out, |s| s.code() == 100);
+    assert_eq!(trying.dst, addr(PHONE));
+    find(&out, |s| s.method() == "INVITE").clone()
+}
+
+#[test]
+fn options_to_proxy_answers_200() {
+    let mut h = Harness::new(&[AST]);
+    let out = h.recv(
+        PHONE,
+        &req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE,
+            "z9hG4bKo1",
+            "o1",
+            "",
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 200);
+    assert_eq!(out[0].dst, addr(PHONE));
+    assert!(out[0].header("Allow").is_some());
+}
+
+#[test]
+fn sanity_checks() {
+    let mut h = Harness::new(&[AST]);
+    let mf0 = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKm0",
+        "m0",
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    assert_eq!(h.recv(PHONE, &mf0)[0].code(), 483);
+    let no_cid = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKm1",
+        "m1",
+        "",
+    )
+    .replace("Call-ID: m1\r\n", "");
+    // No response can be built without a Call-ID: dropped and counted.
+    assert!(h.recv(PHONE, &no_cid).is_empty());
+    assert_eq!(h.core.stats().dropped_malformed, 1);
+    let bad_mf = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKm6",
+        "m6",
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: lots");
+    assert_eq!(h.recv(PHONE, &bad_mf)[0].code(), 400);
+    let bad_cseq = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKm2",
+        "m2",
+        "",
+    )
+    .replace("CSeq: 1 MESSAGE", "CSeq: 1 INVITE");
+    assert_eq!(h.recv(PHONE, &bad_cseq)[0].code(), 400);
+    let big = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKm3",
+        "m3",
+        &format!("X-Pad: {}\r\n", "a".repeat(20_000)),
+    );
+    assert_eq!(h.recv(PHONE, &big)[0].code(), 513);
+    assert!(h.recv(PHONE, "garbage\r\n\r\n").is_empty());
+    assert_eq!(h.core.stats().dropped_malformed, 2);
+    let other_domain = req(
+        "MESSAGE",
+        "sip:bob@elsewhere.org",
+        PHONE,
+        "z9hG4bKm4",
+        "m4",
+        "",
+    );
+    let out = h.recv(PHONE, &other_domain);
+    assert_eq!(out[0].code(), 403);
+    assert!(out[0].text().contains("Not relaying"));
+    let tel = req(
+        "INVITE",
+        "mailto:bob@example.com",
+        PHONE,
+        "z9hG4bKm5",
+        "m5",
+        "",
+    );
+    assert_eq!(h.recv(PHONE, &tel)[0].code(), 416);
+}
+
+#[test]
+fn phone_invite_is_challenged_then_forwarded_to_asterisk() {
+    let mut h = Harness::new(&[AST]);
+    let out = h.recv(
+        PHONE,
+        &req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            "z9hG4bKi1",
+            "c1",
+            "",
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 407);
+    assert!(out[0].header("Proxy-Authenticate").is_some());
+    assert!(out[0].header("To").unwrap().contains("tag="));
+
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKi2", "c2");
+    assert_eq!(fwd.dst, addr(AST));
+    assert_eq!(fwd.sock, Local::Upstream);
+    assert!(fwd
+        .text()
+        .starts_with("INVITE sip:600@example.com SIP/2.0\r\n"));
+    let vias = fwd.headers("Via");
+    assert!(
+        vias[0].starts_with("SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKsf."),
+        "{vias:?}"
+    );
+    assert!(
+        vias[1].contains("received=127.0.0.3") || vias[1].contains("rport=5062"),
+        "{vias:?}"
+    );
+    assert_eq!(fwd.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    assert_eq!(fwd.header("Max-Forwards"), Some("69"));
+    assert!(
+        fwd.header("Proxy-Authorization").is_some(),
+        "credentials pass through to Asterisk"
+    );
+
+    // A wrong password is challenged again and counted.
+    let bad = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKi3",
+        "c3",
+        &auth_hdr(true, "alice", "bad"),
+    );
+    assert_eq!(h.recv(PHONE, &bad)[0].code(), 407);
+    assert_eq!(h.core.stats().auth_failed, 1);
+    // A stale nonce gets stale=true.
+    let stale = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKi4",
+        "c4",
+        &auth_hdr(true, "alice", "good").replace("\"n1\"", "\"stale\""),
+    );
+    let out = h.recv(PHONE, &stale);
+    assert!(out[0]
+        .header("Proxy-Authenticate")
+        .unwrap()
+        .contains("stale=true"));
+}
+
+#[test]
+fn full_call_through_asterisk_and_back() {
+    let mut h = Harness::new(&[AST]);
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKc1", "call1");
+
+    // INVITE retransmission from the phone: absorbed, 100 re-sent, nothing forwarded.
+    let again = h.recv(PHONE, &authed_invite("z9hG4bKc1", "call1"));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].code(), 100);
+
+    // 100 from Asterisk is hop-by-hop; 180 and 200 go to the phone without our Via.
+    assert!(h
+        .recv_on(Local::Upstream, AST, &respond(&fwd, 100, None, ""))
+        .is_empty());
+    let ringing = h.recv_on(Local::Upstream, AST, &respond(&fwd, 180, Some("ast1"), ""));
+    assert_eq!(ringing.len(), 1);
+    assert_eq!(ringing[0].code(), 180);
+    assert_eq!(ringing[0].dst, addr(PHONE));
+    assert_eq!(ringing[0].headers("Via").len(), 1);
+    let ok = h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(
+            &fwd,
+            200,
+            Some("ast1"),
+            "Contact: <sip:600@127.0.0.2:5080>\r\n",
+        ),
+    );
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].code(), 200);
+    assert_eq!(
+        ok[0].header("Record-Route"),
+        Some("<sip:127.0.0.1:5060;lr>")
+    );
+    // A retransmitted 2xx (transaction gone) is forwarded statelessly.
+    let ok2 = h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(
+            &fwd,
+            200,
+            Some("ast1"),
+            "Contact: <sip:600@127.0.0.2:5080>\r\n",
+        ),
+    );
+    assert_eq!(ok2.len(), 1);
+    assert_eq!(ok2[0].dst, addr(PHONE));
+
+    // ACK for the 2xx, in dialog through our Route: stateless to Asterisk's Contact.
+    let ack = format!(
+        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKack1\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=ast1\r\nCall-ID: call1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.recv(PHONE, &ack);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].method(), "ACK");
+    assert_eq!(out[0].dst, addr(AST));
+    assert!(out[0].header("Route").is_none(), "our Route is consumed");
+
+    // BYE from Asterisk in dialog to the phone's contact, through our Route.
+    let bye = format!(
+        "BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\nVia: SIP/2.0/UDP {AST};branch=z9hG4bKbye1\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:600@example.com>;tag=ast1\r\nTo: <sip:alice@example.com>;tag=ft1\r\nCall-ID: call1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.recv(AST, &bye);
+    let fbye = find(&out, |s| s.method() == "BYE");
+    assert_eq!(fbye.dst, addr(PHONE));
+    assert_eq!(fbye.sock, Local::Listen(0));
+    let out = h.recv(PHONE, &respond(fbye, 200, None, ""));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 200);
+    assert_eq!(out[0].dst, addr(AST));
+    let (servers, _) = h.core.transactions_in_flight();
+    assert!(
+        servers >= 1,
+        "BYE server transaction lingers for retransmissions"
+    );
+    h.advance_to(64 * 500 + 40_000);
+    assert_eq!(
+        h.core.transactions_in_flight(),
+        (0, 0),
+        "everything terminates"
+    );
+}
+
+#[test]
+fn asterisk_not_answering_gives_408_after_retransmissions() {
+    let mut h = Harness::new(&[AST]);
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKn1", "n1");
+    let out = h.advance_to(500);
+    assert_eq!(out.len(), 1, "Timer A at T1");
+    assert_eq!(out[0].bytes, fwd.bytes);
+    let out = h.advance_to(1500);
+    assert_eq!(out.len(), 1, "Timer A doubles");
+    let out = h.advance_to(64 * 500);
+    let to_phone = find(&out, |s| s.code() == 408);
+    assert_eq!(to_phone.dst, addr(PHONE));
+    assert_eq!(h.core.stats().timeouts, 1);
+    // The phone ACKs the 408: absorbed.
+    let ack = req("ACK", "sip:600@example.com", PHONE, "z9hG4bKn1", "n1", "");
+    assert!(h.recv(PHONE, &ack).is_empty());
+}
+
+#[test]
+fn failover_to_next_asterisk_on_503_and_timeout() {
+    let mut h = Harness::new(&[AST, AST2]);
+    // Call-ID chosen so both nodes get tried whichever is first.
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKf1", "fo1");
+    let first = fwd.dst;
+    let out = h.recv_on(
+        Local::Upstream,
+        &first.to_string(),
+        &respond(&fwd, 503, Some("x"), ""),
+    );
+    let ack = find(&out, |s| s.method() == "ACK");
+    assert_eq!(ack.dst, first);
+    let second = find(&out, |s| s.method() == "INVITE");
+    assert_ne!(second.dst, first);
+    assert!(
+        out.iter().all(|s| s.code() == 0),
+        "nothing to the phone yet"
+    );
+    // The second node fails too: 503 becomes 500 for the phone.
+    let out = h.recv_on(
+        Local::Upstream,
+        &second.dst.to_string(),
+        &respond(second, 503, Some("y"), ""),
+    );
+    let fin = find(&out, |s| s.code() != 0);
+    assert_eq!(fin.code(), 500);
+    assert_eq!(fin.dst, addr(PHONE));
+}
+
+#[test]
+fn cancel_after_ringing() {
+    let mut h = Harness::new(&[AST]);
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKx1", "x1");
+    h.recv_on(Local::Upstream, AST, &respond(&fwd, 180, Some("a"), ""));
+    let cancel = req(
+        "CANCEL",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKx1",
+        "x1",
+        "",
+    );
+    let out = h.recv(PHONE, &cancel);
+    let ok = find(&out, |s| s.code() == 200);
+    assert_eq!(ok.header("CSeq"), Some("1 CANCEL"));
+    let fc = find(&out, |s| s.method() == "CANCEL");
+    assert_eq!(fc.dst, addr(AST));
+    assert_eq!(
+        fc.header("Via"),
+        fwd.header("Via"),
+        "CANCEL reuses the INVITE branch"
+    );
+    // Asterisk: 200 to CANCEL, 487 to INVITE.
+    assert!(h
+        .recv_on(Local::Upstream, AST, &respond(fc, 200, Some("a"), ""))
+        .is_empty());
+    let out = h.recv_on(Local::Upstream, AST, &respond(&fwd, 487, Some("a"), ""));
+    let ack = find(&out, |s| s.method() == "ACK");
+    assert_eq!(ack.dst, addr(AST));
+    assert!(ack.header("To").unwrap().contains("tag=a"));
+    let t487 = find(&out, |s| s.code() == 487);
+    assert_eq!(t487.dst, addr(PHONE));
+    // Timer G retransmits the 487 until the phone ACKs.
+    let out = h.advance_to(600);
+    assert!(out.iter().any(|s| s.code() == 487));
+    let ack = req("ACK", "sip:600@example.com", PHONE, "z9hG4bKx1", "x1", "");
+    assert!(h.recv(PHONE, &ack).is_empty());
+    let out = h.advance_to(5000);
+    assert!(
+        out.iter().all(|s| s.code() != 487),
+        "no retransmission after ACK"
+    );
+}
+
+#[test]
+fn cancel_before_any_response_answers_487_and_cancels_on_provisional() {
+    let mut h = Harness::new(&[AST]);
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKy1", "y1");
+    let cancel = req(
+        "CANCEL",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKy1",
+        "y1",
+        "",
+    );
+    let out = h.recv(PHONE, &cancel);
+    assert!(out.iter().any(|s| s.code() == 200));
+    assert!(out.iter().any(|s| s.code() == 487 && s.dst == addr(PHONE)));
+    assert!(
+        out.iter().all(|s| s.method() != "CANCEL"),
+        "no CANCEL before a provisional"
+    );
+    let out = h.recv_on(Local::Upstream, AST, &respond(&fwd, 180, Some("a"), ""));
+    let c = find(&out, |s| s.method() == "CANCEL");
+    assert_eq!(c.dst, addr(AST));
+    // Unknown CANCEL → 481.
+    let stray = req(
+        "CANCEL",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKnone",
+        "zz",
+        "",
+    );
+    assert_eq!(h.recv(PHONE, &stray)[0].code(), 481);
+}
+
+#[test]
+fn asterisk_call_to_registered_phone_forks_and_best_response_wins() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        T0 + 3_600_000,
+    );
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:alice@127.0.0.1:5060",
+        AST,
+        "z9hG4bKa1",
+        "ac1",
+        "",
+    )
+    .replace("From: <sip:alice@example.com>", "From: <sip:600@127.0.0.2>");
+    let out = h.recv(AST, &inv);
+    assert!(
+        out.iter().any(|s| s.code() == 100 && s.dst == addr(AST)),
+        "Asterisk is not challenged"
+    );
+    let b1 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE)).clone();
+    let b2 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    assert!(b1
+        .text()
+        .starts_with("INVITE sip:alice@127.0.0.3:5062 SIP/2.0"));
+    assert_eq!(b1.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    assert_ne!(b1.header("Via"), b2.header("Via"));
+    // Busy on one branch; the other answers.
+    let out = h.recv(PHONE2, &respond(&b2, 486, Some("p2"), ""));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "ACK" && s.dst == addr(PHONE2)));
+    assert!(
+        out.iter().all(|s| s.code() == 0),
+        "486 held back while a branch is pending"
+    );
+    let out = h.recv(PHONE, &respond(&b1, 200, Some("p1"), ""));
+    let ok = find(&out, |s| s.code() == 200);
+    assert_eq!(ok.dst, addr(AST));
+}
+
+#[test]
+fn fork_cancels_other_branches_on_2xx() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        T0 + 3_600_000,
+    );
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:alice@127.0.0.1:5060",
+        AST,
+        "z9hG4bKa2",
+        "ac2",
+        "",
+    );
+    let out = h.recv(AST, &inv);
+    let b1 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE)).clone();
+    let b2 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    h.recv(PHONE2, &respond(&b2, 180, Some("p2"), ""));
+    let out = h.recv(PHONE, &respond(&b1, 200, Some("p1"), ""));
+    assert!(out.iter().any(|s| s.code() == 200 && s.dst == addr(AST)));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "CANCEL" && s.dst == addr(PHONE2)));
+}
+
+#[test]
+fn unknown_and_unregistered_users() {
+    let mut h = Harness::new(&[AST]);
+    let inv = req(
+        "INVITE",
+        "sip:nobody@127.0.0.1:5060",
+        AST,
+        "z9hG4bKu1",
+        "u1",
+        "",
+    );
+    assert_eq!(h.recv(AST, &inv)[0].code(), 404);
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        AST,
+        "z9hG4bKu2",
+        "u2",
+        "",
+    );
+    assert_eq!(h.recv(AST, &inv)[0].code(), 480);
+    // From another port of the Asterisk host: not trusted (match = ip_port), so challenged.
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        "127.0.0.2:5999",
+        "z9hG4bKu3",
+        "u3",
+        "",
+    );
+    assert_eq!(h.recv("127.0.0.2:5999", &inv)[0].code(), 407);
+}
+
+#[test]
+fn message_between_phones() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "bob",
+        "sip:bob@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let m = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKmsg",
+        "msg1",
+        &auth_hdr(true, "alice", "good"),
+    );
+    let out = h.recv(PHONE, &m);
+    let f = find(&out, |s| s.method() == "MESSAGE");
+    assert_eq!(f.dst, addr(PHONE2));
+    assert!(
+        f.header("Record-Route").is_none(),
+        "MESSAGE does not create a dialog"
+    );
+    assert!(
+        out.iter().all(|s| s.code() != 100),
+        "no 100 Trying for non-INVITE"
+    );
+    let out = h.recv(PHONE2, &respond(f, 200, Some("b"), ""));
+    assert_eq!(out[0].code(), 200);
+    assert_eq!(out[0].dst, addr(PHONE));
+    // Retransmission of the MESSAGE after the final response: the 200 is re-sent.
+    let out = h.recv(PHONE, &m);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 200);
+}
+
+#[test]
+fn non_invite_timeout_gives_408() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "bob",
+        "sip:bob@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let m = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKmt",
+        "mt1",
+        &auth_hdr(true, "alice", "good"),
+    );
+    h.recv(PHONE, &m);
+    let out = h.advance_to(64 * 500);
+    assert!(
+        out.iter().filter(|s| s.method() == "MESSAGE").count() >= 5,
+        "Timer E retransmits"
+    );
+    assert!(out.iter().any(|s| s.code() == 408 && s.dst == addr(PHONE)));
+}
+
+#[test]
+fn loops_and_strays() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "bob",
+        "sip:bob@example.com",
+        addr("127.0.0.1:5060"),
+        T0 + 3_600_000,
+    );
+    let m = req(
+        "MESSAGE",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKl1",
+        "l1",
+        &auth_hdr(true, "alice", "good"),
+    );
+    let out = h.recv(PHONE, &m);
+    let looped = find(&out, |s| s.method() == "MESSAGE").clone();
+    let out = h.recv(PHONE, looped.text());
+    assert_eq!(out[0].code(), 482);
+
+    let stray = req("BYE", "sip:bob@example.com", PHONE, "z9hG4bKs1", "s1", "").replace(
+        "To: <sip:bob@example.com>",
+        "To: <sip:bob@example.com>;tag=zz",
+    );
+    assert_eq!(h.recv(PHONE, &stray)[0].code(), 404);
+}
+
+#[test]
+fn register_is_authenticated_saved_and_forwarded() {
+    let mut h = Harness::new(&[AST]);
+    let reg = |auth: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKr{}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\nTo: <sip:alice@example.com>\r\nCall-ID: reg1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.3:5062>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n",
+            auth.len()
+        )
+    };
+    let out = h.recv(PHONE, &reg(""));
+    assert_eq!(out[0].code(), 401);
+    assert!(out[0].header("WWW-Authenticate").is_some());
+    let out = h.recv(PHONE, &reg(&auth_hdr(false, "alice", "good")));
+    let ok = find(&out, |s| s.code() == 200);
+    assert_eq!(
+        ok.header("Contact"),
+        Some("<sip:alice@127.0.0.3:5062>;expires=600")
+    );
+    assert!(ok.header("Date").is_some_and(|d| d.ends_with("GMT")));
+    let fwd = find(&out, |s| s.method() == "REGISTER");
+    assert_eq!(fwd.dst, addr(AST));
+    assert_eq!(fwd.sock, Local::Upstream);
+    assert!(fwd
+        .header("Via")
+        .unwrap()
+        .starts_with("SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKsf."));
+    assert_eq!(fwd.header("Expires"), Some("600"));
+    // Asterisk challenges: answered with the user's credentials, new CSeq.
+    let out = h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(
+            fwd,
+            401,
+            Some("as"),
+            "WWW-Authenticate: Digest realm=\"asterisk\", nonce=\"x\"\r\n",
+        ),
+    );
+    let again = find(&out, |s| s.method() == "REGISTER");
+    assert!(again
+        .header("Authorization")
+        .unwrap()
+        .contains("username=\"alice\""));
+    assert_ne!(again.header("CSeq"), fwd.header("CSeq"));
+    assert!(h
+        .recv_on(Local::Upstream, AST, &respond(again, 200, Some("as"), ""))
+        .is_empty());
+    assert_eq!(h.core.stats().regfwd_ok, 1);
+    assert_eq!(
+        h.fakes.regfwd.results.lock().unwrap().as_slice(),
+        &[("alice".to_owned(), 0, 200)]
+    );
+
+    // Registering someone else's AOR is refused.
+    let other = reg(&auth_hdr(false, "alice", "good")).replace("To: <sip:alice@", "To: <sip:bob@");
+    assert_eq!(h.recv(PHONE, &other)[0].code(), 403);
+    // Too brief → 423 with Min-Expires.
+    let brief = reg(&auth_hdr(false, "alice", "good")).replace("Expires: 600", "Expires: 5");
+    let out = h.recv(PHONE, &brief);
+    assert_eq!(out[0].code(), 423);
+    assert_eq!(out[0].header("Min-Expires"), Some("60"));
+}
+
+#[test]
+fn binding_expiry_tells_asterisk() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        T0 + 10_000,
+    );
+    let out = h.advance_to(11_000);
+    let unreg = find(&out, |s| s.method() == "REGISTER");
+    assert_eq!(unreg.header("Expires"), Some("0"));
+    assert_eq!(unreg.dst, addr(AST));
+    // Asterisk never answers: retransmitted, then counted as failed.
+    let out = h.advance_to(11_000 + 64 * 500);
+    assert!(out.iter().filter(|s| s.method() == "REGISTER").count() >= 5);
+    assert_eq!(h.core.stats().regfwd_failed, 1);
+}
+
+#[test]
+fn credential_miss_parks_and_resumes() {
+    let mut h = Harness::new(&[AST]);
+    h.fakes
+        .auth
+        .uncached
+        .lock()
+        .unwrap()
+        .insert("alice".to_owned());
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKp1", "p1"));
+    assert!(out.is_empty(), "parked, nothing sent yet");
+    let lookup = h.core.poll_lookup().expect("a lookup is requested");
+    assert_eq!(lookup.user(), "alice");
+    assert!(h.core.poll_lookup().is_none());
+    h.fakes.auth.uncached.lock().unwrap().clear();
+    h.core
+        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    let out = h.rec.take();
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(AST)));
+
+    // Database failure on a miss: 503 with Retry-After, never a 401/407.
+    h.fakes
+        .auth
+        .uncached
+        .lock()
+        .unwrap()
+        .insert("alice".to_owned());
+    h.recv(PHONE, &authed_invite("z9hG4bKp2", "p2"));
+    let lookup = h.core.poll_lookup().unwrap();
+    h.core
+        .handle_lookup(h.now, lookup.token, LookupResult::Failed, &mut h.rec);
+    let out = h.rec.take();
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+
+    // A user still unknown after the lookup: challenged again.
+    h.recv(PHONE, &authed_invite("z9hG4bKp3", "p3"));
+    let lookup = h.core.poll_lookup().unwrap();
+    h.core
+        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    assert_eq!(h.rec.take()[0].code(), 407);
+
+    // A lookup that never returns: the parked request is dropped after the timeout.
+    h.recv(PHONE, &authed_invite("z9hG4bKp4", "p4"));
+    let lookup = h.core.poll_lookup().unwrap();
+    h.advance_to(10_000);
+    h.core
+        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    assert!(h.rec.take().is_empty());
+}
+
+#[test]
+fn transaction_limit_answers_503() {
+    let fakes = Fakes::new(&["alice"]);
+    let mut cfg = test_config(&[AST]);
+    cfg.max_transactions = 2;
+    let mut core = Core::new(Arc::new(cfg), fakes.ports(), 0, addr("127.0.0.1:6000"));
+    let mut rec = Recorder::default();
+    for i in 0..3 {
+        let m = authed_invite(&format!("z9hG4bKlim{i}"), &format!("lim{i}"));
+        core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+    }
+    let out = rec.take();
+    assert!(out
+        .iter()
+        .any(|s| s.code() == 503 && s.header("Retry-After").is_some()));
+    assert_eq!(core.stats().dropped_overload, 1);
+}
+
+#[test]
+fn timer_c_cancels_a_ringing_branch() {
+    let mut h = Harness::new(&[AST]);
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKtc", "tc1");
+    h.recv_on(Local::Upstream, AST, &respond(&fwd, 180, Some("a"), ""));
+    let out = h.advance_to(180_000);
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "CANCEL" && s.dst == addr(AST)));
+}
+
+#[test]
+fn replayed_credentials_only_answer_register_retransmissions() {
+    let mut h = Harness::new(&[AST]);
+    let reg = |branch: &str, response: &str| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\nTo: <sip:alice@example.com>\r\nCall-ID: rr1\r\nCSeq: 2 REGISTER\r\nContact: <sip:alice@127.0.0.3:5062>\r\nExpires: 600\r\n{}Content-Length: 0\r\n\r\n",
+            auth_hdr(false, "alice", response)
+        )
+    };
+    // Nothing stored yet: a replayed nonce count is challenged, not counted as a failure.
+    let out = h.recv(PHONE, &reg("z9hG4bKrr0", "replayed"));
+    assert_eq!(out[0].code(), 401);
+    assert_eq!(h.core.stats().auth_failed, 0);
+    let out = h.recv(PHONE, &reg("z9hG4bKrr1", "good"));
+    assert!(out.iter().any(|s| s.code() == 200));
+    assert!(
+        out.iter().any(|s| s.method() == "REGISTER"),
+        "first save is forwarded"
+    );
+    // The phone retransmits (its 200 was lost): same 200 again, nothing forwarded.
+    let out = h.recv(PHONE, &reg("z9hG4bKrr1", "replayed"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 200);
+    assert!(out[0].header("Contact").is_some());
+    // A replayed INVITE is challenged and not counted.
+    let inv = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKri",
+        "ri1",
+        &auth_hdr(true, "alice", "replayed"),
+    );
+    assert_eq!(h.recv(PHONE, &inv)[0].code(), 407);
+    assert_eq!(h.core.stats().auth_failed, 0);
+}

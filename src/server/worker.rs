@@ -1,0 +1,137 @@
+//! One worker's handler: the sans-IO [`Core`] behind the transport's [`DatagramHandler`]
+//! trait, plus the worker's end of the credential-lookup pool.
+//!
+//! Data flow: the transport hands a datagram to [`Worker::on_datagram`] → the core decides
+//! and writes into the outbox; credential misses the core parked are drained to the
+//! [`LookupPool`] with a reply channel owned by this worker and its waker; answers wake the
+//! worker, which feeds them back to the core in [`Worker::on_wake`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::core::{owner, Core, Local, LookupResult, Transmit};
+use crate::db::{LookupDone, LookupPool, WakeFn};
+use crate::transport::{DatagramHandler, Outbox, SockId};
+
+/// The transport's outbox seen as the core's transmit sink.
+struct Tx<'a> {
+    out: &'a mut Outbox,
+    dropped: &'a mut u64,
+}
+
+impl Transmit for Tx<'_> {
+    fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]) {
+        let id = match sock {
+            Local::Listen(i) => SockId::Listen(u16::from(i)),
+            Local::Upstream => SockId::Upstream,
+        };
+        if !self.out.send(id, dst, bytes) {
+            *self.dropped += 1;
+        }
+    }
+}
+
+fn local(sock: SockId) -> Local {
+    match sock {
+        SockId::Listen(i) => Local::Listen(u8::try_from(i).unwrap_or(u8::MAX)),
+        SockId::Upstream => Local::Upstream,
+    }
+}
+
+/// A worker's handler.
+pub struct Worker {
+    core: Core,
+    pool: Arc<LookupPool>,
+    replies_tx: Sender<LookupDone>,
+    replies_rx: Receiver<LookupDone>,
+    waker: WakeFn,
+    /// Datagrams the outbox could not take.
+    pub send_dropped: u64,
+}
+
+impl Worker {
+    pub fn new(core: Core, pool: Arc<LookupPool>, waker: WakeFn) -> Self {
+        let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
+        Worker {
+            core,
+            pool,
+            replies_tx,
+            replies_rx,
+            waker,
+            send_dropped: 0,
+        }
+    }
+
+    /// Hand the core's parked lookups to the pool; a full pool answers 503 at once.
+    fn drain_lookups(&mut self, now_ms: u64, out: &mut Outbox) {
+        while let Some(req) = self.core.poll_lookup() {
+            let queued = self
+                .pool
+                .request(req.user(), req.token, &self.replies_tx, &self.waker);
+            if queued.is_err() {
+                let mut tx = Tx {
+                    out,
+                    dropped: &mut self.send_dropped,
+                };
+                self.core
+                    .handle_lookup(now_ms, req.token, LookupResult::Failed, &mut tx);
+            }
+        }
+    }
+}
+
+impl DatagramHandler for Worker {
+    fn owner(&self, data: &[u8], n_workers: usize) -> usize {
+        owner(data, n_workers)
+    }
+
+    fn on_datagram(
+        &mut self,
+        now_ms: u64,
+        sock: SockId,
+        src: SocketAddr,
+        data: &[u8],
+        out: &mut Outbox,
+    ) {
+        let mut tx = Tx {
+            out,
+            dropped: &mut self.send_dropped,
+        };
+        self.core
+            .handle_datagram(now_ms, local(sock), src, data, &mut tx);
+        self.drain_lookups(now_ms, out);
+    }
+
+    fn on_wake(&mut self, now_ms: u64, out: &mut Outbox) {
+        while let Ok(done) = self.replies_rx.try_recv() {
+            let result = match done.result {
+                Ok(_) => LookupResult::Ready,
+                Err(e) => {
+                    tracing::warn!(error = %e, "credential lookup failed");
+                    LookupResult::Failed
+                }
+            };
+            let mut tx = Tx {
+                out: &mut *out,
+                dropped: &mut self.send_dropped,
+            };
+            self.core.handle_lookup(now_ms, done.token, result, &mut tx);
+        }
+        self.drain_lookups(now_ms, out);
+    }
+
+    fn on_timer(&mut self, now_ms: u64, out: &mut Outbox) {
+        let mut tx = Tx {
+            out,
+            dropped: &mut self.send_dropped,
+        };
+        self.core.handle_timeout(now_ms, &mut tx);
+        self.drain_lookups(now_ms, out);
+    }
+
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.core.poll_timeout()
+    }
+}

@@ -1,0 +1,285 @@
+//! Raw header lines and header-name classification.
+//!
+//! The parser stores every header as a [`Header`]: the raw name, the LWS-trimmed raw value
+//! and the byte span of the whole line (so the rewriter can copy or drop lines verbatim).
+//! [`HeaderName`] classifies the name once, case-insensitively, with compact forms
+//! (RFC 3261 section 7.3.3 and later RFCs) mapped to the same variant as the long name.
+
+use super::Span;
+
+/// A header's name, classified. Compact forms map to their long name; names the proxy
+/// does not use are [`HeaderName::Other`], compared case-insensitively.
+#[derive(Debug, Clone, Copy)]
+pub enum HeaderName<'b> {
+    /// Via / v
+    Via,
+    /// From / f
+    From,
+    /// To / t
+    To,
+    /// Call-ID / i
+    CallId,
+    /// CSeq
+    CSeq,
+    /// Max-Forwards
+    MaxForwards,
+    /// Contact / m
+    Contact,
+    /// Expires
+    Expires,
+    /// Route
+    Route,
+    /// Record-Route
+    RecordRoute,
+    /// Path
+    Path,
+    /// Authorization
+    Authorization,
+    /// Proxy-Authorization
+    ProxyAuthorization,
+    /// WWW-Authenticate
+    WwwAuthenticate,
+    /// Proxy-Authenticate
+    ProxyAuthenticate,
+    /// Content-Length / l
+    ContentLength,
+    /// Content-Type / c
+    ContentType,
+    /// Supported / k
+    Supported,
+    /// Require
+    Require,
+    /// Proxy-Require
+    ProxyRequire,
+    /// Unsupported
+    Unsupported,
+    /// User-Agent
+    UserAgent,
+    /// Allow
+    Allow,
+    /// Min-Expires
+    MinExpires,
+    /// Date
+    Date,
+    /// Any other name. Compact forms of names without a variant (s, e, o, u, r, b, x, y)
+    /// carry the canonical long name, e.g. `s` is `Other("Subject")`.
+    Other(&'b str),
+}
+
+impl PartialEq for HeaderName<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for HeaderName<'_> {}
+
+impl<'b> HeaderName<'b> {
+    /// Classifies a raw header name (case-insensitive, compact forms included).
+    pub fn from_name(name: &'b str) -> HeaderName<'b> {
+        let b = name.as_bytes();
+        if b.len() == 1 {
+            return compact(b.first().copied().unwrap_or(0)).unwrap_or(HeaderName::Other(name));
+        }
+        let eq = |s: &str| name.eq_ignore_ascii_case(s);
+        let found = match b.len() {
+            2 => eq("To").then_some(HeaderName::To),
+            3 => eq("Via").then_some(HeaderName::Via),
+            4 => {
+                if eq("From") {
+                    Some(HeaderName::From)
+                } else if eq("CSeq") {
+                    Some(HeaderName::CSeq)
+                } else if eq("Path") {
+                    Some(HeaderName::Path)
+                } else if eq("Date") {
+                    Some(HeaderName::Date)
+                } else {
+                    None
+                }
+            }
+            5 => {
+                if eq("Route") {
+                    Some(HeaderName::Route)
+                } else if eq("Allow") {
+                    Some(HeaderName::Allow)
+                } else {
+                    None
+                }
+            }
+            7 => {
+                if eq("Call-ID") {
+                    Some(HeaderName::CallId)
+                } else if eq("Contact") {
+                    Some(HeaderName::Contact)
+                } else if eq("Expires") {
+                    Some(HeaderName::Expires)
+                } else if eq("Require") {
+                    Some(HeaderName::Require)
+                } else if eq("Subject") {
+                    Some(HeaderName::Other("Subject"))
+                } else {
+                    None
+                }
+            }
+            9 => eq("Supported").then_some(HeaderName::Supported),
+            10 => eq("User-Agent").then_some(HeaderName::UserAgent),
+            11 => {
+                if eq("Unsupported") {
+                    Some(HeaderName::Unsupported)
+                } else if eq("Min-Expires") {
+                    Some(HeaderName::MinExpires)
+                } else {
+                    None
+                }
+            }
+            12 => {
+                if eq("Max-Forwards") {
+                    Some(HeaderName::MaxForwards)
+                } else if eq("Record-Route") {
+                    Some(HeaderName::RecordRoute)
+                } else if eq("Content-Type") {
+                    Some(HeaderName::ContentType)
+                } else {
+                    None
+                }
+            }
+            13 => {
+                if eq("Authorization") {
+                    Some(HeaderName::Authorization)
+                } else if eq("Proxy-Require") {
+                    Some(HeaderName::ProxyRequire)
+                } else {
+                    None
+                }
+            }
+            14 => eq("Content-Length").then_some(HeaderName::ContentLength),
+            16 => eq("WWW-Authenticate").then_some(HeaderName::WwwAuthenticate),
+            18 => eq("Proxy-Authenticate").then_some(HeaderName::ProxyAuthenticate),
+            19 => eq("Proxy-Authorization").then_some(HeaderName::ProxyAuthorization),
+            _ => None,
+        };
+        found.unwrap_or(HeaderName::Other(name))
+    }
+
+    /// The canonical long name.
+    pub fn as_str(&self) -> &'b str {
+        match self {
+            HeaderName::Via => "Via",
+            HeaderName::From => "From",
+            HeaderName::To => "To",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::Contact => "Contact",
+            HeaderName::Expires => "Expires",
+            HeaderName::Route => "Route",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::Path => "Path",
+            HeaderName::Authorization => "Authorization",
+            HeaderName::ProxyAuthorization => "Proxy-Authorization",
+            HeaderName::WwwAuthenticate => "WWW-Authenticate",
+            HeaderName::ProxyAuthenticate => "Proxy-Authenticate",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::ContentType => "Content-Type",
+            HeaderName::Supported => "Supported",
+            HeaderName::Require => "Require",
+            HeaderName::ProxyRequire => "Proxy-Require",
+            HeaderName::Unsupported => "Unsupported",
+            HeaderName::UserAgent => "User-Agent",
+            HeaderName::Allow => "Allow",
+            HeaderName::MinExpires => "Min-Expires",
+            HeaderName::Date => "Date",
+            HeaderName::Other(s) => s,
+        }
+    }
+}
+
+/// Compact header forms (RFC 3261 7.3.3, RFC 3265, 3515, 3892, 3903, 4028, 4474).
+fn compact(c: u8) -> Option<HeaderName<'static>> {
+    Some(match c.to_ascii_lowercase() {
+        b'i' => HeaderName::CallId,
+        b'm' => HeaderName::Contact,
+        b'f' => HeaderName::From,
+        b't' => HeaderName::To,
+        b'v' => HeaderName::Via,
+        b'l' => HeaderName::ContentLength,
+        b'c' => HeaderName::ContentType,
+        b'k' => HeaderName::Supported,
+        b's' => HeaderName::Other("Subject"),
+        b'e' => HeaderName::Other("Content-Encoding"),
+        b'o' => HeaderName::Other("Event"),
+        b'u' => HeaderName::Other("Allow-Events"),
+        b'r' => HeaderName::Other("Refer-To"),
+        b'b' => HeaderName::Other("Referred-By"),
+        b'x' => HeaderName::Other("Session-Expires"),
+        b'y' => HeaderName::Other("Identity"),
+        _ => return None,
+    })
+}
+
+/// One header line as it appeared on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'b> {
+    /// Classified name.
+    pub name: HeaderName<'b>,
+    /// The name exactly as received.
+    pub raw_name: &'b str,
+    /// The value with surrounding LWS removed; folded lines keep their inner CRLF + WS.
+    pub value: &'b [u8],
+    /// The whole line in the message buffer, including its CRLF (and any folded lines).
+    pub line: Span,
+}
+
+/// An unused header slot, to initialise the caller's header array.
+pub const EMPTY_HEADER: Header<'static> = Header {
+    name: HeaderName::Other(""),
+    raw_name: "",
+    value: b"",
+    line: Span { start: 0, end: 0 },
+};
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderName;
+
+    #[test]
+    fn names_and_compact_forms() {
+        let cases: &[(&str, HeaderName)] = &[
+            ("via", HeaderName::Via),
+            ("V", HeaderName::Via),
+            ("i", HeaderName::CallId),
+            ("CALL-id", HeaderName::CallId),
+            ("m", HeaderName::Contact),
+            ("f", HeaderName::From),
+            ("t", HeaderName::To),
+            ("l", HeaderName::ContentLength),
+            ("c", HeaderName::ContentType),
+            ("k", HeaderName::Supported),
+            ("s", HeaderName::Other("subject")),
+            ("e", HeaderName::Other("Content-Encoding")),
+            ("o", HeaderName::Other("event")),
+            ("u", HeaderName::Other("Allow-Events")),
+            ("r", HeaderName::Other("Refer-To")),
+            ("b", HeaderName::Other("Referred-By")),
+            ("x", HeaderName::Other("Session-Expires")),
+            ("y", HeaderName::Other("Identity")),
+            ("MaX-fOrWaRdS", HeaderName::MaxForwards),
+            ("record-route", HeaderName::RecordRoute),
+            ("proxy-authorization", HeaderName::ProxyAuthorization),
+            ("WWW-Authenticate", HeaderName::WwwAuthenticate),
+            ("Proxy-Authenticate", HeaderName::ProxyAuthenticate),
+            ("Proxy-Require", HeaderName::ProxyRequire),
+            ("min-expires", HeaderName::MinExpires),
+            ("X-Foo", HeaderName::Other("x-foo")),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(HeaderName::from_name(raw), *want, "{raw}");
+        }
+        assert_ne!(HeaderName::Other("a"), HeaderName::Other("b"));
+        assert_eq!(HeaderName::from_name("Subject").as_str(), "Subject");
+    }
+}

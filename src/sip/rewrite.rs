@@ -1,0 +1,357 @@
+//! Forwarding rewriter: builds the outgoing copy of a received message.
+//!
+//! [`write_forward`] walks the received header lines once and copies runs of untouched
+//! lines with a single `extend_from_slice` each. Only the lines an operation touches are
+//! rewritten: new lines (our Via, Record-Route, pushed Routes, a missing Max-Forwards) go
+//! right after the start line, so they end up topmost; the top Via / first Route element is
+//! cut out of its line (keeping any other comma-separated values); Max-Forwards and
+//! Content-Length are replaced. The output `Vec` is cleared first and never allocates when
+//! the caller reserved enough (reserve [`MAX_MESSAGE_SIZE`] once per worker).
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use super::header::HeaderName;
+use super::message::Message;
+use super::scan::{is_lws, is_token_str, offset_of, push_u64};
+use super::{ParseError, Span, MAX_MESSAGE_SIZE};
+
+/// Why an outgoing message could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RewriteError {
+    /// The received message lacks (or has a malformed) header the operation needs.
+    #[error("cannot rewrite: {0}")]
+    Parse(#[from] ParseError),
+    /// The operation only applies to requests.
+    #[error("operation needs a request")]
+    NotARequest,
+    /// Max-Forwards is already 0: the proxy must answer 483 instead.
+    #[error("Max-Forwards exhausted")]
+    MaxForwardsExhausted,
+    /// `extra_headers` is not a sequence of complete CRLF-terminated lines.
+    #[error("extra headers must be CRLF-terminated lines")]
+    BadExtraHeaders,
+    /// A caller-supplied value would break the message (whitespace, CR/LF, brackets).
+    #[error("invalid value for {0}")]
+    BadInput(&'static str),
+    /// Two operations that cannot be combined.
+    #[error("conflicting operations: {0}")]
+    Conflict(&'static str),
+    /// The result would exceed [`MAX_MESSAGE_SIZE`].
+    #[error("output larger than {MAX_MESSAGE_SIZE} bytes")]
+    TooLarge,
+}
+
+/// The Via a proxy adds on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViaSpec<'a> {
+    /// Transport token, e.g. `UDP`.
+    pub transport: &'a str,
+    /// Host or IP; an IPv6 address is bracketed automatically.
+    pub host: &'a str,
+    /// Port (always written).
+    pub port: u16,
+    /// Branch, including the `z9hG4bK` magic cookie.
+    pub branch: &'a str,
+}
+
+/// What to change when forwarding. `ForwardOps::default()` copies the message unchanged
+/// (apart from fixing Content-Length).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardOps<'a> {
+    /// Replace the Request-URI.
+    pub request_uri: Option<&'a str>,
+    /// Remove the top via-parm (the whole line if it is the only value in it).
+    pub remove_top_via: bool,
+    /// Add this Via on top.
+    pub add_via: Option<ViaSpec<'a>>,
+    /// RFC 3581: on the received top Via, set `received=IP` and `rport=PORT` (replacing
+    /// any existing values). Cannot be combined with `remove_top_via`.
+    pub top_via_received: Option<(IpAddr, u16)>,
+    /// Remove the first Route value (after loose-routing past ourselves).
+    pub remove_first_route: bool,
+    /// Route URIs to put on top, in order (each written as `Route: <uri>`).
+    pub push_routes: &'a [&'a str],
+    /// Record-Route URI to add on top (written as `Record-Route: <uri>`; include `;lr`).
+    pub record_route: Option<&'a str>,
+    /// Decrement Max-Forwards; an absent header is written as `Max-Forwards: 69`.
+    pub decrement_max_forwards: bool,
+    /// Raw `Name: value\r\n` lines appended after the received headers.
+    pub extra_headers: &'a [u8],
+    /// Replace the body.
+    pub body: Option<&'a [u8]>,
+}
+
+enum Edit {
+    CutElement(Span),
+    Received(Span, IpAddr, u16),
+    MaxForwards(u32),
+    Drop,
+}
+
+/// Writes the forwarded copy of `msg` into `out` (cleared first).
+pub fn write_forward(
+    msg: &Message,
+    ops: &ForwardOps,
+    out: &mut Vec<u8>,
+) -> Result<(), RewriteError> {
+    out.clear();
+    if ops.remove_top_via && ops.top_via_received.is_some() {
+        return Err(RewriteError::Conflict(
+            "remove_top_via with top_via_received",
+        ));
+    }
+    let request_only = ops.request_uri.is_some()
+        || ops.decrement_max_forwards
+        || ops.remove_first_route
+        || !ops.push_routes.is_empty();
+    if request_only && !msg.is_request() {
+        return Err(RewriteError::NotARequest);
+    }
+    check_extra(ops.extra_headers)?;
+    let via_edit = if ops.remove_top_via {
+        Some(Edit::CutElement(msg.top_via()?.span))
+    } else if let Some((ip, port)) = ops.top_via_received {
+        Some(Edit::Received(msg.top_via()?.span, ip, port))
+    } else {
+        None
+    };
+    let route_edit = match ops.remove_first_route {
+        true => msg
+            .routes()
+            .next()
+            .transpose()?
+            .map(|r| Edit::CutElement(r.span)),
+        false => None,
+    };
+    let max_forwards = match ops.decrement_max_forwards {
+        true => match msg.max_forwards()? {
+            Some(0) => return Err(RewriteError::MaxForwardsExhausted),
+            other => Some(other.map(|n| n - 1)),
+        },
+        false => None,
+    };
+    let buf = msg.buf;
+    let copy =
+        |out: &mut Vec<u8>, s: usize, e: usize| out.extend_from_slice(buf.get(s..e).unwrap_or(&[]));
+
+    // Start line.
+    let sl = msg.start_line;
+    match ops.request_uri {
+        Some(uri) => {
+            check_uri(uri, "request_uri")?;
+            copy(out, sl.start as usize, msg.uri_span.start as usize);
+            out.extend_from_slice(uri.as_bytes());
+            copy(out, msg.uri_span.end as usize, sl.end as usize);
+        }
+        None => copy(out, sl.start as usize, sl.end as usize),
+    }
+
+    // New topmost lines.
+    if let Some(v) = &ops.add_via {
+        write_via(out, v)?;
+    }
+    if let Some(rr) = ops.record_route {
+        check_uri(rr, "record_route")?;
+        write_addr_line(out, b"Record-Route: <", rr);
+    }
+    for r in ops.push_routes {
+        check_uri(r, "push_routes")?;
+        write_addr_line(out, b"Route: <", r);
+    }
+    if max_forwards == Some(None) {
+        out.extend_from_slice(b"Max-Forwards: 69\r\n");
+    }
+
+    // Received lines, copied in runs.
+    let body = ops.body.unwrap_or(msg.body);
+    let keep_cl = ops.body.is_none() && msg.content_length == Some(body.len());
+    let mut via_edit = via_edit;
+    let mut route_edit = route_edit;
+    let mut mf_done = false;
+    let mut run = sl.end as usize;
+    for h in msg.headers {
+        let edit = match h.name {
+            HeaderName::Via => take_if_in_line(&mut via_edit, h.line),
+            HeaderName::Route => take_if_in_line(&mut route_edit, h.line),
+            HeaderName::MaxForwards if !mf_done => {
+                mf_done = true;
+                max_forwards.flatten().map(Edit::MaxForwards)
+            }
+            HeaderName::ContentLength if !keep_cl => Some(Edit::Drop),
+            _ => None,
+        };
+        let Some(edit) = edit else { continue };
+        copy(out, run, h.line.start as usize);
+        run = h.line.end as usize;
+        let (ls, le) = (h.line.start as usize, h.line.end as usize);
+        match edit {
+            Edit::Drop => {}
+            Edit::MaxForwards(n) => {
+                out.extend_from_slice(b"Max-Forwards: ");
+                push_u64(out, u64::from(n));
+                out.extend_from_slice(b"\r\n");
+            }
+            Edit::CutElement(span) => {
+                let (cut_start, cut_end) = element_cut(buf, span, le);
+                if let Some(cut_end) = cut_end {
+                    copy(out, ls, cut_start);
+                    copy(out, cut_end, le);
+                }
+            }
+            Edit::Received(span, ip, port) => {
+                let via = msg.top_via()?;
+                let params_start = match via.params.is_empty() {
+                    true => span.end as usize,
+                    false => offset_of(buf, via.params.raw().as_bytes()),
+                };
+                copy(out, ls, params_start);
+                for p in via.params.items() {
+                    if !p.name.eq_ignore_ascii_case("received")
+                        && !p.name.eq_ignore_ascii_case("rport")
+                    {
+                        out.push(b';');
+                        out.extend_from_slice(p.raw.as_bytes());
+                    }
+                }
+                // Display of an IP address formats on the stack; writing to a Vec with
+                // enough capacity does not allocate.
+                let _ = write!(out, ";received={ip};rport=");
+                push_u64(out, u64::from(port));
+                copy(out, span.end as usize, le);
+            }
+        }
+    }
+    let head_end = msg
+        .headers
+        .last()
+        .map_or(sl.end as usize, |h| h.line.end as usize);
+    copy(out, run, head_end);
+    finish(out, ops.extra_headers, keep_cl, body)
+}
+
+/// Appends extra headers, Content-Length (unless the received one is kept), the blank
+/// line and the body; checks the size limit.
+pub(crate) fn finish(
+    out: &mut Vec<u8>,
+    extra: &[u8],
+    keep_cl: bool,
+    body: &[u8],
+) -> Result<(), RewriteError> {
+    out.extend_from_slice(extra);
+    if !keep_cl {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    if out.len() > MAX_MESSAGE_SIZE {
+        return Err(RewriteError::TooLarge);
+    }
+    Ok(())
+}
+
+fn take_if_in_line(edit: &mut Option<Edit>, line: Span) -> Option<Edit> {
+    let span = match edit {
+        Some(Edit::CutElement(s)) | Some(Edit::Received(s, _, _)) => *s,
+        _ => return None,
+    };
+    if span.start >= line.start && span.start < line.end {
+        edit.take()
+    } else {
+        None
+    }
+}
+
+/// Bytes to cut for removing the list element at `span` from its line ending at
+/// `line_end`: the element plus the following comma and LWS. `None` as the end means the
+/// element is the line's only remaining value, so the whole line goes.
+fn element_cut(buf: &[u8], span: Span, line_end: usize) -> (usize, Option<usize>) {
+    let after = buf.get(span.end as usize..line_end).unwrap_or(&[]);
+    let ws = after
+        .iter()
+        .position(|&b| !is_lws(b))
+        .unwrap_or(after.len());
+    if after.get(ws) != Some(&b',') {
+        return (span.start as usize, None);
+    }
+    let rest = after.get(ws + 1..).unwrap_or(&[]);
+    let ws2 = rest.iter().position(|&b| !is_lws(b)).unwrap_or(rest.len());
+    (span.start as usize, Some(span.end as usize + ws + 1 + ws2))
+}
+
+fn write_via(out: &mut Vec<u8>, v: &ViaSpec) -> Result<(), RewriteError> {
+    if !is_token_str(v.transport.as_bytes()) {
+        return Err(RewriteError::BadInput("add_via.transport"));
+    }
+    if !is_token_str(v.branch.as_bytes()) {
+        return Err(RewriteError::BadInput("add_via.branch"));
+    }
+    let host_ok = !v.host.is_empty()
+        && v.host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        });
+    if !host_ok {
+        return Err(RewriteError::BadInput("add_via.host"));
+    }
+    out.extend_from_slice(b"Via: SIP/2.0/");
+    out.extend_from_slice(v.transport.as_bytes());
+    out.push(b' ');
+    let bracket = v.host.contains(':') && !v.host.starts_with('[');
+    if bracket {
+        out.push(b'[');
+    }
+    out.extend_from_slice(v.host.as_bytes());
+    if bracket {
+        out.push(b']');
+    }
+    out.push(b':');
+    push_u64(out, u64::from(v.port));
+    out.extend_from_slice(b";branch=");
+    out.extend_from_slice(v.branch.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+fn write_addr_line(out: &mut Vec<u8>, prefix: &[u8], uri: &str) {
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(uri.as_bytes());
+    out.extend_from_slice(b">\r\n");
+}
+
+/// A URI we write must not contain whitespace, controls, quotes or angle brackets.
+pub(crate) fn check_uri(uri: &str, what: &'static str) -> Result<(), RewriteError> {
+    let ok = uri.contains(':')
+        && uri
+            .bytes()
+            .all(|b| b > b' ' && b != 0x7f && b != b'<' && b != b'>' && b != b'"');
+    if ok {
+        Ok(())
+    } else {
+        Err(RewriteError::BadInput(what))
+    }
+}
+
+/// Extra headers must be complete lines, each `token ":" ...` and CRLF-terminated, with
+/// no bare CR/LF inside (no header injection).
+pub(crate) fn check_extra(extra: &[u8]) -> Result<(), RewriteError> {
+    let mut rest = extra;
+    while !rest.is_empty() {
+        let lf = memchr::memchr(b'\n', rest).ok_or(RewriteError::BadExtraHeaders)?;
+        let line = rest.get(..lf).unwrap_or(&[]);
+        let Some(content) = line.strip_suffix(b"\r") else {
+            return Err(RewriteError::BadExtraHeaders);
+        };
+        let name_len = content
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(RewriteError::BadExtraHeaders)?;
+        if !is_token_str(content.get(..name_len).unwrap_or(&[])) || content.contains(&b'\r') {
+            return Err(RewriteError::BadExtraHeaders);
+        }
+        rest = rest.get(lf + 1..).unwrap_or(&[]);
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Per-core UDP I/O shell: the only part of sipfront that touches sockets.
+//!
+//! A [`WorkerSet`] runs `workers` threads, each pinned to a core and running one
+//! single-threaded loop (pingora-runtime style). Each worker owns:
+//! - one `SO_REUSEPORT` UDP socket per listen address (the kernel spreads phones over
+//!   workers by 4-tuple hash), addressed by [`SockId::Listen`];
+//! - one private "upstream" UDP socket ([`SockId::Upstream`]) on the first listen IP with
+//!   its own port, used to talk to Asterisk so that Asterisk's answers come back to the
+//!   worker that sent the request and Asterisk traffic spreads over all cores;
+//! - a [`Waker`] (eventfd) other threads use to wake the loop (DB answers, shutdown);
+//! - a hand-off inbox with pooled fixed-size buffers, fed by the other workers;
+//! - its own [`DatagramHandler`] (the sans-IO core), built by the factory in its thread.
+//!
+//! Data flow of one loop turn (both backends):
+//! 1. read the clock once; take a batch of received datagrams (io_uring multishot
+//!    `RecvMsg` completions over a provided-buffer ring, or `recvmmsg`);
+//! 2. for each datagram ask [`DatagramHandler::owner`]; if another worker owns it, copy it
+//!    into a pooled buffer and pass it over that worker's channel, else call
+//!    [`DatagramHandler::on_datagram`], which queues replies in the [`Outbox`];
+//! 3. process datagrams handed off by other workers, then `on_wake` and `on_timer` if due;
+//! 4. flush the outbox (io_uring `SendMsg` SQEs submitted with the turn's one
+//!    `io_uring_enter`, or `sendmmsg`), publish the counters;
+//! 5. sleep until I/O, a wake, or the handler's next deadline.
+//!
+//! Work per turn is capped ([`TransportConfig::max_datagrams_per_turn`], like quinn's work
+//! limiter) so timers, wakes and hand-offs are never starved by a flood on one socket.
+//! In steady state nothing here allocates per datagram: receive buffers, the send slab
+//! and the hand-off buffers are all preallocated (`tests/transport_alloc.rs`).
+//! Backends and the hand-off rule are described in `docs/transport.md`.
+
+mod bufring;
+mod config;
+mod error;
+mod handoff;
+mod mmsg;
+mod msgs;
+mod outbox;
+mod set;
+mod shell;
+mod sockaddr;
+mod socket;
+mod stats;
+mod uring;
+mod uring_loop;
+mod waker;
+
+use std::net::SocketAddr;
+
+pub use config::{Backend, ConfigError, TransportConfig};
+pub use error::{TransportError, UringUnavailable};
+pub use outbox::Outbox;
+pub use set::{WorkerContext, WorkerSet};
+pub use stats::WorkerCounters;
+pub use waker::Waker;
+
+/// Most workers a [`WorkerSet`] runs (`workers` above this is a configuration error).
+pub const MAX_WORKERS: usize = 1024;
+
+/// Largest UDP payload (IPv4 limit); receive and hand-off buffers never need more.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Which of a worker's sockets a datagram arrived on, or should leave from.
+///
+/// `Listen(i)` is the `i`-th listen address: every worker has its own `SO_REUSEPORT`
+/// socket bound to that same address, so a reply sent on `Listen(i)` by any worker leaves
+/// from the same local ip:port. `Upstream` is *this* worker's private upstream socket; a
+/// datagram handed off from another worker keeps the `SockId` it arrived on, and a reply on
+/// `Upstream` leaves from the receiving (owning) worker's upstream port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SockId {
+    /// The worker's socket for listen address number `.0`.
+    Listen(u16),
+    /// The worker's own upstream socket (towards Asterisk).
+    Upstream,
+}
+
+/// The sans-IO handler one worker drives. Built once per worker by the factory passed to
+/// [`WorkerSet::spawn`], in the worker's own thread, and never shared.
+pub trait DatagramHandler: Send + 'static {
+    /// Cheap peek: which worker (`0..n_workers`) owns this datagram. Return the worker's own
+    /// index (see [`WorkerContext::index`]) to process it here. Out-of-range values are
+    /// treated as "this worker".
+    fn owner(&self, data: &[u8], n_workers: usize) -> usize;
+    /// One datagram received (or handed off to this worker). Replies go into `out`.
+    fn on_datagram(
+        &mut self,
+        now_ms: u64,
+        sock: SockId,
+        src: SocketAddr,
+        data: &[u8],
+        out: &mut Outbox,
+    );
+    /// Some thread called [`Waker::wake`] on this worker's waker.
+    fn on_wake(&mut self, now_ms: u64, out: &mut Outbox);
+    /// The deadline from [`DatagramHandler::next_deadline_ms`] has passed.
+    fn on_timer(&mut self, now_ms: u64, out: &mut Outbox);
+    /// Earliest time (ms since the UNIX epoch) `on_timer` should run, if any.
+    fn next_deadline_ms(&self) -> Option<u64>;
+}

@@ -1,0 +1,90 @@
+//! Per-worker packet counters, readable from any thread (metrics) without shared hot
+//! counters: each worker counts in plain locals during a turn and publishes them once per
+//! turn into its own cache-line-padded atomics (single writer, `Relaxed`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+/// A snapshot of one worker's counters (monotonic since spawn).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Datagrams received on this worker's sockets.
+    pub rx: u64,
+    /// Datagrams passed to the kernel for sending.
+    pub tx: u64,
+    /// Of `tx`, datagrams the kernel refused (reported late on io_uring, at the next
+    /// completion reaping).
+    pub send_errors: u64,
+    /// Datagrams this worker received but passed to their owner.
+    pub handed_off: u64,
+    /// Datagrams other workers passed to this one.
+    pub handoff_in: u64,
+    /// Datagrams dropped before reaching a handler or the kernel: truncated or unreadable
+    /// on receive, no free hand-off buffer, full hand-off channel, full outbox, or a reply
+    /// on a socket id that does not exist.
+    pub dropped: u64,
+    /// Loop turns (a liveness indicator).
+    pub turns: u64,
+}
+
+/// The published counters of one worker.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCounters {
+    rx: AtomicU64,
+    tx: AtomicU64,
+    send_errors: AtomicU64,
+    handed_off: AtomicU64,
+    handoff_in: AtomicU64,
+    dropped: AtomicU64,
+    turns: AtomicU64,
+}
+
+impl SharedCounters {
+    /// Called by the owning worker only (single writer), once per loop turn.
+    pub(crate) fn publish(&self, c: &WorkerCounters) {
+        self.rx.store(c.rx, Relaxed);
+        self.tx.store(c.tx, Relaxed);
+        self.send_errors.store(c.send_errors, Relaxed);
+        self.handed_off.store(c.handed_off, Relaxed);
+        self.handoff_in.store(c.handoff_in, Relaxed);
+        self.dropped.store(c.dropped, Relaxed);
+        self.turns.store(c.turns, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> WorkerCounters {
+        WorkerCounters {
+            rx: self.rx.load(Relaxed),
+            tx: self.tx.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            handed_off: self.handed_off.load(Relaxed),
+            handoff_in: self.handoff_in.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            turns: self.turns.load(Relaxed),
+        }
+    }
+}
+
+/// The per-worker counter blocks, each on its own cache line(s).
+pub(crate) type CounterBlock = CachePadded<SharedCounters>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_then_snapshot() {
+        let s = CounterBlock::default();
+        let c = WorkerCounters {
+            rx: 5,
+            tx: 4,
+            send_errors: 6,
+            handed_off: 3,
+            handoff_in: 2,
+            dropped: 1,
+            turns: 9,
+        };
+        s.publish(&c);
+        assert_eq!(s.snapshot(), c);
+    }
+}

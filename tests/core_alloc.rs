@@ -1,0 +1,114 @@
+//! The proxy core forwards requests and responses without heap allocation once a worker is
+//! warm: a full call flow (authenticated INVITE from a phone → 100 + INVITE to Asterisk,
+//! 180, 200, ACK through the Route set, BYE from Asterisk to the phone and its 200) is run
+//! under a counting global allocator, on a virtual clock.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sipfront::core::testing::{call_flow, response_into, test_config, Counter, Fakes};
+use sipfront::core::{Core, Local};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
+// relaxed atomic and does not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const PHONE: &str = "127.0.0.3:5062";
+const AST: &str = "127.0.0.2:5080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn forwarding_a_call_allocates_nothing_once_warm() {
+    let fakes = Fakes::new(&["alice"]);
+    let mut core = Core::new(
+        Arc::new(test_config(&[AST])),
+        fakes.ports(),
+        0,
+        addr("127.0.0.1:6000"),
+    );
+    let flows: Vec<_> = (0..200).map(|i| call_flow(i, PHONE, AST)).collect();
+    let mut sink = Counter {
+        last: Vec::with_capacity(65_536),
+        ..Counter::default()
+    };
+    let mut fwd = Vec::with_capacity(65_536);
+    let mut resp = Vec::with_capacity(65_536);
+    let mut now = 1_700_000_000_000u64;
+    let (phone, ast) = (addr(PHONE), addr(AST));
+
+    for (i, f) in flows.iter().enumerate() {
+        if i == 100 {
+            COUNTING.store(true, Ordering::Relaxed);
+        }
+        let before = sink.datagrams;
+        core.handle_datagram(now, Local::Listen(0), phone, &f.invite, &mut sink);
+        assert_eq!(
+            sink.datagrams - before,
+            2,
+            "100 Trying + INVITE to Asterisk"
+        );
+        fwd.clear();
+        fwd.extend_from_slice(&sink.last);
+        response_into(&fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut resp);
+        core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
+        response_into(
+            &fwd,
+            b"SIP/2.0 200 OK\r\n",
+            b"ast",
+            b"Contact: <sip:600@127.0.0.2:5080>\r\n",
+            &mut resp,
+        );
+        core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
+        core.handle_datagram(now, Local::Listen(0), phone, &f.ack, &mut sink);
+        core.handle_datagram(now, Local::Listen(0), ast, &f.bye, &mut sink);
+        fwd.clear();
+        fwd.extend_from_slice(&sink.last);
+        assert!(fwd.starts_with(b"BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\n"));
+        response_into(&fwd, b"SIP/2.0 200 OK\r\n", b"a", b"", &mut resp);
+        core.handle_datagram(now, Local::Listen(0), phone, &resp, &mut sink);
+        assert!(sink.last.starts_with(b"SIP/2.0 200 OK\r\n"));
+        // Let this call's transactions terminate so slots are reused.
+        now += 40_000;
+        core.handle_timeout(now, &mut sink);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    assert_eq!(sink.datagrams, 200 * 7);
+    assert_eq!(core.stats().forwarded_requests, 200 * 3);
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "heap allocations while forwarding 100 warm calls"
+    );
+}
