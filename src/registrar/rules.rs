@@ -414,6 +414,12 @@ impl Registrar {
         );
     }
 
+    /// Every AOR key held (for `ctl` listings), one stripe at a time; `f` runs outside
+    /// the locks. Combine with [`Registrar::lookup`] for the bindings.
+    pub fn for_each_aor(&self, f: impl FnMut(&str)) {
+        self.table.for_each_aor(f);
+    }
+
     /// (AORs, bindings) held, including expired bindings not yet swept (metrics gauges;
     /// cheap: one short read lock per stripe).
     pub fn counts(&self) -> (usize, usize) {

@@ -588,6 +588,13 @@ fn admin_remove() {
         T0,
     )
     .unwrap();
+    let mut q = req("c1", 1, Some(600), &[(PUB, None, None)]);
+    q.aor = "bob@example.com";
+    run(&r, &q, T0).unwrap();
+    let mut all = Vec::new();
+    r.for_each_aor(|a| all.push(a.to_owned()));
+    all.sort();
+    assert_eq!(all, ["alice@example.com", "bob@example.com"]);
     assert!(!r.remove("alice@example.com", Some(PUB)));
     assert!(r.remove("alice@example.com", None));
     assert!(!r.remove("alice@example.com", None));
