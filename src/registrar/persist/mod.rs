@@ -60,8 +60,10 @@ pub enum PersistError {
 
 /// A backend holding the rows.
 pub(crate) trait Store: Send {
-    /// Every stored row.
-    fn load(&mut self) -> Result<Vec<Row>, PersistError>;
+    /// Stream every stored row into `sink` (a row that cannot be used is passed as an
+    /// error and skipped by the caller); an error here means the store could not be read.
+    fn load(&mut self, sink: &mut dyn FnMut(Result<Row, PersistError>))
+        -> Result<(), PersistError>;
     /// Replace the rows of each listed AOR by the given ones (empty: delete the AOR). With
     /// `all`, every other AOR's rows are deleted too. One transaction.
     fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], all: bool) -> Result<(), PersistError>;
@@ -127,22 +129,21 @@ impl Persister {
     ) -> Result<Persister, PersistError> {
         let cfg = registrar.config().clone();
         let stats = Arc::new(PersistStats::default());
-        let rows = store.load()?;
-        for row in rows {
-            if row.expires_at_ms <= now_ms {
-                stats.expired_on_load.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            match row.to_slot() {
-                Ok(slot) => {
+        store.load(
+            &mut |row| match row.and_then(|r| r.to_slot().map(|s| (r, s))) {
+                Ok((row, _)) if row.expires_at_ms <= now_ms => {
+                    stats.expired_on_load.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((row, slot)) => {
                     registrar.restore(&row.aor, slot);
                     stats.loaded.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored binding skipped");
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-        }
+            },
+        )?;
         let (tx, rx) = bounded(cfg.persist_queue);
         let overflow = Arc::new(AtomicBool::new(false));
         let sink = ChangeSink {
@@ -328,8 +329,11 @@ mod tests {
     }
 
     impl Store for FlakyStore {
-        fn load(&mut self) -> Result<Vec<Row>, PersistError> {
-            Ok(Vec::new())
+        fn load(
+            &mut self,
+            _sink: &mut dyn FnMut(Result<Row, PersistError>),
+        ) -> Result<(), PersistError> {
+            Ok(())
         }
         fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], _all: bool) -> Result<(), PersistError> {
             if self.fail > 0 {
