@@ -65,7 +65,13 @@ impl Rig {
             .handle_datagram(self.now, Local::Listen(0), phone, &flow.invite, s);
         self.fwd.clear();
         self.fwd.extend_from_slice(&s.last);
-        response_into(&self.fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut self.resp);
+        response_into(
+            &self.fwd,
+            b"SIP/2.0 180 Ringing\r\n",
+            b"ast",
+            b"",
+            &mut self.resp,
+        );
         self.core
             .handle_datagram(self.now, Local::Upstream, ast, &self.resp, s);
         response_into(

@@ -1,8 +1,9 @@
 //! Location table at scale: memory per contact, lookup latency, and mixed lookup/update
 //! throughput with 1 and 2 threads.
 //!
-//! `cargo run --release -p sipfront-bench --bin location_rss -- [contacts] [secs]`
-//! (defaults 1000000 and 2). Prints one line per measurement. Inserts `contacts` AORs with one binding each through
+//! `cargo run --release -p sipfront-bench --bin location_rss -- [contacts] [secs] [sqlite]`
+//! (defaults 1000000 and 2). With a third argument it instead measures persistence: the
+//! REGISTERs go through the write-behind thread into that SQLite file, then a reload. Prints one line per measurement. Inserts `contacts` AORs with one binding each through
 //! `Registrar::register`, reads VmRSS from /proc/self/status before and after, then times
 //! lookups of random AORs and runs the mixed workload (90 % lookup, 10 % refresh REGISTER)
 //! for `secs` seconds per thread count, reporting ops/s of wall time and ops per CPU-second
@@ -14,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+use sipfront::registrar::{
+    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -117,6 +120,51 @@ fn lookup_rounds(r: &Registrar, sample: &[(u32, Phone)], rounds: usize) -> usize
     found
 }
 
+/// Write `n` bindings through the write-behind thread into a fresh SQLite file, then time
+/// a restart's reload.
+fn persist_round_trip(n: u32, path: &str) {
+    let _ = std::fs::remove_file(path);
+    let cfg = RegistrarConfig {
+        persist: format!("sqlite://{path}"),
+        use_domain: true,
+        max_aors: 4_000_000,
+        ..RegistrarConfig::default()
+    };
+    let r = Arc::new(Registrar::new(cfg.clone()).expect("config"));
+    let p = Persister::start(&r, T0).expect("persistence");
+    let mut out = Vec::with_capacity(256);
+    let t = Instant::now();
+    for i in 0..n {
+        let ph = Phone::new(i);
+        ph.register(&r, i, 1, &ph.call_id, T0, &mut out);
+    }
+    let reg = t.elapsed();
+    let t = Instant::now();
+    p.flush(Duration::from_secs(600)).expect("flush");
+    let flush = t.elapsed();
+    let st = p.stats();
+    println!(
+        "persist: {n} REGISTERs in {:.2} s with write-behind attached; final flush {:.2} s; rows written {}, flushes {}, full rewrites {}, queue-full events {}",
+        reg.as_secs_f64(),
+        flush.as_secs_f64(),
+        st.rows_written.load(Ordering::Relaxed),
+        st.flushes.load(Ordering::Relaxed),
+        st.full_rewrites.load(Ordering::Relaxed),
+        st.dropped.load(Ordering::Relaxed),
+    );
+    p.stop().expect("stop");
+    drop(r);
+    let r2 = Arc::new(Registrar::new(cfg).expect("config"));
+    let t = Instant::now();
+    let p2 = Persister::start(&r2, T0 + 1000).expect("reload");
+    println!(
+        "reload: {} bindings in {:.2} s",
+        p2.stats().loaded.load(Ordering::Relaxed),
+        t.elapsed().as_secs_f64()
+    );
+    p2.stop().expect("stop");
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: u32 = args
@@ -124,6 +172,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    if let Some(path) = args.next() {
+        persist_round_trip(n, &path);
+        return;
+    }
     let cfg = RegistrarConfig {
         persist: "none".into(),
         use_domain: true, // full user@domain keys: the larger, conservative case
