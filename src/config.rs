@@ -249,6 +249,13 @@ impl Config {
                 "port 0 is not a listen port",
             ));
         }
+        if self.listen.udp.iter().any(|a| a.ip().is_unspecified()) {
+            // The listen address goes into Via and Record-Route: it must be reachable.
+            return Err(ConfigError::invalid(
+                "listen.udp",
+                "needs concrete addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
+            ));
+        }
         if self.listen.workers > 1024 {
             return Err(ConfigError::invalid("listen.workers", "at most 1024"));
         }
@@ -380,6 +387,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases = [
             ("[listen]\nudp = []\n", "listen.udp"),
+            ("[listen]\nudp = [\"0.0.0.0:5060\"]\n", "listen.udp"),
             ("[domain]\nrealm = \"\"\n", "domain.realm"),
             ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
             ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),

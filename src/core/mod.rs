@@ -98,6 +98,9 @@ pub struct CoreConfig {
     pub max_transactions: usize,
     pub max_parked: usize,
     pub n_workers: usize,
+    /// The digest user must be the From user of every request from a phone (the To user is
+    /// always checked for REGISTER).
+    pub check_from_user: bool,
 }
 
 impl CoreConfig {
@@ -123,6 +126,7 @@ impl CoreConfig {
             max_transactions: cfg.limits.max_transactions_per_worker,
             max_parked: cfg.limits.max_parked_per_worker,
             n_workers: n_workers.max(1),
+            check_from_user: cfg.auth.check_from_user,
         }
     }
 

@@ -52,12 +52,13 @@ pub trait AuthPort: Send + Sync {
     ) -> AuthCheck;
     /// Whether `user` is a known user (for 480 vs 404 when it has no binding).
     fn user_known(&self, user: &str, now_ms: u64) -> bool;
-    /// Write an `Authorization:`/`Proxy-Authorization:` line answering `challenge` (a
-    /// WWW-/Proxy-Authenticate value from Asterisk) with `user`'s cached credentials.
+    /// Write an `Authorization:`/`Proxy-Authorization:` line answering the best of
+    /// `challenges` (the WWW-/Proxy-Authenticate values of Asterisk's 401/407) with `user`'s
+    /// cached credentials.
     fn answer_challenge(
         &self,
         user: &str,
-        challenge: &[u8],
+        challenges: &[&[u8]],
         proxy: bool,
         method: &str,
         uri: &str,

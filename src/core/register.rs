@@ -198,11 +198,23 @@ impl Core {
             let uri = parsed.as_ref().and_then(|m| m.request_uri()).unwrap_or("");
             let mut auth = std::mem::take(&mut self.extra);
             auth.clear();
-            let answered = msg.header(name).is_some_and(|h| {
-                self.ports
-                    .auth
-                    .answer_challenge(user, h.value, proxy, "REGISTER", uri, &mut auth)
-            });
+            let mut values: [&[u8]; 4] = [b""; 4];
+            let mut n = 0;
+            for h in msg.headers_named(name) {
+                if n < values.len() {
+                    values[n] = h.value;
+                    n += 1;
+                }
+            }
+            let answered = n > 0
+                && self.ports.auth.answer_challenge(
+                    user,
+                    &values[..n],
+                    proxy,
+                    "REGISTER",
+                    uri,
+                    &mut auth,
+                );
             let next_cseq = parsed
                 .as_ref()
                 .and_then(|m| m.cseq().ok())

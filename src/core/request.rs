@@ -299,6 +299,27 @@ impl Core {
             }
         }
         let user = std::str::from_utf8(&user_buf[..user_len]).unwrap_or("");
+        // Like Kamailio's auth_check(.., 1): a phone may only send as itself.
+        if !from_asterisk && self.cfg.check_from_user && method != Method::Register {
+            let from_user = msg
+                .from()
+                .ok()
+                .and_then(|f| f.uri().ok())
+                .and_then(|u| u.user);
+            if from_user != Some(user) {
+                self.stats.auth_failed += 1;
+                self.reply(
+                    &msg,
+                    src,
+                    sock,
+                    403,
+                    "Forbidden (From user is not the authenticated user)",
+                    false,
+                    tx,
+                );
+                return;
+            }
+        }
 
         match method {
             Method::Register if from_asterisk => {

@@ -185,7 +185,7 @@ impl AuthPort for FakeAuth {
     fn answer_challenge(
         &self,
         user: &str,
-        _c: &[u8],
+        _c: &[&[u8]],
         proxy: bool,
         _m: &str,
         uri: &str,

@@ -949,3 +949,36 @@ fn replayed_credentials_only_answer_register_retransmissions() {
     assert_eq!(h.recv(PHONE, &inv)[0].code(), 407);
     assert_eq!(h.core.stats().auth_failed, 0);
 }
+
+#[test]
+fn phones_may_only_send_as_themselves() {
+    let mut h = Harness::new(&[AST]);
+    // bob's valid credentials on a request From alice.
+    let inv = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKfu",
+        "fu1",
+        &auth_hdr(true, "bob", "good"),
+    );
+    let out = h.recv(PHONE, &inv);
+    assert_eq!(out[0].code(), 403);
+    assert!(out.iter().all(|s| s.method() != "INVITE"));
+    // From Asterisk nothing is checked.
+    h.fakes.location.add(
+        "bob",
+        "sip:bob@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        AST,
+        "z9hG4bKfa",
+        "fa1",
+        "",
+    );
+    assert!(h.recv(AST, &inv).iter().any(|s| s.method() == "INVITE"));
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::asterisk::RegFwd;
 use crate::auth::client::{random_cnonce, ClientRequest};
 use crate::auth::{
-    compute_client_response, parse_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
+    compute_client_response, pick_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
 };
 use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
 use crate::core::{AuthCheck, AuthPort, Local, LocationPort, RegFwdPort, RegFwdSender};
@@ -137,16 +137,16 @@ impl AuthPort for CacheAuth {
     fn answer_challenge(
         &self,
         user: &str,
-        challenge: &[u8],
+        challenges: &[&[u8]],
         proxy: bool,
         method: &str,
         uri: &str,
         out: &mut Vec<u8>,
     ) -> bool {
-        let Ok(value) = std::str::from_utf8(challenge) else {
-            return false;
-        };
-        let Ok(ch) = parse_challenge(value) else {
+        let values = challenges
+            .iter()
+            .filter_map(|c| std::str::from_utf8(c).ok());
+        let Some(ch) = pick_challenge(values) else {
             return false;
         };
         let Lookup::Found(cred) = self.cache.lookup(user, crate::db::system_now_ms()) else {

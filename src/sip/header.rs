@@ -81,88 +81,47 @@ impl<'b> HeaderName<'b> {
     /// Classifies a raw header name (case-insensitive, compact forms included).
     pub fn from_name(name: &'b str) -> HeaderName<'b> {
         let b = name.as_bytes();
-        if b.len() == 1 {
-            return compact(b.first().copied().unwrap_or(0)).unwrap_or(HeaderName::Other(name));
+        let (Some(&first), len) = (b.first(), b.len()) else {
+            return HeaderName::Other(name);
+        };
+        if len == 1 {
+            return compact(first).unwrap_or(HeaderName::Other(name));
         }
-        let eq = |s: &str| name.eq_ignore_ascii_case(s);
-        let found = match b.len() {
-            2 => eq("To").then_some(HeaderName::To),
-            3 => eq("Via").then_some(HeaderName::Via),
-            4 => {
-                if eq("From") {
-                    Some(HeaderName::From)
-                } else if eq("CSeq") {
-                    Some(HeaderName::CSeq)
-                } else if eq("Path") {
-                    Some(HeaderName::Path)
-                } else if eq("Date") {
-                    Some(HeaderName::Date)
-                } else {
-                    None
-                }
-            }
-            5 => {
-                if eq("Route") {
-                    Some(HeaderName::Route)
-                } else if eq("Allow") {
-                    Some(HeaderName::Allow)
-                } else {
-                    None
-                }
-            }
-            7 => {
-                if eq("Call-ID") {
-                    Some(HeaderName::CallId)
-                } else if eq("Contact") {
-                    Some(HeaderName::Contact)
-                } else if eq("Expires") {
-                    Some(HeaderName::Expires)
-                } else if eq("Require") {
-                    Some(HeaderName::Require)
-                } else if eq("Subject") {
-                    Some(HeaderName::Other("Subject"))
-                } else {
-                    None
-                }
-            }
-            9 => eq("Supported").then_some(HeaderName::Supported),
-            10 => eq("User-Agent").then_some(HeaderName::UserAgent),
-            11 => {
-                if eq("Unsupported") {
-                    Some(HeaderName::Unsupported)
-                } else if eq("Min-Expires") {
-                    Some(HeaderName::MinExpires)
-                } else {
-                    None
-                }
-            }
-            12 => {
-                if eq("Max-Forwards") {
-                    Some(HeaderName::MaxForwards)
-                } else if eq("Record-Route") {
-                    Some(HeaderName::RecordRoute)
-                } else if eq("Content-Type") {
-                    Some(HeaderName::ContentType)
-                } else {
-                    None
-                }
-            }
-            13 => {
-                if eq("Authorization") {
-                    Some(HeaderName::Authorization)
-                } else if eq("Proxy-Require") {
-                    Some(HeaderName::ProxyRequire)
-                } else {
-                    None
-                }
-            }
-            14 => eq("Content-Length").then_some(HeaderName::ContentLength),
-            16 => eq("WWW-Authenticate").then_some(HeaderName::WwwAuthenticate),
-            18 => eq("Proxy-Authenticate").then_some(HeaderName::ProxyAuthenticate),
-            19 => eq("Proxy-Authorization").then_some(HeaderName::ProxyAuthorization),
+        let second = b.get(1).map_or(0, u8::to_ascii_lowercase);
+        // One candidate per (length, first letter[, second letter]); then one compare.
+        let candidate = match (len, first.to_ascii_lowercase()) {
+            (2, b't') => Some(("To", HeaderName::To)),
+            (3, b'v') => Some(("Via", HeaderName::Via)),
+            (4, b'f') => Some(("From", HeaderName::From)),
+            (4, b'c') => Some(("CSeq", HeaderName::CSeq)),
+            (4, b'p') => Some(("Path", HeaderName::Path)),
+            (4, b'd') => Some(("Date", HeaderName::Date)),
+            (5, b'r') => Some(("Route", HeaderName::Route)),
+            (5, b'a') => Some(("Allow", HeaderName::Allow)),
+            (7, b'c') if second == b'a' => Some(("Call-ID", HeaderName::CallId)),
+            (7, b'c') => Some(("Contact", HeaderName::Contact)),
+            (7, b'e') => Some(("Expires", HeaderName::Expires)),
+            (7, b'r') => Some(("Require", HeaderName::Require)),
+            (7, b's') => Some(("Subject", HeaderName::Other("Subject"))),
+            (9, b's') => Some(("Supported", HeaderName::Supported)),
+            (10, b'u') => Some(("User-Agent", HeaderName::UserAgent)),
+            (11, b'u') => Some(("Unsupported", HeaderName::Unsupported)),
+            (11, b'm') => Some(("Min-Expires", HeaderName::MinExpires)),
+            (12, b'm') => Some(("Max-Forwards", HeaderName::MaxForwards)),
+            (12, b'r') => Some(("Record-Route", HeaderName::RecordRoute)),
+            (12, b'c') => Some(("Content-Type", HeaderName::ContentType)),
+            (13, b'a') => Some(("Authorization", HeaderName::Authorization)),
+            (13, b'p') => Some(("Proxy-Require", HeaderName::ProxyRequire)),
+            (14, b'c') => Some(("Content-Length", HeaderName::ContentLength)),
+            (16, b'w') => Some(("WWW-Authenticate", HeaderName::WwwAuthenticate)),
+            (18, b'p') => Some(("Proxy-Authenticate", HeaderName::ProxyAuthenticate)),
+            (19, b'p') => Some(("Proxy-Authorization", HeaderName::ProxyAuthorization)),
             _ => None,
         };
-        found.unwrap_or(HeaderName::Other(name))
+        match candidate {
+            Some((canon, known)) if canon.eq_ignore_ascii_case(name) => known,
+            _ => HeaderName::Other(name),
+        }
     }
 
     /// The canonical long name.

@@ -154,6 +154,9 @@ pub enum ParseError {
     /// A header the operation needs is absent (canonical name).
     #[error("missing {0} header")]
     MissingHeader(&'static str),
+    /// A header that must appear at most once appears several times (canonical name).
+    #[error("more than one {0} header")]
+    DuplicateHeader(&'static str),
     /// Content-Length not a non-negative integer.
     #[error("malformed Content-Length")]
     BadContentLength,

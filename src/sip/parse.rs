@@ -11,7 +11,7 @@ use memchr::memchr;
 use super::header::{Header, HeaderName};
 use super::message::{Message, StartLine};
 use super::method::Method;
-use super::scan::{is_token, is_token_str, parse_u64, trim};
+use super::scan::{ascii_str, is_token, is_token_str, parse_u64, trim};
 use super::{ParseError, Span, Status, MAX_HEADERS, MAX_MESSAGE_SIZE, MAX_URI_LEN};
 
 /// Result of parsing the head (start line + headers).
@@ -166,7 +166,7 @@ fn parse_head<'b>(
         }
         let value = trim(after.get(ws + 1..).unwrap_or(&[]));
         // Token characters are ASCII, so this cannot fail; map it anyway instead of panicking.
-        let raw_name = std::str::from_utf8(raw_name).map_err(|_| ParseError::BadHeader)?;
+        let raw_name = ascii_str(raw_name).ok_or(ParseError::BadHeader)?;
         if n >= cap {
             return Err(ParseError::TooManyHeaders);
         }
@@ -244,7 +244,7 @@ fn parse_start_line(line: &[u8]) -> Result<(StartLine<'_>, UriRange), ParseError
         return Err(ParseError::UriTooLong);
     }
     let uri = check_request_uri(uri)?;
-    let method = std::str::from_utf8(method).map_err(|_| ParseError::BadMethod)?;
+    let method = ascii_str(method).ok_or(ParseError::BadMethod)?;
     Ok((
         StartLine::Request {
             method: Method::from_token(method),
@@ -268,7 +268,7 @@ fn check_request_uri(uri: &[u8]) -> Result<&str, ParseError> {
     if !scheme_ok || !chars_ok || colon + 1 == uri.len() {
         return Err(ParseError::BadUri);
     }
-    std::str::from_utf8(uri).map_err(|_| ParseError::BadUri)
+    ascii_str(uri).ok_or(ParseError::BadUri)
 }
 
 fn check_version(v: &[u8]) -> Result<(), ParseError> {
