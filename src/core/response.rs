@@ -309,6 +309,7 @@ impl Core {
 
     /// Send `msg` (minus our Via) to where server transaction `server` came from and keep it
     /// as the transaction's last response.
+    #[allow(clippy::too_many_arguments)]
     fn forward_upstream(
         &mut self,
         server: u32,

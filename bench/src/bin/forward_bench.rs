@@ -68,7 +68,14 @@ impl DatagramHandler for CoreHandler {
     fn owner(&self, data: &[u8], n: usize) -> usize {
         owner(data, n)
     }
-    fn on_datagram(&mut self, now: u64, sock: SockId, src: SocketAddr, data: &[u8], out: &mut Outbox) {
+    fn on_datagram(
+        &mut self,
+        now: u64,
+        sock: SockId,
+        src: SocketAddr,
+        data: &[u8],
+        out: &mut Outbox,
+    ) {
         let local = match sock {
             SockId::Listen(i) => Local::Listen(i as u8),
             SockId::Upstream => Local::Upstream,
@@ -256,7 +263,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     std::thread::sleep(Duration::from_secs(1)); // warm-up (a benchmark, not a test)
     let c0 = set.all_counters();
-    let (w0, p0, t0) = (threads_cpu_ns("sipfront-w"), process_cpu_ns(), Instant::now());
+    let (w0, p0, t0) = (
+        threads_cpu_ns("sipfront-w"),
+        process_cpu_ns(),
+        Instant::now(),
+    );
     counting.store(true, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(args.secs));
     counting.store(false, Ordering::Relaxed);
@@ -272,7 +283,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let txns = done.load(Ordering::Relaxed).max(1);
     let rx: u64 = c1.iter().zip(&c0).map(|(a, b)| a.rx - b.rx).sum();
-    let handed: u64 = c1.iter().zip(&c0).map(|(a, b)| a.handed_off - b.handed_off).sum();
+    let handed: u64 = c1
+        .iter()
+        .zip(&c0)
+        .map(|(a, b)| a.handed_off - b.handed_off)
+        .sum();
     println!(
         "backend={} workers={} clients={} window={}: {:.0} transactions/s | worker CPU {:.0} ns per forwarded message ({:.0} ns per transaction, {:.2} cores) | process CPU {:.0} ns/transaction | handed off {:.0} % of {} datagrams",
         chosen.as_str(),

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sipfront_bench::cpu::{process_cpu_ns, threads_cpu_ns};
 use sipfront::transport::{
     Backend, DatagramHandler, Outbox, SockId, TransportConfig, WorkerContext, WorkerSet,
 };
+use sipfront_bench::cpu::{process_cpu_ns, threads_cpu_ns};
 
 #[derive(Parser, Debug)]
 #[command(about = "UDP echo floor of the sipfront worker shell")]

@@ -26,9 +26,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 pub use row::Row;
 
@@ -228,42 +228,26 @@ struct Writer {
 }
 
 impl Writer {
+    /// Wake once per interval (or for a control message), never per change: workers only
+    /// `try_send` into a queue nobody blocks on, so a registration costs them no wake-up
+    /// system call. Each wake drains the queue and writes what changed.
     fn run(mut self) {
-        let mut deadline: Option<Instant> = None;
         loop {
-            let wait = deadline.map_or(Duration::from_secs(3600), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            select! {
-                recv(self.changes) -> m => match m {
-                    Ok(aor) => {
-                        self.dirty.insert(aor);
-                        deadline.get_or_insert_with(|| Instant::now() + self.interval);
-                    }
-                    Err(_) => { let _ = self.flush(); return; }
-                },
-                recv(self.ctl) -> m => match m {
-                    Ok(Ctl::Flush(done)) => {
-                        let r = self.flush();
-                        // On failure keep the changes and retry after an interval.
-                        deadline = r.is_err().then(|| Instant::now() + self.interval);
-                        let _ = done.send(r);
-                    }
-                    Ok(Ctl::Stop) | Err(_) => { let _ = self.flush(); return; }
-                },
-                default(wait) => {}
-            }
-            if self.overflow.load(Ordering::Acquire) {
-                deadline.get_or_insert_with(|| Instant::now() + self.interval);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                deadline = match self.flush() {
-                    Ok(()) => None,
-                    Err(e) => {
+            match self.ctl.recv_timeout(self.interval) {
+                Ok(Ctl::Flush(done)) => {
+                    let r = self.flush();
+                    let _ = done.send(r);
+                }
+                Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.flush();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.flush() {
+                        // The changes stay dirty; the next interval retries.
                         tracing::warn!(error = %e, "location persistence flush failed; retrying next interval");
-                        Some(Instant::now() + self.interval)
                     }
-                };
+                }
             }
         }
     }
