@@ -88,6 +88,8 @@ fn phone_calls_registered_phone_through_asterisk_dial() {
         "the caller's BYE went on to the callee"
     );
     assert_eq!(s.stat("not_found"), 0);
+    // The callee phone (sipp, out-of-call scenario) got that BYE through the proxy.
+    scene.wait_sipp_log("phone-2001", "BYE sip:", WAIT);
 }
 
 #[test]
@@ -123,7 +125,7 @@ fn asterisk_invite(scene: &Scene, user: &str) -> u16 {
     };
     ast.send(proxy, &request("INVITE", ""));
     let mut seen = Vec::new();
-    let resp = ast.expect_final("INVITE", WAIT, &mut seen);
+    let resp = ast.expect_final("102 INVITE", WAIT, &mut seen);
     assert!(
         seen.iter().all(|s| s.starts_with("SIP/2.0 100")),
         "only 100 may precede the final response: {seen:?}"
@@ -198,7 +200,7 @@ fn silent_asterisk_gives_408() {
     };
     let mut seen = Vec::new();
     phone.send(proxy, &request("INVITE", 1, "i1", "", ""));
-    let challenge = phone.expect_response(407, "INVITE", WAIT, &mut seen);
+    let challenge = phone.expect_response(407, "1 INVITE", WAIT, &mut seen);
     let tag = format!(";tag={}", challenge.to_tag());
     phone.send(proxy, &request("ACK", 1, "i1", &tag, ""));
     let creds = answer_challenge(
@@ -212,7 +214,7 @@ fn silent_asterisk_gives_408() {
     let auth = format!("Proxy-Authorization: {creds}\r\n");
     phone.send(proxy, &request("INVITE", 2, "i2", "", &auth));
     seen.clear();
-    phone.expect_response(100, "INVITE", WAIT, &mut seen);
+    phone.expect_response(100, "2 INVITE", WAIT, &mut seen);
     // The forwarded INVITE reaches the silent node (and is retransmitted there).
     let fwd = silent.expect_request("INVITE", WAIT);
     assert!(
@@ -220,7 +222,7 @@ fn silent_asterisk_gives_408() {
         "request URI unchanged: {}",
         fwd.start_line()
     );
-    let timeout = phone.expect_response(408, "INVITE", Duration::from_secs(15), &mut seen);
+    let timeout = phone.expect_response(408, "2 INVITE", Duration::from_secs(15), &mut seen);
     assert!(
         seen.iter()
             .all(|s| s.starts_with("SIP/2.0 100") || s.starts_with("SIP/2.0 407")),
@@ -253,7 +255,7 @@ fn forwarded_register_has_seed_format() {
     };
     let mut seen = Vec::new();
     phone.send(proxy, &register(1, ""));
-    let challenge = phone.expect_response(401, "REGISTER", WAIT, &mut seen);
+    let challenge = phone.expect_response(401, "1 REGISTER", WAIT, &mut seen);
     let creds = answer_challenge(
         &challenge,
         "WWW-Authenticate",
@@ -263,7 +265,7 @@ fn forwarded_register_has_seed_format() {
         &format!("sip:{DOMAIN}"),
     );
     phone.send(proxy, &register(2, &format!("Authorization: {creds}\r\n")));
-    let ok = phone.expect_response(200, "REGISTER", WAIT, &mut seen);
+    let ok = phone.expect_response(200, "2 REGISTER", WAIT, &mut seen);
     let contact = ok.header("Contact").unwrap_or_default();
     let granted: u32 = contact
         .split(";expires=")

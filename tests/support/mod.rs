@@ -22,6 +22,7 @@ mod sys;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use procs::Proc;
 use proxy::{Proxy, ProxyOptions};
@@ -67,6 +68,8 @@ pub struct Scene {
     phones: Vec<Proc>,
     pub proxy: Proxy,
     standin: Option<StandIn>,
+    /// Wakes on writes to the logs in `dir` (sipp's message logs).
+    watch: sys::DirWatch,
     dir: tempfile::TempDir,
 }
 
@@ -86,11 +89,13 @@ impl Scene {
             t1_ms: setup.t1_ms,
             max_expires: setup.max_expires,
         };
+        let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);
         Scene {
             phones: Vec::new(),
             proxy,
             standin,
+            watch,
             dir,
         }
     }
@@ -140,6 +145,23 @@ impl Scene {
         .spawn(self.dir());
         self.phones.push(phone);
         self.standin().wait_registered(user)
+    }
+
+    /// Waits (at most `limit`) until the sipp message log of run `name` (see
+    /// [`SippCmd`]) contains `needle`, e.g. a callee phone receiving its BYE.
+    pub fn wait_sipp_log(&self, name: &str, needle: &str, limit: Duration) {
+        let path = self.dir().join(format!("{name}-messages.log"));
+        let deadline = Instant::now() + limit;
+        loop {
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(needle)) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!("{} has no {needle:?} after {limit:?}", path.display());
+            }
+            self.watch.wait(deadline - now);
+        }
     }
 
     /// Everything useful to diagnose a failure (never panics).

@@ -95,46 +95,42 @@ impl Phone {
         }
     }
 
-    /// Receives until a response with `code` to a request with CSeq method `method` arrives
-    /// within `limit`; other messages are recorded in `seen` (start lines) and skipped.
+    /// Receives until a response with `code` and CSeq `cseq` (e.g. `"2 INVITE"`) arrives
+    /// within `limit`; other messages are recorded in `seen` (start line, CSeq) and skipped.
     pub fn expect_response(
         &self,
         code: u16,
-        method: &str,
+        cseq: &str,
         limit: Duration,
         seen: &mut Vec<String>,
     ) -> SipMsg {
-        let deadline = Instant::now() + limit;
-        while let Some(m) = self.recv_until(deadline) {
-            let cseq_method = m.header("CSeq").and_then(|c| c.split_whitespace().nth(1));
-            if m.code() == Some(code) && cseq_method == Some(method) {
-                return m;
-            }
-            seen.push(format!(
-                "{} ({})",
-                m.start_line(),
-                m.header("CSeq").unwrap_or("")
-            ));
-        }
-        panic!("no {code} to {method} within {limit:?}; received instead: {seen:?}");
+        self.expect(|m| m.code() == Some(code), cseq, limit, seen)
+            .unwrap_or_else(|| panic!("no {code} to {cseq} within {limit:?}; got {seen:?}"))
     }
 
-    /// Receives until a final response (≥ 200) to a `method` request arrives within `limit`;
+    /// Receives until a final response (≥ 200) with CSeq `cseq` arrives within `limit`;
     /// provisional responses and other messages are recorded in `seen` and skipped.
-    pub fn expect_final(&self, method: &str, limit: Duration, seen: &mut Vec<String>) -> SipMsg {
+    pub fn expect_final(&self, cseq: &str, limit: Duration, seen: &mut Vec<String>) -> SipMsg {
+        self.expect(|m| m.code().is_some_and(|c| c >= 200), cseq, limit, seen)
+            .unwrap_or_else(|| panic!("no final response to {cseq} within {limit:?}; got {seen:?}"))
+    }
+
+    fn expect(
+        &self,
+        want: impl Fn(&SipMsg) -> bool,
+        cseq: &str,
+        limit: Duration,
+        seen: &mut Vec<String>,
+    ) -> Option<SipMsg> {
         let deadline = Instant::now() + limit;
         while let Some(m) = self.recv_until(deadline) {
-            let cseq_method = m.header("CSeq").and_then(|c| c.split_whitespace().nth(1));
-            if m.code().is_some_and(|c| c >= 200) && cseq_method == Some(method) {
-                return m;
+            let m_cseq = m.header("CSeq").unwrap_or("");
+            if want(&m) && m_cseq.split_whitespace().eq(cseq.split_whitespace()) {
+                return Some(m);
             }
-            seen.push(format!(
-                "{} ({})",
-                m.start_line(),
-                m.header("CSeq").unwrap_or("")
-            ));
+            seen.push(format!("{} ({m_cseq})", m.start_line()));
         }
-        panic!("no final response to {method} within {limit:?}; received instead: {seen:?}");
+        None
     }
 
     /// Receives until a request `method` arrives within `limit` (others are skipped).
