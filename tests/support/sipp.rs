@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use super::procs::Proc;
-use super::proxy::DOMAIN;
+use super::proxy::{free_udp_port, DOMAIN};
 
 /// sipp's own global timeout for one-shot runs (`-timeout N -timeout_error`), in seconds.
 pub const SIPP_TIMEOUT_SECS: u64 = 30;
@@ -84,8 +84,11 @@ impl SippCmd {
         self
     }
 
-    /// The command; port 0 lets sipp pick a free local port.
+    /// The command. The local SIP port is a free one picked here: sipp's `-p 0` would mean
+    /// "5060, or the next free one", and 5060 belongs to other processes. sipp finds free
+    /// media (from 6000) and control (from 8888) ports by itself.
     fn command(&self, dir: &Path) -> Command {
+        let port = free_udp_port(self.local_ip);
         let mut cmd = Command::new("sipp");
         cmd.current_dir(dir)
             .arg(self.remote.to_string())
@@ -96,7 +99,13 @@ impl SippCmd {
         }
         cmd.arg("-i")
             .arg(self.local_ip.to_string())
-            .args(["-p", "0", "-nostdin", "-trace_err", "-error_file"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-nostdin",
+                "-trace_err",
+                "-error_file",
+            ])
             .arg(dir.join(format!("{}-errors.log", self.name)))
             .args(["-trace_msg", "-message_file"])
             .arg(dir.join(format!("{}-messages.log", self.name)))
