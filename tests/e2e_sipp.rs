@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use support::phone::{answer_challenge, Phone};
+use support::flows::{asterisk_invite, phone_invite, phone_register};
+use support::phone::Phone;
 use support::proxy::DOMAIN;
 use support::sipp::{write_csv, CsvPhone, SippCmd};
-use support::standin::{ANSWER_EXT, NOANSWER_EXT};
+use support::standin::{ANSWER_EXT, BUSY_EXT, NOANSWER_EXT};
 use support::{password, Scene, Setup};
 
 const ASTERISK_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -108,43 +109,20 @@ fn asterisk_calls_registered_phone() {
     );
 }
 
-/// Asterisk (a plain socket on 127.0.0.2) sends an INVITE for `user` through the proxy;
-/// returns the final response code after ACKing it. Only 100 may come before it.
-fn asterisk_invite(scene: &Scene, user: &str) -> u16 {
-    let proxy = scene.proxy.addr;
-    let ast = Phone::bind(ASTERISK_IP);
-    let me = ast.addr;
-    let uri = format!("sip:{user}@{proxy}");
-    let request = |method: &str, to_tag: &str| {
-        format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKast{user};rport\r\n\
-             Max-Forwards: 70\r\nFrom: \"asterisk\" <sip:asterisk@{me}>;tag=ast{user}\r\n\
-             To: <{uri}>{to_tag}\r\nCall-ID: ast{user}@{me}\r\nCSeq: 102 {method}\r\n\
-             Contact: <sip:asterisk@{me}>\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    ast.send(proxy, &request("INVITE", ""));
-    let mut seen = Vec::new();
-    let resp = ast.expect_final("102 INVITE", WAIT, &mut seen);
-    assert!(
-        seen.iter().all(|s| s.starts_with("SIP/2.0 100")),
-        "only 100 may precede the final response: {seen:?}"
-    );
-    ast.send(proxy, &request("ACK", &format!(";tag={}", resp.to_tag())));
-    resp.code().unwrap_or(0)
-}
-
 #[test]
 fn asterisk_call_to_unregistered_user_gets_404() {
     let scene = Scene::start(Setup::default());
+    let ast = Phone::bind(ASTERISK_IP);
     // 9999 is not in the credentials table: 404. 2002 is a user without a binding: the proxy
     // answers 480 Temporarily Unavailable (the seed's tutorial says 404 for both).
-    assert_eq!(asterisk_invite(&scene, "9999"), 404, "unknown user");
-    assert_eq!(
-        asterisk_invite(&scene, "2002"),
-        480,
-        "known user, not registered"
-    );
+    for (user, code) in [("9999", 404), ("2002", 480)] {
+        let out = asterisk_invite(&ast, scene.proxy.addr, user, WAIT);
+        assert_eq!(out.code(), code, "INVITE from Asterisk for {user}: {out:?}");
+        assert!(
+            out.before.iter().all(|s| s.starts_with("SIP/2.0 100")),
+            "only 100 may come first: {out:?}"
+        );
+    }
     assert_eq!(scene.standin().stat("invite"), 0);
 }
 
@@ -186,50 +164,116 @@ fn silent_asterisk_gives_408() {
         t1_ms: Some(50),
         ..Setup::default()
     });
-    let proxy = scene.proxy.addr;
     let phone = Phone::bind(Ipv4Addr::LOCALHOST);
-    let me = phone.addr;
     let uri = format!("sip:{ANSWER_EXT}@{DOMAIN}");
-    let request = |method: &str, cseq: u32, branch: &str, to_tag: &str, auth: &str| {
-        format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=ph408\r\nTo: <{uri}>{to_tag}\r\n\
-             Call-ID: ph408@{me}\r\nCSeq: {cseq} {method}\r\nContact: <sip:1001@{me}>\r\n\
-             {auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    let mut seen = Vec::new();
-    phone.send(proxy, &request("INVITE", 1, "i1", "", ""));
-    let challenge = phone.expect_response(407, "1 INVITE", WAIT, &mut seen);
-    let tag = format!(";tag={}", challenge.to_tag());
-    phone.send(proxy, &request("ACK", 1, "i1", &tag, ""));
-    let creds = answer_challenge(
-        &challenge,
-        "Proxy-Authenticate",
+    let out = phone_invite(
+        &phone,
+        scene.proxy.addr,
         "1001",
         password("1001"),
-        "INVITE",
         &uri,
+        Duration::from_secs(15),
     );
-    let auth = format!("Proxy-Authorization: {creds}\r\n");
-    phone.send(proxy, &request("INVITE", 2, "i2", "", &auth));
-    seen.clear();
-    phone.expect_response(100, "2 INVITE", WAIT, &mut seen);
-    // The forwarded INVITE reaches the silent node (and is retransmitted there).
+    assert_eq!(out.code(), 408, "{out:?}");
+    assert!(
+        out.before
+            .first()
+            .is_some_and(|s| s.starts_with("SIP/2.0 100")),
+        "100 Trying first: {out:?}"
+    );
+    assert!(
+        out.before.iter().all(|s| s.starts_with("SIP/2.0 100")),
+        "nothing but 100 before the 408: {out:?}"
+    );
+    // The forwarded INVITE did reach the silent node, request URI unchanged.
     let fwd = silent.expect_request("INVITE", WAIT);
     assert!(
         fwd.start_line().starts_with(&format!("INVITE {uri} ")),
-        "request URI unchanged: {}",
+        "{}",
         fwd.start_line()
     );
-    let timeout = phone.expect_response(408, "2 INVITE", Duration::from_secs(15), &mut seen);
-    assert!(
-        seen.iter()
-            .all(|s| s.starts_with("SIP/2.0 100") || s.starts_with("SIP/2.0 407")),
-        "nothing but 100s (or a 407 retransmission) before the 408: {seen:?}"
+}
+
+#[test]
+fn busy_extension_486_is_relayed_and_acked() {
+    let scene = Scene::start(Setup::default());
+    let phone = Phone::bind(Ipv4Addr::LOCALHOST);
+    let uri = format!("sip:{BUSY_EXT}@{DOMAIN}");
+    let out = phone_invite(
+        &phone,
+        scene.proxy.addr,
+        "1001",
+        password("1001"),
+        &uri,
+        WAIT,
     );
-    let tag = format!(";tag={}", timeout.to_tag());
-    phone.send(proxy, &request("ACK", 2, "i2", &tag, ""));
+    assert_eq!(out.code(), 486, "{out:?}");
+    let s = scene.standin();
+    assert_eq!(s.stat("busy"), 1);
+    // The proxy ACKs the 486 hop by hop (RFC 3261 §16.7 / §17.1.1.3).
+    s.wait_stat("ack", 1, WAIT);
+}
+
+#[test]
+fn foreign_domain_is_not_relayed() {
+    let scene = Scene::start(Setup::default());
+    let phone = Phone::bind(Ipv4Addr::LOCALHOST);
+    let out = phone_invite(
+        &phone,
+        scene.proxy.addr,
+        "1001",
+        password("1001"),
+        "sip:600@example.org",
+        WAIT,
+    );
+    assert_eq!(out.code(), 403, "{out:?}");
+    assert_eq!(scene.standin().stat("invite"), 0);
+}
+
+#[test]
+fn wrong_password_is_challenged_again_and_not_forwarded() {
+    // Like Kamailio's tutorial config, a wrong password gets a fresh challenge (the phone
+    // asks its user again), and nothing reaches Asterisk.
+    let scene = Scene::start(Setup::default());
+    let phone = Phone::bind(Ipv4Addr::LOCALHOST);
+    let out = phone_register(&phone, scene.proxy.addr, "1001", "not-the-password", 3600);
+    assert_eq!(out.code(), 401, "{out:?}");
+    let out = phone_invite(
+        &phone,
+        scene.proxy.addr,
+        "1001",
+        "not-the-password",
+        &format!("sip:{ANSWER_EXT}@{DOMAIN}"),
+        WAIT,
+    );
+    assert_eq!(out.code(), 407, "{out:?}");
+    let s = scene.standin();
+    assert_eq!(s.stat("register"), 0, "no REGISTER forwarded");
+    assert_eq!(s.stat("invite"), 0, "no INVITE forwarded");
+}
+
+#[test]
+fn register_refresh_and_unregister_reach_asterisk() {
+    let scene = Scene::start(Setup::default());
+    let csv = write_csv(
+        scene.dir(),
+        "refresh",
+        &[CsvPhone {
+            user: "2002",
+            password: password("2002"),
+            target: "-",
+        }],
+    );
+    let cmd = SippCmd::new("refresh", scene.proxy.addr, "uac_register_refresh.xml")
+        .csv(csv)
+        .args(&["-auth_uri", DOMAIN, "-m", "1"]);
+    scene.sipp_ok(cmd);
+    let s = scene.standin();
+    s.wait_registered("2002");
+    s.wait_event("unregister", WAIT, |e| {
+        e.get("user").and_then(Value::as_str) == Some("2002")
+    });
+    assert_eq!(s.reg("2002"), Value::Null, "Asterisk forgot 2002");
 }
 
 #[test]
@@ -244,28 +288,9 @@ fn forwarded_register_has_seed_format() {
     });
     let proxy = scene.proxy.addr;
     let phone = Phone::bind(Ipv4Addr::LOCALHOST);
-    let me = phone.addr;
-    let register = |cseq: u32, auth: &str| {
-        format!(
-            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreg{cseq};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:1001@{DOMAIN}>;tag=reg1001\r\nTo: <sip:1001@{DOMAIN}>\r\n\
-             Call-ID: reg1001@{me}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:1001@{me}>\r\n\
-             Expires: 3600\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    let mut seen = Vec::new();
-    phone.send(proxy, &register(1, ""));
-    let challenge = phone.expect_response(401, "1 REGISTER", WAIT, &mut seen);
-    let creds = answer_challenge(
-        &challenge,
-        "WWW-Authenticate",
-        "1001",
-        password("1001"),
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-    );
-    phone.send(proxy, &register(2, &format!("Authorization: {creds}\r\n")));
-    let ok = phone.expect_response(200, "2 REGISTER", WAIT, &mut seen);
+    let out = phone_register(&phone, proxy, "1001", password("1001"), 3600);
+    assert_eq!(out.code(), 200, "{out:?}");
+    let ok = out.last;
     let contact = ok.header("Contact").unwrap_or_default();
     let granted: u32 = contact
         .split(";expires=")

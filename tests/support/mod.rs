@@ -13,6 +13,7 @@
 //! output and error file. No wait sleeps: sockets have read timeouts, child exits and event
 //! log writes are awaited with poll(2) (pidfd, inotify).
 
+pub mod flows;
 pub mod phone;
 pub mod procs;
 pub mod proxy;

@@ -20,6 +20,7 @@ const CONTROL_WAIT: Duration = Duration::from_secs(3);
 /// Extension modes every test's stand-in gets (anything else is `dial`).
 pub const ANSWER_EXT: &str = "600";
 pub const NOANSWER_EXT: &str = "699";
+pub const BUSY_EXT: &str = "486";
 
 pub struct StandIn {
     pub sip: SocketAddr,
@@ -41,11 +42,13 @@ impl StandIn {
         let stderr = File::create(dir.join("standin.err")).expect("stand-in stderr file");
         let answer = format!("{ANSWER_EXT}=answer");
         let noanswer = format!("{NOANSWER_EXT}=noanswer");
+        let busy = format!("{BUSY_EXT}=busy");
         let mut cmd = Command::new(standin_bin());
         cmd.args(["--listen", "127.0.0.2:0", "--control", "127.0.0.1:0"])
             .arg("--events")
             .arg(&events)
             .args(["--mode", "dial", "--route", &answer, "--route", &noanswer])
+            .args(["--route", &busy])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -97,6 +100,25 @@ impl StandIn {
             .get(key)
             .and_then(Value::as_u64)
             .unwrap_or_else(|| panic!("no counter {key} in {stats}"))
+    }
+
+    /// Waits (at most `limit`) until counter `key` reaches `want`. The stand-in logs no event
+    /// for every message (an ACK, say), so this re-reads `stats`, waking on any write to its
+    /// event log and at least every 20 ms.
+    pub fn wait_stat(&self, key: &str, want: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.stat(key);
+            if got >= want {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!("stand-in counter {key} is {got}, not {want}, after {limit:?}");
+            }
+            self.watch
+                .wait((deadline - now).min(Duration::from_millis(20)));
+        }
     }
 
     /// `reg USER`: the binding the stand-in holds for USER (`Value::Null` if none).

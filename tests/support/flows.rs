@@ -1,0 +1,187 @@
+//! Raw-socket SIP transactions used by several tests, written out message by message on a
+//! [`Phone`]: a phone's INVITE (answering the proxy's 407), a phone's REGISTER (answering the
+//! 401) and Asterisk's INVITE (trusted, never challenged). Each returns the final response and
+//! the start lines received before it, and ACKs a non-2xx final response as RFC 3261 §17.1.1.3
+//! says (same branch, the response's To tag).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::phone::{answer_challenge, Phone, SipMsg};
+use super::proxy::DOMAIN;
+
+/// How long a challenge may take to come back.
+const CHALLENGE_WAIT: Duration = Duration::from_secs(5);
+
+/// The final response of a transaction and what arrived before it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub last: SipMsg,
+    /// Start lines (with CSeq) of the messages received before `last`.
+    pub before: Vec<String>,
+}
+
+impl Outcome {
+    pub fn code(&self) -> u16 {
+        self.last.code().unwrap_or(0)
+    }
+}
+
+/// One request of a phone's transaction, as text.
+struct Req<'a> {
+    method: &'a str,
+    uri: &'a str,
+    user: &'a str,
+    me: SocketAddr,
+    call_id: &'a str,
+    cseq: u32,
+    to_tag: &'a str,
+    extra: &'a str,
+}
+
+impl Req<'_> {
+    fn text(&self) -> String {
+        let Req {
+            method,
+            uri,
+            user,
+            me,
+            call_id,
+            cseq,
+            to_tag,
+            extra,
+        } = self;
+        let to = if *method == "REGISTER" {
+            format!("<sip:{user}@{DOMAIN}>")
+        } else {
+            format!("<{uri}>")
+        };
+        let tag = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        // ACK of a non-2xx response reuses the INVITE's branch (its CSeq number).
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}.{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=t{call_id}\r\nTo: {to}{tag}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{me}>\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+}
+
+/// Phone `user` INVITEs `uri` through `proxy`. A 407 is ACKed and answered with
+/// Proxy-Authorization (password `password`); the final response to the last INVITE is
+/// awaited for at most `limit`, ACKed if non-2xx, and returned.
+pub fn phone_invite(
+    phone: &Phone,
+    proxy: SocketAddr,
+    user: &str,
+    password: &str,
+    uri: &str,
+    limit: Duration,
+) -> Outcome {
+    let call_id = format!("inv{}", phone.addr.port());
+    let mut req = Req {
+        method: "INVITE",
+        uri,
+        user,
+        me: phone.addr,
+        call_id: &call_id,
+        cseq: 1,
+        to_tag: "",
+        extra: "",
+    };
+    let mut before = Vec::new();
+    phone.send(proxy, &req.text());
+    let mut last = phone.expect_final("1 INVITE", CHALLENGE_WAIT, &mut before);
+    ack_non_2xx(phone, proxy, &req, &last);
+    if last.code() == Some(407) {
+        let creds = answer_challenge(&last, "Proxy-Authenticate", user, password, "INVITE", uri);
+        let auth = format!("Proxy-Authorization: {creds}\r\n");
+        req.cseq = 2;
+        req.extra = &auth;
+        before.clear();
+        phone.send(proxy, &req.text());
+        last = phone.expect_final("2 INVITE", limit, &mut before);
+        ack_non_2xx(phone, proxy, &req, &last);
+    }
+    Outcome { last, before }
+}
+
+fn ack_non_2xx(phone: &Phone, proxy: SocketAddr, invite: &Req, resp: &SipMsg) {
+    if resp.code().is_some_and(|c| c >= 300) {
+        let ack = Req {
+            method: "ACK",
+            to_tag: resp.to_tag(),
+            extra: "",
+            ..*invite
+        };
+        phone.send(proxy, &ack.text());
+    }
+}
+
+/// Phone `user` REGISTERs its address with `Expires: expires`, answering the 401 with
+/// `password`; returns the final response to the authenticated REGISTER.
+pub fn phone_register(
+    phone: &Phone,
+    proxy: SocketAddr,
+    user: &str,
+    password: &str,
+    expires: u32,
+) -> Outcome {
+    let call_id = format!("reg{}", phone.addr.port());
+    let uri = format!("sip:{DOMAIN}");
+    let expires = format!("Expires: {expires}\r\n");
+    let mut req = Req {
+        method: "REGISTER",
+        uri: &uri,
+        user,
+        me: phone.addr,
+        call_id: &call_id,
+        cseq: 1,
+        to_tag: "",
+        extra: &expires,
+    };
+    let mut before = Vec::new();
+    phone.send(proxy, &req.text());
+    let challenge = phone.expect_response(401, "1 REGISTER", CHALLENGE_WAIT, &mut before);
+    let creds = answer_challenge(
+        &challenge,
+        "WWW-Authenticate",
+        user,
+        password,
+        "REGISTER",
+        &uri,
+    );
+    let extra = format!("{expires}Authorization: {creds}\r\n");
+    req.cseq = 2;
+    req.extra = &extra;
+    before.clear();
+    phone.send(proxy, &req.text());
+    let last = phone.expect_final("2 REGISTER", CHALLENGE_WAIT, &mut before);
+    Outcome { last, before }
+}
+
+/// Asterisk (a socket on its IP, so trusted with `match = "ip"`) INVITEs `user` at the
+/// proxy; the final response is ACKed if non-2xx and returned.
+pub fn asterisk_invite(ast: &Phone, proxy: SocketAddr, user: &str, limit: Duration) -> Outcome {
+    let uri = format!("sip:{user}@{proxy}");
+    let call_id = format!("ast{}", ast.addr.port());
+    let req = Req {
+        method: "INVITE",
+        uri: &uri,
+        user: "asterisk",
+        me: ast.addr,
+        call_id: &call_id,
+        cseq: 102,
+        to_tag: "",
+        extra: "",
+    };
+    let mut before = Vec::new();
+    ast.send(proxy, &req.text());
+    let last = ast.expect_final("102 INVITE", limit, &mut before);
+    ack_non_2xx(ast, proxy, &req, &last);
+    Outcome { last, before }
+}
