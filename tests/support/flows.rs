@@ -36,6 +36,8 @@ struct Req<'a> {
     call_id: &'a str,
     cseq: u32,
     to_tag: &'a str,
+    /// Contact URI; empty = `sip:USER@ME`.
+    contact: &'a str,
     extra: &'a str,
 }
 
@@ -49,8 +51,14 @@ impl Req<'_> {
             call_id,
             cseq,
             to_tag,
+            contact,
             extra,
         } = self;
+        let contact = if contact.is_empty() {
+            format!("sip:{user}@{me}")
+        } else {
+            (*contact).to_owned()
+        };
         let to = if *method == "REGISTER" {
             format!("<sip:{user}@{DOMAIN}>")
         } else {
@@ -65,7 +73,7 @@ impl Req<'_> {
         format!(
             "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}.{cseq};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=t{call_id}\r\nTo: {to}{tag}\r\n\
-             Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{user}@{me}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <{contact}>\r\n\
              {extra}Content-Length: 0\r\n\r\n"
         )
     }
@@ -91,6 +99,7 @@ pub fn phone_invite(
         call_id: &call_id,
         cseq: 1,
         to_tag: "",
+        contact: "",
         extra: "",
     };
     let mut before = Vec::new();
@@ -122,14 +131,16 @@ fn ack_non_2xx(phone: &Phone, proxy: SocketAddr, invite: &Req, resp: &SipMsg) {
     }
 }
 
-/// Phone `user` REGISTERs its address with `Expires: expires`, answering the 401 with
-/// `password`; returns the final response to the authenticated REGISTER.
+/// Phone `user` REGISTERs `contact` (empty = its own address) with `Expires: expires`,
+/// answering the 401 with `password`; returns the final response to the authenticated
+/// REGISTER.
 pub fn phone_register(
     phone: &Phone,
     proxy: SocketAddr,
     user: &str,
     password: &str,
     expires: u32,
+    contact: &str,
 ) -> Outcome {
     let call_id = format!("reg{}", phone.addr.port());
     let uri = format!("sip:{DOMAIN}");
@@ -142,6 +153,7 @@ pub fn phone_register(
         call_id: &call_id,
         cseq: 1,
         to_tag: "",
+        contact,
         extra: &expires,
     };
     let mut before = Vec::new();
@@ -177,6 +189,7 @@ pub fn asterisk_invite(ast: &Phone, proxy: SocketAddr, user: &str, limit: Durati
         call_id: &call_id,
         cseq: 102,
         to_tag: "",
+        contact: "",
         extra: "",
     };
     let mut before = Vec::new();

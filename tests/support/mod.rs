@@ -49,8 +49,11 @@ pub struct Setup {
     pub standin: bool,
     /// Further nodes (sockets the test owns).
     pub extra_nodes: Vec<SocketAddr>,
+    /// Extra stand-in options (e.g. `--challenge`).
+    pub standin_args: Vec<&'static str>,
     pub t1_ms: Option<u64>,
     pub max_expires: Option<u32>,
+    pub keep_plain: bool,
 }
 
 impl Default for Setup {
@@ -58,8 +61,10 @@ impl Default for Setup {
         Setup {
             standin: true,
             extra_nodes: Vec::new(),
+            standin_args: Vec::new(),
             t1_ms: None,
             max_expires: None,
+            keep_plain: false,
         }
     }
 }
@@ -82,13 +87,14 @@ impl Scene {
             .expect("temporary directory");
         let standin = setup
             .standin
-            .then(|| StandIn::start(&dir.path().join("standin")));
+            .then(|| StandIn::start(&dir.path().join("standin"), &USERS, &setup.standin_args));
         let mut nodes: Vec<SocketAddr> = standin.iter().map(|s| s.sip).collect();
         nodes.extend(&setup.extra_nodes);
         let opts = ProxyOptions {
             nodes,
             t1_ms: setup.t1_ms,
             max_expires: setup.max_expires,
+            keep_plain: setup.keep_plain,
         };
         let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);

@@ -58,6 +58,41 @@ impl SipMsg {
             .map(|t| t.split(';').next().unwrap_or(t))
             .unwrap_or("")
     }
+
+    /// A response to this request (RFC 3261 §8.2.6): every Via, From, To (with `to_tag`
+    /// added when it has none), Call-ID and CSeq copied in order, then `extra` header lines.
+    pub fn reply(&self, code: u16, reason: &str, to_tag: &str, extra: &str) -> String {
+        let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+        for line in self
+            .text
+            .split("\r\n")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+        {
+            let Some((name, _)) = line.split_once(':') else {
+                continue;
+            };
+            let name = name.trim().to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                    out.push_str(line);
+                    out.push_str("\r\n");
+                }
+                "to" | "t" => {
+                    out.push_str(line);
+                    if !line.contains(";tag=") && !to_tag.is_empty() {
+                        out.push_str(";tag=");
+                        out.push_str(to_tag);
+                    }
+                    out.push_str("\r\n");
+                }
+                _ => {}
+            }
+        }
+        out.push_str(extra);
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out
+    }
 }
 
 /// A UDP endpoint playing a phone (or Asterisk) on loopback.

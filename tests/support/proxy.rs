@@ -29,6 +29,8 @@ pub struct ProxyOptions {
     pub t1_ms: Option<u64>,
     /// `[registrar] max_expires` (default 3600).
     pub max_expires: Option<u32>,
+    /// `[credentials] keep_plain` (to answer an Asterisk challenge in another realm).
+    pub keep_plain: bool,
 }
 
 pub struct Proxy {
@@ -82,10 +84,11 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         "[listen]\nudp = [\"{addr}\"]\nworkers = 2\n\n\
          [domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
          [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n\n\
-         [credentials]\nurl = \"sqlite://{}\"\n\n\
+         [credentials]\nurl = \"sqlite://{}\"\nkeep_plain = {}\n\n\
          [registrar]\npersist = \"none\"\n",
         nodes.join(", "),
-        db.display()
+        db.display(),
+        opts.keep_plain
     );
     if let Some(max) = opts.max_expires {
         let _ = writeln!(toml, "max_expires = {max}\ndefault_expires = {max}");

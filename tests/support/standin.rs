@@ -34,10 +34,14 @@ pub struct StandIn {
 
 impl StandIn {
     /// Starts the stand-in with its files in `dir` (its own directory, so the inotify watch
-    /// only wakes for the stand-in's event log and stderr).
-    pub fn start(dir: &Path) -> StandIn {
+    /// only wakes for the stand-in's event log and stderr). It knows the passwords of
+    /// `users` (used with `--challenge` in `extra_args`).
+    pub fn start(dir: &Path, users: &[(&str, &str)], extra_args: &[&str]) -> StandIn {
         std::fs::create_dir_all(dir).expect("stand-in directory");
         let events = dir.join("events.jsonl");
+        let passwords = dir.join("users.txt");
+        let lines: String = users.iter().map(|(u, p)| format!("{u};{p}\n")).collect();
+        std::fs::write(&passwords, lines).expect("stand-in users file");
         let watch = DirWatch::new(dir).expect("inotify watch on the stand-in directory");
         let stderr = File::create(dir.join("standin.err")).expect("stand-in stderr file");
         let answer = format!("{ANSWER_EXT}=answer");
@@ -49,6 +53,9 @@ impl StandIn {
             .arg(&events)
             .args(["--mode", "dial", "--route", &answer, "--route", &noanswer])
             .args(["--route", &busy])
+            .arg("--users")
+            .arg(&passwords)
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
