@@ -52,6 +52,7 @@ pub struct Setup {
     /// Extra stand-in options (e.g. `--challenge`).
     pub standin_args: Vec<&'static str>,
     pub t1_ms: Option<u64>,
+    pub min_expires: Option<u32>,
     pub max_expires: Option<u32>,
     pub keep_plain: bool,
 }
@@ -63,6 +64,7 @@ impl Default for Setup {
             extra_nodes: Vec::new(),
             standin_args: Vec::new(),
             t1_ms: None,
+            min_expires: None,
             max_expires: None,
             keep_plain: false,
         }
@@ -93,6 +95,7 @@ impl Scene {
         let opts = ProxyOptions {
             nodes,
             t1_ms: setup.t1_ms,
+            min_expires: setup.min_expires,
             max_expires: setup.max_expires,
             keep_plain: setup.keep_plain,
         };

@@ -27,7 +27,9 @@ pub struct ProxyOptions {
     pub nodes: Vec<SocketAddr>,
     /// `[timers] t1_ms` (default 500).
     pub t1_ms: Option<u64>,
-    /// `[registrar] max_expires` (default 3600).
+    /// `[registrar] min_expires` (default 60).
+    pub min_expires: Option<u32>,
+    /// `[registrar] max_expires` (default 3600; also sets default_expires).
     pub max_expires: Option<u32>,
     /// `[credentials] keep_plain` (to answer an Asterisk challenge in another realm).
     pub keep_plain: bool,
@@ -90,6 +92,9 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         db.display(),
         opts.keep_plain
     );
+    if let Some(min) = opts.min_expires {
+        let _ = writeln!(toml, "min_expires = {min}");
+    }
     if let Some(max) = opts.max_expires {
         let _ = writeln!(toml, "max_expires = {max}\ndefault_expires = {max}");
     }
