@@ -175,15 +175,15 @@ fn silent_asterisk_gives_408() {
         Duration::from_secs(15),
     );
     assert_eq!(out.code(), 408, "{out:?}");
+    // (A late retransmission of the 407 may be among them: only the second INVITE counts.)
+    let second: Vec<&String> = out
+        .before
+        .iter()
+        .filter(|s| s.ends_with("(2 INVITE)"))
+        .collect();
     assert!(
-        out.before
-            .first()
-            .is_some_and(|s| s.starts_with("SIP/2.0 100")),
-        "100 Trying first: {out:?}"
-    );
-    assert!(
-        out.before.iter().all(|s| s.starts_with("SIP/2.0 100")),
-        "nothing but 100 before the 408: {out:?}"
+        !second.is_empty() && second.iter().all(|s| s.starts_with("SIP/2.0 100")),
+        "100 Trying and nothing else before the 408: {out:?}"
     );
     // The forwarded INVITE did reach the silent node, request URI unchanged.
     let fwd = silent.expect_request("INVITE", WAIT);
@@ -522,7 +522,7 @@ fn expired_binding_is_unregistered_at_asterisk() {
     let at = |e: &Value| e.get("ts_ms").and_then(Value::as_u64).unwrap_or(0);
     let after = at(&unreg).saturating_sub(at(&reg));
     assert!(
-        (1_900..5_000).contains(&after),
+        (1_900..8_000).contains(&after),
         "unregistered {after} ms after the 2 s registration"
     );
     let ast = Phone::bind(ASTERISK_IP);

@@ -39,9 +39,14 @@ impl Proc {
     /// Spawns `cmd`; the child also dies if the spawning thread dies first.
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
         sys::die_with_parent(cmd);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (not installed? sipp comes with `apt-get install sip-tester`)"
+            } else {
+                ""
+            };
+            panic!("cannot start {name} ({cmd:?}): {e}{hint}")
+        });
         Proc {
             name: name.to_owned(),
             child,
