@@ -19,6 +19,8 @@ pub struct Outcome {
     pub last: SipMsg,
     /// Start lines (with CSeq) of the messages received before `last`.
     pub before: Vec<String>,
+    /// The request `last` answers, as sent (to retransmit it).
+    pub sent: String,
 }
 
 impl Outcome {
@@ -91,6 +93,7 @@ pub fn phone_invite(
     limit: Duration,
 ) -> Outcome {
     let call_id = format!("inv{}", phone.addr.port());
+    let auth; // the Proxy-Authorization line, once challenged
     let mut req = Req {
         method: "INVITE",
         uri,
@@ -108,7 +111,7 @@ pub fn phone_invite(
     ack_non_2xx(phone, proxy, &req, &last);
     if last.code() == Some(407) {
         let creds = answer_challenge(&last, "Proxy-Authenticate", user, password, "INVITE", uri);
-        let auth = format!("Proxy-Authorization: {creds}\r\n");
+        auth = format!("Proxy-Authorization: {creds}\r\n");
         req.cseq = 2;
         req.extra = &auth;
         before.clear();
@@ -116,7 +119,11 @@ pub fn phone_invite(
         last = phone.expect_final("2 INVITE", limit, &mut before);
         ack_non_2xx(phone, proxy, &req, &last);
     }
-    Outcome { last, before }
+    Outcome {
+        last,
+        before,
+        sent: req.text(),
+    }
 }
 
 fn ack_non_2xx(phone: &Phone, proxy: SocketAddr, invite: &Req, resp: &SipMsg) {
@@ -173,7 +180,11 @@ pub fn phone_register(
     before.clear();
     phone.send(proxy, &req.text());
     let last = phone.expect_final("2 REGISTER", CHALLENGE_WAIT, &mut before);
-    Outcome { last, before }
+    Outcome {
+        last,
+        before,
+        sent: req.text(),
+    }
 }
 
 /// Asterisk (a socket on its IP, so trusted with `match = "ip"`) INVITEs `user` at the
@@ -196,5 +207,9 @@ pub fn asterisk_invite(ast: &Phone, proxy: SocketAddr, user: &str, limit: Durati
     ast.send(proxy, &req.text());
     let last = ast.expect_final("102 INVITE", limit, &mut before);
     ack_non_2xx(ast, proxy, &req, &last);
-    Outcome { last, before }
+    Outcome {
+        last,
+        before,
+        sent: req.text(),
+    }
 }
