@@ -60,8 +60,9 @@ fn phone_calls_asterisk_extension_with_407_auth() {
         "one authenticated INVITE reached Asterisk"
     );
     assert_eq!(s.stat("answered"), 1);
-    assert_eq!(s.stat("ack"), 1);
-    assert_eq!(s.stat("bye"), 1);
+    // (Counts of ACK and BYE include retransmissions when a loaded machine is slow.)
+    assert!(s.stat("ack") >= 1, "the ACK reached Asterisk");
+    assert!(s.stat("bye") >= 1, "the BYE reached Asterisk");
     assert_eq!(
         s.stat("call_challenged"),
         0,
@@ -150,7 +151,7 @@ fn cancel_before_answer() {
     );
     let s = scene.standin();
     assert_eq!(s.stat("invite"), 1);
-    assert_eq!(s.stat("cancel"), 1, "the CANCEL reached Asterisk");
+    assert!(s.stat("cancel") >= 1, "the CANCEL reached Asterisk");
     assert_eq!(s.stat("answered"), 0);
 }
 
@@ -469,7 +470,10 @@ fn cancel_through_asterisk_dial_reaches_ringing_phone() {
     });
     cancel.expect("the callee side failed");
     let s = scene.standin();
-    assert_eq!(s.stat("cancel"), 1, "the caller's CANCEL reached Asterisk");
+    assert!(
+        s.stat("cancel") >= 1,
+        "the caller's CANCEL reached Asterisk"
+    );
     assert_eq!(s.stat("cancel_sent"), 1, "Asterisk cancelled its B-leg");
     assert_eq!(s.stat("b_answered"), 0);
 }

@@ -152,10 +152,6 @@ impl Scene {
         .csv(csv)
         .args(&["-oocsf", ooc, "-auth_uri", proxy::DOMAIN])
         .args(&["-m", "1", "-d", "600000", "-timeout", "600"])
-        // No sipp retransmissions: the proxy answers a retransmitted REGISTER statelessly (a
-        // new 401), and a response arriving during the long <pause/> would abort the call,
-        // i.e. kill this phone. Loopback loses nothing.
-        .args(&["-nr"])
         .spawn(self.dir());
         self.phones.push(phone);
         self.standin().wait_registered(user)

@@ -99,9 +99,14 @@ impl SippCmd {
         }
         cmd.arg("-i")
             .arg(self.local_ip.to_string())
+            // -nr: no sipp retransmissions. The proxy answers a retransmitted REGISTER with a
+            // fresh 401 (see the ignored test retransmitted_register_gets_the_same_answer),
+            // which sipp takes for an unexpected message when it comes during a <pause/>, and
+            // aborts the call. Loopback loses nothing, so retransmissions only add noise here.
             .args([
                 "-p",
                 &port.to_string(),
+                "-nr",
                 "-nostdin",
                 "-trace_err",
                 "-error_file",
