@@ -26,7 +26,7 @@ use support::standin::{ANSWER_EXT, BUSY_EXT, NOANSWER_EXT};
 use support::{password, Scene, Setup};
 
 const ASTERISK_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A one-line CSV for `caller` calling `target`.
 fn caller_csv(scene: &Scene, caller: &str, target: &str) -> std::path::PathBuf {

@@ -11,7 +11,7 @@ use super::phone::{answer_challenge, Phone, SipMsg};
 use super::proxy::DOMAIN;
 
 /// How long a challenge may take to come back.
-const CHALLENGE_WAIT: Duration = Duration::from_secs(5);
+const CHALLENGE_WAIT: Duration = Duration::from_secs(10);
 
 /// The final response of a transaction and what arrived before it.
 #[derive(Debug)]
