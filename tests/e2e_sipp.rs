@@ -4,7 +4,8 @@
 //! Calls: a phone calls an Asterisk extension (407, INVITE/180/200/ACK/BYE), a busy one (486
 //! relayed, ACKed hop by hop), a ringing one and CANCELs, one on a silent Asterisk (408 after
 //! Timer B); a phone calls another registered phone through the stand-in's Dial() (answered,
-//! and cancelled while ringing); Asterisk calls a registered phone (also one behind NAT) and
+//! and cancelled while ringing); Asterisk calls a registered phone (also one behind NAT, one
+//! with two contacts: forked, the loser CANCELled, and one that never answers: 408) and
 //! unknown/unregistered users (404/480); MESSAGE phone to phone. Registration: the format of
 //! the REGISTER forwarded to Asterisk, Asterisk's challenge answered, refresh and unregister,
 //! expiry unregistered at Asterisk. Refusals: foreign domain (403), wrong password (challenged
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use support::flows::{asterisk_invite, phone_invite, phone_register};
+use support::flows::{ack_2xx, asterisk_invite, phone_invite, phone_register};
 use support::phone::Phone;
 use support::proxy::DOMAIN;
 use support::sipp::{write_csv, CsvPhone, SippCmd};
@@ -557,4 +558,89 @@ fn retransmitted_register_gets_the_same_answer() {
     let mut seen = Vec::new();
     let again = phone.expect_final("2 REGISTER", WAIT, &mut seen);
     assert_eq!(again.code(), Some(200), "{}", again.text);
+}
+
+#[test]
+fn asterisk_call_forks_to_two_contacts_and_cancels_the_loser() {
+    // 2001 is registered from two phones. Asterisk's INVITE goes to both; A answers, B rings:
+    // the proxy relays A's 200 and CANCELs B (RFC 3261 §16.7 step 10).
+    let scene = Scene::start(Setup::default());
+    let proxy = scene.proxy.addr;
+    let (a, b) = (
+        Phone::bind(Ipv4Addr::LOCALHOST),
+        Phone::bind(Ipv4Addr::LOCALHOST),
+    );
+    for p in [&a, &b] {
+        let out = phone_register(p, proxy, "2001", password("2001"), 3600, "");
+        assert_eq!(out.code(), 200, "{out:?}");
+    }
+    scene.standin().wait_registered("2001");
+    let ast = Phone::bind(ASTERISK_IP);
+    let (ok, b_cancel) = std::thread::scope(|s| {
+        let answering = s.spawn(|| {
+            let invite = a.expect_request("INVITE", WAIT);
+            let contact = format!("Contact: <sip:2001@{}>\r\n", a.addr);
+            let rr: String = invite
+                .headers("Record-Route")
+                .iter()
+                .map(|r| format!("Record-Route: {r}\r\n"))
+                .collect();
+            let extra = format!("{rr}{contact}");
+            a.send(invite.from, &invite.reply(200, "OK", "forkA", &extra));
+            a.expect_request("ACK", WAIT)
+        });
+        let ringing = s.spawn(|| {
+            let invite = b.expect_request("INVITE", WAIT);
+            b.send(invite.from, &invite.reply(180, "Ringing", "forkB", ""));
+            let cancel = b.expect_request("CANCEL", WAIT);
+            b.send(cancel.from, &cancel.reply(200, "OK", "forkB", ""));
+            b.send(
+                invite.from,
+                &invite.reply(487, "Request Terminated", "forkB", ""),
+            );
+            b.expect_request("ACK", WAIT);
+            cancel
+        });
+        let out = asterisk_invite(&ast, proxy, "2001", WAIT);
+        assert_eq!(out.code(), 200, "A's answer reaches Asterisk: {out:?}");
+        // ACK the 2xx end to end: to A's Contact, through the proxy's Record-Route.
+        ack_2xx(&ast, proxy, &out);
+        let acked = answering.join().expect("phone A");
+        let cancel = ringing.join().expect("phone B");
+        assert!(acked.start_line().starts_with("ACK "), "{}", acked.text);
+        (out, cancel)
+    });
+    assert_eq!(ok.last.to_tag(), "forkA", "the 200 is A's");
+    assert!(
+        b_cancel.start_line().starts_with("CANCEL "),
+        "{}",
+        b_cancel.text
+    );
+}
+
+#[test]
+fn silent_phone_gives_asterisk_408() {
+    // The phone registered, then never answers: Timer B (64·T1 = 3.2 s) on the proxy's branch
+    // to it ends Asterisk's call with 408.
+    let scene = Scene::start(Setup {
+        t1_ms: Some(50),
+        ..Setup::default()
+    });
+    let proxy = scene.proxy.addr;
+    let phone = Phone::bind(Ipv4Addr::LOCALHOST);
+    let out = phone_register(&phone, proxy, "2001", password("2001"), 3600, "");
+    assert_eq!(out.code(), 200, "{out:?}");
+    scene.standin().wait_registered("2001");
+    let ast = Phone::bind(ASTERISK_IP);
+    let out = asterisk_invite(&ast, proxy, "2001", Duration::from_secs(15));
+    assert_eq!(out.code(), 408, "{out:?}");
+    assert!(
+        out.before.iter().all(|s| s.starts_with("SIP/2.0 100")),
+        "nothing but 100 before the 408: {out:?}"
+    );
+    // The phone was tried (the INVITE waits in its socket, retransmitted).
+    let invite = phone.expect_request("INVITE", WAIT);
+    assert!(invite
+        .start_line()
+        .starts_with("INVITE sip:2001@127.0.0.1:"));
 }

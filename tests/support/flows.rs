@@ -213,3 +213,39 @@ pub fn asterisk_invite(ast: &Phone, proxy: SocketAddr, user: &str, limit: Durati
         sent: req.text(),
     }
 }
+
+/// ACKs the 2xx in `out` end to end (RFC 3261 §13.2.2.4): to the 2xx's Contact, through the
+/// route set its Record-Route gives (reversed, as the UAC), sent to `proxy`.
+pub fn ack_2xx(ua: &Phone, proxy: SocketAddr, out: &Outcome) {
+    let ok = &out.last;
+    let contact = ok.header("Contact").unwrap_or_default();
+    let target = contact
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map_or(contact, |(uri, _)| uri);
+    let mut ack = format!("ACK {target} SIP/2.0\r\n");
+    for line in out.sent.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" => ack.push_str(&line.replacen(";branch=z9hG4bK", ";branch=z9hG4bKack", 1)),
+            "to" => ack.push_str(&format!("{line};tag={}", ok.to_tag())),
+            "cseq" => {
+                let n = line.split_whitespace().nth(1).unwrap_or("1");
+                ack.push_str(&format!("CSeq: {n} ACK"));
+            }
+            "from" | "call-id" | "max-forwards" => ack.push_str(line),
+            _ => continue,
+        }
+        ack.push_str("\r\n");
+    }
+    for rr in ok.headers("Record-Route").iter().rev() {
+        ack.push_str(&format!("Route: {rr}\r\n"));
+    }
+    ack.push_str("Content-Length: 0\r\n\r\n");
+    ua.send(proxy, &ack);
+}
