@@ -6,7 +6,8 @@
 //! Timer B); a phone calls another registered phone through the stand-in's Dial() (answered,
 //! and cancelled while ringing); Asterisk calls a registered phone (also one behind NAT, one
 //! with two contacts: forked, the loser CANCELled, and one that never answers: 408) and
-//! unknown/unregistered users (404/480); MESSAGE phone to phone. Registration: the format of
+//! unknown/unregistered users (404/480); a callee busy through Dial() (486 back to the
+//! caller); MESSAGE phone to phone. Registration: the format of
 //! the REGISTER forwarded to Asterisk, Asterisk's challenge answered, refresh and unregister,
 //! expiry unregistered at Asterisk. Refusals: foreign domain (403), wrong password (challenged
 //! again). Two `#[ignore]`d tests reproduce proxy bugs (see their reasons).
@@ -643,4 +644,32 @@ fn silent_phone_gives_asterisk_408() {
     assert!(invite
         .start_line()
         .starts_with("INVITE sip:2001@127.0.0.1:"));
+}
+
+#[test]
+fn busy_phone_through_asterisk_dial_gives_caller_486() {
+    // Caller → proxy → stand-in Dial() → proxy → callee answering 486: every hop ACKs the
+    // 486 (the proxy to the callee, the stand-in to the proxy) and the caller gets it.
+    let scene = Scene::start(Setup::default());
+    let proxy = scene.proxy.addr;
+    let callee = Phone::bind(Ipv4Addr::LOCALHOST);
+    let out = phone_register(&callee, proxy, "2001", password("2001"), 3600, "");
+    assert_eq!(out.code(), 200, "{out:?}");
+    scene.standin().wait_registered("2001");
+    let caller = Phone::bind(Ipv4Addr::LOCALHOST);
+    let uri = format!("sip:2001@{DOMAIN}");
+    let out = std::thread::scope(|s| {
+        let busy = s.spawn(|| {
+            let invite = callee.expect_request("INVITE", WAIT);
+            callee.send(invite.from, &invite.reply(486, "Busy Here", "busy1", ""));
+            callee.expect_request("ACK", WAIT)
+        });
+        let out = phone_invite(&caller, proxy, "1001", password("1001"), &uri, WAIT);
+        busy.join().expect("the callee side failed");
+        out
+    });
+    assert_eq!(out.code(), 486, "{out:?}");
+    let s = scene.standin();
+    assert_eq!(s.stat("b_legs"), 1);
+    assert_eq!(s.stat("b_failed"), 1, "the stand-in saw its B-leg fail");
 }
