@@ -99,10 +99,10 @@ impl SippCmd {
         }
         cmd.arg("-i")
             .arg(self.local_ip.to_string())
-            // -nr: no sipp retransmissions. The proxy answers a retransmitted REGISTER with a
-            // fresh 401 (see the ignored test retransmitted_register_gets_the_same_answer),
-            // which sipp takes for an unexpected message when it comes during a <pause/>, and
-            // aborts the call. Loopback loses nothing, so retransmissions only add noise here.
+            // -nr: no sipp retransmissions. sipp has no transaction layer: an answer to its
+            // retransmission that differs from the first (a stateless challenge carries a new
+            // nonce) or comes late (during a <pause/>) is an unexpected message that aborts
+            // the call. Loopback loses nothing, so retransmissions only add noise here.
             .args([
                 "-p",
                 &port.to_string(),

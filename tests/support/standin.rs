@@ -21,6 +21,8 @@ const CONTROL_WAIT: Duration = Duration::from_secs(3);
 pub const ANSWER_EXT: &str = "600";
 pub const NOANSWER_EXT: &str = "699";
 pub const BUSY_EXT: &str = "486";
+/// Never answered, not even with 100 (the proxy's Timer B path).
+pub const DROP_EXT: &str = "698";
 
 pub struct StandIn {
     pub sip: SocketAddr,
@@ -47,12 +49,13 @@ impl StandIn {
         let answer = format!("{ANSWER_EXT}=answer");
         let noanswer = format!("{NOANSWER_EXT}=noanswer");
         let busy = format!("{BUSY_EXT}=busy");
+        let drop = format!("{DROP_EXT}=drop");
         let mut cmd = Command::new(standin_bin());
         cmd.args(["--listen", "127.0.0.2:0", "--control", "127.0.0.1:0"])
             .arg("--events")
             .arg(&events)
             .args(["--mode", "dial", "--route", &answer, "--route", &noanswer])
-            .args(["--route", &busy])
+            .args(["--route", &busy, "--route", &drop])
             .arg("--users")
             .arg(&passwords)
             .args(extra_args)
