@@ -3,15 +3,14 @@
 //!
 //! Calls: a phone calls an Asterisk extension (407, INVITE/180/200/ACK/BYE), a busy one (486
 //! relayed, ACKed hop by hop), a ringing one and CANCELs, one the stand-in drops and one on a
-//! dead Asterisk node (408 after Timer B); a phone calls another registered phone through the stand-in's Dial() (answered,
-//! and cancelled while ringing); Asterisk calls a registered phone (also one behind NAT, one
-//! with two contacts: forked, the loser CANCELled, and one that never answers: 408) and
-//! unknown/unregistered users (404/480); a callee busy through Dial() (486 back to the
-//! caller); MESSAGE phone to phone. Registration: the format of
-//! the REGISTER forwarded to Asterisk, Asterisk's challenge answered, refresh and unregister,
-//! expiry unregistered at Asterisk. Refusals: foreign domain (403), wrong password (challenged
-//! again), a retransmitted REGISTER answered alike. One `#[ignore]`d test reproduces a proxy
-//! bug (see its reason).
+//! dead Asterisk node (408 after Timer B). A phone calls another registered phone through the
+//! stand-in's Dial(): answered, cancelled while ringing, busy (486 back to the caller).
+//! Asterisk calls a registered phone (also one behind NAT; one with two contacts: forked, the
+//! loser CANCELled; one that never answers: 408) and unknown/unregistered users (404/480).
+//! MESSAGE phone to phone. Registration: the format of the REGISTER forwarded to Asterisk,
+//! Asterisk's challenge answered, refresh and unregister, expiry unregistered at Asterisk, a
+//! retransmitted REGISTER answered alike. Refusals: foreign domain (403), wrong password
+//! (challenged again). One `#[ignore]`d test reproduces a proxy bug (see its reason).
 //! Success is sipp's exit code 0 plus the stand-in's counters, bindings and event log.
 //!
 //! Needs sipp and `cargo build --workspace --bins` (for `asterisk-standin`). The harness is in
