@@ -1,0 +1,166 @@
+//! The real `sipfront` binary under test: a seeded SQLite credentials database (Asterisk's
+//! chan_sip `sippeers` table), a generated TOML config on a free loopback port with 2 workers,
+//! and a readiness wait that sends OPTIONS until the proxy answers 200.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::procs::{sipfront_bin, Proc};
+
+/// The digest realm and the local domain phones use.
+pub const DOMAIN: &str = "sipfront.test";
+
+/// How long one OPTIONS probe waits for its answer, and how many probes are sent.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
+const PROBES: u32 = 150;
+
+/// What a test may change in the proxy's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// `[asterisk] nodes`.
+    pub nodes: Vec<SocketAddr>,
+    /// `[timers] t1_ms` (default 500).
+    pub t1_ms: Option<u64>,
+    /// `[registrar] min_expires` (default 60).
+    pub min_expires: Option<u32>,
+    /// `[registrar] max_expires` (default 3600; also sets default_expires).
+    pub max_expires: Option<u32>,
+    /// `[credentials] keep_plain` (to answer an Asterisk challenge in another realm).
+    pub keep_plain: bool,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+/// A free UDP port on `ip`: bound to port 0, then released. Ports handed out in this process
+/// are never handed out twice, so tests running in parallel cannot pick the same one.
+pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
+    static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    for _ in 0..100 {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind a probe socket");
+        let port = sock.local_addr().expect("probe address").port();
+        if taken.insert(port) {
+            return port;
+        }
+    }
+    panic!("no free UDP port on {ip}");
+}
+
+/// Creates `sippeers(name, secret, ...)` in a new SQLite file and inserts `users`.
+pub fn seed_credentials(db: &Path, users: &[(&str, &str)]) {
+    let conn = rusqlite::Connection::open(db).expect("open the credentials database");
+    conn.execute_batch(
+        "CREATE TABLE sippeers (
+             id INTEGER PRIMARY KEY,
+             name TEXT NOT NULL UNIQUE,
+             secret TEXT,
+             md5secret TEXT,
+             host TEXT DEFAULT 'dynamic',
+             type TEXT DEFAULT 'friend',
+             context TEXT DEFAULT 'phones');",
+    )
+    .expect("create sippeers");
+    for (name, secret) in users {
+        conn.execute(
+            "INSERT INTO sippeers (name, secret) VALUES (?1, ?2)",
+            (name, secret),
+        )
+        .expect("insert a user");
+    }
+}
+
+/// The sipfront configuration for `addr`, credentials in `db`.
+pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
+    let nodes: Vec<String> = opts.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    let mut toml = format!(
+        "[listen]\nudp = [\"{addr}\"]\nworkers = 2\n\n\
+         [domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
+         [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n\n\
+         [credentials]\nurl = \"sqlite://{}\"\nkeep_plain = {}\n\n\
+         [registrar]\npersist = \"none\"\n",
+        nodes.join(", "),
+        db.display(),
+        opts.keep_plain
+    );
+    if let Some(min) = opts.min_expires {
+        let _ = writeln!(toml, "min_expires = {min}");
+    }
+    if let Some(max) = opts.max_expires {
+        let _ = writeln!(toml, "max_expires = {max}\ndefault_expires = {max}");
+    }
+    if let Some(t1) = opts.t1_ms {
+        let _ = write!(toml, "\n[timers]\nt1_ms = {t1}\n");
+    }
+    toml.push_str("\n[log]\nlevel = \"warn\"\n");
+    toml
+}
+
+impl Proxy {
+    /// Writes the database and config into `dir`, starts sipfront and waits until it answers.
+    pub fn start(dir: &Path, users: &[(&str, &str)], opts: &ProxyOptions) -> Proxy {
+        let db = dir.join("credentials.db");
+        seed_credentials(&db, users);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
+        let config = dir.join("sipfront.toml");
+        std::fs::write(&config, config_toml(addr, &db, opts)).expect("write the config");
+        let stdout = File::create(dir.join("sipfront.out")).expect("sipfront stdout file");
+        let stderr = File::create(dir.join("sipfront.err")).expect("sipfront stderr file");
+        let mut cmd = Command::new(sipfront_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let mut proxy = Proxy {
+            addr,
+            proc: Proc::spawn("sipfront", &mut cmd),
+        };
+        if let Err(why) = proxy.wait_ready() {
+            let err = std::fs::read_to_string(dir.join("sipfront.err")).unwrap_or_default();
+            panic!("{why}\nsipfront stderr:\n{err}");
+        }
+        proxy
+    }
+
+    /// Sends OPTIONS (a new one every [`PROBE_WAIT`]) until a 200 comes back.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+        sock.set_read_timeout(Some(PROBE_WAIT))
+            .expect("read timeout");
+        let me = sock.local_addr().expect("probe address");
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..PROBES {
+            if let Some(status) = self.proc.exited() {
+                return Err(format!("sipfront exited during startup: {status}"));
+            }
+            let options = format!(
+                "OPTIONS sip:{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{i};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=probe\r\nTo: <sip:{a}>\r\n\
+                 Call-ID: ready-{i}@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                a = self.addr
+            );
+            let _ = sock.send_to(options.as_bytes(), self.addr);
+            if let Ok(n) = sock.recv(&mut buf) {
+                if buf.get(..n).is_some_and(|b| b.starts_with(b"SIP/2.0 200")) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "sipfront did not answer OPTIONS on {} after {PROBES} probes",
+            self.addr
+        ))
+    }
+}
