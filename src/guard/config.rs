@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::addr::Cidr;
-use super::scanner::{DEFAULT_SCANNER_USER_AGENTS, MAX_NEEDLE_LEN};
+use super::scanner::{DEFAULT_SCANNER_USER_AGENTS, MAX_NEEDLES, MAX_NEEDLE_LEN};
 
 /// A `[guard]` value serde accepted but the guard cannot use; names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +62,7 @@ pub struct GuardConfig {
 
     /// Drop requests whose User-Agent contains one of `scanner_user_agents`.
     pub scanner_enabled: bool,
-    /// Case-insensitive substrings.
+    /// Case-insensitive substrings (at most 64, each 1..=64 bytes).
     pub scanner_user_agents: Vec<String>,
 }
 
@@ -142,6 +142,9 @@ impl GuardConfig {
         if !(1..=100_000_000).contains(&self.max_tracked_failures) {
             return bad("max_tracked_failures", "must be 1..=100000000");
         }
+        if self.scanner_user_agents.len() > MAX_NEEDLES {
+            return bad("scanner_user_agents", "at most 64 entries");
+        }
         for (index, ua) in self.scanner_user_agents.iter().enumerate() {
             let len = ua.trim().len();
             if len == 0 || len > MAX_NEEDLE_LEN {
@@ -192,6 +195,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
+        let many_needles = format!("scanner_user_agents = [{}]", vec!["\"x\""; 65].join(","));
         let cases = [
             ("ipv6_prefix = 8", "ipv6_prefix"),
             ("ipv6_prefix = 129", "ipv6_prefix"),
@@ -218,6 +222,7 @@ mod tests {
                 "ok",
             ),
             ("scanner_user_agents = []\nscanner_enabled = false", "ok"),
+            (&many_needles, "scanner_user_agents"),
         ];
         for (text, key) in cases {
             assert_eq!(key_of(text), key, "{text}");

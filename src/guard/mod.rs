@@ -16,13 +16,15 @@
 //! lock-striped tables (`table.rs`) sized when the guard is built: the packet path takes one
 //! stripe lock for O(1) work and never allocates. Time is the caller's `now_ms`.
 //!
-//! What lives where: `addr.rs` source identities and CIDRs; `table.rs` the striped LRU table;
+//! What lives where: `addr.rs` source identities and CIDRs; `table.rs` the striped LRU table
+//! over `index.rs`, a fixed open-addressing index;
 //! `rate.rs` token buckets; `ban.rs` failure counters and bans; `scanner.rs` User-Agent
 //! matching; `config.rs` the `[guard]` section.
 
 mod addr;
 mod ban;
 mod config;
+mod index;
 mod rate;
 mod scanner;
 mod table;
@@ -36,7 +38,7 @@ pub use addr::Cidr;
 pub use ban::BanReason;
 pub use config::*;
 pub use rate::Admit;
-pub use scanner::{Scanner, DEFAULT_SCANNER_USER_AGENTS, MAX_NEEDLE_LEN};
+pub use scanner::{Scanner, DEFAULT_SCANNER_USER_AGENTS, MAX_NEEDLES, MAX_NEEDLE_LEN};
 
 use addr::{ClientId, Exempt};
 use ban::{BanPolicy, Bans};

@@ -1,11 +1,12 @@
-//! Known scanner User-Agents: a case-insensitive substring match against a short list.
+//! Known scanner User-Agents: a case-insensitive multi-substring match against a short list.
 //!
-//! The needles are lowercased once when the guard is built, each with a prebuilt
-//! `memchr::memmem::Finder`. A User-Agent value is lowercased into a stack buffer, in windows
-//! that overlap by the longest needle less one byte, so a value of any length is searched
-//! without allocating and no match can straddle two windows unseen.
-
-use memchr::memmem::Finder;
+//! Built once from the needles: three 257-entry tables of 64-bit masks, one per needle byte
+//! position 0..3, where bit `k` of `table[p][b]` says "needle `k` may have byte `b` (either
+//! ASCII case) at position `p`" (entry 256 stands for "past the end of the value", allowed
+//! only for needles shorter than `p + 1`). Scanning a value is one pass: at each position the
+//! masks of the next three bytes are ANDed, and only the needles left (rarely any) are
+//! compared in full with `eq_ignore_ascii_case`. No allocation, no lowercased copy, any
+//! length.
 
 /// Substrings that only scanning and attack tools put in their User-Agent. `sipsak` is a
 /// monitoring tool as well: run it from an `allow`ed address or remove it from the list.
@@ -26,68 +27,99 @@ pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
     "nmap nse",
 ];
 
-/// Longest needle accepted (the window overlap depends on it).
+/// Longest needle accepted.
 pub const MAX_NEEDLE_LEN: usize = 64;
 
-/// Bytes lowercased per window.
-const WINDOW: usize = 256;
+/// Most needles one matcher holds (one bit each in a `u64`).
+pub const MAX_NEEDLES: usize = 64;
+
+/// Needle byte positions filtered through tables before a full comparison.
+const FILTER: usize = 3;
+/// Table entry for "past the end of the value".
+const END: usize = 256;
 
 /// A case-insensitive multi-substring matcher.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Scanner {
-    finders: Vec<Finder<'static>>,
-    longest: usize,
+    needles: Vec<Box<[u8]>>,
+    masks: Box<[[u64; 257]; FILTER]>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("needles", &self.needles.len())
+            .finish()
+    }
 }
 
 impl Scanner {
-    /// Build from needles (empty ones are ignored; longer than [`MAX_NEEDLE_LEN`] are cut).
+    /// Build from needles: trimmed, empty ones ignored, each cut to [`MAX_NEEDLE_LEN`] bytes,
+    /// at most [`MAX_NEEDLES`] kept (`GuardConfig::validate` refuses more).
     pub fn new<S: AsRef<str>>(needles: &[S]) -> Scanner {
-        let mut finders = Vec::with_capacity(needles.len());
-        let mut longest = 0;
+        let mut kept: Vec<Box<[u8]>> = Vec::new();
+        let mut masks = Box::new([[0u64; 257]; FILTER]);
         for n in needles {
-            let mut lower = n.as_ref().trim().as_bytes().to_ascii_lowercase();
-            lower.truncate(MAX_NEEDLE_LEN);
-            if lower.is_empty() {
+            let bytes = n.as_ref().trim().as_bytes();
+            let bytes = bytes.get(..MAX_NEEDLE_LEN).unwrap_or(bytes);
+            if bytes.is_empty() || kept.len() == MAX_NEEDLES {
                 continue;
             }
-            longest = longest.max(lower.len());
-            finders.push(Finder::new(&lower).into_owned());
+            let bit = 1u64 << kept.len();
+            for (p, table) in masks.iter_mut().enumerate() {
+                match bytes.get(p) {
+                    Some(&b) => {
+                        table[usize::from(b.to_ascii_lowercase())] |= bit;
+                        table[usize::from(b.to_ascii_uppercase())] |= bit;
+                    }
+                    // Shorter than p + 1: any byte, or the end, may follow.
+                    None => table.iter_mut().for_each(|m| *m |= bit),
+                }
+            }
+            kept.push(bytes.into());
         }
-        Scanner { finders, longest }
+        Scanner {
+            needles: kept,
+            masks,
+        }
     }
 
     /// Whether `user_agent` contains one of the needles, ignoring ASCII case.
     pub fn matches(&self, user_agent: &[u8]) -> bool {
-        if self.finders.is_empty() || user_agent.is_empty() {
+        if self.needles.is_empty() {
             return false;
         }
-        let mut buf = [0u8; WINDOW];
-        let step = WINDOW - self.longest.saturating_sub(1);
-        let mut start = 0;
-        loop {
-            let end = (start + WINDOW).min(user_agent.len());
-            let Some(src) = user_agent.get(start..end) else {
-                return false;
-            };
-            let dst = &mut buf[..src.len()];
-            dst.copy_from_slice(src);
-            dst.make_ascii_lowercase();
-            if self.finders.iter().any(|f| f.find(dst).is_some()) {
-                return true;
+        let [m0, m1, m2] = &*self.masks;
+        let at = |i: usize| user_agent.get(i).map_or(END, |&b| usize::from(b));
+        for (i, &b) in user_agent.iter().enumerate() {
+            let mut m = m0[usize::from(b)];
+            if m == 0 {
+                continue;
             }
-            if end == user_agent.len() {
-                return false;
+            m &= m1[at(i + 1)] & m2[at(i + 2)];
+            while m != 0 {
+                let k = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let Some(needle) = self.needles.get(k) else {
+                    continue;
+                };
+                let hit = user_agent
+                    .get(i..i + needle.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(needle));
+                if hit {
+                    return true;
+                }
             }
-            start += step;
         }
+        false
     }
 
     pub fn len(&self) -> usize {
-        self.finders.len()
+        self.needles.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.finders.is_empty()
+        self.needles.is_empty()
     }
 }
 
@@ -129,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn long_values_are_searched_across_window_boundaries() {
+    fn long_values_are_searched_to_the_end() {
         let s = Scanner::new(&["Friendly-Scanner"]);
         for pad in [0, 1, 200, 240, 241, 250, 255, 256, 300, 1000, 5000] {
             let mut ua = vec![b'x'; pad];
@@ -147,6 +179,15 @@ mod tests {
         let s = Scanner::new(&["", "  "]);
         assert!(s.is_empty());
         assert!(!s.matches(b"anything"));
+        let s = Scanner::new(&["x", "Yz"]);
+        assert!(s.matches(b"abX"));
+        assert!(s.matches(b"ayZ"));
+        assert!(!s.matches(b"aby"));
+        let many: Vec<String> = (0..100).map(|i| format!("needle{i:03}")).collect();
+        let s = Scanner::new(&many);
+        assert_eq!(s.len(), MAX_NEEDLES);
+        assert!(s.matches(b"..NEEDLE063.."));
+        assert!(!s.matches(b"..needle064.."));
         let long = "a".repeat(100);
         let s = Scanner::new(&[long.as_str()]);
         assert_eq!(s.len(), 1);

@@ -3,48 +3,23 @@
 //!
 //! A key is hashed once with a per-process random SipHash key (source addresses are chosen
 //! by whoever sends, so the hash must not be predictable); bits 32.. of that hash pick the
-//! stripe, and the stripe's `HashMap` reuses the same value through a pass-through hasher.
-//! Each stripe holds at most `cap` entries in a slot vector threaded on an intrusive
-//! doubly-linked recency list (head = most recent). Inserting into a full stripe reuses the
-//! tail's slot: O(1), no scan. All memory is reserved when the table is built — the index with
-//! room for twice `cap` so that hashbrown's tombstone cleanup always rehashes in place — so
-//! steady-state operations never allocate.
+//! stripe, its low 32 bits place the key in the stripe's [`Index`]. Each stripe holds at most
+//! `cap` entries in a slot vector threaded on an intrusive doubly-linked recency list (head =
+//! most recent). Inserting into a full stripe reuses the tail's slot: O(1), no scan. All
+//! memory is reserved when the table is built (the index is a fixed array), so steady-state
+//! operations never allocate.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
+
+use super::index::Index;
 
 /// A hashed key: the 128-bit identity and its keyed hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Key {
     pub hash: u64,
     pub id: u128,
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// Hands the precomputed SipHash value to the map unchanged.
-#[derive(Default)]
-pub(super) struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `Key`; fold anything else in so the hasher stays total.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
 }
 
 /// Keyed hashing shared by all tables of one guard.
@@ -85,7 +60,7 @@ struct Slot<V> {
 
 /// One stripe: at most `cap` entries, least recently used at the tail.
 pub(super) struct Stripe<V> {
-    index: HashMap<Key, u32, BuildHasherDefault<PassThrough>>,
+    index: Index,
     slots: Vec<Slot<V>>,
     free: Vec<u32>,
     head: u32,
@@ -111,7 +86,7 @@ impl<V: Default> Stripe<V> {
     fn new(cap: usize) -> Self {
         let cap = cap.max(1);
         Stripe {
-            index: HashMap::with_capacity_and_hasher(cap * 2, Default::default()),
+            index: Index::new(cap),
             slots: Vec::with_capacity(cap),
             free: Vec::with_capacity(cap),
             head: NIL,
@@ -124,6 +99,13 @@ impl<V: Default> Stripe<V> {
 
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    fn find(&self, key: Key) -> Option<u32> {
+        let slots = &self.slots;
+        self.index.find(key.hash, |i| {
+            slots.get(i as usize).is_some_and(|s| s.key == key)
+        })
     }
 
     fn unlink(&mut self, i: u32) {
@@ -157,8 +139,8 @@ impl<V: Default> Stripe<V> {
     /// The entry for `key`, made most recent; created with `V::default()` when absent
     /// (evicting the least recently used entry when the stripe is full).
     pub fn entry(&mut self, key: Key) -> (&mut V, Found) {
-        let (i, found) = match self.index.get(&key) {
-            Some(&i) => {
+        let (i, found) = match self.find(key) {
+            Some(i) => {
                 if self.head != i {
                     self.unlink(i);
                     self.push_front(i);
@@ -186,8 +168,8 @@ impl<V: Default> Stripe<V> {
         } else {
             let t = self.tail;
             self.unlink(t);
-            if let Some(s) = self.slots.get(t as usize) {
-                self.index.remove(&s.key);
+            if let Some(old) = self.slots.get(t as usize).map(|s| s.key) {
+                self.index.remove(old.hash, t);
             }
             self.evicted += 1;
             (t, Found::Evicted)
@@ -197,19 +179,20 @@ impl<V: Default> Stripe<V> {
             s.val = V::default();
         }
         self.push_front(i);
-        self.index.insert(key, i);
+        self.index.insert(key.hash, i);
         (i, found)
     }
 
     /// The entry for `key` without changing its recency.
     pub fn peek_mut(&mut self, key: Key) -> Option<&mut V> {
-        let i = *self.index.get(&key)?;
+        let i = self.find(key)?;
         self.slots.get_mut(i as usize).map(|s| &mut s.val)
     }
 
     /// Remove `key`; its value.
     pub fn remove(&mut self, key: Key) -> Option<V> {
-        let i = self.index.remove(&key)?;
+        let i = self.find(key)?;
+        self.index.remove(key.hash, i);
         self.unlink(i);
         self.free.push(i);
         self.slots
@@ -301,7 +284,7 @@ mod tests {
     fn churn_keeps_list_and_index_consistent() {
         let h = Hashing::new();
         let mut s: Stripe<u64> = Stripe::new(8);
-        let cap = (s.index.capacity(), s.slots.capacity());
+        let cap = s.slots.capacity();
         for i in 0..10_000u128 {
             *s.entry(h.key(i % 37)).0 += 1;
             if i % 5 == 0 {
@@ -315,16 +298,12 @@ mod tests {
         let mut prev = NIL;
         while let Some(slot) = s.slots.get(i as usize) {
             assert_eq!(slot.prev, prev);
-            assert_eq!(s.index.get(&slot.key), Some(&i));
+            assert_eq!(s.find(slot.key), Some(i));
             prev = i;
             i = slot.next;
             n += 1;
         }
         assert_eq!((n, prev), (s.len(), s.tail));
-        assert_eq!(
-            (s.index.capacity(), s.slots.capacity()),
-            cap,
-            "no reallocation"
-        );
+        assert_eq!(s.slots.capacity(), cap, "no reallocation");
     }
 }
