@@ -27,7 +27,8 @@ use super::table::{Found, Hashing, Key, Striped};
 use super::BanInfo;
 
 /// Why a client was banned.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BanReason {
     /// `failures` failed authentications from this client within the window.

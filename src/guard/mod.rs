@@ -45,8 +45,8 @@ use ban::{BanPolicy, Bans};
 use rate::RateLimiter;
 use table::Hashing;
 
-/// One ban, for `ctl` listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One ban, for `ctl` listings (serializes to JSON as is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BanInfo {
     /// The banned address (an IPv6 prefix's network address).
     pub ip: IpAddr,
@@ -58,7 +58,7 @@ pub struct BanInfo {
 }
 
 /// Counters for metrics, summed over stripes at read time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GuardStats {
     /// Datagrams dropped by the rate limiter.
     pub limited: u64,

@@ -116,6 +116,15 @@ fn failures_from_one_source_ban_it_for_the_ban_period() {
     );
     let s = g.stats();
     assert_eq!((s.bans_issued, s.bans_active, s.banned_drops), (1, 1, 2));
+    let json = serde_json::to_string(&bans[0]).expect("serializes");
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"ip":"198.51.100.9","prefix_len":32,"since_ms":{},"until_ms":{},"reason":{{"kind":"ip_failures","failures":3}}}}"#,
+            T0 + 2 * SEC,
+            T0 + 602 * SEC
+        )
+    );
 
     // Expiry: the lookup that finds it expired removes it.
     assert!(!g.is_banned(a, T0 + 602 * SEC));
