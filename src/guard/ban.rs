@@ -54,6 +54,18 @@ impl std::fmt::Display for BanReason {
     }
 }
 
+/// Longest user name kept in a ban or a log line (the name comes from the wire).
+const MAX_SHOWN_USER: usize = 64;
+
+/// `user` cut to [`MAX_SHOWN_USER`] bytes at a character boundary.
+fn shown(user: &str) -> &str {
+    let mut end = user.len().min(MAX_SHOWN_USER);
+    while !user.is_char_boundary(end) {
+        end -= 1;
+    }
+    user.get(..end).unwrap_or("")
+}
+
 #[derive(Debug, Clone, Default)]
 pub(super) struct Ban {
     since_ms: u64,
@@ -174,14 +186,19 @@ impl Bans {
                     f.attacked_until = now_ms.saturating_add(p.ban_ms);
                     f.count = 0;
                     drop(stripe);
-                    tracing::warn!(user, "authentication failures for one user: banning every address that fails for it");
+                    tracing::warn!(
+                        user = shown(user),
+                        "authentication failures for one user: banning every address that fails for it"
+                    );
                     true
                 } else {
                     false
                 }
             };
             if attacked && reason.is_none() {
-                reason = Some(BanReason::UserFailures { user: user.into() });
+                reason = Some(BanReason::UserFailures {
+                    user: shown(user).into(),
+                });
             }
         }
         match reason {
@@ -277,5 +294,19 @@ impl Bans {
             self.issued.load(Ordering::Relaxed),
             self.count.load(Ordering::Relaxed) as u64,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_from_the_wire_are_cut_for_display() {
+        assert_eq!(shown("1001"), "1001");
+        let long = "é".repeat(40); // 80 bytes
+        let cut = shown(&long);
+        assert!(cut.len() <= MAX_SHOWN_USER && long.starts_with(cut));
+        assert_eq!(cut.chars().count(), 32);
     }
 }
