@@ -136,6 +136,20 @@ fn failures_from_one_source_ban_it_for_the_ban_period() {
 }
 
 #[test]
+fn failures_without_a_user_name_count_per_source_only() {
+    let g = guard(GuardConfig {
+        ban_user_failures: 1,
+        ..small()
+    });
+    let a = ip("198.51.100.40");
+    assert!(!g.on_auth_failure(a, "", T0));
+    assert!(!g.on_auth_failure(a, "", T0 + 1));
+    assert!(g.on_auth_failure(a, "", T0 + 2));
+    // With ban_user_failures = 1, a named user's first failure bans at once.
+    assert!(g.on_auth_failure(ip("198.51.100.41"), "1001", T0));
+}
+
+#[test]
 fn failures_spread_beyond_the_window_do_not_ban() {
     let g = guard(small());
     let a = ip("198.51.100.20");
