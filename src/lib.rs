@@ -17,6 +17,7 @@ pub mod config;
 pub mod core;
 pub mod db;
 pub mod demo;
+pub mod guard;
 pub mod registrar;
 pub mod server;
 pub mod sip;
