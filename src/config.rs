@@ -35,6 +35,8 @@ pub enum ConfigError {
     Registrar(#[from] crate::registrar::ConfigError),
     #[error(transparent)]
     Transport(#[from] crate::transport::ConfigError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::ConfigError),
 }
 
 impl ConfigError {
@@ -60,6 +62,7 @@ pub struct Config {
     pub credentials: crate::db::CredentialsConfig,
     pub registrar: crate::registrar::RegistrarConfig,
     pub transport: crate::transport::TransportConfig,
+    pub guard: crate::guard::GuardConfig,
 }
 
 /// `[listen]`: where phones and Asterisk reach the proxy, and how many workers serve it.
@@ -329,6 +332,7 @@ impl Config {
         self.credentials.validate()?;
         self.registrar.validate()?;
         self.transport.validate()?;
+        self.guard.validate()?;
         Ok(())
     }
 

@@ -210,6 +210,9 @@ pub struct Stats {
     pub dropped_malformed: u64,
     pub dropped_unmatched: u64,
     pub dropped_overload: u64,
+    pub dropped_banned: u64,
+    pub dropped_rate_limited: u64,
+    pub dropped_scanner: u64,
     pub auth_ok: u64,
     pub auth_failed: u64,
     pub auth_challenges: u64,
@@ -319,6 +322,15 @@ impl Core {
         data: &[u8],
         tx: &mut dyn Transmit,
     ) {
+        let ip = src.ip();
+        if self.ports.guard.is_banned(ip, now_ms) {
+            self.stats.dropped_banned += 1;
+            return;
+        }
+        if self.ports.guard.admit(ip, now_ms) == crate::guard::Admit::Limited {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
         if data.iter().all(|&b| b == b'\r' || b == b'\n') {
             // RFC 5626 CRLF keep-alive: nothing to do over UDP.
             return;

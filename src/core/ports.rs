@@ -156,4 +156,6 @@ pub struct Ports {
     pub auth: Arc<dyn AuthPort>,
     pub location: Arc<dyn LocationPort>,
     pub regfwd: Arc<dyn RegFwdPort>,
+    /// Rate limits, failed-auth bans, scanner User-Agents (shared by all workers).
+    pub guard: Arc<crate::guard::Guard>,
 }

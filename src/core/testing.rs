@@ -18,6 +18,7 @@ use super::ports::{
 };
 use super::{CoreConfig, Local, Transmit};
 use crate::config::{Config, MatchMode};
+use crate::guard::{Guard, GuardConfig};
 
 /// One datagram the core sent.
 #[derive(Debug, Clone)]
@@ -360,6 +361,9 @@ pub struct Fakes {
     pub auth: Arc<FakeAuth>,
     pub location: Arc<FakeLocation>,
     pub regfwd: Arc<FakeRegFwd>,
+    /// The real guard, with rate limiting off (tests and benches send many datagrams from
+    /// one address at one virtual instant).
+    pub guard: Arc<Guard>,
 }
 
 impl Fakes {
@@ -368,6 +372,10 @@ impl Fakes {
             auth: Arc::new(FakeAuth::new(users)),
             location: Arc::new(FakeLocation::default()),
             regfwd: Arc::new(FakeRegFwd::default()),
+            guard: Arc::new(test_guard(GuardConfig {
+                rate_enabled: false,
+                ..GuardConfig::default()
+            })),
         }
     }
 
@@ -376,8 +384,15 @@ impl Fakes {
             auth: self.auth.clone(),
             location: self.location.clone(),
             regfwd: self.regfwd.clone(),
+            guard: self.guard.clone(),
         }
     }
+}
+
+/// A guard exempting the test Asterisk addresses.
+pub fn test_guard(cfg: GuardConfig) -> Guard {
+    let asterisk: Vec<IpAddr> = vec!["127.0.0.2".parse().expect("ip")];
+    Guard::new(&cfg, &asterisk).expect("valid guard config")
 }
 
 /// The test topology: proxy 127.0.0.1:5060 (upstream 127.0.0.1:6000), Asterisk nodes given.

@@ -1059,3 +1059,146 @@ fn phones_behind_nat_are_reached_through_the_contact_alias() {
     let fwd = find(&out, |s| s.method() == "INVITE");
     assert_eq!(fwd.header("Contact"), Some("<sip:alice@127.0.0.3:5062>"));
 }
+
+#[test]
+fn scanners_get_no_answer() {
+    let mut h = Harness::new(&[AST]);
+    let probe = req(
+        "OPTIONS",
+        "sip:100@127.0.0.1",
+        PHONE,
+        "z9hG4bKsv",
+        "sv1",
+        "User-Agent: friendly-scanner\r\n",
+    );
+    assert!(h.recv(PHONE, &probe).is_empty());
+    assert_eq!(h.core.stats().dropped_scanner, 1);
+    let phone = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKok",
+        "ok1",
+        "User-Agent: Yealink T46\r\n",
+    );
+    assert_eq!(h.recv(PHONE, &phone)[0].code(), 200);
+}
+
+#[test]
+fn brute_force_bans_the_source() {
+    let mut h = Harness::new(&[AST]);
+    let mut answered = 0;
+    for i in 0..12 {
+        let bad = req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            &format!("z9hG4bKbf{i}"),
+            &format!("bf{i}"),
+            &auth_hdr(true, "alice", "bad"),
+        );
+        answered += h.recv(PHONE, &bad).len();
+    }
+    // 10 failures ban the address (default [guard] ban_ip_failures); the 10th gets no answer.
+    assert_eq!(answered, 9);
+    assert_eq!(h.core.stats().auth_failed, 10);
+    // Even the right password from that address is ignored now.
+    assert!(h
+        .recv(PHONE, &authed_invite("z9hG4bKbfok", "bfok"))
+        .is_empty());
+    assert!(h.core.stats().dropped_banned >= 2);
+    // Other phones, and Asterisk, are unaffected.
+    let out = h.recv(
+        PHONE2,
+        &req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE2,
+            "z9hG4bKo2",
+            "o2",
+            "",
+        ),
+    );
+    assert_eq!(out[0].code(), 200);
+    assert_eq!(
+        h.recv(
+            AST,
+            &req(
+                "INVITE",
+                "sip:bob@127.0.0.1:5060",
+                AST,
+                "z9hG4bKa9",
+                "a9",
+                ""
+            )
+        )[0]
+        .code(),
+        480
+    );
+}
+
+#[test]
+fn floods_from_one_address_are_rate_limited() {
+    use crate::guard::GuardConfig;
+    let mut fakes = Fakes::new(&["alice"]);
+    fakes.guard = Arc::new(super::testing::test_guard(GuardConfig {
+        rate_pps: 10,
+        rate_burst: 20,
+        ..GuardConfig::default()
+    }));
+    let mut core = Core::new(
+        Arc::new(test_config(&[AST])),
+        fakes.ports(),
+        0,
+        addr("127.0.0.1:6000"),
+    );
+    let mut rec = Recorder::default();
+    for i in 0..100 {
+        let m = req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE,
+            &format!("z9hG4bKfl{i}"),
+            &format!("fl{i}"),
+            "",
+        );
+        core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+        // Asterisk is exempt.
+        let a = req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            AST,
+            &format!("z9hG4bKfa{i}"),
+            &format!("fa{i}"),
+            "",
+        );
+        core.handle_datagram(T0, Local::Listen(0), addr(AST), a.as_bytes(), &mut rec);
+    }
+    let out = rec.take();
+    assert_eq!(
+        out.iter().filter(|s| s.dst == addr(PHONE)).count(),
+        20,
+        "the burst"
+    );
+    assert_eq!(out.iter().filter(|s| s.dst == addr(AST)).count(), 100);
+    assert_eq!(core.stats().dropped_rate_limited, 80);
+    // A second later the bucket has refilled by rate_pps.
+    for i in 0..20 {
+        let m = req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE,
+            &format!("z9hG4bKfm{i}"),
+            &format!("fm{i}"),
+            "",
+        );
+        core.handle_datagram(
+            T0 + 1000,
+            Local::Listen(0),
+            addr(PHONE),
+            m.as_bytes(),
+            &mut rec,
+        );
+    }
+    assert_eq!(rec.take().len(), 10);
+}

@@ -16,6 +16,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, RegisterMode as CfgRegisterMode};
 use crate::core::{Core, CoreConfig, Ports};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
+use crate::guard::Guard;
 use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persister, Registrar};
 use crate::transport::{TransportError, WorkerSet};
 
@@ -38,6 +39,8 @@ pub enum ServerError {
     RegFwd(#[from] RegFwdError),
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
+    #[error("{0}")]
+    Guard(#[from] crate::guard::ConfigError),
 }
 
 /// A running proxy.
@@ -60,6 +63,8 @@ impl Server {
         let persister = Persister::start(&registrar, now_ms)?;
         let (aors, contacts) = registrar.counts();
         tracing::info!(aors, contacts, "location table loaded");
+        let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
+        let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
         let regfwd = RegFwd::new(RegFwdSettings {
             nodes: cfg.asterisk.nodes.clone(),
             advertise: cfg.advertise(),
@@ -82,6 +87,7 @@ impl Server {
                 realm: realm.into_boxed_str(),
             }),
             regfwd: Arc::new(AsteriskRegFwd { regfwd }),
+            guard: guard.clone(),
         };
         let pool = Arc::new(pool);
         let factory_pool = pool.clone();

@@ -227,6 +227,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             realm: "bench".into(),
         }),
         regfwd: fakes.regfwd.clone(),
+        // Ban and scanner checks on; rate limiting off (one phone answers everything).
+        guard: fakes.guard.clone(),
     };
     let mut cfg = Config::default();
     cfg.listen.udp = vec!["127.0.0.1:0".parse()?];
