@@ -10,7 +10,7 @@
 //! MESSAGE phone to phone. Registration: the format of the REGISTER forwarded to Asterisk,
 //! Asterisk's challenge answered, refresh and unregister, expiry unregistered at Asterisk, a
 //! retransmitted REGISTER answered alike. Refusals: foreign domain (403), wrong password
-//! (challenged again). One `#[ignore]`d test reproduces a proxy bug (see its reason).
+//! (challenged again).
 //! Success is sipp's exit code 0 plus the stand-in's counters, bindings and event log.
 //!
 //! Needs sipp and `cargo build --workspace --bins` (for `asterisk-standin`). The harness is in
@@ -522,8 +522,6 @@ fn cancel_through_asterisk_dial_reaches_ringing_phone() {
 }
 
 #[test]
-#[ignore = "proxy bug: its own responses (401/407/100/200 OPTIONS/404...) do not add \
-            received= and rport= to the top Via (RFC 3261 §18.2.1, RFC 3581 §4)"]
 fn own_responses_fill_rport_and_received() {
     let scene = Scene::start(Setup::default());
     let proxy = scene.proxy.addr;

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::sip::{write_response, HeaderName, Message, ResponseSpec, EMPTY_HEADER, MAX_HEADERS};
+use crate::sip::{write_response_to, HeaderName, Message, ResponseSpec, EMPTY_HEADER, MAX_HEADERS};
 
 use super::branch::hash_parts;
 use super::timer::TimerKind;
@@ -62,7 +62,8 @@ impl Core {
             body: b"",
         };
         self.out.clear();
-        if write_response(msg, &spec, &mut self.out).is_ok() {
+        let received = Some((src.ip(), src.port()));
+        if write_response_to(msg, &spec, received, &mut self.out).is_ok() {
             self.count_response(code);
             tx.send(sock, src, &self.out);
         }
@@ -119,7 +120,8 @@ impl Core {
             body: b"",
         };
         t.response.clear();
-        if write_response(&req, &spec, &mut t.response).is_err() {
+        let received = Some((t.src.ip(), t.src.port()));
+        if write_response_to(&req, &spec, received, &mut t.response).is_err() {
             return;
         }
         t.response_code = code;

@@ -181,6 +181,11 @@ fn options_to_proxy_answers_200() {
     assert_eq!(out[0].code(), 200);
     assert_eq!(out[0].dst, addr(PHONE));
     assert!(out[0].header("Allow").is_some());
+    // RFC 3581: the answer tells the phone where it was seen from.
+    assert_eq!(
+        out[0].header("Via"),
+        Some("SIP/2.0/UDP 127.0.0.3:5062;branch=z9hG4bKo1;received=127.0.0.3;rport=5062")
+    );
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub use message::{Message, StartLine};
 pub use method::Method;
 pub use name_addr::{CSeq, Contact, NameAddr};
 pub use params::Params;
-pub use response::{write_response, ResponseSpec};
+pub use response::{write_response, write_response_to, ResponseSpec};
 pub use rewrite::{write_forward, ForwardOps, RewriteError, ViaSpec};
 pub use uri::{percent_decode_into, Host, Scheme, Uri};
 pub use via::{Rport, Via};

@@ -201,27 +201,7 @@ pub fn write_forward(
                     copy(out, cut_end, le);
                 }
             }
-            Edit::Received(via, ip, port) => {
-                let span = via.span;
-                let params_start = match via.params.is_empty() {
-                    true => span.end as usize,
-                    false => offset_of(buf, via.params.raw().as_bytes()),
-                };
-                copy(out, ls, params_start);
-                for p in via.params.items() {
-                    if !p.name.eq_ignore_ascii_case("received")
-                        && !p.name.eq_ignore_ascii_case("rport")
-                    {
-                        out.push(b';');
-                        out.extend_from_slice(p.raw.as_bytes());
-                    }
-                }
-                out.extend_from_slice(b";received=");
-                push_ip(out, ip);
-                out.extend_from_slice(b";rport=");
-                push_u64(out, u64::from(port));
-                copy(out, span.end as usize, le);
-            }
+            Edit::Received(via, ip, port) => write_via_received(out, buf, &via, ip, port, ls, le),
         }
     }
     let head_end = msg
@@ -230,6 +210,38 @@ pub fn write_forward(
         .map_or(sl.end as usize, |h| h.line.end as usize);
     copy(out, run, head_end);
     finish(out, ops.extra_headers, keep_cl, body)
+}
+
+/// Copies the Via header line `buf[ls..le]` whose element `via` gets `received=ip` and
+/// `rport=port` (replacing any values it had), keeping its other parameters and elements.
+pub(crate) fn write_via_received(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    via: &Via<'_>,
+    ip: IpAddr,
+    port: u16,
+    ls: usize,
+    le: usize,
+) {
+    let copy =
+        |out: &mut Vec<u8>, s: usize, e: usize| out.extend_from_slice(buf.get(s..e).unwrap_or(&[]));
+    let span = via.span;
+    let params_start = match via.params.is_empty() {
+        true => span.end as usize,
+        false => offset_of(buf, via.params.raw().as_bytes()),
+    };
+    copy(out, ls, params_start);
+    for p in via.params.items() {
+        if !p.name.eq_ignore_ascii_case("received") && !p.name.eq_ignore_ascii_case("rport") {
+            out.push(b';');
+            out.extend_from_slice(p.raw.as_bytes());
+        }
+    }
+    out.extend_from_slice(b";received=");
+    push_ip(out, ip);
+    out.extend_from_slice(b";rport=");
+    push_u64(out, u64::from(port));
+    copy(out, span.end as usize, le);
 }
 
 /// Appends extra headers, Content-Length (unless the received one is kept), the blank
