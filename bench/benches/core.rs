@@ -100,7 +100,8 @@ impl Rig {
 }
 
 fn bench_core(c: &mut Criterion) {
-    let flows: Vec<_> = (0..4096).map(|i| call_flow(i, PHONE, AST)).collect();
+    let cfg = test_config(&[AST]);
+    let flows: Vec<_> = (0..4096).map(|i| call_flow(&cfg, i, PHONE, AST)).collect();
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Elements(1));
     g.bench_function("call_flow", |b| {

@@ -17,6 +17,7 @@
 
 mod branch;
 mod build;
+mod dialog_token;
 mod nat;
 pub mod ports;
 mod register;
@@ -102,6 +103,8 @@ pub struct CoreConfig {
     /// The digest user must be the From user of every request from a phone (the To user is
     /// always checked for REGISTER).
     pub check_from_user: bool,
+    /// Key of the Record-Route tokens (see `dialog_token.rs`).
+    pub dialog_key: dialog_token::DialogKey,
 }
 
 impl CoreConfig {
@@ -128,7 +131,17 @@ impl CoreConfig {
             max_parked: cfg.limits.max_parked_per_worker,
             n_workers: n_workers.max(1),
             check_from_user: cfg.auth.check_from_user,
+            dialog_key: dialog_token::DialogKey::new(&cfg.auth.nonce_secret),
         }
+    }
+
+    /// The Record-Route URI this proxy writes for dialogs of `call_id` arriving on listen
+    /// address `i` (with its token; for tests and tools that build in-dialog requests).
+    pub fn dialog_route(&self, i: usize, call_id: &str) -> String {
+        let base = self.record_route.get(i).map(String::as_str).unwrap_or("");
+        dialog_token::RecordRoute::new(base, &self.dialog_key, call_id)
+            .as_str()
+            .to_owned()
     }
 
     pub fn is_asterisk(&self, src: SocketAddr) -> bool {

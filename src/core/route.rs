@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::sip::{write_forward, ForwardOps, Host, Message, Method, Uri, ViaSpec};
 
 use super::branch::{hash_parts, write_branch, OurBranch};
+use super::dialog_token::{self, RecordRoute};
 use super::ports::ContactTarget;
 use super::request::ReqCtx;
 use super::timer::TimerKind;
@@ -305,13 +306,13 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let mut routes = msg.routes();
-        let first_is_us = match routes.next() {
-            Some(Ok(na)) => na
-                .uri()
-                .map(|u| self.cfg.is_us(u.host_raw, u.port))
-                .unwrap_or(false),
-            _ => false,
-        };
+        let first = routes
+            .next()
+            .and_then(|r| r.ok())
+            .and_then(|na| na.uri().ok());
+        let first_is_us = first
+            .as_ref()
+            .is_some_and(|u| self.cfg.is_us(u.host_raw, u.port));
         if !first_is_us {
             if !stateless {
                 self.reply(msg, ctx.src, ctx.sock, 404, "Not Here", false, tx);
@@ -319,6 +320,29 @@ impl Core {
                 self.stats.dropped_unmatched += 1;
             }
             return;
+        }
+        // Only dialogs this proxy Record-Routed are relayed for phones (no open relay).
+        if !self.cfg.is_asterisk(ctx.src) {
+            let token = first
+                .as_ref()
+                .and_then(|u| u.params.get(dialog_token::PARAM))
+                .flatten();
+            let call_id = msg.call_id().unwrap_or("");
+            if !token.is_some_and(|t| self.cfg.dialog_key.verify(call_id, t)) {
+                self.stats.dropped_unmatched += 1;
+                if !stateless {
+                    self.reply(
+                        msg,
+                        ctx.src,
+                        ctx.sock,
+                        403,
+                        "Forbidden (not a dialog of this proxy)",
+                        false,
+                        tx,
+                    );
+                }
+                return;
+            }
         }
         let mut routes_left = true;
         let next = match routes.next() {
@@ -433,7 +457,11 @@ impl Core {
             &self.cfg,
             hop.sock,
         );
-        let rr = record_route_for(&self.cfg, in_sock);
+        let rr = RecordRoute::new(
+            record_route_for(&self.cfg, in_sock),
+            &self.cfg.dialog_key,
+            msg.call_id().unwrap_or(""),
+        );
         let ops = ForwardOps {
             request_uri: hop.request_uri,
             remove_top_via: false,
@@ -446,7 +474,7 @@ impl Core {
             top_via_received: Some((src.ip(), src.port())),
             remove_first_route: hop.remove_first_route,
             push_routes: hop.push_routes,
-            record_route: hop.record_route.then_some(rr),
+            record_route: hop.record_route.then_some(rr.as_str()),
             decrement_max_forwards: true,
             extra_headers: b"",
             body: None,

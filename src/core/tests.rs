@@ -300,7 +300,8 @@ fn phone_invite_is_challenged_then_forwarded_to_asterisk() {
         vias[1].contains("received=127.0.0.3") || vias[1].contains("rport=5062"),
         "{vias:?}"
     );
-    assert_eq!(fwd.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    let rr = fwd.header("Record-Route").unwrap();
+    assert!(rr.starts_with("<sip:127.0.0.1:5060;lr;sft="), "{rr}");
     assert_eq!(fwd.header("Max-Forwards"), Some("69"));
     assert!(
         fwd.header("Proxy-Authorization").is_some(),
@@ -367,7 +368,7 @@ fn full_call_through_asterisk_and_back() {
     assert_eq!(ok[0].code(), 200);
     assert_eq!(
         ok[0].header("Record-Route"),
-        Some("<sip:127.0.0.1:5060;lr>")
+        Some(format!("<{}>", h.core.cfg.dialog_route(0, "call1")).as_str())
     );
     // A retransmitted 2xx (transaction gone) is forwarded statelessly.
     let ok2 = h.recv_on(
@@ -384,8 +385,9 @@ fn full_call_through_asterisk_and_back() {
     assert_eq!(ok2[0].dst, addr(PHONE));
 
     // ACK for the 2xx, in dialog through our Route: stateless to Asterisk's Contact.
+    let route = h.core.cfg.dialog_route(0, "call1");
     let ack = format!(
-        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKack1\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=ast1\r\nCall-ID: call1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKack1\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=ast1\r\nCall-ID: call1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
     );
     let out = h.recv(PHONE, &ack);
     assert_eq!(out.len(), 1);
@@ -579,7 +581,10 @@ fn asterisk_call_to_registered_phone_forks_and_best_response_wins() {
     assert!(b1
         .text()
         .starts_with("INVITE sip:alice@127.0.0.3:5062 SIP/2.0"));
-    assert_eq!(b1.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    assert_eq!(
+        b1.header("Record-Route"),
+        Some(format!("<{}>", h.core.cfg.dialog_route(0, "ac1")).as_str())
+    );
     assert_ne!(b1.header("Via"), b2.header("Via"));
     // Busy on one branch; the other answers.
     let out = h.recv(PHONE2, &respond(&b2, 486, Some("p2"), ""));
@@ -1206,4 +1211,28 @@ fn floods_from_one_address_are_rate_limited() {
         );
     }
     assert_eq!(rec.take().len(), 10);
+}
+
+#[test]
+fn in_dialog_requests_need_a_dialog_of_this_proxy() {
+    let mut h = Harness::new(&[AST]);
+    let forged = |route: &str| {
+        format!(
+            "BYE sip:victim@198.51.100.9:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKrel\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=x\r\nTo: <sip:victim@198.51.100.9>;tag=y\r\nCall-ID: relay1\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // The proxy's address without a token, or with another dialog's token: refused.
+    let out = h.recv(PHONE, &forged("sip:127.0.0.1:5060;lr"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 403);
+    let other = h.core.cfg.dialog_route(0, "another-call");
+    let out = h.recv(PHONE, &forged(&other));
+    assert_eq!(out[0].code(), 403);
+    assert!(out.iter().all(|s| s.method().is_empty()), "nothing relayed");
+    // The right token for this Call-ID: relayed.
+    let mine = h.core.cfg.dialog_route(0, "relay1");
+    let out = h.recv(PHONE, &forged(&mine).replace("z9hG4bKrel", "z9hG4bKrel2"));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "BYE" && s.dst == addr("198.51.100.9:5060")));
 }
