@@ -146,8 +146,9 @@ pub trait RegFwdPort: Send + Sync {
     fn on_expired(&self, user: &str, now_ms: u64, out: &mut dyn RegFwdSender);
     /// A REGISTER is re-sent with credentials with this CSeq (same Call-ID).
     fn on_retry(&self, user: &str, call_id: &str, cseq: u32);
-    /// The outcome of a forwarded REGISTER: a final status, or 408 on timeout.
-    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16);
+    /// The outcome of a forwarded REGISTER: a final status, or 408 on timeout; for a 2xx,
+    /// the expiry Asterisk granted (its Contact's `expires` or its Expires header).
+    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16, granted: Option<u32>);
 }
 
 /// The set of ports one core uses.

@@ -240,19 +240,23 @@ impl Core {
                     code,
                     "Asterisk challenged a forwarded REGISTER and it cannot be answered"
                 );
-                self.ports.regfwd.on_result(user, call_id, node, code);
+                self.ports.regfwd.on_result(user, call_id, node, code, None);
             }
             self.extra = auth;
             self.put_back_request(slot, prev);
             return;
         }
+        let mut granted = None;
         if (200..300).contains(&code) {
             self.stats.regfwd_ok += 1;
+            granted = granted_expiry(msg);
         } else {
             self.stats.regfwd_failed += 1;
             tracing::warn!(user, code, node, "Asterisk refused a forwarded REGISTER");
         }
-        self.ports.regfwd.on_result(user, call_id, node, code);
+        self.ports
+            .regfwd
+            .on_result(user, call_id, node, code, granted);
         self.put_back_request(slot, prev);
     }
 
@@ -288,6 +292,16 @@ impl Core {
         }
         self.expired_buf = users;
     }
+}
+
+/// The expiry a registrar granted in its 2xx: the first Contact's `expires`, else the
+/// Expires header.
+fn granted_expiry(msg: &Message<'_, '_>) -> Option<u32> {
+    let from_contact = msg.contacts().find_map(|c| match c {
+        Ok(crate::sip::Contact::Addr(na)) => na.expires(),
+        _ => None,
+    });
+    from_contact.or_else(|| msg.expires().ok().flatten())
 }
 
 /// The core as the [`RegFwdSender`] of one user's REGISTERs.

@@ -349,7 +349,7 @@ impl RegFwdPort for FakeRegFwd {
         let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
         *c = (*c).max(cseq);
     }
-    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16) {
+    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16, _granted: Option<u32>) {
         if let Ok(mut r) = self.results.lock() {
             r.push((user.to_owned(), node, code));
         }

@@ -430,8 +430,14 @@ impl RegFwdPort for AsteriskRegFwd {
             .retry_cseq(user, call_id, cseq.saturating_sub(1));
     }
 
-    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16) {
-        if !(200..300).contains(&code) {
+    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16, granted: Option<u32>) {
+        if (200..300).contains(&code) {
+            // Asterisk may grant less than asked (PJSIP maximum_expiration): the throttle
+            // must refresh before that lapses.
+            if let Some(g) = granted {
+                self.regfwd.on_asterisk_ok(user, call_id, g);
+            }
+        } else {
             tracing::warn!(user, node, code, "forwarded REGISTER failed");
             self.regfwd.on_failed(user, call_id);
         }
