@@ -161,7 +161,8 @@ fn parse_head<'b>(
             .iter()
             .position(|&b| b != b' ' && b != b'\t')
             .unwrap_or(after.len());
-        if !is_token_str(raw_name) || after.get(ws) != Some(&b':') {
+        // `raw_name` is all token bytes by construction; it only has to be non-empty.
+        if raw_name.is_empty() || after.get(ws) != Some(&b':') {
             return Err(ParseError::BadHeader);
         }
         let value = trim(after.get(ws + 1..).unwrap_or(&[]));
