@@ -42,6 +42,7 @@ fn replay(data: &[u8]) {
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     let _ = Message::parse_stream(data, &mut headers);
     let _ = parse_digest(data);
+    let _ = sipfront::sip::peek_call_id(data);
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = Uri::parse(s);
         let _ = NameAddr::parse(s);

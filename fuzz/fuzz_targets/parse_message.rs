@@ -1,7 +1,7 @@
 //! Message framing plus every typed accessor, on datagram and stream parsing.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sipfront_fuzz::sip::{Contact, Message, Status, Uri, EMPTY_HEADER, MAX_HEADERS};
+use sipfront_fuzz::sip::{peek_call_id, Contact, Message, Status, Uri, EMPTY_HEADER, MAX_HEADERS};
 
 fn exercise(m: &Message) {
     let _ = m.method();
@@ -51,6 +51,9 @@ fn exercise(m: &Message) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(id) = peek_call_id(data) {
+        assert!(id.len() <= data.len());
+    }
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     if let Ok(m) = Message::parse_datagram(data, &mut headers) {
         assert!(m.head_len + m.body.len() <= data.len());

@@ -89,37 +89,38 @@ impl<'b> HeaderName<'b> {
         }
         let second = b.get(1).map_or(0, u8::to_ascii_lowercase);
         // One candidate per (length, first letter[, second letter]); then one compare.
-        let candidate = match (len, first.to_ascii_lowercase()) {
-            (2, b't') => Some(("To", HeaderName::To)),
-            (3, b'v') => Some(("Via", HeaderName::Via)),
-            (4, b'f') => Some(("From", HeaderName::From)),
-            (4, b'c') => Some(("CSeq", HeaderName::CSeq)),
-            (4, b'p') => Some(("Path", HeaderName::Path)),
-            (4, b'd') => Some(("Date", HeaderName::Date)),
-            (5, b'r') => Some(("Route", HeaderName::Route)),
-            (5, b'a') => Some(("Allow", HeaderName::Allow)),
-            (7, b'c') if second == b'a' => Some(("Call-ID", HeaderName::CallId)),
-            (7, b'c') => Some(("Contact", HeaderName::Contact)),
-            (7, b'e') => Some(("Expires", HeaderName::Expires)),
-            (7, b'r') => Some(("Require", HeaderName::Require)),
-            (7, b's') => Some(("Subject", HeaderName::Other("Subject"))),
-            (9, b's') => Some(("Supported", HeaderName::Supported)),
-            (10, b'u') => Some(("User-Agent", HeaderName::UserAgent)),
-            (11, b'u') => Some(("Unsupported", HeaderName::Unsupported)),
-            (11, b'm') => Some(("Min-Expires", HeaderName::MinExpires)),
-            (12, b'm') => Some(("Max-Forwards", HeaderName::MaxForwards)),
-            (12, b'r') => Some(("Record-Route", HeaderName::RecordRoute)),
-            (12, b'c') => Some(("Content-Type", HeaderName::ContentType)),
-            (13, b'a') => Some(("Authorization", HeaderName::Authorization)),
-            (13, b'p') => Some(("Proxy-Require", HeaderName::ProxyRequire)),
-            (14, b'c') => Some(("Content-Length", HeaderName::ContentLength)),
-            (16, b'w') => Some(("WWW-Authenticate", HeaderName::WwwAuthenticate)),
-            (18, b'p') => Some(("Proxy-Authenticate", HeaderName::ProxyAuthenticate)),
-            (19, b'p') => Some(("Proxy-Authorization", HeaderName::ProxyAuthorization)),
-            _ => None,
-        };
+        let candidate: Option<(&[u8], HeaderName<'static>)> =
+            match (len, first.to_ascii_lowercase()) {
+                (2, b't') => Some((b"to", HeaderName::To)),
+                (3, b'v') => Some((b"via", HeaderName::Via)),
+                (4, b'f') => Some((b"from", HeaderName::From)),
+                (4, b'c') => Some((b"cseq", HeaderName::CSeq)),
+                (4, b'p') => Some((b"path", HeaderName::Path)),
+                (4, b'd') => Some((b"date", HeaderName::Date)),
+                (5, b'r') => Some((b"route", HeaderName::Route)),
+                (5, b'a') => Some((b"allow", HeaderName::Allow)),
+                (7, b'c') if second == b'a' => Some((b"call-id", HeaderName::CallId)),
+                (7, b'c') => Some((b"contact", HeaderName::Contact)),
+                (7, b'e') => Some((b"expires", HeaderName::Expires)),
+                (7, b'r') => Some((b"require", HeaderName::Require)),
+                (7, b's') => Some((b"subject", HeaderName::Other("Subject"))),
+                (9, b's') => Some((b"supported", HeaderName::Supported)),
+                (10, b'u') => Some((b"user-agent", HeaderName::UserAgent)),
+                (11, b'u') => Some((b"unsupported", HeaderName::Unsupported)),
+                (11, b'm') => Some((b"min-expires", HeaderName::MinExpires)),
+                (12, b'm') => Some((b"max-forwards", HeaderName::MaxForwards)),
+                (12, b'r') => Some((b"record-route", HeaderName::RecordRoute)),
+                (12, b'c') => Some((b"content-type", HeaderName::ContentType)),
+                (13, b'a') => Some((b"authorization", HeaderName::Authorization)),
+                (13, b'p') => Some((b"proxy-require", HeaderName::ProxyRequire)),
+                (14, b'c') => Some((b"content-length", HeaderName::ContentLength)),
+                (16, b'w') => Some((b"www-authenticate", HeaderName::WwwAuthenticate)),
+                (18, b'p') => Some((b"proxy-authenticate", HeaderName::ProxyAuthenticate)),
+                (19, b'p') => Some((b"proxy-authorization", HeaderName::ProxyAuthorization)),
+                _ => None,
+            };
         match candidate {
-            Some((canon, known)) if canon.eq_ignore_ascii_case(name) => known,
+            Some((canon, known)) if eq_lower(b, canon) => known,
             _ => HeaderName::Other(name),
         }
     }
@@ -155,6 +156,14 @@ impl<'b> HeaderName<'b> {
             HeaderName::Other(s) => s,
         }
     }
+}
+
+/// `name` equals the lowercase `canon` ignoring ASCII case. Header names are all token
+/// characters, and among those `c | 0x20` maps only `A-Z` onto `a-z` and leaves `-` alone,
+/// so the single OR is an exact case fold for comparing against lowercase letters and '-'.
+#[inline]
+fn eq_lower(name: &[u8], canon: &[u8]) -> bool {
+    name.len() == canon.len() && name.iter().zip(canon).all(|(&a, &b)| a | 0x20 == b)
 }
 
 /// Compact header forms (RFC 3261 7.3.3, RFC 3265, 3515, 3892, 3903, 4028, 4474).
