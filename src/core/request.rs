@@ -584,7 +584,12 @@ impl Core {
 
     /// §16.3 (4): a Via of ours whose loop hash equals this request's means a loop.
     fn is_loop(&self, msg: &Message<'_, '_>) -> bool {
-        if msg.vias().nth(1).is_none() {
+        // Only a request that passed through this proxy can loop: skip parsing the Vias
+        // unless one of them carries a branch of ours.
+        let ours = msg.headers_named(crate::sip::HeaderName::Via).any(|h| {
+            memchr::memmem::find(h.value, super::branch::BRANCH_PREFIX.as_bytes()).is_some()
+        });
+        if !ours {
             return false;
         }
         let h = self.loop_hash(msg);
