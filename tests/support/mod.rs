@@ -13,7 +13,12 @@
 //! output and error file. No wait sleeps: sockets have read timeouts, child exits and event
 //! log writes are awaited with poll(2) (pidfd, inotify).
 
+// Each test binary uses its own part of the harness.
+#![allow(dead_code)]
+
+pub mod digest;
 pub mod flows;
+pub mod mariadb;
 pub mod phone;
 pub mod procs;
 pub mod proxy;
@@ -26,7 +31,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use procs::Proc;
-use proxy::{Proxy, ProxyOptions};
+use proxy::{Proxy, ProxyOptions, Tune};
 use sipp::SippCmd;
 use standin::StandIn;
 
@@ -55,6 +60,8 @@ pub struct Setup {
     pub min_expires: Option<u32>,
     pub max_expires: Option<u32>,
     pub keep_plain: bool,
+    /// Further proxy settings (credentials URL, algorithms, persistence, guard ...).
+    pub tune: Tune,
 }
 
 impl Default for Setup {
@@ -67,6 +74,7 @@ impl Default for Setup {
             min_expires: None,
             max_expires: None,
             keep_plain: false,
+            tune: Tune::default(),
         }
     }
 }
@@ -98,6 +106,7 @@ impl Scene {
             min_expires: setup.min_expires,
             max_expires: setup.max_expires,
             keep_plain: setup.keep_plain,
+            tune: setup.tune,
         };
         let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);
@@ -108,6 +117,11 @@ impl Scene {
             watch,
             dir,
         }
+    }
+
+    /// `kill -9` the proxy and start it again on the same address with the same config.
+    pub fn kill9_and_restart_proxy(&mut self) {
+        self.proxy.kill9_and_restart(self.dir.path());
     }
 
     pub fn dir(&self) -> &Path {
