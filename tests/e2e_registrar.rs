@@ -172,7 +172,14 @@ fn ten_thousand_users_register_and_reach_asterisk() {
         let bulk = SippCmd::new("bulk", proxy, "uac_register_auth.xml")
             .csv(csv)
             .quiet()
-            .args(&["-auth_uri", DOMAIN, "-r", BULK_RATE, "-m", &BULK.to_string()])
+            .args(&[
+                "-auth_uri",
+                DOMAIN,
+                "-r",
+                BULK_RATE,
+                "-m",
+                &BULK.to_string(),
+            ])
             // sipp's default socket buffers (64 kB) overflow at this rate.
             .args(&["-buff_size", "4194304"]);
         let t0 = Instant::now();
@@ -190,9 +197,9 @@ fn ten_thousand_users_register_and_reach_asterisk() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while node_users.len() < BULK {
             let left = deadline.saturating_duration_since(Instant::now());
-            let m = node_rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("our node saw {} of {BULK} users", node_users.len())
-            });
+            let m = node_rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("our node saw {} of {BULK} users", node_users.len()));
             assert_eq!(
                 m.start_line(),
                 format!("REGISTER sip:{} SIP/2.0", node.addr),
@@ -239,7 +246,10 @@ fn after_bulk(scene: &Scene, users: &[String], (callee, expiring, absent): (&str
     }
     assert_eq!(per_user.len(), BULK, "users registered at the stand-in");
     let retransmits = events.len() - BULK;
-    eprintln!("stand-in: {} REGISTERs, {retransmits} retransmissions", events.len());
+    eprintln!(
+        "stand-in: {} REGISTERs, {retransmits} retransmissions",
+        events.len()
+    );
     let mut call_ids = HashSet::new();
     for u in users {
         let txns = per_user
@@ -303,7 +313,11 @@ fn after_bulk(scene: &Scene, users: &[String], (callee, expiring, absent): (&str
         "{}",
         invite.text
     );
-    assert_eq!(out.code(), 486, "the phone's answer reaches Asterisk: {out:?}");
+    assert_eq!(
+        out.code(),
+        486,
+        "the phone's answer reaches Asterisk: {out:?}"
+    );
     // Not in the table: 404. In the table but not registered: 480 (the seed says 404 for
     // both; sipfront tells them apart).
     for (user, code) in [("49999", 404), (absent, 480)] {
@@ -324,7 +338,10 @@ fn after_bulk(scene: &Scene, users: &[String], (callee, expiring, absent): (&str
     };
     s.wait_event("register", WAIT, |e| expires_is(e, 2));
     let gone = s.wait_event("register", Duration::from_secs(20), |e| expires_is(e, 0));
-    eprintln!("{expiring} unregistered at Asterisk {:?} after its 200", t0.elapsed());
+    eprintln!(
+        "{expiring} unregistered at Asterisk {:?} after its 200",
+        t0.elapsed()
+    );
     assert_eq!(event_header(&gone, "Expires"), Some("0"), "{gone}");
     assert_eq!(s.reg(expiring), Value::Null, "Asterisk forgot {expiring}");
 }
@@ -334,17 +351,15 @@ fn after_bulk(scene: &Scene, users: &[String], (callee, expiring, absent): (&str
 fn wait_persisted(db: &std::path::Path, aor: &str, idle: &Phone, tries: u32) -> u32 {
     let mut last = String::new();
     for i in 1..=tries {
-        let rows = rusqlite::Connection::open_with_flags(
-            db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| {
-            c.query_row(
-                "SELECT count(*) FROM location WHERE aor = ?1 OR aor LIKE ?1 || '@%'",
-                [aor],
-                |r| r.get::<_, i64>(0),
-            )
-        });
+        let rows =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT count(*) FROM location WHERE aor = ?1 OR aor LIKE ?1 || '@%'",
+                        [aor],
+                        |r| r.get::<_, i64>(0),
+                    )
+                });
         match rows {
             Ok(n) if n > 0 => return i,
             Ok(n) => {
@@ -390,7 +405,10 @@ fn registration_survives_kill_9() {
 
     let t0 = Instant::now();
     scene.kill9_and_restart_proxy();
-    eprintln!("kill -9 and restart: answering again after {:?}", t0.elapsed());
+    eprintln!(
+        "kill -9 and restart: answering again after {:?}",
+        t0.elapsed()
+    );
     assert_eq!(scene.proxy.addr, proxy);
 
     let ast = Phone::bind(ASTERISK_IP);

@@ -160,11 +160,8 @@ impl<'p> Registrant<'p> {
         self.cseq += 1;
         self.phone.send(self.proxy, &self.request(expires, auth));
         let mut seen = Vec::new();
-        self.phone.expect_final(
-            &format!("{} REGISTER", self.cseq),
-            RESPONSE_WAIT,
-            &mut seen,
-        )
+        self.phone
+            .expect_final(&format!("{} REGISTER", self.cseq), RESPONSE_WAIT, &mut seen)
     }
 
     /// REGISTER, then (on a 401) REGISTER answering the `alg` challenge with `password`
