@@ -1,5 +1,7 @@
-//! Harness of the end-to-end tests (`tests/e2e_sipp.rs`): the REAL `sipfront` and
-//! `asterisk-standin` binaries and sipp, on loopback with ephemeral ports.
+//! Harness of the end-to-end tests (`tests/e2e_sipp.rs`, `tests/e2e_registrar.rs`,
+//! `tests/e2e_auth.rs`): the REAL `sipfront` and `asterisk-standin` binaries and sipp, on
+//! loopback with ephemeral ports; optionally a throw-away MariaDB database for the
+//! credentials ([`mariadb`]) and a phone answering SHA-256/SHA-512-256 challenges ([`digest`]).
 //!
 //! A [`Scene`] is one test's world: a temporary directory holding the credentials database,
 //! the proxy config and every log; the stand-in (Asterisk) on 127.0.0.2 with a control port
