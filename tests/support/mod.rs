@@ -1,5 +1,7 @@
-//! Harness of the end-to-end tests (`tests/e2e_sipp.rs`): the REAL `sipfront` and
-//! `asterisk-standin` binaries and sipp, on loopback with ephemeral ports.
+//! Harness of the end-to-end tests (`tests/e2e_sipp.rs`, `tests/e2e_registrar.rs`,
+//! `tests/e2e_auth.rs`): the REAL `sipfront` and `asterisk-standin` binaries and sipp, on
+//! loopback with ephemeral ports; optionally a throw-away MariaDB database for the
+//! credentials ([`mariadb`]) and a phone answering SHA-256/SHA-512-256 challenges ([`digest`]).
 //!
 //! A [`Scene`] is one test's world: a temporary directory holding the credentials database,
 //! the proxy config and every log; the stand-in (Asterisk) on 127.0.0.2 with a control port
@@ -13,7 +15,12 @@
 //! output and error file. No wait sleeps: sockets have read timeouts, child exits and event
 //! log writes are awaited with poll(2) (pidfd, inotify).
 
+// Each test binary uses its own part of the harness.
+#![allow(dead_code)]
+
+pub mod digest;
 pub mod flows;
+pub mod mariadb;
 pub mod phone;
 pub mod procs;
 pub mod proxy;
@@ -26,7 +33,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use procs::Proc;
-use proxy::{Proxy, ProxyOptions};
+use proxy::{Proxy, ProxyOptions, Tune};
 use sipp::SippCmd;
 use standin::StandIn;
 
@@ -55,6 +62,8 @@ pub struct Setup {
     pub min_expires: Option<u32>,
     pub max_expires: Option<u32>,
     pub keep_plain: bool,
+    /// Further proxy settings (credentials URL, algorithms, persistence, guard ...).
+    pub tune: Tune,
 }
 
 impl Default for Setup {
@@ -67,6 +76,7 @@ impl Default for Setup {
             min_expires: None,
             max_expires: None,
             keep_plain: false,
+            tune: Tune::default(),
         }
     }
 }
@@ -98,6 +108,7 @@ impl Scene {
             min_expires: setup.min_expires,
             max_expires: setup.max_expires,
             keep_plain: setup.keep_plain,
+            tune: setup.tune,
         };
         let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);
@@ -108,6 +119,11 @@ impl Scene {
             watch,
             dir,
         }
+    }
+
+    /// `kill -9` the proxy and start it again on the same address with the same config.
+    pub fn kill9_and_restart_proxy(&mut self) {
+        self.proxy.kill9_and_restart(self.dir.path());
     }
 
     pub fn dir(&self) -> &Path {

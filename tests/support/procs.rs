@@ -57,6 +57,25 @@ impl Proc {
         &mut self.child
     }
 
+    /// SIGKILL to the child's PID (`kill -9`), then reaps it.
+    pub fn kill_and_reap(&mut self) {
+        if self.exited().is_none() {
+            // Child::kill sends SIGKILL to this child's own PID.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Sends `signal` to the child's PID (only while it has not been reaped, so the PID is
+    /// still the child's).
+    pub fn signal(&mut self, signal: i32) {
+        assert!(self.exited().is_none(), "{} has exited", self.name);
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid in range");
+        // SAFETY: kill(2) only reads its two integer arguments; `pid` is our unreaped child.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
     /// The exit status if the child has already exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -81,10 +100,6 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.exited().is_none() {
-            // Child::kill sends SIGKILL to this child's own PID.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.kill_and_reap();
     }
 }

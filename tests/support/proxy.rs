@@ -33,6 +33,35 @@ pub struct ProxyOptions {
     pub max_expires: Option<u32>,
     /// `[credentials] keep_plain` (to answer an Asterisk challenge in another realm).
     pub keep_plain: bool,
+    /// Settings of the registrar, auth and credential tests (`tests/e2e_registrar.rs`,
+    /// `tests/e2e_auth.rs`).
+    pub tune: Tune,
+}
+
+/// Further settings, all off by default (the generated config is then unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Tune {
+    /// `[credentials] url` instead of the seeded SQLite file (e.g. a MariaDB database);
+    /// nothing is seeded then.
+    pub credentials_url: Option<String>,
+    /// `[credentials] refresh_secs`.
+    pub refresh_secs: Option<u32>,
+    /// `[credentials] reconnect_max_ms`.
+    pub reconnect_max_ms: Option<u32>,
+    /// `[credentials] negative_ttl_secs`.
+    pub negative_ttl_secs: Option<u32>,
+    /// `[auth] algorithms`, strongest first (e.g. `["SHA-256", "MD5"]`).
+    pub algorithms: Vec<&'static str>,
+    /// `[registrar] persist` (default `"none"`), e.g. `sqlite:///DIR/location.db`.
+    pub persist: Option<String>,
+    /// `[registrar] persist_interval_ms`.
+    pub persist_interval_ms: Option<u64>,
+    /// `[asterisk] refresh_min_interval_secs` (`Some(0)`: every refresh is forwarded).
+    pub refresh_min_interval_secs: Option<u32>,
+    /// `[guard] allow`: sources never rate limited or banned (a sipp load from one address).
+    pub guard_allow: Vec<&'static str>,
+    /// `[log] level` (default `"warn"`).
+    pub log_level: Option<&'static str>,
 }
 
 pub struct Proxy {
@@ -82,16 +111,39 @@ pub fn seed_credentials(db: &Path, users: &[(&str, &str)]) {
 /// The sipfront configuration for `addr`, credentials in `db`.
 pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     let nodes: Vec<String> = opts.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    let tune = &opts.tune;
+    let url = tune
+        .credentials_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", db.display()));
     let mut toml = format!(
         "[listen]\nudp = [\"{addr}\"]\nworkers = 2\n\n\
          [domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
-         [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n\n\
-         [credentials]\nurl = \"sqlite://{}\"\nkeep_plain = {}\n\n\
-         [registrar]\npersist = \"none\"\n",
+         [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n",
         nodes.join(", "),
-        db.display(),
+    );
+    if let Some(secs) = tune.refresh_min_interval_secs {
+        let _ = writeln!(toml, "refresh_min_interval_secs = {secs}");
+    }
+    let _ = write!(
+        toml,
+        "\n[credentials]\nurl = \"{url}\"\nkeep_plain = {}\n",
         opts.keep_plain
     );
+    for (key, value) in [
+        ("refresh_secs", tune.refresh_secs),
+        ("reconnect_max_ms", tune.reconnect_max_ms),
+        ("negative_ttl_secs", tune.negative_ttl_secs),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(toml, "{key} = {v}");
+        }
+    }
+    let persist = tune.persist.as_deref().unwrap_or("none");
+    let _ = write!(toml, "\n[registrar]\npersist = \"{persist}\"\n");
+    if let Some(ms) = tune.persist_interval_ms {
+        let _ = writeln!(toml, "persist_interval_ms = {ms}");
+    }
     if let Some(min) = opts.min_expires {
         let _ = writeln!(toml, "min_expires = {min}");
     }
@@ -101,7 +153,22 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     if let Some(t1) = opts.t1_ms {
         let _ = write!(toml, "\n[timers]\nt1_ms = {t1}\n");
     }
-    toml.push_str("\n[log]\nlevel = \"warn\"\n");
+    let quoted = |list: &[&str]| -> String {
+        let items: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
+        items.join(", ")
+    };
+    if !tune.algorithms.is_empty() {
+        let _ = write!(
+            toml,
+            "\n[auth]\nalgorithms = [{}]\n",
+            quoted(&tune.algorithms)
+        );
+    }
+    if !tune.guard_allow.is_empty() {
+        let _ = write!(toml, "\n[guard]\nallow = [{}]\n", quoted(&tune.guard_allow));
+    }
+    let level = tune.log_level.unwrap_or("warn");
+    let _ = write!(toml, "\n[log]\nlevel = \"{level}\"\n");
     toml
 }
 
@@ -109,12 +176,33 @@ impl Proxy {
     /// Writes the database and config into `dir`, starts sipfront and waits until it answers.
     pub fn start(dir: &Path, users: &[(&str, &str)], opts: &ProxyOptions) -> Proxy {
         let db = dir.join("credentials.db");
-        seed_credentials(&db, users);
+        if opts.tune.credentials_url.is_none() {
+            seed_credentials(&db, users);
+        }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
         let config = dir.join("sipfront.toml");
         std::fs::write(&config, config_toml(addr, &db, opts)).expect("write the config");
-        let stdout = File::create(dir.join("sipfront.out")).expect("sipfront stdout file");
-        let stderr = File::create(dir.join("sipfront.err")).expect("sipfront stderr file");
+        Proxy::spawn(dir, addr, "sipfront")
+    }
+
+    /// `kill -9` (SIGKILL to its PID, then reaped), and a new sipfront on the same address
+    /// with the same config file; its output goes to `sipfront-restarted.out/.err`.
+    pub fn kill9_and_restart(&mut self, dir: &Path) {
+        self.proc.kill_and_reap();
+        *self = Proxy::spawn(dir, self.addr, "sipfront-restarted");
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`: reload the credentials) to the proxy's PID.
+    pub fn signal(&mut self, signal: i32) {
+        self.proc.signal(signal);
+    }
+
+    /// Starts `sipfront run --config DIR/sipfront.toml` (output in `DIR/LOG.out/.err`) and
+    /// waits until it answers on `addr`.
+    fn spawn(dir: &Path, addr: SocketAddr, log: &str) -> Proxy {
+        let config = dir.join("sipfront.toml");
+        let stdout = File::create(dir.join(format!("{log}.out"))).expect("sipfront stdout file");
+        let stderr = File::create(dir.join(format!("{log}.err"))).expect("sipfront stderr file");
         let mut cmd = Command::new(sipfront_bin());
         cmd.arg("run")
             .arg("--config")
@@ -128,7 +216,7 @@ impl Proxy {
             proc: Proc::spawn("sipfront", &mut cmd),
         };
         if let Err(why) = proxy.wait_ready() {
-            let err = std::fs::read_to_string(dir.join("sipfront.err")).unwrap_or_default();
+            let err = std::fs::read_to_string(dir.join(format!("{log}.err"))).unwrap_or_default();
             panic!("{why}\nsipfront stderr:\n{err}");
         }
         proxy

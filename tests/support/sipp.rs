@@ -55,6 +55,8 @@ pub struct SippCmd {
     pub csv: Option<PathBuf>,
     pub local_ip: Ipv4Addr,
     pub extra: Vec<String>,
+    /// Log every message to `NAME-messages.log` (off for bulk runs: 40,000 messages).
+    pub trace_msg: bool,
 }
 
 impl SippCmd {
@@ -66,7 +68,14 @@ impl SippCmd {
             csv: None,
             local_ip: Ipv4Addr::LOCALHOST,
             extra: Vec::new(),
+            trace_msg: true,
         }
+    }
+
+    /// No per-message log (errors are still logged).
+    pub fn quiet(mut self) -> SippCmd {
+        self.trace_msg = false;
+        self
     }
 
     pub fn csv(mut self, csv: PathBuf) -> SippCmd {
@@ -111,10 +120,12 @@ impl SippCmd {
                 "-trace_err",
                 "-error_file",
             ])
-            .arg(dir.join(format!("{}-errors.log", self.name)))
-            .args(["-trace_msg", "-message_file"])
-            .arg(dir.join(format!("{}-messages.log", self.name)))
-            .args(&self.extra)
+            .arg(dir.join(format!("{}-errors.log", self.name)));
+        if self.trace_msg {
+            cmd.args(["-trace_msg", "-message_file"])
+                .arg(dir.join(format!("{}-messages.log", self.name)));
+        }
+        cmd.args(&self.extra)
             .stdin(Stdio::null())
             .stdout(File::create(dir.join(format!("sipp-{}.out", self.name))).expect("sipp stdout"))
             .stderr(
