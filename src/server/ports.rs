@@ -181,7 +181,8 @@ impl AuthPort for CacheAuth {
     }
 }
 
-/// The registrar's location table, keyed by `user@realm`.
+/// The registrar's location table; the AOR given to it is `user@realm` (the registrar keys
+/// by the user alone unless `[registrar] use_domain`).
 pub struct TableLocation {
     pub registrar: Arc<Registrar>,
     pub realm: Box<str>,
