@@ -38,7 +38,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Users registered by sipp.
 const BULK: usize = 10_000;
 /// sipp's call rate (registrations per second).
-const BULK_RATE: &str = "1000";
+const BULK_RATE: &str = "500";
 /// Expiry every bulk phone asks for (and is granted: max_expires is 3600).
 const BULK_EXPIRES: u32 = 3600;
 

@@ -151,7 +151,7 @@ pub fn owner(data: &[u8], n_workers: usize) -> usize {
             }
         }
     }
-    match find_header_value(data, b"call-id", b"i") {
+    match crate::sip::peek_call_id(data) {
         Some(cid) => (hash_parts(&[cid.trim_ascii()]) % n_workers as u64) as usize,
         None => 0,
     }

@@ -59,7 +59,7 @@ pub fn write_response_to(
         return Err(RewriteError::BadInput("to_tag"));
     }
     check_extra(spec.extra_headers)?;
-    req.top_via()?;
+    let via = req.top_via()?;
     req.from()?;
     req.call_id()?;
     req.cseq()?;
@@ -78,13 +78,13 @@ pub fn write_response_to(
 
     let buf = req.buf;
     let (mut from, mut to_done, mut call_id, mut cseq) = (false, false, false, false);
-    let mut top_via = received.map(|r| (req.top_via(), r));
+    let mut top_via = received.map(|r| (via, r));
     for h in req.headers {
         let line = buf.get(h.line.range()).unwrap_or(&[]);
         let once = |seen: &mut bool| !std::mem::replace(seen, true);
         match h.name {
             HeaderName::Via => match top_via.take() {
-                Some((Ok(via), (ip, port))) => write_via_received(
+                Some((via, (ip, port))) => write_via_received(
                     out,
                     buf,
                     &via,

@@ -15,7 +15,7 @@ use super::procs::Proc;
 use super::proxy::{free_udp_port, DOMAIN};
 
 /// sipp's own global timeout for one-shot runs (`-timeout N -timeout_error`), in seconds.
-pub const SIPP_TIMEOUT_SECS: u64 = 30;
+pub const SIPP_TIMEOUT_SECS: u64 = 90;
 
 /// A scenario file of the project's sipp kit.
 pub fn scenario(name: &str) -> PathBuf {
