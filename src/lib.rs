@@ -11,12 +11,14 @@
 //! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod asterisk;
 pub mod auth;
 pub mod config;
 pub mod core;
 pub mod db;
 pub mod demo;
+pub mod metrics;
 pub mod registrar;
 pub mod server;
 pub mod sip;
