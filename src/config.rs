@@ -35,6 +35,8 @@ pub enum ConfigError {
     Registrar(#[from] crate::registrar::ConfigError),
     #[error(transparent)]
     Transport(#[from] crate::transport::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::ConfigError),
 }
 
 impl ConfigError {
@@ -60,6 +62,7 @@ pub struct Config {
     pub credentials: crate::db::CredentialsConfig,
     pub registrar: crate::registrar::RegistrarConfig,
     pub transport: crate::transport::TransportConfig,
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[listen]`: where phones and Asterisk reach the proxy, and how many workers serve it.
@@ -322,6 +325,7 @@ impl Config {
         self.credentials.validate()?;
         self.registrar.validate()?;
         self.transport.validate()?;
+        self.admin.validate()?;
         Ok(())
     }
 

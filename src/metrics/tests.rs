@@ -98,8 +98,10 @@ fn publish_is_rate_limited_and_collect_merges_workers() {
     let reg = MetricsRegistry::new(vec![node()]);
     let mut w0 = reg.worker(0);
     let mut w1 = reg.worker(1);
-    let mut stats = Stats::default();
-    stats.rx_requests = 5;
+    let mut stats = Stats {
+        rx_requests: 5,
+        ..Stats::default()
+    };
     stats.tx_responses[2] = 3;
     w0.record_processing(MsgClass::RequestInvite, 2_000);
     w1.record_processing(MsgClass::RequestInvite, 4_000);
