@@ -191,3 +191,159 @@ fn unban(state: &AdminState, req: &Request) -> Response {
         _ => Response::error(404, &format!("{ip} is not banned")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::admin::BanList;
+    use crate::db::{Credential, CredentialCache};
+    use crate::metrics::MetricsRegistry;
+    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+
+    struct Bans(Mutex<Vec<(IpAddr, u64, String)>>);
+
+    impl BanList for Bans {
+        fn bans(&self) -> Vec<(IpAddr, u64, String)> {
+            self.0.lock().unwrap().clone()
+        }
+        fn unban(&self, ip: IpAddr) -> bool {
+            let mut v = self.0.lock().unwrap();
+            let before = v.len();
+            v.retain(|b| b.0 != ip);
+            v.len() != before
+        }
+    }
+
+    fn state(bans: Option<Arc<dyn BanList>>) -> AdminState {
+        let registrar = Arc::new(Registrar::new(RegistrarConfig::default()).unwrap());
+        let source: SocketAddr = "192.0.2.10:5062".parse().unwrap();
+        let contacts = [ContactInput {
+            uri: "sip:bob@192.0.2.10:5062",
+            expires: Some(600),
+            q: None,
+        }];
+        registrar
+            .register(
+                &RegisterRequest {
+                    aor: "bob@r",
+                    call_id: "c1",
+                    cseq: 1,
+                    expires_header: None,
+                    star: false,
+                    contacts: &contacts,
+                    source,
+                    transport: Transport::Udp,
+                    worker: 0,
+                    path: &[],
+                    user_agent: Some("UA/1"),
+                },
+                system_now_ms(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        let cache = Arc::new(CredentialCache::new(1000, 10));
+        cache.insert("bob", Credential::from_plain("bob", "r", "pw", false));
+        AdminState {
+            metrics: MetricsRegistry::new(Vec::new()),
+            registrar,
+            realm: "r".into(),
+            cache,
+            pool: None,
+            credentials: None,
+            transport: None,
+            regfwd: None,
+            bans,
+            started: Instant::now(),
+        }
+    }
+
+    fn req(method: Method, path: &str, query: &[(&str, &str)]) -> Request {
+        Request {
+            method,
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        }
+    }
+
+    fn body(r: &Response) -> Value {
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    #[test]
+    fn registrations_list_and_remove() {
+        let st = state(None);
+        let r = route(&st, &req(Method::Get, "/v1/registrations", &[]));
+        assert_eq!(body(&r), json!({"aors": 1, "contacts": 1}));
+        let r = route(
+            &st,
+            &req(Method::Get, "/v1/registrations", &[("user", "bob")]),
+        );
+        let v = body(&r);
+        assert_eq!(v["aor"], "bob@r");
+        assert_eq!(v["bindings"][0]["uri"], "sip:bob@192.0.2.10:5062");
+        assert_eq!(v["bindings"][0]["user_agent"], "UA/1");
+        assert!(v["bindings"][0]["expires_in"].as_u64().unwrap() > 590);
+        let del = |q: &[(&str, &str)]| route(&st, &req(Method::Delete, "/v1/registrations", q));
+        assert_eq!(del(&[]).status, 400);
+        assert_eq!(del(&[("user", "bob"), ("uri", "sip:other@x")]).status, 404);
+        let r = del(&[("user", "bob@r"), ("uri", "sip:bob@192.0.2.10:5062")]);
+        assert_eq!((r.status, body(&r)["removed"].clone()), (200, json!(1)));
+        assert_eq!(del(&[("user", "bob")]).status, 404);
+    }
+
+    #[test]
+    fn credentials_flush_and_reload_without_refresher() {
+        let st = state(None);
+        let r = route(
+            &st,
+            &req(Method::Delete, "/v1/credentials", &[("user", "bob")]),
+        );
+        assert_eq!(body(&r)["was_cached"], true);
+        assert!(matches!(st.cache.lookup("bob", 0), crate::db::Lookup::Miss));
+        let r = route(
+            &st,
+            &req(Method::Delete, "/v1/credentials", &[("user", "bob")]),
+        );
+        assert_eq!(body(&r)["was_cached"], false);
+        let r = route(&st, &req(Method::Post, "/v1/credentials/reload", &[]));
+        assert_eq!(r.status, 503);
+    }
+
+    #[test]
+    fn bans_list_and_lift() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let bans = Arc::new(Bans(Mutex::new(vec![(ip, u64::MAX, "brute force".into())])));
+        let st = state(Some(bans));
+        let v = body(&route(&st, &req(Method::Get, "/v1/bans", &[])));
+        assert_eq!(v["bans"][0]["ip"], "203.0.113.7");
+        assert_eq!(v["bans"][0]["reason"], "brute force");
+        let unban = |ip: &str| route(&st, &req(Method::Delete, "/v1/bans", &[("ip", ip)])).status;
+        assert_eq!(unban("nope"), 400);
+        assert_eq!(unban("203.0.113.7"), 200);
+        assert_eq!(unban("203.0.113.7"), 404);
+        let none = state(None);
+        let v = body(&route(&none, &req(Method::Get, "/v1/bans", &[])));
+        assert_eq!(v["enabled"], false);
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        let st = state(None);
+        assert_eq!(route(&st, &req(Method::Get, "/nope", &[])).status, 404);
+        let r = route(&st, &req(Method::Post, "/metrics", &[]));
+        assert_eq!((r.status, r.allow), (405, Some("GET, HEAD")));
+        assert_eq!(route(&st, &req(Method::Other, "/v1/bans", &[])).status, 405);
+        let m = route(&st, &req(Method::Get, "/metrics", &[]));
+        assert!(m.body.contains("sipfront_registrar_aors 1\n"));
+        assert!(m.body.contains("sipfront_credential_cache_users 1\n"));
+        let s = body(&route(&st, &req(Method::Head, "/v1/stats", &[])));
+        assert_eq!(s["registrar"]["contacts"], 1);
+    }
+}
