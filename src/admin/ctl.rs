@@ -48,6 +48,9 @@ pub enum CtlError {
     BadAnswer(&'static str),
 }
 
+/// Longest wait for the TCP connection itself.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Send one request; returns the status and the body.
 pub fn request(
     addr: &str,
@@ -60,8 +63,10 @@ pub fn request(
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| CtlError::BadAddress(addr.to_owned()))?;
+    // Connecting is quick or hopeless; answering may take long (a credential reload).
+    let connect = timeout.min(CONNECT_TIMEOUT);
     let mut stream =
-        TcpStream::connect_timeout(&sock, timeout).map_err(|source| CtlError::Unreachable {
+        TcpStream::connect_timeout(&sock, connect).map_err(|source| CtlError::Unreachable {
             addr: addr.to_owned(),
             source,
         })?;
