@@ -293,3 +293,78 @@ fn linger(stream: &mut TcpStream) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::CredentialCache;
+    use crate::registrar::RegistrarConfig;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let d = AdminConfig::default();
+        assert!(!d.enabled);
+        assert_eq!(d.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(d.validate(), Ok(()));
+        let cases: [(&str, ConfigError); 4] = [
+            (
+                "listen = \"0.0.0.0:8080\"",
+                ConfigError::NotLoopback(IpAddr::from([0, 0, 0, 0])),
+            ),
+            ("max_request_bytes = 10", ConfigError::MaxRequestBytes),
+            ("max_request_bytes = 2000000", ConfigError::MaxRequestBytes),
+            ("timeout_ms = 0", ConfigError::Timeout),
+        ];
+        for (toml_text, want) in cases {
+            let c: AdminConfig = toml::from_str(toml_text).unwrap();
+            assert_eq!(c.validate(), Err(want.clone()), "{toml_text}");
+            assert!(want.to_string().contains("admin."), "{want}");
+        }
+        let c: AdminConfig =
+            toml::from_str("listen = \"0.0.0.0:9\"\nallow_non_loopback = true").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(toml::from_str::<AdminConfig>("nope = 1").is_err());
+    }
+
+    fn empty_state() -> AdminState {
+        AdminState {
+            metrics: MetricsRegistry::new(Vec::new()),
+            registrar: Arc::new(Registrar::new(RegistrarConfig::default()).unwrap()),
+            realm: "r".into(),
+            cache: Arc::new(CredentialCache::new(0, 0)),
+            pool: None,
+            credentials: None,
+            transport: None,
+            regfwd: None,
+            bans: None,
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn serves_and_stops() {
+        let cfg = AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..AdminConfig::default()
+        };
+        let state = empty_state();
+        let server = AdminServer::start(&cfg, state).unwrap();
+        let addr = server.local_addr().to_string();
+        let t = Duration::from_secs(5);
+        let (status, body) = ctl::request(&addr, "GET", "/healthz", t).unwrap();
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        let (status, _) = ctl::request(&addr, "GET", "/v1/nothing", t).unwrap();
+        assert_eq!(status, 404);
+        // A second server on the same port is a bind error naming the address.
+        let busy = AdminConfig {
+            listen: server.local_addr(),
+            ..cfg.clone()
+        };
+        let state2 = empty_state();
+        let e = AdminServer::start(&busy, state2).err().unwrap();
+        assert!(e.to_string().contains(&addr), "{e}");
+        server.stop();
+        assert!(ctl::request(&addr, "GET", "/healthz", t).is_err());
+    }
+}
