@@ -36,6 +36,8 @@ pub enum ConfigError {
     #[error(transparent)]
     Transport(#[from] crate::transport::ConfigError),
     #[error(transparent)]
+    Guard(#[from] crate::guard::ConfigError),
+    #[error(transparent)]
     Admin(#[from] crate::admin::ConfigError),
 }
 
@@ -62,6 +64,7 @@ pub struct Config {
     pub credentials: crate::db::CredentialsConfig,
     pub registrar: crate::registrar::RegistrarConfig,
     pub transport: crate::transport::TransportConfig,
+    pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
 }
 
@@ -252,6 +255,13 @@ impl Config {
                 "port 0 is not a listen port",
             ));
         }
+        if self.listen.udp.iter().any(|a| a.ip().is_unspecified()) {
+            // The listen address goes into Via and Record-Route: it must be reachable.
+            return Err(ConfigError::invalid(
+                "listen.udp",
+                "needs concrete addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
+            ));
+        }
         if self.listen.workers > 1024 {
             return Err(ConfigError::invalid("listen.workers", "at most 1024"));
         }
@@ -325,6 +335,7 @@ impl Config {
         self.credentials.validate()?;
         self.registrar.validate()?;
         self.transport.validate()?;
+        self.guard.validate()?;
         self.admin.validate()?;
         Ok(())
     }
@@ -384,6 +395,7 @@ mod tests {
     fn bad_values_name_their_key() {
         let cases = [
             ("[listen]\nudp = []\n", "listen.udp"),
+            ("[listen]\nudp = [\"0.0.0.0:5060\"]\n", "listen.udp"),
             ("[domain]\nrealm = \"\"\n", "domain.realm"),
             ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
             ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),

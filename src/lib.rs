@@ -8,6 +8,8 @@
 //! - [`registrar`]: registrar rules, the shared location table and its persistence;
 //! - [`asterisk`]: forwarding registrations to Asterisk (REGFWD);
 //! - [`transport`]: the per-core UDP worker shell (io_uring or recvmmsg);
+//! - [`guard`]: per-source rate limits, failed-auth bans, scanner User-Agents;
+//! - [`server`]: wiring of all layers, and the core's ports over them;
 //! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -18,6 +20,7 @@ pub mod config;
 pub mod core;
 pub mod db;
 pub mod demo;
+pub mod guard;
 pub mod metrics;
 pub mod registrar;
 pub mod server;

@@ -72,6 +72,25 @@ fn param(line: &str, name: &str) -> Option<String> {
     }
 }
 
+/// The Authorization value answering `challenge` (a 401) with `secret`: MD5, qop=auth.
+fn authorization(challenge: &str, secret: &str) -> String {
+    let www = header(challenge, "WWW-Authenticate").expect("challenge");
+    let nonce = param(www, "nonce").unwrap();
+    let uri = format!("sip:{REALM}");
+    let ha1 = md5_hex(&format!("{USER}:{REALM}:{secret}"));
+    let ha2 = md5_hex(&format!("REGISTER:{uri}"));
+    let (nc, cnonce) = ("00000001", "0a4f113b");
+    let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+    let mut auth = format!(
+        "Digest username=\"{USER}\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
+    );
+    if let Some(o) = param(www, "opaque") {
+        auth.push_str(&format!(", opaque=\"{o}\""));
+    }
+    auth
+}
+
 fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
@@ -102,15 +121,24 @@ impl Phone {
     }
 
     fn register(&self, cseq: u32, auth: Option<&str>) -> String {
+        self.send_recv(&self.register_msg(cseq, auth))
+    }
+
+    /// Send without waiting for an answer.
+    fn send(&self, msg: &str) {
+        self.sock.send_to(msg.as_bytes(), self.proxy).unwrap();
+    }
+
+    fn register_msg(&self, cseq: u32, auth: Option<&str>) -> String {
         let me = self.sock.local_addr().unwrap();
         let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-        self.send_recv(&format!(
+        format!(
             "REGISTER sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreg{cseq};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:{USER}@{REALM}>;tag=ph1\r\nTo: <sip:{USER}@{REALM}>\r\n\
              Call-ID: reg-admin-test@{me}\r\nCSeq: {cseq} REGISTER\r\n\
              Contact: <sip:{USER}@{me}>;expires=300\r\n{auth}User-Agent: admin-test-phone\r\n\
              Content-Length: 0\r\n\r\n"
-        ))
+        )
     }
 
     /// An OPTIONS to the proxy itself: gives the worker an event (and a chance to publish).
@@ -176,6 +204,10 @@ fn http(admin: SocketAddr, raw: &str) -> (u16, String) {
     (status, body)
 }
 
+fn metrics_now(admin: SocketAddr) -> String {
+    get(admin, "/metrics").1
+}
+
 fn get(admin: SocketAddr, path: &str) -> (u16, String) {
     http(admin, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
 }
@@ -220,7 +252,7 @@ fn admin_api_and_ctl_against_the_real_binary() {
             "[listen]\nudp = [\"{sip}\"]\nworkers = 2\n\n[domain]\nrealm = \"{REALM}\"\n\
              local = [\"{REALM}\"]\n\n[asterisk]\nnodes = [\"{asterisk_addr}\"]\n\n\
              [credentials]\nurl = \"sqlite://{}\"\nschema = \"sippeers\"\n\n\
-             [registrar]\npersist = \"none\"\n\n[admin]\nenabled = true\nlisten = \"{admin}\"\n\n\
+             [registrar]\npersist = \"none\"\n\n[admin]\nenabled = true\nlisten = \"{admin}\"\n\n[guard]\nban_ip_failures = 2\n\n\
              [log]\nlevel = \"info\"\n",
             db.display()
         ),
@@ -277,21 +309,7 @@ fn admin_api_and_ctl_against_the_real_binary() {
     let phone = Phone { sock, proxy: sip };
     let challenge = phone.register(1, None);
     assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let www = header(&challenge, "WWW-Authenticate").expect("challenge");
-    let nonce = param(www, "nonce").unwrap();
-    let opaque = param(www, "opaque");
-    let uri = format!("sip:{REALM}");
-    let ha1 = md5_hex(&format!("{USER}:{REALM}:{SECRET}"));
-    let ha2 = md5_hex(&format!("REGISTER:{uri}"));
-    let (nc, cnonce) = ("00000001", "0a4f113b");
-    let response = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
-    let mut auth = format!(
-        "Digest username=\"{USER}\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         response=\"{response}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
-    );
-    if let Some(o) = opaque {
-        auth.push_str(&format!(", opaque=\"{o}\""));
-    }
+    let auth = authorization(&challenge, SECRET);
     let ok = phone.register(2, Some(&auth));
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 
@@ -390,11 +408,38 @@ fn admin_api_and_ctl_against_the_real_binary() {
     let out = stdout(&ctl(admin, &["reload"]));
     assert!(out.contains("credentials reloaded: 1 users"), "{out}");
 
-    // Bans: no ban list wired in this binary yet.
+    // Bans: two wrong passwords from 127.0.0.5 ban it ([guard] ban_ip_failures = 2); the ban
+    // is listed and lifted with ctl, after which that address registers again.
     let out = stdout(&ctl(admin, &["bans"]));
-    assert!(out.contains("no ban list"), "{out}");
-    assert_eq!(ctl(admin, &["unban", "192.0.2.1"]).status.code(), Some(1));
+    assert!(out.contains("no active bans"), "{out}");
+    let sock = UdpSocket::bind("127.0.0.5:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let attacker = Phone { sock, proxy: sip };
+    let challenge = attacker.register(1, None);
+    let wrong = authorization(&challenge, "guess");
+    assert!(attacker
+        .register(2, Some(&wrong))
+        .starts_with("SIP/2.0 401"));
+    // The second failure bans: no answer any more, so only send it.
+    attacker.send(&attacker.register_msg(3, Some(&wrong)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = stdout(&ctl(admin, &["bans"]));
+        if out.contains("127.0.0.5") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "never banned: {out}");
+    };
+    assert!(out.contains("failed authentications"), "{out}");
+    assert!(metrics_now(admin).contains("sipfront_bans 1"));
+    let out = stdout(&ctl(admin, &["unban", "127.0.0.5"]));
+    assert!(out.contains("127.0.0.5 unbanned"), "{out}");
+    assert_eq!(ctl(admin, &["unban", "127.0.0.5"]).status.code(), Some(1));
     assert_eq!(ctl(admin, &["unban", "not-an-ip"]).status.code(), Some(1));
+    let challenge = attacker.register(4, None);
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let good = authorization(&challenge, SECRET);
+    assert!(attacker.register(5, Some(&good)).starts_with("SIP/2.0 200"));
 
     // Raw HTTP: bad requests and unknown paths.
     assert_eq!(http(admin, "GARBAGE\r\n\r\n").0, 400);

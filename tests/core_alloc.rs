@@ -52,13 +52,9 @@ fn addr(s: &str) -> SocketAddr {
 #[test]
 fn forwarding_a_call_allocates_nothing_once_warm() {
     let fakes = Fakes::new(&["alice"]);
-    let mut core = Core::new(
-        Arc::new(test_config(&[AST])),
-        fakes.ports(),
-        0,
-        addr("127.0.0.1:6000"),
-    );
-    let flows: Vec<_> = (0..200).map(|i| call_flow(i, PHONE, AST)).collect();
+    let cfg = test_config(&[AST]);
+    let flows: Vec<_> = (0..200).map(|i| call_flow(&cfg, i, PHONE, AST)).collect();
+    let mut core = Core::new(Arc::new(cfg), fakes.ports(), 0, addr("127.0.0.1:6000"));
     let mut sink = Counter {
         last: Vec::with_capacity(65_536),
         ..Counter::default()

@@ -56,6 +56,7 @@ fn kamailio_layout_round_trip() {
 
     let cfg = RegistrarConfig {
         persist: url,
+        use_domain: true,
         ..RegistrarConfig::default()
     };
     let r = Arc::new(Registrar::new(cfg.clone()).unwrap());

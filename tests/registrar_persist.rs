@@ -62,7 +62,7 @@ fn lookup(r: &Registrar, user: &str, now: u64) -> Vec<String> {
             b.q,
             b.worker,
             b.path.collect::<Vec<_>>(),
-            b.user_agent,
+            b.user_agent(),
             b.call_id,
             b.cseq,
             b.remaining_secs(now)
@@ -219,5 +219,28 @@ fn kill9_after_flush_keeps_bindings() {
     }
     let loaded = p.stats().loaded.load(Ordering::Relaxed) as usize;
     assert!((FLUSHED..=FLUSHED + 10).contains(&loaded), "{loaded}");
+    p.stop().unwrap();
+}
+
+#[test]
+fn unusable_rows_are_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("loc.db");
+    let (r, p) = start(&db, T0);
+    register(&r, "alice", "sip:alice@192.168.1.2:5060", 3600, 1, T0);
+    p.stop().unwrap();
+    drop(r);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO location (aor, contact, received, expires_ms, callid, cseq)
+         VALUES ('bob', 'sip:bob@1.2.3.4', 'not an address', ?1, 'c', 1)",
+        [(T0 + 3_600_000) as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let (r, p) = start(&db, T0 + 1000);
+    assert_eq!(p.stats().loaded.load(Ordering::Relaxed), 1);
+    assert_eq!(p.stats().errors.load(Ordering::Relaxed), 1);
+    assert_eq!(lookup(&r, "alice", T0 + 1000).len(), 1);
     p.stop().unwrap();
 }

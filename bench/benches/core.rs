@@ -65,7 +65,13 @@ impl Rig {
             .handle_datagram(self.now, Local::Listen(0), phone, &flow.invite, s);
         self.fwd.clear();
         self.fwd.extend_from_slice(&s.last);
-        response_into(&self.fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut self.resp);
+        response_into(
+            &self.fwd,
+            b"SIP/2.0 180 Ringing\r\n",
+            b"ast",
+            b"",
+            &mut self.resp,
+        );
         self.core
             .handle_datagram(self.now, Local::Upstream, ast, &self.resp, s);
         response_into(
@@ -94,7 +100,8 @@ impl Rig {
 }
 
 fn bench_core(c: &mut Criterion) {
-    let flows: Vec<_> = (0..4096).map(|i| call_flow(i, PHONE, AST)).collect();
+    let cfg = test_config(&[AST]);
+    let flows: Vec<_> = (0..4096).map(|i| call_flow(&cfg, i, PHONE, AST)).collect();
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Elements(1));
     g.bench_function("call_flow", |b| {

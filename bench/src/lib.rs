@@ -1,5 +1,7 @@
 //! sipfront-bench: benchmarks, load tools and test doubles for sipfront.
 //!
+//! - [`cpu`]: CPU time of the process and of named threads (benchmarks).
 //! - [`standin`]: the Asterisk stand-in B2BUA (binary `asterisk-standin`).
 
+pub mod cpu;
 pub mod standin;

@@ -73,16 +73,15 @@ fn bindings(state: &AdminState, aor: &str, now_ms: u64) -> Vec<Value> {
         out.push(json!({
             "uri": b.uri,
             "dest": b.dest.to_string(),
-            "source": b.source.to_string(),
             "transport": b.transport.as_str(),
             "expires_in": b.remaining_secs(now_ms),
             "q": b.q.map(|q| f64::from(q) / 1000.0),
-            "user_agent": b.user_agent,
+            "user_agent": b.user_agent(),
             "call_id": b.call_id,
             "cseq": b.cseq,
             "worker": b.worker,
             "nated": b.nated,
-            "registered_at": b.registered_at_s,
+            "registered_at": b.registered_at_s(),
         }));
     });
     out

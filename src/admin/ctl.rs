@@ -319,10 +319,13 @@ fn format_stats(v: &Value) -> String {
     let d = |k: &str| n(v, &["drops", k]);
     let _ = writeln!(
         o,
-        "drops        malformed {}, unmatched {}, overload {}, outbox {}, transport {}",
+        "drops        malformed {}, unmatched {}, overload {}, banned {}, rate-limited {}, scanner {}, outbox {}, transport {}",
         d("malformed"),
         d("unmatched"),
         d("overload"),
+        d("banned"),
+        d("rate_limited"),
+        d("scanner"),
         d("outbox"),
         d("transport")
     );

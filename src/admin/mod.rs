@@ -29,6 +29,7 @@ use serde::Deserialize;
 use crate::asterisk::RegFwdStats;
 use crate::db::refresh::RefreshStatus;
 use crate::db::{CredentialCache, LookupPool, RefreshError, RefreshHandle, RefreshStats};
+use crate::guard::{Guard, GuardStats};
 use crate::metrics::MetricsRegistry;
 use crate::registrar::Registrar;
 use crate::transport::{WorkerCounters, WorkerSet};
@@ -111,6 +112,31 @@ pub trait BanList: Send + Sync {
     fn bans(&self) -> Vec<(IpAddr, u64, String)>;
     /// Lift the ban of `ip`; whether there was one.
     fn unban(&self, ip: IpAddr) -> bool;
+    /// The guard's own counters, when the ban list is the [`Guard`].
+    fn guard_stats(&self) -> Option<GuardStats> {
+        None
+    }
+}
+
+impl BanList for Guard {
+    fn bans(&self) -> Vec<(IpAddr, u64, String)> {
+        Guard::bans(self, crate::db::system_now_ms())
+            .into_iter()
+            .map(|b| {
+                let reason = match b.prefix_len {
+                    32 | 128 => b.reason.to_string(),
+                    n => format!("{} (whole /{n})", b.reason),
+                };
+                (b.ip, b.until_ms, reason)
+            })
+            .collect()
+    }
+    fn unban(&self, ip: IpAddr) -> bool {
+        Guard::unban(self, ip)
+    }
+    fn guard_stats(&self) -> Option<GuardStats> {
+        Some(self.stats())
+    }
 }
 
 /// Reloading credentials from the database.

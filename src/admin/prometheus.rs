@@ -156,6 +156,9 @@ pub fn render(r: &StatsReport) -> String {
             ("malformed", d.malformed),
             ("unmatched", d.unmatched),
             ("overload", d.overload),
+            ("banned", d.banned),
+            ("rate_limited", d.rate_limited),
+            ("scanner", d.scanner),
             ("outbox_full", d.outbox),
             ("transport", d.transport),
         ],
@@ -272,6 +275,26 @@ pub fn render(r: &StatsReport) -> String {
             n,
         );
     }
+    if let Some(g) = &r.guard {
+        o.single(
+            "sipfront_guard_bans_issued_total",
+            "counter",
+            "Bans issued (failed authentications and manual).",
+            g.bans_issued,
+        );
+        o.single(
+            "sipfront_guard_tracked_ips",
+            "gauge",
+            "Source addresses with a rate-limit bucket.",
+            g.tracked_ips,
+        );
+        o.single(
+            "sipfront_guard_evicted_ips_total",
+            "counter",
+            "Rate-limit buckets forgotten to stay within max_tracked_ips.",
+            g.evicted_ips,
+        );
+    }
 
     type Field = fn(&super::report::WorkerReport) -> u64;
     let per_worker: [(&str, &str, Field); 7] = [
@@ -347,6 +370,10 @@ mod tests {
         r.registrar.aors = 3;
         r.drops.overload = 2;
         r.bans = Some(1);
+        r.guard = Some(crate::guard::GuardStats {
+            bans_issued: 5,
+            ..Default::default()
+        });
         r.workers = vec![
             WorkerReport {
                 worker: 0,
@@ -392,6 +419,7 @@ mod tests {
             "sipfront_registrar_aors 3",
             "sipfront_dropped_total{reason=\"overload\"} 2",
             "sipfront_bans 1",
+            "sipfront_guard_bans_issued_total 5",
             "sipfront_worker_rx_datagrams_total{worker=\"1\"} 11",
             "sipfront_processing_seconds{kind=\"request\",method=\"INVITE\",quantile=\"0.99\"} 0.000009",
             "sipfront_processing_seconds_count{kind=\"request\",method=\"INVITE\"} 4",

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::AdminState;
+use crate::guard::GuardStats;
 use crate::metrics::{MsgClass, UpstreamKind};
 
 /// Labels of `core::Stats::tx_responses` by index (`code / 100`).
@@ -33,6 +34,8 @@ pub struct StatsReport {
     pub upstream: Vec<LatencyReport>,
     /// Active bans, when a ban list is attached.
     pub bans: Option<usize>,
+    /// Rate limiter and ban counters, when the guard is attached.
+    pub guard: Option<GuardStats>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -101,6 +104,12 @@ pub struct Drops {
     pub malformed: u64,
     pub unmatched: u64,
     pub overload: u64,
+    /// From a banned source (`[guard]`).
+    pub banned: u64,
+    /// Over the per-source rate limit.
+    pub rate_limited: u64,
+    /// A scanner's User-Agent.
+    pub scanner: u64,
     /// The worker's outbox was full.
     pub outbox: u64,
     /// Dropped in the transport (truncated, hand-off full, send refused...).
@@ -279,6 +288,9 @@ pub fn collect(state: &AdminState) -> StatsReport {
             malformed: s.dropped_malformed,
             unmatched: s.dropped_unmatched,
             overload: s.dropped_overload,
+            banned: s.dropped_banned,
+            rate_limited: s.dropped_rate_limited,
+            scanner: s.dropped_scanner,
             outbox: c.send_dropped,
             transport: workers.iter().map(|w| w.dropped).sum(),
         },
@@ -286,5 +298,6 @@ pub fn collect(state: &AdminState) -> StatsReport {
         latency: latency_rows,
         upstream,
         bans: state.bans.as_ref().map(|b| b.bans().len()),
+        guard: state.bans.as_ref().and_then(|b| b.guard_stats()),
     }
 }

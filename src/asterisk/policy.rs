@@ -7,12 +7,12 @@
 //! (past it, users are forwarded statelessly: fresh Call-ID, no throttle, counted).
 //!
 //! Throttle: a pure refresh (binding set unchanged) is forwarded only when the throttle
-//! window has passed since the last REGISTER sent (`window` = `refresh_min_interval_secs`
-//! capped at half the Expires last sent; by default half the Expires last sent) or when
-//! Asterisk's registration would end more than one window before the phone's binding.
-//! So Asterisk never lapses while the phone keeps refreshing at least once per window,
-//! and a phone re-registering every 30 s with Expires 3600 costs Asterisk one REGISTER per
-//! 30 minutes.
+//! window has passed since the last REGISTER sent, or when forwarding now would extend
+//! Asterisk's registration by more than one window. `held` = the Expires last sent, or
+//! what Asterisk granted if less ([`RegFwd::on_asterisk_ok`]); `window` = half of `held`,
+//! or `refresh_min_interval_secs` if smaller. So Asterisk never lapses while the phone
+//! refreshes at least once per window, and a phone re-registering every 30 s with Expires
+//! 3600 costs Asterisk one REGISTER per 30 minutes.
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -105,6 +105,8 @@ struct UserState {
     cseq: u32,
     last_sent_ms: u64,
     sent_expires: u32,
+    /// What Asterisk granted when it granted less than asked (`u32::MAX`: no cap).
+    cap: u32,
 }
 
 /// Counters for metrics.
@@ -252,11 +254,13 @@ impl RegFwd {
         }
         let targets = self.targets(user);
         if let Some(mut st) = self.users.get_mut(user) {
-            let window = self.window_ms(st.sent_expires);
-            let asterisk_end = st.last_sent_ms + u64::from(st.sent_expires) * 1000;
-            let phone_end = now_ms + u64::from(expires) * 1000;
+            let held = st.sent_expires.min(st.cap);
+            let window = self.window_ms(held);
+            let asterisk_end = st.last_sent_ms + u64::from(held) * 1000;
+            // What Asterisk would hold if told now.
+            let new_end = now_ms + u64::from(expires.min(st.cap)) * 1000;
             let due =
-                changed || now_ms >= st.last_sent_ms + window || asterisk_end + window < phone_end;
+                changed || now_ms >= st.last_sent_ms + window || new_end > asterisk_end + window;
             if !due {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -295,6 +299,7 @@ impl RegFwd {
                     cseq: 1,
                     last_sent_ms: now_ms,
                     sent_expires: expires,
+                    cap: u32::MAX,
                 });
                 Some(fwd)
             }
@@ -319,6 +324,22 @@ impl RegFwd {
             cseq: st.cseq.wrapping_add(1).max(1),
             targets: self.targets(user),
         })
+    }
+
+    /// Asterisk answered a forwarded REGISTER with 2xx granting `granted_secs` (the
+    /// `expires` of our Contact in its 200, or its Expires header). When Asterisk granted
+    /// less than we asked (PJSIP `maximum_expiration`), the throttle follows its value, so
+    /// its registration never lapses between forwards. Ignored for a stale Call-ID.
+    pub fn on_asterisk_ok(&self, user: &str, call_id: &str, granted_secs: u32) {
+        if let Some(mut st) = self.users.get_mut(user) {
+            if &*st.call_id == call_id && granted_secs > 0 {
+                st.cap = if granted_secs < st.sent_expires {
+                    granted_secs
+                } else {
+                    u32::MAX
+                };
+            }
+        }
     }
 
     /// The forwarded REGISTER failed (timeout, error response): forget the user's state so

@@ -273,3 +273,17 @@ fn settings_are_checked() {
     s.user_agent = "a\r\nb".into();
     assert_eq!(RegFwd::new(s).err(), Some(RegFwdError::UserAgent));
 }
+
+#[test]
+fn asterisk_granting_less_shortens_the_window() {
+    let f = one();
+    let a = f.on_register("alice", 3600, true, T0).unwrap();
+    // Asterisk (PJSIP maximum_expiration = 300) granted only 300 s.
+    f.on_asterisk_ok("alice", &a.call_id, 300);
+    f.on_asterisk_ok("alice", "other-call-id", 10); // stale: ignored
+    assert!(f.on_register("alice", 3600, false, T0 + 149_000).is_none());
+    assert!(
+        f.on_register("alice", 3600, false, T0 + 150_000).is_some(),
+        "half of 300 s"
+    );
+}

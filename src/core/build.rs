@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::sip::{write_response, HeaderName, Message, ResponseSpec, EMPTY_HEADER, MAX_HEADERS};
+use crate::sip::{write_response_to, HeaderName, Message, ResponseSpec, EMPTY_HEADER, MAX_HEADERS};
 
 use super::branch::hash_parts;
 use super::timer::TimerKind;
@@ -16,13 +16,11 @@ pub(super) struct Tag([u8; 16]);
 
 impl Tag {
     pub fn for_request(msg: &Message<'_, '_>) -> Tag {
-        let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
-        let branch = msg.top_via().ok().and_then(|v| v.branch()).unwrap_or("");
-        let h = hash_parts(&[
-            msg.call_id().unwrap_or("").as_bytes(),
-            from_tag.as_bytes(),
-            branch.as_bytes(),
-        ]);
+        // The raw first Via and From lines identify the request well enough (the tag only
+        // has to be stable across retransmissions) and cost no parsing.
+        let via = msg.header(HeaderName::Via).map_or(&b""[..], |h| h.value);
+        let from = msg.header(HeaderName::From).map_or(&b""[..], |h| h.value);
+        let h = hash_parts(&[msg.call_id().unwrap_or("").as_bytes(), from, via]);
         let mut out = [0u8; 16];
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         for (i, b) in out.iter_mut().enumerate() {
@@ -62,7 +60,8 @@ impl Core {
             body: b"",
         };
         self.out.clear();
-        if write_response(msg, &spec, &mut self.out).is_ok() {
+        let received = Some((src.ip(), src.port()));
+        if write_response_to(msg, &spec, received, &mut self.out).is_ok() {
             self.count_response(code);
             tx.send(sock, src, &self.out);
         }
@@ -119,7 +118,8 @@ impl Core {
             body: b"",
         };
         t.response.clear();
-        if write_response(&req, &spec, &mut t.response).is_err() {
+        let received = Some((t.src.ip(), t.src.port()));
+        if write_response_to(&req, &spec, received, &mut t.response).is_err() {
             return;
         }
         t.response_code = code;

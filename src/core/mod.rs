@@ -17,6 +17,8 @@
 
 mod branch;
 mod build;
+mod dialog_token;
+mod nat;
 pub mod ports;
 mod register;
 mod request;
@@ -98,6 +100,11 @@ pub struct CoreConfig {
     pub max_transactions: usize,
     pub max_parked: usize,
     pub n_workers: usize,
+    /// The digest user must be the From user of every request from a phone (the To user is
+    /// always checked for REGISTER).
+    pub check_from_user: bool,
+    /// Key of the Record-Route tokens (see `dialog_token.rs`).
+    pub dialog_key: dialog_token::DialogKey,
 }
 
 impl CoreConfig {
@@ -123,7 +130,18 @@ impl CoreConfig {
             max_transactions: cfg.limits.max_transactions_per_worker,
             max_parked: cfg.limits.max_parked_per_worker,
             n_workers: n_workers.max(1),
+            check_from_user: cfg.auth.check_from_user,
+            dialog_key: dialog_token::DialogKey::new(&cfg.auth.nonce_secret),
         }
+    }
+
+    /// The Record-Route URI this proxy writes for dialogs of `call_id` arriving on listen
+    /// address `i` (with its token; for tests and tools that build in-dialog requests).
+    pub fn dialog_route(&self, i: usize, call_id: &str) -> String {
+        let base = self.record_route.get(i).map(String::as_str).unwrap_or("");
+        dialog_token::RecordRoute::new(base, &self.dialog_key, call_id)
+            .as_str()
+            .to_owned()
     }
 
     pub fn is_asterisk(&self, src: SocketAddr) -> bool {
@@ -205,6 +223,9 @@ pub struct Stats {
     pub dropped_malformed: u64,
     pub dropped_unmatched: u64,
     pub dropped_overload: u64,
+    pub dropped_banned: u64,
+    pub dropped_rate_limited: u64,
+    pub dropped_scanner: u64,
     pub auth_ok: u64,
     pub auth_failed: u64,
     pub auth_challenges: u64,
@@ -314,13 +335,22 @@ impl Core {
         data: &[u8],
         tx: &mut dyn Transmit,
     ) {
+        let ip = src.ip();
+        if self.ports.guard.is_banned(ip, now_ms) {
+            self.stats.dropped_banned += 1;
+            return;
+        }
+        if self.ports.guard.admit(ip, now_ms) == crate::guard::Admit::Limited {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
         if data.iter().all(|&b| b == b'\r' || b == b'\n') {
             // RFC 5626 CRLF keep-alive: nothing to do over UDP.
             return;
         }
         if data.starts_with(b"SIP/") {
             self.stats.rx_responses += 1;
-            self.on_response(now_ms, data, tx);
+            self.on_response(now_ms, src, data, tx);
         } else {
             self.stats.rx_requests += 1;
             self.on_request(now_ms, sock, src, data, tx, None);

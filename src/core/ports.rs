@@ -52,12 +52,13 @@ pub trait AuthPort: Send + Sync {
     ) -> AuthCheck;
     /// Whether `user` is a known user (for 480 vs 404 when it has no binding).
     fn user_known(&self, user: &str, now_ms: u64) -> bool;
-    /// Write an `Authorization:`/`Proxy-Authorization:` line answering `challenge` (a
-    /// WWW-/Proxy-Authenticate value from Asterisk) with `user`'s cached credentials.
+    /// Write an `Authorization:`/`Proxy-Authorization:` line answering the best of
+    /// `challenges` (the WWW-/Proxy-Authenticate values of Asterisk's 401/407) with `user`'s
+    /// cached credentials.
     fn answer_challenge(
         &self,
         user: &str,
-        challenge: &[u8],
+        challenges: &[&[u8]],
         proxy: bool,
         method: &str,
         uri: &str,
@@ -145,8 +146,9 @@ pub trait RegFwdPort: Send + Sync {
     fn on_expired(&self, user: &str, now_ms: u64, out: &mut dyn RegFwdSender);
     /// A REGISTER is re-sent with credentials with this CSeq (same Call-ID).
     fn on_retry(&self, user: &str, call_id: &str, cseq: u32);
-    /// The outcome of a forwarded REGISTER: a final status, or 408 on timeout.
-    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16);
+    /// The outcome of a forwarded REGISTER: a final status, or 408 on timeout; for a 2xx,
+    /// the expiry Asterisk granted (its Contact's `expires` or its Expires header).
+    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16, granted: Option<u32>);
 }
 
 /// The set of ports one core uses.
@@ -155,4 +157,6 @@ pub struct Ports {
     pub auth: Arc<dyn AuthPort>,
     pub location: Arc<dyn LocationPort>,
     pub regfwd: Arc<dyn RegFwdPort>,
+    /// Rate limits, failed-auth bans, scanner User-Agents (shared by all workers).
+    pub guard: Arc<crate::guard::Guard>,
 }

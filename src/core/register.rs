@@ -198,11 +198,23 @@ impl Core {
             let uri = parsed.as_ref().and_then(|m| m.request_uri()).unwrap_or("");
             let mut auth = std::mem::take(&mut self.extra);
             auth.clear();
-            let answered = msg.header(name).is_some_and(|h| {
-                self.ports
-                    .auth
-                    .answer_challenge(user, h.value, proxy, "REGISTER", uri, &mut auth)
-            });
+            let mut values: [&[u8]; 4] = [b""; 4];
+            let mut n = 0;
+            for h in msg.headers_named(name) {
+                if n < values.len() {
+                    values[n] = h.value;
+                    n += 1;
+                }
+            }
+            let answered = n > 0
+                && self.ports.auth.answer_challenge(
+                    user,
+                    &values[..n],
+                    proxy,
+                    "REGISTER",
+                    uri,
+                    &mut auth,
+                );
             let next_cseq = parsed
                 .as_ref()
                 .and_then(|m| m.cseq().ok())
@@ -228,19 +240,23 @@ impl Core {
                     code,
                     "Asterisk challenged a forwarded REGISTER and it cannot be answered"
                 );
-                self.ports.regfwd.on_result(user, call_id, node, code);
+                self.ports.regfwd.on_result(user, call_id, node, code, None);
             }
             self.extra = auth;
             self.put_back_request(slot, prev);
             return;
         }
+        let mut granted = None;
         if (200..300).contains(&code) {
             self.stats.regfwd_ok += 1;
+            granted = granted_expiry(msg);
         } else {
             self.stats.regfwd_failed += 1;
             tracing::warn!(user, code, node, "Asterisk refused a forwarded REGISTER");
         }
-        self.ports.regfwd.on_result(user, call_id, node, code);
+        self.ports
+            .regfwd
+            .on_result(user, call_id, node, code, granted);
         self.put_back_request(slot, prev);
     }
 
@@ -276,6 +292,16 @@ impl Core {
         }
         self.expired_buf = users;
     }
+}
+
+/// The expiry a registrar granted in its 2xx: the first Contact's `expires`, else the
+/// Expires header.
+fn granted_expiry(msg: &Message<'_, '_>) -> Option<u32> {
+    let from_contact = msg.contacts().find_map(|c| match c {
+        Ok(crate::sip::Contact::Addr(na)) => na.expires(),
+        _ => None,
+    });
+    from_contact.or_else(|| msg.expires().ok().flatten())
 }
 
 /// The core as the [`RegFwdSender`] of one user's REGISTERs.

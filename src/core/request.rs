@@ -149,6 +149,14 @@ impl Core {
         let Some(method) = msg.method() else {
             return;
         };
+        // Known scanners get no answer at all.
+        if msg
+            .user_agent()
+            .is_some_and(|ua| self.ports.guard.is_scanner(ua.as_bytes()))
+        {
+            self.stats.dropped_scanner += 1;
+            return;
+        }
         let Ok(via) = msg.top_via() else {
             // Without a Via there is nowhere to send an answer.
             self.stats.dropped_malformed += 1;
@@ -299,6 +307,27 @@ impl Core {
             }
         }
         let user = std::str::from_utf8(&user_buf[..user_len]).unwrap_or("");
+        // Like Kamailio's auth_check(.., 1): a phone may only send as itself.
+        if !from_asterisk && self.cfg.check_from_user && method != Method::Register {
+            let from_user = msg
+                .from()
+                .ok()
+                .and_then(|f| f.uri().ok())
+                .and_then(|u| u.user);
+            if from_user != Some(user) {
+                self.stats.auth_failed += 1;
+                self.reply(
+                    &msg,
+                    src,
+                    sock,
+                    403,
+                    "Forbidden (From user is not the authenticated user)",
+                    false,
+                    tx,
+                );
+                return;
+            }
+        }
 
         match method {
             Method::Register if from_asterisk => {
@@ -345,6 +374,9 @@ impl Core {
         match verdict {
             AuthCheck::Ok => {
                 self.stats.auth_ok += 1;
+                self.ports
+                    .guard
+                    .on_auth_success(ctx.src.ip(), creds.username.raw(), ctx.now);
                 Some((creds.username.raw(), false))
             }
             AuthCheck::Replayed if !proxy => Some((creds.username.raw(), true)),
@@ -357,9 +389,7 @@ impl Core {
                 None
             }
             AuthCheck::Failed => {
-                self.stats.auth_failed += 1;
-                tracing::info!(src = %ctx.src, user = creds.username.raw(), "authentication failed");
-                self.challenge(ctx, msg, proxy, false, tx);
+                self.auth_failed(ctx, msg, creds.username.raw(), proxy, tx);
                 None
             }
             AuthCheck::Lookup => {
@@ -367,8 +397,7 @@ impl Core {
                     Some(LookupResult::Failed) => self.reply_unavailable(msg, ctx, tx),
                     Some(LookupResult::Ready) => {
                         // Looked up and still unknown: a wrong user name.
-                        self.stats.auth_failed += 1;
-                        self.challenge(ctx, msg, proxy, false, tx);
+                        self.auth_failed(ctx, msg, creds.username.raw(), proxy, tx);
                     }
                     None => self.park(ctx, msg, creds.username.raw(), tx),
                 }
@@ -379,6 +408,28 @@ impl Core {
                 None
             }
         }
+    }
+
+    /// Wrong password or unknown user: count it (the guard may ban the source) and challenge
+    /// again, unless the source was just banned.
+    fn auth_failed(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        msg: &Message<'_, '_>,
+        user: &str,
+        proxy: bool,
+        tx: &mut dyn Transmit,
+    ) {
+        self.stats.auth_failed += 1;
+        tracing::info!(src = %ctx.src, user, "authentication failed");
+        if self
+            .ports
+            .guard
+            .on_auth_failure(ctx.src.ip(), user, ctx.now)
+        {
+            return;
+        }
+        self.challenge(ctx, msg, proxy, false, tx);
     }
 
     fn reply_unavailable(
@@ -533,7 +584,12 @@ impl Core {
 
     /// §16.3 (4): a Via of ours whose loop hash equals this request's means a loop.
     fn is_loop(&self, msg: &Message<'_, '_>) -> bool {
-        if msg.vias().nth(1).is_none() {
+        // Only a request that passed through this proxy can loop: skip parsing the Vias
+        // unless one of them carries a branch of ours.
+        let ours = msg.headers_named(crate::sip::HeaderName::Via).any(|h| {
+            memchr::memmem::find(h.value, super::branch::BRANCH_PREFIX.as_bytes()).is_some()
+        });
+        if !ours {
             return false;
         }
         let h = self.loop_hash(msg);

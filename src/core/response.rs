@@ -32,7 +32,13 @@ fn fails_over(code: u16) -> bool {
 }
 
 impl Core {
-    pub(super) fn on_response(&mut self, now: u64, data: &[u8], tx: &mut dyn Transmit) {
+    pub(super) fn on_response(
+        &mut self,
+        now: u64,
+        src: SocketAddr,
+        data: &[u8],
+        tx: &mut dyn Transmit,
+    ) {
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         let Ok(msg) = Message::parse_datagram(data, &mut hdrs) else {
             self.stats.dropped_malformed += 1;
@@ -73,7 +79,15 @@ impl Core {
                 self.on_regfwd_response(now, ours.slot, node, challenged, &msg, code, tx)
             }
             Purpose::Branch { server, server_gen } => {
-                self.on_branch_response(now, ours.slot, server, server_gen, &msg, data, code, tx)
+                // A phone behind NAT answering: its Contact gets our alias (see nat.rs).
+                let alias = if self.cfg.is_asterisk(src) {
+                    None
+                } else {
+                    super::route::nat_alias(&msg, src)
+                };
+                self.on_branch_response(
+                    now, ours.slot, server, server_gen, &msg, data, code, alias, tx,
+                )
             }
         }
     }
@@ -88,6 +102,7 @@ impl Core {
         msg: &Message<'_, '_>,
         data: &[u8],
         code: u16,
+        alias: Option<SocketAddr>,
         tx: &mut dyn Transmit,
     ) {
         let t2 = self.cfg.timers.t2_ms;
@@ -115,7 +130,7 @@ impl Core {
             if code == 100 {
                 return;
             }
-            self.forward_upstream(server, server_gen, msg, code, false, tx);
+            self.forward_upstream(server, server_gen, msg, code, false, alias, tx);
             return;
         }
 
@@ -155,7 +170,7 @@ impl Core {
         if (200..300).contains(&code) {
             // Every 2xx goes upstream at once (§16.7 (5)); other branches are cancelled.
             let first_2xx = !t.answered();
-            self.forward_upstream(server, server_gen, msg, code, true, tx);
+            self.forward_upstream(server, server_gen, msg, code, true, alias, tx);
             if first_2xx {
                 if let Some(t) = self.txns.servers.get_mut(server) {
                     let sgen = t.gen;
@@ -274,7 +289,7 @@ impl Core {
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         if let Ok(msg) = Message::parse_datagram(&best, &mut hdrs) {
             let gen = t.gen;
-            self.forward_upstream(server, gen, &msg, code, true, tx);
+            self.forward_upstream(server, gen, &msg, code, true, None, tx);
             let t1 = self.cfg.timers.t1_ms;
             if let Some(t) = self.txns.servers.get_mut(server) {
                 t.state = ServerState::Completed;
@@ -294,6 +309,7 @@ impl Core {
 
     /// Send `msg` (minus our Via) to where server transaction `server` came from and keep it
     /// as the transaction's last response.
+    #[allow(clippy::too_many_arguments)]
     fn forward_upstream(
         &mut self,
         server: u32,
@@ -301,6 +317,7 @@ impl Core {
         msg: &Message<'_, '_>,
         code: u16,
         final_: bool,
+        alias: Option<SocketAddr>,
         tx: &mut dyn Transmit,
     ) {
         let Some(t) = self
@@ -321,6 +338,9 @@ impl Core {
         t.response.clear();
         if write_forward(msg, &ops, &mut t.response).is_err() {
             return;
+        }
+        if let Some(src) = alias {
+            super::nat::add_contact_alias(&mut t.response, super::nat::Alias::new(src).as_bytes());
         }
         t.response_code = t.response_code.max(code);
         tx.send(t.sock, t.src, &t.response);

@@ -7,11 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use crate::sip::{write_forward, ForwardOps, Host, Message, Method, Uri, ViaSpec};
 
 use super::branch::{hash_parts, write_branch, OurBranch};
+use super::dialog_token::{self, RecordRoute};
 use super::ports::ContactTarget;
 use super::request::ReqCtx;
 use super::timer::TimerKind;
 use super::txn::{Purpose, Target, MAX_FORKS};
-use super::{Core, CoreConfig, Local, Transmit};
+use super::{nat, Core, CoreConfig, Local, Transmit};
 
 /// One next hop of a request.
 pub(super) struct Hop<'a> {
@@ -21,6 +22,8 @@ pub(super) struct Hop<'a> {
     pub push_routes: &'a [&'a str],
     pub remove_first_route: bool,
     pub record_route: bool,
+    /// Append `;alias=` of this address to the Contact (a phone behind NAT; see `nat.rs`).
+    pub contact_alias: Option<SocketAddr>,
 }
 
 /// A contact collected from the location table: ranges into `Core::targets_buf`.
@@ -75,6 +78,11 @@ fn creates_dialog(m: Method<'_>) -> bool {
         m,
         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
     )
+}
+
+/// `Some(src)` when the request's Contact hides behind NAT (see `nat.rs`).
+pub(super) fn nat_alias(msg: &Message<'_, '_>, src: SocketAddr) -> Option<SocketAddr> {
+    nat::contact_behind_nat(msg, src).then_some(src)
 }
 
 /// The socket address a URI points at, if its host is an IP literal.
@@ -156,6 +164,7 @@ impl Core {
             push_routes: &[],
             remove_first_route: false,
             record_route: true,
+            contact_alias: nat_alias(msg, ctx.src),
         };
         if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
@@ -192,6 +201,7 @@ impl Core {
                     push_routes: &[],
                     remove_first_route: false,
                     record_route: true,
+                    contact_alias: nat_alias(&msg, src),
                 };
                 tracing::info!(node = %hop.dst, "failing over to the next Asterisk node");
                 self.forward_branch(now, idx, &msg, src, sock, &hop, tx)
@@ -266,6 +276,11 @@ impl Core {
                     push_routes: &routes[..n_routes],
                     remove_first_route: false,
                     record_route: creates_dialog(method),
+                    contact_alias: if self.cfg.is_asterisk(ctx.src) {
+                        None
+                    } else {
+                        nat_alias(msg, ctx.src)
+                    },
                 };
                 if self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
                     sent += 1;
@@ -291,13 +306,13 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let mut routes = msg.routes();
-        let first_is_us = match routes.next() {
-            Some(Ok(na)) => na
-                .uri()
-                .map(|u| self.cfg.is_us(u.host_raw, u.port))
-                .unwrap_or(false),
-            _ => false,
-        };
+        let first = routes
+            .next()
+            .and_then(|r| r.ok())
+            .and_then(|na| na.uri().ok());
+        let first_is_us = first
+            .as_ref()
+            .is_some_and(|u| self.cfg.is_us(u.host_raw, u.port));
         if !first_is_us {
             if !stateless {
                 self.reply(msg, ctx.src, ctx.sock, 404, "Not Here", false, tx);
@@ -306,6 +321,30 @@ impl Core {
             }
             return;
         }
+        // Only dialogs this proxy Record-Routed are relayed for phones (no open relay).
+        if !self.cfg.is_asterisk(ctx.src) {
+            let token = first
+                .as_ref()
+                .and_then(|u| u.params.get(dialog_token::PARAM))
+                .flatten();
+            let call_id = msg.call_id().unwrap_or("");
+            if !token.is_some_and(|t| self.cfg.dialog_key.verify(call_id, t)) {
+                self.stats.dropped_unmatched += 1;
+                if !stateless {
+                    self.reply(
+                        msg,
+                        ctx.src,
+                        ctx.sock,
+                        403,
+                        "Forbidden (not a dialog of this proxy)",
+                        false,
+                        tx,
+                    );
+                }
+                return;
+            }
+        }
+        let mut routes_left = true;
         let next = match routes.next() {
             Some(Ok(na)) => na.uri,
             Some(Err(_)) => {
@@ -314,9 +353,22 @@ impl Core {
                 }
                 return;
             }
-            None => ruri,
+            None => {
+                routes_left = false;
+                ruri
+            }
         };
-        let dst = Uri::parse(next).ok().and_then(|u| uri_addr(&u));
+        // The far end's request-URI may carry our NAT alias of a phone: follow it.
+        let mut ruri_buf = [0u8; nat::MAX_RURI];
+        let alias = if routes_left {
+            None
+        } else {
+            nat::ruri_alias(ruri, &mut ruri_buf)
+        };
+        let (dst, new_ruri) = match alias {
+            Some((addr, stripped)) => (Some(addr), Some(stripped)),
+            None => (Uri::parse(next).ok().and_then(|u| uri_addr(&u)), None),
+        };
         let Some(dst) = dst else {
             if !stateless {
                 self.reply(
@@ -342,10 +394,15 @@ impl Core {
         let hop = Hop {
             dst,
             sock: out_sock,
-            request_uri: None,
+            request_uri: new_ruri,
             push_routes: &[],
             remove_first_route: true,
             record_route: false,
+            contact_alias: if self.cfg.is_asterisk(ctx.src) {
+                None
+            } else {
+                nat_alias(msg, ctx.src)
+            },
         };
         if stateless {
             self.forward_stateless(msg, ctx.src, &hop, tx);
@@ -400,7 +457,11 @@ impl Core {
             &self.cfg,
             hop.sock,
         );
-        let rr = record_route_for(&self.cfg, in_sock);
+        let rr = RecordRoute::new(
+            record_route_for(&self.cfg, in_sock),
+            &self.cfg.dialog_key,
+            msg.call_id().unwrap_or(""),
+        );
         let ops = ForwardOps {
             request_uri: hop.request_uri,
             remove_top_via: false,
@@ -413,7 +474,7 @@ impl Core {
             top_via_received: Some((src.ip(), src.port())),
             remove_first_route: hop.remove_first_route,
             push_routes: hop.push_routes,
-            record_route: hop.record_route.then_some(rr),
+            record_route: hop.record_route.then_some(rr.as_str()),
             decrement_max_forwards: true,
             extra_headers: b"",
             body: None,
@@ -426,6 +487,9 @@ impl Core {
             tracing::debug!(error = %e, "cannot forward request");
             self.txns.free_client(slot);
             return false;
+        }
+        if let Some(src) = hop.contact_alias {
+            nat::add_contact_alias(&mut ct.request, nat::Alias::new(src).as_bytes());
         }
         tx.send(hop.sock, hop.dst, &ct.request);
         self.stats.forwarded_requests += 1;
@@ -495,6 +559,9 @@ impl Core {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         if write_forward(msg, &ops, &mut out).is_ok() {
+            if let Some(src) = hop.contact_alias {
+                nat::add_contact_alias(&mut out, nat::Alias::new(src).as_bytes());
+            }
             tx.send(hop.sock, hop.dst, &out);
             self.stats.forwarded_requests += 1;
         }

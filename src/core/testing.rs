@@ -18,6 +18,7 @@ use super::ports::{
 };
 use super::{CoreConfig, Local, Transmit};
 use crate::config::{Config, MatchMode};
+use crate::guard::{Guard, GuardConfig};
 
 /// One datagram the core sent.
 #[derive(Debug, Clone)]
@@ -185,7 +186,7 @@ impl AuthPort for FakeAuth {
     fn answer_challenge(
         &self,
         user: &str,
-        _c: &[u8],
+        _c: &[&[u8]],
         proxy: bool,
         _m: &str,
         uri: &str,
@@ -348,7 +349,7 @@ impl RegFwdPort for FakeRegFwd {
         let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
         *c = (*c).max(cseq);
     }
-    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16) {
+    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16, _granted: Option<u32>) {
         if let Ok(mut r) = self.results.lock() {
             r.push((user.to_owned(), node, code));
         }
@@ -360,6 +361,9 @@ pub struct Fakes {
     pub auth: Arc<FakeAuth>,
     pub location: Arc<FakeLocation>,
     pub regfwd: Arc<FakeRegFwd>,
+    /// The real guard, with rate limiting off (tests and benches send many datagrams from
+    /// one address at one virtual instant).
+    pub guard: Arc<Guard>,
 }
 
 impl Fakes {
@@ -368,6 +372,10 @@ impl Fakes {
             auth: Arc::new(FakeAuth::new(users)),
             location: Arc::new(FakeLocation::default()),
             regfwd: Arc::new(FakeRegFwd::default()),
+            guard: Arc::new(test_guard(GuardConfig {
+                rate_enabled: false,
+                ..GuardConfig::default()
+            })),
         }
     }
 
@@ -376,8 +384,15 @@ impl Fakes {
             auth: self.auth.clone(),
             location: self.location.clone(),
             regfwd: self.regfwd.clone(),
+            guard: self.guard.clone(),
         }
     }
+}
+
+/// A guard exempting the test Asterisk addresses.
+pub fn test_guard(cfg: GuardConfig) -> Guard {
+    let asterisk: Vec<IpAddr> = vec!["127.0.0.2".parse().expect("ip")];
+    Guard::new(&cfg, &asterisk).expect("valid guard config")
 }
 
 /// The test topology: proxy 127.0.0.1:5060 (upstream 127.0.0.1:6000), Asterisk nodes given.
@@ -433,15 +448,17 @@ pub struct CallFlow {
     pub bye: Vec<u8>,
 }
 
-/// Call number `i` between `phone` and `ast` (addresses as text).
-pub fn call_flow(i: usize, phone: &str, ast: &str) -> CallFlow {
+/// Call number `i` between `phone` and `ast` (addresses as text), for a proxy configured
+/// with `cfg` (its Record-Route token goes into the ACK's Route).
+pub fn call_flow(cfg: &CoreConfig, i: usize, phone: &str, ast: &str) -> CallFlow {
+    let route = cfg.dialog_route(0, &format!("call-{i}@phone"));
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.3\r\ns=-\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n";
     let invite = format!(
         "INVITE sip:600@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKinv{i};rport\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 INVITE\r\nContact: <sip:alice@127.0.0.3:5062>\r\nProxy-Authorization: Digest username=\"alice\", realm=\"test\", nonce=\"n1\", uri=\"sip:600@127.0.0.1\", response=\"good\", qop=auth, nc=00000001, cnonce=\"c\"\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sdp.len()
     );
     let ack = format!(
-        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKack{i};rport\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>;tag=ast{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"
+        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKack{i};rport\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nTo: <sip:600@127.0.0.1>;tag=ast{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"
     );
     let bye = format!(
         "BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\nVia: SIP/2.0/UDP {ast};branch=z9hG4bKbye{i};rport\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:600@127.0.0.1>;tag=ast{i}\r\nTo: \"Alice\" <sip:alice@127.0.0.1>;tag=a{i}\r\nCall-ID: call-{i}@phone\r\nCSeq: 10 BYE\r\nContent-Length: 0\r\n\r\n"

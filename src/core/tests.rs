@@ -181,6 +181,11 @@ fn options_to_proxy_answers_200() {
     assert_eq!(out[0].code(), 200);
     assert_eq!(out[0].dst, addr(PHONE));
     assert!(out[0].header("Allow").is_some());
+    // RFC 3581: the answer tells the phone where it was seen from.
+    assert_eq!(
+        out[0].header("Via"),
+        Some("SIP/2.0/UDP 127.0.0.3:5062;branch=z9hG4bKo1;received=127.0.0.3;rport=5062")
+    );
 }
 
 #[test]
@@ -295,7 +300,8 @@ fn phone_invite_is_challenged_then_forwarded_to_asterisk() {
         vias[1].contains("received=127.0.0.3") || vias[1].contains("rport=5062"),
         "{vias:?}"
     );
-    assert_eq!(fwd.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    let rr = fwd.header("Record-Route").unwrap();
+    assert!(rr.starts_with("<sip:127.0.0.1:5060;lr;sft="), "{rr}");
     assert_eq!(fwd.header("Max-Forwards"), Some("69"));
     assert!(
         fwd.header("Proxy-Authorization").is_some(),
@@ -362,7 +368,7 @@ fn full_call_through_asterisk_and_back() {
     assert_eq!(ok[0].code(), 200);
     assert_eq!(
         ok[0].header("Record-Route"),
-        Some("<sip:127.0.0.1:5060;lr>")
+        Some(format!("<{}>", h.core.cfg.dialog_route(0, "call1")).as_str())
     );
     // A retransmitted 2xx (transaction gone) is forwarded statelessly.
     let ok2 = h.recv_on(
@@ -379,8 +385,9 @@ fn full_call_through_asterisk_and_back() {
     assert_eq!(ok2[0].dst, addr(PHONE));
 
     // ACK for the 2xx, in dialog through our Route: stateless to Asterisk's Contact.
+    let route = h.core.cfg.dialog_route(0, "call1");
     let ack = format!(
-        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKack1\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=ast1\r\nCall-ID: call1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        "ACK sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKack1\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=ast1\r\nCall-ID: call1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
     );
     let out = h.recv(PHONE, &ack);
     assert_eq!(out.len(), 1);
@@ -574,7 +581,10 @@ fn asterisk_call_to_registered_phone_forks_and_best_response_wins() {
     assert!(b1
         .text()
         .starts_with("INVITE sip:alice@127.0.0.3:5062 SIP/2.0"));
-    assert_eq!(b1.header("Record-Route"), Some("<sip:127.0.0.1:5060;lr>"));
+    assert_eq!(
+        b1.header("Record-Route"),
+        Some(format!("<{}>", h.core.cfg.dialog_route(0, "ac1")).as_str())
+    );
     assert_ne!(b1.header("Via"), b2.header("Via"));
     // Busy on one branch; the other answers.
     let out = h.recv(PHONE2, &respond(&b2, 486, Some("p2"), ""));
@@ -948,4 +958,281 @@ fn replayed_credentials_only_answer_register_retransmissions() {
     );
     assert_eq!(h.recv(PHONE, &inv)[0].code(), 407);
     assert_eq!(h.core.stats().auth_failed, 0);
+}
+
+#[test]
+fn phones_may_only_send_as_themselves() {
+    let mut h = Harness::new(&[AST]);
+    // bob's valid credentials on a request From alice.
+    let inv = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKfu",
+        "fu1",
+        &auth_hdr(true, "bob", "good"),
+    );
+    let out = h.recv(PHONE, &inv);
+    assert_eq!(out[0].code(), 403);
+    assert!(out.iter().all(|s| s.method() != "INVITE"));
+    // From Asterisk nothing is checked.
+    h.fakes.location.add(
+        "bob",
+        "sip:bob@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        AST,
+        "z9hG4bKfa",
+        "fa1",
+        "",
+    );
+    assert!(h.recv(AST, &inv).iter().any(|s| s.method() == "INVITE"));
+}
+
+#[test]
+fn phones_behind_nat_are_reached_through_the_contact_alias() {
+    let mut h = Harness::new(&[AST]);
+    // The phone (seen as 127.0.0.3:5062) announces a private Contact.
+    let inv = req(
+        "INVITE",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKnat",
+        "nat1",
+        &format!(
+            "Contact: <sip:alice@192.168.1.10:5060>\r\n{}",
+            auth_hdr(true, "alice", "good")
+        ),
+    );
+    let out = h.recv(PHONE, &inv);
+    let fwd = find(&out, |s| s.method() == "INVITE");
+    assert_eq!(
+        fwd.header("Contact"),
+        Some("<sip:alice@192.168.1.10:5060;alias=127.0.0.3~5062~1>")
+    );
+    // Asterisk hangs up: its BYE goes to that Contact; the proxy follows the alias.
+    let bye = format!(
+        "BYE sip:alice@192.168.1.10:5060;alias=127.0.0.3~5062~1 SIP/2.0\r\nVia: SIP/2.0/UDP {AST};branch=z9hG4bKnbye\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:600@example.com>;tag=ast1\r\nTo: <sip:alice@example.com>;tag=ft1\r\nCall-ID: nat1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.recv(AST, &bye);
+    let fbye = find(&out, |s| s.method() == "BYE");
+    assert_eq!(fbye.dst, addr(PHONE));
+    assert!(
+        fbye.text()
+            .starts_with("BYE sip:alice@192.168.1.10:5060 SIP/2.0\r\n"),
+        "{}",
+        fbye.text()
+    );
+
+    // A call from Asterisk to a NATed phone: the phone's 200 gets the alias too.
+    h.fakes
+        .location
+        .add("bob", "sip:bob@10.0.0.7:5060", addr(PHONE2), T0 + 3_600_000);
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        AST,
+        "z9hG4bKnat2",
+        "nat2",
+        "",
+    );
+    let out = h.recv(AST, &inv);
+    let b = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    let out = h.recv(
+        PHONE2,
+        &respond(&b, 200, Some("p2"), "Contact: <sip:bob@10.0.0.7:5060>\r\n"),
+    );
+    let ok = find(&out, |s| s.code() == 200);
+    assert_eq!(
+        ok.header("Contact"),
+        Some("<sip:bob@10.0.0.7:5060;alias=127.0.0.4~5064~1>")
+    );
+    // A phone whose Contact is its real address gets nothing added.
+    let out = h.recv(
+        PHONE,
+        &req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            "z9hG4bKnat3",
+            "nat3",
+            &format!(
+                "Contact: <sip:alice@127.0.0.3:5062>\r\n{}",
+                auth_hdr(true, "alice", "good")
+            ),
+        ),
+    );
+    let fwd = find(&out, |s| s.method() == "INVITE");
+    assert_eq!(fwd.header("Contact"), Some("<sip:alice@127.0.0.3:5062>"));
+}
+
+#[test]
+fn scanners_get_no_answer() {
+    let mut h = Harness::new(&[AST]);
+    let probe = req(
+        "OPTIONS",
+        "sip:100@127.0.0.1",
+        PHONE,
+        "z9hG4bKsv",
+        "sv1",
+        "User-Agent: friendly-scanner\r\n",
+    );
+    assert!(h.recv(PHONE, &probe).is_empty());
+    assert_eq!(h.core.stats().dropped_scanner, 1);
+    let phone = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKok",
+        "ok1",
+        "User-Agent: Yealink T46\r\n",
+    );
+    assert_eq!(h.recv(PHONE, &phone)[0].code(), 200);
+}
+
+#[test]
+fn brute_force_bans_the_source() {
+    let mut h = Harness::new(&[AST]);
+    let mut answered = 0;
+    for i in 0..12 {
+        let bad = req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            &format!("z9hG4bKbf{i}"),
+            &format!("bf{i}"),
+            &auth_hdr(true, "alice", "bad"),
+        );
+        answered += h.recv(PHONE, &bad).len();
+    }
+    // 10 failures ban the address (default [guard] ban_ip_failures); the 10th gets no answer.
+    assert_eq!(answered, 9);
+    assert_eq!(h.core.stats().auth_failed, 10);
+    // Even the right password from that address is ignored now.
+    assert!(h
+        .recv(PHONE, &authed_invite("z9hG4bKbfok", "bfok"))
+        .is_empty());
+    assert!(h.core.stats().dropped_banned >= 2);
+    // Other phones, and Asterisk, are unaffected.
+    let out = h.recv(
+        PHONE2,
+        &req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE2,
+            "z9hG4bKo2",
+            "o2",
+            "",
+        ),
+    );
+    assert_eq!(out[0].code(), 200);
+    assert_eq!(
+        h.recv(
+            AST,
+            &req(
+                "INVITE",
+                "sip:bob@127.0.0.1:5060",
+                AST,
+                "z9hG4bKa9",
+                "a9",
+                ""
+            )
+        )[0]
+        .code(),
+        480
+    );
+}
+
+#[test]
+fn floods_from_one_address_are_rate_limited() {
+    use crate::guard::GuardConfig;
+    let mut fakes = Fakes::new(&["alice"]);
+    fakes.guard = Arc::new(super::testing::test_guard(GuardConfig {
+        rate_pps: 10,
+        rate_burst: 20,
+        ..GuardConfig::default()
+    }));
+    let mut core = Core::new(
+        Arc::new(test_config(&[AST])),
+        fakes.ports(),
+        0,
+        addr("127.0.0.1:6000"),
+    );
+    let mut rec = Recorder::default();
+    for i in 0..100 {
+        let m = req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE,
+            &format!("z9hG4bKfl{i}"),
+            &format!("fl{i}"),
+            "",
+        );
+        core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+        // Asterisk is exempt.
+        let a = req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            AST,
+            &format!("z9hG4bKfa{i}"),
+            &format!("fa{i}"),
+            "",
+        );
+        core.handle_datagram(T0, Local::Listen(0), addr(AST), a.as_bytes(), &mut rec);
+    }
+    let out = rec.take();
+    assert_eq!(
+        out.iter().filter(|s| s.dst == addr(PHONE)).count(),
+        20,
+        "the burst"
+    );
+    assert_eq!(out.iter().filter(|s| s.dst == addr(AST)).count(), 100);
+    assert_eq!(core.stats().dropped_rate_limited, 80);
+    // A second later the bucket has refilled by rate_pps.
+    for i in 0..20 {
+        let m = req(
+            "OPTIONS",
+            "sip:127.0.0.1:5060",
+            PHONE,
+            &format!("z9hG4bKfm{i}"),
+            &format!("fm{i}"),
+            "",
+        );
+        core.handle_datagram(
+            T0 + 1000,
+            Local::Listen(0),
+            addr(PHONE),
+            m.as_bytes(),
+            &mut rec,
+        );
+    }
+    assert_eq!(rec.take().len(), 10);
+}
+
+#[test]
+fn in_dialog_requests_need_a_dialog_of_this_proxy() {
+    let mut h = Harness::new(&[AST]);
+    let forged = |route: &str| {
+        format!(
+            "BYE sip:victim@198.51.100.9:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKrel\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=x\r\nTo: <sip:victim@198.51.100.9>;tag=y\r\nCall-ID: relay1\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // The proxy's address without a token, or with another dialog's token: refused.
+    let out = h.recv(PHONE, &forged("sip:127.0.0.1:5060;lr"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 403);
+    let other = h.core.cfg.dialog_route(0, "another-call");
+    let out = h.recv(PHONE, &forged(&other));
+    assert_eq!(out[0].code(), 403);
+    assert!(out.iter().all(|s| s.method().is_empty()), "nothing relayed");
+    // The right token for this Call-ID: relayed.
+    let mine = h.core.cfg.dialog_route(0, "relay1");
+    let out = h.recv(PHONE, &forged(&mine).replace("z9hG4bKrel", "z9hG4bKrel2"));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "BYE" && s.dst == addr("198.51.100.9:5060")));
 }

@@ -122,7 +122,7 @@ impl Core {
                 tracing::warn!(user, node, "forwarded REGISTER timed out");
                 self.ports
                     .regfwd
-                    .on_result(user, call_id, usize::from(node), 408);
+                    .on_result(user, call_id, usize::from(node), 408, None);
                 if let Some(ct) = self.txns.clients.get_mut(slot) {
                     ct.request = request;
                 }

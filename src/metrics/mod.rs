@@ -184,6 +184,9 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
         dropped_malformed,
         dropped_unmatched,
         dropped_overload,
+        dropped_banned,
+        dropped_rate_limited,
+        dropped_scanner,
         auth_ok,
         auth_failed,
         auth_challenges,
@@ -206,6 +209,9 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
     into.dropped_malformed += dropped_malformed;
     into.dropped_unmatched += dropped_unmatched;
     into.dropped_overload += dropped_overload;
+    into.dropped_banned += dropped_banned;
+    into.dropped_rate_limited += dropped_rate_limited;
+    into.dropped_scanner += dropped_scanner;
     into.auth_ok += auth_ok;
     into.auth_failed += auth_failed;
     into.auth_challenges += auth_challenges;

@@ -59,6 +59,10 @@ pub struct RegistrarConfig {
     /// AORs the table may hold; past it new AORs get 503 (bounds memory).
     pub max_aors: usize,
     pub nat: NatMode,
+    /// Key bindings by `user@domain` (true) or by the user part alone (false, default, like
+    /// Kamailio's `use_domain = 0`): then an INVITE from Asterisk to `sip:1001@<proxy>`
+    /// finds the phone that registered `sip:1001@pbx.example.com`.
+    pub use_domain: bool,
     /// Where bindings persist: `sqlite:///path/location.db` (default `sqlite://location.db`),
     /// `mysql://user:pass@host:port/db` (Kamailio `location` layout), or `none`.
     pub persist: String,
@@ -81,6 +85,7 @@ impl Default for RegistrarConfig {
             on_max_contacts: OnMaxContacts::ReplaceOldest,
             max_aors: DEFAULT_MAX_AORS,
             nat: NatMode::Auto,
+            use_domain: false,
             persist: DEFAULT_PERSIST.to_owned(),
             persist_interval_ms: DEFAULT_PERSIST_INTERVAL_MS,
             persist_queue: DEFAULT_PERSIST_QUEUE,

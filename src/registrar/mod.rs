@@ -14,13 +14,78 @@
 //! - Persistence ([`persist`]): a background thread fed by a bounded channel writes changed
 //!   AORs to SQLite (default) or MySQL (Kamailio `location` layout) at most every second;
 //!   [`Persister::start`] reloads them at start.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sipfront::asterisk::{RegFwd, RegFwdSettings, RegisterMode, branch_for};
+//! use sipfront::registrar::*;
+//!
+//! let cfg = RegistrarConfig { persist: "none".into(), ..RegistrarConfig::default() };
+//! let registrar = Arc::new(Registrar::new(cfg).unwrap());
+//! let persister = Persister::start(&registrar, 0).unwrap(); // loads, then writes behind
+//! let regfwd = RegFwd::new(RegFwdSettings {
+//!     nodes: vec!["10.0.0.5:5060".parse().unwrap()],
+//!     advertise: "10.0.0.1:5060".parse().unwrap(),
+//!     mode: RegisterMode::All,
+//!     refresh_min_interval_secs: None,
+//!     user_agent: "sipfront".into(),
+//!     max_users: 1_000_000,
+//! })
+//! .unwrap();
+//! let now_ms = 1_764_159_377_000;
+//!
+//! // An authenticated REGISTER (the core fills this from the parsed message).
+//! let contacts = [ContactInput { uri: "sip:alice@192.168.1.20:5060", expires: None, q: None }];
+//! let req = RegisterRequest {
+//!     aor: "alice@example.com", call_id: "abc@phone", cseq: 2, expires_header: Some(600),
+//!     star: false, contacts: &contacts, source: "203.0.113.7:40000".parse().unwrap(),
+//!     transport: Transport::Udp, worker: 0, path: &[], user_agent: Some("Phone/1.0"),
+//! };
+//! let mut contact_lines = Vec::with_capacity(512);
+//! match registrar.register(&req, now_ms, &mut contact_lines) {
+//!     Ok(outcome) => {
+//!         // 200 OK: extra_headers = contact_lines (+ write_date_header(now_ms, ..)).
+//!         assert_eq!(contact_lines, b"Contact: <sip:alice@192.168.1.20:5060>;expires=600\r\n");
+//!         if let Some(fwd) = regfwd.on_register("alice", outcome.expires, outcome.changed, now_ms) {
+//!             let mut out = Vec::with_capacity(1024);
+//!             for (node, _addr) in regfwd.target_nodes(&fwd) {
+//!                 let branch = branch_for("w0", &fwd.call_id, fwd.cseq, node);
+//!                 let via = "10.0.0.1:5071".parse().unwrap();
+//!                 regfwd.write(&fwd, "alice", node, via, branch.as_str(), None, &mut out).unwrap();
+//!                 // ... start a UAC client transaction sending `out` to `_addr`
+//!             }
+//!         }
+//!     }
+//!     Err(e) => {
+//!         let (_code, _reason) = e.status(); // + e.write_headers(..) for Min-Expires
+//!     }
+//! }
+//!
+//! // Asterisk sends an INVITE for alice: where is she?
+//! let mut dest = None;
+//! let found = registrar.lookup("alice@example.com", now_ms, |b| {
+//!     dest = Some((b.dest, b.worker)); // + b.uri as Request-URI, b.path as Route
+//! });
+//! assert_eq!(found, LookupResult::Found(1));
+//! assert_eq!(dest, Some(("203.0.113.7:40000".parse().unwrap(), 0)));
+//!
+//! // Timer tick: expire, and tell Asterisk about users left without a binding.
+//! registrar.expire(now_ms + 601_000, |aor| {
+//!     if let Some(fwd) = regfwd.on_aor_empty(aor_user(aor)) {
+//!         assert_eq!(fwd.expires, 0); // write and send as above
+//!     }
+//! });
+//! persister.stop().unwrap(); // SIGTERM path: final flush
+//! ```
 
 pub mod binding;
 pub mod config;
 pub mod error;
 pub mod persist;
 pub mod rules;
+pub mod slot;
 pub mod table;
+pub mod uri;
 
 #[cfg(test)]
 mod tests;

@@ -10,13 +10,12 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use super::binding::{
-    nat_dest, remaining_secs, same_contact, uri_host_port, Binding, Slot, SlotParts, Transport,
-    MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES,
-};
+use super::binding::{remaining_secs, Binding, Transport};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
+use super::slot::{Slot, SlotParts, MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES};
 use super::table::Location;
+use super::uri::{nat_dest, same_contact, uri_host_port};
 
 /// One Contact of the REGISTER (not `*`).
 #[derive(Debug, Clone, Copy)]
@@ -155,9 +154,19 @@ impl Registrar {
         Ok(e.min(self.cfg.max_expires))
     }
 
+    /// The table key of an AOR: `user@domain` with `use_domain`, else the user part.
+    pub fn key<'a>(&self, aor: &'a str) -> &'a str {
+        if self.cfg.use_domain {
+            aor
+        } else {
+            aor_user(aor)
+        }
+    }
+
     fn check_request(&self, req: &RegisterRequest<'_>) -> Result<(), RegisterError> {
         match req.aor.split_once('@') {
             Some((u, d)) if !u.is_empty() && !d.is_empty() => {}
+            None if !self.cfg.use_domain && !req.aor.is_empty() => {}
             _ => return Err(RegisterError::BadAor),
         }
         if req.star && (!req.contacts.is_empty() || req.expires_header != Some(0)) {
@@ -344,20 +353,23 @@ impl Registrar {
             ))
         };
         self.table
-            .modify(req.aor, rules, |_| RegisterError::TableFull)
+            .modify(self.key(req.aor), rules, |_| RegisterError::TableFull)
     }
 
-    /// Give `f` every live binding of `aor`, highest q first (for an incoming call).
+    /// Give `f` every live binding of `aor` (`user@domain`, or just `user` when
+    /// `use_domain` is off), highest q first (for an incoming call).
     /// `f` runs under the AOR's stripe read lock: copy what you need, do not block.
     pub fn lookup(&self, aor: &str, now_ms: u64, mut f: impl FnMut(&Binding<'_>)) -> LookupResult {
-        match self.table.lookup(aor, now_ms, |s| f(&s.view())) {
+        match self.table.lookup(self.key(aor), now_ms, |b| f(b)) {
             0 => LookupResult::NotFound,
             n => LookupResult::Found(n),
         }
     }
 
     /// Remove bindings expired at `now_ms` (bounded work per call: `expire_batch` AORs
-    /// per stripe). `f` gets each AOR left with no binding (REGFWD sends Expires: 0).
+    /// per stripe). `f` gets the key of each AOR left with no binding (`user@domain`, or
+    /// `user` without `use_domain`; [`aor_user`] gives the user either way) so REGFWD sends
+    /// Expires: 0.
     /// Returns the number of bindings removed. Call it from a timer, e.g. once a second.
     pub fn expire(&self, now_ms: u64, f: impl FnMut(&str)) -> usize {
         self.table.expire(now_ms, self.cfg.expire_batch, f)
@@ -372,7 +384,7 @@ impl Registrar {
     /// whether the AOR is now empty and had bindings before.
     pub fn remove(&self, aor: &str, uri: Option<&str>) -> bool {
         let r = self.table.modify(
-            aor,
+            self.key(aor),
             |slots| {
                 let before = slots.len();
                 match uri {
@@ -391,7 +403,7 @@ impl Registrar {
     /// same Contact. Not announced to persistence (it came from there).
     pub(crate) fn restore(&self, aor: &str, slot: Slot) {
         let _ = self.table.modify(
-            aor,
+            self.key(aor),
             |slots| {
                 slots.retain(|s| !same_contact(s.uri(), slot.uri()));
                 slots.push(slot);
@@ -402,8 +414,14 @@ impl Registrar {
         );
     }
 
-    /// (AORs, bindings) held, including expired bindings not yet swept. O(table): for
-    /// metrics scrapes, not the hot path.
+    /// Every AOR key held (for `ctl` listings), one stripe at a time; `f` runs outside
+    /// the locks. Combine with [`Registrar::lookup`] for the bindings.
+    pub fn for_each_aor(&self, f: impl FnMut(&str)) {
+        self.table.for_each_aor(f);
+    }
+
+    /// (AORs, bindings) held, including expired bindings not yet swept (metrics gauges;
+    /// cheap: one short read lock per stripe).
     pub fn counts(&self) -> (usize, usize) {
         self.table.counts()
     }

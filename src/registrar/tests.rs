@@ -10,6 +10,7 @@ const SRC: &str = "203.0.113.7:5060";
 fn cfg() -> RegistrarConfig {
     RegistrarConfig {
         persist: "none".into(),
+        use_domain: true,
         ..RegistrarConfig::default()
     }
 }
@@ -587,6 +588,13 @@ fn admin_remove() {
         T0,
     )
     .unwrap();
+    let mut q = req("c1", 1, Some(600), &[(PUB, None, None)]);
+    q.aor = "bob@example.com";
+    run(&r, &q, T0).unwrap();
+    let mut all = Vec::new();
+    r.for_each_aor(|a| all.push(a.to_owned()));
+    all.sort();
+    assert_eq!(all, ["alice@example.com", "bob@example.com"]);
     assert!(!r.remove("alice@example.com", Some(PUB)));
     assert!(r.remove("alice@example.com", None));
     assert!(!r.remove("alice@example.com", None));
@@ -601,4 +609,69 @@ fn date_header() {
     out.clear();
     write_date_header(0, &mut out);
     assert_eq!(out, b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
+}
+
+#[test]
+fn hash_collisions_keep_aors_apart() {
+    let mut r = registrar(cfg());
+    r.table.force_collisions(); // every AOR in one record
+    let users = ["alice", "bob", "carol"];
+    for (i, u) in users.iter().enumerate() {
+        let aor = format!("{u}@example.com");
+        let uri = format!("sip:{u}@203.0.113.7:5060");
+        let mut q = req(
+            "c1",
+            1,
+            Some(60 * (i as u32 + 1)),
+            &[(uri.as_str(), None, None)],
+        );
+        q.aor = &aor;
+        run(&r, &q, T0).unwrap();
+    }
+    assert_eq!(r.counts(), (3, 3));
+    assert_eq!(
+        bindings(&r, "bob@example.com", T0)[0].0,
+        "sip:bob@203.0.113.7:5060"
+    );
+    assert!(bindings(&r, "dave@example.com", T0).is_empty());
+    let mut emptied = Vec::new();
+    assert_eq!(r.expire(T0 + 60_000, |a| emptied.push(a.to_owned())), 1);
+    assert_eq!(emptied, ["alice@example.com"]);
+    assert_eq!(bindings(&r, "carol@example.com", T0 + 60_000)[0].1, 120);
+    assert!(r.remove("bob@example.com", None));
+    assert_eq!(r.counts(), (1, 1));
+    assert_eq!(r.expire(T0 + 180_000, |a| emptied.push(a.to_owned())), 1);
+    assert_eq!(emptied, ["alice@example.com", "carol@example.com"]);
+    assert_eq!(r.counts(), (0, 0));
+}
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Registrar>();
+    check::<crate::asterisk::RegFwd>();
+    fn send<T: Send>() {}
+    send::<Persister>();
+}
+
+#[test]
+fn without_use_domain_the_user_part_is_the_key() {
+    let r = registrar(RegistrarConfig {
+        use_domain: false,
+        ..cfg()
+    });
+    run(&r, &req("c1", 1, Some(60), &[(PUB, None, None)]), T0).unwrap();
+    // Asterisk calls the Contact it was given: sip:alice@<proxy address>.
+    assert_eq!(bindings(&r, "alice@10.0.0.1", T0).len(), 1);
+    assert_eq!(bindings(&r, "alice", T0).len(), 1);
+    let mut emptied = Vec::new();
+    r.expire(T0 + 60_000, |a| emptied.push(a.to_owned()));
+    assert_eq!(emptied, ["alice"]);
+    let with = registrar(cfg());
+    run(&with, &req("c1", 1, Some(60), &[(PUB, None, None)]), T0).unwrap();
+    assert!(bindings(&with, "alice@10.0.0.1", T0).is_empty());
+    let mut q = req("c", 1, Some(600), &[(PUB, None, None)]);
+    q.aor = "alice";
+    assert_eq!(run(&with, &q, T0).unwrap_err(), RegisterError::BadAor);
+    assert!(run(&r, &q, T0).is_ok());
 }

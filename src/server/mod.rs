@@ -8,7 +8,7 @@
 //! Each worker gets a [`WorkerMetrics`](crate::metrics::WorkerMetrics) slot of one
 //! [`MetricsRegistry`]; when `[admin] enabled`, the admin server ([`crate::admin`]) starts
 //! last with handles to the registry, registrar, credential cache, refresher, pool, REGFWD
-//! counters and the transport's counters, and stops first.
+//! counters, the guard (bans) and the transport's counters, and stops first.
 
 mod ports;
 mod worker;
@@ -17,12 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::{AdminError, AdminServer, AdminState, BanList};
+use crate::admin::{AdminError, AdminServer, AdminState};
 use crate::asterisk::{RegFwd, RegFwdError, RegFwdSettings, RegisterMode};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, RegisterMode as CfgRegisterMode};
 use crate::core::{Core, CoreConfig, Ports};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
+use crate::guard::Guard;
 use crate::metrics::MetricsRegistry;
 use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persister, Registrar};
 use crate::transport::{TransportError, WorkerSet};
@@ -46,6 +47,8 @@ pub enum ServerError {
     RegFwd(#[from] RegFwdError),
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
+    #[error("{0}")]
+    Guard(#[from] crate::guard::ConfigError),
     #[error("admin: {0}")]
     Admin(#[from] AdminError),
 }
@@ -64,15 +67,6 @@ pub struct Server {
 impl Server {
     /// Start everything; `now_ms` is the wall clock (used to drop expired bindings on load).
     pub fn start(cfg: &Config, now_ms: u64) -> Result<Server, ServerError> {
-        Server::start_with_bans(cfg, now_ms, None)
-    }
-
-    /// [`Server::start`], with the ban list the admin API lists and lifts bans from.
-    pub fn start_with_bans(
-        cfg: &Config,
-        now_ms: u64,
-        bans: Option<Arc<dyn BanList>>,
-    ) -> Result<Server, ServerError> {
         let started = Instant::now();
         let realm = cfg.domain.realm.clone();
         let (cache, pool, refresh) = CredentialService::start(&cfg.credentials, &realm)?;
@@ -83,6 +77,8 @@ impl Server {
         let persister = Persister::start(&registrar, now_ms)?;
         let (aors, contacts) = registrar.counts();
         tracing::info!(aors, contacts, "location table loaded");
+        let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
+        let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
         let regfwd = RegFwd::new(RegFwdSettings {
             nodes: cfg.asterisk.nodes.clone(),
             advertise: cfg.advertise(),
@@ -106,6 +102,7 @@ impl Server {
                 realm: realm.clone().into_boxed_str(),
             }),
             regfwd: regfwd.clone(),
+            guard: guard.clone(),
         };
         let metrics = MetricsRegistry::new(cfg.asterisk.nodes.clone());
         let factory_metrics = metrics.clone();
@@ -152,7 +149,7 @@ impl Server {
                 credentials: Some(refresh.clone()),
                 transport: Some(workers.clone()),
                 regfwd: Some(regfwd),
-                bans,
+                bans: Some(guard.clone()),
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)

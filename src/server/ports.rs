@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::asterisk::RegFwd;
 use crate::auth::client::{random_cnonce, ClientRequest};
 use crate::auth::{
-    compute_client_response, parse_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
+    compute_client_response, pick_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
 };
 use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
 use crate::core::{AuthCheck, AuthPort, Local, LocationPort, RegFwdPort, RegFwdSender};
@@ -137,16 +137,16 @@ impl AuthPort for CacheAuth {
     fn answer_challenge(
         &self,
         user: &str,
-        challenge: &[u8],
+        challenges: &[&[u8]],
         proxy: bool,
         method: &str,
         uri: &str,
         out: &mut Vec<u8>,
     ) -> bool {
-        let Ok(value) = std::str::from_utf8(challenge) else {
-            return false;
-        };
-        let Ok(ch) = parse_challenge(value) else {
+        let values = challenges
+            .iter()
+            .filter_map(|c| std::str::from_utf8(c).ok());
+        let Some(ch) = pick_challenge(values) else {
             return false;
         };
         let Lookup::Found(cred) = self.cache.lookup(user, crate::db::system_now_ms()) else {
@@ -181,7 +181,8 @@ impl AuthPort for CacheAuth {
     }
 }
 
-/// The registrar's location table, keyed by `user@realm`.
+/// The registrar's location table; the AOR given to it is `user@realm` (the registrar keys
+/// by the user alone unless `[registrar] use_domain`).
 pub struct TableLocation {
     pub registrar: Arc<Registrar>,
     pub realm: Box<str>,
@@ -430,8 +431,14 @@ impl RegFwdPort for AsteriskRegFwd {
             .retry_cseq(user, call_id, cseq.saturating_sub(1));
     }
 
-    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16) {
-        if !(200..300).contains(&code) {
+    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16, granted: Option<u32>) {
+        if (200..300).contains(&code) {
+            // Asterisk may grant less than asked (PJSIP maximum_expiration): the throttle
+            // must refresh before that lapses.
+            if let Some(g) = granted {
+                self.regfwd.on_asterisk_ok(user, call_id, g);
+            }
+        } else {
             tracing::warn!(user, node, code, "forwarded REGISTER failed");
             self.regfwd.on_failed(user, call_id);
         }

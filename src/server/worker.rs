@@ -155,7 +155,9 @@ impl DatagramHandler for Worker {
             let result = match done.result {
                 Ok(_) => LookupResult::Ready,
                 Err(e) => {
-                    tracing::warn!(error = %e, "credential lookup failed");
+                    // The pool already logs the database error (once per failure, not
+                    // per waiting request).
+                    tracing::debug!(error = %e, "credential lookup failed");
                     LookupResult::Failed
                 }
             };

@@ -170,24 +170,30 @@ enum Key {
     Userhash,
 }
 
-const KEYS: [(&str, Key); 11] = [
-    ("username", Key::Username),
-    ("realm", Key::Realm),
-    ("nonce", Key::Nonce),
-    ("uri", Key::Uri),
-    ("response", Key::Response),
-    ("algorithm", Key::Algorithm),
-    ("cnonce", Key::Cnonce),
-    ("opaque", Key::Opaque),
-    ("qop", Key::Qop),
-    ("nc", Key::Nc),
-    ("userhash", Key::Userhash),
-];
-
 fn key(name: &str) -> Option<Key> {
-    KEYS.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|&(_, k)| k)
+    let first = name.as_bytes().first()?.to_ascii_lowercase();
+    let (canon, k) = match (name.len(), first) {
+        (8, b'u')
+            if name
+                .as_bytes()
+                .get(4)
+                .is_some_and(|b| b.eq_ignore_ascii_case(&b'h')) =>
+        {
+            ("userhash", Key::Userhash)
+        }
+        (8, b'u') => ("username", Key::Username),
+        (5, b'r') => ("realm", Key::Realm),
+        (5, b'n') => ("nonce", Key::Nonce),
+        (3, b'u') => ("uri", Key::Uri),
+        (8, b'r') => ("response", Key::Response),
+        (9, b'a') => ("algorithm", Key::Algorithm),
+        (6, b'c') => ("cnonce", Key::Cnonce),
+        (6, b'o') => ("opaque", Key::Opaque),
+        (3, b'q') => ("qop", Key::Qop),
+        (2, b'n') => ("nc", Key::Nc),
+        _ => return None,
+    };
+    canon.eq_ignore_ascii_case(name).then_some(k)
 }
 
 /// `name = value` where value is a token or a quoted string.
@@ -244,7 +250,7 @@ mod tests {
 
     #[test]
     fn escapes_and_commas() {
-        let v = b"digest USERNAME=\"a\\\"b,c\", realm=\"r\", nonce=\"n\", uri=\"sip:x\", response=\"00\", qop=\"auth\"";
+        let v = b"digest USERNAME=\"a\\\"b,c\", realm=\"r\", nonce=\"n\", uri=\"sip:x\", response=\"00\", qop=\"auth\", UserHash=true";
         let d = parse_digest(v).unwrap();
         assert_eq!(d.username.raw(), "a\\\"b,c");
         assert_eq!(d.username.as_str(), None);
@@ -256,6 +262,7 @@ mod tests {
             Err(ParseError::BufferTooSmall)
         );
         assert_eq!(d.qop, Some("auth"));
+        assert!(d.userhash);
     }
 
     #[test]

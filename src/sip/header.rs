@@ -81,88 +81,48 @@ impl<'b> HeaderName<'b> {
     /// Classifies a raw header name (case-insensitive, compact forms included).
     pub fn from_name(name: &'b str) -> HeaderName<'b> {
         let b = name.as_bytes();
-        if b.len() == 1 {
-            return compact(b.first().copied().unwrap_or(0)).unwrap_or(HeaderName::Other(name));
-        }
-        let eq = |s: &str| name.eq_ignore_ascii_case(s);
-        let found = match b.len() {
-            2 => eq("To").then_some(HeaderName::To),
-            3 => eq("Via").then_some(HeaderName::Via),
-            4 => {
-                if eq("From") {
-                    Some(HeaderName::From)
-                } else if eq("CSeq") {
-                    Some(HeaderName::CSeq)
-                } else if eq("Path") {
-                    Some(HeaderName::Path)
-                } else if eq("Date") {
-                    Some(HeaderName::Date)
-                } else {
-                    None
-                }
-            }
-            5 => {
-                if eq("Route") {
-                    Some(HeaderName::Route)
-                } else if eq("Allow") {
-                    Some(HeaderName::Allow)
-                } else {
-                    None
-                }
-            }
-            7 => {
-                if eq("Call-ID") {
-                    Some(HeaderName::CallId)
-                } else if eq("Contact") {
-                    Some(HeaderName::Contact)
-                } else if eq("Expires") {
-                    Some(HeaderName::Expires)
-                } else if eq("Require") {
-                    Some(HeaderName::Require)
-                } else if eq("Subject") {
-                    Some(HeaderName::Other("Subject"))
-                } else {
-                    None
-                }
-            }
-            9 => eq("Supported").then_some(HeaderName::Supported),
-            10 => eq("User-Agent").then_some(HeaderName::UserAgent),
-            11 => {
-                if eq("Unsupported") {
-                    Some(HeaderName::Unsupported)
-                } else if eq("Min-Expires") {
-                    Some(HeaderName::MinExpires)
-                } else {
-                    None
-                }
-            }
-            12 => {
-                if eq("Max-Forwards") {
-                    Some(HeaderName::MaxForwards)
-                } else if eq("Record-Route") {
-                    Some(HeaderName::RecordRoute)
-                } else if eq("Content-Type") {
-                    Some(HeaderName::ContentType)
-                } else {
-                    None
-                }
-            }
-            13 => {
-                if eq("Authorization") {
-                    Some(HeaderName::Authorization)
-                } else if eq("Proxy-Require") {
-                    Some(HeaderName::ProxyRequire)
-                } else {
-                    None
-                }
-            }
-            14 => eq("Content-Length").then_some(HeaderName::ContentLength),
-            16 => eq("WWW-Authenticate").then_some(HeaderName::WwwAuthenticate),
-            18 => eq("Proxy-Authenticate").then_some(HeaderName::ProxyAuthenticate),
-            19 => eq("Proxy-Authorization").then_some(HeaderName::ProxyAuthorization),
-            _ => None,
+        let (Some(&first), len) = (b.first(), b.len()) else {
+            return HeaderName::Other(name);
         };
-        found.unwrap_or(HeaderName::Other(name))
+        if len == 1 {
+            return compact(first).unwrap_or(HeaderName::Other(name));
+        }
+        let second = b.get(1).map_or(0, u8::to_ascii_lowercase);
+        // One candidate per (length, first letter[, second letter]); then one compare.
+        let candidate: Option<(&[u8], HeaderName<'static>)> =
+            match (len, first.to_ascii_lowercase()) {
+                (2, b't') => Some((b"to", HeaderName::To)),
+                (3, b'v') => Some((b"via", HeaderName::Via)),
+                (4, b'f') => Some((b"from", HeaderName::From)),
+                (4, b'c') => Some((b"cseq", HeaderName::CSeq)),
+                (4, b'p') => Some((b"path", HeaderName::Path)),
+                (4, b'd') => Some((b"date", HeaderName::Date)),
+                (5, b'r') => Some((b"route", HeaderName::Route)),
+                (5, b'a') => Some((b"allow", HeaderName::Allow)),
+                (7, b'c') if second == b'a' => Some((b"call-id", HeaderName::CallId)),
+                (7, b'c') => Some((b"contact", HeaderName::Contact)),
+                (7, b'e') => Some((b"expires", HeaderName::Expires)),
+                (7, b'r') => Some((b"require", HeaderName::Require)),
+                (7, b's') => Some((b"subject", HeaderName::Other("Subject"))),
+                (9, b's') => Some((b"supported", HeaderName::Supported)),
+                (10, b'u') => Some((b"user-agent", HeaderName::UserAgent)),
+                (11, b'u') => Some((b"unsupported", HeaderName::Unsupported)),
+                (11, b'm') => Some((b"min-expires", HeaderName::MinExpires)),
+                (12, b'm') => Some((b"max-forwards", HeaderName::MaxForwards)),
+                (12, b'r') => Some((b"record-route", HeaderName::RecordRoute)),
+                (12, b'c') => Some((b"content-type", HeaderName::ContentType)),
+                (13, b'a') => Some((b"authorization", HeaderName::Authorization)),
+                (13, b'p') => Some((b"proxy-require", HeaderName::ProxyRequire)),
+                (14, b'c') => Some((b"content-length", HeaderName::ContentLength)),
+                (16, b'w') => Some((b"www-authenticate", HeaderName::WwwAuthenticate)),
+                (18, b'p') => Some((b"proxy-authenticate", HeaderName::ProxyAuthenticate)),
+                (19, b'p') => Some((b"proxy-authorization", HeaderName::ProxyAuthorization)),
+                _ => None,
+            };
+        match candidate {
+            Some((canon, known)) if eq_lower(b, canon) => known,
+            _ => HeaderName::Other(name),
+        }
     }
 
     /// The canonical long name.
@@ -196,6 +156,14 @@ impl<'b> HeaderName<'b> {
             HeaderName::Other(s) => s,
         }
     }
+}
+
+/// `name` equals the lowercase `canon` ignoring ASCII case. Header names are all token
+/// characters, and among those `c | 0x20` maps only `A-Z` onto `a-z` and leaves `-` alone,
+/// so the single OR is an exact case fold for comparing against lowercase letters and '-'.
+#[inline]
+fn eq_lower(name: &[u8], canon: &[u8]) -> bool {
+    name.len() == canon.len() && name.iter().zip(canon).all(|(&a, &b)| a | 0x20 == b)
 }
 
 /// Compact header forms (RFC 3261 7.3.3, RFC 3265, 3515, 3892, 3903, 4028, 4474).

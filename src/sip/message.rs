@@ -135,11 +135,33 @@ impl<'h, 'b> Message<'h, 'b> {
         })
     }
 
-    /// The Call-ID (a single word without whitespace).
+    /// The only header with this name: `Ok(None)` when absent,
+    /// [`ParseError::DuplicateHeader`] when it appears more than once.
+    fn single(
+        &self,
+        name: HeaderName,
+        label: &'static str,
+    ) -> Result<Option<&'h Header<'b>>, ParseError> {
+        let mut it = self.headers.iter().filter(|h| h.name == name);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(ParseError::DuplicateHeader(label));
+        }
+        Ok(first)
+    }
+
+    fn required(
+        &self,
+        name: HeaderName,
+        label: &'static str,
+    ) -> Result<&'h Header<'b>, ParseError> {
+        self.single(name, label)?
+            .ok_or(ParseError::MissingHeader(label))
+    }
+
+    /// The Call-ID (a single word without whitespace; exactly one header).
     pub fn call_id(&self) -> Result<&'b str, ParseError> {
-        let h = self
-            .header(HeaderName::CallId)
-            .ok_or(ParseError::MissingHeader("Call-ID"))?;
+        let h = self.required(HeaderName::CallId, "Call-ID")?;
         let s = std::str::from_utf8(h.value).map_err(|_| ParseError::BadCallId)?;
         if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(ParseError::BadCallId);
@@ -147,11 +169,9 @@ impl<'h, 'b> Message<'h, 'b> {
         Ok(s)
     }
 
-    /// The CSeq.
+    /// The CSeq (exactly one header).
     pub fn cseq(&self) -> Result<CSeq<'b>, ParseError> {
-        let h = self
-            .header(HeaderName::CSeq)
-            .ok_or(ParseError::MissingHeader("CSeq"))?;
+        let h = self.required(HeaderName::CSeq, "CSeq")?;
         CSeq::parse(h.value)
     }
 
@@ -160,7 +180,7 @@ impl<'h, 'b> Message<'h, 'b> {
         name: HeaderName,
         label: &'static str,
     ) -> Result<NameAddr<'b>, ParseError> {
-        let h = self.header(name).ok_or(ParseError::MissingHeader(label))?;
+        let h = self.required(name, label)?;
         let s = std::str::from_utf8(h.value).map_err(|_| ParseError::BadNameAddr)?;
         NameAddr::parse(s).map(|n| NameAddr {
             span: self.abs(h.value, n.span),
@@ -168,18 +188,23 @@ impl<'h, 'b> Message<'h, 'b> {
         })
     }
 
-    /// The From header.
+    /// The From header (exactly one).
     pub fn from(&self) -> Result<NameAddr<'b>, ParseError> {
         self.single_name_addr(HeaderName::From, "From")
     }
 
-    /// The To header.
+    /// The To header (exactly one).
     pub fn to(&self) -> Result<NameAddr<'b>, ParseError> {
         self.single_name_addr(HeaderName::To, "To")
     }
 
-    fn small_int(&self, name: HeaderName, err: ParseError) -> Result<Option<u32>, ParseError> {
-        match self.header(name) {
+    fn small_int(
+        &self,
+        name: HeaderName,
+        label: &'static str,
+        err: ParseError,
+    ) -> Result<Option<u32>, ParseError> {
+        match self.single(name, label)? {
             None => Ok(None),
             Some(h) => parse_u32(h.value).map(Some).ok_or(err),
         }
@@ -187,7 +212,11 @@ impl<'h, 'b> Message<'h, 'b> {
 
     /// Max-Forwards, checked to be in 0..=255.
     pub fn max_forwards(&self) -> Result<Option<u32>, ParseError> {
-        match self.small_int(HeaderName::MaxForwards, ParseError::BadMaxForwards)? {
+        match self.small_int(
+            HeaderName::MaxForwards,
+            "Max-Forwards",
+            ParseError::BadMaxForwards,
+        )? {
             Some(n) if n > 255 => Err(ParseError::BadMaxForwards),
             other => Ok(other),
         }
@@ -195,12 +224,16 @@ impl<'h, 'b> Message<'h, 'b> {
 
     /// The Expires header (delta-seconds fitting in 32 bits).
     pub fn expires(&self) -> Result<Option<u32>, ParseError> {
-        self.small_int(HeaderName::Expires, ParseError::BadExpires)
+        self.small_int(HeaderName::Expires, "Expires", ParseError::BadExpires)
     }
 
     /// The Min-Expires header.
     pub fn min_expires(&self) -> Result<Option<u32>, ParseError> {
-        self.small_int(HeaderName::MinExpires, ParseError::BadExpires)
+        self.small_int(
+            HeaderName::MinExpires,
+            "Min-Expires",
+            ParseError::BadExpires,
+        )
     }
 
     /// Content-Length as validated by the parser (`None` when absent).

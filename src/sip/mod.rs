@@ -22,6 +22,7 @@ mod method;
 mod name_addr;
 mod params;
 mod parse;
+mod peek;
 mod response;
 mod rewrite;
 mod scan;
@@ -34,7 +35,8 @@ pub use message::{Message, StartLine};
 pub use method::Method;
 pub use name_addr::{CSeq, Contact, NameAddr};
 pub use params::Params;
-pub use response::{write_response, ResponseSpec};
+pub use peek::peek_call_id;
+pub use response::{write_response, write_response_to, ResponseSpec};
 pub use rewrite::{write_forward, ForwardOps, RewriteError, ViaSpec};
 pub use uri::{percent_decode_into, Host, Scheme, Uri};
 pub use via::{Rport, Via};
@@ -154,6 +156,9 @@ pub enum ParseError {
     /// A header the operation needs is absent (canonical name).
     #[error("missing {0} header")]
     MissingHeader(&'static str),
+    /// A header that must appear at most once appears several times (canonical name).
+    #[error("more than one {0} header")]
+    DuplicateHeader(&'static str),
     /// Content-Length not a non-negative integer.
     #[error("malformed Content-Length")]
     BadContentLength,

@@ -11,7 +11,7 @@ use memchr::memchr;
 use super::header::{Header, HeaderName};
 use super::message::{Message, StartLine};
 use super::method::Method;
-use super::scan::{is_token, is_token_str, parse_u64, trim};
+use super::scan::{ascii_str, is_token, is_token_str, parse_u64, trim};
 use super::{ParseError, Span, Status, MAX_HEADERS, MAX_MESSAGE_SIZE, MAX_URI_LEN};
 
 /// Result of parsing the head (start line + headers).
@@ -21,6 +21,9 @@ struct Head<'b> {
     uri_span: Span,
     n_headers: usize,
     head_len: usize,
+    /// The Content-Length value seen while splitting headers, and whether there were more.
+    cl_value: Option<&'b [u8]>,
+    cl_dup: bool,
 }
 
 impl<'h, 'b> Message<'h, 'b> {
@@ -38,7 +41,7 @@ impl<'h, 'b> Message<'h, 'b> {
             Status::Partial => return Err(ParseError::Truncated),
         };
         let used: &'h [Header<'b>] = headers.get(..head.n_headers).unwrap_or(&[]);
-        let content_length = content_length(used)?;
+        let content_length = content_length(&head)?;
         let avail = buf.len().saturating_sub(head.head_len);
         let body_len = match content_length {
             Some(n) if n > avail => return Err(ParseError::Truncated),
@@ -64,7 +67,7 @@ impl<'h, 'b> Message<'h, 'b> {
             Status::Partial => return Ok(Status::Partial),
         };
         let used: &'h [Header<'b>] = headers.get(..head.n_headers).unwrap_or(&[]);
-        let content_length = content_length(used)?;
+        let content_length = content_length(&head)?;
         let n = content_length.ok_or(ParseError::MissingHeader("Content-Length"))?;
         let total = head.head_len + n;
         if total > MAX_MESSAGE_SIZE {
@@ -100,22 +103,18 @@ impl<'h, 'b> Message<'h, 'b> {
 }
 
 /// The single Content-Length value, checked against [`MAX_MESSAGE_SIZE`].
-fn content_length(headers: &[Header<'_>]) -> Result<Option<usize>, ParseError> {
-    let mut found = None;
-    for h in headers
-        .iter()
-        .filter(|h| h.name == HeaderName::ContentLength)
-    {
-        if found.is_some() {
-            return Err(ParseError::DuplicateContentLength);
-        }
-        let n = parse_u64(h.value).ok_or(ParseError::BadContentLength)?;
-        if n > MAX_MESSAGE_SIZE as u64 {
-            return Err(ParseError::TooLarge);
-        }
-        found = Some(n as usize);
+fn content_length(head: &Head<'_>) -> Result<Option<usize>, ParseError> {
+    if head.cl_dup {
+        return Err(ParseError::DuplicateContentLength);
     }
-    Ok(found)
+    let Some(v) = head.cl_value else {
+        return Ok(None);
+    };
+    let n = parse_u64(v).ok_or(ParseError::BadContentLength)?;
+    if n > MAX_MESSAGE_SIZE as u64 {
+        return Err(ParseError::TooLarge);
+    }
+    Ok(Some(n as usize))
 }
 
 fn parse_head<'b>(
@@ -138,6 +137,7 @@ fn parse_head<'b>(
     let cap = headers.len().min(MAX_HEADERS);
     let mut n = 0;
     let mut i = line_end;
+    let (mut cl_value, mut cl_dup) = (None, false);
     let head_len = loop {
         let rest = buf.get(i..).unwrap_or(&[]);
         match rest {
@@ -161,18 +161,24 @@ fn parse_head<'b>(
             .iter()
             .position(|&b| b != b' ' && b != b'\t')
             .unwrap_or(after.len());
-        if !is_token_str(raw_name) || after.get(ws) != Some(&b':') {
+        // `raw_name` is all token bytes by construction; it only has to be non-empty.
+        if raw_name.is_empty() || after.get(ws) != Some(&b':') {
             return Err(ParseError::BadHeader);
         }
         let value = trim(after.get(ws + 1..).unwrap_or(&[]));
         // Token characters are ASCII, so this cannot fail; map it anyway instead of panicking.
-        let raw_name = std::str::from_utf8(raw_name).map_err(|_| ParseError::BadHeader)?;
+        let raw_name = ascii_str(raw_name).ok_or(ParseError::BadHeader)?;
         if n >= cap {
             return Err(ParseError::TooManyHeaders);
         }
+        let name = HeaderName::from_name(raw_name);
+        if matches!(name, HeaderName::ContentLength) {
+            cl_dup |= cl_value.is_some();
+            cl_value = Some(value);
+        }
         let slot = headers.get_mut(n).ok_or(ParseError::TooManyHeaders)?;
         *slot = Header {
-            name: HeaderName::from_name(raw_name),
+            name,
             raw_name,
             value,
             line: Span::new(i, end),
@@ -186,6 +192,8 @@ fn parse_head<'b>(
         uri_span,
         n_headers: n,
         head_len,
+        cl_value,
+        cl_dup,
     }))
 }
 
@@ -244,7 +252,7 @@ fn parse_start_line(line: &[u8]) -> Result<(StartLine<'_>, UriRange), ParseError
         return Err(ParseError::UriTooLong);
     }
     let uri = check_request_uri(uri)?;
-    let method = std::str::from_utf8(method).map_err(|_| ParseError::BadMethod)?;
+    let method = ascii_str(method).ok_or(ParseError::BadMethod)?;
     Ok((
         StartLine::Request {
             method: Method::from_token(method),
@@ -268,7 +276,7 @@ fn check_request_uri(uri: &[u8]) -> Result<&str, ParseError> {
     if !scheme_ok || !chars_ok || colon + 1 == uri.len() {
         return Err(ParseError::BadUri);
     }
-    std::str::from_utf8(uri).map_err(|_| ParseError::BadUri)
+    ascii_str(uri).ok_or(ParseError::BadUri)
 }
 
 fn check_version(v: &[u8]) -> Result<(), ParseError> {

@@ -7,7 +7,9 @@
 
 use super::header::HeaderName;
 use super::message::Message;
-use super::rewrite::{check_extra, finish, RewriteError};
+use std::net::IpAddr;
+
+use super::rewrite::{check_extra, finish, write_via_received, RewriteError};
 use super::scan::{is_token_str, offset_of, push_u64};
 
 /// The response to build.
@@ -29,6 +31,18 @@ pub struct ResponseSpec<'a> {
 pub fn write_response(
     req: &Message,
     spec: &ResponseSpec,
+    out: &mut Vec<u8>,
+) -> Result<(), RewriteError> {
+    write_response_to(req, spec, None, out)
+}
+
+/// Like [`write_response`], and with `received = Some((ip, port))` (the address the request
+/// came from) the top Via gets `received=` and `rport=` as RFC 3261 §18.2.1 and RFC 3581 §4
+/// ask of the server that answers.
+pub fn write_response_to(
+    req: &Message,
+    spec: &ResponseSpec,
+    received: Option<(IpAddr, u16)>,
     out: &mut Vec<u8>,
 ) -> Result<(), RewriteError> {
     out.clear();
@@ -64,11 +78,23 @@ pub fn write_response(
 
     let buf = req.buf;
     let (mut from, mut to_done, mut call_id, mut cseq) = (false, false, false, false);
+    let mut top_via = received.map(|r| (req.top_via(), r));
     for h in req.headers {
         let line = buf.get(h.line.range()).unwrap_or(&[]);
         let once = |seen: &mut bool| !std::mem::replace(seen, true);
         match h.name {
-            HeaderName::Via => out.extend_from_slice(line),
+            HeaderName::Via => match top_via.take() {
+                Some((Ok(via), (ip, port))) => write_via_received(
+                    out,
+                    buf,
+                    &via,
+                    ip,
+                    port,
+                    h.line.start as usize,
+                    h.line.end as usize,
+                ),
+                _ => out.extend_from_slice(line),
+            },
             HeaderName::From if once(&mut from) => out.extend_from_slice(line),
             HeaderName::CallId if once(&mut call_id) => out.extend_from_slice(line),
             HeaderName::CSeq if once(&mut cseq) => out.extend_from_slice(line),

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use super::header::HeaderName;
 use super::message::Message;
 use super::scan::{is_lws, is_token_str, offset_of, push_u64};
+use super::via::Via;
 use super::{ParseError, Span, MAX_MESSAGE_SIZE};
 
 /// Why an outgoing message could not be built.
@@ -83,9 +84,9 @@ pub struct ForwardOps<'a> {
     pub body: Option<&'a [u8]>,
 }
 
-enum Edit {
+enum Edit<'b> {
     CutElement(Span),
-    Received(Span, IpAddr, u16),
+    Received(Via<'b>, IpAddr, u16),
     MaxForwards(u32),
     Drop,
 }
@@ -113,7 +114,7 @@ pub fn write_forward(
     let via_edit = if ops.remove_top_via {
         Some(Edit::CutElement(msg.top_via()?.span))
     } else if let Some((ip, port)) = ops.top_via_received {
-        Some(Edit::Received(msg.top_via()?.span, ip, port))
+        Some(Edit::Received(msg.top_via()?, ip, port))
     } else {
         None
     };
@@ -200,27 +201,7 @@ pub fn write_forward(
                     copy(out, cut_end, le);
                 }
             }
-            Edit::Received(span, ip, port) => {
-                let via = msg.top_via()?;
-                let params_start = match via.params.is_empty() {
-                    true => span.end as usize,
-                    false => offset_of(buf, via.params.raw().as_bytes()),
-                };
-                copy(out, ls, params_start);
-                for p in via.params.items() {
-                    if !p.name.eq_ignore_ascii_case("received")
-                        && !p.name.eq_ignore_ascii_case("rport")
-                    {
-                        out.push(b';');
-                        out.extend_from_slice(p.raw.as_bytes());
-                    }
-                }
-                // Display of an IP address formats on the stack; writing to a Vec with
-                // enough capacity does not allocate.
-                let _ = write!(out, ";received={ip};rport=");
-                push_u64(out, u64::from(port));
-                copy(out, span.end as usize, le);
-            }
+            Edit::Received(via, ip, port) => write_via_received(out, buf, &via, ip, port, ls, le),
         }
     }
     let head_end = msg
@@ -229,6 +210,38 @@ pub fn write_forward(
         .map_or(sl.end as usize, |h| h.line.end as usize);
     copy(out, run, head_end);
     finish(out, ops.extra_headers, keep_cl, body)
+}
+
+/// Copies the Via header line `buf[ls..le]` whose element `via` gets `received=ip` and
+/// `rport=port` (replacing any values it had), keeping its other parameters and elements.
+pub(crate) fn write_via_received(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    via: &Via<'_>,
+    ip: IpAddr,
+    port: u16,
+    ls: usize,
+    le: usize,
+) {
+    let copy =
+        |out: &mut Vec<u8>, s: usize, e: usize| out.extend_from_slice(buf.get(s..e).unwrap_or(&[]));
+    let span = via.span;
+    let params_start = match via.params.is_empty() {
+        true => span.end as usize,
+        false => offset_of(buf, via.params.raw().as_bytes()),
+    };
+    copy(out, ls, params_start);
+    for p in via.params.items() {
+        if !p.name.eq_ignore_ascii_case("received") && !p.name.eq_ignore_ascii_case("rport") {
+            out.push(b';');
+            out.extend_from_slice(p.raw.as_bytes());
+        }
+    }
+    out.extend_from_slice(b";received=");
+    push_ip(out, ip);
+    out.extend_from_slice(b";rport=");
+    push_u64(out, u64::from(port));
+    copy(out, span.end as usize, le);
 }
 
 /// Appends extra headers, Content-Length (unless the received one is kept), the blank
@@ -253,9 +266,10 @@ pub(crate) fn finish(
     Ok(())
 }
 
-fn take_if_in_line(edit: &mut Option<Edit>, line: Span) -> Option<Edit> {
+fn take_if_in_line<'b>(edit: &mut Option<Edit<'b>>, line: Span) -> Option<Edit<'b>> {
     let span = match edit {
-        Some(Edit::CutElement(s)) | Some(Edit::Received(s, _, _)) => *s,
+        Some(Edit::CutElement(s)) => *s,
+        Some(Edit::Received(v, _, _)) => v.span,
         _ => return None,
     };
     if span.start >= line.start && span.start < line.end {
@@ -313,6 +327,24 @@ fn write_via(out: &mut Vec<u8>, v: &ViaSpec) -> Result<(), RewriteError> {
     out.extend_from_slice(v.branch.as_bytes());
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// Writes an IP address: IPv4 digit by digit; IPv6 through `Display`, which formats on
+/// the stack (writing into a `Vec` with spare capacity does not allocate).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn write_addr_line(out: &mut Vec<u8>, prefix: &[u8], uri: &str) {

@@ -135,31 +135,52 @@ impl<'b> Iterator for Split<'b> {
 
     fn next(&mut self) -> Option<&'b [u8]> {
         let s = self.rest?;
+        // Jump between the only bytes that matter (separator, quote, '<') with memchr3.
         let mut i = 0;
-        let mut in_quote = false;
-        let mut angle = false;
-        while i < s.len() {
-            let b = s.get(i).copied().unwrap_or(0);
-            if in_quote {
-                match b {
-                    b'\\' => i += 1,
-                    b'"' => in_quote = false,
-                    _ => {}
+        loop {
+            let Some(p) = s
+                .get(i..)
+                .and_then(|r| memchr::memchr3(self.sep, b'"', b'<', r))
+            else {
+                self.rest = None;
+                return Some(trim(s));
+            };
+            let at = i + p;
+            match s.get(at).copied() {
+                Some(b'"') => match quoted_end(s, at) {
+                    Some(end) => i = end + 1,
+                    None => {
+                        // Unterminated quote: the rest is one item; the caller rejects it.
+                        self.rest = None;
+                        return Some(trim(s));
+                    }
+                },
+                Some(b'<') => match s.get(at..).and_then(|r| memchr::memchr(b'>', r)) {
+                    Some(gt) => i = at + gt + 1,
+                    None => {
+                        self.rest = None;
+                        return Some(trim(s));
+                    }
+                },
+                _ => {
+                    self.rest = Some(s.get(at + 1..).unwrap_or(&[]));
+                    return Some(trim(s.get(..at).unwrap_or(&[])));
                 }
-            } else if b == b'"' {
-                in_quote = true;
-            } else if b == b'<' {
-                angle = true;
-            } else if b == b'>' {
-                angle = false;
-            } else if b == self.sep && !angle {
-                self.rest = Some(s.get(i + 1..).unwrap_or(&[]));
-                return Some(trim(s.get(..i).unwrap_or(&[])));
             }
-            i += 1;
         }
-        self.rest = None;
-        Some(trim(s))
+    }
+}
+
+/// `&[u8]` → `&str` for bytes the caller has already restricted to ASCII (tokens, URI
+/// characters); `None` if any byte is not ASCII. Cheaper than a full UTF-8 validation on
+/// the per-header hot path.
+#[inline]
+pub(crate) fn ascii_str(s: &[u8]) -> Option<&str> {
+    if s.is_ascii() {
+        // SAFETY: every byte is < 0x80, and a sequence of ASCII bytes is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(s) })
+    } else {
+        None
     }
 }
 

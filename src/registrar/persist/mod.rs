@@ -1,7 +1,7 @@
 //! Write-behind persistence of the location table.
 //!
-//! Data flow: every change in the table sends the AOR (an `Arc<str>` clone) into a bounded
-//! crossbeam channel with `try_send` — a worker never blocks and never allocates for it. A
+//! Data flow: every change in the table sends the AOR (a small boxed copy) into a bounded
+//! crossbeam channel with `try_send` — a worker never blocks on it. A
 //! background thread collects AORs into a set (coalescing repeated changes) and, at most
 //! every `persist_interval_ms` (1 s by default), snapshots each AOR's current bindings from
 //! the table (one short read lock per AOR) and replaces that AOR's rows in the store in one
@@ -26,9 +26,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 pub use row::Row;
 
@@ -60,8 +60,10 @@ pub enum PersistError {
 
 /// A backend holding the rows.
 pub(crate) trait Store: Send {
-    /// Every stored row.
-    fn load(&mut self) -> Result<Vec<Row>, PersistError>;
+    /// Stream every stored row into `sink` (a row that cannot be used is passed as an
+    /// error and skipped by the caller); an error here means the store could not be read.
+    fn load(&mut self, sink: &mut dyn FnMut(Result<Row, PersistError>))
+        -> Result<(), PersistError>;
     /// Replace the rows of each listed AOR by the given ones (empty: delete the AOR). With
     /// `all`, every other AOR's rows are deleted too. One transaction.
     fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], all: bool) -> Result<(), PersistError>;
@@ -82,7 +84,7 @@ pub struct PersistStats {
 }
 
 enum Ctl {
-    Flush(Sender<Result<(), String>>),
+    Flush(Sender<Result<(), PersistError>>),
     Stop,
 }
 
@@ -109,29 +111,39 @@ impl Persister {
         let cfg = registrar.config().clone();
         let target = cfg.persist_target().unwrap_or(PersistTarget::None);
         let stats = Arc::new(PersistStats::default());
-        let Some(mut store) = open_store(&target)? else {
-            return Ok(Persister {
+        match open_store(&target)? {
+            Some(store) => Self::start_with(registrar, store, now_ms),
+            None => Ok(Persister {
                 ctl: None,
                 thread: None,
                 stats,
-            });
-        };
-        let rows = store.load()?;
-        for row in rows {
-            if row.expires_at_ms <= now_ms {
-                stats.expired_on_load.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            match row.to_slot() {
-                Ok(slot) => {
+            }),
+        }
+    }
+
+    /// [`Persister::start`] with a given store.
+    pub(crate) fn start_with(
+        registrar: &Arc<Registrar>,
+        mut store: Box<dyn Store>,
+        now_ms: u64,
+    ) -> Result<Persister, PersistError> {
+        let cfg = registrar.config().clone();
+        let stats = Arc::new(PersistStats::default());
+        store.load(
+            &mut |row| match row.and_then(|r| r.to_slot().map(|s| (r, s))) {
+                Ok((row, _)) if row.expires_at_ms <= now_ms => {
+                    stats.expired_on_load.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((row, slot)) => {
                     registrar.restore(&row.aor, slot);
                     stats.loaded.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored binding skipped");
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-        }
+            },
+        )?;
         let (tx, rx) = bounded(cfg.persist_queue);
         let overflow = Arc::new(AtomicBool::new(false));
         let sink = ChangeSink {
@@ -171,8 +183,7 @@ impl Persister {
         ctl.send(Ctl::Flush(done_tx))
             .map_err(|_| PersistError::ThreadGone)?;
         match done_rx.recv_timeout(timeout) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(PersistError::BadRow("flush failed, see log")),
+            Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(PersistError::Timeout),
             Err(_) => Err(PersistError::ThreadGone),
         }
@@ -208,47 +219,35 @@ impl Drop for Persister {
 struct Writer {
     registrar: Arc<Registrar>,
     store: Box<dyn Store>,
-    changes: Receiver<Arc<str>>,
+    changes: Receiver<Box<str>>,
     ctl: Receiver<Ctl>,
     overflow: Arc<AtomicBool>,
     interval: Duration,
     stats: Arc<PersistStats>,
-    dirty: HashSet<Arc<str>>,
+    dirty: HashSet<Box<str>>,
 }
 
 impl Writer {
+    /// Wake once per interval (or for a control message), never per change: workers only
+    /// `try_send` into a queue nobody blocks on, so a registration costs them no wake-up
+    /// system call. Each wake drains the queue and writes what changed.
     fn run(mut self) {
-        let mut deadline: Option<Instant> = None;
         loop {
-            let wait = deadline.map_or(Duration::from_secs(3600), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            select! {
-                recv(self.changes) -> m => match m {
-                    Ok(aor) => {
-                        self.dirty.insert(aor);
-                        deadline.get_or_insert_with(|| Instant::now() + self.interval);
-                    }
-                    Err(_) => { let _ = self.flush(); return; }
-                },
-                recv(self.ctl) -> m => match m {
-                    Ok(Ctl::Flush(done)) => {
-                        let r = self.flush();
-                        deadline = None;
-                        let _ = done.send(r.map_err(|e| e.to_string()));
-                    }
-                    Ok(Ctl::Stop) | Err(_) => { let _ = self.flush(); return; }
-                },
-                default(wait) => {}
-            }
-            if self.overflow.load(Ordering::Acquire) {
-                deadline.get_or_insert_with(|| Instant::now() + self.interval);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                if let Err(e) = self.flush() {
-                    tracing::warn!(error = %e, "location persistence flush failed; retrying next interval");
+            match self.ctl.recv_timeout(self.interval) {
+                Ok(Ctl::Flush(done)) => {
+                    let r = self.flush();
+                    let _ = done.send(r);
                 }
-                deadline = None;
+                Ok(Ctl::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.flush();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.flush() {
+                        // The changes stay dirty; the next interval retries.
+                        tracing::warn!(error = %e, "location persistence flush failed; retrying next interval");
+                    }
+                }
             }
         }
     }
@@ -263,7 +262,7 @@ impl Writer {
         if full {
             self.dirty.clear();
             table.for_each_aor(|aor| {
-                self.dirty.insert(Arc::clone(aor));
+                self.dirty.insert(Box::from(aor));
             });
         }
         if self.dirty.is_empty() && !full {
@@ -273,10 +272,12 @@ impl Writer {
         let mut rows = 0u64;
         for aor in self.dirty.iter() {
             let mut v = Vec::new();
-            table.snapshot(aor, |s| v.push(Row::from_slot(aor, s)));
+            table.snapshot(aor, |s| v.push(Row::from_binding(aor, s)));
             rows += v.len() as u64;
-            batch.push((Arc::clone(aor), v));
+            batch.push((Arc::from(&**aor), v));
         }
+        // Key order: the store's B-tree takes sorted inserts much faster than hash order.
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         match self.store.write(&batch, full) {
             Ok(()) => {
                 self.dirty.clear();
@@ -298,5 +299,76 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registrar::{ContactInput, RegisterRequest, RegistrarConfig, Transport};
+    use std::sync::Mutex;
+
+    /// Fails the first `fail` writes, then records what it is given.
+    struct FlakyStore {
+        fail: usize,
+        written: Arc<Mutex<Vec<(String, usize)>>>,
+    }
+
+    impl Store for FlakyStore {
+        fn load(
+            &mut self,
+            _sink: &mut dyn FnMut(Result<Row, PersistError>),
+        ) -> Result<(), PersistError> {
+            Ok(())
+        }
+        fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], _all: bool) -> Result<(), PersistError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(PersistError::BadRow("injected failure"));
+            }
+            let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            w.extend(aors.iter().map(|(a, r)| (a.to_string(), r.len())));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_flush_keeps_changes_for_the_next_one() {
+        let cfg = RegistrarConfig {
+            persist: "none".into(),
+            ..RegistrarConfig::default()
+        };
+        let r = Arc::new(Registrar::new(cfg).unwrap());
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let store = FlakyStore {
+            fail: 1,
+            written: Arc::clone(&written),
+        };
+        let p = Persister::start_with(&r, Box::new(store), 0).unwrap();
+        let contacts = [ContactInput {
+            uri: "sip:a@10.0.0.1",
+            expires: Some(600),
+            q: None,
+        }];
+        let req = RegisterRequest {
+            aor: "a@example.com",
+            call_id: "c",
+            cseq: 1,
+            expires_header: None,
+            star: false,
+            contacts: &contacts,
+            source: "198.51.100.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            worker: 0,
+            path: &[],
+            user_agent: None,
+        };
+        r.register(&req, 1000, &mut Vec::new()).unwrap();
+        assert!(p.flush(Duration::from_secs(10)).is_err());
+        assert_eq!(p.stats().errors.load(Ordering::Relaxed), 1);
+        p.flush(Duration::from_secs(10)).unwrap();
+        let w = written.lock().unwrap().clone();
+        assert_eq!(w, [("a".to_owned(), 1)]); // the key: use_domain is off by default
+        p.stop().unwrap();
     }
 }

@@ -91,6 +91,46 @@ fn get<T: mysql::prelude::FromValue>(r: &mysql::Row, i: usize) -> Result<T, Pers
         .ok_or(PersistError::BadRow("location column type"))
 }
 
+/// One `location` row as a [`Row`].
+fn to_row(r: &mysql::Row) -> Result<Row, PersistError> {
+    let user: String = get(r, 0)?;
+    let domain: Option<String> = get(r, 1)?;
+    let contact: String = get(r, 2)?;
+    let received: Option<String> = get(r, 3)?;
+    let path: Option<String> = get(r, 4)?;
+    let exp: i64 = get(r, 5)?;
+    let q: f64 = get(r, 6)?;
+    let callid: String = get(r, 7)?;
+    let cseq: i64 = get(r, 8)?;
+    let ua: String = get(r, 9)?;
+    let flags: i64 = get(r, 10)?;
+    let server: i64 = get(r, 11)?;
+    let since: i64 = get(r, 12)?;
+    let aor = match domain {
+        Some(d) if !d.is_empty() => format!("{user}@{d}"),
+        _ => user,
+    };
+    let (dest, transport) = received
+        .as_deref()
+        .and_then(parse_received)
+        .ok_or(PersistError::BadRow("received"))?;
+    Ok(Row {
+        aor,
+        contact,
+        dest,
+        transport,
+        worker: u16::try_from(server).unwrap_or(0),
+        nated: flags & 1 != 0,
+        path: path.as_deref().map(split_path).unwrap_or_default(),
+        expires_at_ms: u64::try_from(exp).unwrap_or(0).saturating_mul(1000),
+        q: (q >= 0.0).then(|| (q * 1000.0).round().clamp(0.0, 1000.0) as u16),
+        call_id: callid,
+        cseq: u32::try_from(cseq).unwrap_or(0),
+        user_agent: ua,
+        since_s: u32::try_from(since).unwrap_or(0),
+    })
+}
+
 impl MysqlStore {
     pub(crate) fn open(url: &str) -> Result<MysqlStore, PersistError> {
         let pool = Pool::new(Opts::from_url(url)?)?;
@@ -102,52 +142,19 @@ impl MysqlStore {
 }
 
 impl Store for MysqlStore {
-    fn load(&mut self) -> Result<Vec<Row>, PersistError> {
-        let rows: Vec<mysql::Row> = self.conn.query(
+    fn load(
+        &mut self,
+        sink: &mut dyn FnMut(Result<Row, PersistError>),
+    ) -> Result<(), PersistError> {
+        let rows = self.conn.query_iter(
             "SELECT username, domain, contact, received, path, UNIX_TIMESTAMP(expires), q, callid,
                     cseq, user_agent, flags, server_id, UNIX_TIMESTAMP(last_modified)
              FROM location",
         )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let user: String = get(r, 0)?;
-            let domain: Option<String> = get(r, 1)?;
-            let contact: String = get(r, 2)?;
-            let received: Option<String> = get(r, 3)?;
-            let path: Option<String> = get(r, 4)?;
-            let exp: i64 = get(r, 5)?;
-            let q: f64 = get(r, 6)?;
-            let callid: String = get(r, 7)?;
-            let cseq: i64 = get(r, 8)?;
-            let ua: String = get(r, 9)?;
-            let flags: i64 = get(r, 10)?;
-            let server: i64 = get(r, 11)?;
-            let since: i64 = get(r, 12)?;
-            let aor = match domain {
-                Some(d) if !d.is_empty() => format!("{user}@{d}"),
-                _ => user,
-            };
-            let (source, transport) = received
-                .as_deref()
-                .and_then(parse_received)
-                .ok_or(PersistError::BadRow("received"))?;
-            out.push(Row {
-                aor,
-                contact,
-                source,
-                transport,
-                worker: u16::try_from(server).unwrap_or(0),
-                nated: flags & 1 != 0,
-                path: path.as_deref().map(split_path).unwrap_or_default(),
-                expires_at_ms: u64::try_from(exp).unwrap_or(0).saturating_mul(1000),
-                q: (q >= 0.0).then(|| (q * 1000.0).round().clamp(0.0, 1000.0) as u16),
-                call_id: callid,
-                cseq: u32::try_from(cseq).unwrap_or(0),
-                user_agent: ua,
-                since_s: u32::try_from(since).unwrap_or(0),
-            });
+        for r in rows {
+            sink(r.map_err(PersistError::from).and_then(|r| to_row(&r)));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], all: bool) -> Result<(), PersistError> {
@@ -164,7 +171,7 @@ impl Store for MysqlStore {
                 )?;
             }
             for r in rows {
-                let received = format!("sip:{};transport={}", r.source, r.transport.as_str());
+                let received = format!("sip:{};transport={}", r.dest, r.transport.as_str());
                 let q = r.q.map_or(-1.0, |q| f64::from(q) / 1000.0);
                 tx.exec_drop(
                     "INSERT INTO location (ruid, username, domain, contact, received, path, expires,

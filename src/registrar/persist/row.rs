@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use super::super::binding::{Slot, SlotParts, Transport};
+use super::super::binding::{Binding, Transport};
+use super::super::slot::{Slot, SlotParts};
 use super::PersistError;
 
 /// A binding as a store holds it.
@@ -10,7 +11,8 @@ use super::PersistError;
 pub struct Row {
     pub aor: String,
     pub contact: String,
-    pub source: SocketAddr,
+    /// Where requests go (the REGISTER's source when `nated`, else the Contact's address).
+    pub dest: SocketAddr,
     pub transport: Transport,
     pub worker: u16,
     pub nated: bool,
@@ -24,12 +26,11 @@ pub struct Row {
 }
 
 impl Row {
-    pub(crate) fn from_slot(aor: &str, s: &Slot) -> Row {
-        let v = s.view();
+    pub(crate) fn from_binding(aor: &str, v: &Binding<'_>) -> Row {
         Row {
             aor: aor.to_owned(),
             contact: v.uri.to_owned(),
-            source: v.source,
+            dest: v.dest,
             transport: v.transport,
             worker: v.worker,
             nated: v.nated,
@@ -38,8 +39,8 @@ impl Row {
             q: v.q,
             call_id: v.call_id.to_owned(),
             cseq: v.cseq,
-            user_agent: v.user_agent.to_owned(),
-            since_s: v.registered_at_s,
+            user_agent: v.user_agent().to_owned(),
+            since_s: v.registered_at_s(),
         }
     }
 
@@ -54,7 +55,7 @@ impl Row {
             expires_at_ms: self.expires_at_ms,
             since_s: self.since_s,
             q: self.q,
-            source: self.source,
+            source: self.dest,
             transport: self.transport,
             worker: self.worker,
             nated: self.nated,

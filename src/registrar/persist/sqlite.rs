@@ -40,71 +40,52 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 64 MiB page cache: large batches insert into a warm B-tree.
+        conn.pragma_update(None, "cache_size", -65_536)?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn })
     }
 }
 
+/// One `location` row as a [`Row`].
+fn to_row(r: &rusqlite::Row<'_>) -> Result<Row, PersistError> {
+    let bad = PersistError::BadRow;
+    let received: String = r.get(2)?;
+    let transport: String = r.get(3)?;
+    let path: String = r.get(6)?;
+    Ok(Row {
+        aor: r.get(0)?,
+        contact: r.get(1)?,
+        dest: received.parse().map_err(|_| bad("received"))?,
+        transport: Transport::parse(&transport).unwrap_or_default(),
+        worker: u16::try_from(r.get::<_, i64>(4)?).map_err(|_| bad("worker"))?,
+        nated: r.get::<_, i64>(5)? != 0,
+        path: split_path(&path),
+        expires_at_ms: u64::try_from(r.get::<_, i64>(7)?).map_err(|_| bad("expires_ms"))?,
+        q: u16::try_from(r.get::<_, i64>(8)?)
+            .ok()
+            .filter(|q| *q <= 1000),
+        call_id: r.get(9)?,
+        cseq: u32::try_from(r.get::<_, i64>(10)?).map_err(|_| bad("cseq"))?,
+        user_agent: r.get(11)?,
+        since_s: u32::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+    })
+}
+
 impl Store for SqliteStore {
-    fn load(&mut self) -> Result<Vec<Row>, PersistError> {
+    fn load(
+        &mut self,
+        sink: &mut dyn FnMut(Result<Row, PersistError>),
+    ) -> Result<(), PersistError> {
         let mut st = self.conn.prepare(
             "SELECT aor, contact, received, transport, worker, nated, path, expires_ms, q,
                     callid, cseq, user_agent, registered_s FROM location",
         )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, String>(9)?,
-                r.get::<_, i64>(10)?,
-                r.get::<_, String>(11)?,
-                r.get::<_, i64>(12)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (
-                aor,
-                contact,
-                received,
-                transport,
-                worker,
-                nated,
-                path,
-                exp,
-                q,
-                callid,
-                cseq,
-                ua,
-                since,
-            ) = r?;
-            out.push(Row {
-                aor,
-                contact,
-                source: received
-                    .parse()
-                    .map_err(|_| PersistError::BadRow("received"))?,
-                transport: Transport::parse(&transport).unwrap_or_default(),
-                worker: u16::try_from(worker).map_err(|_| PersistError::BadRow("worker"))?,
-                nated: nated != 0,
-                path: split_path(&path),
-                expires_at_ms: u64::try_from(exp)
-                    .map_err(|_| PersistError::BadRow("expires_ms"))?,
-                q: u16::try_from(q).ok().filter(|q| *q <= 1000),
-                call_id: callid,
-                cseq: u32::try_from(cseq).map_err(|_| PersistError::BadRow("cseq"))?,
-                user_agent: ua,
-                since_s: u32::try_from(since).unwrap_or(0),
-            });
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            sink(to_row(r));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn write(&mut self, aors: &[(Arc<str>, Vec<Row>)], all: bool) -> Result<(), PersistError> {
@@ -127,7 +108,7 @@ impl Store for SqliteStore {
                     ins.execute(params![
                         r.aor,
                         r.contact,
-                        r.source.to_string(),
+                        r.dest.to_string(),
                         r.transport.as_str(),
                         r.worker,
                         r.nated,

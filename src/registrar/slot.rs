@@ -1,0 +1,491 @@
+//! One binding as stored: [`Slot`] (owned, what the rules work on) and its encoded form
+//! read in place by [`SlotRef`].
+//!
+//! A slot keeps every variable-length field in one byte buffer (`uri | call-id | path
+//! entries | user-agent`) and the numbers beside it; encoded, it is 29 bytes of numbers,
+//! the address (4 bytes IPv4, 16 IPv6) and that buffer. The address stored is where to send
+//! (the NAT decision is taken at REGISTER time).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::binding::{Binding, PathEntries, Transport};
+use super::uri::contact_socket;
+
+/// Longest Call-ID stored (Kamailio's limit too); longer ones are refused with 400.
+pub const MAX_CALL_ID: usize = 255;
+/// Longest User-Agent kept; longer ones are truncated.
+pub const MAX_USER_AGENT: usize = 255;
+/// Longest contact URI accepted.
+pub const MAX_CONTACT_URI: usize = 2048;
+/// Most bytes of Path stored per binding.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+const F_V6: u8 = 1;
+const F_NATED: u8 = 2;
+const F_Q_SET: u8 = 4;
+const F_TRANSPORT_SHIFT: u8 = 4;
+
+/// A stored binding. Fields are private; read it through [`Slot::view`].
+#[derive(Debug, Clone)]
+pub struct Slot {
+    buf: Box<[u8]>,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) cseq: u32,
+    /// Registration time (seconds since the epoch) of the first REGISTER that created it.
+    pub(crate) since_s: u32,
+    ip: [u8; 16],
+    port: u16,
+    q: u16,
+    pub(crate) worker: u16,
+    uri_len: u16,
+    path_len: u16,
+    call_id_len: u8,
+    ua_len: u8,
+    flags: u8,
+}
+
+/// Everything needed to create a [`Slot`].
+#[derive(Debug, Clone, Copy)]
+pub struct SlotParts<'a> {
+    pub uri: &'a str,
+    pub call_id: &'a str,
+    pub cseq: u32,
+    pub path: &'a [&'a str],
+    pub user_agent: &'a str,
+    pub expires_at_ms: u64,
+    pub since_s: u32,
+    pub q: Option<u16>,
+    pub source: SocketAddr,
+    pub transport: Transport,
+    pub worker: u16,
+    pub nated: bool,
+}
+
+/// Why a [`Slot`] could not be built (maps to 400 upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotError {
+    Uri,
+    CallId,
+    Path,
+}
+
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+impl Slot {
+    pub(crate) fn new(p: &SlotParts<'_>) -> Result<Slot, SlotError> {
+        if p.uri.len() > MAX_CONTACT_URI {
+            return Err(SlotError::Uri);
+        }
+        if p.call_id.len() > MAX_CALL_ID {
+            return Err(SlotError::CallId);
+        }
+        let path_len: usize = p.path.iter().map(|e| 2 + e.len()).sum();
+        if path_len > MAX_PATH_BYTES || p.path.iter().any(|e| e.len() > MAX_PATH_BYTES) {
+            return Err(SlotError::Path);
+        }
+        let ua = truncate_str(p.user_agent, MAX_USER_AGENT);
+        let mut buf = Vec::with_capacity(p.uri.len() + p.call_id.len() + path_len + ua.len());
+        buf.extend_from_slice(p.uri.as_bytes());
+        buf.extend_from_slice(p.call_id.as_bytes());
+        for e in p.path {
+            // Length checked above: each entry fits in u16.
+            buf.extend_from_slice(&(e.len() as u16).to_le_bytes());
+            buf.extend_from_slice(e.as_bytes());
+        }
+        buf.extend_from_slice(ua.as_bytes());
+        // The one address kept: where to send (source when NATed, else the Contact's).
+        let addr = if p.nated {
+            p.source
+        } else {
+            contact_socket(p.uri).unwrap_or(p.source)
+        };
+        let (ip, v6) = match addr.ip() {
+            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), false),
+            IpAddr::V6(a) => (a.octets(), true),
+        };
+        let mut flags = p.transport.code() << F_TRANSPORT_SHIFT;
+        if v6 {
+            flags |= F_V6;
+        }
+        if p.nated {
+            flags |= F_NATED;
+        }
+        if p.q.is_some() {
+            flags |= F_Q_SET;
+        }
+        Ok(Slot {
+            buf: buf.into_boxed_slice(),
+            expires_at_ms: p.expires_at_ms,
+            cseq: p.cseq,
+            since_s: p.since_s,
+            ip,
+            port: addr.port(),
+            q: p.q.unwrap_or(1000).min(1000),
+            worker: p.worker,
+            uri_len: p.uri.len() as u16,
+            path_len: path_len as u16,
+            call_id_len: p.call_id.len() as u8,
+            ua_len: ua.len() as u8,
+            flags,
+        })
+    }
+
+    fn fixed(&self) -> Fixed {
+        Fixed {
+            expires_at_ms: self.expires_at_ms,
+            cseq: self.cseq,
+            since_s: self.since_s,
+            ip: self.ip,
+            port: self.port,
+            q: self.q,
+            worker: self.worker,
+            uri_len: self.uri_len,
+            path_len: self.path_len,
+            call_id_len: self.call_id_len,
+            ua_len: self.ua_len,
+            flags: self.flags,
+        }
+    }
+
+    /// Borrowed form (all accessors live there).
+    pub(crate) fn as_ref(&self) -> SlotRef<'_> {
+        SlotRef {
+            f: self.fixed(),
+            var: &self.buf,
+        }
+    }
+
+    pub(crate) fn uri(&self) -> &str {
+        self.as_ref().uri()
+    }
+
+    pub(crate) fn call_id(&self) -> &str {
+        self.as_ref().call_id()
+    }
+
+    pub(crate) fn user_agent(&self) -> &str {
+        self.as_ref().user_agent()
+    }
+
+    pub(crate) fn q(&self) -> Option<u16> {
+        self.as_ref().q()
+    }
+
+    /// Ordering key: unspecified q sorts as 1.0.
+    pub(crate) fn q_rank(&self) -> u16 {
+        self.q
+    }
+
+    /// Same phone location (everything but expiry, CSeq, Call-ID and User-Agent) as `other`.
+    pub(crate) fn same_location(&self, other: &Slot) -> bool {
+        self.ip == other.ip
+            && self.port == other.port
+            && self.flags == other.flags
+            && self.worker == other.worker
+            && self.as_ref().path_bytes() == other.as_ref().path_bytes()
+            && self.q == other.q
+    }
+
+    /// The borrowed view handed to lookup callbacks.
+    pub fn view(&self) -> Binding<'_> {
+        self.as_ref().view()
+    }
+
+    /// Length of the encoded form.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.fixed().encoded_len() + self.buf.len()
+    }
+
+    /// Append the encoded form (numbers, address, then the buffer).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        self.fixed().encode(out);
+        out.extend_from_slice(&self.buf);
+    }
+}
+
+/// Size of the numbers of an encoded slot, without the address.
+const FIXED_BASE: usize = 29;
+
+/// The numbers of a slot (everything but the variable-length buffer).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fixed {
+    pub(crate) expires_at_ms: u64,
+    pub(crate) cseq: u32,
+    pub(crate) since_s: u32,
+    ip: [u8; 16],
+    port: u16,
+    q: u16,
+    worker: u16,
+    uri_len: u16,
+    path_len: u16,
+    call_id_len: u8,
+    ua_len: u8,
+    flags: u8,
+}
+
+fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = b.split_first_chunk::<N>()?;
+    *b = tail;
+    Some(*head)
+}
+
+impl Fixed {
+    fn ip_len(&self) -> usize {
+        if self.flags & F_V6 != 0 {
+            16
+        } else {
+            4
+        }
+    }
+
+    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) address bytes.
+    fn encoded_len(&self) -> usize {
+        FIXED_BASE + self.ip_len()
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[self.flags, self.call_id_len, self.ua_len]);
+        out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
+        out.extend_from_slice(&self.cseq.to_le_bytes());
+        out.extend_from_slice(&self.since_s.to_le_bytes());
+        for v in [self.port, self.q, self.worker, self.uri_len, self.path_len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(self.ip.get(16 - self.ip_len()..).unwrap_or(&self.ip));
+    }
+
+    fn decode(b: &mut &[u8]) -> Option<Fixed> {
+        let (a, rest) = b.split_first_chunk::<FIXED_BASE>()?;
+        // Constant indices into a fixed-size array: checked at compile time.
+        let u16_at = |i: usize| u16::from_le_bytes([a[i], a[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        let flags = a[0];
+        let mut f = Fixed {
+            flags,
+            call_id_len: a[1],
+            ua_len: a[2],
+            expires_at_ms: u64::from(u32_at(3)) | (u64::from(u32_at(7)) << 32),
+            cseq: u32_at(11),
+            since_s: u32_at(15),
+            port: u16_at(19),
+            q: u16_at(21),
+            worker: u16_at(23),
+            uri_len: u16_at(25),
+            path_len: u16_at(27),
+            ip: [0; 16],
+        };
+        let mut rest = rest;
+        if flags & F_V6 != 0 {
+            f.ip = take::<16>(&mut rest)?;
+        } else {
+            f.ip = Ipv4Addr::from(take::<4>(&mut rest)?)
+                .to_ipv6_mapped()
+                .octets();
+        }
+        *b = rest;
+        Some(f)
+    }
+
+    fn var_len(&self) -> usize {
+        self.uri_len as usize
+            + self.call_id_len as usize
+            + self.path_len as usize
+            + self.ua_len as usize
+    }
+}
+
+/// Bytes stored from a `&str` back as `&str` (ASCII fast path: SIP URIs are ASCII).
+fn as_str(b: &[u8]) -> &str {
+    if b.is_ascii() {
+        // SAFETY: every byte is ASCII, and ASCII bytes are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(b) }
+    } else {
+        std::str::from_utf8(b).unwrap_or("")
+    }
+}
+
+/// A slot read in place from an encoded record (or borrowed from a [`Slot`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotRef<'a> {
+    pub(crate) f: Fixed,
+    var: &'a [u8],
+}
+
+impl<'a> SlotRef<'a> {
+    /// Decode one slot from the front of `b`, advancing it.
+    pub(crate) fn decode(b: &mut &'a [u8]) -> Option<SlotRef<'a>> {
+        let f = Fixed::decode(b)?;
+        let (var, tail) = b.split_at_checked(f.var_len())?;
+        *b = tail;
+        Some(SlotRef { f, var })
+    }
+
+    /// Owned copy (for the rules, which rebuild the AOR's bindings).
+    pub(crate) fn to_slot(self) -> Slot {
+        let f = self.f;
+        Slot {
+            buf: self.var.into(),
+            expires_at_ms: f.expires_at_ms,
+            cseq: f.cseq,
+            since_s: f.since_s,
+            ip: f.ip,
+            port: f.port,
+            q: f.q,
+            worker: f.worker,
+            uri_len: f.uri_len,
+            path_len: f.path_len,
+            call_id_len: f.call_id_len,
+            ua_len: f.ua_len,
+            flags: f.flags,
+        }
+    }
+
+    /// Length of the encoded form.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.f.encoded_len() + self.var.len()
+    }
+
+    fn str_at(&self, start: usize, len: usize) -> &'a str {
+        self.var.get(start..start + len).map_or("", as_str)
+    }
+
+    pub(crate) fn uri(&self) -> &'a str {
+        self.str_at(0, self.f.uri_len as usize)
+    }
+
+    pub(crate) fn call_id(&self) -> &'a str {
+        self.str_at(self.f.uri_len as usize, self.f.call_id_len as usize)
+    }
+
+    fn path_bytes(&self) -> &'a [u8] {
+        let start = self.f.uri_len as usize + self.f.call_id_len as usize;
+        self.var
+            .get(start..start + self.f.path_len as usize)
+            .unwrap_or(&[])
+    }
+
+    pub(crate) fn user_agent(&self) -> &'a str {
+        let start =
+            self.f.uri_len as usize + self.f.call_id_len as usize + self.f.path_len as usize;
+        self.str_at(start, self.f.ua_len as usize)
+    }
+
+    /// Where to send requests for this binding (decided at REGISTER time).
+    pub(crate) fn dest(&self) -> SocketAddr {
+        let ip = if self.f.flags & F_V6 != 0 {
+            IpAddr::V6(Ipv6Addr::from(self.f.ip))
+        } else {
+            let o = self.f.ip;
+            IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+        };
+        SocketAddr::new(ip, self.f.port)
+    }
+
+    pub(crate) fn nated(&self) -> bool {
+        self.f.flags & F_NATED != 0
+    }
+
+    pub(crate) fn q(&self) -> Option<u16> {
+        (self.f.flags & F_Q_SET != 0).then_some(self.f.q)
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        Transport::from_code(self.f.flags >> F_TRANSPORT_SHIFT)
+    }
+
+    pub(crate) fn view(&self) -> Binding<'a> {
+        Binding {
+            uri: self.uri(),
+            dest: self.dest(),
+            transport: self.transport(),
+            worker: self.f.worker,
+            path: PathEntries {
+                rest: self.path_bytes(),
+            },
+            q: self.q(),
+            expires_at_ms: self.f.expires_at_ms,
+            nated: self.nated(),
+            call_id: self.call_id(),
+            cseq: self.f.cseq,
+            raw: *self,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn slot_round_trip() {
+        let path = ["<sip:edge1.example;lr>", "<sip:edge2.example;lr>"];
+        let slot = Slot::new(&SlotParts {
+            uri: "sip:alice@192.168.0.2:5060",
+            call_id: "abc@host",
+            cseq: 7,
+            path: &path,
+            user_agent: "Phone/1.0",
+            expires_at_ms: 61_000,
+            since_s: 1,
+            q: Some(500),
+            source: sa("[2001:db8::5]:7000"),
+            transport: Transport::Tcp,
+            worker: 3,
+            nated: true,
+        })
+        .unwrap();
+        let v = slot.view();
+        assert_eq!(v.uri, "sip:alice@192.168.0.2:5060");
+        assert_eq!(v.call_id, "abc@host");
+        assert_eq!(v.user_agent(), "Phone/1.0");
+        assert_eq!(v.path.collect::<Vec<_>>(), path);
+        assert_eq!(v.dest, sa("[2001:db8::5]:7000"));
+        assert_eq!(v.transport, Transport::Tcp);
+        assert_eq!((v.q, v.worker, v.cseq), (Some(500), 3, 7));
+        assert_eq!(v.remaining_secs(1_500), 60);
+        assert!(
+            std::mem::size_of::<Slot>() <= 64,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+    }
+
+    #[test]
+    fn slot_limits_and_truncation() {
+        let long_ua = "é".repeat(200);
+        let mut p = SlotParts {
+            uri: "sip:a@1.2.3.4",
+            call_id: "c",
+            cseq: 1,
+            path: &[],
+            user_agent: &long_ua,
+            expires_at_ms: 0,
+            since_s: 0,
+            q: None,
+            source: sa("1.2.3.4:5060"),
+            transport: Transport::Udp,
+            worker: 0,
+            nated: false,
+        };
+        let s = Slot::new(&p).unwrap();
+        assert!(s.user_agent().len() <= MAX_USER_AGENT && !s.user_agent().is_empty());
+        assert_eq!(s.view().dest, sa("1.2.3.4:5060"));
+        assert_eq!(s.q(), None);
+        let long_cid = "x".repeat(MAX_CALL_ID + 1);
+        p.call_id = &long_cid;
+        assert_eq!(Slot::new(&p).err(), Some(SlotError::CallId));
+    }
+}

@@ -1,0 +1,254 @@
+//! The real `sipfront` binary under test: a seeded SQLite credentials database (Asterisk's
+//! chan_sip `sippeers` table), a generated TOML config on a free loopback port with 2 workers,
+//! and a readiness wait that sends OPTIONS until the proxy answers 200.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::procs::{sipfront_bin, Proc};
+
+/// The digest realm and the local domain phones use.
+pub const DOMAIN: &str = "sipfront.test";
+
+/// How long one OPTIONS probe waits for its answer, and how many probes are sent.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
+const PROBES: u32 = 150;
+
+/// What a test may change in the proxy's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// `[asterisk] nodes`.
+    pub nodes: Vec<SocketAddr>,
+    /// `[timers] t1_ms` (default 500).
+    pub t1_ms: Option<u64>,
+    /// `[registrar] min_expires` (default 60).
+    pub min_expires: Option<u32>,
+    /// `[registrar] max_expires` (default 3600; also sets default_expires).
+    pub max_expires: Option<u32>,
+    /// `[credentials] keep_plain` (to answer an Asterisk challenge in another realm).
+    pub keep_plain: bool,
+    /// Settings of the registrar, auth and credential tests (`tests/e2e_registrar.rs`,
+    /// `tests/e2e_auth.rs`).
+    pub tune: Tune,
+}
+
+/// Further settings, all off by default (the generated config is then unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Tune {
+    /// `[credentials] url` instead of the seeded SQLite file (e.g. a MariaDB database);
+    /// nothing is seeded then.
+    pub credentials_url: Option<String>,
+    /// `[credentials] refresh_secs`.
+    pub refresh_secs: Option<u32>,
+    /// `[credentials] reconnect_max_ms`.
+    pub reconnect_max_ms: Option<u32>,
+    /// `[credentials] negative_ttl_secs`.
+    pub negative_ttl_secs: Option<u32>,
+    /// `[auth] algorithms`, strongest first (e.g. `["SHA-256", "MD5"]`).
+    pub algorithms: Vec<&'static str>,
+    /// `[registrar] persist` (default `"none"`), e.g. `sqlite:///DIR/location.db`.
+    pub persist: Option<String>,
+    /// `[registrar] persist_interval_ms`.
+    pub persist_interval_ms: Option<u64>,
+    /// `[asterisk] refresh_min_interval_secs` (`Some(0)`: every refresh is forwarded).
+    pub refresh_min_interval_secs: Option<u32>,
+    /// `[guard] allow`: sources never rate limited or banned (a sipp load from one address).
+    pub guard_allow: Vec<&'static str>,
+    /// `[log] level` (default `"warn"`).
+    pub log_level: Option<&'static str>,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+/// A free UDP port on `ip`: bound to port 0, then released. Ports handed out in this process
+/// are never handed out twice, so tests running in parallel cannot pick the same one.
+pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
+    static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    for _ in 0..100 {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind a probe socket");
+        let port = sock.local_addr().expect("probe address").port();
+        if taken.insert(port) {
+            return port;
+        }
+    }
+    panic!("no free UDP port on {ip}");
+}
+
+/// Creates `sippeers(name, secret, ...)` in a new SQLite file and inserts `users`.
+pub fn seed_credentials(db: &Path, users: &[(&str, &str)]) {
+    let conn = rusqlite::Connection::open(db).expect("open the credentials database");
+    conn.execute_batch(
+        "CREATE TABLE sippeers (
+             id INTEGER PRIMARY KEY,
+             name TEXT NOT NULL UNIQUE,
+             secret TEXT,
+             md5secret TEXT,
+             host TEXT DEFAULT 'dynamic',
+             type TEXT DEFAULT 'friend',
+             context TEXT DEFAULT 'phones');",
+    )
+    .expect("create sippeers");
+    for (name, secret) in users {
+        conn.execute(
+            "INSERT INTO sippeers (name, secret) VALUES (?1, ?2)",
+            (name, secret),
+        )
+        .expect("insert a user");
+    }
+}
+
+/// The sipfront configuration for `addr`, credentials in `db`.
+pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
+    let nodes: Vec<String> = opts.nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    let tune = &opts.tune;
+    let url = tune
+        .credentials_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", db.display()));
+    let mut toml = format!(
+        "[listen]\nudp = [\"{addr}\"]\nworkers = 2\n\n\
+         [domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
+         [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n",
+        nodes.join(", "),
+    );
+    if let Some(secs) = tune.refresh_min_interval_secs {
+        let _ = writeln!(toml, "refresh_min_interval_secs = {secs}");
+    }
+    let _ = write!(
+        toml,
+        "\n[credentials]\nurl = \"{url}\"\nkeep_plain = {}\n",
+        opts.keep_plain
+    );
+    for (key, value) in [
+        ("refresh_secs", tune.refresh_secs),
+        ("reconnect_max_ms", tune.reconnect_max_ms),
+        ("negative_ttl_secs", tune.negative_ttl_secs),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(toml, "{key} = {v}");
+        }
+    }
+    let persist = tune.persist.as_deref().unwrap_or("none");
+    let _ = write!(toml, "\n[registrar]\npersist = \"{persist}\"\n");
+    if let Some(ms) = tune.persist_interval_ms {
+        let _ = writeln!(toml, "persist_interval_ms = {ms}");
+    }
+    if let Some(min) = opts.min_expires {
+        let _ = writeln!(toml, "min_expires = {min}");
+    }
+    if let Some(max) = opts.max_expires {
+        let _ = writeln!(toml, "max_expires = {max}\ndefault_expires = {max}");
+    }
+    if let Some(t1) = opts.t1_ms {
+        let _ = write!(toml, "\n[timers]\nt1_ms = {t1}\n");
+    }
+    let quoted = |list: &[&str]| -> String {
+        let items: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
+        items.join(", ")
+    };
+    if !tune.algorithms.is_empty() {
+        let _ = write!(
+            toml,
+            "\n[auth]\nalgorithms = [{}]\n",
+            quoted(&tune.algorithms)
+        );
+    }
+    if !tune.guard_allow.is_empty() {
+        let _ = write!(toml, "\n[guard]\nallow = [{}]\n", quoted(&tune.guard_allow));
+    }
+    let level = tune.log_level.unwrap_or("warn");
+    let _ = write!(toml, "\n[log]\nlevel = \"{level}\"\n");
+    toml
+}
+
+impl Proxy {
+    /// Writes the database and config into `dir`, starts sipfront and waits until it answers.
+    pub fn start(dir: &Path, users: &[(&str, &str)], opts: &ProxyOptions) -> Proxy {
+        let db = dir.join("credentials.db");
+        if opts.tune.credentials_url.is_none() {
+            seed_credentials(&db, users);
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
+        let config = dir.join("sipfront.toml");
+        std::fs::write(&config, config_toml(addr, &db, opts)).expect("write the config");
+        Proxy::spawn(dir, addr, "sipfront")
+    }
+
+    /// `kill -9` (SIGKILL to its PID, then reaped), and a new sipfront on the same address
+    /// with the same config file; its output goes to `sipfront-restarted.out/.err`.
+    pub fn kill9_and_restart(&mut self, dir: &Path) {
+        self.proc.kill_and_reap();
+        *self = Proxy::spawn(dir, self.addr, "sipfront-restarted");
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`: reload the credentials) to the proxy's PID.
+    pub fn signal(&mut self, signal: i32) {
+        self.proc.signal(signal);
+    }
+
+    /// Starts `sipfront run --config DIR/sipfront.toml` (output in `DIR/LOG.out/.err`) and
+    /// waits until it answers on `addr`.
+    fn spawn(dir: &Path, addr: SocketAddr, log: &str) -> Proxy {
+        let config = dir.join("sipfront.toml");
+        let stdout = File::create(dir.join(format!("{log}.out"))).expect("sipfront stdout file");
+        let stderr = File::create(dir.join(format!("{log}.err"))).expect("sipfront stderr file");
+        let mut cmd = Command::new(sipfront_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let mut proxy = Proxy {
+            addr,
+            proc: Proc::spawn("sipfront", &mut cmd),
+        };
+        if let Err(why) = proxy.wait_ready() {
+            let err = std::fs::read_to_string(dir.join(format!("{log}.err"))).unwrap_or_default();
+            panic!("{why}\nsipfront stderr:\n{err}");
+        }
+        proxy
+    }
+
+    /// Sends OPTIONS (a new one every [`PROBE_WAIT`]) until a 200 comes back.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+        sock.set_read_timeout(Some(PROBE_WAIT))
+            .expect("read timeout");
+        let me = sock.local_addr().expect("probe address");
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..PROBES {
+            if let Some(status) = self.proc.exited() {
+                return Err(format!("sipfront exited during startup: {status}"));
+            }
+            let options = format!(
+                "OPTIONS sip:{a} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{i};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=probe\r\nTo: <sip:{a}>\r\n\
+                 Call-ID: ready-{i}@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                a = self.addr
+            );
+            let _ = sock.send_to(options.as_bytes(), self.addr);
+            if let Ok(n) = sock.recv(&mut buf) {
+                if buf.get(..n).is_some_and(|b| b.starts_with(b"SIP/2.0 200")) {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "sipfront did not answer OPTIONS on {} after {PROBES} probes",
+            self.addr
+        ))
+    }
+}
