@@ -233,3 +233,51 @@ fn overhead() {
         start.elapsed().as_nanos() as f64 / 1000.0 / 1000.0
     );
 }
+
+/// A fixed workload for instruction counting (like `core_ir`): the metrics work of N whole
+/// calls as a worker does it (6 datagrams timed, classified and recorded; the INVITE to
+/// Asterisk and its 180 and 200 timed upstream). Ir per call = (Ir with N − Ir with 0) / N:
+/// `SIPFRONT_IR_CALLS=N valgrind --tool=callgrind <lib test binary> --ignored --exact
+/// metrics::tests::ir_workload`
+#[test]
+#[ignore]
+fn ir_workload() {
+    let n: u64 = std::env::var("SIPFRONT_IR_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let node = node();
+    let reg = MetricsRegistry::new(vec![node]);
+    let mut w = reg.worker(0);
+    let invite = request("INVITE", 7, 1);
+    let ringing = response(180, "INVITE", 7, 1);
+    let ok = response(200, "INVITE", 7, 1);
+    let ack = request("ACK", 7, 1);
+    let bye = request("BYE", 8, 1);
+    let bye_ok = response(200, "BYE", 8, 1);
+    let epoch = std::time::Instant::now();
+    let ns = |t: std::time::Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
+    for _ in 0..n {
+        for (data, upstream_send, upstream_resp) in [
+            (&invite, true, false),
+            (&ringing, false, true),
+            (&ok, false, true),
+            (&ack, false, false),
+            (&bye, false, false),
+            (&bye_ok, false, false),
+        ] {
+            let start = std::time::Instant::now();
+            let now = ns(start);
+            let class = classify(std::hint::black_box(data));
+            if upstream_resp {
+                w.upstream().on_response(data, class, now);
+            }
+            if upstream_send {
+                w.upstream().on_send(node, data, now);
+            }
+            let took = start.elapsed().as_nanos() as u64;
+            w.record_processing(class, took);
+        }
+    }
+    assert!(n == 0 || reg.collect().stats.rx_requests == 0);
+}

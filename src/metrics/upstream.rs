@@ -2,10 +2,10 @@
 //! node's first (usually 100 Trying) and final response, per node, without touching the core.
 //!
 //! How: every request the proxy sends upstream carries a Via branch the core generated
-//! (`core::BRANCH_PREFIX`, encoding the client transaction's slot and generation). On send,
-//! the tracker finds that branch with one SIMD substring search and stores the send time in
-//! a direct-mapped table indexed by slot (fixed size, allocated once; a collision only loses a
-//! sample). A response arriving on the upstream socket carries the same branch in its top Via:
+//! (`core::BRANCH_PREFIX`, unique per client transaction: slot, generation). On send,
+//! the tracker finds that branch with one SIMD substring search, hashes its bytes and stores
+//! the send time in a direct-mapped table indexed by the hash (fixed size, allocated once; a
+//! collision only loses a sample). A response arriving on the upstream socket carries the same branch in its top Via:
 //! the entry gives the elapsed time, recorded once for the first response and once for the
 //! final one. Retransmissions find their entry already present and keep the first send time;
 //! ACK and CANCEL are not timed (a CANCEL's response has another CSeq method and is ignored).
@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
 
 use super::{classify::MsgClass, new_histogram};
-use crate::core::{parse_branch, BRANCH_PREFIX};
+use crate::core::BRANCH_PREFIX;
 
 /// Table entries (power of two).
 const TABLE: usize = 4096;
@@ -44,7 +44,7 @@ impl UpstreamKind {
 
 #[derive(Clone, Copy, Default)]
 struct Pending {
-    /// `(slot << 32 | gen) + 1`; 0 = free.
+    /// Hash of the branch; 0 = free.
     key: u64,
     sent_ns: u64,
     node: u16,
@@ -59,6 +59,23 @@ pub struct UpstreamTracker {
     table: Box<[Pending]>,
     finder: Finder<'static>,
     hists: Vec<[Histogram<u64>; 2]>,
+}
+
+/// FxHash-style hash of a branch's bytes after the prefix (the slot, generation and loop
+/// hash the core encoded there): a few multiplications, no parsing.
+fn hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    for &b in chunks.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+    h
 }
 
 /// The response class matching a request class.
@@ -90,19 +107,17 @@ impl UpstreamTracker {
         &self.hists
     }
 
-    /// The (slot, gen) key of the first branch of ours in `data`, and its table index.
+    /// A hash of the first branch of ours in `data` (never 0), and its table index.
     fn key(&self, data: &[u8]) -> Option<(u64, usize)> {
         let head = data.get(..data.len().min(MAX_SCAN))?;
         let at = self.finder.find(head)?;
-        let rest = head.get(at..)?;
+        let rest = head.get(at + BRANCH_PREFIX.len()..)?;
         let end = rest
             .iter()
             .position(|&b| matches!(b, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n' | b'>'))
             .unwrap_or(rest.len());
-        let branch = std::str::from_utf8(rest.get(..end)?).ok()?;
-        let b = parse_branch(branch)?;
-        let key = ((u64::from(b.slot) << 32) | u64::from(b.gen)).wrapping_add(1);
-        Some((key, (b.slot as usize) & (TABLE - 1)))
+        let key = hash(rest.get(..end)?).max(1);
+        Some((key, (key as usize) & (TABLE - 1)))
     }
 
     /// A datagram is being sent to `dst` at `now_ns` (any monotonic ns clock, the same as
