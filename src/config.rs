@@ -37,6 +37,8 @@ pub enum ConfigError {
     Transport(#[from] crate::transport::ConfigError),
     #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::ConfigError),
 }
 
 impl ConfigError {
@@ -63,6 +65,7 @@ pub struct Config {
     pub registrar: crate::registrar::RegistrarConfig,
     pub transport: crate::transport::TransportConfig,
     pub guard: crate::guard::GuardConfig,
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[listen]`: where phones and Asterisk reach the proxy, and how many workers serve it.
@@ -333,6 +336,7 @@ impl Config {
         self.registrar.validate()?;
         self.transport.validate()?;
         self.guard.validate()?;
+        self.admin.validate()?;
         Ok(())
     }
 

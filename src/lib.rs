@@ -13,6 +13,7 @@
 //! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod asterisk;
 pub mod auth;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod core;
 pub mod db;
 pub mod demo;
 pub mod guard;
+pub mod metrics;
 pub mod registrar;
 pub mod server;
 pub mod sip;

@@ -1,4 +1,5 @@
-//! The `sipfront` binary: `run` the proxy from a config file, `check-config`, or `demo`.
+//! The `sipfront` binary: `run` the proxy from a config file, `check-config`, `demo`, or
+//! `ctl` (talk to a running proxy's admin API, see docs/operations.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,61 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Talk to a running proxy through its admin API ([admin] enabled = true).
+    Ctl {
+        /// The admin API address ([admin] listen).
+        #[arg(long, default_value = sipfront::admin::DEFAULT_LISTEN)]
+        admin: String,
+        /// Seconds to wait for the answer (a credential reload can take a while).
+        #[arg(long, default_value_t = 35)]
+        timeout: u64,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Counters, gauges and latency percentiles.
+    Stats,
+    /// Registration counts, or one user's bindings.
+    Regs { user: Option<String> },
+    /// Remove one binding (URI given) or all bindings of a user.
+    Unregister { user: String, uri: Option<String> },
+    /// Reload every credential from the database now.
+    Reload,
+    /// Drop one user from the credential cache (the next request looks it up again).
+    Flush { user: String },
+    /// List the banned source addresses.
+    Bans,
+    /// Lift the ban of one address.
+    Unban { ip: String },
+}
+
+fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
+    use sipfront::admin::ctl::{run, Command as C, CtlError};
+    let cmd = match command {
+        CtlCommand::Stats => C::Stats,
+        CtlCommand::Regs { user } => C::Regs { user },
+        CtlCommand::Unregister { user, uri } => C::Unregister { user, uri },
+        CtlCommand::Reload => C::Reload,
+        CtlCommand::Flush { user } => C::Flush { user },
+        CtlCommand::Bans => C::Bans,
+        CtlCommand::Unban { ip } => C::Unban { ip },
+    };
+    match run(admin, &cmd, std::time::Duration::from_secs(timeout.max(1))) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sipfront ctl: {e}");
+            match e {
+                CtlError::Unreachable { .. } | CtlError::BadAddress(_) => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -115,6 +171,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Ctl {
+            admin,
+            timeout,
+            command,
+        } => ctl(&admin, timeout, command),
         Command::Demo { dir } => match sipfront::demo::prepare(&dir) {
             Ok(cfg) => {
                 println!("sipfront demo: users 1001/secret1001, 1002/secret1002, 1003/secret1003, realm sipfront.demo, listening on 127.0.0.1:5060, Asterisk expected at 127.0.0.2:5080");

@@ -4,19 +4,27 @@
 //! digest authenticator → registrar (reload persisted bindings, start write-behind) → REGFWD
 //! policy → one [`Core`] per worker inside the transport's threads. Stop order is the
 //! reverse: workers first (no new work), then the location table is flushed to disk.
+//!
+//! Each worker gets a [`WorkerMetrics`](crate::metrics::WorkerMetrics) slot of one
+//! [`MetricsRegistry`]; when `[admin] enabled`, the admin server ([`crate::admin`]) starts
+//! last with handles to the registry, registrar, credential cache, refresher, pool, REGFWD
+//! counters, the guard (bans) and the transport's counters, and stops first.
 
 mod ports;
 mod worker;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::admin::{AdminError, AdminServer, AdminState};
 use crate::asterisk::{RegFwd, RegFwdError, RegFwdSettings, RegisterMode};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, RegisterMode as CfgRegisterMode};
 use crate::core::{Core, CoreConfig, Ports};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
 use crate::guard::Guard;
+use crate::metrics::MetricsRegistry;
 use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persister, Registrar};
 use crate::transport::{TransportError, WorkerSet};
 
@@ -41,22 +49,28 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("{0}")]
     Guard(#[from] crate::guard::ConfigError),
+    #[error("admin: {0}")]
+    Admin(#[from] AdminError),
 }
 
 /// A running proxy.
 pub struct Server {
-    workers: WorkerSet,
+    workers: Arc<WorkerSet>,
     persister: Persister,
-    refresh: RefreshHandle,
+    refresh: Arc<RefreshHandle>,
     _pool: Arc<LookupPool>,
     registrar: Arc<Registrar>,
+    metrics: Arc<MetricsRegistry>,
+    admin: Option<AdminServer>,
 }
 
 impl Server {
     /// Start everything; `now_ms` is the wall clock (used to drop expired bindings on load).
     pub fn start(cfg: &Config, now_ms: u64) -> Result<Server, ServerError> {
+        let started = Instant::now();
         let realm = cfg.domain.realm.clone();
         let (cache, pool, refresh) = CredentialService::start(&cfg.credentials, &realm)?;
+        let refresh = Arc::new(refresh);
         tracing::info!(users = cache.len(), "credentials loaded");
         let authenticator = Authenticator::new(&cfg.auth, &realm)?;
         let registrar = Arc::new(Registrar::new(cfg.registrar.clone())?);
@@ -76,19 +90,22 @@ impl Server {
             user_agent: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
             max_users: cfg.registrar.max_aors,
         })?;
+        let regfwd = Arc::new(AsteriskRegFwd { regfwd });
         let ports = Ports {
             auth: Arc::new(CacheAuth {
                 authenticator,
-                cache,
+                cache: cache.clone(),
                 realm: realm.clone().into_boxed_str(),
             }),
             location: Arc::new(TableLocation {
                 registrar: registrar.clone(),
-                realm: realm.into_boxed_str(),
+                realm: realm.clone().into_boxed_str(),
             }),
-            regfwd: Arc::new(AsteriskRegFwd { regfwd }),
+            regfwd: regfwd.clone(),
             guard: guard.clone(),
         };
+        let metrics = MetricsRegistry::new(cfg.asterisk.nodes.clone());
+        let factory_metrics = metrics.clone();
         let pool = Arc::new(pool);
         let factory_pool = pool.clone();
         let factory_cfg = cfg.clone();
@@ -106,9 +123,15 @@ impl Server {
                     ctx.upstream,
                 );
                 let waker = ctx.waker.clone();
-                Worker::new(core, factory_pool.clone(), Arc::new(move || waker.wake()))
+                Worker::new(
+                    core,
+                    factory_pool.clone(),
+                    Arc::new(move || waker.wake()),
+                    factory_metrics.worker(ctx.index),
+                )
             },
         )?;
+        let workers = Arc::new(workers);
         tracing::info!(
             listen = ?workers.listen_addrs(),
             upstream = ?workers.upstream_addrs(),
@@ -116,18 +139,47 @@ impl Server {
             workers = workers.len(),
             "sipfront running"
         );
+        let admin = if cfg.admin.enabled {
+            let state = AdminState {
+                metrics: metrics.clone(),
+                registrar: registrar.clone(),
+                realm,
+                cache,
+                pool: Some(pool.clone()),
+                credentials: Some(refresh.clone()),
+                transport: Some(workers.clone()),
+                regfwd: Some(regfwd),
+                bans: Some(guard.clone()),
+                started,
+            };
+            Some(AdminServer::start(&cfg.admin, state)?)
+        } else {
+            None
+        };
         Ok(Server {
             workers,
             persister,
             refresh,
             _pool: pool,
             registrar,
+            metrics,
+            admin,
         })
     }
 
     /// The workers (addresses, counters).
     pub fn workers(&self) -> &WorkerSet {
         &self.workers
+    }
+
+    /// The workers' published metrics.
+    pub fn metrics(&self) -> &Arc<MetricsRegistry> {
+        &self.metrics
+    }
+
+    /// Where the admin API listens, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     pub fn registrar(&self) -> &Arc<Registrar> {
@@ -143,8 +195,17 @@ impl Server {
     }
 
     /// Stop the workers, then write the location table out.
-    pub fn shutdown(self) -> Result<(), ServerError> {
-        self.workers.shutdown_and_join()?;
+    pub fn shutdown(mut self) -> Result<(), ServerError> {
+        // The admin server holds the only other handle to the workers.
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        match Arc::try_unwrap(self.workers) {
+            Ok(workers) => workers.shutdown_and_join()?,
+            // Unreachable while the admin server is the only other holder; dropping the
+            // last handle stops the workers all the same.
+            Err(shared) => drop(shared),
+        }
         self.persister.flush(Duration::from_secs(10))?;
         self.persister.stop()?;
         Ok(())

@@ -5,27 +5,39 @@
 //! and writes into the outbox; credential misses the core parked are drained to the
 //! [`LookupPool`] with a reply channel owned by this worker and its waker; answers wake the
 //! worker, which feeds them back to the core in [`Worker::on_wake`].
+//!
+//! Metrics ([`WorkerMetrics`]): `on_datagram` times the core's work per message class and
+//! feeds the upstream latency tracker (sends to Asterisk in [`Tx`], responses on the upstream
+//! socket); the worker publishes its counters and histograms at most every 100 ms.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::core::{owner, Core, Local, LookupResult, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
+use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
 use crate::transport::{DatagramHandler, Outbox, SockId};
 
-/// The transport's outbox seen as the core's transmit sink.
+/// The transport's outbox seen as the core's transmit sink; requests to Asterisk start the
+/// upstream latency timer.
 struct Tx<'a> {
     out: &'a mut Outbox,
     dropped: &'a mut u64,
+    upstream: &'a mut UpstreamTracker,
+    now_ns: u64,
 }
 
 impl Transmit for Tx<'_> {
     fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]) {
         let id = match sock {
             Local::Listen(i) => SockId::Listen(u16::from(i)),
-            Local::Upstream => SockId::Upstream,
+            Local::Upstream => {
+                self.upstream.on_send(dst, bytes, self.now_ns);
+                SockId::Upstream
+            }
         };
         if !self.out.send(id, dst, bytes) {
             *self.dropped += 1;
@@ -49,10 +61,13 @@ pub struct Worker {
     waker: WakeFn,
     /// Datagrams the outbox could not take.
     pub send_dropped: u64,
+    metrics: WorkerMetrics,
+    /// Monotonic origin of the ns timestamps given to the upstream tracker.
+    epoch: Instant,
 }
 
 impl Worker {
-    pub fn new(core: Core, pool: Arc<LookupPool>, waker: WakeFn) -> Self {
+    pub fn new(core: Core, pool: Arc<LookupPool>, waker: WakeFn, metrics: WorkerMetrics) -> Self {
         let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
         Worker {
             core,
@@ -61,7 +76,23 @@ impl Worker {
             replies_rx,
             waker,
             send_dropped: 0,
+            metrics,
+            epoch: Instant::now(),
         }
+    }
+
+    fn since_epoch_ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Publish counters and histograms if due (one comparison when not).
+    fn publish(&mut self, now_ms: u64) {
+        let state = WorkerState {
+            stats: self.core.stats(),
+            in_flight: self.core.transactions_in_flight(),
+            send_dropped: self.send_dropped,
+        };
+        self.metrics.maybe_publish(now_ms, state);
     }
 
     /// Hand the core's parked lookups to the pool; a full pool answers 503 at once.
@@ -71,9 +102,12 @@ impl Worker {
                 .pool
                 .request(req.user(), req.token, &self.replies_tx, &self.waker);
             if queued.is_err() {
+                let now_ns = self.since_epoch_ns(Instant::now());
                 let mut tx = Tx {
                     out,
                     dropped: &mut self.send_dropped,
+                    upstream: self.metrics.upstream(),
+                    now_ns,
                 };
                 self.core
                     .handle_lookup(now_ms, req.token, LookupResult::Failed, &mut tx);
@@ -95,16 +129,28 @@ impl DatagramHandler for Worker {
         data: &[u8],
         out: &mut Outbox,
     ) {
+        let start = Instant::now();
+        let now_ns = self.since_epoch_ns(start);
+        let class = classify(data);
+        if sock == SockId::Upstream && data.starts_with(b"SIP/") {
+            self.metrics.upstream().on_response(data, class, now_ns);
+        }
         let mut tx = Tx {
             out,
             dropped: &mut self.send_dropped,
+            upstream: self.metrics.upstream(),
+            now_ns,
         };
         self.core
             .handle_datagram(now_ms, local(sock), src, data, &mut tx);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.metrics.record_processing(class, ns);
         self.drain_lookups(now_ms, out);
+        self.publish(now_ms);
     }
 
     fn on_wake(&mut self, now_ms: u64, out: &mut Outbox) {
+        let now_ns = self.since_epoch_ns(Instant::now());
         while let Ok(done) = self.replies_rx.try_recv() {
             let result = match done.result {
                 Ok(_) => LookupResult::Ready,
@@ -118,19 +164,26 @@ impl DatagramHandler for Worker {
             let mut tx = Tx {
                 out: &mut *out,
                 dropped: &mut self.send_dropped,
+                upstream: self.metrics.upstream(),
+                now_ns,
             };
             self.core.handle_lookup(now_ms, done.token, result, &mut tx);
         }
         self.drain_lookups(now_ms, out);
+        self.publish(now_ms);
     }
 
     fn on_timer(&mut self, now_ms: u64, out: &mut Outbox) {
+        let now_ns = self.since_epoch_ns(Instant::now());
         let mut tx = Tx {
             out,
             dropped: &mut self.send_dropped,
+            upstream: self.metrics.upstream(),
+            now_ns,
         };
         self.core.handle_timeout(now_ms, &mut tx);
         self.drain_lookups(now_ms, out);
+        self.publish(now_ms);
     }
 
     fn next_deadline_ms(&self) -> Option<u64> {

@@ -1,0 +1,348 @@
+//! Routing and the JSON endpoints of the admin API. Every handler takes the shared
+//! [`AdminState`] and a parsed request and returns a [`Response`]; bad parameters answer 400,
+//! unknown paths 404, a known path with the wrong method 405.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::http::{Method, Request, Response, PROMETHEUS, TEXT};
+use super::{prometheus, report, AdminState};
+use crate::db::system_now_ms;
+use crate::db::RefreshError;
+
+/// How long `POST /v1/credentials/reload` waits for the refresher.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Dispatch one request.
+pub fn route(state: &AdminState, req: &Request) -> Response {
+    let get = matches!(req.method, Method::Get | Method::Head);
+    let del = req.method == Method::Delete;
+    let post = req.method == Method::Post;
+    match req.path.as_str() {
+        "/metrics" if get => {
+            Response::new(200, PROMETHEUS, prometheus::render(&report::collect(state)))
+        }
+        "/healthz" if get => Response::new(200, TEXT, "ok\n".to_owned()),
+        "/v1/stats" if get => match serde_json::to_value(report::collect(state)) {
+            Ok(v) => Response::json(200, &v),
+            Err(e) => Response::error(500, &e.to_string()),
+        },
+        "/v1/registrations" if get => registrations(state, req),
+        "/v1/registrations" if del => unregister(state, req),
+        "/v1/credentials/reload" if post => reload(state),
+        "/v1/credentials" if del => flush(state, req),
+        "/v1/bans" if get => bans(state),
+        "/v1/bans" if del => unban(state, req),
+        "/metrics" | "/healthz" | "/v1/stats" => not_allowed("GET, HEAD"),
+        "/v1/registrations" | "/v1/bans" => not_allowed("GET, HEAD, DELETE"),
+        "/v1/credentials/reload" => not_allowed("POST"),
+        "/v1/credentials" => not_allowed("DELETE"),
+        _ => Response::error(404, "no such endpoint"),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut r = Response::error(405, "method not allowed");
+    r.allow = Some(allow);
+    r
+}
+
+/// The required, non-empty query parameter `name`.
+fn required<'r>(req: &'r Request, name: &str) -> Result<&'r str, Response> {
+    match req.param(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Response::error(400, &format!("missing parameter `{name}`"))),
+    }
+}
+
+/// The AOR of a user name (`user@realm`), or the name itself when it already has a domain.
+fn aor(state: &AdminState, user: &str) -> String {
+    if user.contains('@') {
+        user.to_owned()
+    } else {
+        format!("{user}@{}", state.realm)
+    }
+}
+
+/// The live bindings of `aor` as JSON.
+fn bindings(state: &AdminState, aor: &str, now_ms: u64) -> Vec<Value> {
+    let mut out = Vec::new();
+    state.registrar.lookup(aor, now_ms, |b| {
+        out.push(json!({
+            "uri": b.uri,
+            "dest": b.dest.to_string(),
+            "transport": b.transport.as_str(),
+            "expires_in": b.remaining_secs(now_ms),
+            "q": b.q.map(|q| f64::from(q) / 1000.0),
+            "user_agent": b.user_agent(),
+            "call_id": b.call_id,
+            "cseq": b.cseq,
+            "worker": b.worker,
+            "nated": b.nated,
+            "registered_at": b.registered_at_s(),
+        }));
+    });
+    out
+}
+
+fn registrations(state: &AdminState, req: &Request) -> Response {
+    let now = system_now_ms();
+    match req.param("user").filter(|u| !u.is_empty()) {
+        None => {
+            let (aors, contacts) = state.registrar.counts();
+            Response::json(200, &json!({ "aors": aors, "contacts": contacts }))
+        }
+        Some(user) => {
+            let aor = aor(state, user);
+            let list = bindings(state, &aor, now);
+            Response::json(200, &json!({ "user": user, "aor": aor, "bindings": list }))
+        }
+    }
+}
+
+fn unregister(state: &AdminState, req: &Request) -> Response {
+    let user = match required(req, "user") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let uri = req.param("uri").filter(|u| !u.is_empty());
+    let aor = aor(state, user);
+    let now = system_now_ms();
+    let before = bindings(state, &aor, now).len();
+    state.registrar.remove(&aor, uri);
+    let after = bindings(state, &aor, now).len();
+    let removed = before.saturating_sub(after);
+    if removed == 0 {
+        return Response::error(404, &format!("no matching binding for {aor}"));
+    }
+    tracing::info!(%aor, removed, "bindings removed by the admin API");
+    Response::json(
+        200,
+        &json!({ "user": user, "aor": aor, "removed": removed, "remaining": after }),
+    )
+}
+
+fn reload(state: &AdminState) -> Response {
+    let Some(r) = &state.credentials else {
+        return Response::error(503, "no credential refresher");
+    };
+    match r.reload(RELOAD_TIMEOUT) {
+        Ok(s) => {
+            tracing::info!(users = s.users, "credentials reloaded by the admin API");
+            Response::json(
+                200,
+                &json!({
+                    "rows": s.rows, "users": s.users, "changed": s.changed,
+                    "removed": s.removed, "elapsed_ms": s.elapsed_ms,
+                }),
+            )
+        }
+        Err(e @ RefreshError::Timeout) => Response::error(504, &e.to_string()),
+        Err(e) => Response::error(503, &e.to_string()),
+    }
+}
+
+fn flush(state: &AdminState, req: &Request) -> Response {
+    let user = match required(req, "user") {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let cached = matches!(
+        state.cache.lookup(user, system_now_ms()),
+        crate::db::Lookup::Found(_) | crate::db::Lookup::Unknown
+    );
+    state.cache.remove(user);
+    tracing::info!(user, "credential flushed by the admin API");
+    Response::json(200, &json!({ "user": user, "was_cached": cached }))
+}
+
+fn bans(state: &AdminState) -> Response {
+    let Some(b) = &state.bans else {
+        return Response::json(200, &json!({ "enabled": false, "bans": [] }));
+    };
+    let now = system_now_ms();
+    let list: Vec<Value> = b
+        .bans()
+        .into_iter()
+        .map(|(ip, until, reason)| {
+            json!({
+                "ip": ip.to_string(), "until_ms": until,
+                "remaining_secs": until.saturating_sub(now) / 1000, "reason": reason,
+            })
+        })
+        .collect();
+    Response::json(200, &json!({ "enabled": true, "bans": list }))
+}
+
+fn unban(state: &AdminState, req: &Request) -> Response {
+    let ip = match required(req, "ip").map(str::parse::<IpAddr>) {
+        Ok(Ok(ip)) => ip,
+        Ok(Err(_)) => return Response::error(400, "parameter `ip` is not an IP address"),
+        Err(r) => return r,
+    };
+    match &state.bans {
+        Some(b) if b.unban(ip) => {
+            tracing::info!(%ip, "ban lifted by the admin API");
+            Response::json(200, &json!({ "ip": ip.to_string(), "unbanned": true }))
+        }
+        _ => Response::error(404, &format!("{ip} is not banned")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::admin::BanList;
+    use crate::db::{Credential, CredentialCache};
+    use crate::metrics::MetricsRegistry;
+    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+
+    struct Bans(Mutex<Vec<(IpAddr, u64, String)>>);
+
+    impl BanList for Bans {
+        fn bans(&self) -> Vec<(IpAddr, u64, String)> {
+            self.0.lock().unwrap().clone()
+        }
+        fn unban(&self, ip: IpAddr) -> bool {
+            let mut v = self.0.lock().unwrap();
+            let before = v.len();
+            v.retain(|b| b.0 != ip);
+            v.len() != before
+        }
+    }
+
+    fn state(bans: Option<Arc<dyn BanList>>) -> AdminState {
+        let registrar = Arc::new(Registrar::new(RegistrarConfig::default()).unwrap());
+        let source: SocketAddr = "192.0.2.10:5062".parse().unwrap();
+        let contacts = [ContactInput {
+            uri: "sip:bob@192.0.2.10:5062",
+            expires: Some(600),
+            q: None,
+        }];
+        registrar
+            .register(
+                &RegisterRequest {
+                    aor: "bob@r",
+                    call_id: "c1",
+                    cseq: 1,
+                    expires_header: None,
+                    star: false,
+                    contacts: &contacts,
+                    source,
+                    transport: Transport::Udp,
+                    worker: 0,
+                    path: &[],
+                    user_agent: Some("UA/1"),
+                },
+                system_now_ms(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+        let cache = Arc::new(CredentialCache::new(1000, 10));
+        cache.insert("bob", Credential::from_plain("bob", "r", "pw", false));
+        AdminState {
+            metrics: MetricsRegistry::new(Vec::new()),
+            registrar,
+            realm: "r".into(),
+            cache,
+            pool: None,
+            credentials: None,
+            transport: None,
+            regfwd: None,
+            bans,
+            started: Instant::now(),
+        }
+    }
+
+    fn req(method: Method, path: &str, query: &[(&str, &str)]) -> Request {
+        Request {
+            method,
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        }
+    }
+
+    fn body(r: &Response) -> Value {
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    #[test]
+    fn registrations_list_and_remove() {
+        let st = state(None);
+        let r = route(&st, &req(Method::Get, "/v1/registrations", &[]));
+        assert_eq!(body(&r), json!({"aors": 1, "contacts": 1}));
+        let r = route(
+            &st,
+            &req(Method::Get, "/v1/registrations", &[("user", "bob")]),
+        );
+        let v = body(&r);
+        assert_eq!(v["aor"], "bob@r");
+        assert_eq!(v["bindings"][0]["uri"], "sip:bob@192.0.2.10:5062");
+        assert_eq!(v["bindings"][0]["user_agent"], "UA/1");
+        assert!(v["bindings"][0]["expires_in"].as_u64().unwrap() > 590);
+        let del = |q: &[(&str, &str)]| route(&st, &req(Method::Delete, "/v1/registrations", q));
+        assert_eq!(del(&[]).status, 400);
+        assert_eq!(del(&[("user", "bob"), ("uri", "sip:other@x")]).status, 404);
+        let r = del(&[("user", "bob@r"), ("uri", "sip:bob@192.0.2.10:5062")]);
+        assert_eq!((r.status, body(&r)["removed"].clone()), (200, json!(1)));
+        assert_eq!(del(&[("user", "bob")]).status, 404);
+    }
+
+    #[test]
+    fn credentials_flush_and_reload_without_refresher() {
+        let st = state(None);
+        let r = route(
+            &st,
+            &req(Method::Delete, "/v1/credentials", &[("user", "bob")]),
+        );
+        assert_eq!(body(&r)["was_cached"], true);
+        assert!(matches!(st.cache.lookup("bob", 0), crate::db::Lookup::Miss));
+        let r = route(
+            &st,
+            &req(Method::Delete, "/v1/credentials", &[("user", "bob")]),
+        );
+        assert_eq!(body(&r)["was_cached"], false);
+        let r = route(&st, &req(Method::Post, "/v1/credentials/reload", &[]));
+        assert_eq!(r.status, 503);
+    }
+
+    #[test]
+    fn bans_list_and_lift() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let bans = Arc::new(Bans(Mutex::new(vec![(ip, u64::MAX, "brute force".into())])));
+        let st = state(Some(bans));
+        let v = body(&route(&st, &req(Method::Get, "/v1/bans", &[])));
+        assert_eq!(v["bans"][0]["ip"], "203.0.113.7");
+        assert_eq!(v["bans"][0]["reason"], "brute force");
+        let unban = |ip: &str| route(&st, &req(Method::Delete, "/v1/bans", &[("ip", ip)])).status;
+        assert_eq!(unban("nope"), 400);
+        assert_eq!(unban("203.0.113.7"), 200);
+        assert_eq!(unban("203.0.113.7"), 404);
+        let none = state(None);
+        let v = body(&route(&none, &req(Method::Get, "/v1/bans", &[])));
+        assert_eq!(v["enabled"], false);
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        let st = state(None);
+        assert_eq!(route(&st, &req(Method::Get, "/nope", &[])).status, 404);
+        let r = route(&st, &req(Method::Post, "/metrics", &[]));
+        assert_eq!((r.status, r.allow), (405, Some("GET, HEAD")));
+        assert_eq!(route(&st, &req(Method::Other, "/v1/bans", &[])).status, 405);
+        let m = route(&st, &req(Method::Get, "/metrics", &[]));
+        assert!(m.body.contains("sipfront_registrar_aors 1\n"));
+        assert!(m.body.contains("sipfront_credential_cache_users 1\n"));
+        let s = body(&route(&st, &req(Method::Head, "/v1/stats", &[])));
+        assert_eq!(s["registrar"]["contacts"], 1);
+    }
+}

@@ -1,0 +1,399 @@
+//! The client side of `sipfront ctl`: one HTTP/1.1 request per command over a plain
+//! `TcpStream` to the admin API, and the answer turned into readable text.
+//!
+//! Flow: [`run`] maps a [`Command`] to a method and path, [`request`] sends it and reads the
+//! whole answer (the server closes the connection), a non-2xx status becomes
+//! [`CtlError::Status`] with the server's `error` message, and the JSON body is formatted by
+//! the command's printer. An unreachable proxy is [`CtlError::Unreachable`], with a hint.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::http::encode_component;
+
+/// What `sipfront ctl` can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Stats,
+    Regs { user: Option<String> },
+    Unregister { user: String, uri: Option<String> },
+    Reload,
+    Flush { user: String },
+    Bans,
+    Unban { ip: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CtlError {
+    #[error("bad admin address {0:?} (expected host:port, e.g. 127.0.0.1:8080)")]
+    BadAddress(String),
+    #[error("cannot reach the sipfront admin API at {addr}: {source} (is sipfront running, with [admin] enabled = true and listen = \"{addr}\"?)")]
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("admin API at {addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{message} (HTTP {status})")]
+    Status { status: u16, message: String },
+    #[error("malformed answer from the admin API: {0}")]
+    BadAnswer(&'static str),
+}
+
+/// Longest wait for the TCP connection itself.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Send one request; returns the status and the body.
+pub fn request(
+    addr: &str,
+    method: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<(u16, String), CtlError> {
+    let sock: SocketAddr = addr
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| CtlError::BadAddress(addr.to_owned()))?;
+    // Connecting is quick or hopeless; answering may take long (a credential reload).
+    let connect = timeout.min(CONNECT_TIMEOUT);
+    let mut stream =
+        TcpStream::connect_timeout(&sock, connect).map_err(|source| CtlError::Unreachable {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let io = |source| CtlError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).map_err(io)?;
+    let mut raw = Vec::new();
+    stream
+        .take(16 * 1024 * 1024)
+        .read_to_end(&mut raw)
+        .map_err(io)?;
+    let text = String::from_utf8(raw).map_err(|_| CtlError::BadAnswer("not UTF-8"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or(CtlError::BadAnswer("no end of headers"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(CtlError::BadAnswer("no status code"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Run `cmd` against the admin API at `addr`; returns the text to print.
+pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlError> {
+    let q = encode_component;
+    let (method, target) = match cmd {
+        Command::Stats => ("GET", "/v1/stats".to_owned()),
+        Command::Regs { user: None } => ("GET", "/v1/registrations".to_owned()),
+        Command::Regs { user: Some(u) } => ("GET", format!("/v1/registrations?user={}", q(u))),
+        Command::Unregister { user, uri } => {
+            let mut t = format!("/v1/registrations?user={}", q(user));
+            if let Some(uri) = uri {
+                t.push_str("&uri=");
+                t.push_str(&q(uri));
+            }
+            ("DELETE", t)
+        }
+        Command::Reload => ("POST", "/v1/credentials/reload".to_owned()),
+        Command::Flush { user } => ("DELETE", format!("/v1/credentials?user={}", q(user))),
+        Command::Bans => ("GET", "/v1/bans".to_owned()),
+        Command::Unban { ip } => ("DELETE", format!("/v1/bans?ip={}", q(ip))),
+    };
+    let (status, body) = request(addr, method, &target, timeout)?;
+    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let message = json
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| body.trim().to_owned(), str::to_owned);
+        return Err(CtlError::Status { status, message });
+    }
+    if json.is_null() {
+        return Err(CtlError::BadAnswer("body is not JSON"));
+    }
+    Ok(match cmd {
+        Command::Stats => format_stats(&json),
+        Command::Regs { user: None } => format!(
+            "{} registered AORs, {} contacts (give a user to list its bindings)\n",
+            n(&json, &["aors"]),
+            n(&json, &["contacts"])
+        ),
+        Command::Regs { user: Some(_) } => format_bindings(&json),
+        Command::Unregister { .. } => format!(
+            "removed {} binding(s) of {}; {} left\n",
+            n(&json, &["removed"]),
+            s(&json, "aor"),
+            n(&json, &["remaining"])
+        ),
+        Command::Reload => format!(
+            "credentials reloaded: {} users ({} rows, {} changed, {} removed) in {} ms\n",
+            n(&json, &["users"]),
+            n(&json, &["rows"]),
+            n(&json, &["changed"]),
+            n(&json, &["removed"]),
+            n(&json, &["elapsed_ms"])
+        ),
+        Command::Flush { user } => format!(
+            "{user} flushed from the credential cache{}\n",
+            if json.get("was_cached").and_then(Value::as_bool) == Some(true) {
+                ""
+            } else {
+                " (it was not cached)"
+            }
+        ),
+        Command::Bans => format_bans(&json),
+        Command::Unban { ip } => format!("{ip} unbanned\n"),
+    })
+}
+
+/// The number at `path` (0 when absent).
+fn n(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn s<'v>(v: &'v Value, key: &str) -> &'v str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn format_bindings(v: &Value) -> String {
+    let mut o = String::new();
+    let list = v.get("bindings").and_then(Value::as_array);
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
+        return format!("{}: no bindings\n", s(v, "aor"));
+    };
+    let _ = writeln!(o, "{}: {} binding(s)", s(v, "aor"), list.len());
+    for b in list {
+        let _ = writeln!(
+            o,
+            "  {}\n    dest {}  expires in {} s  user-agent {:?}",
+            s(b, "uri"),
+            s(b, "dest"),
+            n(b, &["expires_in"]),
+            s(b, "user_agent")
+        );
+    }
+    o
+}
+
+fn format_bans(v: &Value) -> String {
+    if v.get("enabled").and_then(Value::as_bool) == Some(false) {
+        return "no ban list in this sipfront (failed-auth bans not enabled)\n".to_owned();
+    }
+    let list = v
+        .get("bans")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return "no active bans\n".to_owned();
+    }
+    let mut o = String::new();
+    for b in &list {
+        let _ = writeln!(
+            o,
+            "{:<40} {:>7} s left  {}",
+            s(b, "ip"),
+            n(b, &["remaining_secs"]),
+            s(b, "reason")
+        );
+    }
+    o
+}
+
+fn latency_rows(
+    o: &mut String,
+    title: &str,
+    rows: Option<&Vec<Value>>,
+    name: impl Fn(&Value) -> String,
+) {
+    let Some(rows) = rows else { return };
+    let _ = writeln!(
+        o,
+        "{title:<28} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for r in rows {
+        let _ = writeln!(
+            o,
+            "  {:<26} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            name(r),
+            n(r, &["count"]),
+            f(r, "p50_us"),
+            f(r, "p90_us"),
+            f(r, "p99_us"),
+            f(r, "p999_us"),
+            f(r, "max_us")
+        );
+    }
+}
+
+fn format_stats(v: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "sipfront {}, up {} s",
+        s(v, "version"),
+        n(v, &["uptime_secs"])
+    );
+    let sent = v
+        .pointer("/sip/responses_sent")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, c)| c.as_u64().unwrap_or(0) > 0)
+                .map(|(k, c)| format!("{k} {}", c.as_u64().unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let sip = |k: &str| n(v, &["sip", k]);
+    let _ = writeln!(
+        o,
+        "sip          in: {} requests, {} responses; out: [{sent}]\n             forwarded {} requests, {} responses; retransmissions absorbed {}, sent {}; timeouts {}",
+        sip("requests_received"), sip("responses_received"), sip("forwarded_requests"),
+        sip("forwarded_responses"), sip("retransmissions_absorbed"), sip("retransmissions_sent"),
+        sip("timeouts")
+    );
+    let _ = writeln!(
+        o,
+        "auth         ok {}, failed {}, challenges {}",
+        n(v, &["auth", "ok"]),
+        n(v, &["auth", "failed"]),
+        n(v, &["auth", "challenges"])
+    );
+    let c = |k: &str| n(v, &["credentials", k]);
+    let _ = writeln!(
+        o,
+        "credentials  cached {} (unknown {}), misses {}, db queries {} errors {}, pool queue {}, reloads ok {} failed {}",
+        c("cached_users"), c("negative_cached"), c("cache_misses"), c("db_queries"),
+        c("db_errors"), c("pool_queue"), c("refresh_ok"), c("refresh_failed")
+    );
+    let _ = writeln!(
+        o,
+        "registrar    AORs {}, contacts {}, REGISTERs accepted {}",
+        n(v, &["registrar", "aors"]),
+        n(v, &["registrar", "contacts"]),
+        n(v, &["registrar", "registrations"])
+    );
+    let r = |k: &str| n(v, &["regfwd", k]);
+    let _ = writeln!(
+        o,
+        "regfwd       sent {}, ok {}, failed {}, throttled {}, unregistered {}",
+        r("sent"),
+        r("ok"),
+        r("failed"),
+        r("throttled"),
+        r("unregistered")
+    );
+    let _ = writeln!(
+        o,
+        "in flight    server {}, client {}",
+        n(v, &["transactions", "server"]),
+        n(v, &["transactions", "client"])
+    );
+    let d = |k: &str| n(v, &["drops", k]);
+    let _ = writeln!(
+        o,
+        "drops        malformed {}, unmatched {}, overload {}, banned {}, rate-limited {}, scanner {}, outbox {}, transport {}",
+        d("malformed"),
+        d("unmatched"),
+        d("overload"),
+        d("banned"),
+        d("rate_limited"),
+        d("scanner"),
+        d("outbox"),
+        d("transport")
+    );
+    if let Some(b) = v.get("bans").and_then(Value::as_u64) {
+        let _ = writeln!(o, "bans         {b}");
+    }
+    for w in v
+        .get("workers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let _ =
+            writeln!(
+            o,
+            "worker {:<5} rx {}, tx {}, handed off {}, from others {}, dropped {}, send errors {}",
+            n(w, &["worker"]), n(w, &["rx"]), n(w, &["tx"]), n(w, &["handed_off"]),
+            n(w, &["handoff_in"]), n(w, &["dropped"]), n(w, &["send_errors"])
+        );
+    }
+    latency_rows(
+        &mut o,
+        "processing (us)",
+        v.get("latency").and_then(Value::as_array),
+        |r| format!("{} {}", s(r, "kind"), s(r, "method")),
+    );
+    latency_rows(
+        &mut o,
+        "upstream (us)",
+        v.get("upstream").and_then(Value::as_array),
+        |r| format!("{} {}", s(r, "name"), s(r, "kind")),
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_is_a_clear_error() {
+        // A port nobody listens on: bind, learn the port, close.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = run(&addr, &Command::Stats, Duration::from_secs(2)).unwrap_err();
+        assert!(matches!(e, CtlError::Unreachable { .. }), "{e}");
+        assert!(e
+            .to_string()
+            .contains("cannot reach the sipfront admin API"));
+        let e = run("nonsense", &Command::Stats, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, CtlError::BadAddress(_)));
+    }
+
+    #[test]
+    fn formats_bindings_and_stats() {
+        let v = serde_json::json!({"aor": "a@r", "bindings": [
+            {"uri": "sip:a@1.2.3.4", "dest": "1.2.3.4:5060", "expires_in": 30, "user_agent": "X"}]});
+        let t = format_bindings(&v);
+        assert!(
+            t.contains("a@r: 1 binding(s)") && t.contains("expires in 30 s"),
+            "{t}"
+        );
+        let v = serde_json::json!({"version": "0", "sip": {"requests_received": 5,
+            "responses_sent": {"2xx": 2, "4xx": 0}}, "latency": [{"kind": "request",
+            "method": "INVITE", "count": 3, "p50_us": 4.5}]});
+        let t = format_stats(&v);
+        assert!(t.contains("in: 5 requests") && t.contains("[2xx 2]"), "{t}");
+        assert!(t.contains("request INVITE") && t.contains("4.5"), "{t}");
+    }
+}

@@ -1,0 +1,303 @@
+//! The numbers the admin API serves, gathered at request time into one serializable
+//! [`StatsReport`]: `/v1/stats` is its JSON, `/metrics` renders it for Prometheus
+//! (`super::prometheus`). Collection merges the workers' published snapshots
+//! ([`crate::metrics::MetricsRegistry::collect`]) and reads the shared layers' counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::AdminState;
+use crate::guard::GuardStats;
+use crate::metrics::{MsgClass, UpstreamKind};
+
+/// Labels of `core::Stats::tx_responses` by index (`code / 100`).
+pub const RESPONSE_CLASSES: [&str; 7] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatsReport {
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub sip: SipCounters,
+    pub auth: AuthCounters,
+    pub credentials: CredentialCounters,
+    pub registrar: RegistrarCounters,
+    pub regfwd: RegFwdCounters,
+    pub transactions: InFlight,
+    pub drops: Drops,
+    pub workers: Vec<WorkerReport>,
+    /// `on_datagram` processing time per message class.
+    pub latency: Vec<LatencyReport>,
+    /// Per Asterisk node: request → first and → final response.
+    pub upstream: Vec<LatencyReport>,
+    /// Active bans, when a ban list is attached.
+    pub bans: Option<usize>,
+    /// Rate limiter and ban counters, when the guard is attached.
+    pub guard: Option<GuardStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SipCounters {
+    pub requests_received: u64,
+    pub responses_received: u64,
+    /// Responses the proxy sent itself or forwarded, by class (`1xx` ... `6xx`).
+    pub responses_sent: BTreeMap<&'static str, u64>,
+    pub forwarded_requests: u64,
+    pub forwarded_responses: u64,
+    pub retransmissions_absorbed: u64,
+    pub retransmissions_sent: u64,
+    pub timeouts: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuthCounters {
+    pub ok: u64,
+    pub failed: u64,
+    pub challenges: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CredentialCounters {
+    pub cached_users: usize,
+    pub negative_cached: usize,
+    /// Cache misses the workers sent to the lookup pool.
+    pub cache_misses: u64,
+    pub db_queries: u64,
+    pub db_coalesced: u64,
+    pub db_errors: u64,
+    pub db_connects: u64,
+    pub pool_queue: usize,
+    pub refresh_ok: u64,
+    pub refresh_failed: u64,
+    /// UNIX ms of the last successful full reload (0: none yet).
+    pub last_refresh_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegistrarCounters {
+    /// AORs with at least one binding (expired ones not yet swept included).
+    pub aors: usize,
+    pub contacts: usize,
+    /// REGISTERs accepted.
+    pub registrations: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegFwdCounters {
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub throttled: u64,
+    pub unregistered: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InFlight {
+    pub server: usize,
+    pub client: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Drops {
+    pub malformed: u64,
+    pub unmatched: u64,
+    pub overload: u64,
+    /// From a banned source (`[guard]`).
+    pub banned: u64,
+    /// Over the per-source rate limit.
+    pub rate_limited: u64,
+    /// A scanner's User-Agent.
+    pub scanner: u64,
+    /// The worker's outbox was full.
+    pub outbox: u64,
+    /// Dropped in the transport (truncated, hand-off full, send refused...).
+    pub transport: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub rx: u64,
+    pub tx: u64,
+    pub send_errors: u64,
+    pub handed_off: u64,
+    pub handoff_in: u64,
+    pub dropped: u64,
+    pub turns: u64,
+    pub requests: u64,
+    pub responses: u64,
+}
+
+/// Percentiles of one histogram, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencyReport {
+    /// Message class (`request_invite` ...) or upstream node address.
+    pub name: String,
+    /// For upstream: `first` or `final`; for processing: `request` or `response`.
+    pub kind: &'static str,
+    /// For processing: `INVITE`, `REGISTER` or `other`.
+    pub method: &'static str,
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn latency(
+    name: String,
+    kind: &'static str,
+    method: &'static str,
+    h: &Histogram<u64>,
+) -> LatencyReport {
+    let q = |p: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            us(h.value_at_quantile(p))
+        }
+    };
+    LatencyReport {
+        name,
+        kind,
+        method,
+        count: h.len(),
+        mean_us: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+        p50_us: q(0.5),
+        p90_us: q(0.9),
+        p99_us: q(0.99),
+        p999_us: q(0.999),
+        max_us: if h.is_empty() { 0.0 } else { us(h.max()) },
+    }
+}
+
+/// Gather everything now.
+pub fn collect(state: &AdminState) -> StatsReport {
+    let c = state.metrics.collect();
+    let s = &c.stats;
+    let transport = state
+        .transport
+        .as_ref()
+        .map(|t| t.worker_counters())
+        .unwrap_or_default();
+    let workers = (0..transport.len().max(c.workers.len()))
+        .map(|i| {
+            let t = transport.get(i).copied().unwrap_or_default();
+            let snap = c.workers.iter().find(|w| w.worker == i);
+            WorkerReport {
+                worker: i,
+                rx: t.rx,
+                tx: t.tx,
+                send_errors: t.send_errors,
+                handed_off: t.handed_off,
+                handoff_in: t.handoff_in,
+                dropped: t.dropped,
+                turns: t.turns,
+                requests: snap.map_or(0, |w| w.stats.rx_requests),
+                responses: snap.map_or(0, |w| w.stats.rx_responses),
+            }
+        })
+        .collect::<Vec<_>>();
+    let (aors, contacts) = state.registrar.counts();
+    let mut credentials = CredentialCounters {
+        cached_users: state.cache.len(),
+        negative_cached: state.cache.negative_len(),
+        cache_misses: s.lookups_started,
+        ..CredentialCounters::default()
+    };
+    if let Some(pool) = &state.pool {
+        let p = pool.stats();
+        credentials.db_queries = p.queries.load(Relaxed);
+        credentials.db_coalesced = p.coalesced.load(Relaxed);
+        credentials.db_errors = p.errors.load(Relaxed);
+        credentials.db_connects = p.connects.load(Relaxed);
+        credentials.pool_queue = pool.queue_len();
+    }
+    if let Some(r) = &state.credentials {
+        let st = r.status();
+        credentials.refresh_ok = st.successes.load(Relaxed);
+        credentials.refresh_failed = st.failures.load(Relaxed);
+        credentials.last_refresh_ms = st.last_success_ms.load(Relaxed);
+    }
+    let mut regfwd = RegFwdCounters {
+        sent: s.regfwd_sent,
+        ok: s.regfwd_ok,
+        failed: s.regfwd_failed,
+        ..RegFwdCounters::default()
+    };
+    if let Some(r) = &state.regfwd {
+        let r = r.regfwd_stats();
+        regfwd.throttled = r.throttled.load(Relaxed);
+        regfwd.unregistered = r.unregistered.load(Relaxed);
+    }
+    let latency_rows = MsgClass::ALL
+        .iter()
+        .zip(&c.processing)
+        .map(|(cl, h)| latency(cl.label().to_owned(), cl.kind(), cl.method(), h))
+        .collect();
+    let mut upstream = Vec::new();
+    for (node, h) in c.nodes.iter().zip(&c.upstream) {
+        for kind in [UpstreamKind::First, UpstreamKind::Final] {
+            if let Some(h) = h.get(kind as usize) {
+                upstream.push(latency(node.to_string(), kind.label(), "", h));
+            }
+        }
+    }
+    StatsReport {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        sip: SipCounters {
+            requests_received: s.rx_requests,
+            responses_received: s.rx_responses,
+            responses_sent: RESPONSE_CLASSES
+                .iter()
+                .zip(s.tx_responses)
+                .map(|(l, n)| (*l, n))
+                .collect(),
+            forwarded_requests: s.forwarded_requests,
+            forwarded_responses: s.forwarded_responses,
+            retransmissions_absorbed: s.retransmissions_absorbed,
+            retransmissions_sent: s.retransmissions_sent,
+            timeouts: s.timeouts,
+        },
+        auth: AuthCounters {
+            ok: s.auth_ok,
+            failed: s.auth_failed,
+            challenges: s.auth_challenges,
+        },
+        credentials,
+        registrar: RegistrarCounters {
+            aors,
+            contacts,
+            registrations: s.registrations,
+        },
+        regfwd,
+        transactions: InFlight {
+            server: c.in_flight.0,
+            client: c.in_flight.1,
+        },
+        drops: Drops {
+            malformed: s.dropped_malformed,
+            unmatched: s.dropped_unmatched,
+            overload: s.dropped_overload,
+            banned: s.dropped_banned,
+            rate_limited: s.dropped_rate_limited,
+            scanner: s.dropped_scanner,
+            outbox: c.send_dropped,
+            transport: workers.iter().map(|w| w.dropped).sum(),
+        },
+        workers,
+        latency: latency_rows,
+        upstream,
+        bans: state.bans.as_ref().map(|b| b.bans().len()),
+        guard: state.bans.as_ref().and_then(|b| b.guard_stats()),
+    }
+}

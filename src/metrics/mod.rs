@@ -1,0 +1,292 @@
+//! Per-worker metrics without shared hot counters: counters and latency histograms are
+//! owned by the worker thread that updates them and published as a snapshot at most every
+//! [`PUBLISH_INTERVAL_MS`]; scrapes merge the snapshots.
+//!
+//! Data flow:
+//! - each worker owns a [`WorkerMetrics`]: one preallocated hdrhistogram per [`MsgClass`] of
+//!   `on_datagram` processing time (ns), and an [`UpstreamTracker`] that times requests sent
+//!   to each Asterisk node until their first and final responses. Recording is a few integer
+//!   operations on memory allocated at start: the hot path never allocates or locks;
+//! - the worker calls [`WorkerMetrics::maybe_publish`] after each datagram and timer turn; at
+//!   most every [`PUBLISH_INTERVAL_MS`] it copies its core counters ([`crate::core::Stats`])
+//!   and histograms into its slot of the [`MetricsRegistry`] (a `try_lock`: a scrape holding
+//!   the slot only delays publication to the next turn, it never blocks the worker);
+//! - a scrape ([`MetricsRegistry::collect`], used by `crate::admin`) locks each slot in turn,
+//!   sums the counters and merges the histograms into a [`Collected`].
+//!
+//! Histograms are cumulative since start (like a Prometheus summary).
+
+mod classify;
+mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hdrhistogram::Histogram;
+
+use crate::core::Stats;
+
+pub use classify::{classify, MsgClass};
+pub use upstream::{UpstreamKind, UpstreamTracker};
+
+/// Publication period of worker snapshots.
+pub const PUBLISH_INTERVAL_MS: u64 = 100;
+
+/// Largest value a latency histogram tracks (60 s in ns); larger values are clamped.
+pub const MAX_TRACKED_NS: u64 = 60_000_000_000;
+
+/// Significant decimal digits of the histograms (1% precision).
+const SIGFIG: u8 = 2;
+
+/// A latency histogram in nanoseconds with the bounds every sipfront histogram shares (so
+/// merging never resizes or allocates).
+pub fn new_histogram() -> Histogram<u64> {
+    // Constant bounds well inside hdrhistogram's limits (low >= 1, high >= 2 * low,
+    // sigfig <= 5): this cannot fail for any input.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIG).expect("constant histogram bounds")
+}
+
+/// One worker's published state.
+#[derive(Debug, Clone)]
+pub struct WorkerSnapshot {
+    pub worker: usize,
+    /// `now_ms` of the last publication (0: never published).
+    pub published_ms: u64,
+    pub stats: Stats,
+    /// Live (server, client) transactions.
+    pub in_flight: (usize, usize),
+    /// Datagrams the outbox could not take.
+    pub send_dropped: u64,
+    /// `on_datagram` processing time per [`MsgClass`] (ns), cumulative.
+    pub processing: Vec<Histogram<u64>>,
+    /// Per upstream node: request → first response and → final response (ns), cumulative.
+    pub upstream: Vec<[Histogram<u64>; 2]>,
+}
+
+impl WorkerSnapshot {
+    fn new(worker: usize, nodes: usize) -> Self {
+        WorkerSnapshot {
+            worker,
+            published_ms: 0,
+            stats: Stats::default(),
+            in_flight: (0, 0),
+            send_dropped: 0,
+            processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
+            upstream: (0..nodes)
+                .map(|_| [new_histogram(), new_histogram()])
+                .collect(),
+        }
+    }
+}
+
+type Slot = Arc<Mutex<WorkerSnapshot>>;
+
+/// The workers' snapshot slots, shared by the workers (each writes its own) and the admin
+/// server (reads all).
+#[derive(Debug)]
+pub struct MetricsRegistry {
+    nodes: Vec<SocketAddr>,
+    slots: Mutex<Vec<Slot>>,
+}
+
+/// Everything a scrape needs, merged over the workers.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    /// Each worker's snapshot, by worker index.
+    pub workers: Vec<WorkerSnapshot>,
+    /// Sum of the workers' core counters.
+    pub stats: Stats,
+    pub in_flight: (usize, usize),
+    pub send_dropped: u64,
+    pub processing: Vec<Histogram<u64>>,
+    /// The upstream nodes, and per node (first, final) response latency.
+    pub nodes: Vec<SocketAddr>,
+    pub upstream: Vec<[Histogram<u64>; 2]>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MetricsRegistry {
+    /// `nodes`: the Asterisk nodes whose response latency is tracked.
+    pub fn new(nodes: Vec<SocketAddr>) -> Arc<Self> {
+        Arc::new(MetricsRegistry {
+            nodes,
+            slots: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A worker's recorder and its slot (called once per worker, at start).
+    pub fn worker(self: &Arc<Self>, index: usize) -> WorkerMetrics {
+        let slot = Arc::new(Mutex::new(WorkerSnapshot::new(index, self.nodes.len())));
+        let mut slots = lock(&self.slots);
+        slots.retain(|s| lock(s).worker != index);
+        slots.push(slot.clone());
+        slots.sort_by_key(|s| lock(s).worker);
+        drop(slots);
+        WorkerMetrics {
+            processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
+            upstream: UpstreamTracker::new(self.nodes.clone()),
+            slot,
+            next_publish_ms: 0,
+        }
+    }
+
+    /// Merge every worker's last snapshot.
+    pub fn collect(&self) -> Collected {
+        let slots: Vec<Slot> = lock(&self.slots).clone();
+        let mut out = Collected {
+            workers: Vec::with_capacity(slots.len()),
+            stats: Stats::default(),
+            in_flight: (0, 0),
+            send_dropped: 0,
+            processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
+            nodes: self.nodes.clone(),
+            upstream: (0..self.nodes.len())
+                .map(|_| [new_histogram(), new_histogram()])
+                .collect(),
+        };
+        for slot in &slots {
+            let snap = lock(slot).clone();
+            add_stats(&mut out.stats, &snap.stats);
+            out.in_flight.0 += snap.in_flight.0;
+            out.in_flight.1 += snap.in_flight.1;
+            out.send_dropped += snap.send_dropped;
+            for (m, h) in out.processing.iter_mut().zip(&snap.processing) {
+                // Same bounds everywhere: adding cannot fail.
+                let _ = m.add(h);
+            }
+            for (m, h) in out.upstream.iter_mut().zip(&snap.upstream) {
+                let _ = m[0].add(&h[0]);
+                let _ = m[1].add(&h[1]);
+            }
+            out.workers.push(snap);
+        }
+        out
+    }
+}
+
+/// `into += from`, field by field.
+pub fn add_stats(into: &mut Stats, from: &Stats) {
+    let Stats {
+        rx_requests,
+        rx_responses,
+        tx_responses,
+        forwarded_requests,
+        forwarded_responses,
+        retransmissions_absorbed,
+        retransmissions_sent,
+        dropped_malformed,
+        dropped_unmatched,
+        dropped_overload,
+        dropped_banned,
+        dropped_rate_limited,
+        dropped_scanner,
+        auth_ok,
+        auth_failed,
+        auth_challenges,
+        lookups_started,
+        registrations,
+        regfwd_sent,
+        regfwd_ok,
+        regfwd_failed,
+        timeouts,
+    } = from;
+    into.rx_requests += rx_requests;
+    into.rx_responses += rx_responses;
+    for (a, b) in into.tx_responses.iter_mut().zip(tx_responses) {
+        *a += b;
+    }
+    into.forwarded_requests += forwarded_requests;
+    into.forwarded_responses += forwarded_responses;
+    into.retransmissions_absorbed += retransmissions_absorbed;
+    into.retransmissions_sent += retransmissions_sent;
+    into.dropped_malformed += dropped_malformed;
+    into.dropped_unmatched += dropped_unmatched;
+    into.dropped_overload += dropped_overload;
+    into.dropped_banned += dropped_banned;
+    into.dropped_rate_limited += dropped_rate_limited;
+    into.dropped_scanner += dropped_scanner;
+    into.auth_ok += auth_ok;
+    into.auth_failed += auth_failed;
+    into.auth_challenges += auth_challenges;
+    into.lookups_started += lookups_started;
+    into.registrations += registrations;
+    into.regfwd_sent += regfwd_sent;
+    into.regfwd_ok += regfwd_ok;
+    into.regfwd_failed += regfwd_failed;
+    into.timeouts += timeouts;
+}
+
+/// A worker's recorder: owned by the worker thread, never shared.
+pub struct WorkerMetrics {
+    processing: Vec<Histogram<u64>>,
+    upstream: UpstreamTracker,
+    slot: Slot,
+    next_publish_ms: u64,
+}
+
+/// What the worker publishes besides its histograms.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerState<'a> {
+    pub stats: &'a Stats,
+    pub in_flight: (usize, usize),
+    pub send_dropped: u64,
+}
+
+impl WorkerMetrics {
+    /// Record the processing time of one datagram of class `class`. Never allocates.
+    #[inline]
+    pub fn record_processing(&mut self, class: MsgClass, ns: u64) {
+        if let Some(h) = self.processing.get_mut(class as usize) {
+            h.saturating_record(ns.max(1));
+        }
+    }
+
+    /// The upstream request/response timer (fed from the transmit path and from responses
+    /// received on the upstream socket).
+    pub fn upstream(&mut self) -> &mut UpstreamTracker {
+        &mut self.upstream
+    }
+
+    /// Publish a snapshot if [`PUBLISH_INTERVAL_MS`] has passed since the last one. Cheap
+    /// when not due (one comparison); when due, copies counters and histograms (no
+    /// allocation: the slot's histograms have the same bounds) under a `try_lock`.
+    #[inline]
+    pub fn maybe_publish(&mut self, now_ms: u64, state: WorkerState<'_>) {
+        if now_ms < self.next_publish_ms {
+            return;
+        }
+        self.publish(now_ms, state);
+    }
+
+    /// Publish now (unless a scrape holds the slot this instant).
+    pub fn publish(&mut self, now_ms: u64, state: WorkerState<'_>) {
+        let Ok(mut snap) = self.slot.try_lock() else {
+            return;
+        };
+        self.next_publish_ms = now_ms.saturating_add(PUBLISH_INTERVAL_MS);
+        snap.published_ms = now_ms;
+        snap.stats.clone_from(state.stats);
+        snap.in_flight = state.in_flight;
+        snap.send_dropped = state.send_dropped;
+        for (dst, src) in snap.processing.iter_mut().zip(&self.processing) {
+            copy_hist(dst, src);
+        }
+        for (dst, src) in snap.upstream.iter_mut().zip(self.upstream.histograms()) {
+            copy_hist(&mut dst[0], &src[0]);
+            copy_hist(&mut dst[1], &src[1]);
+        }
+    }
+}
+
+/// `dst = src` for histograms of identical bounds: a reset and a memory copy.
+fn copy_hist(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
+    dst.reset();
+    let _ = dst.add(src);
+}
