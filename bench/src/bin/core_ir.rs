@@ -19,7 +19,8 @@ const PHONE: &str = "127.0.0.3:5062";
 const AST: &str = "127.0.0.2:5080";
 
 fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 fn main() {
@@ -45,7 +46,13 @@ fn main() {
         fwd.extend_from_slice(&sink.last);
         response_into(&fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut resp);
         core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
-        response_into(&fwd, b"SIP/2.0 200 OK\r\n", b"ast", b"Contact: <sip:600@127.0.0.2:5080>\r\n", &mut resp);
+        response_into(
+            &fwd,
+            b"SIP/2.0 200 OK\r\n",
+            b"ast",
+            b"Contact: <sip:600@127.0.0.2:5080>\r\n",
+            &mut resp,
+        );
         core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
         core.handle_datagram(now, Local::Listen(0), phone, &f.ack, &mut sink);
         core.handle_datagram(now, Local::Listen(0), ast, &f.bye, &mut sink);
