@@ -153,8 +153,9 @@ def main():
     L.append("- **Machine**: %s CPUs, %s, %s" % (meta["nproc"], meta["cpu"], meta["kernel"]))
     L.append("- **Load** (shared machine; other builds ran): before `%s`; after `%s`"
              % (meta["up0"].strip(), meta["up1"].strip()))
-    L.append("- **Kamailio** %s (Debian), `-DD -E -n %s`, auth_db on MariaDB %s, usrloc db_mode 0"
-             % (meta["kam"], meta["nproc"], meta["mariadb"]))
+    shm, _, pkg = meta.get("kam_mem", "?:?").partition(":")
+    L.append("- **Kamailio** %s (Debian), `-DD -E -n %s -m %s -M %s`, auth_db on MariaDB %s, usrloc "
+             "db_mode 0" % (meta["kam"].strip(), meta["nproc"], shm, pkg, meta["mariadb"]))
     L.append("- **sipfront** commit %s, `[listen] workers = 0` (one per core), `[credentials] url = "
              "\"mysql://…\"`, `schema = \"sippeers\"`, `[asterisk] refresh_min_interval_secs = 0`"
              % meta["commit"])
