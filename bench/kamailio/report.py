@@ -54,7 +54,7 @@ def limit_label(step, cap):
     if step.get("clean"):
         parts.append("cap %s/s reached" % fmt(cap))
     else:
-        causes = step.get("failure_causes") or {}
+        causes = step.get("aborts") or step.get("failure_causes") or {}
         if step.get("failed", 0) > 0:
             parts.append("%d failed (%s)" % (step["failed"], ", ".join(
                 "%s=%d" % kv for kv in sorted(causes.items())) or "?"))
@@ -295,9 +295,12 @@ def main():
     L.append("  sets the limit (flagged **sipp-bound** above), and the proxy's real maximum is higher.")
     L.append("  On 2 CPUs, sipp, the stand-in, MariaDB and the proxy share the cores, and other builds ran.")
     L.append("- **Latency** is sipp's response time from the first request to the final 200 (including the")
-    L.append("  challenge round trip, the stand-in and sipp's own scheduling), at the fixed rate, with")
-    L.append("  sipp's 1 ms resolution (`-trace_rtt`): 0 means under 1 ms. A p99 goal of 250 µs cannot be")
-    L.append("  checked with sipp; it needs a finer load generator (a separate task).")
+    L.append("  challenge round trip, the stand-in and sipp's own scheduling), at the fixed rate, from")
+    L.append("  sipp's `-trace_rtt` (nominally 1 ms resolution; the observed step is given above): 0 means")
+    L.append("  under one step. A p99 goal of 250 µs (proxy-added) cannot be checked with sipp; it needs a")
+    L.append("  finer load generator (a separate task).")
+    L.append("- **Failures** are sipp's failed calls; the causes come from sipp's error file (\"401 while")
+    L.append("  expecting 100\" = the authenticated REGISTER got a new challenge instead of its 200).")
     with open(out_path, "w") as f:
         f.write("\n".join(L) + "\n")
 
