@@ -186,6 +186,8 @@ pub struct LimitsConfig {
     pub max_transactions_per_worker: usize,
     /// Requests each worker may hold while their credentials are looked up.
     pub max_parked_per_worker: usize,
+    /// Final responses to REGISTERs each worker keeps (for 64·T1) to answer retransmissions.
+    pub register_cache_per_worker: usize,
 }
 
 impl Default for LimitsConfig {
@@ -194,6 +196,7 @@ impl Default for LimitsConfig {
             max_message_bytes: 16 * 1024,
             max_transactions_per_worker: 65_536,
             max_parked_per_worker: 4096,
+            register_cache_per_worker: 16_384,
         }
     }
 }
@@ -323,6 +326,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "limits.max_transactions_per_worker",
                 "must be 1..=4000000",
+            ));
+        }
+        if l.register_cache_per_worker == 0 || l.register_cache_per_worker > 1_000_000 {
+            return Err(ConfigError::invalid(
+                "limits.register_cache_per_worker",
+                "must be 1..=1000000",
             ));
         }
         if l.max_parked_per_worker == 0 || l.max_parked_per_worker > 1_000_000 {

@@ -20,6 +20,7 @@ mod build;
 mod dialog_token;
 mod nat;
 pub mod ports;
+mod regcache;
 mod register;
 mod request;
 mod response;
@@ -99,6 +100,8 @@ pub struct CoreConfig {
     pub max_message_bytes: usize,
     pub max_transactions: usize,
     pub max_parked: usize,
+    /// REGISTER responses kept per worker for retransmissions.
+    pub register_cache: usize,
     pub n_workers: usize,
     /// The digest user must be the From user of every request from a phone (the To user is
     /// always checked for REGISTER).
@@ -129,6 +132,7 @@ impl CoreConfig {
             max_message_bytes: cfg.limits.max_message_bytes,
             max_transactions: cfg.limits.max_transactions_per_worker,
             max_parked: cfg.limits.max_parked_per_worker,
+            register_cache: cfg.limits.register_cache_per_worker,
             n_workers: n_workers.max(1),
             check_from_user: cfg.auth.check_from_user,
             dialog_key: dialog_token::DialogKey::new(&cfg.auth.nonce_secret),
@@ -263,6 +267,8 @@ pub struct Core {
     targets: Vec<route::TargetRec>,
     expired_buf: Vec<u8>,
     next_expiry_ms: u64,
+    /// Final responses to recent REGISTERs, for their retransmissions.
+    reg_cache: regcache::RegCache,
 }
 
 /// An IP as it appears in a Via sent-by or URI host (IPv6 in brackets).
@@ -288,6 +294,7 @@ impl Core {
             targets: Vec::with_capacity(txn::MAX_FORKS),
             expired_buf: Vec::new(),
             next_expiry_ms: 0,
+            reg_cache: regcache::RegCache::new(cfg.register_cache),
             txns: Transactions::new(cfg.max_transactions),
             timers: TimerQueue::with_capacity(cfg.max_transactions.min(65_536) * 2),
             lookups: std::collections::VecDeque::with_capacity(cfg.max_parked.min(4096)),

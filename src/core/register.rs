@@ -66,6 +66,8 @@ impl Core {
                 write_http_date(ctx.now, &mut self.extra);
                 self.extra.extend_from_slice(b"\r\n");
                 self.reply(msg, ctx.src, ctx.sock, 200, "OK", true, tx);
+                self.reg_cache
+                    .insert(ctx.key, ctx.via_id, &self.out, ctx.now);
                 if replayed {
                     return;
                 }

@@ -228,6 +228,14 @@ impl Core {
             self.route_in_dialog(&ctx, &msg, method, ruri_str, true, tx);
             return;
         }
+        if method == Method::Register {
+            let max_age = 64 * self.cfg.timers.t1_ms;
+            if let Some(resp) = self.reg_cache.get(key, via_id, now, max_age) {
+                self.stats.retransmissions_absorbed += 1;
+                tx.send(sock, src, resp);
+                return;
+            }
+        }
         if let Some(idx) = self.txns.find_server(key, via_id) {
             self.stats.retransmissions_absorbed += 1;
             if let Some(t) = self.txns.servers.get(idx) {

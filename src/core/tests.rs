@@ -813,10 +813,14 @@ fn register_is_authenticated_saved_and_forwarded() {
     );
 
     // Registering someone else's AOR is refused.
-    let other = reg(&auth_hdr(false, "alice", "good")).replace("To: <sip:alice@", "To: <sip:bob@");
+    let other = reg(&auth_hdr(false, "alice", "good"))
+        .replace("To: <sip:alice@", "To: <sip:bob@")
+        .replace("CSeq: 1 ", "CSeq: 5 ");
     assert_eq!(h.recv(PHONE, &other)[0].code(), 403);
     // Too brief → 423 with Min-Expires.
-    let brief = reg(&auth_hdr(false, "alice", "good")).replace("Expires: 600", "Expires: 5");
+    let brief = reg(&auth_hdr(false, "alice", "good"))
+        .replace("Expires: 600", "Expires: 5")
+        .replace("CSeq: 1 ", "CSeq: 6 ");
     let out = h.recv(PHONE, &brief);
     assert_eq!(out[0].code(), 423);
     assert_eq!(out[0].header("Min-Expires"), Some("60"));
@@ -1235,4 +1239,28 @@ fn in_dialog_requests_need_a_dialog_of_this_proxy() {
     assert!(out
         .iter()
         .any(|s| s.method() == "BYE" && s.dst == addr("198.51.100.9:5060")));
+}
+
+#[test]
+fn register_retransmissions_get_the_same_final_response() {
+    let mut h = Harness::new(&[AST]);
+    let reg = format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKrt1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\nTo: <sip:alice@example.com>\r\nCall-ID: rt1\r\nCSeq: 2 REGISTER\r\nContact: <sip:alice@127.0.0.3:5062>\r\nExpires: 600\r\n{}Content-Length: 0\r\n\r\n",
+        auth_hdr(false, "alice", "good")
+    );
+    let first = h.recv(PHONE, &reg);
+    let ok = find(&first, |s| s.code() == 200).clone();
+    // The binding changes meanwhile (another REGISTER, another Call-ID)...
+    let other = reg
+        .replace("Call-ID: rt1", "Call-ID: rt2")
+        .replace("z9hG4bKrt1", "z9hG4bKrt2");
+    assert!(h.recv(PHONE, &other).iter().any(|s| s.code() == 200));
+    // ...and the first one's retransmission still gets its own 200, nothing else.
+    let again = h.recv(PHONE, &reg);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].bytes, ok.bytes);
+    // After 64*T1 the entry is gone: the request is processed again.
+    h.advance_to(64 * 500 + 1000);
+    let late = h.recv(PHONE, &reg);
+    assert!(late.iter().all(|s| s.bytes != ok.bytes));
 }
