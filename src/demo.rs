@@ -4,7 +4,8 @@
 //! It creates (once) a SQLite file in the current directory with Asterisk's chan_sip
 //! realtime table `sippeers` holding users 1001, 1002 and 1003 (passwords `secret1001`, ...),
 //! and returns the configuration that uses it: listen on 127.0.0.1:5060, Asterisk expected on
-//! 127.0.0.2:5080, bindings persisted next to it.
+//! 127.0.0.2:5080, bindings persisted next to it, the admin API (`sipfront ctl`, `/metrics`)
+//! on 127.0.0.1:8080.
 
 use std::path::Path;
 
@@ -66,6 +67,7 @@ pub fn prepare(dir: &Path) -> Result<Config, DemoError> {
     cfg.domain.realm = "sipfront.demo".to_owned();
     cfg.domain.local = vec!["sipfront.demo".to_owned(), "localhost".to_owned()];
     cfg.credentials.url = format!("sqlite://{path}");
+    cfg.admin.enabled = true;
     cfg.registrar.persist = format!(
         "sqlite://{}",
         dir.join("sipfront-demo-location.db").display()
