@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use sipfront::core::testing::{call_flow, response_into, test_config, Counter, Fakes};
-use sipfront::core::{Core, Local};
+use sipfront::core::testing::{call_flow, test_config, CallDriver, Counter, Fakes};
+use sipfront::core::Core;
 
 struct Counting;
 
@@ -59,41 +59,23 @@ fn forwarding_a_call_allocates_nothing_once_warm() {
         last: Vec::with_capacity(65_536),
         ..Counter::default()
     };
-    let mut fwd = Vec::with_capacity(65_536);
-    let mut resp = Vec::with_capacity(65_536);
+    let mut driver = CallDriver::new(addr(PHONE), addr(AST));
     let mut now = 1_700_000_000_000u64;
-    let (phone, ast) = (addr(PHONE), addr(AST));
 
     for (i, f) in flows.iter().enumerate() {
         if i == 100 {
             COUNTING.store(true, Ordering::Relaxed);
         }
         let before = sink.datagrams;
-        core.handle_datagram(now, Local::Listen(0), phone, &f.invite, &mut sink);
+        driver.call(&mut core, f, now, &mut sink);
         assert_eq!(
             sink.datagrams - before,
-            2,
-            "100 Trying + INVITE to Asterisk"
+            7,
+            "100, INVITE, 180, 200, ACK, BYE, 200"
         );
-        fwd.clear();
-        fwd.extend_from_slice(&sink.last);
-        response_into(&fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut resp);
-        core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
-        response_into(
-            &fwd,
-            b"SIP/2.0 200 OK\r\n",
-            b"ast",
-            b"Contact: <sip:600@127.0.0.2:5080>\r\n",
-            &mut resp,
-        );
-        core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
-        core.handle_datagram(now, Local::Listen(0), phone, &f.ack, &mut sink);
-        core.handle_datagram(now, Local::Listen(0), ast, &f.bye, &mut sink);
-        fwd.clear();
-        fwd.extend_from_slice(&sink.last);
-        assert!(fwd.starts_with(b"BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\n"));
-        response_into(&fwd, b"SIP/2.0 200 OK\r\n", b"a", b"", &mut resp);
-        core.handle_datagram(now, Local::Listen(0), phone, &resp, &mut sink);
+        assert!(driver
+            .last_forwarded()
+            .starts_with(b"BYE sip:alice@127.0.0.3:5062 SIP/2.0\r\n"));
         assert!(sink.last.starts_with(b"SIP/2.0 200 OK\r\n"));
         // Let this call's transactions terminate so slots are reused.
         now += 40_000;

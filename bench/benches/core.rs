@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sipfront::core::testing::{call_flow, response_into, test_config, Counter, Fakes};
+use sipfront::core::testing::{call_flow, test_config, CallDriver, CallFlow, Counter, Fakes};
 use sipfront::core::{Core, Local};
 
 const PHONE: &str = "127.0.0.3:5062";
@@ -30,8 +30,7 @@ struct Rig {
     core: Core,
     _fakes: Fakes,
     sink: Counter,
-    fwd: Vec<u8>,
-    resp: Vec<u8>,
+    driver: CallDriver,
     now: u64,
 }
 
@@ -51,50 +50,18 @@ impl Rig {
                 last: Vec::with_capacity(65_536),
                 ..Counter::default()
             },
-            fwd: Vec::with_capacity(65_536),
-            resp: Vec::with_capacity(65_536),
+            driver: CallDriver::new(addr(PHONE), addr(AST)),
             now: 1_700_000_000_000,
         }
     }
 
     /// One call; transactions of earlier calls are let expire every 1024 calls.
-    fn call(&mut self, flow: &sipfront::core::testing::CallFlow, n: u64) {
-        let (phone, ast) = (addr(PHONE), addr(AST));
-        let s = &mut self.sink;
-        self.core
-            .handle_datagram(self.now, Local::Listen(0), phone, &flow.invite, s);
-        self.fwd.clear();
-        self.fwd.extend_from_slice(&s.last);
-        response_into(
-            &self.fwd,
-            b"SIP/2.0 180 Ringing\r\n",
-            b"ast",
-            b"",
-            &mut self.resp,
-        );
-        self.core
-            .handle_datagram(self.now, Local::Upstream, ast, &self.resp, s);
-        response_into(
-            &self.fwd,
-            b"SIP/2.0 200 OK\r\n",
-            b"ast",
-            b"Contact: <sip:600@127.0.0.2:5080>\r\n",
-            &mut self.resp,
-        );
-        self.core
-            .handle_datagram(self.now, Local::Upstream, ast, &self.resp, s);
-        self.core
-            .handle_datagram(self.now, Local::Listen(0), phone, &flow.ack, s);
-        self.core
-            .handle_datagram(self.now, Local::Listen(0), ast, &flow.bye, s);
-        self.fwd.clear();
-        self.fwd.extend_from_slice(&s.last);
-        response_into(&self.fwd, b"SIP/2.0 200 OK\r\n", b"a", b"", &mut self.resp);
-        self.core
-            .handle_datagram(self.now, Local::Listen(0), phone, &self.resp, s);
+    fn call(&mut self, flow: &CallFlow, n: u64) {
+        self.driver
+            .call(&mut self.core, flow, self.now, &mut self.sink);
         if n % 1024 == 1023 {
             self.now += 40_000;
-            self.core.handle_timeout(self.now, s);
+            self.core.handle_timeout(self.now, &mut self.sink);
         }
     }
 }

@@ -26,6 +26,28 @@ pub(super) struct Hop<'a> {
     pub contact_alias: Option<SocketAddr>,
 }
 
+impl<'a> Hop<'a> {
+    /// The rewrite that forwards a request over this hop: our Via on top, RFC 3581
+    /// received/rport on the sender's Via, Max-Forwards − 1, Route and Record-Route as asked.
+    fn ops<'o>(
+        &'o self,
+        via: ViaSpec<'o>,
+        src: SocketAddr,
+        record_route: Option<&'o str>,
+    ) -> ForwardOps<'o> {
+        ForwardOps {
+            request_uri: self.request_uri,
+            add_via: Some(via),
+            top_via_received: Some((src.ip(), src.port())),
+            remove_first_route: self.remove_first_route,
+            push_routes: self.push_routes,
+            record_route,
+            decrement_max_forwards: true,
+            ..ForwardOps::default()
+        }
+    }
+}
+
 /// A contact collected from the location table: ranges into `Core::targets_buf`.
 #[derive(Clone, Copy)]
 pub(super) struct TargetRec {
@@ -462,23 +484,13 @@ impl Core {
             &self.cfg.dialog_key,
             msg.call_id().unwrap_or(""),
         );
-        let ops = ForwardOps {
-            request_uri: hop.request_uri,
-            remove_top_via: false,
-            add_via: Some(ViaSpec {
-                transport: "UDP",
-                host,
-                port,
-                branch: branch.as_str(),
-            }),
-            top_via_received: Some((src.ip(), src.port())),
-            remove_first_route: hop.remove_first_route,
-            push_routes: hop.push_routes,
-            record_route: hop.record_route.then_some(rr.as_str()),
-            decrement_max_forwards: true,
-            extra_headers: b"",
-            body: None,
+        let via = ViaSpec {
+            transport: "UDP",
+            host,
+            port,
+            branch: branch.as_str(),
         };
+        let ops = hop.ops(via, src, hop.record_route.then_some(rr.as_str()));
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return false;
         };
@@ -539,23 +551,13 @@ impl Core {
             &self.cfg,
             hop.sock,
         );
-        let ops = ForwardOps {
-            request_uri: hop.request_uri,
-            remove_top_via: false,
-            add_via: Some(ViaSpec {
-                transport: "UDP",
-                host,
-                port,
-                branch: branch.as_str(),
-            }),
-            top_via_received: Some((src.ip(), src.port())),
-            remove_first_route: hop.remove_first_route,
-            push_routes: hop.push_routes,
-            record_route: None,
-            decrement_max_forwards: true,
-            extra_headers: b"",
-            body: None,
+        let via = ViaSpec {
+            transport: "UDP",
+            host,
+            port,
+            branch: branch.as_str(),
         };
+        let ops = hop.ops(via, src, None);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         if write_forward(msg, &ops, &mut out).is_ok() {

@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sipfront::core::testing::{call_flow, response_into, test_config, Counter, Fakes};
-use sipfront::core::{Core, Local};
+use sipfront::core::testing::{call_flow, test_config, CallDriver, Counter, Fakes};
+use sipfront::core::Core;
 
 const PHONE: &str = "127.0.0.3:5062";
 const AST: &str = "127.0.0.2:5080";
@@ -36,30 +36,10 @@ fn main() {
         last: Vec::with_capacity(65_536),
         ..Counter::default()
     };
-    let (mut fwd, mut resp) = (Vec::with_capacity(65_536), Vec::with_capacity(65_536));
-    let (phone, ast) = (addr(PHONE), addr(AST));
+    let mut driver = CallDriver::new(addr(PHONE), addr(AST));
     let mut now = 1_700_000_000_000u64;
     for i in 0..n {
-        let f = &flows[i % flows.len()];
-        core.handle_datagram(now, Local::Listen(0), phone, &f.invite, &mut sink);
-        fwd.clear();
-        fwd.extend_from_slice(&sink.last);
-        response_into(&fwd, b"SIP/2.0 180 Ringing\r\n", b"ast", b"", &mut resp);
-        core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
-        response_into(
-            &fwd,
-            b"SIP/2.0 200 OK\r\n",
-            b"ast",
-            b"Contact: <sip:600@127.0.0.2:5080>\r\n",
-            &mut resp,
-        );
-        core.handle_datagram(now, Local::Upstream, ast, &resp, &mut sink);
-        core.handle_datagram(now, Local::Listen(0), phone, &f.ack, &mut sink);
-        core.handle_datagram(now, Local::Listen(0), ast, &f.bye, &mut sink);
-        fwd.clear();
-        fwd.extend_from_slice(&sink.last);
-        response_into(&fwd, b"SIP/2.0 200 OK\r\n", b"a", b"", &mut resp);
-        core.handle_datagram(now, Local::Listen(0), phone, &resp, &mut sink);
+        driver.call(&mut core, &flows[i % flows.len()], now, &mut sink);
         if i % 1024 == 1023 {
             now += 40_000;
             core.handle_timeout(now, &mut sink);
