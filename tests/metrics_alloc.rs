@@ -3,22 +3,33 @@
 //! counting global allocator after the recorder was built.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sipfront::core::{write_branch, OurBranch, Stats};
 use sipfront::metrics::{classify, MetricsRegistry, WorkerState};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set on the test's own thread only: allocations by the test harness's other threads
+    /// (output capture, reporting) are not the code under test.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    // `try_with`: the allocator may run while thread-locals are being torn down.
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
 // relaxed atomic and does not allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -29,7 +40,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -64,7 +75,7 @@ fn recording_and_publishing_allocate_nothing() {
         in_flight: (1, 1),
         send_dropped: 0,
     };
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
     for i in 0..1000u64 {
         let class = classify(invite.as_bytes());
         w.record_processing(class, 1000 + i);
@@ -74,7 +85,7 @@ fn recording_and_publishing_allocate_nothing() {
         w.record_processing(class, 500 + i);
         w.maybe_publish(i * 50, state);
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
     assert_eq!(
         ALLOCS.load(Ordering::SeqCst),
         0,
