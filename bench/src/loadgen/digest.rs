@@ -129,13 +129,7 @@ pub fn write_authorization(
     } else {
         b"Authorization: Digest username=\""
     });
-    for part in [
-        &user[..],
-        b"\", realm=\"",
-        ch.realm,
-        b"\", nonce=\"",
-        ch.nonce,
-    ] {
+    for part in [user, b"\", realm=\"", ch.realm, b"\", nonce=\"", ch.nonce] {
         out.extend_from_slice(part);
     }
     for part in [

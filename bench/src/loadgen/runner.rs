@@ -52,7 +52,7 @@ impl Workload {
         }
     }
 
-    fn kind(self) -> Kind {
+    pub fn kind(self) -> Kind {
         match self {
             Workload::Register => Kind::Register,
             Workload::Call => Kind::Call,
@@ -296,7 +296,7 @@ impl Runner {
     }
 
     /// Registers every phone once (the `asterisk-call` preparation).
-    fn register_all(&mut self) -> Result<(), RunError> {
+    pub fn register_all(&mut self) -> Result<PhaseResult, RunError> {
         let counts: Vec<u64> = self.workers.iter().map(|w| w.user_count()).collect();
         let total = counts.iter().sum();
         let r = self.phase(
@@ -317,7 +317,7 @@ impl Runner {
                 causes: r.stats.failure_causes(),
             });
         }
-        Ok(())
+        Ok(r)
     }
 
     /// Runs the configured workload and mode; prints as it goes. Returns the max clean rate

@@ -59,7 +59,7 @@ fn long_name(name: &[u8]) -> &[u8] {
     }
 }
 
-fn trim<'a>(mut s: &'a [u8]) -> &'a [u8] {
+fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }

@@ -216,22 +216,19 @@ impl Stats {
 /// of `outputPercentileDistribution` and of the online plotter.
 pub fn hgrm(h: &Histogram<u64>) -> String {
     let mut s = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    let mut total = 0u64;
     for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
         let q = v.quantile_iterated_to();
         let value = h.highest_equivalent(v.value_iterated_to()) as f64;
         if q < 1.0 {
             let _ = writeln!(
                 s,
-                "{value:12.3} {q:14.12} {:10} {:14.2}",
-                v.count_since_last_iteration(),
+                "{value:12.3} {q:14.12} {total:10} {:14.2}",
                 1.0 / (1.0 - q)
             );
         } else {
-            let _ = writeln!(
-                s,
-                "{value:12.3} {q:14.12} {:10}",
-                v.count_since_last_iteration()
-            );
+            let _ = writeln!(s, "{value:12.3} {q:14.12} {total:10}");
         }
     }
     let _ = writeln!(
@@ -250,9 +247,17 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         s,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_buckets(h)
     );
     s
+}
+
+/// HdrHistogram's sub-bucket count for the histogram's precision (2048 at 3 digits).
+fn sub_buckets(h: &Histogram<u64>) -> u64 {
+    (2.0 * 10f64.powi(i32::from(h.sigfig())))
+        .log2()
+        .ceil()
+        .exp2() as u64
 }
 
 #[cfg(test)]
@@ -284,9 +289,13 @@ mod tests {
         assert!(g.contains("Total count    =         1001"), "{g}");
         let last = g
             .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .last()
+            .rfind(|l| !l.starts_with('#') && !l.is_empty())
             .expect("rows");
         assert!(last.contains("1.000000000000"), "{last}");
+        assert!(
+            last.trim_end().ends_with("1001"),
+            "cumulative count: {last}"
+        );
+        assert!(g.contains("SubBuckets     =         2048"), "{g}");
     }
 }
