@@ -165,6 +165,7 @@ fn register_call_and_asterisk_call_through_sipfront() {
         reg_rate: 200.0,
         out_dir: None,
         label: "test".into(),
+        progress: false,
     };
 
     let mut reg = Runner::new(cfg(Workload::Register)).expect("runner");

@@ -75,6 +75,10 @@ struct Args {
     /// Bisection stops when first-failing / last-clean <= 1 + this.
     #[arg(long, default_value_t = 0.05)]
     precision: f64,
+    /// A search step passes only if operations completed at >= this fraction of the offered
+    /// rate (besides zero failures).
+    #[arg(long, default_value_t = 0.95)]
+    keep_up: f64,
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     threads: u32,
@@ -108,6 +112,9 @@ struct Args {
     /// Directory for the .hgrm files (not written when absent).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Print started/ok/failed/retransmits once a second while running.
+    #[arg(long)]
+    progress: bool,
     /// Prefix of the .hgrm file names.
     #[arg(long, default_value = "sipfront")]
     label: String,
@@ -143,6 +150,7 @@ fn main() {
             max_rate: a.max_rate,
             max_steps: a.max_steps,
             precision: a.precision,
+            keep_up: a.keep_up,
         }
     } else {
         Mode::Fixed {
@@ -174,6 +182,7 @@ fn main() {
         reg_rate: a.reg_rate,
         out_dir: a.out,
         label: a.label,
+        progress: a.progress,
     };
     println!(
         "sipfront-loadgen: {} against {} ({} users, {} threads x {} sockets)",

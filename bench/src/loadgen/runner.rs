@@ -6,7 +6,7 @@
 use super::op::Kind;
 use super::stats::Stats;
 use super::users::Users;
-use super::worker::{Bind, Params, Phase, Worker};
+use super::worker::{Bind, Params, Phase, Progress, Worker};
 use crate::cpu::process_cpu_ns;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -74,6 +74,8 @@ pub enum Mode {
         max_rate: f64,
         max_steps: u32,
         precision: f64,
+        /// A step must complete operations at >= this fraction of the offered rate.
+        keep_up: f64,
     },
 }
 
@@ -90,6 +92,40 @@ pub struct RunConfig {
     pub reg_rate: f64,
     pub out_dir: Option<PathBuf>,
     pub label: String,
+    /// Print one line per second while a phase runs.
+    pub progress: bool,
+}
+
+/// Prints per-second deltas of `progress` until every handle finished (bounded by the phase:
+/// workers end at their hard deadline).
+fn print_progress<T>(
+    progress: &Progress,
+    handles: &[std::thread::ScopedJoinHandle<'_, T>],
+    t0: Instant,
+) {
+    let mut last = [0u64; 4];
+    let mut tick = 1u64;
+    while !handles.iter().all(|h| h.is_finished()) {
+        let due = t0 + Duration::from_secs(tick);
+        while Instant::now() < due && !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let now = progress.snapshot();
+        let d: Vec<u64> = now
+            .iter()
+            .zip(&last)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        println!(
+            "   [{tick:>3}s] started {:>7} ok {:>7} failed {:>6} retransmits {:>6}",
+            d.first().unwrap_or(&0),
+            d.get(1).unwrap_or(&0),
+            d.get(2).unwrap_or(&0),
+            d.get(3).unwrap_or(&0)
+        );
+        last = now;
+        tick += 1;
+    }
 }
 
 /// One finished phase.
@@ -131,8 +167,16 @@ impl PhaseResult {
         }
     }
 
+    /// No failure at all (fixed-rate runs).
     pub fn clean(&self) -> bool {
         self.stats.failed() == 0 && self.stats.ok > 0
+    }
+
+    /// A search step passes when nothing failed AND the proxy kept up: operations completed
+    /// at >= `keep_up` of the offered rate. Without the second condition a 5 s op timeout lets
+    /// retransmissions hide an overload (queues growing for the whole step).
+    pub fn sustained(&self, keep_up: f64) -> bool {
+        self.clean() && self.achieved() >= keep_up * self.offered
     }
 
     /// The human report plus one `RESULT k=v ...` line for scripts.
@@ -234,6 +278,7 @@ impl Runner {
         self.phase += 1;
         let n = self.workers.len() as u64;
         let abort = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Progress::default());
         let phases: Vec<Phase> = (0..n)
             .map(|t| Phase {
                 id: self.phase,
@@ -246,8 +291,10 @@ impl Runner {
                 max_inflight: self.cfg.max_inflight / n as usize + 1,
                 stop_on_failure,
                 abort: Arc::clone(&abort),
+                progress: Arc::clone(&progress),
             })
             .collect();
+        let show_progress = self.cfg.progress;
         let cpu0 = process_cpu_ns();
         let t0 = Instant::now();
         let results: Vec<Stats> = std::thread::scope(|s| {
@@ -263,6 +310,9 @@ impl Runner {
                         .expect("spawning a generator thread")
                 })
                 .collect();
+            if show_progress {
+                print_progress(&progress, &handles, t0);
+            }
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_default())
@@ -340,10 +390,12 @@ impl Runner {
                 max_rate,
                 max_steps,
                 precision,
-            } => self.find_max(start, step_secs, max_rate, max_steps, precision),
+                keep_up,
+            } => self.find_max(start, step_secs, max_rate, max_steps, precision, keep_up),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn find_max(
         &mut self,
         start: f64,
@@ -351,6 +403,7 @@ impl Runner {
         max_rate: f64,
         max_steps: u32,
         precision: f64,
+        keep_up: f64,
     ) -> Result<f64, RunError> {
         let w = self.cfg.workload;
         let (mut lo, mut hi): (f64, Option<f64>) = (0.0, None);
@@ -359,13 +412,19 @@ impl Runner {
         for step in 1..=max_steps.max(1) {
             let count = (rate * secs).ceil().max(1.0) as u64;
             let r = self.phase(w.kind(), rate, count, true, None);
-            let clean = r.clean();
+            let clean = r.sustained(keep_up);
             print!(
                 "{}",
                 r.report(&format!(
                     "{} step {step} {}",
                     w.name(),
-                    if clean { "clean" } else { "FAILED" }
+                    if clean {
+                        "clean"
+                    } else if r.clean() {
+                        "FELL-BEHIND"
+                    } else {
+                        "FAILED"
+                    }
                 ))
             );
             if clean {

@@ -12,7 +12,7 @@ use super::stats::{Failure, Stats, Step};
 use super::users::Users;
 use super::wheel::TimerWheel;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +44,25 @@ pub struct Phase {
     /// Stop starting operations once one failed (here or, via `abort`, in another thread).
     pub stop_on_failure: bool,
     pub abort: Arc<AtomicBool>,
+    /// Running totals of all threads, for the once-a-second progress lines.
+    pub progress: Arc<Progress>,
+}
+
+/// Counters published by the workers once per loop turn (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub started: AtomicU64,
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub retransmits: AtomicU64,
+}
+
+impl Progress {
+    /// `(started, ok, failed, retransmits)` now.
+    pub fn snapshot(&self) -> [u64; 4] {
+        [&self.started, &self.ok, &self.failed, &self.retransmits]
+            .map(|a| a.load(Ordering::Relaxed))
+    }
 }
 
 /// A generator thread's state; it survives phases (the phones keep their sockets).
@@ -150,7 +169,32 @@ impl Worker {
         let mut started = 0u64;
         let pace_end = (ph.count as f64 / ph.rate.max(1e-3) * 1e6) as u64;
         let hard_end = pace_end + self.params.op_timeout_us + 2_000_000;
+        let mut published = [0u64; 4];
         loop {
+            let now_counts = [
+                self.stats.started,
+                self.stats.ok,
+                self.stats.failed(),
+                self.stats.retransmits,
+            ];
+            for (i, a) in [
+                &ph.progress.started,
+                &ph.progress.ok,
+                &ph.progress.failed,
+                &ph.progress.retransmits,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (n, p) = (
+                    now_counts.get(i).copied().unwrap_or(0),
+                    published.get(i).copied().unwrap_or(0),
+                );
+                if n > p {
+                    a.fetch_add(n - p, Ordering::Relaxed);
+                }
+            }
+            published = now_counts;
             let now = self.now();
             let stopping = ph.abort.load(Ordering::Relaxed);
             if !stopping && started < ph.count {
