@@ -345,6 +345,29 @@ impl Runner {
         Ok(())
     }
 
+    /// Probes with 100 operations at 200/s every 2 s (at most 30 times) until one probe is
+    /// clean; prints how long the proxy took to recover from the overload.
+    fn wait_recovery(&mut self, kind: Kind) {
+        let t0 = Instant::now();
+        for _ in 0..30 {
+            let p = self.phase(kind, 200.0, 100, true, None);
+            if p.clean() {
+                println!(
+                    "   recovered: a probe is clean {:.1} s after the step",
+                    t0.elapsed().as_secs_f64() + 1.0
+                );
+                return;
+            }
+            let causes = p.stats.failure_causes();
+            println!("   probe failed ({causes}); waiting");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        println!(
+            "   not recovered after {:.0} s; going on",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+
     /// Registers every phone once (the `asterisk-call` preparation).
     pub fn register_all(&mut self) -> Result<PhaseResult, RunError> {
         let counts: Vec<u64> = self.workers.iter().map(|w| w.user_count()).collect();
@@ -440,8 +463,12 @@ impl Runner {
                 Some(h) if h / lo.max(1.0) <= 1.0 + precision || lo == 0.0 => break,
                 Some(h) => (lo + h) / 2.0,
             };
-            // Let the proxy's transactions of the last step finish before the next one.
+            // Let the proxy's transactions of the last step finish before the next one; after
+            // an overloaded step, wait until it serves a light probe cleanly again.
             std::thread::sleep(Duration::from_millis(1000));
+            if !clean {
+                self.wait_recovery(w.kind());
+            }
         }
         println!(
             "== find-max {}: max clean rate {:.0}/s (first failing rate: {})",
