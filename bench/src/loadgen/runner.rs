@@ -188,13 +188,18 @@ impl PhaseResult {
         );
         let _ = writeln!(
             r,
-            "   started {}  ok {}  failed {} ({})  retransmits {}  stray {}",
+            "   started {}  ok {}  failed {} ({})  retransmits {}  stray {}{}",
             s.started,
             s.ok,
             s.failed(),
             s.failure_causes(),
             s.retransmits,
-            s.stray
+            s.stray,
+            if s.send_errors > 0 {
+                format!("  send errors {}", s.send_errors)
+            } else {
+                String::new()
+            }
         );
         let per_op = if s.ok > 0 {
             self.cpu_ns as f64 / 1e3 / s.ok as f64

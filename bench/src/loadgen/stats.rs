@@ -66,8 +66,6 @@ pub enum Failure {
     BadChallenge,
     /// Not started: the in-flight limit was reached (the proxy falls behind the rate).
     Backlog,
-    /// The socket refused the datagram (buffer full).
-    SendFailed,
 }
 
 /// Counters and histograms of one thread (or of all, after [`Stats::merge`]).
@@ -79,6 +77,9 @@ pub struct Stats {
     pub retransmits: u64,
     /// Datagrams that could not be parsed or matched no live operation (late duplicates).
     pub stray: u64,
+    /// Datagrams the socket refused (buffer full): lost like on a network, the retransmission
+    /// timers recover; not an operation failure by themselves.
+    pub send_errors: u64,
     pub failures: Vec<(Failure, u64)>,
     /// µs (phase clock) of the first start and the last success.
     pub first_start_us: u64,
@@ -102,6 +103,7 @@ impl Stats {
             ok: 0,
             retransmits: 0,
             stray: 0,
+            send_errors: 0,
             failures: Vec::new(),
             first_start_us: u64::MAX,
             last_start_us: 0,
@@ -142,6 +144,7 @@ impl Stats {
         self.ok += o.ok;
         self.retransmits += o.retransmits;
         self.stray += o.stray;
+        self.send_errors += o.send_errors;
         for &(f, n) in &o.failures {
             match self.failures.iter_mut().find(|(k, _)| *k == f) {
                 Some((_, m)) => *m += n,
@@ -162,7 +165,6 @@ impl Stats {
                 Failure::Status(c) => write!(s, "status-{c}={n} "),
                 Failure::BadChallenge => write!(s, "bad-challenge={n} "),
                 Failure::Backlog => write!(s, "backlog={n} "),
-                Failure::SendFailed => write!(s, "send-failed={n} "),
             };
         }
         if s.is_empty() {

@@ -254,10 +254,7 @@ impl Worker {
     }
 
     fn flush(&mut self) {
-        let failed = self.tx.flush(&self.socks);
-        for _ in 0..failed {
-            self.stats.fail(Failure::SendFailed);
-        }
+        self.stats.send_errors += self.tx.flush(&self.socks);
     }
 
     fn fail_all(&mut self) {
