@@ -1,0 +1,477 @@
+//! One generator thread: its sockets, its slab of [`Op`]s, a timer wheel, and the loop that
+//! starts operations at the paced rate, reads responses in `recvmmsg` batches, drives each op
+//! (and, for Asterisk calls, plays the called phone), fires retransmissions and timeouts, and
+//! flushes the queued datagrams with `sendmmsg`. Time: µs since the phase started.
+
+use super::build::{write_response, write_route_set};
+use super::digest::{parse_challenge, write_authorization};
+use super::net::{RecvBatch, SendQueue, Sockets};
+use super::op::{compose, parse_call_id, Identity, Kind, Op, Small, State};
+use super::sip::Msg;
+use super::stats::{Failure, Stats, Step};
+use super::users::Users;
+use super::wheel::TimerWheel;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings shared by every thread.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub proxy: SocketAddrV4,
+    /// The proxy's domain (REGISTER request URI, From/To host of the phones, digest uri).
+    pub domain: String,
+    /// The extension phones call in the `call` workload.
+    pub target: String,
+    pub expires: u32,
+    pub t1_us: u64,
+    pub t2_us: u64,
+    pub op_timeout_us: u64,
+    pub talk_us: u64,
+    pub threads: u32,
+}
+
+/// One phase for one thread.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    pub id: u32,
+    pub kind: Kind,
+    /// Operations per second for this thread.
+    pub rate: f64,
+    pub count: u64,
+    pub max_inflight: usize,
+    /// Stop starting operations once one failed (here or, via `abort`, in another thread).
+    pub stop_on_failure: bool,
+    pub abort: Arc<AtomicBool>,
+    /// Running totals of all threads, for the once-a-second progress lines.
+    pub progress: Arc<Progress>,
+}
+
+/// Counters published by the workers once per loop turn (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub started: AtomicU64,
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub retransmits: AtomicU64,
+}
+
+impl Progress {
+    /// `(started, ok, failed, retransmits)` now.
+    pub fn snapshot(&self) -> [u64; 4] {
+        [&self.started, &self.ok, &self.failed, &self.retransmits]
+            .map(|a| a.load(Ordering::Relaxed))
+    }
+}
+
+/// A generator thread's state; it survives phases (the phones keep their sockets).
+#[derive(Debug)]
+pub struct Worker {
+    thread: u32,
+    params: Arc<Params>,
+    users: Arc<Users>,
+    socks: Sockets,
+    /// Phone sockets are 0..n_phone; the Asterisk socket (if any) is `n_phone`.
+    n_phone: u16,
+    ast_sock: Option<u16>,
+    ops: Vec<Op>,
+    free: Vec<u32>,
+    live: usize,
+    wheel: TimerWheel,
+    tx: SendQueue,
+    scratch: Vec<u8>,
+    extra: Vec<u8>,
+    stats: Stats,
+    phase: u32,
+    clock: Instant,
+}
+
+/// The ports a worker binds.
+#[derive(Debug, Clone, Copy)]
+pub struct Bind {
+    pub phone_ip: Ipv4Addr,
+    pub phone_sockets: u16,
+    /// The Asterisk side's IP (`asterisk-call`), bound on a free port.
+    pub asterisk_ip: Option<Ipv4Addr>,
+}
+
+impl Worker {
+    pub fn new(
+        thread: u32,
+        params: Arc<Params>,
+        users: Arc<Users>,
+        bind: Bind,
+    ) -> std::io::Result<Worker> {
+        let mut socks = Sockets::new()?;
+        for _ in 0..bind.phone_sockets.max(1) {
+            socks.bind(bind.phone_ip, 0)?;
+        }
+        let n_phone = socks.len() as u16;
+        let ast_sock = bind.asterisk_ip.map(|ip| socks.bind(ip, 0)).transpose()?;
+        Ok(Worker {
+            thread,
+            params,
+            users,
+            socks,
+            n_phone,
+            ast_sock,
+            ops: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            wheel: TimerWheel::new(1000, 8192, 0),
+            tx: SendQueue::new(),
+            scratch: Vec::with_capacity(2048),
+            extra: Vec::with_capacity(1024),
+            stats: Stats::new(),
+            phase: 0,
+            clock: Instant::now(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_micros() as u64 + 1
+    }
+
+    /// Users this thread plays: `thread + threads * k`.
+    fn users_here(&self) -> u64 {
+        let (n, t, th) = (
+            self.users.len() as u64,
+            u64::from(self.thread),
+            u64::from(self.params.threads.max(1)),
+        );
+        n.saturating_sub(t).div_ceil(th).max(1)
+    }
+
+    fn user_for(&self, k: u64) -> u32 {
+        let th = u64::from(self.params.threads.max(1));
+        (u64::from(self.thread) + th * (k % self.users_here())) as u32
+    }
+
+    fn sock_for_user(&self, user: u32) -> u16 {
+        ((user / self.params.threads.max(1)) % u32::from(self.n_phone.max(1))) as u16
+    }
+
+    /// Users this thread registers in an `asterisk-call` run (each once).
+    pub fn user_count(&self) -> u64 {
+        self.users_here()
+    }
+
+    /// Runs one phase to the end (every op finished, failed or timed out) and returns its stats.
+    pub fn run(&mut self, ph: &Phase) -> Stats {
+        self.phase = ph.id;
+        self.stats = Stats::new();
+        self.clock = Instant::now();
+        self.wheel = TimerWheel::new(1000, 8192, 0);
+        let mut rx = RecvBatch::new();
+        let mut ready = Vec::with_capacity(64);
+        let mut due = Vec::with_capacity(1024);
+        let mut started = 0u64;
+        let pace_end = (ph.count as f64 / ph.rate.max(1e-3) * 1e6) as u64;
+        let hard_end = pace_end + self.params.op_timeout_us + 2_000_000;
+        let mut published = [0u64; 4];
+        loop {
+            let now_counts = [
+                self.stats.started,
+                self.stats.ok,
+                self.stats.failed(),
+                self.stats.retransmits,
+            ];
+            for (i, a) in [
+                &ph.progress.started,
+                &ph.progress.ok,
+                &ph.progress.failed,
+                &ph.progress.retransmits,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (n, p) = (
+                    now_counts.get(i).copied().unwrap_or(0),
+                    published.get(i).copied().unwrap_or(0),
+                );
+                if n > p {
+                    a.fetch_add(n - p, Ordering::Relaxed);
+                }
+            }
+            published = now_counts;
+            let now = self.now();
+            let stopping = ph.abort.load(Ordering::Relaxed);
+            if !stopping && started < ph.count {
+                let target = ((now as f64 * ph.rate / 1e6) as u64 + 1).min(ph.count);
+                // Bounded burst per turn, so responses keep being read when behind.
+                let mut burst = 0;
+                while started < target && burst < 2048 {
+                    if self.live >= ph.max_inflight {
+                        self.stats.fail(Failure::Backlog);
+                    } else {
+                        self.start(ph.kind, started, now);
+                    }
+                    started += 1;
+                    burst += 1;
+                }
+            }
+            self.wheel.expire(now, &mut due);
+            for key in due.drain(..) {
+                self.on_timer(key, now);
+            }
+            self.flush();
+            if ph.stop_on_failure && self.stats.failed() > 0 {
+                ph.abort.store(true, Ordering::Relaxed);
+            }
+            let done_starting = started >= ph.count || ph.abort.load(Ordering::Relaxed);
+            if done_starting && self.live == 0 {
+                break;
+            }
+            if now > hard_end {
+                self.fail_all();
+                break;
+            }
+            let next_start = ((started as f64) * 1e6 / ph.rate.max(1e-3)) as u64;
+            let wait_ms = if !done_starting && next_start <= now {
+                0
+            } else {
+                1
+            };
+            self.socks.wait(wait_ms, &mut ready);
+            let now = self.now();
+            for &s in &ready {
+                for _ in 0..16 {
+                    let n = rx.recv(&self.socks, s);
+                    for i in 0..n {
+                        if let Some((data, src)) = rx.get(i) {
+                            self.on_datagram(s, src, data, now);
+                        }
+                    }
+                    if n < super::net::BATCH {
+                        break;
+                    }
+                }
+            }
+            self.flush();
+        }
+        std::mem::take(&mut self.stats)
+    }
+
+    fn flush(&mut self) {
+        self.stats.send_errors += self.tx.flush(&self.socks);
+    }
+
+    fn fail_all(&mut self) {
+        for i in 0..self.ops.len() {
+            if self.ops.get(i).is_some_and(|o| o.state != State::Free) {
+                self.finish(i as u32, Some(Failure::Timeout), 0);
+            }
+        }
+    }
+
+    fn start(&mut self, kind: Kind, k: u64, now: u64) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.ops.push(Op::new());
+                self.ops.len() as u32 - 1
+            }
+        };
+        let user = self.user_for(k);
+        let sock = match kind {
+            Kind::AsteriskCall => self.ast_sock.unwrap_or(0),
+            _ => self.sock_for_user(user),
+        };
+        let (phase, thread, timeout) = (self.phase, self.thread, self.params.op_timeout_us);
+        let Some(op) = self.ops.get_mut(slot as usize) else {
+            return;
+        };
+        op.gen = op.gen.wrapping_add(1);
+        let cid = Small::fmt(format_args!("{phase}.{thread}.{slot}.{}@lg", op.gen));
+        op.reset(kind, user, sock, cid, now, timeout);
+        self.live += 1;
+        self.stats.started += 1;
+        self.stats.first_start_us = self.stats.first_start_us.min(now);
+        self.stats.last_start_us = now;
+        self.extra.clear();
+        self.send_request(slot, b"", now);
+    }
+
+    /// Composes and sends the op's current request (first or authenticated), arming its
+    /// retransmission; `extra` holds the credentials line if any.
+    fn send_request(&mut self, slot: u32, method_override: &[u8], now: u64) {
+        let p = Arc::clone(&self.params);
+        let users = Arc::clone(&self.users);
+        let Some(op) = self.ops.get_mut(slot as usize) else {
+            return;
+        };
+        let (user, _) = users.get(op.user as usize);
+        let local = self.socks.local_txt(op.sock);
+        let u = String::from_utf8_lossy(user);
+        let (from_uri, to_uri, ruri, method) = match op.kind {
+            Kind::Register => {
+                let me = Small::<128>::fmt(format_args!("sip:{u}@{}", p.domain));
+                (
+                    me,
+                    me,
+                    Small::<128>::fmt(format_args!("sip:{}", p.domain)),
+                    &b"REGISTER"[..],
+                )
+            }
+            Kind::Call => (
+                Small::fmt(format_args!("sip:{u}@{}", p.domain)),
+                Small::fmt(format_args!("sip:{}@{}", p.target, p.domain)),
+                Small::fmt(format_args!("sip:{}@{}", p.target, p.domain)),
+                &b"INVITE"[..],
+            ),
+            Kind::AsteriskCall => {
+                let ip = self
+                    .socks
+                    .local(op.sock)
+                    .map(|a| *a.ip())
+                    .unwrap_or(Ipv4Addr::LOCALHOST);
+                let to = Small::<128>::fmt(format_args!("sip:{u}@{}", p.proxy));
+                (
+                    Small::fmt(format_args!("sip:asterisk@{ip}")),
+                    to,
+                    to,
+                    &b"INVITE"[..],
+                )
+            }
+        };
+        let method = if method_override.is_empty() {
+            method
+        } else {
+            method_override
+        };
+        let id = Identity {
+            user: if op.kind == Kind::AsteriskCall {
+                b"asterisk"
+            } else {
+                user
+            },
+            from_uri: from_uri.as_bytes(),
+            to_uri: to_uri.as_bytes(),
+            local,
+            slot,
+            gen: op.gen,
+        };
+        let expires = (op.kind == Kind::Register).then_some(p.expires);
+        compose(
+            &mut op.req,
+            &id,
+            op.call_id.as_bytes(),
+            b"",
+            method,
+            ruri.as_bytes(),
+            op.cseq,
+            b'r',
+            &self.extra,
+            expires,
+        );
+        op.t_req = now;
+        op.rtx_iv = p.t1_us;
+        op.rtx_cap = if method == b"INVITE" {
+            u64::MAX
+        } else {
+            p.t2_us
+        };
+        op.rtx_at = now + p.t1_us;
+        self.tx.push(op.sock, p.proxy, &op.req);
+        self.arm(slot);
+    }
+
+    fn arm(&mut self, slot: u32) {
+        let Some(op) = self.ops.get_mut(slot as usize) else {
+            return;
+        };
+        op.timer_seq = op.timer_seq.wrapping_add(1);
+        let key = u64::from(slot) | (u64::from(op.timer_seq) << 32);
+        let at = op.next_deadline();
+        self.wheel.insert(at, key);
+    }
+
+    fn finish(&mut self, slot: u32, failure: Option<Failure>, now: u64) {
+        let Some(op) = self.ops.get_mut(slot as usize) else {
+            return;
+        };
+        if op.state == State::Free {
+            return;
+        }
+        match failure {
+            None => {
+                self.stats.ok += 1;
+                self.stats.last_ok_us = now;
+                self.stats.record(Step::Total, now.saturating_sub(op.t_op));
+            }
+            Some(f) => self.stats.fail(f),
+        }
+        op.state = State::Free;
+        op.timer_seq = op.timer_seq.wrapping_add(1);
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    fn on_timer(&mut self, key: u64, now: u64) {
+        let slot = key as u32;
+        let seq = (key >> 32) as u32;
+        let proxy = self.params.proxy;
+        let Some(op) = self.ops.get_mut(slot as usize) else {
+            return;
+        };
+        if op.state == State::Free || op.timer_seq != seq {
+            return;
+        }
+        if now >= op.deadline {
+            self.finish(slot, Some(Failure::Timeout), now);
+            return;
+        }
+        if op.rtx_at != 0 && now >= op.rtx_at {
+            self.tx.push(op.sock, proxy, &op.req);
+            self.stats.retransmits += 1;
+            op.rtx_iv = (op.rtx_iv * 2).min(op.rtx_cap);
+            op.rtx_at = now + op.rtx_iv;
+        }
+        if op.phone_rtx_at != 0 && now >= op.phone_rtx_at {
+            if let Some(dst) = op.phone_dst {
+                self.tx.push(op.phone_sock, dst, &op.phone_resp);
+                self.stats.retransmits += 1;
+            }
+            op.phone_iv = (op.phone_iv * 2).min(self.params.t2_us);
+            op.phone_rtx_at = now + op.phone_iv;
+        }
+        if op.bye_at != 0 && now >= op.bye_at {
+            op.bye_at = 0;
+            self.send_in_dialog(slot, b"BYE", now);
+            return;
+        }
+        self.arm(slot);
+    }
+
+    fn lookup(&self, m: &Msg<'_>) -> Option<u32> {
+        let (phase, thread, slot, gen) = parse_call_id(m.call_id)?;
+        let op = self.ops.get(slot as usize)?;
+        (phase == self.phase && thread == self.thread && op.gen == gen && op.state != State::Free)
+            .then_some(slot)
+    }
+
+    fn on_datagram(&mut self, sock: u16, src: SocketAddrV4, data: &[u8], now: u64) {
+        let Ok(m) = Msg::parse(data) else {
+            self.stats.stray += 1;
+            return;
+        };
+        let Some(slot) = self.lookup(&m) else {
+            // A late BYE for a finished call still gets its 200 (the proxy is waiting for it).
+            if m.method == b"BYE" {
+                write_response(&mut self.scratch, &m, b"200 OK", b"late", None, false);
+                self.tx.push(sock, src, &self.scratch);
+            }
+            self.stats.stray += 1;
+            return;
+        };
+        if m.code == 0 {
+            self.on_phone_request(slot, sock, src, &m, now);
+        } else {
+            self.on_response(slot, &m, now);
+        }
+    }
+}
+
+#[path = "dialog.rs"]
+mod dialog;

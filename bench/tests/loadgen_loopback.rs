@@ -1,0 +1,207 @@
+//! The load generator against the REAL sipfront and the Asterisk stand-in on loopback, at a
+//! small rate: authenticated registrations, authenticated calls (stand-in answers ext 600) and
+//! Asterisk-originated calls to registered phones must all succeed, with every step's latency
+//! recorded. Needs the `sipfront` binary next to this test's profile directory
+//! (`cargo build --bin sipfront`, or `cargo test --workspace`).
+
+use sipfront_bench::loadgen::runner::{Mode, RunConfig, Runner, Workload};
+use sipfront_bench::loadgen::stats::Step;
+use sipfront_bench::loadgen::users::Users;
+use sipfront_bench::loadgen::worker::{Bind, Params};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Kills (by PID, through the handle) and reaps the child on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sipfront_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir.join("sipfront");
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build --bin sipfront` first",
+        bin.display()
+    );
+    bin
+}
+
+fn free_udp_port(ip: Ipv4Addr) -> u16 {
+    let s = UdpSocket::bind((ip, 0)).expect("probe bind");
+    s.local_addr().expect("probe addr").port()
+}
+
+/// Sends OPTIONS until a 200 comes back (bounded: 100 tries of 200 ms).
+fn wait_for_options(proxy: SocketAddrV4) -> bool {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("ping socket");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let me = s.local_addr().expect("addr");
+    let mut buf = [0u8; 4096];
+    for i in 0..100 {
+        let msg = format!(
+            "OPTIONS sip:{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKt{i};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:ping@127.0.0.1>;tag=t\r\nTo: <sip:{proxy}>\r\nCall-ID: ping{i}@t\r\nCSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let _ = s.send_to(msg.as_bytes(), proxy);
+        if let Ok(n) = s.recv(&mut buf) {
+            if buf.get(..n).is_some_and(|b| b.starts_with(b"SIP/2.0 200")) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn register_call_and_asterisk_call_through_sipfront() {
+    let dir = std::env::temp_dir().join(format!("loadgen-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("workdir");
+    let db = dir.join("credentials.db");
+    let _ = std::fs::remove_file(&db);
+    {
+        let c = rusqlite::Connection::open(&db).expect("sqlite");
+        c.execute_batch(
+            "CREATE TABLE sippeers (name VARCHAR(80) PRIMARY KEY, secret VARCHAR(80), md5secret VARCHAR(80), \
+             host VARCHAR(31) NOT NULL DEFAULT 'dynamic', context VARCHAR(80));",
+        )
+        .expect("schema");
+        for u in 1001..=1100 {
+            c.execute(
+                "INSERT INTO sippeers (name, secret) VALUES (?1, ?2)",
+                (u.to_string(), format!("pw{u}")),
+            )
+            .expect("insert");
+        }
+    }
+    let mut standin = Command::new(env!("CARGO_BIN_EXE_asterisk-standin"))
+        .args([
+            "--listen",
+            "127.0.0.2:0",
+            "--control",
+            "127.0.0.1:0",
+            "--mode",
+            "answer",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the stand-in");
+    let mut line = String::new();
+    BufReader::new(standin.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let _standin = Proc(standin);
+    let node = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sip="))
+        .expect("sip= in the line")
+        .to_owned();
+    let proxy = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST));
+    let config = dir.join("sipfront.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nudp = [\"{proxy}\"]\nworkers = 2\n\n[domain]\nrealm = \"sipfront.test\"\n\
+             local = [\"sipfront.test\"]\n\n[asterisk]\nnodes = [\"{node}\"]\nmatch = \"ip\"\n\n\
+             [credentials]\nurl = \"sqlite://{}\"\n\n[registrar]\npersist = \"none\"\n\n\
+             [guard]\nallow = [\"127.0.0.0/8\"]\n\n[log]\nlevel = \"warn\"\n",
+            db.display()
+        ),
+    )
+    .expect("config");
+    let sipfront = Command::new(sipfront_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sipfront");
+    let _sipfront = Proc(sipfront);
+    assert!(
+        wait_for_options(proxy),
+        "sipfront did not answer OPTIONS on {proxy}"
+    );
+
+    let cfg = |workload| RunConfig {
+        params: Params {
+            proxy,
+            domain: "sipfront.test".into(),
+            target: "600".into(),
+            expires: 3600,
+            t1_us: 500_000,
+            t2_us: 4_000_000,
+            op_timeout_us: 8_000_000,
+            talk_us: 0,
+            threads: 2,
+        },
+        users: Users::range("1001-1100", "pw{user}").expect("users"),
+        bind: Bind {
+            phone_ip: Ipv4Addr::LOCALHOST,
+            phone_sockets: 4,
+            asterisk_ip: Some(Ipv4Addr::new(127, 0, 0, 2)),
+        },
+        workload,
+        mode: Mode::Fixed {
+            rate: 100.0,
+            count: 100,
+        },
+        max_inflight: 10_000,
+        reg_rate: 200.0,
+        out_dir: None,
+        label: "test".into(),
+        progress: false,
+    };
+
+    let mut reg = Runner::new(cfg(Workload::Register)).expect("runner");
+    let r = reg.phase(Workload::Register.kind(), 200.0, 200, false, None);
+    assert_eq!(
+        (r.stats.ok, r.stats.failed()),
+        (200, 0),
+        "{}",
+        r.report("register")
+    );
+    for step in [Step::RegChallenge, Step::RegAuth, Step::Total] {
+        assert_eq!(r.stats.hist(step).map(|h| h.len()), Some(200), "{step:?}");
+    }
+
+    let mut call = Runner::new(cfg(Workload::Call)).expect("runner");
+    let r = call.phase(Workload::Call.kind(), 100.0, 100, false, None);
+    assert_eq!(
+        (r.stats.ok, r.stats.failed()),
+        (100, 0),
+        "{}",
+        r.report("call")
+    );
+    for step in [Step::InvChallenge, Step::Inv180, Step::Inv200, Step::Bye] {
+        assert_eq!(r.stats.hist(step).map(|h| h.len()), Some(100), "{step:?}");
+    }
+
+    let mut ast = Runner::new(cfg(Workload::AsteriskCall)).expect("runner");
+    let regs = ast.register_all().expect("phones register");
+    assert_eq!(regs.stats.ok, 100);
+    let r = ast.phase(Workload::AsteriskCall.kind(), 100.0, 100, false, None);
+    assert_eq!(
+        (r.stats.ok, r.stats.failed()),
+        (100, 0),
+        "{}",
+        r.report("asterisk-call")
+    );
+    assert_eq!(r.stats.hist(Step::Inv200).map(|h| h.len()), Some(100));
+    let _ = std::fs::remove_dir_all(&dir);
+}
