@@ -163,6 +163,10 @@ pub struct TimerConfig {
     pub t4_ms: u64,
     /// Timer C: how long an INVITE may stay without a final response (RFC 3261 §16.6 (11)).
     pub timer_c_ms: u64,
+    /// How long a server transaction absorbs retransmissions after a 2xx to an INVITE, or
+    /// after the final response to any other request (RFC 3261 Timer J, RFC 6026 Timer L;
+    /// Kamailio's `wt_timer`).
+    pub server_linger_ms: u64,
 }
 
 impl Default for TimerConfig {
@@ -172,6 +176,7 @@ impl Default for TimerConfig {
             t2_ms: 4000,
             t4_ms: 5000,
             timer_c_ms: 180_000,
+            server_linger_ms: 5_000,
         }
     }
 }
@@ -313,6 +318,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "timers.timer_c_ms",
                 "must be at least 64*t1_ms",
+            ));
+        }
+        if t.server_linger_ms < t.t1_ms || t.server_linger_ms > 64 * t.t1_ms.max(1_000) {
+            return Err(ConfigError::invalid(
+                "timers.server_linger_ms",
+                "must be t1_ms..=64*t1_ms",
             ));
         }
         let l = &self.limits;

@@ -133,8 +133,9 @@ impl Core {
                 self.timers
                     .arm(now + t1, idx, gen, TimerKind::ServerRetransmit);
             }
+            let linger = self.cfg.server_linger_ms(invite, code);
             self.timers
-                .arm(now + 64 * t1, idx, gen, TimerKind::ServerLinger);
+                .arm(now + linger, idx, gen, TimerKind::ServerLinger);
         }
         self.count_response(code);
     }

@@ -174,14 +174,14 @@ impl Core {
             if first_2xx {
                 if let Some(t) = self.txns.servers.get_mut(server) {
                     let sgen = t.gen;
-                    let t1 = self.cfg.timers.t1_ms;
+                    let linger = self.cfg.server_linger_ms(t.invite, code);
                     t.state = if t.invite {
                         ServerState::Accepted
                     } else {
                         ServerState::Completed
                     };
                     self.timers
-                        .arm(now + 64 * t1, server, sgen, TimerKind::ServerLinger);
+                        .arm(now + linger, server, sgen, TimerKind::ServerLinger);
                 }
                 self.cancel_branches(now, server, tx);
             }
@@ -298,8 +298,9 @@ impl Core {
                     self.timers
                         .arm(now + t1, server, gen, TimerKind::ServerRetransmit);
                 }
+                let linger = self.cfg.server_linger_ms(t.invite, code);
                 self.timers
-                    .arm(now + 64 * t1, server, gen, TimerKind::ServerLinger);
+                    .arm(now + linger, server, gen, TimerKind::ServerLinger);
             }
         }
         if let Some(t) = self.txns.servers.get_mut(server) {

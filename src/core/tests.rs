@@ -702,6 +702,9 @@ fn message_between_phones() {
     let out = h.recv(PHONE, &m);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].code(), 200);
+    // The transactions go after [timers] server_linger_ms (5 s) and T4, not 64*T1.
+    h.advance_to(5_001);
+    assert_eq!(h.core.transactions_in_flight(), (0, 0));
 }
 
 #[test]
