@@ -167,6 +167,8 @@ pub struct TimerConfig {
     /// after the final response to any other request (RFC 3261 Timer J, RFC 6026 Timer L;
     /// Kamailio's `wt_timer`).
     pub server_linger_ms: u64,
+    /// On SIGTERM, how long to wait for transactions in flight (new requests get 503).
+    pub drain_ms: u64,
 }
 
 impl Default for TimerConfig {
@@ -177,6 +179,7 @@ impl Default for TimerConfig {
             t4_ms: 5000,
             timer_c_ms: 180_000,
             server_linger_ms: 5_000,
+            drain_ms: 5_000,
         }
     }
 }
@@ -325,6 +328,9 @@ impl Config {
                 "timers.server_linger_ms",
                 "must be t1_ms..=64*t1_ms",
             ));
+        }
+        if t.drain_ms > 600_000 {
+            return Err(ConfigError::invalid("timers.drain_ms", "at most 600000"));
         }
         let l = &self.limits;
         if !(1024..=65_535).contains(&l.max_message_bytes) {

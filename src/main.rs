@@ -141,7 +141,12 @@ fn run(cfg: &Config) -> ExitCode {
             _ => break,
         }
     }
-    tracing::info!("shutting down");
+    let drain = std::time::Duration::from_millis(cfg.timers.drain_ms);
+    tracing::info!(
+        max_ms = cfg.timers.drain_ms,
+        "shutting down: draining transactions in flight"
+    );
+    server.drain(drain);
     match server.shutdown() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

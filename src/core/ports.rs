@@ -159,4 +159,6 @@ pub struct Ports {
     pub regfwd: Arc<dyn RegFwdPort>,
     /// Rate limits, failed-auth bans, scanner User-Agents (shared by all workers).
     pub guard: Arc<crate::guard::Guard>,
+    /// Set on shutdown: new requests get 503, running transactions and dialogs go on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -285,6 +285,15 @@ impl Core {
             return;
         }
 
+        // Shutting down: no new work; transactions and dialogs in progress go on.
+        if self
+            .ports
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.reply_unavailable(&msg, &ctx, tx);
+            return;
+        }
         let mut user_buf = [0u8; MAX_USER_LEN];
         let mut user_len = 0;
         let mut replayed = false;

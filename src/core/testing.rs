@@ -364,6 +364,8 @@ pub struct Fakes {
     /// The real guard, with rate limiting off (tests and benches send many datagrams from
     /// one address at one virtual instant).
     pub guard: Arc<Guard>,
+    /// The shutdown flag the cores see.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Fakes {
@@ -376,6 +378,7 @@ impl Fakes {
                 rate_enabled: false,
                 ..GuardConfig::default()
             })),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -385,7 +388,12 @@ impl Fakes {
             location: self.location.clone(),
             regfwd: self.regfwd.clone(),
             guard: self.guard.clone(),
+            draining: self.draining.clone(),
         }
+    }
+
+    pub fn draining_flag(&self) -> &std::sync::atomic::AtomicBool {
+        &self.draining
     }
 }
 

@@ -1267,3 +1267,19 @@ fn register_retransmissions_get_the_same_final_response() {
     let late = h.recv(PHONE, &reg);
     assert!(late.iter().all(|s| s.bytes != ok.bytes));
 }
+
+#[test]
+fn draining_refuses_new_requests_but_finishes_calls() {
+    let mut h = Harness::new(&[AST]);
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKdr1", "dr1");
+    h.fakes
+        .draining_flag()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // A new call: 503 with Retry-After.
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKdr2", "dr2"));
+    assert_eq!(out[0].code(), 503);
+    assert!(out[0].header("Retry-After").is_some());
+    // The call in progress completes.
+    let out = h.recv_on(Local::Upstream, AST, &respond(&fwd, 200, Some("a"), ""));
+    assert!(out.iter().any(|s| s.code() == 200 && s.dst == addr(PHONE)));
+}

@@ -62,6 +62,7 @@ pub struct Server {
     registrar: Arc<Registrar>,
     metrics: Arc<MetricsRegistry>,
     admin: Option<AdminServer>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Server {
@@ -77,6 +78,7 @@ impl Server {
         let persister = Persister::start(&registrar, now_ms)?;
         let (aors, contacts) = registrar.counts();
         tracing::info!(aors, contacts, "location table loaded");
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
         let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
         let regfwd = RegFwd::new(RegFwdSettings {
@@ -103,6 +105,7 @@ impl Server {
             }),
             regfwd: regfwd.clone(),
             guard: guard.clone(),
+            draining: draining.clone(),
         };
         let metrics = MetricsRegistry::new(cfg.asterisk.nodes.clone());
         let factory_metrics = metrics.clone();
@@ -164,6 +167,7 @@ impl Server {
             registrar,
             metrics,
             admin,
+            draining,
         })
     }
 
@@ -191,6 +195,31 @@ impl Server {
         match self.refresh.refresh_now(Duration::from_secs(30)) {
             Ok(stats) => tracing::info!(users = stats.users, "credentials reloaded"),
             Err(e) => tracing::warn!(error = %e, "credential reload failed"),
+        }
+    }
+
+    /// Stop taking new requests (they get 503 with Retry-After) and wait, at most `max`,
+    /// until the transactions in flight are done; in-dialog requests still pass meanwhile.
+    pub fn drain(&self, max: Duration) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let start = std::time::Instant::now();
+        loop {
+            let (servers, clients) = self.metrics.collect().in_flight;
+            if servers + clients == 0 {
+                tracing::info!("drained");
+                return;
+            }
+            if start.elapsed() >= max {
+                tracing::warn!(
+                    servers,
+                    clients,
+                    "drain time over; stopping with transactions in flight"
+                );
+                return;
+            }
+            // Workers publish their counts at most every 100 ms: poll at that pace.
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
