@@ -187,12 +187,10 @@ impl Core {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"CSeq: ");
-        let mut num = itoa_buf(cseq.seq);
-        out.extend_from_slice(num.as_bytes());
+        out.extend_from_slice(itoa_buf(cseq.seq).as_bytes());
         out.push(b' ');
         out.extend_from_slice(method);
         out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
-        num.clear();
         true
     }
 }
@@ -206,9 +204,6 @@ pub(super) struct ItoaBuf {
 impl ItoaBuf {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
-    }
-    fn clear(&mut self) {
-        self.start = self.buf.len();
     }
 }
 
