@@ -71,6 +71,7 @@ fn rewrite(m: &Message, flags: u8) {
         },
         record_route: bit(6).then_some("sip:192.0.2.1;lr"),
         decrement_max_forwards: bit(7),
+        drop_lines: &[],
         extra_headers: b"X-Fuzz: 1\r\n",
         body: None,
     };

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         },
         record_route: bit(6).then_some("sip:192.0.2.1;lr"),
         decrement_max_forwards: bit(7),
+        drop_lines: &[],
         extra_headers: b"X-Fuzz: 1\r\n",
         body: None,
     };

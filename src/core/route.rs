@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::sip::{write_forward, ForwardOps, Host, Message, Method, Uri, ViaSpec};
+use crate::sip::{
+    write_forward, ForwardOps, HeaderName, Host, Message, Method, Span, Uri, ViaSpec,
+};
 
 use super::branch::{hash_parts, write_branch, OurBranch};
 use super::dialog_token::{self, RecordRoute};
@@ -24,6 +26,8 @@ pub(super) struct Hop<'a> {
     pub record_route: bool,
     /// Append `;alias=` of this address to the Contact (a phone behind NAT; see `nat.rs`).
     pub contact_alias: Option<SocketAddr>,
+    /// Header lines to leave out: the phone's credentials for our realm, once checked.
+    pub drop_lines: &'a [Span],
 }
 
 impl<'a> Hop<'a> {
@@ -43,6 +47,7 @@ impl<'a> Hop<'a> {
             push_routes: self.push_routes,
             record_route,
             decrement_max_forwards: true,
+            drop_lines: self.drop_lines,
             ..ForwardOps::default()
         }
     }
@@ -100,6 +105,27 @@ fn creates_dialog(m: Method<'_>) -> bool {
         m,
         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
     )
+}
+
+/// Most credential headers of one request removed when forwarding.
+const MAX_OWN_CREDENTIALS: usize = 4;
+
+/// The lines of `msg`'s `Proxy-Authorization` headers for `realm` (our own challenge,
+/// already checked): like Kamailio's `consume_credentials`, they are not passed on.
+fn own_credentials(
+    msg: &Message<'_, '_>,
+    realm: &str,
+    out: &mut [Span; MAX_OWN_CREDENTIALS],
+) -> usize {
+    let mut n = 0;
+    for h in msg.headers_named(HeaderName::ProxyAuthorization) {
+        let ours = crate::sip::parse_digest(h.value).is_ok_and(|d| d.realm.eq_str(realm));
+        if ours && n < out.len() {
+            out[n] = h.line;
+            n += 1;
+        }
+    }
+    n
 }
 
 /// `Some(src)` when the request's Contact hides behind NAT (see `nat.rs`).
@@ -179,6 +205,8 @@ impl Core {
                 tries: 1,
             };
         }
+        let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
+        let n_creds = own_credentials(msg, &self.cfg.realm, &mut creds);
         let hop = Hop {
             dst: self.cfg.asterisk[first],
             sock: Local::Upstream,
@@ -187,6 +215,7 @@ impl Core {
             remove_first_route: false,
             record_route: true,
             contact_alias: nat_alias(msg, ctx.src),
+            drop_lines: &creds[..n_creds],
         };
         if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
@@ -216,6 +245,8 @@ impl Core {
         let mut hdrs = [crate::sip::EMPTY_HEADER; crate::sip::MAX_HEADERS];
         let ok = match Message::parse_datagram(&request, &mut hdrs) {
             Ok(msg) => {
+                let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
+                let n_creds = own_credentials(&msg, &self.cfg.realm, &mut creds);
                 let hop = Hop {
                     dst: self.cfg.asterisk[node],
                     sock: Local::Upstream,
@@ -224,6 +255,7 @@ impl Core {
                     remove_first_route: false,
                     record_route: true,
                     contact_alias: nat_alias(&msg, src),
+                    drop_lines: &creds[..n_creds],
                 };
                 tracing::info!(node = %hop.dst, "failing over to the next Asterisk node");
                 self.forward_branch(now, idx, &msg, src, sock, &hop, tx)
@@ -284,6 +316,13 @@ impl Core {
             };
             self.reply(msg, ctx.src, ctx.sock, code, reason, false, tx);
         } else if let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) {
+            let from_asterisk = self.cfg.is_asterisk(ctx.src);
+            let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
+            let n_creds = if from_asterisk {
+                0
+            } else {
+                own_credentials(msg, &self.cfg.realm, &mut creds)
+            };
             let mut sent = 0;
             for r in recs.iter() {
                 let s = |(a, b): (u32, u32)| {
@@ -298,11 +337,12 @@ impl Core {
                     push_routes: &routes[..n_routes],
                     remove_first_route: false,
                     record_route: creates_dialog(method),
-                    contact_alias: if self.cfg.is_asterisk(ctx.src) {
+                    contact_alias: if from_asterisk {
                         None
                     } else {
                         nat_alias(msg, ctx.src)
                     },
+                    drop_lines: &creds[..n_creds],
                 };
                 if self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
                     sent += 1;
@@ -425,6 +465,7 @@ impl Core {
             } else {
                 nat_alias(msg, ctx.src)
             },
+            drop_lines: &[],
         };
         if stateless {
             self.forward_stateless(msg, ctx.src, &hop, tx);

@@ -304,9 +304,30 @@ fn phone_invite_is_challenged_then_forwarded_to_asterisk() {
     assert!(rr.starts_with("<sip:127.0.0.1:5060;lr;sft="), "{rr}");
     assert_eq!(fwd.header("Max-Forwards"), Some("69"));
     assert!(
-        fwd.header("Proxy-Authorization").is_some(),
-        "credentials pass through to Asterisk"
+        fwd.header("Proxy-Authorization").is_none(),
+        "our own credentials are consumed, not passed to Asterisk"
     );
+    // Credentials for another realm (Asterisk's own challenge) do pass through.
+    let both = format!(
+        "{}{}",
+        auth_hdr(true, "alice", "good"),
+        auth_hdr(true, "alice", "x").replace("realm=\"test\"", "realm=\"asterisk\"")
+    );
+    let out = h.recv(
+        PHONE,
+        &req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            "z9hG4bKi5",
+            "c5",
+            &both,
+        ),
+    );
+    let fwd = find(&out, |s| s.method() == "INVITE");
+    let creds = fwd.headers("Proxy-Authorization");
+    assert_eq!(creds.len(), 1);
+    assert!(creds[0].contains("realm=\"asterisk\""));
 
     // A wrong password is challenged again and counted.
     let bad = req(

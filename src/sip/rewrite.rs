@@ -78,6 +78,9 @@ pub struct ForwardOps<'a> {
     pub record_route: Option<&'a str>,
     /// Decrement Max-Forwards; an absent header is written as `Max-Forwards: 69`.
     pub decrement_max_forwards: bool,
+    /// Header lines of `msg` to leave out (their `Header::line` spans), e.g. the proxy's own
+    /// credentials once used (Kamailio's `consume_credentials`).
+    pub drop_lines: &'a [Span],
     /// Raw `Name: value\r\n` lines appended after the received headers.
     pub extra_headers: &'a [u8],
     /// Replace the body.
@@ -181,6 +184,7 @@ pub fn write_forward(
                 max_forwards.flatten().map(Edit::MaxForwards)
             }
             HeaderName::ContentLength if !keep_cl => Some(Edit::Drop),
+            _ if ops.drop_lines.contains(&h.line) => Some(Edit::Drop),
             _ => None,
         };
         let Some(edit) = edit else { continue };
