@@ -15,7 +15,7 @@ use util::{backends, cfg, client, recv, wait_counters, Echo};
 struct Fanout;
 
 impl DatagramHandler for Fanout {
-    fn owner(&self, _data: &[u8], _n: usize) -> usize {
+    fn owner(&self, _sock: SockId, _src: SocketAddr, _data: &[u8], _n: usize) -> usize {
         usize::MAX
     }
     fn on_datagram(

@@ -33,7 +33,7 @@ impl Echo {
 }
 
 impl DatagramHandler for Echo {
-    fn owner(&self, data: &[u8], n_workers: usize) -> usize {
+    fn owner(&self, _sock: SockId, _src: SocketAddr, data: &[u8], n_workers: usize) -> usize {
         match (self.by_first_byte, data.first()) {
             (true, Some(&b)) => usize::from(b) % n_workers,
             _ => self.index,

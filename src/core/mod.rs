@@ -337,6 +337,29 @@ impl Core {
         (self.txns.servers.live(), self.txns.clients.live())
     }
 
+    /// Which worker should process a datagram (the transport's hand-off decision; see
+    /// docs/ARCHITECTURE.md). Responses go to the worker named in our Via branch; requests
+    /// from Asterisk are spread by a hash of their Call-ID, so one Asterisk does not pin one
+    /// core; everything else stays where the kernel put it (`usize::MAX` = this worker): a
+    /// phone's retransmissions, CANCEL and ACK come from the same address, so the kernel's
+    /// SO_REUSEPORT hash already brings them to the worker holding the transaction.
+    pub fn owner(
+        &self,
+        on_upstream: bool,
+        src: SocketAddr,
+        data: &[u8],
+        n_workers: usize,
+    ) -> usize {
+        if on_upstream || n_workers <= 1 {
+            // Answers to what this worker sent from its own upstream socket.
+            return usize::MAX;
+        }
+        if data.starts_with(b"SIP/2.0 ") || self.cfg.is_asterisk(src) {
+            return owner(data, n_workers);
+        }
+        usize::MAX
+    }
+
     /// When [`Core::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<u64> {
         Some(self.next_wakeup())

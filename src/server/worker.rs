@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::core::{owner, Core, Local, LookupResult, Transmit};
+use crate::core::{Core, Local, LookupResult, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
 use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
 use crate::transport::{DatagramHandler, Outbox, SockId};
@@ -117,8 +117,9 @@ impl Worker {
 }
 
 impl DatagramHandler for Worker {
-    fn owner(&self, data: &[u8], n_workers: usize) -> usize {
-        owner(data, n_workers)
+    fn owner(&self, sock: SockId, src: SocketAddr, data: &[u8], n_workers: usize) -> usize {
+        self.core
+            .owner(sock == SockId::Upstream, src, data, n_workers)
     }
 
     fn on_datagram(

@@ -77,10 +77,10 @@ pub enum SockId {
 /// The sans-IO handler one worker drives. Built once per worker by the factory passed to
 /// [`WorkerSet::spawn`], in the worker's own thread, and never shared.
 pub trait DatagramHandler: Send + 'static {
-    /// Cheap peek: which worker (`0..n_workers`) owns this datagram. Return the worker's own
-    /// index (see [`WorkerContext::index`]) to process it here. Out-of-range values are
-    /// treated as "this worker".
-    fn owner(&self, data: &[u8], n_workers: usize) -> usize;
+    /// Cheap peek: which worker (`0..n_workers`) owns this datagram, received on `sock`
+    /// from `src`. Return the worker's own index (see [`WorkerContext::index`]) to process
+    /// it here. Out-of-range values are treated as "this worker".
+    fn owner(&self, sock: SockId, src: SocketAddr, data: &[u8], n_workers: usize) -> usize;
     /// One datagram received (or handed off to this worker). Replies go into `out`.
     fn on_datagram(
         &mut self,

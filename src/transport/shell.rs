@@ -106,7 +106,7 @@ impl<H: DatagramHandler> Shell<H> {
         io: &mut impl SendBackend,
     ) {
         self.counts.rx += 1;
-        let owner = self.handler.owner(data, self.n_workers);
+        let owner = self.handler.owner(sock, src, data, self.n_workers);
         if owner != self.index && owner < self.n_workers {
             if self.handoff.send(owner, sock, src, data) {
                 self.counts.handed_off += 1;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use sipfront::config::{Config, MatchMode};
 use sipfront::core::testing::Fakes;
-use sipfront::core::{owner, Core, CoreConfig, Local, Ports, Transmit};
+use sipfront::core::{Core, CoreConfig, Local, Ports, Transmit};
 use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
 use sipfront::server::TableLocation;
 use sipfront::transport::{
@@ -65,8 +65,8 @@ struct CoreHandler {
 }
 
 impl DatagramHandler for CoreHandler {
-    fn owner(&self, data: &[u8], n: usize) -> usize {
-        owner(data, n)
+    fn owner(&self, sock: SockId, src: SocketAddr, data: &[u8], n: usize) -> usize {
+        self.core.owner(sock == SockId::Upstream, src, data, n)
     }
     fn on_datagram(
         &mut self,

@@ -56,7 +56,7 @@ struct EchoHandler {
 }
 
 impl DatagramHandler for EchoHandler {
-    fn owner(&self, data: &[u8], n: usize) -> usize {
+    fn owner(&self, _sock: SockId, _src: SocketAddr, data: &[u8], n: usize) -> usize {
         match (self.handoff, data.first()) {
             (true, Some(&b)) => usize::from(b) % n,
             _ => usize::MAX, // out of range = "this worker"
