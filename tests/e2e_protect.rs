@@ -480,7 +480,7 @@ fn overload_answers_503_with_retry_after() {
     });
     let proxy = scene.proxy.addr;
     let pid = scene.proxy.proc.child_mut().id();
-    let (mut admitted, mut refused) = (0, 0);
+    let (mut admitted, mut refused) = (0usize, 0u32);
     let mut rss = Vec::new();
     for round in 0..60 {
         let first = invite_first_response(proxy).expect("an answer to every authenticated INVITE");
@@ -503,12 +503,38 @@ fn overload_answers_503_with_retry_after() {
             rss.push(rss_kib(pid));
         }
     }
+    // Only admitted INVITEs reach Asterisk (Timer A retransmits them: count Call-IDs).
+    asterisk
+        .set_read_timeout(Some(SILENCE))
+        .expect("read timeout");
+    let mut buf = vec![0u8; 65_536];
+    let mut forwarded = std::collections::HashSet::new();
+    // Retransmissions keep coming (Timer A): stop at a quiet gap or after ANSWER at most.
+    let drain_end = Instant::now() + ANSWER;
+    while let Ok(n) = asterisk.recv(&mut buf) {
+        let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+        let call_id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Call-ID: "))
+            .map(str::to_owned);
+        if text.starts_with("INVITE ") {
+            forwarded.extend(call_id);
+        }
+        if forwarded.len() > 60 || Instant::now() >= drain_end {
+            break;
+        }
+    }
+    assert_eq!(
+        forwarded.len(),
+        admitted,
+        "INVITEs reaching Asterisk vs admitted"
+    );
     // 2 workers × 2 transactions: at most 4 INVITEs can be held at once.
     assert!(
         (1..=4).contains(&admitted),
         "{admitted} INVITEs admitted, {refused} refused"
     );
-    assert_eq!(admitted + refused, 60);
+    assert_eq!(admitted + refused as usize, 60);
     rss.push(rss_kib(pid));
     let (lo, hi) = (
         rss.iter().min().copied().unwrap_or(0),
