@@ -452,6 +452,10 @@ fn invite_first_response(proxy: SocketAddr) -> Option<SipMsg> {
     )
 }
 
+/// INVITEs the overload test sends.
+const ROUNDS: usize = 200;
+
+/// The resident set size of `pid` (0 if unreadable).
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -473,6 +477,8 @@ fn overload_answers_503_with_retry_after() {
         extra_nodes: vec![asterisk.local_addr().expect("Asterisk address")],
         tune: Tune {
             max_transactions_per_worker: Some(2),
+            // 3 datagrams per INVITE: more than the default burst of 400 from one source.
+            guard_allow: vec!["127.0.0.3"],
             admin: Some(admin),
             ..Tune::default()
         },
@@ -482,7 +488,7 @@ fn overload_answers_503_with_retry_after() {
     let pid = scene.proxy.proc.child_mut().id();
     let (mut admitted, mut refused) = (0usize, 0u32);
     let mut rss = Vec::new();
-    for round in 0..60 {
+    for round in 0..ROUNDS {
         let first = invite_first_response(proxy).expect("an answer to every authenticated INVITE");
         match first.code() {
             Some(100) => admitted += 1,
@@ -499,7 +505,7 @@ fn overload_answers_503_with_retry_after() {
                 first.text
             ),
         }
-        if round % 20 == 0 {
+        if round % 25 == 0 {
             rss.push(rss_kib(pid));
         }
     }
@@ -520,7 +526,7 @@ fn overload_answers_503_with_retry_after() {
         if text.starts_with("INVITE ") {
             forwarded.extend(call_id);
         }
-        if forwarded.len() > 60 || Instant::now() >= drain_end {
+        if forwarded.len() > 4 || Instant::now() >= drain_end {
             break;
         }
     }
@@ -534,15 +540,16 @@ fn overload_answers_503_with_retry_after() {
         (1..=4).contains(&admitted),
         "{admitted} INVITEs admitted, {refused} refused"
     );
-    assert_eq!(admitted + refused as usize, 60);
+    assert_eq!(admitted + refused as usize, ROUNDS);
     rss.push(rss_kib(pid));
-    let (lo, hi) = (
-        rss.iter().min().copied().unwrap_or(0),
-        rss.iter().max().copied().unwrap_or(0),
-    );
+    eprintln!("overload: {admitted} INVITEs admitted, {refused} refused with 503, RSS KiB {rss:?}");
+    // The first rounds touch fresh pages (buffers, slabs, the allocator's arenas); after
+    // that, refusing more INVITEs must cost nothing.
+    let span = |r: &[u64]| r.iter().max().unwrap_or(&0) - r.iter().min().unwrap_or(&0);
+    let second_half = rss.get(rss.len() / 2..).unwrap_or_default();
     assert!(
-        hi - lo < 8 * 1024,
-        "RSS grew from {lo} KiB to {hi} KiB under overload: {rss:?}"
+        span(&rss) < 8 * 1024 && span(second_half) < 2 * 1024,
+        "RSS (KiB, every 25 INVITEs) grows under overload: {rss:?}"
     );
     // Still alive and answering.
     let probe = Phone::bind(PHONE_B);
