@@ -163,6 +163,17 @@ fn rate_limit_drops_a_flood_from_one_source_only() {
         limited >= 34.0,
         "rate_limited drops are {limited}, not at least 34"
     );
+    // `sipfront ctl stats` shows the same counter to an operator.
+    let stats = ctl_ok(admin, &["stats"]);
+    let shown: Option<u64> = stats
+        .split("rate-limited ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok());
+    assert!(
+        shown.is_some_and(|n| n >= 34),
+        "ctl stats shows rate-limited {shown:?}:\n{stats}"
+    );
 
     // Another phone still has its own full bucket.
     let other = Phone::bind(PHONE_B);
