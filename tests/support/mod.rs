@@ -18,6 +18,7 @@
 // Each test binary uses its own part of the harness.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod digest;
 pub mod flows;
 pub mod mariadb;

@@ -114,6 +114,13 @@ impl Phone {
             .unwrap_or_else(|e| panic!("send to {to}: {e}"));
     }
 
+    /// Sends raw bytes (torture messages need not be UTF-8).
+    pub fn send_bytes(&self, to: SocketAddr, data: &[u8]) {
+        self.sock
+            .send_to(data, to)
+            .unwrap_or_else(|e| panic!("send to {to}: {e}"));
+    }
+
     /// The next datagram, or `None` once `deadline` has passed.
     pub fn recv_until(&self, deadline: Instant) -> Option<SipMsg> {
         let mut buf = vec![0u8; 65_536];

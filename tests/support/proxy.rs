@@ -62,10 +62,26 @@ pub struct Tune {
     pub guard_allow: Vec<&'static str>,
     /// `[log] level` (default `"warn"`).
     pub log_level: Option<&'static str>,
+    /// `[guard] rate_pps`: sustained datagrams per second per source.
+    pub rate_pps: Option<u32>,
+    /// `[guard] rate_burst`: datagrams at once after idling.
+    pub rate_burst: Option<u32>,
+    /// `[guard] ban_ip_failures`: failed authentications from one source before its ban.
+    pub ban_ip_failures: Option<u32>,
+    /// `[guard] ban_secs`: how long a ban lasts.
+    pub ban_secs: Option<u32>,
+    /// `[limits] max_transactions_per_worker`.
+    pub max_transactions_per_worker: Option<usize>,
+    /// `[limits] max_parked_per_worker`.
+    pub max_parked_per_worker: Option<usize>,
+    /// `[admin] enabled = true` with `listen` on this address (see [`super::admin`]).
+    pub admin: Option<SocketAddr>,
 }
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin API's address when [`Tune::admin`] is set.
+    pub admin: Option<SocketAddr>,
     pub proc: Proc,
 }
 
@@ -164,8 +180,40 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
             quoted(&tune.algorithms)
         );
     }
+    let mut guard = String::new();
     if !tune.guard_allow.is_empty() {
-        let _ = write!(toml, "\n[guard]\nallow = [{}]\n", quoted(&tune.guard_allow));
+        let _ = writeln!(guard, "allow = [{}]", quoted(&tune.guard_allow));
+    }
+    for (key, value) in [
+        ("rate_pps", tune.rate_pps),
+        ("rate_burst", tune.rate_burst),
+        ("ban_ip_failures", tune.ban_ip_failures),
+        ("ban_secs", tune.ban_secs),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(guard, "{key} = {v}");
+        }
+    }
+    if !guard.is_empty() {
+        let _ = write!(toml, "\n[guard]\n{guard}");
+    }
+    let mut limits = String::new();
+    for (key, value) in [
+        (
+            "max_transactions_per_worker",
+            tune.max_transactions_per_worker,
+        ),
+        ("max_parked_per_worker", tune.max_parked_per_worker),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(limits, "{key} = {v}");
+        }
+    }
+    if !limits.is_empty() {
+        let _ = write!(toml, "\n[limits]\n{limits}");
+    }
+    if let Some(admin) = tune.admin {
+        let _ = write!(toml, "\n[admin]\nenabled = true\nlisten = \"{admin}\"\n");
     }
     let level = tune.log_level.unwrap_or("warn");
     let _ = write!(toml, "\n[log]\nlevel = \"{level}\"\n");
@@ -182,14 +230,14 @@ impl Proxy {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
         let config = dir.join("sipfront.toml");
         std::fs::write(&config, config_toml(addr, &db, opts)).expect("write the config");
-        Proxy::spawn(dir, addr, "sipfront")
+        Proxy::spawn(dir, addr, opts.tune.admin, "sipfront")
     }
 
     /// `kill -9` (SIGKILL to its PID, then reaped), and a new sipfront on the same address
     /// with the same config file; its output goes to `sipfront-restarted.out/.err`.
     pub fn kill9_and_restart(&mut self, dir: &Path) {
         self.proc.kill_and_reap();
-        *self = Proxy::spawn(dir, self.addr, "sipfront-restarted");
+        *self = Proxy::spawn(dir, self.addr, self.admin, "sipfront-restarted");
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`: reload the credentials) to the proxy's PID.
@@ -199,7 +247,7 @@ impl Proxy {
 
     /// Starts `sipfront run --config DIR/sipfront.toml` (output in `DIR/LOG.out/.err`) and
     /// waits until it answers on `addr`.
-    fn spawn(dir: &Path, addr: SocketAddr, log: &str) -> Proxy {
+    fn spawn(dir: &Path, addr: SocketAddr, admin: Option<SocketAddr>, log: &str) -> Proxy {
         let config = dir.join("sipfront.toml");
         let stdout = File::create(dir.join(format!("{log}.out"))).expect("sipfront stdout file");
         let stderr = File::create(dir.join(format!("{log}.err"))).expect("sipfront stderr file");
@@ -213,6 +261,7 @@ impl Proxy {
             .stderr(stderr);
         let mut proxy = Proxy {
             addr,
+            admin,
             proc: Proc::spawn("sipfront", &mut cmd),
         };
         if let Err(why) = proxy.wait_ready() {
