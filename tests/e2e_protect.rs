@@ -585,7 +585,6 @@ fn overload_answers_503_with_retry_after() {
 /// checks the User-Agent of every request whatever its source (src/core/request.rs calls
 /// `guard.is_scanner` without looking at the source), so both are dropped silently.
 #[test]
-#[ignore = "proxy bug: scanner User-Agent drop ignores the Asterisk/allow exemption (src/core/request.rs)"]
 fn exempt_sources_are_not_scanner_checked() {
     let scene = Scene::start(Setup {
         tune: Tune {

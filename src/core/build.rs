@@ -61,7 +61,34 @@ impl Core {
         };
         self.out.clear();
         let received = Some((src.ip(), src.port()));
-        if write_response_to(msg, &spec, received, &mut self.out).is_ok() {
+        let written = write_response_to(msg, &spec, received, &mut self.out).is_ok()
+            || (code >= 400 && raw_error_response(msg, code, reason, &mut self.out));
+        if written {
+            self.count_response(code);
+            tx.send(sock, src, &self.out);
+        }
+    }
+
+    /// A request the parser rejected still gets 400 (505 for another SIP version) when it
+    /// looks like a SIP request with a Via to answer to (RFC 4475 §3.1.2); anything else is
+    /// dropped. The answer copies the raw Via, From, To, Call-ID and CSeq lines.
+    pub(super) fn reply_unparsed(
+        &mut self,
+        err: crate::sip::ParseError,
+        src: SocketAddr,
+        sock: Local,
+        data: &[u8],
+        tx: &mut dyn Transmit,
+    ) {
+        use crate::sip::ParseError;
+        let (code, reason) = match err {
+            ParseError::BadVersion => (505, "Version Not Supported"),
+            ParseError::TooLarge => (513, "Message Too Large"),
+            ParseError::Empty | ParseError::Truncated => return,
+            _ => (400, "Bad Request"),
+        };
+        self.out.clear();
+        if raw_reply(data, code, reason, &mut self.out) {
             self.count_response(code);
             tx.send(sock, src, &self.out);
         }
@@ -193,6 +220,84 @@ impl Core {
         out.extend_from_slice(b"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
         true
     }
+}
+
+/// An error response to a request whose From, To or CSeq does not parse (RFC 4475's
+/// malformed messages that still deserve a 400): the request's Via, From, To, Call-ID and
+/// CSeq lines are copied as they came. Needs a Via line to go anywhere.
+fn raw_error_response(msg: &Message<'_, '_>, code: u16, reason: &str, out: &mut Vec<u8>) -> bool {
+    if msg.header(HeaderName::Via).is_none() || reason.bytes().any(|b| b < b' ') {
+        return false;
+    }
+    out.clear();
+    out.extend_from_slice(b"SIP/2.0 ");
+    out.extend_from_slice(itoa_buf(u32::from(code)).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in msg.headers {
+        if matches!(
+            h.name,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+        ) {
+            out.extend_from_slice(msg.buf.get(h.line.range()).unwrap_or(b""));
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    true
+}
+
+/// The raw-line form of [`raw_error_response`] for a datagram that did not parse: only when
+/// its first line is a request line of a method other than ACK ending in `SIP/…`, and a Via
+/// line is found among the following lines.
+fn raw_reply(data: &[u8], code: u16, reason: &str, out: &mut Vec<u8>) -> bool {
+    let head_end = memchr::memmem::find(data, b"\r\n\r\n").unwrap_or(data.len());
+    let head = &data[..head_end];
+    let mut lines = head
+        .split(|&c| c == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    let first = first.trim_ascii();
+    let is_request = first.first().is_some_and(u8::is_ascii_alphabetic)
+        && first.windows(4).any(|w| w == b"SIP/")
+        && !first.starts_with(b"SIP/")
+        && !first.starts_with(b"ACK ");
+    if !is_request {
+        return false;
+    }
+    out.extend_from_slice(b"SIP/2.0 ");
+    out.extend_from_slice(itoa_buf(u32::from(code)).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut via = false;
+    for line in lines {
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        let is = |long: &[u8], short: &[u8]| {
+            name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short)
+        };
+        let keep = is(b"via", b"v")
+            || is(b"from", b"f")
+            || is(b"to", b"t")
+            || is(b"call-id", b"i")
+            || is(b"cseq", b"cseq");
+        if keep && line.len() < 4096 && !line.contains(&b'\r') {
+            via |= is(b"via", b"v");
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    via
 }
 
 /// A u32 in decimal without allocating.

@@ -141,25 +141,39 @@ impl Core {
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         let msg = match Message::parse_datagram(data, &mut hdrs) {
             Ok(m) => m,
-            Err(_) => {
+            Err(e) => {
                 self.stats.dropped_malformed += 1;
+                self.reply_unparsed(e, src, sock, data, tx);
                 return;
             }
         };
         let Some(method) = msg.method() else {
             return;
         };
-        // Known scanners get no answer at all.
+        // Known scanners get no answer at all (Asterisk and allow-listed sources excepted).
         if msg
             .user_agent()
             .is_some_and(|ua| self.ports.guard.is_scanner(ua.as_bytes()))
+            && !self.ports.guard.is_exempt(src.ip())
         {
             self.stats.dropped_scanner += 1;
             return;
         }
         let Ok(via) = msg.top_via() else {
-            // Without a Via there is nowhere to send an answer.
+            // A malformed Via: answered (raw lines copied) to where the datagram came from;
+            // without any Via line nothing is answered.
             self.stats.dropped_malformed += 1;
+            if method != Method::Ack {
+                self.reply(
+                    &msg,
+                    src,
+                    sock,
+                    400,
+                    "Bad Request (malformed Via)",
+                    false,
+                    tx,
+                );
+            }
             return;
         };
         let (call_id, cseq) = match (msg.call_id(), msg.cseq(), msg.from(), msg.to()) {
@@ -251,6 +265,11 @@ impl Core {
             return;
         }
 
+        // RFC 3261 §16.3 (5): this proxy supports no extension a Proxy-Require can name.
+        if msg.header(crate::sip::HeaderName::ProxyRequire).is_some() {
+            self.reply_bad_extension(&msg, src, sock, tx);
+            return;
+        }
         match msg.max_forwards() {
             Ok(Some(0)) => {
                 if method == Method::Options
@@ -447,6 +466,38 @@ impl Core {
             return;
         }
         self.challenge(ctx, msg, proxy, false, tx);
+    }
+
+    /// 420 listing every option-tag of the Proxy-Require headers as Unsupported.
+    fn reply_bad_extension(
+        &mut self,
+        msg: &Message<'_, '_>,
+        src: SocketAddr,
+        sock: Local,
+        tx: &mut dyn Transmit,
+    ) {
+        self.extra.clear();
+        self.extra.extend_from_slice(b"Unsupported: ");
+        let mut first = true;
+        for tag in msg.proxy_require().flatten() {
+            let safe = !tag.is_empty()
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if safe && self.extra.len() < 1024 {
+                if !first {
+                    self.extra.extend_from_slice(b", ");
+                }
+                self.extra.extend_from_slice(tag.as_bytes());
+                first = false;
+            }
+        }
+        if first {
+            self.extra.clear();
+        } else {
+            self.extra.extend_from_slice(b"\r\n");
+        }
+        self.reply(msg, src, sock, 420, "Bad Extension", true, tx);
     }
 
     fn reply_unavailable(

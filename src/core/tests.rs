@@ -210,9 +210,10 @@ fn sanity_checks() {
         "",
     )
     .replace("Call-ID: m1\r\n", "");
-    // No response can be built without a Call-ID: dropped and counted.
-    assert!(h.recv(PHONE, &no_cid).is_empty());
-    assert_eq!(h.core.stats().dropped_malformed, 1);
+    // Without a Call-ID the answer copies the raw lines it has (RFC 4475 insuf: 400).
+    let out = h.recv(PHONE, &no_cid);
+    assert_eq!(out[0].code(), 400);
+    assert!(out[0].header("Call-ID").is_none());
     let bad_mf = req(
         "MESSAGE",
         "sip:bob@example.com",
@@ -244,6 +245,28 @@ fn sanity_checks() {
     assert_eq!(h.recv(PHONE, &big)[0].code(), 513);
     assert!(h.recv(PHONE, "garbage\r\n\r\n").is_empty());
     assert_eq!(h.core.stats().dropped_malformed, 2);
+    // A request the parser rejects still gets 400 when it has a Via (505 for SIP/7.0).
+    let v7 = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKv7",
+        "v7",
+        "",
+    )
+    .replace("SIP/2.0\r\n", "SIP/7.0\r\n");
+    assert_eq!(h.recv(PHONE, &v7)[0].code(), 505);
+    let pr = req(
+        "OPTIONS",
+        "sip:bob@example.com",
+        PHONE,
+        "z9hG4bKpr",
+        "pr",
+        "Proxy-Require: foo, bar\r\n",
+    );
+    let out = h.recv(PHONE, &pr);
+    assert_eq!(out[0].code(), 420);
+    assert_eq!(out[0].header("Unsupported"), Some("foo, bar"));
     let other_domain = req(
         "MESSAGE",
         "sip:bob@elsewhere.org",
