@@ -3,55 +3,13 @@
 //! 180, 200, ACK through the Route set, BYE from Asterisk to the phone and its 200) is run
 //! under a counting global allocator, on a virtual clock.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sipfront::core::testing::{call_flow, test_config, CallDriver, Counter, Fakes};
 use sipfront::core::Core;
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Set on the test's own thread only: allocations by the test harness's other threads
-    /// (output capture, reporting) are not the code under test.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    // `try_with`: the allocator may run while thread-locals are being torn down.
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-// relaxed atomic and does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
 
 const PHONE: &str = "127.0.0.3:5062";
 const AST: &str = "127.0.0.2:5080";
@@ -75,7 +33,7 @@ fn forwarding_a_call_allocates_nothing_once_warm() {
 
     for (i, f) in flows.iter().enumerate() {
         if i == 100 {
-            COUNTING.with(|c| c.set(true));
+            counting::start();
         }
         let before = sink.datagrams;
         driver.call(&mut core, f, now, &mut sink);
@@ -92,12 +50,11 @@ fn forwarding_a_call_allocates_nothing_once_warm() {
         now += 40_000;
         core.handle_timeout(now, &mut sink);
     }
-    COUNTING.with(|c| c.set(false));
+    let allocations = counting::stop();
     assert_eq!(sink.datagrams, 200 * 7);
     assert_eq!(core.stats().forwarded_requests, 200 * 3);
     assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        0,
+        allocations, 0,
         "heap allocations while forwarding 100 warm calls"
     );
 }

@@ -2,54 +2,12 @@
 //! time, timing upstream requests and responses, and publishing snapshots are run under a
 //! counting global allocator after the recorder was built.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sipfront::core::{write_branch, OurBranch, Stats};
 use sipfront::metrics::{classify, MetricsRegistry, WorkerState};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Set on the test's own thread only: allocations by the test harness's other threads
-    /// (output capture, reporting) are not the code under test.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    // `try_with`: the allocator may run while thread-locals are being torn down.
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is a
-// relaxed atomic and does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
 
 #[test]
 fn recording_and_publishing_allocate_nothing() {
@@ -75,7 +33,7 @@ fn recording_and_publishing_allocate_nothing() {
         in_flight: (1, 1),
         send_dropped: 0,
     };
-    COUNTING.with(|c| c.set(true));
+    counting::start();
     for i in 0..1000u64 {
         let class = classify(invite.as_bytes());
         w.record_processing(class, 1000 + i);
@@ -85,12 +43,8 @@ fn recording_and_publishing_allocate_nothing() {
         w.record_processing(class, 500 + i);
         w.maybe_publish(i * 50, state);
     }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst),
-        0,
-        "allocations while recording"
-    );
+    let allocations = counting::stop();
+    assert_eq!(allocations, 0, "allocations while recording");
     let c = registry.collect();
     assert!(c.processing.iter().map(|h| h.len()).sum::<u64>() > 0);
     assert!(!c.upstream[0][1].is_empty());
