@@ -66,10 +66,13 @@ pub struct Config {
     pub transport: crate::transport::TransportConfig,
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
+    /// The file this configuration was loaded from (what a reload reads again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[listen]`: where phones and Asterisk reach the proxy, and how many workers serve it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// UDP addresses, each bound once per worker with SO_REUSEPORT.
@@ -88,7 +91,7 @@ impl Default for ListenConfig {
 }
 
 /// `[domain]`: the realm of digest challenges and the domains the proxy is responsible for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DomainConfig {
     pub realm: String,
@@ -127,7 +130,7 @@ pub enum RegisterMode {
 }
 
 /// `[asterisk]`: the farm behind the proxy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AsteriskConfig {
     pub nodes: Vec<SocketAddr>,
@@ -155,7 +158,7 @@ impl Default for AsteriskConfig {
 }
 
 /// `[timers]`: RFC 3261 §17 timer base values.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimerConfig {
     pub t1_ms: u64,
@@ -185,7 +188,7 @@ impl Default for TimerConfig {
 }
 
 /// `[limits]`: sizes that bound memory and work.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest request accepted; larger ones get 513.
@@ -210,7 +213,7 @@ impl Default for LimitsConfig {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter ("info", "sipfront=debug", ...); `RUST_LOG` overrides it.
@@ -239,7 +242,10 @@ impl Config {
             },
             other => other,
         })?;
-        Ok(cfg)
+        Ok(Config {
+            source: Some(path.to_owned()),
+            ..cfg
+        })
     }
 
     /// Parse and validate configuration text.
@@ -254,6 +260,9 @@ impl Config {
 
     /// Check values serde cannot: ranges, non-empty lists, consistency between sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = crate::logging::validate(&self.log.level) {
+            return Err(ConfigError::invalid("log.level", e.to_string()));
+        }
         if self.listen.udp.is_empty() {
             return Err(ConfigError::invalid(
                 "listen.udp",

@@ -21,6 +21,7 @@ pub mod core;
 pub mod db;
 pub mod demo;
 pub mod guard;
+pub mod logging;
 pub mod metrics;
 pub mod registrar;
 pub mod server;

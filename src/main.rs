@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use tracing_subscriber::EnvFilter;
 
 use sipfront::config::Config;
-use sipfront::server::Server;
+use sipfront::server::{ReloadError, Server};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -67,7 +66,8 @@ enum CtlCommand {
     Regs { user: Option<String> },
     /// Remove one binding (URI given) or all bindings of a user.
     Unregister { user: String, uri: Option<String> },
-    /// Reload every credential from the database now.
+    /// Re-read the config file: apply what can change live, list what needs a restart, and
+    /// reload every credential from the database (like SIGHUP).
     Reload,
     /// Drop one user from the credential cache (the next request looks it up again).
     Flush { user: String },
@@ -109,15 +109,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-}
-
 fn run(cfg: &Config) -> ExitCode {
-    init_logging(&cfg.log.level);
+    sipfront::logging::init(&cfg.log.level);
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -135,15 +128,20 @@ fn run(cfg: &Config) -> ExitCode {
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
-                tracing::info!("SIGHUP: reloading credentials; other settings need a restart");
-                server.refresh_credentials();
+                tracing::info!("SIGHUP: reloading the configuration and credentials");
+                match server.reload() {
+                    Ok(_) => {}
+                    Err(ReloadError::NoConfigFile) => server.refresh_credentials(),
+                    Err(e) => tracing::error!(error = %e, "reload refused; nothing changed"),
+                }
             }
             _ => break,
         }
     }
-    let drain = std::time::Duration::from_millis(cfg.timers.drain_ms);
+    let drain_ms = server.config().timers.drain_ms;
+    let drain = std::time::Duration::from_millis(drain_ms);
     tracing::info!(
-        max_ms = cfg.timers.drain_ms,
+        max_ms = drain_ms,
         "shutting down: draining transactions in flight"
     );
     server.drain(drain);

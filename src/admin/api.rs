@@ -32,12 +32,13 @@ pub fn route(state: &AdminState, req: &Request) -> Response {
         "/v1/registrations" if get => registrations(state, req),
         "/v1/registrations" if del => unregister(state, req),
         "/v1/credentials/reload" if post => reload(state),
+        "/v1/reload" if post => reload_config(state),
         "/v1/credentials" if del => flush(state, req),
         "/v1/bans" if get => bans(state),
         "/v1/bans" if del => unban(state, req),
         "/metrics" | "/healthz" | "/v1/stats" => not_allowed("GET, HEAD"),
         "/v1/registrations" | "/v1/bans" => not_allowed("GET, HEAD, DELETE"),
-        "/v1/credentials/reload" => not_allowed("POST"),
+        "/v1/credentials/reload" | "/v1/reload" => not_allowed("POST"),
         "/v1/credentials" => not_allowed("DELETE"),
         _ => Response::error(404, "no such endpoint"),
     }
@@ -141,6 +142,25 @@ fn reload(state: &AdminState) -> Response {
         }
         Err(e @ RefreshError::Timeout) => Response::error(504, &e.to_string()),
         Err(e) => Response::error(503, &e.to_string()),
+    }
+}
+
+/// Read the config file again: 200 with what was applied and what needs a restart, 422 when
+/// the file is invalid (nothing changed), 503 without a reloader.
+fn reload_config(state: &AdminState) -> Response {
+    let Some(r) = &state.config else {
+        return Response::error(503, "no config file to reload");
+    };
+    match r.reload() {
+        Ok(report) => match serde_json::to_value(&report) {
+            Ok(v) => Response::json(200, &v),
+            Err(e) => Response::error(500, &e.to_string()),
+        },
+        Err(e @ crate::server::ReloadError::NoConfigFile) => Response::error(503, &e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "configuration reload refused; nothing changed");
+            Response::error(422, &format!("{e}; nothing changed"))
+        }
     }
 }
 
@@ -256,6 +276,7 @@ mod tests {
             transport: None,
             regfwd: None,
             bans,
+            config: None,
             started: Instant::now(),
         }
     }

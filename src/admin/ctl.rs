@@ -97,6 +97,39 @@ pub fn request(
     Ok((status, body.to_owned()))
 }
 
+/// The answer of `POST /v1/reload` for people.
+fn format_reload(json: &Value) -> String {
+    let keys = |name: &str| -> String {
+        let list: Vec<&str> = json
+            .get(name)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    let mut out = format!("configuration reloaded\napplied: {}\n", keys("applied"));
+    out.push_str(&format!(
+        "need a restart (still running with the old values): {}\n",
+        keys("restart_needed")
+    ));
+    if let Some(note) = json.get("log_level_note").and_then(Value::as_str) {
+        out.push_str(&format!("log level: {note}\n"));
+    }
+    match (
+        json.get("credential_users").and_then(Value::as_u64),
+        json.get("credential_error").and_then(Value::as_str),
+    ) {
+        (Some(users), _) => out.push_str(&format!("credentials reloaded: {users} users\n")),
+        (None, Some(e)) => out.push_str(&format!("credential reload failed (cache kept): {e}\n")),
+        (None, None) => {}
+    }
+    out
+}
+
 /// Run `cmd` against the admin API at `addr`; returns the text to print.
 pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlError> {
     let q = encode_component;
@@ -112,7 +145,7 @@ pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlEr
             }
             ("DELETE", t)
         }
-        Command::Reload => ("POST", "/v1/credentials/reload".to_owned()),
+        Command::Reload => ("POST", "/v1/reload".to_owned()),
         Command::Flush { user } => ("DELETE", format!("/v1/credentials?user={}", q(user))),
         Command::Bans => ("GET", "/v1/bans".to_owned()),
         Command::Unban { ip } => ("DELETE", format!("/v1/bans?ip={}", q(ip))),
@@ -143,14 +176,7 @@ pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlEr
             s(&json, "aor"),
             n(&json, &["remaining"])
         ),
-        Command::Reload => format!(
-            "credentials reloaded: {} users ({} rows, {} changed, {} removed) in {} ms\n",
-            n(&json, &["users"]),
-            n(&json, &["rows"]),
-            n(&json, &["changed"]),
-            n(&json, &["removed"]),
-            n(&json, &["elapsed_ms"])
-        ),
+        Command::Reload => format_reload(&json),
         Command::Flush { user } => format!(
             "{user} flushed from the credential cache{}\n",
             if json.get("was_cached").and_then(Value::as_bool) == Some(true) {

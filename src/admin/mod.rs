@@ -154,6 +154,17 @@ impl CredentialReload for RefreshHandle {
     }
 }
 
+/// Reloading the configuration file (`POST /v1/reload`).
+pub trait ConfigReload: Send + Sync {
+    fn reload(&self) -> Result<crate::server::ReloadReport, crate::server::ReloadError>;
+}
+
+impl ConfigReload for crate::server::Reloader {
+    fn reload(&self) -> Result<crate::server::ReloadReport, crate::server::ReloadError> {
+        crate::server::Reloader::reload(self)
+    }
+}
+
 /// The transport's per-worker packet counters.
 pub trait TransportCounters: Send + Sync {
     fn worker_counters(&self) -> Vec<WorkerCounters>;
@@ -188,6 +199,8 @@ pub struct AdminState {
     pub transport: Option<Arc<dyn TransportCounters>>,
     pub regfwd: Option<Arc<dyn RegFwdSource>>,
     pub bans: Option<Arc<dyn BanList>>,
+    /// The configuration reloader (absent when embedded without a config file).
+    pub config: Option<Arc<dyn ConfigReload>>,
     pub started: Instant,
 }
 
@@ -363,6 +376,7 @@ mod tests {
             transport: None,
             regfwd: None,
             bans: None,
+            config: None,
             started: Instant::now(),
         }
     }

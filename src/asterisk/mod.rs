@@ -17,5 +17,5 @@ mod tests;
 pub use message::{write_register, BuildError, RegisterMsg};
 pub use policy::{
     branch_for, Branch, Forward, RegFwd, RegFwdError, RegFwdSettings, RegFwdStats, RegisterMode,
-    Tag, Targets,
+    Tag, Targeting, Targets,
 };

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
@@ -119,84 +120,38 @@ pub struct RegFwdStats {
     pub untracked: AtomicU64,
 }
 
-/// The REGFWD policy and message builder. Share it (`Arc`) between workers.
-pub struct RegFwd {
+/// The part of the settings a reload may swap: where REGISTERs go and how often.
+#[derive(Debug)]
+pub struct Targeting {
     nodes: Box<[SocketAddr]>,
     node_keys: Box<[u64]>,
     advertise: SocketAddr,
     mode: RegisterMode,
     min_interval_ms: Option<u64>,
-    user_agent: Box<str>,
-    max_users: usize,
-    users: DashMap<Box<str>, UserState>,
-    tracked: AtomicUsize,
-    seed: u64,
-    counter: AtomicU64,
-    stats: RegFwdStats,
 }
 
-/// FNV-1a, 64 bit: stable everywhere (node choice must not change across restarts).
-fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-impl RegFwd {
-    pub fn new(s: RegFwdSettings) -> Result<RegFwd, RegFwdError> {
+impl Targeting {
+    fn new(s: &RegFwdSettings) -> Result<Targeting, RegFwdError> {
         if s.nodes.is_empty() || s.nodes.len() > 64 {
             return Err(RegFwdError::Nodes);
         }
         if s.advertise.port() == 0 || s.advertise.ip().is_unspecified() {
             return Err(RegFwdError::Advertise);
         }
-        if s.user_agent.contains(['\r', '\n']) {
-            return Err(RegFwdError::UserAgent);
-        }
-        let mut seed = [0u8; 8];
-        // Without OS randomness, fall back to the clock: Call-IDs only need to be unique.
-        if getrandom::getrandom(&mut seed).is_err() {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            seed = t.to_le_bytes();
-        }
-        let node_keys = s
-            .nodes
-            .iter()
-            .map(|n| fnv1a(n.to_string().as_bytes(), FNV_OFFSET))
-            .collect();
-        Ok(RegFwd {
-            nodes: s.nodes.into_boxed_slice(),
-            node_keys,
+        Ok(Targeting {
+            node_keys: s
+                .nodes
+                .iter()
+                .map(|n| fnv1a(n.to_string().as_bytes(), FNV_OFFSET))
+                .collect(),
+            nodes: s.nodes.clone().into_boxed_slice(),
             advertise: s.advertise,
             mode: s.mode,
             min_interval_ms: s.refresh_min_interval_secs.map(|v| u64::from(v) * 1000),
-            user_agent: s.user_agent.into_boxed_str(),
-            max_users: s.max_users,
-            users: DashMap::new(),
-            tracked: AtomicUsize::new(0),
-            seed: u64::from_le_bytes(seed),
-            counter: AtomicU64::new(1),
-            stats: RegFwdStats::default(),
         })
     }
-
     pub fn nodes(&self) -> &[SocketAddr] {
         &self.nodes
-    }
-
-    pub fn stats(&self) -> &RegFwdStats {
-        &self.stats
     }
 
     /// The node `user` maps to in `hash` mode (rendezvous hashing).
@@ -226,6 +181,109 @@ impl RegFwd {
         (lo..hi).filter_map(|i| self.nodes.get(i).map(|a| (i, *a)))
     }
 
+    fn window_ms(&self, sent_expires: u32) -> u64 {
+        let half = u64::from(sent_expires) * 500;
+        self.min_interval_ms.map_or(half, |m| m.min(half))
+    }
+}
+
+/// The REGFWD policy and message builder. Share it (`Arc`) between workers.
+pub struct RegFwd {
+    targeting: ArcSwap<Targeting>,
+    user_agent: Box<str>,
+    max_users: usize,
+    users: DashMap<Box<str>, UserState>,
+    tracked: AtomicUsize,
+    seed: u64,
+    counter: AtomicU64,
+    stats: RegFwdStats,
+}
+
+/// FNV-1a, 64 bit: stable everywhere (node choice must not change across restarts).
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl RegFwd {
+    pub fn new(s: RegFwdSettings) -> Result<RegFwd, RegFwdError> {
+        let targeting = Targeting::new(&s)?;
+        if s.user_agent.contains(['\r', '\n']) {
+            return Err(RegFwdError::UserAgent);
+        }
+        let mut seed = [0u8; 8];
+        // Without OS randomness, fall back to the clock: Call-IDs only need to be unique.
+        if getrandom::getrandom(&mut seed).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            seed = t.to_le_bytes();
+        }
+        Ok(RegFwd {
+            targeting: ArcSwap::from_pointee(targeting),
+            user_agent: s.user_agent.into_boxed_str(),
+            max_users: s.max_users,
+            users: DashMap::new(),
+            tracked: AtomicUsize::new(0),
+            seed: u64::from_le_bytes(seed),
+            counter: AtomicU64::new(1),
+            stats: RegFwdStats::default(),
+        })
+    }
+
+    /// The node list and forwarding mode now in force (a snapshot: a reload swaps it).
+    pub fn targeting(&self) -> Arc<Targeting> {
+        self.targeting.load_full()
+    }
+
+    /// The Asterisk nodes now in force.
+    pub fn nodes(&self) -> Vec<SocketAddr> {
+        self.targeting.load().nodes.to_vec()
+    }
+
+    /// Take new nodes, advertise address, mode and throttle (a configuration reload). When
+    /// the node list changes, every user's throttle state is forgotten, so the next refresh
+    /// of each phone is forwarded at once and new nodes learn every registration within one
+    /// phone refresh interval; REGISTERs in flight finish with the nodes they were sent to.
+    pub fn reconfigure(&self, s: &RegFwdSettings) -> Result<(), RegFwdError> {
+        let next = Targeting::new(s)?;
+        let nodes_changed = self.targeting.load().nodes != next.nodes;
+        self.targeting.store(Arc::new(next));
+        if nodes_changed {
+            self.users.clear();
+            self.tracked.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &RegFwdStats {
+        &self.stats
+    }
+
+    /// The node `user` maps to in `hash` mode (rendezvous hashing).
+    pub fn node_for(&self, user: &str) -> usize {
+        self.targeting.load().node_for(user)
+    }
+
+    fn targets(&self, user: &str) -> Targets {
+        self.targeting.load().targets(user)
+    }
+
+    /// Node indices and addresses of a forward (under the node list now in force).
+    pub fn target_nodes(&self, fwd: &Forward) -> Vec<(usize, SocketAddr)> {
+        self.targeting.load().target_nodes(fwd).collect()
+    }
+
     fn fresh_identity(&self, user: &str) -> (Arc<str>, Tag) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let u = fnv1a(user.as_bytes(), FNV_OFFSET);
@@ -235,8 +293,7 @@ impl RegFwd {
     }
 
     fn window_ms(&self, sent_expires: u32) -> u64 {
-        let half = u64::from(sent_expires) * 500;
-        self.min_interval_ms.map_or(half, |m| m.min(half))
+        self.targeting.load().window_ms(sent_expires)
     }
 
     /// After a successful REGISTER from the phone: `expires` is
@@ -381,12 +438,33 @@ impl RegFwd {
         authorization: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<(), BuildError> {
-        let node = *self.nodes.get(node).ok_or(BuildError::BadValue("node"))?;
+        let targeting = self.targeting.load();
+        let node = *targeting
+            .nodes
+            .get(node)
+            .ok_or(BuildError::BadValue("node"))?;
+        self.write_to(&targeting, fwd, user, node, via, branch, authorization, out)
+    }
+
+    /// [`RegFwd::write`] for the node at `node`, under a [`Targeting`] snapshot taken with
+    /// [`RegFwd::targeting`] (so one forward uses one advertise address throughout).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_to(
+        &self,
+        targeting: &Targeting,
+        fwd: &Forward,
+        user: &str,
+        node: SocketAddr,
+        via: SocketAddr,
+        branch: &str,
+        authorization: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BuildError> {
         write_register(
             &RegisterMsg {
                 node,
                 user,
-                advertise: self.advertise,
+                advertise: targeting.advertise,
                 via,
                 branch,
                 call_id: &fwd.call_id,

@@ -160,7 +160,10 @@ fn node_selection() {
     let fw = all.on_register("alice", 600, true, T0).unwrap();
     assert_eq!(fw.targets, Targets::All);
     assert_eq!(
-        all.target_nodes(&fw).map(|(i, _)| i).collect::<Vec<_>>(),
+        all.target_nodes(&fw)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>(),
         [0, 1, 2]
     );
 

@@ -36,7 +36,8 @@ pub mod testing;
 mod tests;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
 pub use ports::{AuthCheck, AuthPort, LocationPort, Ports, RegFwdPort, RegFwdSender};
@@ -108,6 +109,43 @@ pub struct CoreConfig {
     pub check_from_user: bool,
     /// Key of the Record-Route tokens (see `dialog_token.rs`).
     pub dialog_key: dialog_token::DialogKey,
+}
+
+/// The configuration the workers' cores should run with: a reload publishes a new one and
+/// bumps the generation; each worker compares the generation (one relaxed load) before its
+/// work and takes the new configuration when it changed.
+#[derive(Debug)]
+pub struct SharedConfig {
+    generation: AtomicU64,
+    current: Mutex<Arc<CoreConfig>>,
+}
+
+impl SharedConfig {
+    pub fn new(cfg: Arc<CoreConfig>) -> Self {
+        SharedConfig {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(cfg),
+        }
+    }
+
+    /// The generation of the configuration published last.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The configuration published last, and its generation.
+    pub fn current(&self) -> (u64, Arc<CoreConfig>) {
+        let cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        (self.generation.load(Ordering::Acquire), cur.clone())
+    }
+
+    /// Publish `cfg` to every worker (they pick it up at their next datagram, wake or timer).
+    pub fn publish(&self, cfg: Arc<CoreConfig>) {
+        let mut cur = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        *cur = cfg;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl CoreConfig {
@@ -326,6 +364,31 @@ impl Core {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Arc<CoreConfig> {
+        &self.cfg
+    }
+
+    /// Take a reloaded configuration. Transactions, dialogs and parked requests in progress
+    /// go on (their timers keep the values they were armed with); new limits apply to new
+    /// work. The listen addresses cannot change without a restart: the new configuration's
+    /// are ignored (the caller reports them as needing one).
+    pub fn reconfigure(&mut self, mut cfg: Arc<CoreConfig>) {
+        if cfg.listen != self.cfg.listen {
+            let c = Arc::make_mut(&mut cfg);
+            c.listen.clone_from(&self.cfg.listen);
+            c.record_route.clone_from(&self.cfg.record_route);
+        }
+        self.txns.set_limit(cfg.max_transactions);
+        self.parked.set_limit(cfg.max_parked);
+        if cfg.register_cache != self.cfg.register_cache {
+            // Losing the cached answers is harmless: a retransmitted REGISTER is then
+            // processed again, which the registrar treats as a no-op refresh.
+            self.reg_cache = regcache::RegCache::new(cfg.register_cache);
+        }
+        self.cfg = cfg;
     }
 
     pub fn worker(&self) -> u16 {

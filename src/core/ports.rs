@@ -125,9 +125,14 @@ pub trait LocationPort: Send + Sync {
 /// Where a [`RegFwdPort`] sends the REGISTERs it decides on: the core starts one client
 /// transaction per call, from this worker's upstream socket.
 pub trait RegFwdSender {
-    /// Send one REGISTER to Asterisk node `node`. `write(via, branch, out)` writes the whole
-    /// request with a Via of sent-by `via` and branch `branch`; false when it cannot.
-    fn send(&mut self, node: usize, write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool);
+    /// Send one REGISTER to the Asterisk node at `node`. `write(via, branch, out)` writes the
+    /// whole request with a Via of sent-by `via` and branch `branch`; false when it cannot.
+    /// (An address, not an index: the node list may be reloaded between two calls.)
+    fn send(
+        &mut self,
+        node: SocketAddr,
+        write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool,
+    );
 }
 
 /// Forwarding registrations to Asterisk (the seed's REGFWD).
@@ -146,9 +151,17 @@ pub trait RegFwdPort: Send + Sync {
     fn on_expired(&self, user: &str, now_ms: u64, out: &mut dyn RegFwdSender);
     /// A REGISTER is re-sent with credentials with this CSeq (same Call-ID).
     fn on_retry(&self, user: &str, call_id: &str, cseq: u32);
-    /// The outcome of a forwarded REGISTER: a final status, or 408 on timeout; for a 2xx,
-    /// the expiry Asterisk granted (its Contact's `expires` or its Expires header).
-    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16, granted: Option<u32>);
+    /// The outcome of a forwarded REGISTER sent to `node`: a final status, or 408 on
+    /// timeout; for a 2xx, the expiry Asterisk granted (its Contact's `expires` or its
+    /// Expires header).
+    fn on_result(
+        &self,
+        user: &str,
+        call_id: &str,
+        node: SocketAddr,
+        code: u16,
+        granted: Option<u32>,
+    );
 }
 
 /// The set of ports one core uses.

@@ -106,24 +106,18 @@ impl Core {
         }
     }
 
-    /// Send one REGISTER for `user` to Asterisk node `node` as a new client transaction;
-    /// `write` builds it given our Via sent-by and branch.
+    /// Send one REGISTER for `user` to the Asterisk node at `dst` as a new client
+    /// transaction; `write` builds it given our Via sent-by and branch.
     fn send_regfwd(
         &mut self,
         now: u64,
         user: &str,
-        node: usize,
+        dst: SocketAddr,
         challenged: bool,
         write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool,
         tx: &mut dyn Transmit,
     ) {
-        let Some(&dst) = self.cfg.asterisk.get(node) else {
-            return;
-        };
-        let purpose = Purpose::RegFwd {
-            node: node as u8,
-            challenged,
-        };
+        let purpose = Purpose::RegFwd { challenged };
         let Some((slot, gen)) = self.txns.new_client(false, purpose, dst, Local::Upstream) else {
             self.stats.dropped_overload += 1;
             self.stats.regfwd_failed += 1;
@@ -163,7 +157,6 @@ impl Core {
         &mut self,
         now: u64,
         slot: u32,
-        node: u8,
         challenged: bool,
         msg: &Message<'_, '_>,
         code: u16,
@@ -182,13 +175,13 @@ impl Core {
         let n = ct.aux.len().min(MAX_USER_LEN);
         user_buf[..n].copy_from_slice(&ct.aux[..n]);
         let user = std::str::from_utf8(&user_buf[..n]).unwrap_or("");
+        let node = ct.dst;
         // The request we sent: its Call-ID, CSeq and request-URI.
         let prev = std::mem::take(&mut ct.request);
         self.txns.free_client(slot);
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         let parsed = Message::parse_datagram(&prev, &mut hdrs).ok();
         let call_id = parsed.as_ref().and_then(|m| m.call_id().ok()).unwrap_or("");
-        let node = usize::from(node);
 
         if (code == 401 || code == 407) && !challenged {
             let proxy = code == 407;
@@ -254,7 +247,7 @@ impl Core {
             granted = granted_expiry(msg);
         } else {
             self.stats.regfwd_failed += 1;
-            tracing::warn!(user, code, node, "Asterisk refused a forwarded REGISTER");
+            tracing::warn!(user, code, %node, "Asterisk refused a forwarded REGISTER");
         }
         self.ports
             .regfwd
@@ -315,7 +308,11 @@ struct RegFwdOut<'c, 't> {
 }
 
 impl RegFwdSender for RegFwdOut<'_, '_> {
-    fn send(&mut self, node: usize, write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool) {
+    fn send(
+        &mut self,
+        node: SocketAddr,
+        write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool,
+    ) {
         self.core
             .send_regfwd(self.now, self.user, node, false, write, self.tx);
     }

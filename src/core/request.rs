@@ -63,6 +63,11 @@ impl Parked {
         }
     }
 
+    /// Change the limit (a reload); requests already parked stay.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     fn park(
         &mut self,
         token: u64,
@@ -70,6 +75,10 @@ impl Parked {
         src: SocketAddr,
         sock: Local,
     ) -> Option<(u32, u32)> {
+        if self.slots.len() - self.free.len() >= self.limit {
+            // (A reload may have lowered the limit below the slots already made.)
+            return None;
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None if self.slots.len() < self.limit => {

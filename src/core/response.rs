@@ -75,8 +75,8 @@ impl Core {
             return;
         }
         match purpose {
-            Purpose::RegFwd { node, challenged } => {
-                self.on_regfwd_response(now, ours.slot, node, challenged, &msg, code, tx)
+            Purpose::RegFwd { challenged } => {
+                self.on_regfwd_response(now, ours.slot, challenged, &msg, code, tx)
             }
             Purpose::Branch { server, server_gen } => {
                 // A phone behind NAT answering: its Contact gets our alias (see nat.rs).

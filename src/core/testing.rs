@@ -7,7 +7,7 @@
 //! so the lookup/park path runs.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use crate::sip::{Contact, DigestCredentials};
@@ -312,10 +312,13 @@ impl LocationPort for FakeLocation {
     }
 }
 
+/// Where [`FakeRegFwd`] sends (the first Asterisk node of the usual test topology).
+pub const ASTERISK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 5080);
+
 /// Records forwarded-REGISTER decisions; writes a minimal REGISTER.
 #[derive(Default)]
 pub struct FakeRegFwd {
-    pub results: Mutex<Vec<(String, usize, u16)>>,
+    pub results: Mutex<Vec<(String, SocketAddr, u16)>>,
     pub cseq: Mutex<u32>,
 }
 
@@ -326,7 +329,7 @@ impl FakeRegFwd {
             *c += 1;
             *c
         };
-        out.send(0, &mut |via, branch, buf| {
+        out.send(ASTERISK, &mut |via, branch, buf| {
             buf.extend_from_slice(
                 format!(
                     "REGISTER sip:127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch={branch}\r\nFrom: <sip:{user}@127.0.0.2>;tag=f\r\nTo: <sip:{user}@127.0.0.2>\r\nCall-ID: regfwd-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:5060>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
@@ -349,7 +352,14 @@ impl RegFwdPort for FakeRegFwd {
         let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
         *c = (*c).max(cseq);
     }
-    fn on_result(&self, user: &str, _call_id: &str, node: usize, code: u16, _granted: Option<u32>) {
+    fn on_result(
+        &self,
+        user: &str,
+        _call_id: &str,
+        node: SocketAddr,
+        code: u16,
+        _granted: Option<u32>,
+    ) {
         if let Ok(mut r) = self.results.lock() {
             r.push((user.to_owned(), node, code));
         }

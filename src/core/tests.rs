@@ -856,7 +856,7 @@ fn register_is_authenticated_saved_and_forwarded() {
     assert_eq!(h.core.stats().regfwd_ok, 1);
     assert_eq!(
         h.fakes.regfwd.results.lock().unwrap().as_slice(),
-        &[("alice".to_owned(), 0, 200)]
+        &[("alice".to_owned(), AST.parse().unwrap(), 200)]
     );
 
     // Registering someone else's AOR is refused.

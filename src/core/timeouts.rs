@@ -106,7 +106,8 @@ impl Core {
                 tracing::debug!(dst = %ct.dst, "branch timed out");
                 self.branch_final(now, server, server_gen, slot, 408, true, tx);
             }
-            Purpose::RegFwd { node, .. } => {
+            Purpose::RegFwd { .. } => {
+                let node = ct.dst;
                 let mut user = [0u8; MAX_USER_LEN];
                 let n = ct.aux.len().min(MAX_USER_LEN);
                 user[..n].copy_from_slice(&ct.aux[..n]);
@@ -119,10 +120,8 @@ impl Core {
                     .ok()
                     .and_then(|m| m.call_id().ok())
                     .unwrap_or("");
-                tracing::warn!(user, node, "forwarded REGISTER timed out");
-                self.ports
-                    .regfwd
-                    .on_result(user, call_id, usize::from(node), 408, None);
+                tracing::warn!(user, %node, "forwarded REGISTER timed out");
+                self.ports.regfwd.on_result(user, call_id, node, 408, None);
                 if let Some(ct) = self.txns.clients.get_mut(slot) {
                     ct.request = request;
                 }

@@ -132,7 +132,7 @@ pub enum Purpose {
     /// A branch of a proxied request, child of a server transaction.
     Branch { server: u32, server_gen: u32 },
     /// A REGISTER forwarded to Asterisk node `node` for the user kept in `aux`.
-    RegFwd { node: u8, challenged: bool },
+    RegFwd { challenged: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,10 +171,7 @@ impl ClientTxn {
             gen: 0,
             state: ClientState::Free,
             invite: false,
-            purpose: Purpose::RegFwd {
-                node: 0,
-                challenged: false,
-            },
+            purpose: Purpose::RegFwd { challenged: false },
             dst: SocketAddr::from(([0, 0, 0, 0], 0)),
             sock: Local::Upstream,
             request: Vec::new(),
@@ -209,6 +206,10 @@ impl<T> Slab<T> {
     }
 
     fn alloc(&mut self, make: impl FnOnce() -> T) -> Option<u32> {
+        if self.live >= self.limit {
+            // (A reload may have lowered the limit below the slots already made.)
+            return None;
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None if self.items.len() < self.limit => {
@@ -237,6 +238,12 @@ impl<T> Slab<T> {
     pub fn live(&self) -> usize {
         self.live
     }
+
+    /// Change the limit (a reload): slots already made are kept and reused, but no more
+    /// than `limit` are live at once from now on.
+    fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
 }
 
 /// All transactions of one worker.
@@ -255,6 +262,12 @@ impl Transactions {
             clients: Slab::new(limit.saturating_mul(2)),
             by_key,
         }
+    }
+
+    /// Change the per-worker limit (servers; clients get twice as many).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.servers.set_limit(limit);
+        self.clients.set_limit(limit.saturating_mul(2));
     }
 
     /// Find the live server transaction for `key` whose Via id matches.

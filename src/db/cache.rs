@@ -42,7 +42,8 @@ struct Entry {
 pub struct CredentialCache {
     positive: DashMap<Box<str>, Entry>,
     negative: DashMap<Box<str>, u64>,
-    negative_ttl_ms: u64,
+    /// A reload may change it.
+    negative_ttl_ms: AtomicU64,
     max_negative: usize,
     generation: AtomicU64,
 }
@@ -62,7 +63,7 @@ impl CredentialCache {
                 RandomState::new(),
                 SHARDS,
             ),
-            negative_ttl_ms,
+            negative_ttl_ms: AtomicU64::new(negative_ttl_ms),
             max_negative,
             generation: AtomicU64::new(0),
         }
@@ -110,7 +111,8 @@ impl CredentialCache {
 
     /// Remembers that `user` does not exist, until `now_ms + negative_ttl`.
     pub fn insert_negative(&self, user: &str, now_ms: u64) {
-        if self.negative_ttl_ms == 0 {
+        let ttl = self.negative_ttl_ms.load(Ordering::Relaxed);
+        if ttl == 0 {
             return;
         }
         if self.negative.len() >= self.max_negative {
@@ -120,7 +122,13 @@ impl CredentialCache {
             }
         }
         self.negative
-            .insert(user.into(), now_ms.saturating_add(self.negative_ttl_ms));
+            .insert(user.into(), now_ms.saturating_add(ttl));
+    }
+
+    /// How long unknown users are remembered from now on (a reload; entries already made
+    /// keep their end).
+    pub fn set_negative_ttl_ms(&self, ttl_ms: u64) {
+        self.negative_ttl_ms.store(ttl_ms, Ordering::Relaxed);
     }
 
     /// Drops a user (e.g. a test or an admin command); the next lookup is a miss.

@@ -50,6 +50,8 @@ pub struct RefreshStatus {
     pub failures: AtomicU64,
     /// `system_now_ms` of the last successful refresh.
     pub last_success_ms: AtomicU64,
+    /// Seconds between periodic refreshes (0: only on demand); a reload may change it.
+    period_secs: AtomicU64,
     /// Refreshes finished (success or failure), for [`RefreshHandle::wait_finished`].
     finished: Mutex<u64>,
     cond: Condvar,
@@ -77,9 +79,12 @@ impl RefreshStatus {
 
 type Reply = Sender<Result<RefreshStats, DbError>>;
 
+/// A message to the refresher: refresh now and answer, or (`None`) re-read the period.
+type Request = Option<Reply>;
+
 /// Handle to the refresher thread; dropping it stops the thread.
 pub struct RefreshHandle {
-    tx: Option<Sender<Reply>>,
+    tx: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     status: Arc<RefreshStatus>,
 }
@@ -119,29 +124,48 @@ impl RefreshHandle {
         src: Option<Box<dyn Source>>,
         first_wait: Duration,
     ) -> Result<Self, DbError> {
-        let (tx, rx) = crossbeam_channel::bounded::<Reply>(16);
+        let (tx, rx) = crossbeam_channel::bounded::<Request>(16);
         let status = Arc::new(RefreshStatus::default());
+        status
+            .period_secs
+            .store(ctx.cfg.refresh_secs, Ordering::Relaxed);
         let st = status.clone();
         let thread = std::thread::Builder::new()
             .name("cred-refresh".into())
             .spawn(move || {
-                let period = Duration::from_secs(ctx.cfg.refresh_secs);
                 let mut conn = Conn::new(ctx.clone(), src);
                 let mut wait = first_wait;
+                let mut started = Instant::now();
                 loop {
-                    let reply = if ctx.cfg.refresh_secs == 0 {
+                    let period_secs = st.period_secs.load(Ordering::Relaxed);
+                    let period = Duration::from_secs(period_secs);
+                    let got = if period_secs == 0 {
                         match rx.recv() {
                             Ok(r) => Some(r),
                             Err(_) => return,
                         }
                     } else {
-                        match rx.recv_timeout(wait) {
+                        match rx.recv_timeout(wait.saturating_sub(started.elapsed())) {
                             Ok(r) => Some(r),
                             Err(RecvTimeoutError::Timeout) => None,
                             Err(RecvTimeoutError::Disconnected) => return,
                         }
                     };
+                    let reply = match got {
+                        // The period changed: wait for the new one, counted from the last
+                        // refresh (or from now if there was none to wait for).
+                        Some(None) => {
+                            if wait.is_zero() || period_secs == 0 {
+                                started = Instant::now();
+                            }
+                            wait = Duration::from_secs(st.period_secs.load(Ordering::Relaxed));
+                            continue;
+                        }
+                        Some(Some(r)) => Some(r),
+                        None => None,
+                    };
                     let r = conn.with(None, |s| load_into(&cache, s, &ctx));
+                    started = Instant::now();
                     match &r {
                         Ok(stats) => {
                             st.record(true);
@@ -172,12 +196,21 @@ impl RefreshHandle {
     pub fn refresh_now(&self, timeout: Duration) -> Result<RefreshStats, RefreshError> {
         let tx = self.tx.as_ref().ok_or(RefreshError::Stopped)?;
         let (rtx, rrx) = crossbeam_channel::bounded(1);
-        tx.send_timeout(rtx, timeout)
+        tx.send_timeout(Some(rtx), timeout)
             .map_err(|_| RefreshError::Timeout)?;
         match rrx.recv_timeout(timeout) {
             Ok(r) => r.map_err(RefreshError::Db),
             Err(RecvTimeoutError::Timeout) => Err(RefreshError::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(RefreshError::Stopped),
+        }
+    }
+
+    /// Refresh every `secs` seconds from now on (0: only on demand); a reload.
+    pub fn set_period_secs(&self, secs: u64) {
+        self.status.period_secs.store(secs, Ordering::Relaxed);
+        if let Some(tx) = &self.tx {
+            // The refresher re-reads the period; if its queue is full it will anyway soon.
+            let _ = tx.try_send(None);
         }
     }
 

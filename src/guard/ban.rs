@@ -21,6 +21,7 @@
 //! removed by the lookup that finds it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use super::addr::ClientId;
 use super::table::{Found, Hashing, Key, Striped};
@@ -100,7 +101,8 @@ pub(super) struct BanPolicy {
 }
 
 pub(super) struct Bans {
-    policy: BanPolicy,
+    /// Thresholds and durations; a reload may change them (read once per failure or ban).
+    policy: Mutex<BanPolicy>,
     ip_failures: Striped<IpFailures>,
     user_failures: Striped<UserFailures>,
     bans: Striped<Ban>,
@@ -112,13 +114,23 @@ pub(super) struct Bans {
 impl Bans {
     pub fn new(policy: BanPolicy, max_tracked: usize, max_bans: usize, stripes: usize) -> Self {
         Bans {
-            policy,
+            policy: Mutex::new(policy),
             ip_failures: Striped::new(stripes, max_tracked),
             user_failures: Striped::new(stripes, max_tracked),
             bans: Striped::new(stripes, max_bans),
             count: AtomicUsize::new(0),
             issued: AtomicU64::new(0),
         }
+    }
+
+    fn policy(&self) -> BanPolicy {
+        *self.policy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// New thresholds and durations (a reload): failures counted so far and bans issued
+    /// keep their windows and ends.
+    pub fn set_policy(&self, policy: BanPolicy) {
+        *self.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy;
     }
 
     /// Whether `id` is banned now (counts the drop when it is).
@@ -144,7 +156,7 @@ impl Bans {
 
     /// Record a failed authentication; true when it got `id` banned.
     pub fn on_failure(&self, hashing: &Hashing, id: ClientId, user: &str, now_ms: u64) -> bool {
-        let p = self.policy;
+        let p = self.policy();
         let ukey = (!user.is_empty()).then(|| hashing.user_key(user));
         let ikey = hashing.key(id.0);
         let mut reason = None;
@@ -222,7 +234,7 @@ impl Bans {
     /// Ban `id` for `ban_ms` from now; false when it already was (the ban is extended).
     pub fn ban(&self, hashing: &Hashing, id: ClientId, now_ms: u64, reason: BanReason) -> bool {
         let key = hashing.key(id.0);
-        let until_ms = now_ms.saturating_add(self.policy.ban_ms);
+        let until_ms = now_ms.saturating_add(self.policy().ban_ms);
         let mut stripe = self.bans.lock(key);
         let (b, found) = stripe.entry(key);
         if found == Found::Existing && now_ms < b.until_ms {

@@ -33,6 +33,10 @@ mod table;
 mod tests;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 pub use addr::Cidr;
 pub use ban::BanReason;
@@ -77,20 +81,63 @@ pub struct GuardStats {
 /// Rate limiter, ban list and scanner filter, shared by all workers.
 pub struct Guard {
     hashing: Hashing,
-    exempt: Exempt,
+    /// Asterisk nodes + `allow`; a reload swaps it.
+    exempt: ArcSwap<Exempt>,
     ipv6_prefix: u8,
+    /// Built when `rate_enabled` was on at start; `rate_on` switches it live.
     rate: Option<RateLimiter>,
+    rate_on: AtomicBool,
     bans: Bans,
-    ban_on_failures: bool,
-    scanner: Option<Scanner>,
+    ban_on_failures: AtomicBool,
+    /// Whether the ban tables were sized for failure bans at start.
+    ban_tables: bool,
+    scanner: ArcSwapOption<Scanner>,
+    /// The table sizes fixed at start (a reload cannot change them).
+    sizes: TableSizes,
+}
+
+/// The `[guard]` keys that size tables: fixed until a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TableSizes {
+    shards: usize,
+    max_tracked_ips: usize,
+    max_bans: usize,
+    max_tracked_failures: usize,
+    ipv6_prefix: u8,
+}
+
+impl TableSizes {
+    fn of(cfg: &GuardConfig) -> Self {
+        TableSizes {
+            shards: cfg.shards,
+            max_tracked_ips: cfg.max_tracked_ips,
+            max_bans: cfg.max_bans,
+            max_tracked_failures: cfg.max_tracked_failures,
+            ipv6_prefix: cfg.ipv6_prefix,
+        }
+    }
+}
+
+fn ban_policy(cfg: &GuardConfig) -> BanPolicy {
+    BanPolicy {
+        ip_failures: cfg.ban_ip_failures,
+        user_failures: cfg.ban_user_failures,
+        window_ms: u64::from(cfg.ban_window_secs) * 1000,
+        ban_ms: u64::from(cfg.ban_secs) * 1000,
+    }
+}
+
+fn exempt_nets(cfg: &GuardConfig, asterisk: &[IpAddr]) -> Result<Exempt, ConfigError> {
+    let mut nets = cfg.allow_nets()?;
+    nets.extend(asterisk.iter().map(|&ip| Cidr::host(ip)));
+    Ok(Exempt::new(nets))
 }
 
 impl Guard {
     /// Build from a validated `[guard]` section and the Asterisk nodes' addresses (exempt).
     pub fn new(cfg: &GuardConfig, asterisk: &[IpAddr]) -> Result<Guard, ConfigError> {
         cfg.validate()?;
-        let mut nets = cfg.allow_nets()?;
-        nets.extend(asterisk.iter().map(|&ip| Cidr::host(ip)));
+        let exempt = exempt_nets(cfg, asterisk)?;
         let rate = cfg.rate_enabled.then(|| {
             RateLimiter::new(
                 cfg.rate_pps,
@@ -105,23 +152,77 @@ impl Guard {
         } else {
             (1, cfg.max_bans.min(1024))
         };
-        let policy = BanPolicy {
-            ip_failures: cfg.ban_ip_failures,
-            user_failures: cfg.ban_user_failures,
-            window_ms: u64::from(cfg.ban_window_secs) * 1000,
-            ban_ms: u64::from(cfg.ban_secs) * 1000,
-        };
         Ok(Guard {
             hashing: Hashing::new(),
-            exempt: Exempt::new(nets),
+            exempt: ArcSwap::from_pointee(exempt),
             ipv6_prefix: cfg.ipv6_prefix,
+            rate_on: AtomicBool::new(rate.is_some()),
             rate,
-            bans: Bans::new(policy, tracked, max_bans, cfg.shards),
-            ban_on_failures: cfg.ban_enabled,
-            scanner: cfg
-                .scanner_enabled
-                .then(|| Scanner::new(&cfg.scanner_user_agents)),
+            bans: Bans::new(ban_policy(cfg), tracked, max_bans, cfg.shards),
+            ban_on_failures: AtomicBool::new(cfg.ban_enabled),
+            ban_tables: cfg.ban_enabled,
+            scanner: ArcSwapOption::from_pointee(
+                cfg.scanner_enabled
+                    .then(|| Scanner::new(&cfg.scanner_user_agents)),
+            ),
+            sizes: TableSizes::of(cfg),
         })
+    }
+
+    /// Apply a reloaded `[guard]` section (and the reloaded Asterisk addresses, which are
+    /// exempt): allow list, rates, ban thresholds and durations, scanner list, and switching
+    /// each protection off (or back on). Returns the keys that changed but can only take
+    /// effect after a restart: the table sizes, and turning on `rate_enabled` or
+    /// `ban_enabled` when the proxy started without them (their tables were not built).
+    /// Counters, buckets, failure counts and bans in force are kept.
+    pub fn reconfigure(
+        &self,
+        cfg: &GuardConfig,
+        asterisk: &[IpAddr],
+    ) -> Result<Vec<&'static str>, ConfigError> {
+        cfg.validate()?;
+        let exempt = exempt_nets(cfg, asterisk)?;
+        let mut restart = Vec::new();
+        let now = TableSizes::of(cfg);
+        let was = self.sizes;
+        for (changed, key) in [
+            (now.shards != was.shards, "guard.shards"),
+            (
+                now.max_tracked_ips != was.max_tracked_ips,
+                "guard.max_tracked_ips",
+            ),
+            (now.max_bans != was.max_bans, "guard.max_bans"),
+            (
+                now.max_tracked_failures != was.max_tracked_failures,
+                "guard.max_tracked_failures",
+            ),
+            (now.ipv6_prefix != was.ipv6_prefix, "guard.ipv6_prefix"),
+        ] {
+            if changed {
+                restart.push(key);
+            }
+        }
+        self.exempt.store(Arc::new(exempt));
+        match &self.rate {
+            Some(r) => {
+                r.set_rate(cfg.rate_pps, cfg.rate_burst);
+                self.rate_on.store(cfg.rate_enabled, Ordering::Relaxed);
+            }
+            None if cfg.rate_enabled => restart.push("guard.rate_enabled"),
+            None => {}
+        }
+        self.bans.set_policy(ban_policy(cfg));
+        if cfg.ban_enabled && !self.ban_tables {
+            restart.push("guard.ban_enabled");
+        } else {
+            self.ban_on_failures
+                .store(cfg.ban_enabled, Ordering::Relaxed);
+        }
+        self.scanner.store(
+            cfg.scanner_enabled
+                .then(|| Arc::new(Scanner::new(&cfg.scanner_user_agents))),
+        );
+        Ok(restart)
     }
 
     fn id(&self, ip: IpAddr) -> ClientId {
@@ -130,13 +231,15 @@ impl Guard {
 
     /// Whether `ip` is an Asterisk node or in `allow` (never limited, banned or checked).
     pub fn is_exempt(&self, ip: IpAddr) -> bool {
-        self.exempt.contains(ip)
+        self.exempt.load().contains(ip)
     }
 
     /// Spend one token of `ip`'s bucket: `Limited` means drop the datagram.
     pub fn admit(&self, ip: IpAddr, now_ms: u64) -> Admit {
         match &self.rate {
-            Some(r) if !self.exempt.contains(ip) => r.admit(&self.hashing, self.id(ip), now_ms),
+            Some(r) if self.rate_on.load(Ordering::Relaxed) && !self.is_exempt(ip) => {
+                r.admit(&self.hashing, self.id(ip), now_ms)
+            }
             _ => Admit::Ok,
         }
     }
@@ -149,13 +252,16 @@ impl Guard {
 
     /// Whether `user_agent` (a User-Agent header value) names a known scanner.
     pub fn is_scanner(&self, user_agent: &[u8]) -> bool {
-        self.scanner.as_ref().is_some_and(|s| s.matches(user_agent))
+        self.scanner
+            .load()
+            .as_ref()
+            .is_some_and(|s| s.matches(user_agent))
     }
 
     /// A failed digest authentication from `ip` for `user` (wrong password, unknown user,
     /// replayed nonce count): may ban `ip`. True when this failure issued a new ban.
     pub fn on_auth_failure(&self, ip: IpAddr, user: &str, now_ms: u64) -> bool {
-        if !self.ban_on_failures || self.exempt.contains(ip) {
+        if !self.ban_on_failures.load(Ordering::Relaxed) || self.is_exempt(ip) {
             return false;
         }
         self.bans
@@ -164,14 +270,14 @@ impl Guard {
 
     /// A successful authentication: forgets `ip`'s failures if all were for `user`.
     pub fn on_auth_success(&self, ip: IpAddr, user: &str, _now_ms: u64) {
-        if self.ban_on_failures && !self.exempt.contains(ip) {
+        if self.ban_on_failures.load(Ordering::Relaxed) && !self.is_exempt(ip) {
             self.bans.on_success(&self.hashing, self.id(ip), user);
         }
     }
 
     /// Ban `ip` by hand for `ban_secs`; false when it is exempt or already banned.
     pub fn ban(&self, ip: IpAddr, now_ms: u64) -> bool {
-        !self.exempt.contains(ip)
+        !self.is_exempt(ip)
             && self
                 .bans
                 .ban(&self.hashing, self.id(ip), now_ms, BanReason::Manual)
@@ -206,11 +312,11 @@ impl Guard {
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("exempt", &self.exempt.len())
+            .field("exempt", &self.exempt.load().len())
             .field("ipv6_prefix", &self.ipv6_prefix)
             .field("rate", &self.rate.is_some())
             .field("ban_on_failures", &self.ban_on_failures)
-            .field("scanner", &self.scanner.as_ref().map(Scanner::len))
+            .field("scanner", &self.scanner.load().as_ref().map(|s| s.len()))
             .finish()
     }
 }

@@ -7,6 +7,8 @@
 //! that refill is exact integer arithmetic: one millisecond at `rate_pps` adds `rate_pps`
 //! milli-tokens.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use super::addr::ClientId;
 use super::table::{Found, Hashing, Striped};
 
@@ -33,32 +35,40 @@ pub(super) struct Bucket {
 
 pub(super) struct RateLimiter {
     table: Striped<Bucket>,
-    /// Milli-tokens added per millisecond (= packets per second).
-    per_ms: u64,
-    /// Bucket size in milli-tokens.
-    burst: u64,
+    /// Milli-tokens added per millisecond (= packets per second); a reload may change it.
+    per_ms: AtomicU64,
+    /// Bucket size in milli-tokens; a reload may change it.
+    burst: AtomicU64,
 }
 
 impl RateLimiter {
     pub fn new(rate_pps: u32, burst: u32, max_tracked: usize, stripes: usize) -> Self {
         RateLimiter {
             table: Striped::new(stripes, max_tracked),
-            per_ms: u64::from(rate_pps),
-            burst: u64::from(burst.max(1)) * MILLI,
+            per_ms: AtomicU64::new(u64::from(rate_pps)),
+            burst: AtomicU64::new(u64::from(burst.max(1)) * MILLI),
         }
+    }
+
+    /// New rate and burst (a reload); buckets keep their tokens, capped at the new burst
+    /// when next touched.
+    pub fn set_rate(&self, rate_pps: u32, burst: u32) {
+        self.per_ms.store(u64::from(rate_pps), Relaxed);
+        self.burst.store(u64::from(burst.max(1)) * MILLI, Relaxed);
     }
 
     /// Take one token from `id`'s bucket.
     pub fn admit(&self, hashing: &Hashing, id: ClientId, now_ms: u64) -> Admit {
         let key = hashing.key(id.0);
+        let (per_ms, burst) = (self.per_ms.load(Relaxed), self.burst.load(Relaxed));
         let mut stripe = self.table.lock(key);
         let (b, found) = stripe.entry(key);
         if found != Found::Existing {
-            b.tokens = self.burst;
+            b.tokens = burst;
             b.last_ms = now_ms;
         } else if now_ms > b.last_ms {
-            let refill = (now_ms - b.last_ms).saturating_mul(self.per_ms);
-            b.tokens = b.tokens.saturating_add(refill).min(self.burst);
+            let refill = (now_ms - b.last_ms).saturating_mul(per_ms);
+            b.tokens = b.tokens.saturating_add(refill).min(burst);
             b.last_ms = now_ms;
         }
         // A clock that went backwards refills nothing and does not move `last_ms`.

@@ -65,10 +65,12 @@ pub struct WorkerSnapshot {
     pub processing: Vec<Histogram<u64>>,
     /// Per upstream node: request → first response and → final response (ns), cumulative.
     pub upstream: Vec<[Histogram<u64>; 2]>,
+    /// The nodes of `upstream`, in order.
+    pub nodes: Vec<SocketAddr>,
 }
 
 impl WorkerSnapshot {
-    fn new(worker: usize, nodes: usize) -> Self {
+    fn new(worker: usize, nodes: &[SocketAddr]) -> Self {
         WorkerSnapshot {
             worker,
             published_ms: 0,
@@ -76,9 +78,11 @@ impl WorkerSnapshot {
             in_flight: (0, 0),
             send_dropped: 0,
             processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
-            upstream: (0..nodes)
+            upstream: nodes
+                .iter()
                 .map(|_| [new_histogram(), new_histogram()])
                 .collect(),
+            nodes: nodes.to_vec(),
         }
     }
 }
@@ -89,7 +93,7 @@ type Slot = Arc<Mutex<WorkerSnapshot>>;
 /// server (reads all).
 #[derive(Debug)]
 pub struct MetricsRegistry {
-    nodes: Vec<SocketAddr>,
+    nodes: Mutex<Vec<SocketAddr>>,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -116,14 +120,15 @@ impl MetricsRegistry {
     /// `nodes`: the Asterisk nodes whose response latency is tracked.
     pub fn new(nodes: Vec<SocketAddr>) -> Arc<Self> {
         Arc::new(MetricsRegistry {
-            nodes,
+            nodes: Mutex::new(nodes),
             slots: Mutex::new(Vec::new()),
         })
     }
 
     /// A worker's recorder and its slot (called once per worker, at start).
     pub fn worker(self: &Arc<Self>, index: usize) -> WorkerMetrics {
-        let slot = Arc::new(Mutex::new(WorkerSnapshot::new(index, self.nodes.len())));
+        let nodes = lock(&self.nodes).clone();
+        let slot = Arc::new(Mutex::new(WorkerSnapshot::new(index, &nodes)));
         let mut slots = lock(&self.slots);
         slots.retain(|s| lock(s).worker != index);
         slots.push(slot.clone());
@@ -131,25 +136,34 @@ impl MetricsRegistry {
         drop(slots);
         WorkerMetrics {
             processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
-            upstream: UpstreamTracker::new(self.nodes.clone()),
+            upstream: UpstreamTracker::new(nodes),
             slot,
             next_publish_ms: 0,
         }
     }
 
-    /// Merge every worker's last snapshot.
+    /// The Asterisk nodes are now `nodes` (a reload; each worker switches its own tracker
+    /// with [`WorkerMetrics::set_nodes`]).
+    pub fn set_nodes(&self, nodes: &[SocketAddr]) {
+        *lock(&self.nodes) = nodes.to_vec();
+    }
+
+    /// Merge every worker's last snapshot (upstream latency by node address: a worker that
+    /// has not switched to reloaded nodes yet contributes only the nodes still configured).
     pub fn collect(&self) -> Collected {
         let slots: Vec<Slot> = lock(&self.slots).clone();
+        let nodes = lock(&self.nodes).clone();
         let mut out = Collected {
             workers: Vec::with_capacity(slots.len()),
             stats: Stats::default(),
             in_flight: (0, 0),
             send_dropped: 0,
             processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
-            nodes: self.nodes.clone(),
-            upstream: (0..self.nodes.len())
+            upstream: nodes
+                .iter()
                 .map(|_| [new_histogram(), new_histogram()])
                 .collect(),
+            nodes,
         };
         for slot in &slots {
             let snap = lock(slot).clone();
@@ -161,9 +175,13 @@ impl MetricsRegistry {
                 // Same bounds everywhere: adding cannot fail.
                 let _ = m.add(h);
             }
-            for (m, h) in out.upstream.iter_mut().zip(&snap.upstream) {
-                let _ = m[0].add(&h[0]);
-                let _ = m[1].add(&h[1]);
+            for (node, h) in snap.nodes.iter().zip(&snap.upstream) {
+                if let Some(i) = out.nodes.iter().position(|n| n == node) {
+                    if let Some(m) = out.upstream.get_mut(i) {
+                        let _ = m[0].add(&h[0]);
+                        let _ = m[1].add(&h[1]);
+                    }
+                }
             }
             out.workers.push(snap);
         }
@@ -248,6 +266,11 @@ impl WorkerMetrics {
         }
     }
 
+    /// Time requests to `nodes` from now on (a reload; see [`UpstreamTracker::set_nodes`]).
+    pub fn set_nodes(&mut self, nodes: &[SocketAddr]) {
+        self.upstream.set_nodes(nodes);
+    }
+
     /// The upstream request/response timer (fed from the transmit path and from responses
     /// received on the upstream socket).
     pub fn upstream(&mut self) -> &mut UpstreamTracker {
@@ -277,6 +300,15 @@ impl WorkerMetrics {
         snap.send_dropped = state.send_dropped;
         for (dst, src) in snap.processing.iter_mut().zip(&self.processing) {
             copy_hist(dst, src);
+        }
+        if snap.nodes != self.upstream.nodes() {
+            // The nodes were reloaded (rare): reshape the slot once.
+            snap.nodes = self.upstream.nodes().to_vec();
+            snap.upstream = snap
+                .nodes
+                .iter()
+                .map(|_| [new_histogram(), new_histogram()])
+                .collect();
         }
         for (dst, src) in snap.upstream.iter_mut().zip(self.upstream.histograms()) {
             copy_hist(&mut dst[0], &src[0]);

@@ -107,6 +107,29 @@ impl UpstreamTracker {
         &self.hists
     }
 
+    /// The nodes tracked, in the order of [`UpstreamTracker::histograms`].
+    pub fn nodes(&self) -> &[SocketAddr] {
+        &self.nodes
+    }
+
+    /// Track `nodes` from now on (a reload): a node kept keeps its histograms, a new node
+    /// starts empty, a removed node's are dropped; requests in flight are forgotten.
+    pub fn set_nodes(&mut self, nodes: &[SocketAddr]) {
+        if nodes == self.nodes.as_slice() {
+            return;
+        }
+        let mut old: Vec<_> = self.nodes.drain(..).zip(self.hists.drain(..)).collect();
+        for n in nodes {
+            let h = match old.iter().position(|(a, _)| a == n) {
+                Some(i) => old.swap_remove(i).1,
+                None => [new_histogram(), new_histogram()],
+            };
+            self.nodes.push(*n);
+            self.hists.push(h);
+        }
+        self.table.fill(Pending::default());
+    }
+
     /// A hash of the first branch of ours in `data` (never 0), and its table index.
     fn key(&self, data: &[u8]) -> Option<(u64, usize)> {
         let head = data.get(..data.len().min(MAX_SCAN))?;

@@ -11,6 +11,7 @@
 //! counters, the guard (bans) and the transport's counters, and stops first.
 
 mod ports;
+pub mod reload;
 mod worker;
 
 use std::net::SocketAddr;
@@ -18,10 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admin::{AdminError, AdminServer, AdminState};
-use crate::asterisk::{RegFwd, RegFwdError, RegFwdSettings, RegisterMode};
+use crate::asterisk::{RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
-use crate::config::{Config, RegisterMode as CfgRegisterMode};
-use crate::core::{Core, CoreConfig, Ports};
+use crate::config::Config;
+use crate::core::{Core, CoreConfig, Ports, SharedConfig};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
 use crate::guard::Guard;
 use crate::metrics::MetricsRegistry;
@@ -29,6 +30,7 @@ use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persis
 use crate::transport::{TransportError, WorkerSet};
 
 pub use ports::{AsteriskRegFwd, CacheAuth, TableLocation};
+pub use reload::{ReloadError, ReloadReport, Reloader};
 pub use worker::Worker;
 
 /// Why the proxy could not start (or stop cleanly).
@@ -63,6 +65,7 @@ pub struct Server {
     metrics: Arc<MetricsRegistry>,
     admin: Option<AdminServer>,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    reloader: Arc<Reloader>,
 }
 
 impl Server {
@@ -81,17 +84,7 @@ impl Server {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
         let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
-        let regfwd = RegFwd::new(RegFwdSettings {
-            nodes: cfg.asterisk.nodes.clone(),
-            advertise: cfg.advertise(),
-            mode: match cfg.asterisk.register_mode {
-                CfgRegisterMode::All => RegisterMode::All,
-                CfgRegisterMode::Hash => RegisterMode::Hash,
-            },
-            refresh_min_interval_secs: cfg.asterisk.refresh_min_interval_secs,
-            user_agent: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
-            max_users: cfg.registrar.max_aors,
-        })?;
+        let regfwd = RegFwd::new(reload::regfwd_settings(cfg))?;
         let regfwd = Arc::new(AsteriskRegFwd { regfwd });
         let ports = Ports {
             auth: Arc::new(CacheAuth {
@@ -111,16 +104,21 @@ impl Server {
         let factory_metrics = metrics.clone();
         let pool = Arc::new(pool);
         let factory_pool = pool.clone();
-        let factory_cfg = cfg.clone();
+        let n_workers = crate::transport::worker_count(cfg.listen.workers);
+        let shared = Arc::new(SharedConfig::new(Arc::new(CoreConfig::from_config(
+            cfg, n_workers,
+        ))));
+        let factory_shared = shared.clone();
         let workers = WorkerSet::spawn(
             &cfg.listen.udp,
             cfg.listen.workers,
             &cfg.transport,
             move |ctx| {
-                let mut core_cfg = CoreConfig::from_config(&factory_cfg, ctx.n_workers);
-                core_cfg.listen.clone_from(&ctx.listen);
+                // Listen addresses are concrete (validated): the configuration's are the
+                // bound ones, so every worker shares one published configuration.
+                let (generation, core_cfg) = factory_shared.current();
                 let core = Core::new(
-                    Arc::new(core_cfg),
+                    core_cfg,
                     ports.clone(),
                     u16::try_from(ctx.index).unwrap_or(u16::MAX),
                     ctx.upstream,
@@ -131,10 +129,24 @@ impl Server {
                     factory_pool.clone(),
                     Arc::new(move || waker.wake()),
                     factory_metrics.worker(ctx.index),
+                    factory_shared.clone(),
+                    generation,
                 )
             },
         )?;
         let workers = Arc::new(workers);
+        let reloader = Arc::new(Reloader {
+            current: std::sync::Mutex::new(cfg.clone()),
+            shared,
+            n_workers,
+            regfwd: regfwd.clone(),
+            guard: guard.clone(),
+            metrics: metrics.clone(),
+            cache: cache.clone(),
+            refresh: refresh.clone(),
+            workers: workers.clone(),
+            busy: std::sync::Mutex::new(()),
+        });
         tracing::info!(
             listen = ?workers.listen_addrs(),
             upstream = ?workers.upstream_addrs(),
@@ -153,6 +165,7 @@ impl Server {
                 transport: Some(workers.clone()),
                 regfwd: Some(regfwd),
                 bans: Some(guard.clone()),
+                config: Some(reloader.clone()),
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)
@@ -168,7 +181,18 @@ impl Server {
             metrics,
             admin,
             draining,
+            reloader,
         })
+    }
+
+    /// Read the config file again and apply what can change live (see [`reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// Apply `cfg` (validated) as a reload would; for embedding and tests.
+    pub fn apply_config(&self, cfg: &Config) -> Result<ReloadReport, ReloadError> {
+        self.reloader.apply(cfg)
     }
 
     /// The workers (addresses, counters).
@@ -196,6 +220,11 @@ impl Server {
             Ok(stats) => tracing::info!(users = stats.users, "credentials reloaded"),
             Err(e) => tracing::warn!(error = %e, "credential reload failed"),
         }
+    }
+
+    /// The configuration in force (after reloads).
+    pub fn config(&self) -> Config {
+        self.reloader.current()
     }
 
     /// Stop taking new requests (they get 503 with Retry-After) and wait, at most `max`,

@@ -393,12 +393,14 @@ pub struct AsteriskRegFwd {
 
 impl AsteriskRegFwd {
     fn send_all(&self, fwd: &crate::asterisk::Forward, user: &str, out: &mut dyn RegFwdSender) {
-        for (node, _) in self.regfwd.target_nodes(fwd) {
+        // One snapshot of the node list for the whole forward (a reload may swap it).
+        let targeting = self.regfwd.targeting();
+        for (_, addr) in targeting.target_nodes(fwd) {
             out.send(
-                node,
+                addr,
                 &mut |via: SocketAddr, branch: &str, buf: &mut Vec<u8>| {
                     self.regfwd
-                        .write(fwd, user, node, via, branch, None, buf)
+                        .write_to(&targeting, fwd, user, addr, via, branch, None, buf)
                         .is_ok()
                 },
             );
@@ -431,7 +433,14 @@ impl RegFwdPort for AsteriskRegFwd {
             .retry_cseq(user, call_id, cseq.saturating_sub(1));
     }
 
-    fn on_result(&self, user: &str, call_id: &str, node: usize, code: u16, granted: Option<u32>) {
+    fn on_result(
+        &self,
+        user: &str,
+        call_id: &str,
+        node: SocketAddr,
+        code: u16,
+        granted: Option<u32>,
+    ) {
         if (200..300).contains(&code) {
             // Asterisk may grant less than asked (PJSIP maximum_expiration): the throttle
             // must refresh before that lapses.
@@ -439,7 +448,7 @@ impl RegFwdPort for AsteriskRegFwd {
                 self.regfwd.on_asterisk_ok(user, call_id, g);
             }
         } else {
-            tracing::warn!(user, node, code, "forwarded REGISTER failed");
+            tracing::warn!(user, %node, code, "forwarded REGISTER failed");
             self.regfwd.on_failed(user, call_id);
         }
     }

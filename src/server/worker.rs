@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::core::{Core, Local, LookupResult, Transmit};
+use crate::core::{Core, Local, LookupResult, SharedConfig, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
 use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
 use crate::transport::{DatagramHandler, Outbox, SockId};
@@ -64,10 +64,20 @@ pub struct Worker {
     metrics: WorkerMetrics,
     /// Monotonic origin of the ns timestamps given to the upstream tracker.
     epoch: Instant,
+    /// Where reloads publish configurations, and the generation this worker runs.
+    shared: Arc<SharedConfig>,
+    generation: u64,
 }
 
 impl Worker {
-    pub fn new(core: Core, pool: Arc<LookupPool>, waker: WakeFn, metrics: WorkerMetrics) -> Self {
+    pub fn new(
+        core: Core,
+        pool: Arc<LookupPool>,
+        waker: WakeFn,
+        metrics: WorkerMetrics,
+        shared: Arc<SharedConfig>,
+        generation: u64,
+    ) -> Self {
         let (replies_tx, replies_rx) = crossbeam_channel::unbounded();
         Worker {
             core,
@@ -78,6 +88,19 @@ impl Worker {
             send_dropped: 0,
             metrics,
             epoch: Instant::now(),
+            shared,
+            generation,
+        }
+    }
+
+    /// Take a reloaded configuration if one was published (one atomic load when not).
+    #[inline]
+    fn follow_reloads(&mut self) {
+        if self.shared.generation() != self.generation {
+            let (generation, cfg) = self.shared.current();
+            self.metrics.set_nodes(&cfg.asterisk);
+            self.core.reconfigure(cfg);
+            self.generation = generation;
         }
     }
 
@@ -130,6 +153,7 @@ impl DatagramHandler for Worker {
         data: &[u8],
         out: &mut Outbox,
     ) {
+        self.follow_reloads();
         let start = Instant::now();
         let now_ns = self.since_epoch_ns(start);
         let class = classify(data);
@@ -151,6 +175,7 @@ impl DatagramHandler for Worker {
     }
 
     fn on_wake(&mut self, now_ms: u64, out: &mut Outbox) {
+        self.follow_reloads();
         let now_ns = self.since_epoch_ns(Instant::now());
         while let Ok(done) = self.replies_rx.try_recv() {
             let result = match done.result {
@@ -175,6 +200,7 @@ impl DatagramHandler for Worker {
     }
 
     fn on_timer(&mut self, now_ms: u64, out: &mut Outbox) {
+        self.follow_reloads();
         let now_ns = self.since_epoch_ns(Instant::now());
         let mut tx = Tx {
             out,

@@ -49,7 +49,7 @@ use std::net::SocketAddr;
 pub use config::{Backend, ConfigError, TransportConfig};
 pub use error::{TransportError, UringUnavailable};
 pub use outbox::Outbox;
-pub use set::{WorkerContext, WorkerSet};
+pub use set::{worker_count, WorkerContext, WorkerSet};
 pub use stats::WorkerCounters;
 pub use waker::Waker;
 

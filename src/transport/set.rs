@@ -46,6 +46,15 @@ pub struct WorkerSet {
     backend: Backend,
 }
 
+/// The number of workers `[listen] workers` asks for (0: one per allowed core).
+pub fn worker_count(workers: usize) -> usize {
+    if workers == 0 {
+        available_cores()
+    } else {
+        workers
+    }
+}
+
 fn choose_backend(cfg: &TransportConfig) -> Result<Backend, TransportError> {
     let chosen = match cfg.backend {
         Backend::Mmsg => Backend::Mmsg,
@@ -82,11 +91,7 @@ impl WorkerSet {
         if listen.is_empty() {
             return Err(TransportError::NoListenAddress);
         }
-        let n = if workers == 0 {
-            available_cores()
-        } else {
-            workers
-        };
+        let n = worker_count(workers);
         if n > super::MAX_WORKERS {
             return Err(TransportError::TooManyWorkers(n));
         }

@@ -1,0 +1,371 @@
+//! Live configuration reload (SIGHUP and `sipfront ctl reload`).
+//!
+//! The file the proxy started from is read and validated again; if it is unreadable or
+//! invalid nothing changes and the error names the key. Otherwise every changed key is
+//! either applied at once or reported as needing a restart (the proxy keeps running with
+//! the old value, and keeps reporting it on later reloads until it restarts):
+//!
+//! - live: `[asterisk]` (nodes, advertise, match, register_mode, refresh_min_interval_secs),
+//!   `[timers]`, `[limits]`, `[log] level`, `domain.local`, `auth.check_from_user`,
+//!   `credentials.refresh_secs` and `credentials.negative_ttl_secs`, and `[guard]` except the
+//!   table sizes;
+//! - restart: `[listen]`, `domain.realm`, the other `[auth]` and `[credentials]` keys,
+//!   `[registrar]`, `[transport]`, `[admin]`, the `[guard]` table sizes (and turning on
+//!   `rate_enabled`/`ban_enabled` when the proxy started without them).
+//!
+//! Each reload also reloads every credential from the database, as SIGHUP always did.
+//!
+//! Workers pick up a new core configuration through [`SharedConfig`]: the reload publishes
+//! it and wakes every worker, which compares one generation counter before its next piece of
+//! work. Transactions in progress keep the timers they were armed with.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::asterisk::{RegFwdError, RegFwdSettings, RegisterMode};
+use crate::config::{Config, ConfigError, RegisterMode as CfgRegisterMode};
+use crate::core::{CoreConfig, SharedConfig};
+use crate::db::{CredentialCache, RefreshHandle};
+use crate::guard::Guard;
+use crate::logging::LevelChange;
+use crate::metrics::MetricsRegistry;
+use crate::transport::WorkerSet;
+
+use super::AsteriskRegFwd;
+
+/// How long a reload waits for the credential refresher.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error("the proxy was started without a config file: nothing to reload")]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("asterisk: {0}")]
+    Asterisk(#[from] RegFwdError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::ConfigError),
+}
+
+/// What a reload did (the `ctl reload` answer, and one log line).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Keys whose new value is in force.
+    pub applied: Vec<&'static str>,
+    /// Keys that changed but take effect only after a restart.
+    pub restart_needed: Vec<&'static str>,
+    /// `[log] level` was not applied because `RUST_LOG` is set (or logging is embedded).
+    pub log_level_note: Option<String>,
+    /// Users cached after the credential reload.
+    pub credential_users: Option<usize>,
+    /// Why the credential reload failed (the cache is kept).
+    pub credential_error: Option<String>,
+}
+
+/// Everything a reload touches, shared by the signal handler and the admin API.
+pub struct Reloader {
+    pub(super) current: Mutex<Config>,
+    pub(super) shared: Arc<SharedConfig>,
+    pub(super) n_workers: usize,
+    pub(super) regfwd: Arc<AsteriskRegFwd>,
+    pub(super) guard: Arc<Guard>,
+    pub(super) metrics: Arc<MetricsRegistry>,
+    pub(super) cache: Arc<CredentialCache>,
+    pub(super) refresh: Arc<RefreshHandle>,
+    pub(super) workers: Arc<WorkerSet>,
+    /// One reload at a time.
+    pub(super) busy: Mutex<()>,
+}
+
+/// The REGFWD settings of a configuration.
+pub(super) fn regfwd_settings(cfg: &Config) -> RegFwdSettings {
+    RegFwdSettings {
+        nodes: cfg.asterisk.nodes.clone(),
+        advertise: cfg.advertise(),
+        mode: match cfg.asterisk.register_mode {
+            CfgRegisterMode::All => RegisterMode::All,
+            CfgRegisterMode::Hash => RegisterMode::Hash,
+        },
+        refresh_min_interval_secs: cfg.asterisk.refresh_min_interval_secs,
+        user_agent: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
+        max_users: cfg.registrar.max_aors,
+    }
+}
+
+/// Compare fields of one section, pushing `"section.field"` for each that differs.
+macro_rules! changed {
+    ($out:expr, $old:expr, $new:expr, $section:literal, [$($field:ident),* $(,)?]) => {
+        $(
+            if $old.$field != $new.$field {
+                $out.push(concat!($section, ".", stringify!($field)));
+            }
+        )*
+    };
+}
+
+/// The keys that differ between `old` and `new`: (live, restart).
+pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut live = Vec::new();
+    let mut restart = Vec::new();
+    changed!(restart, old.listen, new.listen, "listen", [udp, workers]);
+    changed!(restart, old.domain, new.domain, "domain", [realm]);
+    changed!(live, old.domain, new.domain, "domain", [local]);
+    changed!(
+        live,
+        old.asterisk,
+        new.asterisk,
+        "asterisk",
+        [nodes, advertise, register_mode, refresh_min_interval_secs]
+    );
+    if old.asterisk.match_mode != new.asterisk.match_mode {
+        live.push("asterisk.match");
+    }
+    changed!(
+        live,
+        old.timers,
+        new.timers,
+        "timers",
+        [t1_ms, t2_ms, t4_ms, timer_c_ms, server_linger_ms, drain_ms]
+    );
+    changed!(
+        live,
+        old.limits,
+        new.limits,
+        "limits",
+        [
+            max_message_bytes,
+            max_transactions_per_worker,
+            max_parked_per_worker,
+            register_cache_per_worker
+        ]
+    );
+    changed!(live, old.log, new.log, "log", [level]);
+    changed!(live, old.auth, new.auth, "auth", [check_from_user]);
+    changed!(
+        restart,
+        old.auth,
+        new.auth,
+        "auth",
+        [
+            algorithms,
+            nonce_secret,
+            nonce_ttl_secs,
+            allow_no_qop,
+            bind_nonce_to_ip,
+            replay_capacity
+        ]
+    );
+    changed!(
+        live,
+        old.credentials,
+        new.credentials,
+        "credentials",
+        [refresh_secs, negative_ttl_secs]
+    );
+    changed!(
+        restart,
+        old.credentials,
+        new.credentials,
+        "credentials",
+        [
+            url,
+            schema,
+            table,
+            user_column,
+            password_column,
+            realm_column,
+            password_kind,
+            pool_size,
+            queue_size,
+            keep_plain,
+            connect_timeout_secs,
+            reconnect_max_ms,
+            max_negative,
+            start_without_db
+        ]
+    );
+    changed!(
+        restart,
+        old.registrar,
+        new.registrar,
+        "registrar",
+        [
+            min_expires,
+            max_expires,
+            default_expires,
+            max_contacts,
+            on_max_contacts,
+            max_aors,
+            nat,
+            use_domain,
+            persist,
+            persist_interval_ms,
+            persist_queue,
+            expire_batch
+        ]
+    );
+    if old.transport != new.transport {
+        restart.push("transport");
+    }
+    if old.admin != new.admin {
+        restart.push("admin");
+    }
+    // `[guard]`: everything is live except what Guard::reconfigure reports.
+    changed!(
+        live,
+        old.guard,
+        new.guard,
+        "guard",
+        [
+            allow,
+            rate_enabled,
+            rate_pps,
+            rate_burst,
+            ban_enabled,
+            ban_ip_failures,
+            ban_user_failures,
+            ban_window_secs,
+            ban_secs,
+            scanner_enabled,
+            scanner_user_agents
+        ]
+    );
+    changed!(
+        restart,
+        old.guard,
+        new.guard,
+        "guard",
+        [
+            shards,
+            max_tracked_ips,
+            max_bans,
+            max_tracked_failures,
+            ipv6_prefix
+        ]
+    );
+    (live, restart)
+}
+
+/// `new` with every key that needs a restart put back to its value in `old` (what the
+/// proxy actually runs with after the reload).
+fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Config {
+    let mut c = old.clone();
+    c.domain.local.clone_from(&new.domain.local);
+    c.asterisk = new.asterisk.clone();
+    c.timers = new.timers;
+    c.limits = new.limits;
+    c.log = new.log.clone();
+    c.auth.check_from_user = new.auth.check_from_user;
+    c.credentials.refresh_secs = new.credentials.refresh_secs;
+    c.credentials.negative_ttl_secs = new.credentials.negative_ttl_secs;
+    let sizes = old.guard.clone();
+    c.guard = new.guard.clone();
+    c.guard.shards = sizes.shards;
+    c.guard.max_tracked_ips = sizes.max_tracked_ips;
+    c.guard.max_bans = sizes.max_bans;
+    c.guard.max_tracked_failures = sizes.max_tracked_failures;
+    c.guard.ipv6_prefix = sizes.ipv6_prefix;
+    if guard_restart.contains(&"guard.rate_enabled") {
+        c.guard.rate_enabled = sizes.rate_enabled;
+    }
+    if guard_restart.contains(&"guard.ban_enabled") {
+        c.guard.ban_enabled = sizes.ban_enabled;
+    }
+    c.source.clone_from(&new.source);
+    c
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Reloader {
+    /// The configuration in force.
+    pub fn current(&self) -> Config {
+        lock(&self.current).clone()
+    }
+
+    /// Read the config file again and apply it (see the module docs).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let path = lock(&self.current)
+            .source
+            .clone()
+            .ok_or(ReloadError::NoConfigFile)?;
+        let new = Config::load(&path)?;
+        self.apply(&new)
+    }
+
+    /// Apply `new` (already validated).
+    pub fn apply(&self, new: &Config) -> Result<ReloadReport, ReloadError> {
+        let _one = lock(&self.busy);
+        let old = self.current();
+        let (mut applied, mut restart) = diff(&old, new);
+
+        let asterisk_ips: Vec<IpAddr> = new.asterisk.nodes.iter().map(|a| a.ip()).collect();
+        // Validate everything before changing anything.
+        let settings = regfwd_settings(new);
+        crate::asterisk::RegFwd::new(settings.clone())?;
+        new.guard.validate()?;
+
+        let guard_restart = self.guard.reconfigure(&new.guard, &asterisk_ips)?;
+        for key in &guard_restart {
+            applied.retain(|k| k != key);
+            if !restart.contains(key) {
+                restart.push(key);
+            }
+        }
+        let next = in_force(&old, new, &guard_restart);
+        self.regfwd.regfwd.reconfigure(&settings)?;
+        self.metrics.set_nodes(&next.asterisk.nodes);
+        self.shared
+            .publish(Arc::new(CoreConfig::from_config(&next, self.n_workers)));
+        for i in 0..self.workers.len() {
+            if let Some(w) = self.workers.waker(i) {
+                w.wake();
+            }
+        }
+        self.cache
+            .set_negative_ttl_ms(next.credentials.negative_ttl_secs.saturating_mul(1000));
+        if old.credentials.refresh_secs != next.credentials.refresh_secs {
+            self.refresh.set_period_secs(next.credentials.refresh_secs);
+        }
+        let mut report = ReloadReport {
+            applied,
+            restart_needed: restart,
+            ..ReloadReport::default()
+        };
+        match crate::logging::set_level(&next.log.level) {
+            Ok(LevelChange::Applied) => {}
+            Ok(LevelChange::OverriddenByEnv) => {
+                report.log_level_note =
+                    Some("RUST_LOG is set and overrides [log] level".to_owned());
+            }
+            Err(e) => report.log_level_note = Some(e.to_string()),
+        }
+        *lock(&self.current) = next;
+        match self.refresh.refresh_now(CREDENTIALS_TIMEOUT) {
+            Ok(stats) => report.credential_users = Some(stats.users),
+            Err(e) => report.credential_error = Some(e.to_string()),
+        }
+        tracing::info!(
+            applied = ?report.applied,
+            restart_needed = ?report.restart_needed,
+            credential_users = ?report.credential_users,
+            credential_error = ?report.credential_error,
+            "configuration reloaded"
+        );
+        if !report.restart_needed.is_empty() {
+            tracing::warn!(
+                keys = ?report.restart_needed,
+                "changed settings that need a restart are still running with their old values"
+            );
+        }
+        Ok(report)
+    }
+}
