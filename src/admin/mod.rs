@@ -157,11 +157,16 @@ impl CredentialReload for RefreshHandle {
 /// Reloading the configuration file (`POST /v1/reload`).
 pub trait ConfigReload: Send + Sync {
     fn reload(&self) -> Result<crate::server::ReloadReport, crate::server::ReloadError>;
+    /// Reloads applied and refused so far.
+    fn counts(&self) -> (u64, u64);
 }
 
 impl ConfigReload for crate::server::Reloader {
     fn reload(&self) -> Result<crate::server::ReloadReport, crate::server::ReloadError> {
         crate::server::Reloader::reload(self)
+    }
+    fn counts(&self) -> (u64, u64) {
+        crate::server::Reloader::counts(self)
     }
 }
 

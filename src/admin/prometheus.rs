@@ -275,6 +275,15 @@ pub fn render(r: &StatsReport) -> String {
             n,
         );
     }
+    if let Some((ok, failed)) = r.config_reloads {
+        o.labelled(
+            "sipfront_config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP, ctl reload): applied, or refused (invalid file).",
+            "result",
+            &[("ok", ok), ("failed", failed)],
+        );
+    }
     if let Some(g) = &r.guard {
         o.single(
             "sipfront_guard_bans_issued_total",

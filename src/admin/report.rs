@@ -36,6 +36,8 @@ pub struct StatsReport {
     pub bans: Option<usize>,
     /// Rate limiter and ban counters, when the guard is attached.
     pub guard: Option<GuardStats>,
+    /// Configuration reloads (applied, refused), when a reloader is attached.
+    pub config_reloads: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -299,5 +301,6 @@ pub fn collect(state: &AdminState) -> StatsReport {
         upstream,
         bans: state.bans.as_ref().map(|b| b.bans().len()),
         guard: state.bans.as_ref().and_then(|b| b.guard_stats()),
+        config_reloads: state.config.as_ref().map(|c| c.counts()),
     }
 }

@@ -290,3 +290,48 @@ fn asterisk_granting_less_shortens_the_window() {
         "half of 300 s"
     );
 }
+
+#[test]
+fn reconfigure_swaps_nodes_and_forgets_throttle_state() {
+    let f = RegFwd::new(settings(&["10.0.0.5:5060"], RegisterMode::All)).unwrap();
+    f.on_register("alice", 3600, true, T0).expect("first");
+    assert!(f.on_register("alice", 3600, false, T0 + 1000).is_none());
+
+    // Same nodes, new throttle: state kept (still throttled).
+    let mut same = settings(&["10.0.0.5:5060"], RegisterMode::All);
+    same.refresh_min_interval_secs = Some(600);
+    f.reconfigure(&same).unwrap();
+    assert!(f.on_register("alice", 3600, false, T0 + 2000).is_none());
+
+    // New nodes: the next refresh is forwarded at once, to both new nodes.
+    f.reconfigure(&settings(
+        &["10.0.0.6:5060", "10.0.0.7:5060"],
+        RegisterMode::All,
+    ))
+    .unwrap();
+    let fw = f
+        .on_register("alice", 3600, false, T0 + 3000)
+        .expect("forwarded after the node change");
+    let t = f.targeting();
+    let to: Vec<SocketAddr> = t.target_nodes(&fw).map(|(_, a)| a).collect();
+    assert_eq!(to, [sa("10.0.0.6:5060"), sa("10.0.0.7:5060")]);
+    let mut out = Vec::new();
+    f.write_to(
+        &t,
+        &fw,
+        "alice",
+        to[0],
+        sa("10.0.0.1:6000"),
+        "z9hG4bKx",
+        None,
+        &mut out,
+    )
+    .unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with("REGISTER sip:10.0.0.6:5060 "));
+
+    // Invalid settings change nothing.
+    assert!(f.reconfigure(&settings(&[], RegisterMode::All)).is_err());
+    assert_eq!(f.nodes(), [sa("10.0.0.6:5060"), sa("10.0.0.7:5060")]);
+}

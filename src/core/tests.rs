@@ -1327,3 +1327,52 @@ fn draining_refuses_new_requests_but_finishes_calls() {
     let out = h.recv_on(Local::Upstream, AST, &respond(&fwd, 200, Some("a"), ""));
     assert!(out.iter().any(|s| s.code() == 200 && s.dst == addr(PHONE)));
 }
+
+#[test]
+fn reconfigure_moves_new_calls_to_new_nodes_and_applies_new_limits() {
+    let mut h = Harness::new(&[AST]);
+    // A call in progress on the old node.
+    let old = call_to_asterisk(&mut h, "z9hG4bKr1", "r1");
+    assert_eq!(old.dst, addr(AST));
+
+    // Reload: Asterisk is now AST2 only, and a worker may hold 2 transactions.
+    let mut cfg = test_config(&[AST2]);
+    cfg.max_transactions = 2;
+    h.core.reconfigure(Arc::new(cfg));
+
+    // The call in progress still completes through the old node.
+    let out = h.recv_on(Local::Upstream, AST, &respond(&old, 200, Some("a"), ""));
+    let ok = find(&out, |s| s.code() == 200);
+    assert_eq!(ok.dst, addr(PHONE));
+
+    // A new call goes to the new node.
+    let new = call_to_asterisk(&mut h, "z9hG4bKr2", "r2");
+    assert_eq!(new.dst, addr(AST2));
+    // The old node is no longer Asterisk: a request from it is a phone's (challenged).
+    let from_old = req("INVITE", "sip:alice@127.0.0.1", AST, "z9hG4bKr3", "r3", "");
+    let out = h.recv(AST, &from_old);
+    assert!(out.iter().any(|s| s.code() == 407 || s.code() == 401));
+
+    // The lowered limit applies to new work: one more transaction, then 503.
+    let _third = h.recv(PHONE, &authed_invite("z9hG4bKr4", "r4"));
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKr5", "r5"));
+    assert!(
+        out.iter()
+            .any(|s| s.code() == 503 && s.header("Retry-After").is_some()),
+        "past the reloaded limit: {out:?}"
+    );
+}
+
+#[test]
+fn reconfigure_keeps_the_listen_addresses() {
+    let mut h = Harness::new(&[AST]);
+    let mut cfg = test_config(&[AST]);
+    cfg.listen = vec![addr("127.0.0.9:5070")];
+    cfg.record_route = vec!["sip:127.0.0.9:5070;lr".to_owned()];
+    h.core.reconfigure(Arc::new(cfg));
+    assert_eq!(h.core.config().listen, vec![addr("127.0.0.1:5060")]);
+    assert_eq!(
+        h.core.config().record_route,
+        vec!["sip:127.0.0.1:5060;lr".to_owned()]
+    );
+}

@@ -321,3 +321,61 @@ fn workers_share_one_guard() {
     assert_eq!(s.bans_issued, 1);
     assert!(g.is_banned(attacker, T0));
 }
+
+#[test]
+fn reconfigure_changes_rates_allow_list_bans_and_scanners_live() {
+    let g = guard(small());
+    let a = ip("203.0.113.7");
+    // Burst 3 at start.
+    assert_eq!((0..5).filter(|_| g.admit(a, T0) == Admit::Ok).count(), 3);
+    assert!(!g.is_exempt(ip("172.16.0.1")));
+    assert!(!g.is_scanner(b"evil-dialer 1.0"));
+
+    let next = GuardConfig {
+        rate_burst: 50,
+        allow: vec!["172.16.0.0/12".into()],
+        ban_ip_failures: 1,
+        scanner_user_agents: vec!["evil-dialer".into()],
+        ..small()
+    };
+    let restart = g.reconfigure(&next, &[ip("10.0.0.6")]).expect("valid");
+    assert!(restart.is_empty(), "{restart:?}");
+    // The new burst applies to a new source; the allow list and Asterisk set are replaced.
+    let b = ip("203.0.113.8");
+    assert_eq!((0..60).filter(|_| g.admit(b, T0) == Admit::Ok).count(), 50);
+    assert!(g.is_exempt(ip("172.16.0.1")));
+    assert!(!g.is_exempt(ip("192.168.44.1")), "old allow entry gone");
+    assert!(g.is_exempt(ip("10.0.0.6")) && !g.is_exempt(ip("10.0.0.5")));
+    assert!(g.is_scanner(b"evil-dialer 1.0"));
+    assert!(!g.is_scanner(b"friendly-scanner"), "the list was replaced");
+    // One failure now bans.
+    assert!(g.on_auth_failure(ip("198.51.100.1"), "1001", T0));
+
+    // Switching the rate limit off is live; table sizes are reported, not applied.
+    let off = GuardConfig {
+        rate_enabled: false,
+        max_tracked_ips: 99,
+        ..next
+    };
+    let restart = g.reconfigure(&off, &[]).expect("valid");
+    assert_eq!(restart, ["guard.max_tracked_ips"]);
+    assert!((0..1000).all(|_| g.admit(a, T0) == Admit::Ok));
+}
+
+#[test]
+fn reconfigure_cannot_turn_on_what_was_not_built() {
+    let g = guard(GuardConfig {
+        rate_enabled: false,
+        ban_enabled: false,
+        ..small()
+    });
+    let restart = g.reconfigure(&small(), &[]).expect("valid");
+    assert_eq!(restart, ["guard.rate_enabled", "guard.ban_enabled"]);
+    let a = ip("203.0.113.7");
+    assert!((0..100).all(|_| g.admit(a, T0) == Admit::Ok));
+    let bad = GuardConfig {
+        allow: vec!["not a network".into()],
+        ..small()
+    };
+    assert!(g.reconfigure(&bad, &[]).is_err());
+}

@@ -281,3 +281,50 @@ fn ir_workload() {
     }
     assert!(n == 0 || reg.collect().stats.rx_requests == 0);
 }
+
+#[test]
+fn reloaded_nodes_keep_their_histograms_and_scrapes_merge_by_address() {
+    let other: SocketAddr = "127.0.0.2:5081".parse().unwrap();
+    let reg = MetricsRegistry::new(vec![node()]);
+    let mut w = reg.worker(0);
+    w.upstream()
+        .on_send(node(), &request("INVITE", 1, 1), 1_000);
+    let ok = response(200, "INVITE", 1, 1);
+    w.upstream().on_response(&ok, classify(&ok), 5_000);
+    let stats = Stats::default();
+    let state = WorkerState {
+        stats: &stats,
+        in_flight: (0, 0),
+        send_dropped: 0,
+    };
+    w.publish(1, state);
+
+    // Reload: a new node first, the old one kept.
+    reg.set_nodes(&[other, node()]);
+    w.set_nodes(&[other, node()]);
+    assert_eq!(w.upstream().nodes(), [other, node()]);
+    assert_eq!(
+        w.upstream().histograms()[1][UpstreamKind::Final as usize].len(),
+        1
+    );
+    assert_eq!(
+        w.upstream().histograms()[0][UpstreamKind::Final as usize].len(),
+        0
+    );
+    // Before the worker publishes again, the scrape still finds the old node's data.
+    let c = reg.collect();
+    assert_eq!(c.nodes, [other, node()]);
+    assert_eq!(c.upstream[1][UpstreamKind::Final as usize].len(), 1);
+    w.publish(200, state);
+    let c = reg.collect();
+    assert_eq!(c.upstream[1][UpstreamKind::Final as usize].len(), 1);
+    assert_eq!(c.upstream[0][UpstreamKind::Final as usize].len(), 0);
+
+    // The old node removed: its histograms go.
+    reg.set_nodes(&[other]);
+    w.set_nodes(&[other]);
+    w.publish(400, state);
+    let c = reg.collect();
+    assert_eq!(c.nodes, [other]);
+    assert_eq!(c.upstream.len(), 1);
+}

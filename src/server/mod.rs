@@ -146,6 +146,8 @@ impl Server {
             refresh: refresh.clone(),
             workers: workers.clone(),
             busy: std::sync::Mutex::new(()),
+            ok: Default::default(),
+            failed: Default::default(),
         });
         tracing::info!(
             listen = ?workers.listen_addrs(),

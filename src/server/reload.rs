@@ -20,6 +20,7 @@
 //! work. Transactions in progress keep the timers they were armed with.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -81,6 +82,9 @@ pub struct Reloader {
     pub(super) workers: Arc<WorkerSet>,
     /// One reload at a time.
     pub(super) busy: Mutex<()>,
+    /// Reloads applied / refused (for metrics; tests watch them to know a SIGHUP was done).
+    pub(super) ok: AtomicU64,
+    pub(super) failed: AtomicU64,
 }
 
 /// The REGFWD settings of a configuration.
@@ -297,8 +301,21 @@ impl Reloader {
             .source
             .clone()
             .ok_or(ReloadError::NoConfigFile)?;
-        let new = Config::load(&path)?;
-        self.apply(&new)
+        let r = Config::load(&path)
+            .map_err(ReloadError::from)
+            .and_then(|new| self.apply(&new));
+        if r.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Reloads applied and refused so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Apply `new` (already validated).
@@ -349,6 +366,7 @@ impl Reloader {
             Err(e) => report.log_level_note = Some(e.to_string()),
         }
         *lock(&self.current) = next;
+        self.ok.fetch_add(1, Ordering::Relaxed);
         match self.refresh.refresh_now(CREDENTIALS_TIMEOUT) {
             Ok(stats) => report.credential_users = Some(stats.users),
             Err(e) => report.credential_error = Some(e.to_string()),
@@ -367,5 +385,93 @@ impl Reloader {
             );
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::default()
+    }
+
+    #[test]
+    fn unchanged_config_changes_nothing() {
+        assert_eq!(diff(&base(), &base()), (vec![], vec![]));
+    }
+
+    #[test]
+    fn live_and_restart_keys_are_told_apart() {
+        let old = base();
+        let mut new = base();
+        new.asterisk.nodes = vec!["127.0.0.2:5090".parse().unwrap()];
+        new.asterisk.match_mode = crate::config::MatchMode::Ip;
+        new.limits.max_parked_per_worker = 7;
+        new.timers.timer_c_ms = 90_000;
+        new.log.level = "debug".into();
+        new.auth.check_from_user = !old.auth.check_from_user;
+        new.credentials.refresh_secs = 5;
+        new.guard.rate_pps = 1;
+        new.guard.shards = 3;
+        new.listen.workers = 9;
+        new.domain.realm = "other".into();
+        new.auth.nonce_ttl_secs = 1;
+        new.credentials.pool_size = 1;
+        new.registrar.max_expires = 60;
+        new.transport.recv_batch = 1;
+        new.admin.enabled = !old.admin.enabled;
+        let (live, restart) = diff(&old, &new);
+        assert_eq!(
+            live,
+            [
+                "asterisk.nodes",
+                "asterisk.match",
+                "timers.timer_c_ms",
+                "limits.max_parked_per_worker",
+                "log.level",
+                "auth.check_from_user",
+                "credentials.refresh_secs",
+                "guard.rate_pps",
+            ]
+        );
+        assert_eq!(
+            restart,
+            [
+                "listen.workers",
+                "domain.realm",
+                "auth.nonce_ttl_secs",
+                "credentials.pool_size",
+                "registrar.max_expires",
+                "transport",
+                "admin",
+                "guard.shards",
+            ]
+        );
+
+        // What runs afterwards: live keys new, restart keys old.
+        let next = in_force(&old, &new, &[]);
+        assert_eq!(next.asterisk.nodes, new.asterisk.nodes);
+        assert_eq!(next.limits.max_parked_per_worker, 7);
+        assert_eq!(next.guard.rate_pps, 1);
+        assert_eq!(next.listen.workers, old.listen.workers);
+        assert_eq!(next.domain.realm, old.domain.realm);
+        assert_eq!(next.guard.shards, old.guard.shards);
+        assert_eq!(next.registrar, old.registrar);
+        // So a later reload of the same file reports only the restart keys again.
+        let (live, restart) = diff(&next, &new);
+        assert!(live.is_empty(), "{live:?}");
+        assert_eq!(restart.len(), 8);
+    }
+
+    #[test]
+    fn guard_switches_that_need_a_restart_keep_their_old_value() {
+        let mut old = base();
+        old.guard.rate_enabled = false;
+        let new = base();
+        let next = in_force(&old, &new, &["guard.rate_enabled"]);
+        assert!(!next.guard.rate_enabled);
+        let next = in_force(&old, &new, &[]);
+        assert!(next.guard.rate_enabled);
     }
 }

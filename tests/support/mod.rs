@@ -177,7 +177,13 @@ impl Scene {
     /// Waits (at most `limit`) until the sipp message log of run `name` (see
     /// [`SippCmd`]) contains `needle`, e.g. a callee phone receiving its BYE.
     pub fn wait_sipp_log(&self, name: &str, needle: &str, limit: Duration) {
-        let path = self.dir().join(format!("{name}-messages.log"));
+        self.wait_file(&format!("{name}-messages.log"), needle, limit);
+    }
+
+    /// Waits (at most `limit`) until file `name` of the scene's directory (e.g.
+    /// `sipfront.err`, the proxy's log) contains `needle`.
+    pub fn wait_file(&self, name: &str, needle: &str, limit: Duration) {
+        let path = self.dir().join(name);
         let deadline = Instant::now() + limit;
         loop {
             if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(needle)) {
