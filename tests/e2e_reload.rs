@@ -52,6 +52,22 @@ fn call_reaches(scene: &Scene, nodes: &[&Phone], call: u16) -> SocketAddr {
     node
 }
 
+/// The proxy with the admin API on, log level `level`, and `asterisk` as its only node.
+fn start(asterisk: &Phone, level: &'static str) -> (Scene, SocketAddr) {
+    let admin = free_admin_addr();
+    let scene = Scene::start(Setup {
+        standin: false,
+        extra_nodes: vec![asterisk.addr],
+        tune: Tune {
+            admin: Some(admin),
+            log_level: Some(level),
+            ..Tune::default()
+        },
+        ..Setup::default()
+    });
+    (scene, admin)
+}
+
 fn edit_config(scene: &Scene, edit: impl FnOnce(String) -> String) {
     let path = scene.dir().join("sipfront.toml");
     let text = std::fs::read_to_string(&path).expect("read the config");
@@ -62,17 +78,7 @@ fn edit_config(scene: &Scene, edit: impl FnOnce(String) -> String) {
 fn reload_applies_live_settings_and_names_what_needs_a_restart() {
     let a = Phone::bind(Ipv4Addr::new(127, 0, 0, 2));
     let b = Phone::bind(Ipv4Addr::new(127, 0, 0, 2));
-    let admin = free_admin_addr();
-    let scene = Scene::start(Setup {
-        standin: false,
-        extra_nodes: vec![a.addr],
-        tune: Tune {
-            admin: Some(admin),
-            log_level: Some("warn"),
-            ..Tune::default()
-        },
-        ..Setup::default()
-    });
+    let (scene, admin) = start(&a, "warn");
     assert_eq!(call_reaches(&scene, &[&a, &b], 1), a.addr);
 
     // Node A is replaced by B, the log level raised, and the worker count changed (which
@@ -127,17 +133,7 @@ fn reload_applies_live_settings_and_names_what_needs_a_restart() {
 #[test]
 fn sighup_reloads_the_scanner_list() {
     let a = Phone::bind(Ipv4Addr::new(127, 0, 0, 2));
-    let admin = free_admin_addr();
-    let mut scene = Scene::start(Setup {
-        standin: false,
-        extra_nodes: vec![a.addr],
-        tune: Tune {
-            admin: Some(admin),
-            log_level: Some("info"),
-            ..Tune::default()
-        },
-        ..Setup::default()
-    });
+    let (mut scene, admin) = start(&a, "info");
     let phone = Phone::bind(Ipv4Addr::new(127, 0, 0, 3));
     let proxy = scene.proxy.addr;
     let options = |i: u32| {
