@@ -95,6 +95,16 @@ type Slot = Arc<Mutex<WorkerSnapshot>>;
 pub struct MetricsRegistry {
     nodes: Mutex<Vec<SocketAddr>>,
     slots: Mutex<Vec<Slot>>,
+    /// Counts publications; waiters ([`MetricsRegistry::wait_publication`]) are woken.
+    published: Arc<Publications>,
+}
+
+/// A publication counter with a condition variable, so a thread can wait for the workers'
+/// next snapshots instead of polling.
+#[derive(Debug, Default)]
+struct Publications {
+    count: Mutex<u64>,
+    cond: std::sync::Condvar,
 }
 
 /// Everything a scrape needs, merged over the workers.
@@ -122,6 +132,7 @@ impl MetricsRegistry {
         Arc::new(MetricsRegistry {
             nodes: Mutex::new(nodes),
             slots: Mutex::new(Vec::new()),
+            published: Arc::default(),
         })
     }
 
@@ -138,7 +149,22 @@ impl MetricsRegistry {
             processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
             upstream: UpstreamTracker::new(nodes),
             slot,
+            published: self.published.clone(),
             next_publish_ms: 0,
+        }
+    }
+
+    /// Wait (at most `limit`) until some worker publishes a snapshot; false on timeout.
+    pub fn wait_publication(&self, limit: std::time::Duration) -> bool {
+        let count = lock(&self.published.count);
+        let seen = *count;
+        match self
+            .published
+            .cond
+            .wait_timeout_while(count, limit, |c| *c == seen)
+        {
+            Ok((_, timeout)) => !timeout.timed_out(),
+            Err(p) => !p.into_inner().1.timed_out(),
         }
     }
 
@@ -247,6 +273,7 @@ pub struct WorkerMetrics {
     upstream: UpstreamTracker,
     slot: Slot,
     next_publish_ms: u64,
+    published: Arc<Publications>,
 }
 
 /// What the worker publishes besides its histograms.
@@ -313,6 +340,12 @@ impl WorkerMetrics {
         for (dst, src) in snap.upstream.iter_mut().zip(self.upstream.histograms()) {
             copy_hist(&mut dst[0], &src[0]);
             copy_hist(&mut dst[1], &src[1]);
+        }
+        drop(snap);
+        // Never block the worker: a waiter that misses this one wakes at its timeout.
+        if let Ok(mut n) = self.published.count.try_lock() {
+            *n += 1;
+            self.published.cond.notify_all();
         }
     }
 }

@@ -328,3 +328,30 @@ fn reloaded_nodes_keep_their_histograms_and_scrapes_merge_by_address() {
     assert_eq!(c.nodes, [other]);
     assert_eq!(c.upstream.len(), 1);
 }
+
+#[test]
+fn waiting_for_a_publication() {
+    let reg = MetricsRegistry::new(Vec::new());
+    let mut w = reg.worker(0);
+    assert!(!reg.wait_publication(std::time::Duration::from_millis(1)));
+    let stats = Stats::default();
+    let waiter = {
+        let reg = reg.clone();
+        std::thread::spawn(move || reg.wait_publication(std::time::Duration::from_secs(30)))
+    };
+    // Publish until the waiter has seen one (it may start waiting after the first).
+    let mut t = 0;
+    while !waiter.is_finished() {
+        t += PUBLISH_INTERVAL_MS;
+        w.publish(
+            t,
+            WorkerState {
+                stats: &stats,
+                in_flight: (0, 0),
+                send_dropped: 0,
+            },
+        );
+        std::thread::yield_now();
+    }
+    assert!(waiter.join().unwrap());
+}

@@ -249,8 +249,12 @@ impl Server {
                 );
                 return;
             }
-            // Workers publish their counts at most every 100 ms: poll at that pace.
-            std::thread::sleep(Duration::from_millis(100));
+            // Workers publish their counts at most every PUBLISH_INTERVAL_MS, and an idle
+            // worker only at its next timer: wait for a publication, at most that long.
+            let left = max.saturating_sub(start.elapsed());
+            self.metrics.wait_publication(
+                left.min(Duration::from_millis(crate::metrics::PUBLISH_INTERVAL_MS)),
+            );
         }
     }
 
