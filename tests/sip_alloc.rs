@@ -82,25 +82,7 @@ Authorization: Digest username=\"1001\",realm=\"example.com\",nonce=\"5f8b2c1e00
 Allow-Events: presence, kpml, talk\r\n\
 Content-Length: 0\r\n\r\n";
 
-const INVITE: &[u8] = b"INVITE sip:1002@example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP 10.1.2.3:5060;branch=z9hG4bK-524287-1---77e2a0f3b1c4d5e6;rport\r\n\
-Max-Forwards: 70\r\n\
-Contact: <sip:1001@10.1.2.3:5060;transport=UDP>\r\n\
-To: <sip:1002@example.com>\r\n\
-From: \"Alice\" <sip:1001@example.com>;tag=3c1d9a77\r\n\
-Call-ID: NTQ4ZDJkMjBmNGYzNjU3NzA0ZDI1ZjBiY2E1ZjY0YzE\r\n\
-CSeq: 2 INVITE\r\n\
-Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, MESSAGE, OPTIONS, INFO, SUBSCRIBE\r\n\
-Content-Type: application/sdp\r\n\
-Proxy-Authorization: Digest username=\"1001\",realm=\"example.com\",nonce=\"5f8b2c1e00000000a1b2c3d4e5f60718\",uri=\"sip:1002@example.com\",response=\"9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e\",algorithm=MD5\r\n\
-Supported: replaces, norefersub, extended-refer, timer, outbound, path\r\n\
-User-Agent: Z 5.6.1 v2.10.20.1\r\n\
-Allow-Events: presence, kpml, talk\r\n\
-Content-Length: 244\r\n\r\n\
-v=0\r\no=Z 0 1 IN IP4 10.1.2.3\r\ns=Z\r\nc=IN IP4 10.1.2.3\r\nt=0 0\r\n\
-m=audio 8000 RTP/AVP 106 9 98 101 0 8 3\r\na=rtpmap:106 opus/48000/2\r\n\
-a=fmtp:106 sprop-maxcapturerate=16000; minptime=20; useinbandfec=1\r\n\
-a=rtpmap:98 telephone-event/48000\r\na=sendrecv\r\n";
+const INVITE: &[u8] = include_bytes!("fixtures/sip/phone-invite.sip");
 
 const OK_RR: &[u8] = b"SIP/2.0 200 OK\r\n\
 Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKsipfront1\r\n\
