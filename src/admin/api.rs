@@ -352,8 +352,143 @@ mod tests {
         assert_eq!(del(&[]).status, 400);
         assert_eq!(del(&[("user", "bob"), ("uri", "sip:other@x")]).status, 404);
         let r = del(&[("user", "bob@r"), ("uri", "sip:bob@192.0.2.10:5062")]);
-        assert_eq!((r.status, body(&r)["removed"].clone()), (200, json!(1)));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            body(&r),
+            json!({"user": "bob@r", "aor": "bob@r", "removed": 1, "remaining": 0,
+                   "unregistered": true})
+        );
         assert_eq!(del(&[("user", "bob")]).status, 404);
+        // The emptied user is handed to the next expiry sweep (REGFWD: Expires: 0).
+        let mut emptied = Vec::new();
+        st.registrar
+            .expire(system_now_ms(), |a| emptied.push(a.to_owned()));
+        assert_eq!(emptied, ["bob"]);
+    }
+
+    fn register(st: &AdminState, user: &str, uri: &str) {
+        let contacts = [ContactInput {
+            uri,
+            expires: Some(600),
+            q: None,
+        }];
+        let aor = format!("{user}@r");
+        st.registrar
+            .register(
+                &RegisterRequest {
+                    aor: &aor,
+                    call_id: uri,
+                    cseq: 1,
+                    expires_header: None,
+                    star: false,
+                    contacts: &contacts,
+                    source: "198.51.100.1:5060".parse().unwrap(),
+                    transport: Transport::Udp,
+                    worker: 1,
+                    path: &[],
+                    user_agent: None,
+                },
+                system_now_ms(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn unregister_one_of_two_bindings_keeps_the_user() {
+        let st = state(None);
+        register(&st, "bob", "sip:bob@192.0.2.11:5060");
+        let r = route(
+            &st,
+            &req(
+                Method::Delete,
+                "/v1/registrations",
+                &[("user", "bob"), ("uri", "sip:bob@192.0.2.11:5060")],
+            ),
+        );
+        assert_eq!(
+            (
+                body(&r)["remaining"].clone(),
+                body(&r)["unregistered"].clone()
+            ),
+            (json!(1), json!(false))
+        );
+        let mut emptied = Vec::new();
+        st.registrar
+            .expire(system_now_ms(), |a| emptied.push(a.to_owned()));
+        assert!(emptied.is_empty(), "{emptied:?}");
+    }
+
+    #[test]
+    fn list_every_registration_page_by_page() {
+        let st = state(None);
+        for i in 0..25 {
+            register(
+                &st,
+                &format!("u{i:02}"),
+                &format!("sip:u{i}@192.0.2.20:5060"),
+            );
+        }
+        // bob has a second binding: one entry, two bindings.
+        register(&st, "bob", "sip:bob@192.0.2.11:5060");
+        let get = |q: &[(&str, &str)]| route(&st, &req(Method::Get, "/v1/registrations", q));
+        let mut after: Option<String> = None;
+        let mut users = Vec::new();
+        let mut pages = 0;
+        loop {
+            let mut q = vec![("all", "1"), ("limit", "4")];
+            if let Some(a) = &after {
+                q.push(("after", a));
+            }
+            let r = get(&q);
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v = body(&r);
+            pages += 1;
+            assert_eq!(v["limit"], 4);
+            let regs = v["registrations"].as_array().unwrap();
+            assert!(regs.len() <= 4);
+            for e in regs {
+                let user = e["user"].as_str().unwrap().to_owned();
+                assert_eq!(e["aor"], format!("{user}@r"));
+                let b = e["bindings"].as_array().unwrap();
+                assert_eq!(b.len(), if user == "bob" { 2 } else { 1 }, "{e}");
+                assert!(b[0]["expires_in"].as_u64().unwrap() > 590);
+                assert!(b[0]["dest"].as_str().unwrap().contains(':'));
+                users.push(user);
+            }
+            match v["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => {
+                    assert!(v["next"].is_null());
+                    break;
+                }
+            }
+        }
+        assert_eq!(pages, 7);
+        users.sort();
+        let mut want: Vec<String> = (0..25).map(|i| format!("u{i:02}")).collect();
+        want.push("bob".into());
+        want.sort();
+        assert_eq!(users, want);
+        // Page size: default, clamped to the maximum, bad values refused.
+        assert_eq!(body(&get(&[("all", "1")]))["limit"], 100);
+        assert_eq!(
+            body(&get(&[("all", "true"), ("limit", "999999")]))["limit"],
+            MAX_PAGE
+        );
+        for bad in [
+            vec![("all", "1"), ("limit", "0")],
+            vec![("all", "1"), ("limit", "x")],
+            vec![("all", "yes")],
+            vec![("all", "1"), ("user", "bob")],
+        ] {
+            assert_eq!(get(&bad).status, 400, "{bad:?}");
+        }
+        // all=0 is the plain counts answer.
+        assert_eq!(
+            body(&get(&[("all", "0")])),
+            json!({"aors": 26, "contacts": 27})
+        );
     }
 
     #[test]

@@ -496,6 +496,39 @@ mod tests {
     }
 
     #[test]
+    fn formats_the_registration_table() {
+        let rows = [
+            [
+                "alice".into(),
+                "sip:alice@192.0.2.1:5060".into(),
+                "192.0.2.1:5060".into(),
+                "30 s".into(),
+                "Phone/1".into(),
+            ],
+            [
+                "bob".into(),
+                "sip:b@h".into(),
+                "203.0.113.9:4000 (nat)".into(),
+                "3600 s".into(),
+                String::new(),
+            ],
+        ];
+        let t = format_table(&rows, 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].starts_with("USER   CONTACT"), "{t}");
+        // Columns line up: every row's contact starts where the header's does.
+        let col = lines[0].find("CONTACT").unwrap();
+        assert_eq!(lines[1].find("sip:alice").unwrap(), col, "{t}");
+        assert_eq!(lines[2].find("sip:b@h").unwrap(), col, "{t}");
+        assert!(
+            lines[2].contains("(nat)") && lines[2].contains("3600 s"),
+            "{t}"
+        );
+        assert_eq!(lines[3], "2 user(s), 2 binding(s)");
+    }
+
+    #[test]
     fn formats_bindings_and_stats() {
         let v = serde_json::json!({"aor": "a@r", "bindings": [
             {"uri": "sip:a@1.2.3.4", "dest": "1.2.3.4:5060", "expires_in": 30, "user_agent": "X"}]});
