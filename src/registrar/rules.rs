@@ -550,7 +550,7 @@ impl Registrar {
         );
     }
 
-    /// Every AOR key held (for `ctl` listings), one stripe at a time; `f` runs outside
+    /// Every AOR key held (a full persistence rewrite), one stripe at a time; `f` runs outside
     /// the locks. Combine with [`Registrar::lookup`] for the bindings.
     pub fn for_each_aor(&self, f: impl FnMut(&str)) {
         self.table.for_each_aor(f);
