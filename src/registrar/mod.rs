@@ -81,6 +81,7 @@
 //! persister.stop().unwrap(); // SIGTERM path: final flush
 //! ```
 
+mod admin;
 pub mod binding;
 pub mod config;
 pub mod error;
@@ -91,13 +92,16 @@ pub mod table;
 pub mod uri;
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod tests;
 
+pub use admin::{Page, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS};
 pub use binding::{Binding, PathEntries, Transport};
 pub use config::{ConfigError, NatMode, OnMaxContacts, RegistrarConfig};
 pub use error::RegisterError;
 pub use persist::{PersistError, PersistStats, Persister};
 pub use rules::{
-    aor_user, write_date_header, ContactInput, LookupResult, Page, RegisterOutcome,
-    RegisterRequest, Registrar, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS,
+    aor_user, write_date_header, ContactInput, LookupResult, RegisterOutcome, RegisterRequest,
+    Registrar,
 };

@@ -7,12 +7,10 @@
 //! one `Contact:` line per current binding for the 200 OK, and the [`RegisterOutcome`]
 //! says what REGFWD needs (AOR-level expiry, changed or pure refresh, empty now).
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 
+use super::admin::PendingUnregisters;
 use super::binding::{remaining_secs, Binding, Transport};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
@@ -84,48 +82,11 @@ pub enum LookupResult {
     Found(usize),
 }
 
-/// Most users an administrative removal can queue for REGFWD's Expires: 0 before the next
-/// expiry sweep takes them (see [`Registrar::remove`]); past it removals are counted and
-/// logged, and those users are not told to Asterisk (their registration there lapses).
-pub const MAX_PENDING_UNREGISTERS: usize = 4096;
-
-/// Most AORs one [`Registrar::list`] page holds.
-pub const MAX_PAGE: usize = 1000;
-
-/// What an administrative [`Registrar::remove`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Removal {
-    /// Live bindings removed.
-    pub removed: usize,
-    /// Live bindings left.
-    pub remaining: usize,
-    /// The AOR had live bindings and has none now: queued for Asterisk's Expires: 0.
-    pub emptied: bool,
-}
-
-/// One page of [`Registrar::list`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// AORs given to the callback (those with at least one live binding).
-    pub aors: usize,
-    /// Where the next page starts (pass it as `after`); `None` when the listing is done.
-    pub next: Option<Box<str>>,
-}
-
-/// Users emptied by an administrative removal, waiting for the expiry sweep.
-#[derive(Default)]
-struct PendingUnregisters {
-    queue: Mutex<VecDeque<Box<str>>>,
-    /// Set while `queue` may be non-empty: the sweep's check is one atomic load.
-    flag: AtomicBool,
-    dropped: AtomicU64,
-}
-
 /// The registrar and its location table. Shared (`Arc`) by every worker.
 pub struct Registrar {
     cfg: RegistrarConfig,
     pub(crate) table: Location,
-    pending: PendingUnregisters,
+    pub(super) pending: PendingUnregisters,
 }
 
 /// The user part of an AOR (`alice` of `alice@example.com`), for REGFWD.
@@ -419,120 +380,13 @@ impl Registrar {
     /// that registered again meanwhile is not reported).
     /// Returns the number of bindings removed. Call it from a timer, e.g. once a second.
     pub fn expire(&self, now_ms: u64, mut f: impl FnMut(&str)) -> usize {
-        if self.pending.flag.load(Ordering::Acquire) {
-            let queued = {
-                let mut q = self.pending.queue.lock().unwrap_or_else(|e| e.into_inner());
-                self.pending.flag.store(false, Ordering::Release);
-                std::mem::take(&mut *q)
-            };
-            for key in queued {
-                if self.table.lookup(&key, now_ms, |_| {}) == 0 {
-                    f(&key);
-                }
-            }
-        }
+        self.drain_unregisters(now_ms, &mut f);
         self.table.expire(now_ms, self.cfg.expire_batch, &mut f)
     }
 
     /// Earliest binding expiry in the table, for arming the caller's timer.
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.table.next_expiry_ms()
-    }
-
-    /// Remove one binding (`Some(uri)`) or all bindings of `aor` (administrative; the
-    /// change is persisted like any other). When the AOR had live bindings at `now_ms` and
-    /// has none left, it is queued so that the next [`Registrar::expire`] reports it (REGFWD
-    /// then sends Expires: 0 to Asterisk); removing one of several bindings queues nothing.
-    pub fn remove(&self, aor: &str, uri: Option<&str>, now_ms: u64) -> Removal {
-        let key = self.key(aor);
-        let r = self.table.modify(
-            key,
-            |slots| {
-                let live = |s: &Slot| s.expires_at_ms > now_ms;
-                let before = slots.len();
-                let live_before = slots.iter().filter(|s| live(s)).count();
-                match uri {
-                    Some(u) => slots.retain(|s| !same_contact(s.uri(), u)),
-                    None => slots.clear(),
-                }
-                let remaining = slots.iter().filter(|s| live(s)).count();
-                let removal = Removal {
-                    removed: live_before - remaining,
-                    remaining,
-                    emptied: live_before > 0 && remaining == 0,
-                };
-                Ok::<_, RegisterError>((removal, slots.len() != before))
-            },
-            |_| RegisterError::TableFull,
-        );
-        let removal = r.unwrap_or(Removal {
-            removed: 0,
-            remaining: 0,
-            emptied: false,
-        });
-        if removal.emptied {
-            self.queue_unregister(key);
-        }
-        removal
-    }
-
-    fn queue_unregister(&self, key: &str) {
-        let mut q = self.pending.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.iter().any(|k| &**k == key) {
-            return;
-        }
-        if q.len() >= MAX_PENDING_UNREGISTERS {
-            drop(q);
-            let n = self.pending.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(
-                aor = key,
-                dropped = n,
-                "too many administrative removals waiting for the expiry sweep: Asterisk is not told about this one"
-            );
-            return;
-        }
-        q.push_back(key.into());
-        self.pending.flag.store(true, Ordering::Release);
-    }
-
-    /// Administrative removals that found the Expires: 0 queue full (see
-    /// [`MAX_PENDING_UNREGISTERS`]).
-    pub fn unregisters_dropped(&self) -> u64 {
-        self.pending.dropped.load(Ordering::Relaxed)
-    }
-
-    /// One page of the listing of every AOR: the next at most `limit` AOR keys (clamped
-    /// to 1..=[`MAX_PAGE`]) after the key `after` (from the start when `None`), and for
-    /// each the live bindings at `now_ms` given to `f(key, binding)` (an AOR's bindings
-    /// consecutively, highest q first; `f` runs under that AOR's stripe read lock: copy,
-    /// do not block). AORs with no live binding are skipped, so a page may hold fewer than
-    /// `limit` AORs even when more follow: continue while [`Page::next`] is `Some`.
-    ///
-    /// Guarantee under concurrent change: the order is fixed by the keys alone (stripe,
-    /// keyed hash, bytes), so a listing that passes each page's `next` as the following
-    /// `after` gives every AOR registered throughout the listing exactly once, and an AOR
-    /// added or removed during it at most once. `after` need not exist any more. Cost: per
-    /// page, one scan of the stripes it spans, each under its read lock alone, and one
-    /// lookup per AOR kept; memory bounded by the page.
-    pub fn list(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-        now_ms: u64,
-        mut f: impl FnMut(&str, &Binding<'_>),
-    ) -> Page {
-        let page = self.table.page_keys(after, limit.clamp(1, MAX_PAGE));
-        let mut aors = 0;
-        for key in &page.keys {
-            let n = self.table.lookup(key, now_ms, |b| f(key, b));
-            aors += usize::from(n > 0);
-        }
-        let next = if page.more {
-            page.keys.into_iter().next_back()
-        } else {
-            None
-        };
-        Page { aors, next }
     }
 
     /// Put a reloaded binding back (persistence start-up); replaces a binding with the
