@@ -62,8 +62,13 @@ enum Command {
 enum CtlCommand {
     /// Counters, gauges and latency percentiles.
     Stats,
-    /// Registration counts, or one user's bindings.
-    Regs { user: Option<String> },
+    /// Registration counts, one user's bindings, or (--all) every registration.
+    Regs {
+        user: Option<String>,
+        /// List every registered user's bindings (fetched page by page).
+        #[arg(long, conflicts_with = "user")]
+        all: bool,
+    },
     /// Remove one binding (URI given) or all bindings of a user.
     Unregister { user: String, uri: Option<String> },
     /// Re-read the config file: apply what can change live, list what needs a restart, and
@@ -81,7 +86,8 @@ fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
     use sipfront::admin::ctl::{run, Command as C, CtlError};
     let cmd = match command {
         CtlCommand::Stats => C::Stats,
-        CtlCommand::Regs { user } => C::Regs { user },
+        CtlCommand::Regs { all: true, .. } => C::RegsAll,
+        CtlCommand::Regs { user, .. } => C::Regs { user },
         CtlCommand::Unregister { user, uri } => C::Unregister { user, uri },
         CtlCommand::Reload => C::Reload,
         CtlCommand::Flush { user } => C::Flush { user },

@@ -117,6 +117,36 @@ fn round_trip_drops_expired_and_removed() {
     p.stop().unwrap();
 }
 
+/// An administrative removal (`sipfront ctl unregister`) is written behind like any other
+/// change: after a flush and a restart the removed bindings stay gone, the other stays.
+#[test]
+fn admin_removal_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("loc.db");
+    let (r, p) = start(&db, T0);
+    register(&r, "alice", "sip:alice@192.168.1.2:5060", 3600, 1, T0);
+    register(&r, "bob", "sip:bob@192.168.1.3:5060", 3600, 1, T0);
+    register(&r, "bob", "sip:bob@192.168.1.9:5060", 3600, 2, T0);
+    p.flush(Duration::from_secs(10)).unwrap();
+    assert!(r.remove("alice@example.com", None, T0 + 1000).emptied);
+    let one = r.remove(
+        "bob@example.com",
+        Some("sip:bob@192.168.1.3:5060"),
+        T0 + 1000,
+    );
+    assert_eq!((one.removed, one.remaining), (1, 1));
+    p.flush(Duration::from_secs(10)).unwrap();
+    p.stop().unwrap();
+    drop(r);
+
+    let (r, p) = start(&db, T0 + 2000);
+    assert!(lookup(&r, "alice", T0 + 2000).is_empty(), "alice came back");
+    let bob = lookup(&r, "bob", T0 + 2000);
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert!(bob[0].starts_with("sip:bob@192.168.1.9:5060 "), "{bob:?}");
+    p.stop().unwrap();
+}
+
 #[test]
 fn full_queue_falls_back_to_full_rewrite() {
     let dir = tempfile::tempdir().unwrap();

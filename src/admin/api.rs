@@ -11,6 +11,7 @@ use super::http::{Method, Request, Response, PROMETHEUS, TEXT};
 use super::{prometheus, report, AdminState};
 use crate::db::system_now_ms;
 use crate::db::RefreshError;
+use crate::registrar::{aor_user, Binding, MAX_PAGE};
 
 /// How long `POST /v1/credentials/reload` waits for the refresher.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,40 +68,94 @@ fn aor(state: &AdminState, user: &str) -> String {
     }
 }
 
+/// One binding as JSON (the same object in the per-user and the full listing).
+fn binding_json(b: &Binding<'_>, now_ms: u64) -> Value {
+    json!({
+        "uri": b.uri,
+        "dest": b.dest.to_string(),
+        "transport": b.transport.as_str(),
+        "expires_in": b.remaining_secs(now_ms),
+        "q": b.q.map(|q| f64::from(q) / 1000.0),
+        "user_agent": b.user_agent(),
+        "call_id": b.call_id,
+        "cseq": b.cseq,
+        "worker": b.worker,
+        "nated": b.nated,
+        "registered_at": b.registered_at_s(),
+    })
+}
+
 /// The live bindings of `aor` as JSON.
 fn bindings(state: &AdminState, aor: &str, now_ms: u64) -> Vec<Value> {
     let mut out = Vec::new();
-    state.registrar.lookup(aor, now_ms, |b| {
-        out.push(json!({
-            "uri": b.uri,
-            "dest": b.dest.to_string(),
-            "transport": b.transport.as_str(),
-            "expires_in": b.remaining_secs(now_ms),
-            "q": b.q.map(|q| f64::from(q) / 1000.0),
-            "user_agent": b.user_agent(),
-            "call_id": b.call_id,
-            "cseq": b.cseq,
-            "worker": b.worker,
-            "nated": b.nated,
-            "registered_at": b.registered_at_s(),
-        }));
-    });
+    state
+        .registrar
+        .lookup(aor, now_ms, |b| out.push(binding_json(b, now_ms)));
     out
 }
 
+/// Default page size of `GET /v1/registrations?all=1`.
+const DEFAULT_PAGE: usize = 100;
+
 fn registrations(state: &AdminState, req: &Request) -> Response {
     let now = system_now_ms();
-    match req.param("user").filter(|u| !u.is_empty()) {
-        None => {
+    let all = match req.param("all") {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => return Response::error(400, "parameter `all` must be 1, true, 0 or false"),
+    };
+    let user = req.param("user").filter(|u| !u.is_empty());
+    match (user, all) {
+        (Some(_), true) => Response::error(400, "give either `user` or `all`, not both"),
+        (None, true) => list_all(state, req, now),
+        (None, false) => {
             let (aors, contacts) = state.registrar.counts();
             Response::json(200, &json!({ "aors": aors, "contacts": contacts }))
         }
-        Some(user) => {
+        (Some(user), false) => {
             let aor = aor(state, user);
             let list = bindings(state, &aor, now);
             Response::json(200, &json!({ "user": user, "aor": aor, "bindings": list }))
         }
     }
+}
+
+/// `GET /v1/registrations?all=1[&limit=N][&after=CURSOR]`: one page of every AOR with
+/// live bindings; `next` is the `after` of the following page (null at the end).
+fn list_all(state: &AdminState, req: &Request, now_ms: u64) -> Response {
+    let limit = match req.param("limit").filter(|l| !l.is_empty()) {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if n > 0 => n.min(MAX_PAGE),
+            _ => return Response::error(400, "parameter `limit` must be a positive integer"),
+        },
+    };
+    let after = req.param("after").filter(|a| !a.is_empty());
+    let mut regs: Vec<Value> = Vec::with_capacity(limit);
+    let mut current: Option<(String, Vec<Value>)> = None;
+    let flush = |cur: Option<(String, Vec<Value>)>, regs: &mut Vec<Value>| {
+        if let Some((key, list)) = cur {
+            regs.push(json!({
+                "user": aor_user(&key),
+                "aor": aor(state, &key),
+                "bindings": list,
+            }));
+        }
+    };
+    let page = state
+        .registrar
+        .list(after, limit, now_ms, |key, b| match &mut current {
+            Some((k, list)) if k == key => list.push(binding_json(b, now_ms)),
+            _ => {
+                let prev = current.replace((key.to_owned(), vec![binding_json(b, now_ms)]));
+                flush(prev, &mut regs);
+            }
+        });
+    flush(current, &mut regs);
+    Response::json(
+        200,
+        &json!({ "registrations": regs, "limit": limit, "next": page.next.as_deref() }),
+    )
 }
 
 fn unregister(state: &AdminState, req: &Request) -> Response {
@@ -110,18 +165,22 @@ fn unregister(state: &AdminState, req: &Request) -> Response {
     };
     let uri = req.param("uri").filter(|u| !u.is_empty());
     let aor = aor(state, user);
-    let now = system_now_ms();
-    let before = bindings(state, &aor, now).len();
-    state.registrar.remove(&aor, uri);
-    let after = bindings(state, &aor, now).len();
-    let removed = before.saturating_sub(after);
-    if removed == 0 {
+    let r = state.registrar.remove(&aor, uri, system_now_ms());
+    if r.removed == 0 {
         return Response::error(404, &format!("no matching binding for {aor}"));
     }
-    tracing::info!(%aor, removed, "bindings removed by the admin API");
+    tracing::info!(
+        %aor,
+        removed = r.removed,
+        remaining = r.remaining,
+        "bindings removed by the admin API"
+    );
     Response::json(
         200,
-        &json!({ "user": user, "aor": aor, "removed": removed, "remaining": after }),
+        &json!({
+            "user": user, "aor": aor, "removed": r.removed, "remaining": r.remaining,
+            "unregistered": r.emptied,
+        }),
     )
 }
 
@@ -314,8 +373,143 @@ mod tests {
         assert_eq!(del(&[]).status, 400);
         assert_eq!(del(&[("user", "bob"), ("uri", "sip:other@x")]).status, 404);
         let r = del(&[("user", "bob@r"), ("uri", "sip:bob@192.0.2.10:5062")]);
-        assert_eq!((r.status, body(&r)["removed"].clone()), (200, json!(1)));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            body(&r),
+            json!({"user": "bob@r", "aor": "bob@r", "removed": 1, "remaining": 0,
+                   "unregistered": true})
+        );
         assert_eq!(del(&[("user", "bob")]).status, 404);
+        // The emptied user is handed to the next expiry sweep (REGFWD: Expires: 0).
+        let mut emptied = Vec::new();
+        st.registrar
+            .expire(system_now_ms(), |a| emptied.push(a.to_owned()));
+        assert_eq!(emptied, ["bob"]);
+    }
+
+    fn register(st: &AdminState, user: &str, uri: &str) {
+        let contacts = [ContactInput {
+            uri,
+            expires: Some(600),
+            q: None,
+        }];
+        let aor = format!("{user}@r");
+        st.registrar
+            .register(
+                &RegisterRequest {
+                    aor: &aor,
+                    call_id: uri,
+                    cseq: 1,
+                    expires_header: None,
+                    star: false,
+                    contacts: &contacts,
+                    source: "198.51.100.1:5060".parse().unwrap(),
+                    transport: Transport::Udp,
+                    worker: 1,
+                    path: &[],
+                    user_agent: None,
+                },
+                system_now_ms(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn unregister_one_of_two_bindings_keeps_the_user() {
+        let st = state(None);
+        register(&st, "bob", "sip:bob@192.0.2.11:5060");
+        let r = route(
+            &st,
+            &req(
+                Method::Delete,
+                "/v1/registrations",
+                &[("user", "bob"), ("uri", "sip:bob@192.0.2.11:5060")],
+            ),
+        );
+        assert_eq!(
+            (
+                body(&r)["remaining"].clone(),
+                body(&r)["unregistered"].clone()
+            ),
+            (json!(1), json!(false))
+        );
+        let mut emptied = Vec::new();
+        st.registrar
+            .expire(system_now_ms(), |a| emptied.push(a.to_owned()));
+        assert!(emptied.is_empty(), "{emptied:?}");
+    }
+
+    #[test]
+    fn list_every_registration_page_by_page() {
+        let st = state(None);
+        for i in 0..25 {
+            register(
+                &st,
+                &format!("u{i:02}"),
+                &format!("sip:u{i}@192.0.2.20:5060"),
+            );
+        }
+        // bob has a second binding: one entry, two bindings.
+        register(&st, "bob", "sip:bob@192.0.2.11:5060");
+        let get = |q: &[(&str, &str)]| route(&st, &req(Method::Get, "/v1/registrations", q));
+        let mut after: Option<String> = None;
+        let mut users = Vec::new();
+        let mut pages = 0;
+        loop {
+            let mut q = vec![("all", "1"), ("limit", "4")];
+            if let Some(a) = &after {
+                q.push(("after", a));
+            }
+            let r = get(&q);
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v = body(&r);
+            pages += 1;
+            assert_eq!(v["limit"], 4);
+            let regs = v["registrations"].as_array().unwrap();
+            assert!(regs.len() <= 4);
+            for e in regs {
+                let user = e["user"].as_str().unwrap().to_owned();
+                assert_eq!(e["aor"], format!("{user}@r"));
+                let b = e["bindings"].as_array().unwrap();
+                assert_eq!(b.len(), if user == "bob" { 2 } else { 1 }, "{e}");
+                assert!(b[0]["expires_in"].as_u64().unwrap() > 590);
+                assert!(b[0]["dest"].as_str().unwrap().contains(':'));
+                users.push(user);
+            }
+            match v["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => {
+                    assert!(v["next"].is_null());
+                    break;
+                }
+            }
+        }
+        assert_eq!(pages, 7);
+        users.sort();
+        let mut want: Vec<String> = (0..25).map(|i| format!("u{i:02}")).collect();
+        want.push("bob".into());
+        want.sort();
+        assert_eq!(users, want);
+        // Page size: default, clamped to the maximum, bad values refused.
+        assert_eq!(body(&get(&[("all", "1")]))["limit"], 100);
+        assert_eq!(
+            body(&get(&[("all", "true"), ("limit", "999999")]))["limit"],
+            MAX_PAGE
+        );
+        for bad in [
+            vec![("all", "1"), ("limit", "0")],
+            vec![("all", "1"), ("limit", "x")],
+            vec![("all", "yes")],
+            vec![("all", "1"), ("user", "bob")],
+        ] {
+            assert_eq!(get(&bad).status, 400, "{bad:?}");
+        }
+        // all=0 is the plain counts answer.
+        assert_eq!(
+            body(&get(&[("all", "0")])),
+            json!({"aors": 26, "contacts": 27})
+        );
     }
 
     #[test]

@@ -19,12 +19,23 @@ use super::http::encode_component;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Stats,
-    Regs { user: Option<String> },
-    Unregister { user: String, uri: Option<String> },
+    Regs {
+        user: Option<String>,
+    },
+    /// Every registration, fetched page by page (`GET /v1/registrations?all=1`).
+    RegsAll,
+    Unregister {
+        user: String,
+        uri: Option<String>,
+    },
     Reload,
-    Flush { user: String },
+    Flush {
+        user: String,
+    },
     Bans,
-    Unban { ip: String },
+    Unban {
+        ip: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,10 +141,119 @@ fn format_reload(json: &Value) -> String {
     out
 }
 
+/// Page size `ctl regs --all` asks for (the server's maximum).
+const LIST_PAGE: usize = crate::registrar::MAX_PAGE;
+
+/// One request; a non-2xx status or a body that is not JSON is an error.
+fn request_json(
+    addr: &str,
+    method: &str,
+    target: &str,
+    timeout: Duration,
+) -> Result<Value, CtlError> {
+    let (status, body) = request(addr, method, target, timeout)?;
+    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let message = json
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| body.trim().to_owned(), str::to_owned);
+        return Err(CtlError::Status { status, message });
+    }
+    if json.is_null() {
+        return Err(CtlError::BadAnswer("body is not JSON"));
+    }
+    Ok(json)
+}
+
+/// `regs --all`: follow `next` until the listing ends; one table for all pages.
+fn list_all(addr: &str, timeout: Duration) -> Result<String, CtlError> {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut users = 0usize;
+    let mut after: Option<String> = None;
+    loop {
+        let mut target = format!("/v1/registrations?all=1&limit={LIST_PAGE}");
+        if let Some(a) = &after {
+            target.push_str("&after=");
+            target.push_str(&encode_component(a));
+        }
+        let page = request_json(addr, "GET", &target, timeout)?;
+        let regs = page
+            .get("registrations")
+            .and_then(Value::as_array)
+            .ok_or(CtlError::BadAnswer("no `registrations` list"))?;
+        for r in regs {
+            users += 1;
+            for b in r
+                .get("bindings")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let nat = if b.get("nated").and_then(Value::as_bool) == Some(true) {
+                    " (nat)"
+                } else {
+                    ""
+                };
+                rows.push([
+                    s(r, "user").to_owned(),
+                    s(b, "uri").to_owned(),
+                    format!("{}{nat}", s(b, "dest")),
+                    format!("{} s", n(b, &["expires_in"])),
+                    s(b, "user_agent").to_owned(),
+                ]);
+            }
+        }
+        match page.get("next").and_then(Value::as_str) {
+            // The cursor only moves forward; the same one twice would loop forever.
+            Some(next) if after.as_deref() == Some(next) => {
+                return Err(CtlError::BadAnswer("listing cursor did not advance"))
+            }
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(format_table(&rows, users))
+}
+
+/// The `regs --all` table: columns as wide as their longest cell.
+fn format_table(rows: &[[String; 5]], users: usize) -> String {
+    let head = ["USER", "CONTACT", "ADDRESS", "EXPIRES", "USER-AGENT"];
+    let mut w = head.map(str::len);
+    for r in rows {
+        for (w, c) in w.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut o = String::new();
+    let mut line = |cells: [&str; 5]| {
+        let _ = writeln!(
+            o,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    };
+    line(head);
+    for r in rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
+    }
+    let _ = writeln!(o, "{users} user(s), {} binding(s)", rows.len());
+    o
+}
+
 /// Run `cmd` against the admin API at `addr`; returns the text to print.
 pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlError> {
     let q = encode_component;
     let (method, target) = match cmd {
+        Command::RegsAll => return list_all(addr, timeout),
         Command::Stats => ("GET", "/v1/stats".to_owned()),
         Command::Regs { user: None } => ("GET", "/v1/registrations".to_owned()),
         Command::Regs { user: Some(u) } => ("GET", format!("/v1/registrations?user={}", q(u))),
@@ -150,20 +270,10 @@ pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlEr
         Command::Bans => ("GET", "/v1/bans".to_owned()),
         Command::Unban { ip } => ("DELETE", format!("/v1/bans?ip={}", q(ip))),
     };
-    let (status, body) = request(addr, method, &target, timeout)?;
-    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let message = json
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| body.trim().to_owned(), str::to_owned);
-        return Err(CtlError::Status { status, message });
-    }
-    if json.is_null() {
-        return Err(CtlError::BadAnswer("body is not JSON"));
-    }
+    let json = request_json(addr, method, &target, timeout)?;
     Ok(match cmd {
         Command::Stats => format_stats(&json),
+        Command::RegsAll => String::new(),
         Command::Regs { user: None } => format!(
             "{} registered AORs, {} contacts (give a user to list its bindings)\n",
             n(&json, &["aors"]),
@@ -171,10 +281,15 @@ pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlEr
         ),
         Command::Regs { user: Some(_) } => format_bindings(&json),
         Command::Unregister { .. } => format!(
-            "removed {} binding(s) of {}; {} left\n",
+            "removed {} binding(s) of {}; {} left{}\n",
             n(&json, &["removed"]),
             s(&json, "aor"),
-            n(&json, &["remaining"])
+            n(&json, &["remaining"]),
+            if json.get("unregistered").and_then(Value::as_bool) == Some(true) {
+                " (Asterisk is told: Expires: 0)"
+            } else {
+                ""
+            }
         ),
         Command::Reload => format_reload(&json),
         Command::Flush { user } => format!(
@@ -404,6 +519,39 @@ mod tests {
             .contains("cannot reach the sipfront admin API"));
         let e = run("nonsense", &Command::Stats, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(e, CtlError::BadAddress(_)));
+    }
+
+    #[test]
+    fn formats_the_registration_table() {
+        let rows = [
+            [
+                "alice".into(),
+                "sip:alice@192.0.2.1:5060".into(),
+                "192.0.2.1:5060".into(),
+                "30 s".into(),
+                "Phone/1".into(),
+            ],
+            [
+                "bob".into(),
+                "sip:b@h".into(),
+                "203.0.113.9:4000 (nat)".into(),
+                "3600 s".into(),
+                String::new(),
+            ],
+        ];
+        let t = format_table(&rows, 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].starts_with("USER   CONTACT"), "{t}");
+        // Columns line up: every row's contact starts where the header's does.
+        let col = lines[0].find("CONTACT").unwrap();
+        assert_eq!(lines[1].find("sip:alice").unwrap(), col, "{t}");
+        assert_eq!(lines[2].find("sip:b@h").unwrap(), col, "{t}");
+        assert!(
+            lines[2].contains("(nat)") && lines[2].contains("3600 s"),
+            "{t}"
+        );
+        assert_eq!(lines[3], "2 user(s), 2 binding(s)");
     }
 
     #[test]

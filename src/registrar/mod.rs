@@ -10,7 +10,10 @@
 //! - Incoming call: [`Registrar::lookup`] gives each live [`Binding`] (destination address
 //!   after the NAT rule, receiving worker, Path to push as Route).
 //! - Timer tick: [`Registrar::expire`] removes due bindings via the per-stripe expiry index
-//!   and reports AORs left empty (REGFWD sends Expires: 0).
+//!   and reports AORs left empty (REGFWD sends Expires: 0), including those emptied since
+//!   the last tick by an administrative [`Registrar::remove`] (a small bounded queue).
+//! - Admin listing: [`Registrar::list`] pages through every AOR, one stripe lock at a time,
+//!   resuming after the last key of the previous page.
 //! - Persistence ([`persist`]): a background thread fed by a bounded channel writes changed
 //!   AORs to SQLite (default) or MySQL (Kamailio `location` layout) at most every second;
 //!   [`Persister::start`] reloads them at start.
@@ -78,6 +81,7 @@
 //! persister.stop().unwrap(); // SIGTERM path: final flush
 //! ```
 
+mod admin;
 pub mod binding;
 pub mod config;
 pub mod error;
@@ -88,8 +92,11 @@ pub mod table;
 pub mod uri;
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod tests;
 
+pub use admin::{Page, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS};
 pub use binding::{Binding, PathEntries, Transport};
 pub use config::{ConfigError, NatMode, OnMaxContacts, RegistrarConfig};
 pub use error::RegisterError;

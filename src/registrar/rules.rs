@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
+use super::admin::PendingUnregisters;
 use super::binding::{remaining_secs, Binding, Transport};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
@@ -85,6 +86,7 @@ pub enum LookupResult {
 pub struct Registrar {
     cfg: RegistrarConfig,
     pub(crate) table: Location,
+    pub(super) pending: PendingUnregisters,
 }
 
 /// The user part of an AOR (`alice` of `alice@example.com`), for REGFWD.
@@ -130,7 +132,11 @@ impl Registrar {
     pub fn new(cfg: RegistrarConfig) -> Result<Registrar, ConfigError> {
         cfg.validate()?;
         let table = Location::new(cfg.max_aors);
-        Ok(Registrar { cfg, table })
+        Ok(Registrar {
+            cfg,
+            table,
+            pending: PendingUnregisters::default(),
+        })
     }
 
     pub fn config(&self) -> &RegistrarConfig {
@@ -369,34 +375,18 @@ impl Registrar {
     /// Remove bindings expired at `now_ms` (bounded work per call: `expire_batch` AORs
     /// per stripe). `f` gets the key of each AOR left with no binding (`user@domain`, or
     /// `user` without `use_domain`; [`aor_user`] gives the user either way) so REGFWD sends
-    /// Expires: 0.
+    /// Expires: 0: those emptied by this sweep, and those emptied by an administrative
+    /// [`Registrar::remove`] since the last sweep that still have no live binding (a phone
+    /// that registered again meanwhile is not reported).
     /// Returns the number of bindings removed. Call it from a timer, e.g. once a second.
-    pub fn expire(&self, now_ms: u64, f: impl FnMut(&str)) -> usize {
-        self.table.expire(now_ms, self.cfg.expire_batch, f)
+    pub fn expire(&self, now_ms: u64, mut f: impl FnMut(&str)) -> usize {
+        self.drain_unregisters(now_ms, &mut f);
+        self.table.expire(now_ms, self.cfg.expire_batch, &mut f)
     }
 
     /// Earliest binding expiry in the table, for arming the caller's timer.
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.table.next_expiry_ms()
-    }
-
-    /// Remove one binding (`Some(uri)`) or all bindings of `aor` (administrative). Returns
-    /// whether the AOR is now empty and had bindings before.
-    pub fn remove(&self, aor: &str, uri: Option<&str>) -> bool {
-        let r = self.table.modify(
-            self.key(aor),
-            |slots| {
-                let before = slots.len();
-                match uri {
-                    Some(u) => slots.retain(|s| !same_contact(s.uri(), u)),
-                    None => slots.clear(),
-                }
-                let changed = slots.len() != before;
-                Ok::<_, RegisterError>((changed && slots.is_empty(), changed))
-            },
-            |_| RegisterError::TableFull,
-        );
-        r.unwrap_or(false)
     }
 
     /// Put a reloaded binding back (persistence start-up); replaces a binding with the
@@ -414,7 +404,7 @@ impl Registrar {
         );
     }
 
-    /// Every AOR key held (for `ctl` listings), one stripe at a time; `f` runs outside
+    /// Every AOR key held (a full persistence rewrite), one stripe at a time; `f` runs outside
     /// the locks. Combine with [`Registrar::lookup`] for the bindings.
     pub fn for_each_aor(&self, f: impl FnMut(&str)) {
         self.table.for_each_aor(f);

@@ -17,7 +17,7 @@
 //! `try_send`; when that channel is full the change is counted and a full rewrite is
 //! requested instead (see [`super::persist`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -173,6 +173,18 @@ fn encode_group_header(out: &mut Vec<u8>, aor: &[u8], n: u8, slots_len: usize) {
     out.extend_from_slice(&u32::try_from(slots_len).unwrap_or(u32::MAX).to_le_bytes());
 }
 
+/// The stripe of a hash. Middle bits pick it: hashbrown uses the low bits (bucket) and the
+/// top 7 (tag) of the same value.
+fn stripe_of(h: u64) -> usize {
+    ((h >> 32) as usize) % SHARDS
+}
+
+/// The AOR keys of one listing page, in listing order, and whether keys follow the last.
+pub(crate) struct KeyPage {
+    pub(crate) keys: Vec<Box<str>>,
+    pub(crate) more: bool,
+}
+
 fn next_expiry(rec: &[u8]) -> Option<u64> {
     groups(rec)
         .flat_map(|g| slots(g.slots).map(|(s, _)| s.f.expires_at_ms))
@@ -198,10 +210,12 @@ impl Location {
     }
 
     fn locate(&self, aor: &str) -> (u64, &RwLock<Shard>) {
-        let h = self.hasher.hash(aor.as_bytes()) & self.hash_mask;
-        // Middle bits pick the stripe: hashbrown uses the low bits (bucket) and the top 7
-        // (tag) of the same value.
-        (h, &self.shards[((h >> 32) as usize) % SHARDS])
+        let h = self.hash_of(aor);
+        (h, &self.shards[stripe_of(h)])
+    }
+
+    fn hash_of(&self, aor: &str) -> u64 {
+        self.hasher.hash(aor.as_bytes()) & self.hash_mask
     }
 
     fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
@@ -423,6 +437,62 @@ impl Location {
             drop(g);
             keys.iter().for_each(|k| f(k));
         }
+    }
+
+    /// The next at most `limit` (≥ 1) AOR keys in listing order after the key `after`
+    /// (from the start when `None`; `after` need not be in the table any more).
+    ///
+    /// Listing order is (stripe, 64-bit hash, AOR bytes): a total order on keys that does
+    /// not depend on what the table holds, so a listing resumed from the last key of the
+    /// previous page returns each AOR held throughout the listing exactly once, and an AOR
+    /// added or removed meanwhile at most once. One stripe's read lock is held at a time,
+    /// for one scan of its map; the only allocations are the (at most `limit`) keys kept.
+    pub(crate) fn page_keys(&self, after: Option<&str>, limit: usize) -> KeyPage {
+        let limit = limit.max(1);
+        let cursor = after.map(|a| (self.hash_of(a), a.as_bytes()));
+        let first = cursor.map_or(0, |(h, _)| stripe_of(h));
+        let mut keys: Vec<Box<str>> = Vec::with_capacity(limit.min(1024));
+        for (i, lock) in self.shards.iter().enumerate().skip(first) {
+            let need = limit - keys.len();
+            // Max-heap of the `need` smallest keys of this stripe after the cursor.
+            let mut best: BinaryHeap<(u64, Box<[u8]>)> = BinaryHeap::new();
+            let mut beyond = 0usize;
+            let guard = Self::read(lock);
+            for (&h, rec) in guard.map.iter() {
+                for g in groups(rec) {
+                    let key = (h, g.aor);
+                    if i == first && cursor.is_some_and(|c| key <= c) {
+                        continue;
+                    }
+                    beyond += 1;
+                    let worse = best.len() == need
+                        && best.peek().is_some_and(|(th, ta)| key >= (*th, &ta[..]));
+                    if worse {
+                        continue;
+                    }
+                    if best.len() == need {
+                        best.pop();
+                    }
+                    best.push((h, Box::from(g.aor)));
+                }
+            }
+            drop(guard);
+            keys.extend(
+                best.into_sorted_vec()
+                    .into_iter()
+                    .map(|(_, a)| String::from_utf8_lossy(&a).into()),
+            );
+            if keys.len() == limit {
+                let more = beyond > need
+                    || self
+                        .shards
+                        .iter()
+                        .skip(i + 1)
+                        .any(|l| !Self::read(l).map.is_empty());
+                return KeyPage { keys, more };
+            }
+        }
+        KeyPage { keys, more: false }
     }
 
     /// (AORs, bindings) currently stored, expired-but-not-yet-swept ones included.
