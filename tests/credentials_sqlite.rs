@@ -2,7 +2,7 @@
 //! miss lookups through the pool, negative caching, coalescing, a full queue, 10,000 users.
 //! No sleeps: refreshes are triggered explicitly, pool answers are awaited on channels.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,14 +67,15 @@ fn found(l: Lookup) -> Arc<Credential> {
     }
 }
 
-fn waker() -> (WakeFn, Arc<AtomicUsize>) {
-    let n = Arc::new(AtomicUsize::new(0));
-    let m = n.clone();
+/// A waker that reports each wake on a channel (the pool wakes right after it sends the
+/// answer, so a test waits for the wake rather than reading a counter at once).
+fn waker() -> (WakeFn, Receiver<()>) {
+    let (tx, rx) = unbounded();
     (
         Arc::new(move || {
-            m.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(());
         }),
-        n,
+        rx,
     )
 }
 
@@ -228,7 +229,8 @@ fn miss_lookup_finds_new_user_and_negatively_caches_unknown() {
         *done.result.expect("ok").expect("found"),
         plain("new", "npw")
     );
-    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    woken.recv_timeout(WAIT).expect("the worker is woken");
+    assert!(woken.try_recv().is_err(), "woken once");
     assert_eq!(*found(cache.lookup("new", 0)), plain("new", "npw"));
 
     let now = sipfront::db::system_now_ms();
