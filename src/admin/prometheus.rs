@@ -259,6 +259,12 @@ pub fn render(r: &StatsReport) -> String {
         "REGISTER requests accepted.",
         g.registrations,
     );
+    o.single(
+        "sipfront_registrar_admin_unregisters_dropped_total",
+        "counter",
+        "Users removed by the admin API that Asterisk was not told about (queue full).",
+        g.unregisters_dropped,
+    );
     let f = &r.regfwd;
     o.labelled("sipfront_regfwd_total", "counter", "REGISTERs forwarded to Asterisk: sent, answered 2xx, failed, and refreshes not forwarded (throttled).", "result", &[("sent", f.sent), ("ok", f.ok), ("failed", f.failed), ("throttled", f.throttled)]);
     o.single(

@@ -84,6 +84,9 @@ pub struct RegistrarCounters {
     pub contacts: usize,
     /// REGISTERs accepted.
     pub registrations: u64,
+    /// Users removed by the admin API whose `Expires: 0` to Asterisk was not queued (the
+    /// queue was full).
+    pub unregisters_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -280,6 +283,7 @@ pub fn collect(state: &AdminState) -> StatsReport {
             aors,
             contacts,
             registrations: s.registrations,
+            unregisters_dropped: state.registrar.unregisters_dropped(),
         },
         regfwd,
         transactions: InFlight {
