@@ -4,6 +4,7 @@
 //! [`set_level`] swaps the filter live (SIGHUP / `ctl reload`). `RUST_LOG`, when set,
 //! overrides `[log] level` at start and on every reload, as documented.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -52,7 +53,12 @@ pub fn init(level: &str) {
     let (layer, handle) = reload::Layer::new(filter);
     let installed = tracing_subscriber::registry()
         .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only for a person at a terminal, never into journald or a file.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .try_init()
         .is_ok();
     if installed {
