@@ -51,9 +51,22 @@ pub struct Message<'h, 'b> {
     /// The Request-URI inside the start line (empty for responses).
     pub uri_span: Span,
     pub(crate) content_length: Option<usize>,
+    /// The head (`buf[..head_len]`) as text when it is all valid UTF-8 (checked once at
+    /// parse), so accessors slice header values out of it instead of validating each again;
+    /// `None` for a head with bytes that are not UTF-8 (each value is then checked alone).
+    pub(crate) head_text: Option<&'b str>,
 }
 
 impl<'h, 'b> Message<'h, 'b> {
+    /// A header value (a sub-slice of the head) as text; `None` when it is not UTF-8.
+    #[inline]
+    fn text(&self, v: &'b [u8]) -> Option<&'b str> {
+        match self.head_text.and_then(|h| super::scan::sub_str(h, v)) {
+            Some(s) => Some(s),
+            None => std::str::from_utf8(v).ok(),
+        }
+    }
+
     /// The method of a request.
     pub fn method(&self) -> Option<Method<'b>> {
         match self.start {
@@ -110,7 +123,7 @@ impl<'h, 'b> Message<'h, 'b> {
         name: HeaderName<'s>,
     ) -> impl Iterator<Item = Result<&'b str, ParseError>> + 's {
         self.values(name)
-            .map(|v| std::str::from_utf8(v).map_err(|_| ParseError::BadValue))
+            .map(|v| self.text(v).ok_or(ParseError::BadValue))
     }
 
     fn abs(&self, part: &[u8], rel: Span) -> Span {
@@ -127,7 +140,7 @@ impl<'h, 'b> Message<'h, 'b> {
     /// Every via-parm, across header lines and commas, top first. Spans are absolute.
     pub fn vias(&self) -> impl Iterator<Item = Result<Via<'b>, ParseError>> + '_ {
         self.values(HeaderName::Via).map(move |v| {
-            let s = std::str::from_utf8(v).map_err(|_| ParseError::BadVia)?;
+            let s = self.text(v).ok_or(ParseError::BadVia)?;
             Via::parse(s).map(|via| Via {
                 span: self.abs(v, via.span),
                 ..via
@@ -162,7 +175,7 @@ impl<'h, 'b> Message<'h, 'b> {
     /// The Call-ID (a single word without whitespace; exactly one header).
     pub fn call_id(&self) -> Result<&'b str, ParseError> {
         let h = self.required(HeaderName::CallId, "Call-ID")?;
-        let s = std::str::from_utf8(h.value).map_err(|_| ParseError::BadCallId)?;
+        let s = self.text(h.value).ok_or(ParseError::BadCallId)?;
         if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(ParseError::BadCallId);
         }
@@ -181,7 +194,7 @@ impl<'h, 'b> Message<'h, 'b> {
         label: &'static str,
     ) -> Result<NameAddr<'b>, ParseError> {
         let h = self.required(name, label)?;
-        let s = std::str::from_utf8(h.value).map_err(|_| ParseError::BadNameAddr)?;
+        let s = self.text(h.value).ok_or(ParseError::BadNameAddr)?;
         NameAddr::parse(s).map(|n| NameAddr {
             span: self.abs(h.value, n.span),
             ..n
@@ -246,7 +259,7 @@ impl<'h, 'b> Message<'h, 'b> {
         name: HeaderName<'static>,
     ) -> impl Iterator<Item = Result<NameAddr<'b>, ParseError>> + '_ {
         self.values(name).map(move |v| {
-            let s = std::str::from_utf8(v).map_err(|_| ParseError::BadNameAddr)?;
+            let s = self.text(v).ok_or(ParseError::BadNameAddr)?;
             NameAddr::parse(s).map(|n| NameAddr {
                 span: self.abs(v, n.span),
                 ..n
@@ -257,7 +270,7 @@ impl<'h, 'b> Message<'h, 'b> {
     /// Every Contact value (`*` or an address), across header lines and commas.
     pub fn contacts(&self) -> impl Iterator<Item = Result<Contact<'b>, ParseError>> + '_ {
         self.values(HeaderName::Contact).map(move |v| {
-            let s = std::str::from_utf8(v).map_err(|_| ParseError::BadNameAddr)?;
+            let s = self.text(v).ok_or(ParseError::BadNameAddr)?;
             Ok(match Contact::parse(s)? {
                 Contact::Addr(n) => Contact::Addr(NameAddr {
                     span: self.abs(v, n.span),
@@ -308,13 +321,13 @@ impl<'h, 'b> Message<'h, 'b> {
     /// User-Agent text (`None` when absent or not UTF-8).
     pub fn user_agent(&self) -> Option<&'b str> {
         self.header(HeaderName::UserAgent)
-            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|h| self.text(h.value))
     }
 
     /// Content-Type text (`None` when absent or not UTF-8).
     pub fn content_type(&self) -> Option<&'b str> {
         self.header(HeaderName::ContentType)
-            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|h| self.text(h.value))
     }
 
     /// Option tags of Supported.

@@ -6,7 +6,7 @@
 
 use super::method::Method;
 use super::params::Params;
-use super::scan::{is_lws, is_token, parse_u32, quoted_end, trim_start_str, trim_str};
+use super::scan::{find_byte, is_lws, is_token, parse_u32, quoted_end, trim_start_str, trim_str};
 use super::uri::Uri;
 use super::{ParseError, Span, MAX_URI_LEN};
 
@@ -35,7 +35,7 @@ impl<'b> NameAddr<'b> {
             let display = t.get(1..end).unwrap_or("");
             let (uri, params) = angle(trim_start_str(t.get(end + 1..).unwrap_or("")))?;
             (Some(display), uri, params)
-        } else if let Some(lt) = t.find('<') {
+        } else if let Some(lt) = find_byte(t, b'<') {
             let d = trim_str(t.get(..lt).unwrap_or(""));
             if !d.bytes().all(|b| is_token(b) || is_lws(b)) {
                 return Err(ParseError::BadNameAddr);
@@ -43,7 +43,7 @@ impl<'b> NameAddr<'b> {
             let (uri, params) = angle(t.get(lt..).unwrap_or(""))?;
             ((!d.is_empty()).then_some(d), uri, params)
         } else {
-            let sc = t.find(';').unwrap_or(t.len());
+            let sc = find_byte(t, b';').unwrap_or(t.len());
             let uri = trim_str(t.get(..sc).unwrap_or(""));
             if uri
                 .bytes()
@@ -89,7 +89,7 @@ impl<'b> NameAddr<'b> {
 /// `<uri>` followed by optional `;params`.
 fn angle(r: &str) -> Result<(&str, &str), ParseError> {
     let inner = r.strip_prefix('<').ok_or(ParseError::BadNameAddr)?;
-    let gt = inner.find('>').ok_or(ParseError::BadNameAddr)?;
+    let gt = find_byte(inner, b'>').ok_or(ParseError::BadNameAddr)?;
     let uri = inner.get(..gt).unwrap_or("");
     if uri.bytes().any(is_lws) {
         return Err(ParseError::BadNameAddr);
@@ -102,7 +102,7 @@ fn check_uri_shape(uri: &str) -> Result<(), ParseError> {
     if uri.len() > MAX_URI_LEN {
         return Err(ParseError::UriTooLong);
     }
-    let colon = uri.find(':').ok_or(ParseError::BadNameAddr)?;
+    let colon = find_byte(uri, b':').ok_or(ParseError::BadNameAddr)?;
     let scheme = uri.get(..colon).unwrap_or("");
     let ok = scheme
         .bytes()

@@ -74,7 +74,7 @@ impl<'b> Params<'b> {
         let body = self.raw.get(1..).unwrap_or("");
         Split::new(body.as_bytes(), b';').filter_map(move |item| {
             // Items are sub-slices of `body`, which is valid UTF-8 cut on ASCII bytes.
-            let raw = std::str::from_utf8(item).ok()?;
+            let raw = super::scan::sub_str(body, item)?;
             let (name, value) = split_item(raw);
             Some(Param { name, value, raw })
         })
@@ -82,7 +82,7 @@ impl<'b> Params<'b> {
 }
 
 fn split_item(item: &str) -> (&str, Option<&str>) {
-    match item.find('=') {
+    match super::scan::find_byte(item, b'=') {
         Some(eq) => (
             trim_str(item.get(..eq).unwrap_or("")),
             Some(trim_str(item.get(eq + 1..).unwrap_or(""))),

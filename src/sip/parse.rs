@@ -98,6 +98,9 @@ impl<'h, 'b> Message<'h, 'b> {
             start_line: head.start_line,
             uri_span: head.uri_span,
             content_length,
+            head_text: buf
+                .get(..head.head_len)
+                .and_then(|h| std::str::from_utf8(h).ok()),
         }
     }
 }

@@ -48,16 +48,40 @@ pub(crate) fn trim(s: &[u8]) -> &[u8] {
     s.get(start..end).unwrap_or(&[])
 }
 
-/// [`trim`] for `&str` (LWS is ASCII, so the cut stays on char boundaries).
+/// [`trim`] for `&str` (LWS is ASCII, so the cut stays on char boundaries). Byte-wise:
+/// `str::trim_matches` with a char predicate decodes UTF-8 and costs several times more.
 #[inline]
 pub(crate) fn trim_str(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_lws(c)).map_or(start, |p| p + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 /// Strips leading LWS only.
 #[inline]
 pub(crate) fn trim_start_str(s: &str) -> &str {
-    s.trim_start_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    let start = s
+        .as_bytes()
+        .iter()
+        .position(|&c| !is_lws(c))
+        .unwrap_or(s.len());
+    s.get(start..).unwrap_or("")
+}
+
+/// Index of the first `b` (an ASCII byte) in `s`. For the short strings of header fields a
+/// plain loop beats `str::find(char)`, whose searcher set-up dominates on a few bytes.
+#[inline]
+pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&c| c == b)
+}
+
+/// `part` (a sub-slice of `parent`'s bytes, as [`Split`] yields) as a `&str` of `parent`,
+/// without validating UTF-8 again; `None` if it is not a sub-slice on char boundaries.
+#[inline]
+pub(crate) fn sub_str<'a>(parent: &'a str, part: &[u8]) -> Option<&'a str> {
+    let off = (part.as_ptr() as usize).checked_sub(parent.as_ptr() as usize)?;
+    parent.get(off..off.checked_add(part.len())?)
 }
 
 /// Parses a non-empty all-digit string into a `u64`; `None` on any other byte or overflow.
@@ -204,6 +228,23 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_helpers_on_text() {
+        assert_eq!(trim_str(" \t a b \r\n"), "a b");
+        assert_eq!(trim_str("  "), "");
+        assert_eq!(trim_str(" Müller "), "Müller");
+        assert_eq!(trim_start_str("\t x "), "x ");
+        assert_eq!(find_byte("a;b=c", b'='), Some(3));
+        assert_eq!(find_byte("Müller;x", b';'), Some(7));
+        assert_eq!(find_byte("abc", b';'), None);
+        let parent = "name=välue;x";
+        let part = &parent.as_bytes()[5..11];
+        assert_eq!(sub_str(parent, part), Some("välue"));
+        // Not on a char boundary, or not a part of `parent`: None.
+        assert_eq!(sub_str(parent, &parent.as_bytes()[5..7]), None);
+        assert_eq!(sub_str(parent, b"x"), None);
+    }
 
     #[test]
     fn split_respects_quotes_and_angles() {

@@ -331,3 +331,30 @@ CSeq: 2147483648 INVITE\r\nFrom: \"unterminated <sip:a@b>\r\nVia: SIP/2.0/UDP 19
 }
 
 mod rewrite_tests;
+
+// A Latin-1 display name (not UTF-8) makes the head non-UTF-8: the other headers still
+// parse (each value is then checked on its own), only the bad one is refused.
+req!(
+    latin1_display_name_spoils_only_its_header,
+    b"INVITE sip:600@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKlat1\r\n\
+From: \"M\xfcller\" <sip:100@example.com>;tag=1\r\n\
+To: <sip:600@example.com>\r\n\
+Call-ID: latin1@x\r\n\
+CSeq: 1 INVITE\r\n\
+User-Agent: caf\xe9\r\n\
+Content-Length: 0\r\n\r\n",
+    |m| {
+        assert!(m.head_text.is_none());
+        assert_eq!(m.call_id(), Ok("latin1@x"));
+        assert_eq!(m.top_via().map(|v| v.branch()), Ok(Some("z9hG4bKlat1")));
+        assert_eq!(m.to().map(|t| t.uri), Ok("sip:600@example.com"));
+        assert_eq!(m.from().err(), Some(ParseError::BadNameAddr));
+        assert_eq!(m.user_agent(), None);
+    }
+);
+
+req!(utf8_head_is_validated_once, REGISTER, |m| {
+    assert_eq!(m.head_text.map(str::len), Some(m.head_len));
+    assert_eq!(m.user_agent(), Some("Phone/1.0"));
+});

@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::params::Params;
-use super::scan::parse_port;
+use super::scan::{find_byte, parse_port};
 use super::{ParseError, MAX_URI_LEN};
 
 /// URI scheme.
@@ -75,7 +75,7 @@ impl<'b> Uri<'b> {
         if s.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(ParseError::BadUri);
         }
-        let colon = s.find(':').ok_or(ParseError::BadUri)?;
+        let colon = find_byte(s, b':').ok_or(ParseError::BadUri)?;
         let (scheme, rest) = (
             s.get(..colon).unwrap_or(""),
             s.get(colon + 1..).unwrap_or(""),
@@ -99,7 +99,7 @@ impl<'b> Uri<'b> {
         if scheme == Scheme::Tel {
             return parse_tel(rest);
         }
-        let (userinfo, hostpart) = match rest.find('@') {
+        let (userinfo, hostpart) = match find_byte(rest, b'@') {
             Some(at) => (
                 Some(rest.get(..at).unwrap_or("")),
                 rest.get(at + 1..).unwrap_or(""),
@@ -109,7 +109,7 @@ impl<'b> Uri<'b> {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.find(':') {
+                let (u, p) = match find_byte(ui, b':') {
                     Some(c) => (
                         ui.get(..c).unwrap_or(""),
                         Some(ui.get(c + 1..).unwrap_or("")),
@@ -122,14 +122,14 @@ impl<'b> Uri<'b> {
                 (Some(u), p)
             }
         };
-        let (hostpart, headers) = match hostpart.find('?') {
+        let (hostpart, headers) = match find_byte(hostpart, b'?') {
             Some(q) => (
                 hostpart.get(..q).unwrap_or(""),
                 Some(hostpart.get(q + 1..).unwrap_or("")),
             ),
             None => (hostpart, None),
         };
-        let (hostport, params) = match hostpart.find(';') {
+        let (hostport, params) = match find_byte(hostpart, b';') {
             Some(sc) => (
                 hostpart.get(..sc).unwrap_or(""),
                 hostpart.get(sc..).unwrap_or(""),
@@ -170,7 +170,7 @@ impl<'b> Uri<'b> {
 }
 
 fn parse_tel(rest: &str) -> Result<Uri<'_>, ParseError> {
-    let (number, params) = match rest.find(';') {
+    let (number, params) = match find_byte(rest, b';') {
         Some(sc) => (rest.get(..sc).unwrap_or(""), rest.get(sc..).unwrap_or("")),
         None => (rest, ""),
     };
@@ -193,13 +193,13 @@ fn parse_tel(rest: &str) -> Result<Uri<'_>, ParseError> {
 /// Parses `host[:port]` where host is a name, an IPv4 address or `[IPv6]`.
 pub(crate) fn parse_hostport(hp: &str) -> Result<(Host<'_>, &str, Option<u16>), ParseError> {
     let (host_raw, port) = if hp.starts_with('[') {
-        let close = hp.find(']').ok_or(ParseError::BadUri)?;
+        let close = find_byte(hp, b']').ok_or(ParseError::BadUri)?;
         (
             hp.get(..=close).unwrap_or(""),
             hp.get(close + 1..).unwrap_or(""),
         )
     } else {
-        match hp.find(':') {
+        match find_byte(hp, b':') {
             Some(c) => (hp.get(..c).unwrap_or(""), hp.get(c..).unwrap_or("")),
             None => (hp, ""),
         }
