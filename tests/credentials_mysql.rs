@@ -4,157 +4,31 @@
 //! connections it kills) — the shared server is never stopped. Fails when the server is
 //! unreachable unless `SIPFRONT_SKIP_MYSQL=1`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
-use mysql::prelude::Queryable;
-use mysql::{Conn, Opts};
 use sipfront::auth::hash::ha1;
 use sipfront::auth::{Algorithm, AuthConfig, Authenticator, DigestInput, Verdict};
 use sipfront::db::{
     Credential, CredentialService, CredentialsConfig, DbError, Lookup, LookupDone, Schema, WakeFn,
 };
 
+mod support;
+
+use support::mariadb::TestDb;
+
 const REALM: &str = "example.com";
 const WAIT: Duration = Duration::from_secs(15);
 
-fn base_opts() -> Option<Opts> {
-    if std::env::var("SIPFRONT_SKIP_MYSQL").as_deref() == Ok("1") {
-        return None;
-    }
-    let url = std::env::var("SIPFRONT_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    Some(Opts::from_url(&url).expect("SIPFRONT_TEST_MYSQL_URL is not a mysql URL"))
-}
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A uniquely named database, dropped (with its test user) at the end.
-struct TestDb {
-    admin: Conn,
-    opts: Opts,
-    name: String,
-    users: Vec<String>,
-}
-
-impl TestDb {
-    fn new(ddl: &str) -> Option<TestDb> {
-        let opts = base_opts()?;
-        let mut admin = Conn::new(opts.clone())
-            .expect("MariaDB unreachable (set SIPFRONT_SKIP_MYSQL=1 to skip)");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "sipfront_t_{}_{}_{}",
-            std::process::id(),
-            nanos,
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        admin
-            .query_drop(format!("CREATE DATABASE `{name}`"))
-            .expect("create db");
-        admin.query_drop(format!("USE `{name}`")).expect("use");
-        for stmt in ddl.split(';').filter(|s| !s.trim().is_empty()) {
-            admin.query_drop(stmt).expect("ddl");
-        }
-        Some(TestDb {
-            admin,
-            opts,
-            name,
-            users: Vec::new(),
-        })
-    }
-
-    fn exec(&mut self, sql: &str) {
-        self.admin.query_drop(sql).expect("sql");
-    }
-
-    /// URL for the service; `user` = (name, password) or the admin URL's credentials.
-    fn url(&self, user: Option<(&str, &str)>) -> String {
-        let host = self.opts.get_ip_or_hostname();
-        let port = self.opts.get_tcp_port();
-        let auth = match user {
-            Some((u, p)) => format!("{u}:{p}"),
-            None => match (self.opts.get_user(), self.opts.get_pass()) {
-                (Some(u), Some(p)) => format!("{u}:{p}"),
-                (Some(u), None) => u.to_string(),
-                _ => "root".into(),
-            },
-        };
-        format!("mysql://{auth}@{host}:{port}/{}", self.name)
-    }
-
-    fn cfg(&self, schema: Schema) -> CredentialsConfig {
-        CredentialsConfig {
-            url: self.url(None),
-            schema,
-            refresh_secs: 0,
-            ..CredentialsConfig::default()
-        }
-    }
-
-    /// A dedicated user with SELECT on this database only.
-    fn create_user(&mut self, password: &str) -> String {
-        let user = format!(
-            "sft{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        for host in ["%", "localhost"] {
-            self.exec(&format!(
-                "CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'"
-            ));
-        }
-        self.users.push(user.clone());
-        self.grant(&user);
-        user
-    }
-
-    fn grant(&mut self, user: &str) {
-        for host in ["%", "localhost"] {
-            self.exec(&format!(
-                "GRANT SELECT ON `{}`.* TO '{user}'@'{host}'",
-                self.name
-            ));
-        }
-    }
-
-    fn revoke_and_kill(&mut self, user: &str) {
-        for host in ["%", "localhost"] {
-            self.exec(&format!(
-                "REVOKE ALL PRIVILEGES ON `{}`.* FROM '{user}'@'{host}'",
-                self.name
-            ));
-        }
-        let ids: Vec<u64> = self
-            .admin
-            .exec(
-                "SELECT id FROM information_schema.processlist WHERE user = ?",
-                (user,),
-            )
-            .expect("processlist");
-        for id in ids {
-            // The connection may already be gone.
-            let _ = self.admin.query_drop(format!("KILL {id}"));
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = self
-            .admin
-            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
-        for u in std::mem::take(&mut self.users) {
-            for host in ["%", "localhost"] {
-                let _ = self
-                    .admin
-                    .query_drop(format!("DROP USER IF EXISTS '{u}'@'{host}'"));
-            }
-        }
+/// The credentials configuration for `db` with `schema` (no periodic refresh).
+fn cfg(db: &TestDb, schema: Schema) -> CredentialsConfig {
+    CredentialsConfig {
+        url: db.url(None),
+        schema,
+        refresh_secs: 0,
+        ..CredentialsConfig::default()
     }
 }
 
@@ -189,7 +63,7 @@ fn recv(rx: &Receiver<LookupDone>) -> LookupDone {
 
 #[test]
 fn mysql_sippeers_and_sipusers_presets() {
-    let Some(mut db) = TestDb::new(&format!(
+    let Some(mut db) = TestDb::with_ddl(&format!(
         "{SIPPEERS}; {}",
         SIPPEERS.replace("sippeers", "sipusers")
     )) else {
@@ -203,7 +77,7 @@ fn mysql_sippeers_and_sipusers_presets() {
     ));
     db.exec("INSERT INTO sipusers (name, secret, sippasswd) VALUES ('tut', '', 'tutpw')");
     let (cache, _p, _r) =
-        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+        CredentialService::start(&cfg(&db, Schema::Sippeers), REALM).expect("start");
     assert_eq!(*found(cache.lookup("alice", 0)), plain("alice", "alicepw"));
     assert_eq!(
         found(cache.lookup("bob", 0)).ha1_hex(Algorithm::Md5),
@@ -212,7 +86,7 @@ fn mysql_sippeers_and_sipusers_presets() {
     assert!(matches!(cache.lookup("carol", 0), Lookup::Miss));
     let cfg = CredentialsConfig {
         password_column: Some("sippasswd".into()),
-        ..db.cfg(Schema::Sipusers)
+        ..cfg(&db, Schema::Sipusers)
     };
     let (cache, _p, _r) = CredentialService::start(&cfg, REALM).expect("start sipusers");
     assert_eq!(*found(cache.lookup("tut", 0)), plain("tut", "tutpw"));
@@ -220,7 +94,7 @@ fn mysql_sippeers_and_sipusers_presets() {
 
 #[test]
 fn mysql_ps_auths_preset() {
-    let Some(mut db) = TestDb::new(PS_AUTHS) else {
+    let Some(mut db) = TestDb::with_ddl(PS_AUTHS) else {
         return;
     };
     let md5 = ha1(Algorithm::Md5, "m", REALM, "mpw");
@@ -234,7 +108,8 @@ fn mysql_ps_auths_preset() {
         md5.as_str(),
         sha.as_str()
     ));
-    let (cache, _p, _r) = CredentialService::start(&db.cfg(Schema::PsAuths), REALM).expect("start");
+    let (cache, _p, _r) =
+        CredentialService::start(&cfg(&db, Schema::PsAuths), REALM).expect("start");
     assert_eq!(*found(cache.lookup("u", 0)), plain("u", "upw"));
     assert_eq!(
         found(cache.lookup("m", 0)).ha1_hex(Algorithm::Md5),
@@ -250,7 +125,7 @@ fn mysql_ps_auths_preset() {
 
 #[test]
 fn mysql_unix_socket_url() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else {
+    let Some(mut db) = TestDb::with_ddl(SIPPEERS) else {
         return;
     };
     let sock = "/run/mysqld/mysqld.sock";
@@ -261,7 +136,7 @@ fn mysql_unix_socket_url() {
     let user = db.opts.get_user().unwrap_or("root").to_string();
     let cfg = CredentialsConfig {
         url: format!("mysql://{user}@localhost/{}?socket={sock}", db.name),
-        ..db.cfg(Schema::Sippeers)
+        ..cfg(&db, Schema::Sippeers)
     };
     let (cache, _p, _r) = CredentialService::start(&cfg, REALM).expect("start over the socket");
     assert_eq!(*found(cache.lookup("s", 0)), plain("s", "spw"));
@@ -269,12 +144,12 @@ fn mysql_unix_socket_url() {
 
 #[test]
 fn mysql_refresh_and_miss_lookups() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else {
+    let Some(mut db) = TestDb::with_ddl(SIPPEERS) else {
         return;
     };
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('a', 'one'), ('b', 'bpw')");
     let (cache, pool, refresh) =
-        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+        CredentialService::start(&cfg(&db, Schema::Sippeers), REALM).expect("start");
     db.exec("UPDATE sippeers SET secret = 'two' WHERE name = 'a'");
     db.exec("DELETE FROM sippeers WHERE name = 'b'");
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('late', 'lpw'), ('Case', 'cpw')");
@@ -304,7 +179,7 @@ fn mysql_refresh_and_miss_lookups() {
 
 #[test]
 fn mysql_ten_thousand_users_preloaded() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else {
+    let Some(mut db) = TestDb::with_ddl(SIPPEERS) else {
         return;
     };
     for chunk in 0..10 {
@@ -317,7 +192,7 @@ fn mysql_ten_thousand_users_preloaded() {
         ));
     }
     let (cache, _p, _r) =
-        CredentialService::start(&db.cfg(Schema::Sippeers), REALM).expect("start");
+        CredentialService::start(&cfg(&db, Schema::Sippeers), REALM).expect("start");
     assert_eq!(cache.len(), 10_000);
     assert_eq!(*found(cache.lookup("u9999", 0)), plain("u9999", "pw9999"));
 }
@@ -355,16 +230,16 @@ fn verify_once(a: &Authenticator, cred: &Credential, now: u64, nc: u32) -> Verdi
 
 #[test]
 fn mysql_outage_cached_users_keep_working_misses_error_then_recovery() {
-    let Some(mut db) = TestDb::new(SIPPEERS) else {
+    let Some(mut db) = TestDb::with_ddl(SIPPEERS) else {
         return;
     };
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('a', 'apw')");
-    let user = db.create_user("Sft-pw-1");
+    let user = db.create_login("Sft-pw-1");
     let cfg = CredentialsConfig {
         url: db.url(Some((&user, "Sft-pw-1"))),
         pool_size: 2,
         reconnect_max_ms: 1,
-        ..db.cfg(Schema::Sippeers)
+        ..cfg(&db, Schema::Sippeers)
     };
     let (cache, pool, refresh) = CredentialService::start(&cfg, REALM).expect("start");
     db.exec("INSERT INTO sippeers (name, secret) VALUES ('c', 'cpw'), ('d', 'dpw')");
@@ -449,12 +324,12 @@ fn mysql_outage_cached_users_keep_working_misses_error_then_recovery() {
 
 #[test]
 fn mysql_errors_never_leak_the_password() {
-    let Some(db) = TestDb::new(SIPPEERS) else {
+    let Some(db) = TestDb::with_ddl(SIPPEERS) else {
         return;
     };
     let cfg = CredentialsConfig {
         url: db.url(Some(("nobody_here", "Leak-Me-42"))),
-        ..db.cfg(Schema::Sippeers)
+        ..cfg(&db, Schema::Sippeers)
     };
     let Err(e) = CredentialService::start(&cfg, REALM) else {
         panic!("a wrong user must not connect");

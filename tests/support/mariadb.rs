@@ -36,17 +36,28 @@ pub fn server_opts() -> Option<Opts> {
     Some(Opts::from_url(&url).expect("SIPFRONT_TEST_MYSQL_URL is not a mysql:// URL"))
 }
 
-/// A uniquely named database with an empty `sippeers` table.
-pub struct SippeersDb {
+/// A uniquely named database (see [`TestDb::with_ddl`]); [`SippeersDb::create`] makes one
+/// with an empty `sippeers` table.
+pub struct TestDb {
     admin: Conn,
-    opts: Opts,
+    /// How the test reaches the server (its admin login).
+    pub opts: Opts,
     pub name: String,
     /// MariaDB users created by the test (dropped at the end).
     users: Vec<String>,
 }
 
-impl SippeersDb {
-    pub fn create() -> Option<SippeersDb> {
+/// The database of the end-to-end tests: an empty `sippeers` table.
+pub type SippeersDb = TestDb;
+
+impl TestDb {
+    /// A database with the `sippeers` table.
+    pub fn create() -> Option<TestDb> {
+        TestDb::with_ddl(SIPPEERS)
+    }
+
+    /// A database holding the tables `ddl` creates (statements separated by `;`).
+    pub fn with_ddl(ddl: &str) -> Option<TestDb> {
         let opts = server_opts()?;
         let mut admin = Conn::new(opts.clone()).unwrap_or_else(|e| {
             panic!("MariaDB unreachable ({e}); set SIPFRONT_SKIP_MYSQL=1 to skip")
@@ -65,8 +76,12 @@ impl SippeersDb {
         admin
             .query_drop(format!("USE `{name}`"))
             .expect("use the test database");
-        admin.query_drop(SIPPEERS).expect("create sippeers");
-        Some(SippeersDb {
+        for stmt in ddl.split(';').filter(|s| !s.trim().is_empty()) {
+            admin
+                .query_drop(stmt)
+                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+        Some(TestDb {
             admin,
             opts,
             name,
@@ -170,7 +185,7 @@ impl SippeersDb {
     }
 }
 
-impl Drop for SippeersDb {
+impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = self
             .admin
