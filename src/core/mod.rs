@@ -108,6 +108,9 @@ pub struct CoreConfig {
     pub check_from_user: bool,
     /// Key of the Record-Route tokens (see `dialog_token.rs`).
     pub dialog_key: dialog_token::DialogKey,
+    /// Receive backlog (bytes) above which new requests from phones get 503 (0 = never);
+    /// see [`Core::set_backlog`].
+    pub shed_backlog_bytes: u64,
 }
 
 impl CoreConfig {
@@ -136,6 +139,7 @@ impl CoreConfig {
             n_workers: n_workers.max(1),
             check_from_user: cfg.auth.check_from_user,
             dialog_key: dialog_token::DialogKey::new(&cfg.auth.nonce_secret),
+            shed_backlog_bytes: cfg.limits.shed_backlog_bytes,
         }
     }
 
@@ -253,6 +257,12 @@ pub struct Stats {
     pub regfwd_ok: u64,
     pub regfwd_failed: u64,
     pub timeouts: u64,
+    /// New requests answered 503 because the receive backlog was over
+    /// `[limits] shed_backlog_bytes` ([`Core::set_backlog`]).
+    pub shed_overload: u64,
+    /// A gauge, not a counter: 1 while this worker sheds (summed over workers: how many
+    /// shed).
+    pub shedding: u64,
 }
 
 /// One worker's proxy state machine.
@@ -283,6 +293,8 @@ pub struct Core {
     next_expiry_ms: u64,
     /// Final responses to recent REGISTERs, for their retransmissions.
     reg_cache: regcache::RegCache,
+    /// New requests from phones get 503 (receive backlog too high, [`Core::set_backlog`]).
+    shedding: bool,
 }
 
 /// An IP as it appears in a Via sent-by or URI host (IPv6 in brackets).
@@ -321,7 +333,48 @@ impl Core {
             extra: Vec::with_capacity(8192),
             next_token: 1,
             stats: Stats::default(),
+            shedding: false,
         }
+    }
+
+    /// The transport's reading of the received bytes waiting for this worker (its sockets'
+    /// queues plus datagrams taken off them and not processed yet), and the smallest
+    /// receive buffer among its sockets (0 = unknown). Load shedding with hysteresis:
+    /// above the threshold, new out-of-dialog requests from phones get a stateless 503 with
+    /// Retry-After before any digest work, until the backlog is below half the threshold.
+    /// The threshold is `[limits] shed_backlog_bytes`, lowered to half the smallest receive
+    /// buffer when that is smaller (a socket drops at its buffer size, so a higher
+    /// threshold would never be reached). 0 disables shedding.
+    pub fn set_backlog(&mut self, backlog_bytes: u64, min_rcvbuf: u64) {
+        let mut limit = self.cfg.shed_backlog_bytes;
+        if min_rcvbuf > 0 {
+            limit = limit.min(min_rcvbuf / 2);
+        }
+        let shedding = if limit == 0 {
+            false
+        } else if backlog_bytes > limit {
+            true
+        } else if backlog_bytes < limit / 2 {
+            false
+        } else {
+            self.shedding
+        };
+        if shedding != self.shedding {
+            self.shedding = shedding;
+            self.stats.shedding = u64::from(shedding);
+            tracing::debug!(
+                worker = self.worker,
+                backlog_bytes,
+                limit,
+                shedding,
+                "receive backlog"
+            );
+        }
+    }
+
+    /// Whether new requests from phones are being refused (see [`Core::set_backlog`]).
+    pub fn is_shedding(&self) -> bool {
+        self.shedding
     }
 
     pub fn stats(&self) -> &Stats {

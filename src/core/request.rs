@@ -313,6 +313,15 @@ impl Core {
             self.reply_unavailable(&msg, &ctx, tx);
             return;
         }
+        // Overloaded (receive backlog, `Core::set_backlog`): a new request from a phone is
+        // refused before any digest work. What keeps existing work going passed above
+        // (ACK, CANCEL, retransmissions, in-dialog requests, keep-alive OPTIONS); Asterisk's
+        // requests and requests resuming after a credential lookup are let through.
+        if self.shedding && !from_asterisk && resumed.is_none() {
+            self.stats.shed_overload += 1;
+            self.reply_unavailable(&msg, &ctx, tx);
+            return;
+        }
         let mut user_buf = [0u8; MAX_USER_LEN];
         let mut user_len = 0;
         let mut replayed = false;

@@ -1327,3 +1327,224 @@ fn draining_refuses_new_requests_but_finishes_calls() {
     let out = h.recv_on(Local::Upstream, AST, &respond(&fwd, 200, Some("a"), ""));
     assert!(out.iter().any(|s| s.code() == 200 && s.dst == addr(PHONE)));
 }
+
+/// A REGISTER from the phone as alice (digest answer `good`) with branch and Call-ID.
+fn authed_register(branch: &str, call_id: &str) -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\nTo: <sip:alice@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 2 REGISTER\r\nContact: <sip:alice@127.0.0.3:5062>\r\nExpires: 600\r\n{}Content-Length: 0\r\n\r\n",
+        auth_hdr(false, "alice", "good")
+    )
+}
+
+fn digest_checks(h: &Harness) -> u64 {
+    h.fakes
+        .auth
+        .checks
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn backlog_over_the_threshold_sheds_new_requests_before_digest_work() {
+    let mut h = Harness::new(&[AST]);
+    let limit = h.core.cfg.shed_backlog_bytes;
+    assert_eq!(limit, 1 << 20, "the default");
+    // Work in progress before the overload: a ringing call, an answered call, a
+    // registration, and a request parked for its credentials.
+    let ringing = call_to_asterisk(&mut h, "z9hG4bKs1", "s1");
+    h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(&ringing, 180, Some("a1"), ""),
+    );
+    let answered = call_to_asterisk(&mut h, "z9hG4bKs2", "s2");
+    let ok = h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(&answered, 200, Some("a2"), ""),
+    );
+    assert!(ok.iter().any(|s| s.code() == 200));
+    let reg = authed_register("z9hG4bKsr1", "sr1");
+    let reg_ok = find(&h.recv(PHONE, &reg), |s| s.code() == 200).clone();
+    h.fakes
+        .auth
+        .uncached
+        .lock()
+        .unwrap()
+        .insert("bob".to_owned());
+    let parked = authed_invite("z9hG4bKs3", "s3")
+        .replace("username=\"alice\"", "username=\"bob\"")
+        .replace("<sip:alice@", "<sip:bob@");
+    assert!(h.recv(PHONE, &parked).is_empty());
+    let lookup = h.core.poll_lookup().expect("parked");
+
+    h.core.set_backlog(limit + 1, 0);
+    assert!(h.core.is_shedding());
+    assert_eq!(h.core.stats().shedding, 1);
+    let checks = digest_checks(&h);
+
+    // New INVITE and REGISTER from the phone: 503 + Retry-After, no digest check.
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs4", "s4"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+    let out = h.recv(PHONE, &authed_register("z9hG4bKsr2", "sr2"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert!(out[0].header("Retry-After").is_some());
+    // Without credentials too: no challenge (which would invite a second request).
+    let out = h.recv(
+        PHONE,
+        &req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            "z9hG4bKs5",
+            "s5",
+            "",
+        ),
+    );
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(digest_checks(&h), checks, "no digest work while shedding");
+    assert_eq!(h.core.stats().shed_overload, 3);
+    assert_eq!(
+        h.core.transactions_in_flight().0,
+        2,
+        "no transaction for them"
+    );
+
+    // What keeps existing work going still passes:
+    // the retransmitted INVITE of the ringing call gets its last response again,
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs1", "s1"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 180);
+    // the retransmitted REGISTER its cached 200,
+    let out = h.recv(PHONE, &reg);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].bytes, reg_ok.bytes);
+    // the ACK of the answered call and its BYE (in dialog) reach Asterisk,
+    let route = h.core.cfg.dialog_route(0, "s2");
+    let in_dialog = |method: &str, branch: &str, seq: u32| {
+        format!(
+            "{method} sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch={branch}\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=a2\r\nCall-ID: s2\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = h.recv(PHONE, &in_dialog("ACK", "z9hG4bKsack", 1));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "ACK" && s.dst == addr(AST)));
+    let out = h.recv(PHONE, &in_dialog("BYE", "z9hG4bKsbye", 2));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "BYE" && s.dst == addr(AST)));
+    // the CANCEL of the ringing call is answered and relayed,
+    let cancel = req(
+        "CANCEL",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKs1",
+        "s1",
+        "",
+    );
+    let out = h.recv(PHONE, &cancel);
+    assert!(out.iter().any(|s| s.code() == 200));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "CANCEL" && s.dst == addr(AST)));
+    // keep-alive OPTIONS to the proxy are answered,
+    let ping = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKsping",
+        "sping",
+        "",
+    );
+    assert_eq!(h.recv(PHONE, &ping)[0].code(), 200);
+    // Asterisk's new requests are not refused,
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:alice@127.0.0.1:5060",
+        AST,
+        "z9hG4bKsa",
+        "sa",
+        "",
+    )
+    .replace("From: <sip:alice@example.com>", "From: <sip:600@127.0.0.2>");
+    let out = h.recv(AST, &inv);
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(PHONE)));
+    // and the parked request goes on once its credentials are known.
+    h.fakes.auth.uncached.lock().unwrap().clear();
+    h.core
+        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    assert!(h
+        .rec
+        .take()
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(AST)));
+    assert_eq!(h.core.stats().shed_overload, 3);
+}
+
+#[test]
+fn shedding_has_hysteresis() {
+    let mut h = Harness::new(&[AST]);
+    let limit = h.core.cfg.shed_backlog_bytes;
+    let mut n = 0;
+    let mut new_invite = |h: &mut Harness| {
+        n += 1;
+        let out = h.recv(
+            PHONE,
+            &authed_invite(&format!("z9hG4bKh{n}"), &format!("h{n}")),
+        );
+        out.iter().find(|s| s.code() != 0).map_or(0, |s| s.code())
+    };
+    // At the threshold (not above it): not shedding.
+    h.core.set_backlog(limit, 0);
+    assert!(!h.core.is_shedding());
+    assert_eq!(new_invite(&mut h), 100);
+    h.core.set_backlog(limit + 1, 0);
+    assert_eq!(new_invite(&mut h), 503);
+    // Between half and the threshold: still shedding.
+    h.core.set_backlog(limit / 2 + 1, 0);
+    assert!(h.core.is_shedding());
+    h.core.set_backlog(limit / 2, 0);
+    assert_eq!(new_invite(&mut h), 503);
+    // Below half: back to normal, and it stays so until the threshold is passed again.
+    h.core.set_backlog(limit / 2 - 1, 0);
+    assert!(!h.core.is_shedding());
+    assert_eq!(h.core.stats().shedding, 0);
+    assert_eq!(new_invite(&mut h), 100);
+    h.core.set_backlog(limit - 1, 0);
+    assert_eq!(new_invite(&mut h), 100);
+    assert_eq!(h.core.stats().shed_overload, 2);
+
+    // A receive buffer smaller than twice the threshold lowers it to half the buffer.
+    h.core.set_backlog(300_000, 416 * 1024);
+    assert!(h.core.is_shedding(), "over half of a 416 KiB buffer");
+    h.core.set_backlog(150_000, 416 * 1024);
+    assert!(h.core.is_shedding(), "above a quarter of the buffer");
+    h.core.set_backlog(100_000, 416 * 1024);
+    assert!(!h.core.is_shedding());
+}
+
+#[test]
+fn a_zero_threshold_never_sheds() {
+    let fakes = Fakes::new(&["alice"]);
+    let mut cfg = test_config(&[AST]);
+    cfg.shed_backlog_bytes = 0;
+    let mut core = Core::new(Arc::new(cfg), fakes.ports(), 0, addr("127.0.0.1:6000"));
+    core.set_backlog(u64::MAX, 0);
+    core.set_backlog(u64::MAX, 4096);
+    assert!(!core.is_shedding());
+    let mut rec = Recorder::default();
+    let m = authed_invite("z9hG4bKz1", "z1");
+    core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+    assert!(rec.take().iter().any(|s| s.method() == "INVITE"));
+}
