@@ -83,12 +83,35 @@ fn stop_proxy(scene: &mut Scene) {
     assert!(libc::WIFSTOPPED(status), "not stopped: status {status:#x}");
 }
 
+/// Milliseconds of `CLOCK_REALTIME_COARSE`, the clock the proxy's loop reads once per turn.
+fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000
+}
+
+/// The proxy reads its backlog at most once per tick of its coarse clock (1-4 ms): a stop,
+/// burst and resume that all fall within the tick of its last reading would be processed
+/// before the next one. Waits (spinning on the clock, at most a second) until it ticks.
+fn wait_clock_tick() {
+    let (t0, end) = (coarse_ms(), Instant::now() + Duration::from_secs(1));
+    while coarse_ms() == t0 && Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
 /// Sends the burst to the stopped proxy, resumes it, and collects the answers until all
 /// came or [`QUIET`] passed without one: (status code, Retry-After present) per answer.
 fn burst_while_stopped(scene: &mut Scene, phone: &UdpSocket) -> Vec<(u16, bool)> {
     let proxy = scene.proxy.addr;
     let me = phone.local_addr().expect("phone address");
     stop_proxy(scene);
+    wait_clock_tick();
     for i in 0..BURST {
         phone
             .send_to(burst_request(i, me).as_bytes(), proxy)
@@ -141,6 +164,11 @@ fn metrics_until(admin: SocketAddr, proxy: SocketAddr, done: impl Fn(&str) -> bo
     let pinger = Phone::bind(Ipv4Addr::LOCALHOST);
     let end = Instant::now() + LIMIT;
     let mut n = 0;
+    // The admin API starts after the workers answer SIP: wait until it accepts.
+    while std::net::TcpStream::connect(admin).is_err() && Instant::now() < end {
+        n += 1;
+        ping(&pinger, proxy, n);
+    }
     loop {
         let (status, body) = http_get(admin, "/metrics");
         assert_eq!(status, 200, "{body}");
@@ -364,7 +392,8 @@ fn parked_requests_are_bounded_while_credential_lookups_stall() {
         }
     }
     assert_eq!(refused, USERS - PARKED, "requests refused beyond the bound");
-    let (_, m) = http_get(admin, "/metrics");
+    let over = |m: &str| sample(m, "sipfront_dropped_total{reason=\"overload\"}");
+    let m = metrics_until(admin, proxy, |m| over(m) >= (USERS - PARKED) as f64);
     assert_eq!(
         sample(&m, "sipfront_dropped_total{reason=\"overload\"}"),
         (USERS - PARKED) as f64,
