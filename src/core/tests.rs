@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::testing::{test_config, Fakes, Recorder, Sent};
-use super::{Core, Local, LookupResult};
+use super::{Core, Local, LookupResult, Shed};
 
 const PHONE: &str = "127.0.0.3:5062";
 const PHONE2: &str = "127.0.0.4:5064";
@@ -1377,21 +1377,12 @@ fn backlog_over_the_threshold_sheds_new_requests_before_digest_work() {
     assert!(h.recv(PHONE, &parked).is_empty());
     let lookup = h.core.poll_lookup().expect("parked");
 
+    // First level: requests that would start a flow (no credentials) get 503 + Retry-After
+    // and no challenge; requests answering a challenge complete their flow.
     h.core.set_backlog(limit + 1, 0);
-    assert!(h.core.is_shedding());
+    assert_eq!(h.core.shed_level(), Shed::NewFlows);
     assert_eq!(h.core.stats().shedding, 1);
     let checks = digest_checks(&h);
-
-    // New INVITE and REGISTER from the phone: 503 + Retry-After, no digest check.
-    let out = h.recv(PHONE, &authed_invite("z9hG4bKs4", "s4"));
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].code(), 503);
-    assert_eq!(out[0].header("Retry-After"), Some("5"));
-    let out = h.recv(PHONE, &authed_register("z9hG4bKsr2", "sr2"));
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].code(), 503);
-    assert!(out[0].header("Retry-After").is_some());
-    // Without credentials too: no challenge (which would invite a second request).
     let out = h.recv(
         PHONE,
         &req(
@@ -1403,13 +1394,40 @@ fn backlog_over_the_threshold_sheds_new_requests_before_digest_work() {
             "",
         ),
     );
+    assert_eq!(out.len(), 1);
     assert_eq!(out[0].code(), 503);
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+    let unauth_reg =
+        authed_register("z9hG4bKsr3", "sr3").replace(&auth_hdr(false, "alice", "good"), "");
+    let out = h.recv(PHONE, &unauth_reg);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(digest_checks(&h), checks, "no digest work for them");
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs6", "s6"));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(AST)));
+    assert_eq!(digest_checks(&h), checks + 1);
+    assert_eq!(h.core.stats().shed_overload, 2);
+
+    // Second level: every new request from a phone gets 503, before any digest work.
+    h.core.set_backlog(2 * limit + 1, 0);
+    assert_eq!(h.core.shed_level(), Shed::All);
+    let checks = digest_checks(&h);
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs4", "s4"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+    let out = h.recv(PHONE, &authed_register("z9hG4bKsr2", "sr2"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert!(out[0].header("Retry-After").is_some());
     assert_eq!(digest_checks(&h), checks, "no digest work while shedding");
-    assert_eq!(h.core.stats().shed_overload, 3);
+    assert_eq!(h.core.stats().shed_overload, 4);
     assert_eq!(
         h.core.transactions_in_flight().0,
-        2,
-        "no transaction for them"
+        3,
+        "no transaction for the refused"
     );
 
     // What keeps existing work going still passes:
@@ -1489,49 +1507,68 @@ fn backlog_over_the_threshold_sheds_new_requests_before_digest_work() {
         .take()
         .iter()
         .any(|s| s.method() == "INVITE" && s.dst == addr(AST)));
-    assert_eq!(h.core.stats().shed_overload, 3);
+    assert_eq!(h.core.stats().shed_overload, 4);
 }
 
 #[test]
-fn shedding_has_hysteresis() {
+fn shedding_has_hysteresis_at_both_levels() {
     let mut h = Harness::new(&[AST]);
-    let limit = h.core.cfg.shed_backlog_bytes;
+    let l = h.core.cfg.shed_backlog_bytes;
     let mut n = 0;
-    let mut new_invite = |h: &mut Harness| {
+    // The first response to a new INVITE without credentials (407, or 503 when shed).
+    let mut new_flow = |h: &mut Harness| {
         n += 1;
-        let out = h.recv(
+        let m = req(
+            "INVITE",
+            "sip:600@example.com",
             PHONE,
-            &authed_invite(&format!("z9hG4bKh{n}"), &format!("h{n}")),
+            &format!("z9hG4bKh{n}"),
+            &format!("h{n}"),
+            "",
         );
-        out.iter().find(|s| s.code() != 0).map_or(0, |s| s.code())
+        h.recv(PHONE, &m).first().map_or(0, |s| s.code())
     };
-    // At the threshold (not above it): not shedding.
-    h.core.set_backlog(limit, 0);
-    assert!(!h.core.is_shedding());
-    assert_eq!(new_invite(&mut h), 100);
-    h.core.set_backlog(limit + 1, 0);
-    assert_eq!(new_invite(&mut h), 503);
-    // Between half and the threshold: still shedding.
-    h.core.set_backlog(limit / 2 + 1, 0);
-    assert!(h.core.is_shedding());
-    h.core.set_backlog(limit / 2, 0);
-    assert_eq!(new_invite(&mut h), 503);
-    // Below half: back to normal, and it stays so until the threshold is passed again.
-    h.core.set_backlog(limit / 2 - 1, 0);
-    assert!(!h.core.is_shedding());
+    let level = |h: &mut Harness, bytes: u64| {
+        h.core.set_backlog(bytes, 0);
+        h.core.shed_level()
+    };
+    // At the threshold (not above it): nothing is shed.
+    assert_eq!(level(&mut h, l), Shed::Off);
+    assert_eq!(new_flow(&mut h), 407);
+    assert_eq!(level(&mut h, l + 1), Shed::NewFlows);
+    assert_eq!(new_flow(&mut h), 503);
+    // Between half and the threshold: still shedding; below half: back to normal, and it
+    // stays so until the threshold is passed again.
+    assert_eq!(level(&mut h, l / 2), Shed::NewFlows);
+    assert_eq!(level(&mut h, l / 2 - 1), Shed::Off);
     assert_eq!(h.core.stats().shedding, 0);
-    assert_eq!(new_invite(&mut h), 100);
-    h.core.set_backlog(limit - 1, 0);
-    assert_eq!(new_invite(&mut h), 100);
-    assert_eq!(h.core.stats().shed_overload, 2);
+    assert_eq!(new_flow(&mut h), 407);
+    assert_eq!(level(&mut h, l), Shed::Off);
+    // Twice the threshold: everything; it stays so down to the threshold, then first
+    // level, then off below half.
+    assert_eq!(level(&mut h, 2 * l + 1), Shed::All);
+    assert_eq!(level(&mut h, l + 1), Shed::All);
+    assert_eq!(level(&mut h, l), Shed::All);
+    assert_eq!(level(&mut h, l - 1), Shed::NewFlows);
+    assert_eq!(level(&mut h, l + 1), Shed::NewFlows);
+    assert_eq!(level(&mut h, 2 * l), Shed::NewFlows);
+    assert_eq!(level(&mut h, l / 2 - 1), Shed::Off);
+    assert_eq!(level(&mut h, 3 * l), Shed::All, "straight from off");
+    assert_eq!(level(&mut h, 0), Shed::Off, "straight to off");
+    assert_eq!(h.core.stats().shed_overload, 1);
 
-    // A receive buffer smaller than twice the threshold lowers it to half the buffer.
-    h.core.set_backlog(300_000, 416 * 1024);
-    assert!(h.core.is_shedding(), "over half of a 416 KiB buffer");
-    h.core.set_backlog(150_000, 416 * 1024);
-    assert!(h.core.is_shedding(), "above a quarter of the buffer");
-    h.core.set_backlog(100_000, 416 * 1024);
-    assert!(!h.core.is_shedding());
+    // A receive buffer smaller than four times the threshold lowers it to a quarter of it.
+    let buf = 416 * 1024;
+    h.core.set_backlog(150_000, buf);
+    assert_eq!(
+        h.core.shed_level(),
+        Shed::NewFlows,
+        "over a quarter of 416 KiB"
+    );
+    h.core.set_backlog(250_000, buf);
+    assert_eq!(h.core.shed_level(), Shed::All, "over half of it");
+    h.core.set_backlog(50_000, buf);
+    assert_eq!(h.core.shed_level(), Shed::Off);
 }
 
 #[test]

@@ -223,6 +223,23 @@ mod tests {
         assert_eq!(again, 0);
     }
 
+    /// Cost of one reading of two sockets (a worker with one listen address), for
+    /// docs/benchmarks.md: `cargo test --release --lib meminfo::tests::overhead --
+    /// --ignored --nocapture`. Prints, asserts nothing about time.
+    #[test]
+    #[ignore]
+    fn overhead() {
+        let (a, b) = (udp(Some(1 << 20)), udp(None));
+        let mut meter = BacklogMeter::new(&[a.as_raw_fd(), b.as_raw_fd()]);
+        let n = 200_000u64;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            assert!(meter.read(i + 1, 0).is_some());
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("one backlog reading of 2 sockets: {ns:.0} ns");
+    }
+
     #[test]
     fn a_bad_descriptor_switches_the_meter_off() {
         let mut meter = BacklogMeter::new(&[-1]);
