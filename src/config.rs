@@ -197,8 +197,10 @@ pub struct LimitsConfig {
     /// Final responses to REGISTERs each worker keeps (for 64·T1) to answer retransmissions.
     pub register_cache_per_worker: usize,
     /// Received bytes waiting for a worker (kernel receive queues) above which it answers
-    /// new requests from phones 503 + Retry-After, until the backlog is below half of it;
-    /// 0 disables. Lowered to half a socket's receive buffer when that is smaller.
+    /// new requests from phones that carry no credentials 503 + Retry-After (until the
+    /// backlog is below half of it), and above twice which every new request from a phone
+    /// (until below it); 0 disables. Lowered to a quarter of a socket's receive buffer
+    /// when that is smaller. See `Core::set_backlog`.
     pub shed_backlog_bytes: u64,
 }
 
