@@ -50,7 +50,7 @@ fn burst_socket() -> UdpSocket {
 /// New request number `i` of the burst from `me`, without credentials: REGISTERs, and an
 /// INVITE every third one. Each has its own Call-ID and branch.
 fn burst_request(i: usize, me: SocketAddr) -> String {
-    let (method, uri, to) = if i % 3 == 0 {
+    let (method, uri, to) = if i % 3 == 1 {
         (
             "INVITE",
             format!("sip:600@{DOMAIN}"),
@@ -204,7 +204,7 @@ fn overload_scene(tune: Tune) -> (Scene, SocketAddr) {
 /// Sends a fresh REGISTER without credentials from a new phone: the code of its answer.
 fn fresh_register(proxy: SocketAddr) -> u16 {
     let phone = Phone::bind(Ipv4Addr::LOCALHOST);
-    phone.send(proxy, &burst_request(1, phone.addr));
+    phone.send(proxy, &burst_request(2, phone.addr));
     let answer = phone.recv_until(Instant::now() + LIMIT);
     answer.and_then(|m| m.code()).unwrap_or(0)
 }
