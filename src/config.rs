@@ -199,6 +199,12 @@ pub struct LimitsConfig {
     pub max_parked_per_worker: usize,
     /// Final responses to REGISTERs each worker keeps (for 64·T1) to answer retransmissions.
     pub register_cache_per_worker: usize,
+    /// Received bytes waiting for a worker (kernel receive queues) above which it answers
+    /// new requests from phones that carry no credentials 503 + Retry-After (until the
+    /// backlog is below half of it), and above twice which every new request from a phone
+    /// (until below it); 0 disables. Lowered to a quarter of a socket's receive buffer
+    /// when that is smaller. See `Core::set_backlog`.
+    pub shed_backlog_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -208,6 +214,7 @@ impl Default for LimitsConfig {
             max_transactions_per_worker: 65_536,
             max_parked_per_worker: 4096,
             register_cache_per_worker: 16_384,
+            shed_backlog_bytes: 1 << 20,
         }
     }
 }
@@ -366,6 +373,12 @@ impl Config {
                 "must be 1..=1000000",
             ));
         }
+        if l.shed_backlog_bytes != 0 && !(4096..=1 << 30).contains(&l.shed_backlog_bytes) {
+            return Err(ConfigError::invalid(
+                "limits.shed_backlog_bytes",
+                "must be 0 (off) or 4096..=1073741824",
+            ));
+        }
         self.auth.validate()?;
         self.credentials.validate()?;
         self.registrar.validate()?;
@@ -416,6 +429,9 @@ mod tests {
         assert_eq!(c.listen.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
         assert_eq!(c.timers.t1_ms, 500);
         assert_eq!(c.advertise(), "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.limits.shed_backlog_bytes, 1 << 20);
+        let off = Config::parse("[limits]\nshed_backlog_bytes = 0\n").unwrap();
+        assert_eq!(off.limits.shed_backlog_bytes, 0);
     }
 
     #[test]
@@ -438,6 +454,10 @@ mod tests {
             (
                 "[limits]\nmax_message_bytes = 10\n",
                 "limits.max_message_bytes",
+            ),
+            (
+                "[limits]\nshed_backlog_bytes = 100\n",
+                "limits.shed_backlog_bytes",
             ),
         ];
         for (text, key) in cases {

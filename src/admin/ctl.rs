@@ -460,7 +460,7 @@ fn format_stats(v: &Value) -> String {
     let d = |k: &str| n(v, &["drops", k]);
     let _ = writeln!(
         o,
-        "drops        malformed {}, unmatched {}, overload {}, banned {}, rate-limited {}, scanner {}, outbox {}, transport {}",
+        "drops        malformed {}, unmatched {}, overload {}, banned {}, rate-limited {}, scanner {}, outbox {}, transport {}, kernel {}",
         d("malformed"),
         d("unmatched"),
         d("overload"),
@@ -468,7 +468,16 @@ fn format_stats(v: &Value) -> String {
         d("rate_limited"),
         d("scanner"),
         d("outbox"),
-        d("transport")
+        d("transport"),
+        d("kernel")
+    );
+    let ov = |k: &str| n(v, &["overload", k]);
+    let _ = writeln!(
+        o,
+        "overload     shed (503) {}, workers shedding {}, receive backlog {} bytes",
+        ov("shed"),
+        ov("shedding_workers"),
+        ov("rx_backlog_bytes")
     );
     if let Some(b) = v.get("bans").and_then(Value::as_u64) {
         let _ = writeln!(o, "bans         {b}");
@@ -482,9 +491,11 @@ fn format_stats(v: &Value) -> String {
         let _ =
             writeln!(
             o,
-            "worker {:<5} rx {}, tx {}, handed off {}, from others {}, dropped {}, send errors {}",
+            "worker {:<5} rx {}, tx {}, handed off {}, from others {}, dropped {}, send errors {}, kernel drops {}, backlog {} bytes{}",
             n(w, &["worker"]), n(w, &["rx"]), n(w, &["tx"]), n(w, &["handed_off"]),
-            n(w, &["handoff_in"]), n(w, &["dropped"]), n(w, &["send_errors"])
+            n(w, &["handoff_in"]), n(w, &["dropped"]), n(w, &["send_errors"]),
+            n(w, &["kernel_drops"]), n(w, &["rx_backlog_bytes"]),
+            if w.get("shedding").and_then(Value::as_bool) == Some(true) { ", shedding" } else { "" }
         );
     }
     latency_rows(
@@ -565,9 +576,16 @@ mod tests {
         );
         let v = serde_json::json!({"version": "0", "sip": {"requests_received": 5,
             "responses_sent": {"2xx": 2, "4xx": 0}}, "latency": [{"kind": "request",
-            "method": "INVITE", "count": 3, "p50_us": 4.5}]});
+            "method": "INVITE", "count": 3, "p50_us": 4.5}],
+            "drops": {"kernel": 9}, "overload": {"shed": 8, "shedding_workers": 1},
+            "workers": [{"worker": 0, "kernel_drops": 9, "rx_backlog_bytes": 700, "shedding": true}]});
         let t = format_stats(&v);
         assert!(t.contains("in: 5 requests") && t.contains("[2xx 2]"), "{t}");
+        assert!(t.contains("kernel 9") && t.contains("shed (503) 8"), "{t}");
+        assert!(
+            t.contains("kernel drops 9, backlog 700 bytes, shedding"),
+            "{t}"
+        );
         assert!(t.contains("request INVITE") && t.contains("4.5"), "{t}");
     }
 }

@@ -161,7 +161,21 @@ pub fn render(r: &StatsReport) -> String {
             ("scanner", d.scanner),
             ("outbox_full", d.outbox),
             ("transport", d.transport),
+            ("kernel", d.kernel),
         ],
+    );
+    let ov = &r.overload;
+    o.single(
+        "sipfront_overload_shed_total",
+        "counter",
+        "New requests answered 503 + Retry-After because a worker's receive backlog was over [limits] shed_backlog_bytes.",
+        ov.shed,
+    );
+    o.single(
+        "sipfront_overload_shedding_workers",
+        "gauge",
+        "Workers shedding new requests right now.",
+        ov.shedding_workers,
     );
 
     let a = &r.auth;
@@ -349,8 +363,29 @@ pub fn render(r: &StatsReport) -> String {
             |w| w.turns,
         ),
     ];
-    for (name, help, get) in per_worker {
-        o.family(name, "counter", help);
+    let per_worker_more: [(&str, &str, &str, Field); 3] = [
+        (
+            "sipfront_socket_drops_total",
+            "counter",
+            "Datagrams the kernel dropped at the worker's sockets because a receive buffer was full (SO_MEMINFO).",
+            |w| w.kernel_drops,
+        ),
+        (
+            "sipfront_socket_rx_backlog_bytes",
+            "gauge",
+            "Received bytes waiting for the worker (kernel receive queues plus datagrams taken off them and not processed) at its last reading.",
+            |w| w.rx_backlog_bytes,
+        ),
+        (
+            "sipfront_worker_shedding",
+            "gauge",
+            "1 while the worker answers new requests 503 (receive backlog over the threshold).",
+            |w| u64::from(w.shedding),
+        ),
+    ];
+    let per_worker = per_worker.map(|(name, help, get)| (name, "counter", help, get));
+    for (name, kind, help, get) in per_worker.into_iter().chain(per_worker_more) {
+        o.family(name, kind, help);
         for w in &r.workers {
             o.sample(name, &[("worker", &w.worker.to_string())], get(w));
         }
@@ -398,9 +433,15 @@ mod tests {
             WorkerReport {
                 worker: 1,
                 rx: 11,
+                kernel_drops: 12,
+                rx_backlog_bytes: 4096,
+                shedding: true,
                 ..WorkerReport::default()
             },
         ];
+        r.drops.kernel = 12;
+        r.overload.shed = 13;
+        r.overload.shedding_workers = 1;
         r.latency = vec![LatencyReport {
             name: "request_invite".into(),
             kind: "request",
@@ -436,6 +477,13 @@ mod tests {
             "sipfront_bans 1",
             "sipfront_guard_bans_issued_total 5",
             "sipfront_worker_rx_datagrams_total{worker=\"1\"} 11",
+            "sipfront_socket_drops_total{worker=\"1\"} 12",
+            "sipfront_socket_rx_backlog_bytes{worker=\"1\"} 4096",
+            "sipfront_worker_shedding{worker=\"1\"} 1",
+            "sipfront_worker_shedding{worker=\"0\"} 0",
+            "sipfront_dropped_total{reason=\"kernel\"} 12",
+            "sipfront_overload_shed_total 13",
+            "sipfront_overload_shedding_workers 1",
             "sipfront_processing_seconds{kind=\"request\",method=\"INVITE\",quantile=\"0.99\"} 0.000009",
             "sipfront_processing_seconds_count{kind=\"request\",method=\"INVITE\"} 4",
             "sipfront_processing_seconds_sum{kind=\"request\",method=\"INVITE\"} 0.00002",

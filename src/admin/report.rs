@@ -38,6 +38,18 @@ pub struct StatsReport {
     pub guard: Option<GuardStats>,
     /// Configuration reloads (applied, refused), when a reloader is attached.
     pub config_reloads: Option<(u64, u64)>,
+    /// Receive backlog and load shedding (`[limits] shed_backlog_bytes`).
+    pub overload: OverloadReport,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OverloadReport {
+    /// New requests answered 503 because a worker's receive backlog was too high.
+    pub shed: u64,
+    /// Workers shedding right now.
+    pub shedding_workers: u64,
+    /// Received bytes waiting in all workers' receive queues at their last readings.
+    pub rx_backlog_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -119,6 +131,8 @@ pub struct Drops {
     pub outbox: u64,
     /// Dropped in the transport (truncated, hand-off full, send refused...).
     pub transport: u64,
+    /// Dropped by the kernel at the workers' sockets (receive buffer full).
+    pub kernel: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -133,6 +147,12 @@ pub struct WorkerReport {
     pub turns: u64,
     pub requests: u64,
     pub responses: u64,
+    /// Datagrams the kernel dropped at this worker's sockets (receive buffer full).
+    pub kernel_drops: u64,
+    /// Received bytes waiting for this worker at its last reading.
+    pub rx_backlog_bytes: u64,
+    /// This worker answers new requests 503 (its backlog is over the threshold).
+    pub shedding: bool,
 }
 
 /// Percentiles of one histogram, in microseconds.
@@ -208,6 +228,9 @@ pub fn collect(state: &AdminState) -> StatsReport {
                 turns: t.turns,
                 requests: snap.map_or(0, |w| w.stats.rx_requests),
                 responses: snap.map_or(0, |w| w.stats.rx_responses),
+                kernel_drops: t.kernel_drops,
+                rx_backlog_bytes: t.rx_backlog_bytes,
+                shedding: snap.is_some_and(|w| w.stats.shedding > 0),
             }
         })
         .collect::<Vec<_>>();
@@ -299,6 +322,12 @@ pub fn collect(state: &AdminState) -> StatsReport {
             scanner: s.dropped_scanner,
             outbox: c.send_dropped,
             transport: workers.iter().map(|w| w.dropped).sum(),
+            kernel: workers.iter().map(|w| w.kernel_drops).sum(),
+        },
+        overload: OverloadReport {
+            shed: s.shed_overload,
+            shedding_workers: s.shedding,
+            rx_backlog_bytes: workers.iter().map(|w| w.rx_backlog_bytes).sum(),
         },
         workers,
         latency: latency_rows,

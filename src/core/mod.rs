@@ -109,6 +109,9 @@ pub struct CoreConfig {
     pub check_from_user: bool,
     /// Key of the Record-Route tokens (see `dialog_token.rs`).
     pub dialog_key: dialog_token::DialogKey,
+    /// Receive backlog (bytes) above which new requests from phones get 503 (0 = never);
+    /// see [`Core::set_backlog`].
+    pub shed_backlog_bytes: u64,
 }
 
 /// The configuration the workers' cores should run with: a reload publishes a new one and
@@ -174,6 +177,7 @@ impl CoreConfig {
             n_workers: n_workers.max(1),
             check_from_user: cfg.auth.check_from_user,
             dialog_key: dialog_token::DialogKey::new(&cfg.auth.nonce_secret),
+            shed_backlog_bytes: cfg.limits.shed_backlog_bytes,
         }
     }
 
@@ -291,6 +295,12 @@ pub struct Stats {
     pub regfwd_ok: u64,
     pub regfwd_failed: u64,
     pub timeouts: u64,
+    /// New requests answered 503 because the receive backlog was over
+    /// `[limits] shed_backlog_bytes` ([`Core::set_backlog`]).
+    pub shed_overload: u64,
+    /// A gauge, not a counter: 1 while this worker sheds at any level (summed over
+    /// workers: how many shed).
+    pub shedding: u64,
 }
 
 /// One worker's proxy state machine.
@@ -321,6 +331,21 @@ pub struct Core {
     next_expiry_ms: u64,
     /// Final responses to recent REGISTERs, for their retransmissions.
     reg_cache: regcache::RegCache,
+    /// Which new requests from phones get 503 (receive backlog too high,
+    /// [`Core::set_backlog`]).
+    shed: Shed,
+}
+
+/// Load shedding level (see [`Core::set_backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Everything is processed.
+    Off,
+    /// New requests without credentials get 503: no new flow starts, flows already
+    /// challenged (their request with credentials) complete.
+    NewFlows,
+    /// Every new request from a phone gets 503.
+    All,
 }
 
 /// An IP as it appears in a Via sent-by or URI host (IPv6 in brackets).
@@ -359,7 +384,57 @@ impl Core {
             extra: Vec::with_capacity(8192),
             next_token: 1,
             stats: Stats::default(),
+            shed: Shed::Off,
         }
+    }
+
+    /// The transport's reading of the received bytes waiting for this worker (its sockets'
+    /// queues plus datagrams taken off them and not processed yet), and the smallest
+    /// receive buffer among its sockets (0 = unknown). Load shedding in two levels, each
+    /// with hysteresis, against the threshold `L` = `[limits] shed_backlog_bytes`, lowered
+    /// to a quarter of the smallest receive buffer when that is smaller (a socket drops at
+    /// its buffer size, so a higher threshold would never be reached); `L` = 0 disables:
+    /// - above `L` ([`Shed::NewFlows`]) new out-of-dialog requests from phones that carry
+    ///   no credentials get a stateless 503 + Retry-After, so no new flow starts while the
+    ///   ones already challenged (their request with credentials) still complete and the
+    ///   work spent on their challenge is not wasted; back to normal below `L / 2`;
+    /// - above `2 L` ([`Shed::All`]) every new request from a phone gets 503 before any
+    ///   digest work; back to [`Shed::NewFlows`] below `L`.
+    pub fn set_backlog(&mut self, backlog_bytes: u64, min_rcvbuf: u64) {
+        let mut limit = self.cfg.shed_backlog_bytes;
+        if min_rcvbuf > 0 {
+            limit = limit.min(min_rcvbuf / 4);
+        }
+        let b = backlog_bytes;
+        let shed = match self.shed {
+            _ if limit == 0 => Shed::Off,
+            _ if b > limit.saturating_mul(2) => Shed::All,
+            _ if b < limit / 2 => Shed::Off,
+            Shed::All if b < limit => Shed::NewFlows,
+            Shed::Off if b > limit => Shed::NewFlows,
+            current => current,
+        };
+        if shed != self.shed {
+            self.shed = shed;
+            self.stats.shedding = u64::from(shed != Shed::Off);
+            tracing::debug!(
+                worker = self.worker,
+                backlog_bytes,
+                limit,
+                ?shed,
+                "receive backlog"
+            );
+        }
+    }
+
+    /// The current shedding level (see [`Core::set_backlog`]).
+    pub fn shed_level(&self) -> Shed {
+        self.shed
+    }
+
+    /// Whether new requests from phones are being refused (see [`Core::set_backlog`]).
+    pub fn is_shedding(&self) -> bool {
+        self.shed != Shed::Off
     }
 
     pub fn stats(&self) -> &Stats {

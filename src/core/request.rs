@@ -36,6 +36,17 @@ pub(super) fn txn_key(via_id: &[u8], class: u8, call_id: &str, seq: u32) -> u64 
     hash_parts(&[via_id, &[class], call_id.as_bytes(), &seq.to_le_bytes()])
 }
 
+/// Whether the request carries the credentials a challenge asks for (Authorization for
+/// REGISTER, Proxy-Authorization otherwise): the second step of a flow. Presence only.
+fn has_credentials(msg: &Message<'_, '_>, method: Method<'_>) -> bool {
+    let name = if method == Method::Register {
+        crate::sip::HeaderName::Authorization
+    } else {
+        crate::sip::HeaderName::ProxyAuthorization
+    };
+    msg.header(name).is_some()
+}
+
 /// Requests waiting for a credential lookup, with their bytes.
 pub(super) struct Parked {
     slots: Vec<ParkedReq>,
@@ -319,6 +330,20 @@ impl Core {
             .draining
             .load(std::sync::atomic::Ordering::Relaxed)
         {
+            self.reply_unavailable(&msg, &ctx, tx);
+            return;
+        }
+        // Overloaded (receive backlog, `Core::set_backlog`): a new request from a phone is
+        // refused before any digest work, at the first level only if it carries no
+        // credentials (it would start a new flow). What keeps existing work going passed
+        // above (ACK, CANCEL, retransmissions, in-dialog requests, keep-alive OPTIONS);
+        // Asterisk's requests and requests resuming after a credential lookup pass too.
+        if self.shed != super::Shed::Off
+            && !from_asterisk
+            && resumed.is_none()
+            && (self.shed == super::Shed::All || !has_credentials(&msg, method))
+        {
+            self.stats.shed_overload += 1;
             self.reply_unavailable(&msg, &ctx, tx);
             return;
         }

@@ -115,6 +115,8 @@ pub struct FakeAuth {
     pub users: HashSet<String>,
     /// Users not yet in the "cache": the first check answers Lookup.
     pub uncached: Mutex<HashSet<String>>,
+    /// Calls of `check` (digest work done).
+    pub checks: std::sync::atomic::AtomicU64,
 }
 
 impl FakeAuth {
@@ -122,6 +124,7 @@ impl FakeAuth {
         FakeAuth {
             users: users.iter().map(|u| u.to_string()).collect(),
             uncached: Mutex::new(HashSet::new()),
+            checks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -155,6 +158,8 @@ impl AuthPort for FakeAuth {
         _now: u64,
         _src: IpAddr,
     ) -> AuthCheck {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let user = creds.username.raw();
         if creds.nonce.raw() == "stale" {
             return AuthCheck::Challenge { stale: true };

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::testing::{test_config, Fakes, Recorder, Sent};
-use super::{Core, Local, LookupResult};
+use super::{Core, Local, LookupResult, Shed};
 
 const PHONE: &str = "127.0.0.3:5062";
 const PHONE2: &str = "127.0.0.4:5064";
@@ -1375,4 +1375,262 @@ fn reconfigure_keeps_the_listen_addresses() {
         h.core.config().record_route,
         vec!["sip:127.0.0.1:5060;lr".to_owned()]
     );
+}
+
+/// A REGISTER from the phone as alice (digest answer `good`) with branch and Call-ID.
+fn authed_register(branch: &str, call_id: &str) -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\nTo: <sip:alice@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 2 REGISTER\r\nContact: <sip:alice@127.0.0.3:5062>\r\nExpires: 600\r\n{}Content-Length: 0\r\n\r\n",
+        auth_hdr(false, "alice", "good")
+    )
+}
+
+fn digest_checks(h: &Harness) -> u64 {
+    h.fakes
+        .auth
+        .checks
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn backlog_over_the_threshold_sheds_new_requests_before_digest_work() {
+    let mut h = Harness::new(&[AST]);
+    let limit = h.core.cfg.shed_backlog_bytes;
+    assert_eq!(limit, 1 << 20, "the default");
+    // Work in progress before the overload: a ringing call, an answered call, a
+    // registration, and a request parked for its credentials.
+    let ringing = call_to_asterisk(&mut h, "z9hG4bKs1", "s1");
+    h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(&ringing, 180, Some("a1"), ""),
+    );
+    let answered = call_to_asterisk(&mut h, "z9hG4bKs2", "s2");
+    let ok = h.recv_on(
+        Local::Upstream,
+        AST,
+        &respond(&answered, 200, Some("a2"), ""),
+    );
+    assert!(ok.iter().any(|s| s.code() == 200));
+    let reg = authed_register("z9hG4bKsr1", "sr1");
+    let reg_ok = find(&h.recv(PHONE, &reg), |s| s.code() == 200).clone();
+    h.fakes
+        .auth
+        .uncached
+        .lock()
+        .unwrap()
+        .insert("bob".to_owned());
+    let parked = authed_invite("z9hG4bKs3", "s3")
+        .replace("username=\"alice\"", "username=\"bob\"")
+        .replace("<sip:alice@", "<sip:bob@");
+    assert!(h.recv(PHONE, &parked).is_empty());
+    let lookup = h.core.poll_lookup().expect("parked");
+
+    // First level: requests that would start a flow (no credentials) get 503 + Retry-After
+    // and no challenge; requests answering a challenge complete their flow.
+    h.core.set_backlog(limit + 1, 0);
+    assert_eq!(h.core.shed_level(), Shed::NewFlows);
+    assert_eq!(h.core.stats().shedding, 1);
+    let checks = digest_checks(&h);
+    let out = h.recv(
+        PHONE,
+        &req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            "z9hG4bKs5",
+            "s5",
+            "",
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+    let unauth_reg =
+        authed_register("z9hG4bKsr3", "sr3").replace(&auth_hdr(false, "alice", "good"), "");
+    let out = h.recv(PHONE, &unauth_reg);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(digest_checks(&h), checks, "no digest work for them");
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs6", "s6"));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(AST)));
+    assert_eq!(digest_checks(&h), checks + 1);
+    assert_eq!(h.core.stats().shed_overload, 2);
+
+    // Second level: every new request from a phone gets 503, before any digest work.
+    h.core.set_backlog(2 * limit + 1, 0);
+    assert_eq!(h.core.shed_level(), Shed::All);
+    let checks = digest_checks(&h);
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs4", "s4"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+    let out = h.recv(PHONE, &authed_register("z9hG4bKsr2", "sr2"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 503);
+    assert!(out[0].header("Retry-After").is_some());
+    assert_eq!(digest_checks(&h), checks, "no digest work while shedding");
+    assert_eq!(h.core.stats().shed_overload, 4);
+    assert_eq!(
+        h.core.transactions_in_flight().0,
+        3,
+        "no transaction for the refused"
+    );
+
+    // What keeps existing work going still passes:
+    // the retransmitted INVITE of the ringing call gets its last response again,
+    let out = h.recv(PHONE, &authed_invite("z9hG4bKs1", "s1"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].code(), 180);
+    // the retransmitted REGISTER its cached 200,
+    let out = h.recv(PHONE, &reg);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].bytes, reg_ok.bytes);
+    // the ACK of the answered call and its BYE (in dialog) reach Asterisk,
+    let route = h.core.cfg.dialog_route(0, "s2");
+    let in_dialog = |method: &str, branch: &str, seq: u32| {
+        format!(
+            "{method} sip:600@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch={branch}\r\nRoute: <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=ft1\r\nTo: <sip:600@example.com>;tag=a2\r\nCall-ID: s2\r\nCSeq: {seq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = h.recv(PHONE, &in_dialog("ACK", "z9hG4bKsack", 1));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "ACK" && s.dst == addr(AST)));
+    let out = h.recv(PHONE, &in_dialog("BYE", "z9hG4bKsbye", 2));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "BYE" && s.dst == addr(AST)));
+    // the CANCEL of the ringing call is answered and relayed,
+    let cancel = req(
+        "CANCEL",
+        "sip:600@example.com",
+        PHONE,
+        "z9hG4bKs1",
+        "s1",
+        "",
+    );
+    let out = h.recv(PHONE, &cancel);
+    assert!(out.iter().any(|s| s.code() == 200));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "CANCEL" && s.dst == addr(AST)));
+    // keep-alive OPTIONS to the proxy are answered,
+    let ping = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKsping",
+        "sping",
+        "",
+    );
+    assert_eq!(h.recv(PHONE, &ping)[0].code(), 200);
+    // Asterisk's new requests are not refused,
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:alice@127.0.0.1:5060",
+        AST,
+        "z9hG4bKsa",
+        "sa",
+        "",
+    )
+    .replace("From: <sip:alice@example.com>", "From: <sip:600@127.0.0.2>");
+    let out = h.recv(AST, &inv);
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(PHONE)));
+    // and the parked request goes on once its credentials are known.
+    h.fakes.auth.uncached.lock().unwrap().clear();
+    h.core
+        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    assert!(h
+        .rec
+        .take()
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(AST)));
+    assert_eq!(h.core.stats().shed_overload, 4);
+}
+
+#[test]
+fn shedding_has_hysteresis_at_both_levels() {
+    let mut h = Harness::new(&[AST]);
+    let l = h.core.cfg.shed_backlog_bytes;
+    let mut n = 0;
+    // The first response to a new INVITE without credentials (407, or 503 when shed).
+    let mut new_flow = |h: &mut Harness| {
+        n += 1;
+        let m = req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            &format!("z9hG4bKh{n}"),
+            &format!("h{n}"),
+            "",
+        );
+        h.recv(PHONE, &m).first().map_or(0, |s| s.code())
+    };
+    let level = |h: &mut Harness, bytes: u64| {
+        h.core.set_backlog(bytes, 0);
+        h.core.shed_level()
+    };
+    // At the threshold (not above it): nothing is shed.
+    assert_eq!(level(&mut h, l), Shed::Off);
+    assert_eq!(new_flow(&mut h), 407);
+    assert_eq!(level(&mut h, l + 1), Shed::NewFlows);
+    assert_eq!(new_flow(&mut h), 503);
+    // Between half and the threshold: still shedding; below half: back to normal, and it
+    // stays so until the threshold is passed again.
+    assert_eq!(level(&mut h, l / 2), Shed::NewFlows);
+    assert_eq!(level(&mut h, l / 2 - 1), Shed::Off);
+    assert_eq!(h.core.stats().shedding, 0);
+    assert_eq!(new_flow(&mut h), 407);
+    assert_eq!(level(&mut h, l), Shed::Off);
+    // Twice the threshold: everything; it stays so down to the threshold, then first
+    // level, then off below half.
+    assert_eq!(level(&mut h, 2 * l + 1), Shed::All);
+    assert_eq!(level(&mut h, l + 1), Shed::All);
+    assert_eq!(level(&mut h, l), Shed::All);
+    assert_eq!(level(&mut h, l - 1), Shed::NewFlows);
+    assert_eq!(level(&mut h, l + 1), Shed::NewFlows);
+    assert_eq!(level(&mut h, 2 * l), Shed::NewFlows);
+    assert_eq!(level(&mut h, l / 2 - 1), Shed::Off);
+    assert_eq!(level(&mut h, 3 * l), Shed::All, "straight from off");
+    assert_eq!(level(&mut h, 0), Shed::Off, "straight to off");
+    assert_eq!(h.core.stats().shed_overload, 1);
+
+    // A receive buffer smaller than four times the threshold lowers it to a quarter of it.
+    let buf = 416 * 1024;
+    h.core.set_backlog(150_000, buf);
+    assert_eq!(
+        h.core.shed_level(),
+        Shed::NewFlows,
+        "over a quarter of 416 KiB"
+    );
+    h.core.set_backlog(250_000, buf);
+    assert_eq!(h.core.shed_level(), Shed::All, "over half of it");
+    h.core.set_backlog(50_000, buf);
+    assert_eq!(h.core.shed_level(), Shed::Off);
+}
+
+#[test]
+fn a_zero_threshold_never_sheds() {
+    let fakes = Fakes::new(&["alice"]);
+    let mut cfg = test_config(&[AST]);
+    cfg.shed_backlog_bytes = 0;
+    let mut core = Core::new(Arc::new(cfg), fakes.ports(), 0, addr("127.0.0.1:6000"));
+    core.set_backlog(u64::MAX, 0);
+    core.set_backlog(u64::MAX, 4096);
+    assert!(!core.is_shedding());
+    let mut rec = Recorder::default();
+    let m = authed_invite("z9hG4bKz1", "z1");
+    core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+    assert!(rec.take().iter().any(|s| s.method() == "INVITE"));
 }

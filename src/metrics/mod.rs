@@ -240,6 +240,8 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
         regfwd_ok,
         regfwd_failed,
         timeouts,
+        shed_overload,
+        shedding,
     } = from;
     into.rx_requests += rx_requests;
     into.rx_responses += rx_responses;
@@ -265,6 +267,8 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
     into.regfwd_ok += regfwd_ok;
     into.regfwd_failed += regfwd_failed;
     into.timeouts += timeouts;
+    into.shed_overload += shed_overload;
+    into.shedding += shedding;
 }
 
 /// A worker's recorder: owned by the worker thread, never shared.

@@ -146,7 +146,8 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             max_message_bytes,
             max_transactions_per_worker,
             max_parked_per_worker,
-            register_cache_per_worker
+            register_cache_per_worker,
+            shed_backlog_bytes
         ]
     );
     changed!(live, old.log, new.log, "log", [level]);
@@ -253,6 +254,27 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             ipv6_prefix
         ]
     );
+    // A key added to a section but not to the lists above must not go unreported: any
+    // other difference in a section counts as the whole section needing a restart.
+    let mut section = |differs: bool, name: &'static str| {
+        let prefix = name.len();
+        let listed = live.iter().chain(restart.iter()).any(|k: &&str| {
+            k.get(..prefix) == Some(name) && k.as_bytes().get(prefix) == Some(&b'.')
+        });
+        if differs && !listed && !restart.contains(&name) {
+            restart.push(name);
+        }
+    };
+    section(old.listen != new.listen, "listen");
+    section(old.domain != new.domain, "domain");
+    section(old.asterisk != new.asterisk, "asterisk");
+    section(old.timers != new.timers, "timers");
+    section(old.limits != new.limits, "limits");
+    section(old.log != new.log, "log");
+    section(old.auth != new.auth, "auth");
+    section(old.credentials != new.credentials, "credentials");
+    section(old.registrar != new.registrar, "registrar");
+    section(old.guard != new.guard, "guard");
     (live, restart)
 }
 
@@ -394,6 +416,16 @@ mod tests {
 
     fn base() -> Config {
         Config::default()
+    }
+
+    #[test]
+    fn shedding_threshold_is_live() {
+        let mut new = base();
+        new.limits.shed_backlog_bytes = 65_536;
+        assert_eq!(
+            diff(&base(), &new),
+            (vec!["limits.shed_backlog_bytes"], vec![])
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! Metrics ([`WorkerMetrics`]): `on_datagram` times the core's work per message class and
 //! feeds the upstream latency tracker (sends to Asterisk in [`Tx`], responses on the upstream
 //! socket); the worker publishes its counters and histograms at most every 100 ms.
+//!
+//! Overload: the transport reports the worker's receive backlog ([`Worker::on_backlog`],
+//! at most once per millisecond); the core sheds new requests with 503 while it is over
+//! `[limits] shed_backlog_bytes` (see `Core::set_backlog`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::core::{Core, Local, LookupResult, SharedConfig, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
 use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
-use crate::transport::{DatagramHandler, Outbox, SockId};
+use crate::transport::{Backlog, DatagramHandler, Outbox, SockId};
 
 /// The transport's outbox seen as the core's transmit sink; requests to Asterisk start the
 /// upstream latency timer.
@@ -215,5 +219,17 @@ impl DatagramHandler for Worker {
 
     fn next_deadline_ms(&self) -> Option<u64> {
         self.core.poll_timeout()
+    }
+
+    fn on_backlog(&mut self, now_ms: u64, backlog: Backlog) -> bool {
+        let was = self.core.is_shedding();
+        self.core.set_backlog(backlog.bytes, backlog.min_rcvbuf);
+        let shedding = self.core.is_shedding();
+        if shedding != was {
+            self.publish(now_ms);
+        }
+        // While shedding, the transport reads again before sleeping: an idle worker must
+        // not keep refusing (nor report shedding) after the burst.
+        shedding
     }
 }

@@ -129,8 +129,12 @@ pub(crate) fn run<H: DatagramHandler>(
     // says so. Cold sockets are polled every turn (timeout 0 while any socket is hot), so
     // a busy socket cannot starve the others.
     let mut hot = vec![true; fds.len()];
+    shell.watch_sockets(&fds);
     while !shell.shutting_down() {
         shell.begin_turn();
+        // recvmmsg takes datagrams off a socket only to process them in the same turn:
+        // the whole backlog is in the kernel's queues.
+        shell.sample_backlog(|| 0);
         let mut budget = shell.budget();
         for (k, &fd) in fds.iter().enumerate() {
             if budget == 0 || !hot[k] {
@@ -174,12 +178,15 @@ pub(crate) fn run<H: DatagramHandler>(
         shell.drain_handoffs(budget, &mut tx);
         shell.wakes_and_timers(&mut tx);
         shell.end_turn(&mut tx);
-        shell.publish();
         let timeout = if hot.iter().any(|&h| h) {
             0
         } else {
             shell.wait_ms()
         };
+        if timeout > 0 {
+            shell.recheck_backlog(|| 0);
+        }
+        shell.publish();
         // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
         let r = unsafe {
             libc::poll(

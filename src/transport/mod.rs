@@ -12,8 +12,10 @@
 //! - its own [`DatagramHandler`] (the sans-IO core), built by the factory in its thread.
 //!
 //! Data flow of one loop turn (both backends):
-//! 1. read the clock once; take a batch of received datagrams (io_uring multishot
-//!    `RecvMsg` completions over a provided-buffer ring, or `recvmmsg`);
+//! 1. read the clock once; at most once per millisecond read the kernel's receive queues
+//!    (`SO_MEMINFO`: backlog and drops) and tell the handler the backlog
+//!    ([`DatagramHandler::on_backlog`]); take a batch of received datagrams (io_uring
+//!    multishot `RecvMsg` completions over a provided-buffer ring, or `recvmmsg`);
 //! 2. for each datagram ask [`DatagramHandler::owner`]; if another worker owns it, copy it
 //!    into a pooled buffer and pass it over that worker's channel, else call
 //!    [`DatagramHandler::on_datagram`], which queues replies in the [`Outbox`];
@@ -32,6 +34,7 @@ mod bufring;
 mod config;
 mod error;
 mod handoff;
+mod meminfo;
 mod mmsg;
 mod msgs;
 mod outbox;
@@ -48,6 +51,7 @@ use std::net::SocketAddr;
 
 pub use config::{Backend, ConfigError, TransportConfig};
 pub use error::{TransportError, UringUnavailable};
+pub use meminfo::Backlog;
 pub use outbox::Outbox;
 pub use set::{worker_count, WorkerContext, WorkerSet};
 pub use stats::WorkerCounters;
@@ -96,4 +100,13 @@ pub trait DatagramHandler: Send + 'static {
     fn on_timer(&mut self, now_ms: u64, out: &mut Outbox);
     /// Earliest time (ms since the UNIX epoch) `on_timer` should run, if any.
     fn next_deadline_ms(&self) -> Option<u64>;
+    /// The received bytes waiting for this worker, read at the start of a loop turn (at
+    /// most once per millisecond, and only in turns that run; never when the kernel cannot
+    /// report it). A handler may shed new work while it is high. Returning `true` asks for
+    /// one more reading before the loop next sleeps, so that a state the handler keeps
+    /// while the backlog is high (shedding) does not outlive the burst when the worker goes
+    /// idle. Default: ignored, `false`.
+    fn on_backlog(&mut self, _now_ms: u64, _backlog: Backlog) -> bool {
+        false
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::handoff::HandoffPort;
+use super::meminfo::BacklogMeter;
 use super::outbox::Outbox;
 use super::socket::now_ms;
 use super::stats::CounterBlock;
@@ -38,6 +39,10 @@ pub(crate) struct Shell<H> {
     now_ms: u64,
     max_per_turn: usize,
     max_idle_ms: u64,
+    /// Reads the sockets' receive queues (set by the backend with its descriptors).
+    meter: BacklogMeter,
+    /// The handler asked for a reading before the loop sleeps.
+    recheck_backlog: bool,
 }
 
 /// Construction parameters of a [`Shell`].
@@ -69,6 +74,40 @@ impl<H: DatagramHandler> Shell<H> {
             now_ms: now_ms(),
             max_per_turn: p.max_per_turn,
             max_idle_ms: p.max_idle_ms,
+            meter: BacklogMeter::new(&[]),
+            recheck_backlog: false,
+        }
+    }
+
+    /// The backend's sockets, for the backlog readings (`SO_MEMINFO`).
+    pub(crate) fn watch_sockets(&mut self, fds: &[std::os::fd::RawFd]) {
+        self.meter = BacklogMeter::new(fds);
+    }
+
+    /// At most once per millisecond (call right after [`Shell::begin_turn`]): reads the
+    /// sockets' receive queues, counts the kernel's drops, and tells the handler the backlog.
+    /// `user_bytes` gives the bytes the backend already took off the sockets but has not
+    /// processed; it is only called when a reading is due.
+    pub(crate) fn sample_backlog(&mut self, user_bytes: impl FnOnce() -> u64) {
+        if self.meter.due(self.now_ms) {
+            self.read_backlog(user_bytes());
+        }
+    }
+
+    /// Before the loop sleeps: one more reading if the handler asked for it (see
+    /// [`DatagramHandler::on_backlog`]), whatever the time of the last one.
+    pub(crate) fn recheck_backlog(&mut self, user_bytes: impl FnOnce() -> u64) {
+        if self.recheck_backlog && self.meter.enabled() {
+            self.read_backlog(user_bytes());
+        }
+    }
+
+    fn read_backlog(&mut self, user_bytes: u64) {
+        self.recheck_backlog = false;
+        if let Some((backlog, drops)) = self.meter.read(self.now_ms, user_bytes) {
+            self.counts.kernel_drops += drops;
+            self.counts.rx_backlog_bytes = backlog.bytes;
+            self.recheck_backlog = self.handler.on_backlog(self.now_ms, backlog);
         }
     }
 

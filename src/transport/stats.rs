@@ -26,6 +26,12 @@ pub struct WorkerCounters {
     pub dropped: u64,
     /// Loop turns (a liveness indicator).
     pub turns: u64,
+    /// Datagrams the kernel dropped at this worker's sockets because a receive buffer was
+    /// full (`SO_MEMINFO` drops; 0 when the kernel cannot tell).
+    pub kernel_drops: u64,
+    /// A gauge, not a counter: received bytes waiting for this worker at its last reading
+    /// (see [`super::Backlog`]; at most one reading per millisecond, none while idle).
+    pub rx_backlog_bytes: u64,
 }
 
 /// The published counters of one worker.
@@ -38,6 +44,8 @@ pub(crate) struct SharedCounters {
     handoff_in: AtomicU64,
     dropped: AtomicU64,
     turns: AtomicU64,
+    kernel_drops: AtomicU64,
+    rx_backlog_bytes: AtomicU64,
 }
 
 impl SharedCounters {
@@ -50,6 +58,8 @@ impl SharedCounters {
         self.handoff_in.store(c.handoff_in, Relaxed);
         self.dropped.store(c.dropped, Relaxed);
         self.turns.store(c.turns, Relaxed);
+        self.kernel_drops.store(c.kernel_drops, Relaxed);
+        self.rx_backlog_bytes.store(c.rx_backlog_bytes, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> WorkerCounters {
@@ -61,6 +71,8 @@ impl SharedCounters {
             handoff_in: self.handoff_in.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             turns: self.turns.load(Relaxed),
+            kernel_drops: self.kernel_drops.load(Relaxed),
+            rx_backlog_bytes: self.rx_backlog_bytes.load(Relaxed),
         }
     }
 }
@@ -83,6 +95,8 @@ mod tests {
             handoff_in: 2,
             dropped: 1,
             turns: 9,
+            kernel_drops: 7,
+            rx_backlog_bytes: 8,
         };
         s.publish(&c);
         assert_eq!(s.snapshot(), c);

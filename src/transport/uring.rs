@@ -205,6 +205,15 @@ impl UringIo {
         }
     }
 
+    /// Bytes of the receive completions reaped but not processed yet (each completion's
+    /// result is the bytes the kernel wrote into its buffer: header, address, payload).
+    pub(crate) fn ready_bytes(&self) -> u64 {
+        self.ready
+            .iter()
+            .map(|&(_, res, _)| u64::try_from(res).unwrap_or(0))
+            .sum()
+    }
+
     pub(crate) fn arm_wake(&mut self, efd: RawFd) -> io::Result<()> {
         let e = opcode::PollAdd::new(types::Fd(efd), libc::POLLIN as u32)
             .build()

@@ -1,7 +1,8 @@
 //! io_uring backend, loop side: arms one multishot `RecvMsg` per socket over the
 //! provided-buffer ring, processes receive completions (within the turn's work cap),
 //! gives buffers back, re-arms a multishot the kernel ended (`ENOBUFS`, errors), and
-//! sleeps in one `io_uring_enter` per turn.
+//! sleeps in one `io_uring_enter` per turn. The backlog it reports adds the receive
+//! completions already reaped but not processed (they left the socket's queue).
 
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
@@ -83,6 +84,7 @@ pub(crate) fn run<H: DatagramHandler>(
         templates: fds.iter().map(|_| recv_template()).collect(),
         fds: fds.clone(),
     };
+    shell.watch_sockets(&fds);
     let mut io = UringIo::new(ring, fds, cfg, index);
     let result = run_loop(&mut shell, &mut io, &mut rx);
     if io.cancel_all() {
@@ -113,6 +115,7 @@ fn run_loop<H: DatagramHandler>(
 
     while !shell.shutting_down() {
         shell.begin_turn();
+        shell.sample_backlog(|| io.ready_bytes());
         let mut budget = shell.budget();
         let mut returned = false;
         while budget > 0 {
@@ -165,10 +168,13 @@ fn run_loop<H: DatagramHandler>(
         }
         shell.wakes_and_timers(io);
         shell.end_turn(io);
-        shell.publish();
 
         let busy = !io.ready.is_empty() || handed > 0;
         let wait = if busy { 0 } else { shell.wait_ms() };
+        if wait > 0 {
+            shell.recheck_backlog(|| io.ready_bytes());
+        }
+        shell.publish();
         // One syscall submits the turn's sends and sleeps: the sends complete inline on
         // UDP, so wait for one completion more than there are sends in flight.
         let r = if wait == 0 {

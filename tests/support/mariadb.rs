@@ -185,6 +185,31 @@ impl TestDb {
     }
 }
 
+/// `LOCK TABLES sippeers WRITE` held by a connection of its own: every reader of the table
+/// (the proxy's lookups and reloads) waits until the guard drops (`UNLOCK TABLES`, then the
+/// connection closes). Drop it before the [`SippeersDb`] (declare it after).
+pub struct TableLock {
+    conn: Conn,
+}
+
+impl SippeersDb {
+    /// Locks the `sippeers` table for writing from a new admin connection.
+    pub fn lock_sippeers(&self) -> TableLock {
+        let mut conn = Conn::new(self.opts.clone()).expect("a second MariaDB connection");
+        conn.query_drop(format!("USE `{}`", self.name))
+            .expect("use the test database");
+        conn.query_drop("LOCK TABLES sippeers WRITE")
+            .expect("LOCK TABLES sippeers WRITE");
+        TableLock { conn }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        let _ = self.conn.query_drop("UNLOCK TABLES");
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = self

@@ -76,6 +76,10 @@ pub struct Tune {
     pub max_parked_per_worker: Option<usize>,
     /// `[admin] enabled = true` with `listen` on this address (see [`super::admin`]).
     pub admin: Option<SocketAddr>,
+    /// `[limits] shed_backlog_bytes`.
+    pub shed_backlog_bytes: Option<usize>,
+    /// `[transport] recv_buffer_bytes` (`SO_RCVBUF` of every proxy socket).
+    pub recv_buffer_bytes: Option<usize>,
 }
 
 pub struct Proxy {
@@ -204,6 +208,7 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
             tune.max_transactions_per_worker,
         ),
         ("max_parked_per_worker", tune.max_parked_per_worker),
+        ("shed_backlog_bytes", tune.shed_backlog_bytes),
     ] {
         if let Some(v) = value {
             let _ = writeln!(limits, "{key} = {v}");
@@ -211,6 +216,9 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     }
     if !limits.is_empty() {
         let _ = write!(toml, "\n[limits]\n{limits}");
+    }
+    if let Some(bytes) = tune.recv_buffer_bytes {
+        let _ = write!(toml, "\n[transport]\nrecv_buffer_bytes = {bytes}\n");
     }
     if let Some(admin) = tune.admin {
         let _ = write!(toml, "\n[admin]\nenabled = true\nlisten = \"{admin}\"\n");
