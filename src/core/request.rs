@@ -21,6 +21,8 @@ pub(super) struct ReqCtx<'a> {
     /// Server transaction key (§17.2.3) and the Via bytes that confirm it.
     pub key: u64,
     pub via_id: &'a [u8],
+    /// The request's loop-detection hash (computed once from the headers parsed here).
+    pub loop_hash: u64,
 }
 
 /// Method class for transaction matching: ACK matches the INVITE transaction.
@@ -196,8 +198,9 @@ impl Core {
             }
             return;
         };
-        let (call_id, cseq) = match (msg.call_id(), msg.cseq(), msg.from(), msg.to()) {
-            (Ok(c), Ok(s), Ok(_), Ok(_)) => (c, s),
+        // From and To are parsed once here and their parts reused below.
+        let (call_id, cseq, from, to) = match (msg.call_id(), msg.cseq(), msg.from(), msg.to()) {
+            (Ok(c), Ok(s), Ok(f), Ok(t)) => (c, s, f, t),
             _ => {
                 if method != Method::Ack {
                     self.reply(
@@ -251,6 +254,7 @@ impl Core {
             data,
             key,
             via_id,
+            loop_hash: loop_hash_of(ruri_str, from.tag(), to.tag(), call_id, cseq.seq),
         };
 
         if method == Method::Ack {
@@ -308,13 +312,13 @@ impl Core {
                 return;
             }
         }
-        if self.is_loop(&msg) {
+        if self.is_loop(&msg, ctx.loop_hash) {
             self.reply(&msg, src, sock, 482, "Loop Detected", false, tx);
             return;
         }
 
         let from_asterisk = self.cfg.is_asterisk(src);
-        if msg.to().ok().and_then(|t| t.tag()).is_some() {
+        if to.tag().is_some() {
             self.route_in_dialog(&ctx, &msg, method, ruri_str, false, tx);
             return;
         }
@@ -379,11 +383,7 @@ impl Core {
         let user = std::str::from_utf8(&user_buf[..user_len]).unwrap_or("");
         // Like Kamailio's auth_check(.., 1): a phone may only send as itself.
         if !from_asterisk && self.cfg.check_from_user && method != Method::Register {
-            let from_user = msg
-                .from()
-                .ok()
-                .and_then(|f| f.uri().ok())
-                .and_then(|u| u.user);
+            let from_user = from.uri().ok().and_then(|u| u.user);
             if from_user != Some(user) {
                 self.stats.auth_failed += 1;
                 self.reply(
@@ -685,7 +685,7 @@ impl Core {
     }
 
     /// §16.3 (4): a Via of ours whose loop hash equals this request's means a loop.
-    fn is_loop(&self, msg: &Message<'_, '_>) -> bool {
+    fn is_loop(&self, msg: &Message<'_, '_>, h: u64) -> bool {
         // Only a request that passed through this proxy can loop: skip parsing the Vias
         // unless one of them carries a branch of ours.
         let ours = msg.headers_named(crate::sip::HeaderName::Via).any(|h| {
@@ -694,7 +694,6 @@ impl Core {
         if !ours {
             return false;
         }
-        let h = self.loop_hash(msg);
         msg.vias().flatten().any(|v| {
             v.branch()
                 .and_then(parse_branch)
@@ -702,17 +701,34 @@ impl Core {
         })
     }
 
-    /// RFC 3261 §16.6 (8): hash of what identifies the request at this hop.
+    /// RFC 3261 §16.6 (8): hash of what identifies the request at this hop (for a request
+    /// parsed again, e.g. on failover; the first pass keeps it in [`ReqCtx::loop_hash`]).
     pub(super) fn loop_hash(&self, msg: &Message<'_, '_>) -> u64 {
-        let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or("");
-        let to_tag = msg.to().ok().and_then(|f| f.tag()).unwrap_or("");
-        let seq = msg.cseq().map(|c| c.seq).unwrap_or(0);
-        hash_parts(&[
-            msg.request_uri().unwrap_or("").as_bytes(),
-            from_tag.as_bytes(),
-            to_tag.as_bytes(),
-            msg.call_id().unwrap_or("").as_bytes(),
-            &seq.to_le_bytes(),
-        ])
+        let from = msg.from().ok();
+        let to = msg.to().ok();
+        loop_hash_of(
+            msg.request_uri().unwrap_or(""),
+            from.as_ref().and_then(|f| f.tag()),
+            to.as_ref().and_then(|t| t.tag()),
+            msg.call_id().unwrap_or(""),
+            msg.cseq().map(|c| c.seq).unwrap_or(0),
+        )
     }
+}
+
+/// The loop-detection hash of a request from its parts (see [`Core::loop_hash`]).
+fn loop_hash_of(
+    ruri: &str,
+    from_tag: Option<&str>,
+    to_tag: Option<&str>,
+    call_id: &str,
+    seq: u32,
+) -> u64 {
+    hash_parts(&[
+        ruri.as_bytes(),
+        from_tag.unwrap_or("").as_bytes(),
+        to_tag.unwrap_or("").as_bytes(),
+        call_id.as_bytes(),
+        &seq.to_le_bytes(),
+    ])
 }

@@ -217,7 +217,16 @@ impl Core {
             contact_alias: nat_alias(msg, ctx.src),
             drop_lines: &creds[..n_creds],
         };
-        if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
+        if !self.forward_branch(
+            ctx.now,
+            idx,
+            msg,
+            ctx.loop_hash,
+            ctx.src,
+            ctx.sock,
+            &hop,
+            tx,
+        ) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
         }
     }
@@ -258,7 +267,7 @@ impl Core {
                     drop_lines: &creds[..n_creds],
                 };
                 tracing::info!(node = %hop.dst, "failing over to the next Asterisk node");
-                self.forward_branch(now, idx, &msg, src, sock, &hop, tx)
+                self.forward_branch(now, idx, &msg, self.loop_hash(&msg), src, sock, &hop, tx)
             }
             Err(_) => false,
         };
@@ -344,7 +353,16 @@ impl Core {
                     },
                     drop_lines: &creds[..n_creds],
                 };
-                if self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
+                if self.forward_branch(
+                    ctx.now,
+                    idx,
+                    msg,
+                    ctx.loop_hash,
+                    ctx.src,
+                    ctx.sock,
+                    &hop,
+                    tx,
+                ) {
                     sent += 1;
                 }
             }
@@ -468,24 +486,35 @@ impl Core {
             drop_lines: &[],
         };
         if stateless {
-            self.forward_stateless(msg, ctx.src, &hop, tx);
+            self.forward_stateless(msg, ctx.loop_hash, ctx.src, &hop, tx);
             return;
         }
         let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) else {
             return;
         };
-        if !self.forward_branch(ctx.now, idx, msg, ctx.src, ctx.sock, &hop, tx) {
+        if !self.forward_branch(
+            ctx.now,
+            idx,
+            msg,
+            ctx.loop_hash,
+            ctx.src,
+            ctx.sock,
+            &hop,
+            tx,
+        ) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
         }
     }
 
     /// Start a client transaction for one branch of server transaction `idx` and send.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_branch(
         &mut self,
         now: u64,
         idx: u32,
         msg: &Message<'_, '_>,
+        loop_hash: u64,
         src: SocketAddr,
         in_sock: Local,
         hop: &Hop<'_>,
@@ -511,7 +540,7 @@ impl Core {
             worker: self.worker,
             slot,
             gen,
-            loop_hash: self.loop_hash(msg),
+            loop_hash,
         });
         let (host, port) = sent_by(
             &self.listen_hosts,
@@ -575,6 +604,7 @@ impl Core {
     fn forward_stateless(
         &mut self,
         msg: &Message<'_, '_>,
+        loop_hash: u64,
         src: SocketAddr,
         hop: &Hop<'_>,
         tx: &mut dyn Transmit,
@@ -583,7 +613,7 @@ impl Core {
             worker: self.worker,
             slot: u32::MAX,
             gen: 0,
-            loop_hash: self.loop_hash(msg),
+            loop_hash,
         });
         let (host, port) = sent_by(
             &self.listen_hosts,
