@@ -34,7 +34,7 @@ pub enum StartLine<'b> {
 }
 
 /// A parsed message borrowing from the receive buffer and the caller's header array.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Message<'h, 'b> {
     /// Request or status line.
     pub start: StartLine<'b>,
@@ -55,6 +55,9 @@ pub struct Message<'h, 'b> {
     /// parse), so accessors slice header values out of it instead of validating each again;
     /// `None` for a head with bytes that are not UTF-8 (each value is then checked alone).
     pub(crate) head_text: Option<&'b str>,
+    /// The top Via once parsed: the proxy needs it several times per message (request
+    /// checks, the reply, the forwarded copy), so [`Message::top_via`] parses it once.
+    pub(crate) top_via: std::cell::OnceCell<Result<Via<'b>, ParseError>>,
 }
 
 impl<'h, 'b> Message<'h, 'b> {
@@ -132,9 +135,11 @@ impl<'h, 'b> Message<'h, 'b> {
 
     /// The topmost via-parm (first value of the first Via header).
     pub fn top_via(&self) -> Result<Via<'b>, ParseError> {
-        self.vias()
-            .next()
-            .unwrap_or(Err(ParseError::MissingHeader("Via")))
+        *self.top_via.get_or_init(|| {
+            self.vias()
+                .next()
+                .unwrap_or(Err(ParseError::MissingHeader("Via")))
+        })
     }
 
     /// Every via-parm, across header lines and commas, top first. Spans are absolute.

@@ -101,6 +101,7 @@ impl<'h, 'b> Message<'h, 'b> {
             head_text: buf
                 .get(..head.head_len)
                 .and_then(|h| std::str::from_utf8(h).ok()),
+            top_via: std::cell::OnceCell::new(),
         }
     }
 }
