@@ -2,7 +2,9 @@
 //!
 //! A [`Message`] only records where things are; each accessor below parses the raw header
 //! value it needs when called (the proxy touches a handful of headers per message, so
-//! eager decoding would be wasted work). Multi-value headers are walked across all header
+//! eager decoding would be wasted work). Two things are done once and kept: the head's
+//! UTF-8 check (accessors slice their text out of it) and the top Via, which the proxy asks
+//! for several times per message. Multi-value headers are walked across all header
 //! lines of that name and split on commas outside quotes and `<...>`. Spans of list
 //! elements are made absolute (offsets into [`Message::buf`]) for the rewriter.
 
