@@ -217,16 +217,7 @@ impl Core {
             contact_alias: nat_alias(msg, ctx.src),
             drop_lines: &creds[..n_creds],
         };
-        if !self.forward_branch(
-            ctx.now,
-            idx,
-            msg,
-            ctx.loop_hash,
-            ctx.src,
-            ctx.sock,
-            &hop,
-            tx,
-        ) {
+        if !self.branch_from(ctx, idx, msg, &hop, tx) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
         }
     }
@@ -353,16 +344,7 @@ impl Core {
                     },
                     drop_lines: &creds[..n_creds],
                 };
-                if self.forward_branch(
-                    ctx.now,
-                    idx,
-                    msg,
-                    ctx.loop_hash,
-                    ctx.src,
-                    ctx.sock,
-                    &hop,
-                    tx,
-                ) {
+                if self.branch_from(ctx, idx, msg, &hop, tx) {
                     sent += 1;
                 }
             }
@@ -492,18 +474,21 @@ impl Core {
         let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) else {
             return;
         };
-        if !self.forward_branch(
-            ctx.now,
-            idx,
-            msg,
-            ctx.loop_hash,
-            ctx.src,
-            ctx.sock,
-            &hop,
-            tx,
-        ) {
+        if !self.branch_from(ctx, idx, msg, &hop, tx) {
             self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
         }
+    }
+
+    /// [`Core::forward_branch`] for the request of `ctx` (its time, source and loop hash).
+    fn branch_from(
+        &mut self,
+        ctx: &ReqCtx<'_>,
+        idx: u32,
+        msg: &Message<'_, '_>,
+        hop: &Hop<'_>,
+        tx: &mut dyn Transmit,
+    ) -> bool {
+        self.forward_branch(ctx.now, idx, msg, ctx.loop_hash, ctx.src, ctx.sock, hop, tx)
     }
 
     /// Start a client transaction for one branch of server transaction `idx` and send.
