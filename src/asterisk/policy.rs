@@ -215,12 +215,21 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-impl RegFwd {
-    pub fn new(s: RegFwdSettings) -> Result<RegFwd, RegFwdError> {
-        let targeting = Targeting::new(&s)?;
-        if s.user_agent.contains(['\r', '\n']) {
+impl RegFwdSettings {
+    /// The checks [`RegFwd::new`] and [`RegFwd::reconfigure`] make, without building anything.
+    pub fn validate(&self) -> Result<(), RegFwdError> {
+        Targeting::new(self)?;
+        if self.user_agent.contains(['\r', '\n']) {
             return Err(RegFwdError::UserAgent);
         }
+        Ok(())
+    }
+}
+
+impl RegFwd {
+    pub fn new(s: RegFwdSettings) -> Result<RegFwd, RegFwdError> {
+        s.validate()?;
+        let targeting = Targeting::new(&s)?;
         let mut seed = [0u8; 8];
         // Without OS randomness, fall back to the clock: Call-IDs only need to be unique.
         if getrandom::getrandom(&mut seed).is_err() {

@@ -144,7 +144,9 @@ impl Server {
             metrics: metrics.clone(),
             cache: cache.clone(),
             refresh: refresh.clone(),
-            workers: workers.clone(),
+            wakers: (0..workers.len())
+                .filter_map(|i| workers.waker(i).cloned())
+                .collect(),
             busy: std::sync::Mutex::new(()),
             ok: Default::default(),
             failed: Default::default(),

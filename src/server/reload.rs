@@ -33,7 +33,7 @@ use crate::db::{CredentialCache, RefreshHandle};
 use crate::guard::Guard;
 use crate::logging::LevelChange;
 use crate::metrics::MetricsRegistry;
-use crate::transport::WorkerSet;
+use crate::transport::Waker;
 
 use super::AsteriskRegFwd;
 
@@ -79,7 +79,8 @@ pub struct Reloader {
     pub(super) metrics: Arc<MetricsRegistry>,
     pub(super) cache: Arc<CredentialCache>,
     pub(super) refresh: Arc<RefreshHandle>,
-    pub(super) workers: Arc<WorkerSet>,
+    /// One waker per worker (not the workers themselves: shutdown must own the only handle).
+    pub(super) wakers: Vec<Waker>,
     /// One reload at a time.
     pub(super) busy: Mutex<()>,
     /// Reloads applied / refused (for metrics; tests watch them to know a SIGHUP was done).
@@ -348,9 +349,9 @@ impl Reloader {
 
         let asterisk_ips: Vec<IpAddr> = new.asterisk.nodes.iter().map(|a| a.ip()).collect();
         // Validate everything before changing anything.
+        // The guard validates its section before changing anything; so does REGFWD here.
         let settings = regfwd_settings(new);
-        crate::asterisk::RegFwd::new(settings.clone())?;
-        new.guard.validate()?;
+        settings.validate()?;
 
         let guard_restart = self.guard.reconfigure(&new.guard, &asterisk_ips)?;
         for key in &guard_restart {
@@ -364,10 +365,8 @@ impl Reloader {
         self.metrics.set_nodes(&next.asterisk.nodes);
         self.shared
             .publish(Arc::new(CoreConfig::from_config(&next, self.n_workers)));
-        for i in 0..self.workers.len() {
-            if let Some(w) = self.workers.waker(i) {
-                w.wake();
-            }
+        for w in &self.wakers {
+            w.wake();
         }
         self.cache
             .set_negative_ttl_ms(next.credentials.negative_ttl_secs.saturating_mul(1000));
