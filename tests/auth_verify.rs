@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use sipfront::auth::client::ClientRequest;
+use sipfront::auth::Credential;
 use sipfront::auth::{
     compute_client_response, parse_challenge, username_matches_from, Algorithm, AuthConfig,
     Authenticator, ClientSecret, DigestInput, Verdict,
 };
-use sipfront::db::Credential;
 
 const REALM: &str = "example.com";
 const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10));

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use sipfront::auth::hash::ha1;
+use sipfront::auth::Credential;
 use sipfront::auth::{Algorithm, AuthConfig, Authenticator, DigestInput, Verdict};
 use sipfront::db::{
-    Credential, CredentialService, CredentialsConfig, DbError, Lookup, LookupDone, Schema, WakeFn,
+    CredentialService, CredentialsConfig, DbError, Lookup, LookupDone, Schema, WakeFn,
 };
 
 mod support;

@@ -10,9 +10,9 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rusqlite::Connection;
 use sipfront::auth::hash::ha1;
 use sipfront::auth::Algorithm;
+use sipfront::auth::Credential;
 use sipfront::db::{
-    Credential, CredentialService, CredentialsConfig, Lookup, LookupDone, PasswordKind, Schema,
-    WakeFn,
+    CredentialService, CredentialsConfig, Lookup, LookupDone, PasswordKind, Schema, WakeFn,
 };
 
 const REALM: &str = "example.com";

@@ -215,7 +215,7 @@ fn reload_config(state: &AdminState) -> Response {
             Ok(v) => Response::json(200, &v),
             Err(e) => Response::error(500, &e.to_string()),
         },
-        Err(e @ crate::server::ReloadError::NoConfigFile) => Response::error(503, &e.to_string()),
+        Err(e @ super::ReloadRefused::NoConfigFile) => Response::error(503, &e.to_string()),
         Err(e) => {
             tracing::warn!(error = %e, "configuration reload refused; nothing changed");
             Response::error(422, &format!("{e}; nothing changed"))
@@ -278,7 +278,8 @@ mod tests {
 
     use super::*;
     use crate::admin::BanList;
-    use crate::db::{Credential, CredentialCache};
+    use crate::auth::Credential;
+    use crate::db::CredentialCache;
     use crate::metrics::MetricsRegistry;
     use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
 

@@ -28,11 +28,11 @@ use serde::Deserialize;
 
 use crate::asterisk::RegFwdStats;
 use crate::db::refresh::RefreshStatus;
-use crate::db::{CredentialCache, LookupPool, RefreshError, RefreshHandle, RefreshStats};
-use crate::guard::{Guard, GuardStats};
+use crate::db::{CredentialCache, LookupPool, RefreshError, RefreshStats};
+use crate::guard::GuardStats;
 use crate::metrics::MetricsRegistry;
 use crate::registrar::Registrar;
-use crate::transport::{WorkerCounters, WorkerSet};
+use crate::transport::WorkerCounters;
 
 /// `[admin]`: where the admin API listens.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -112,30 +112,9 @@ pub trait BanList: Send + Sync {
     fn bans(&self) -> Vec<(IpAddr, u64, String)>;
     /// Lift the ban of `ip`; whether there was one.
     fn unban(&self, ip: IpAddr) -> bool;
-    /// The guard's own counters, when the ban list is the [`Guard`].
+    /// The guard's own counters, when the ban list is the guard.
     fn guard_stats(&self) -> Option<GuardStats> {
         None
-    }
-}
-
-impl BanList for Guard {
-    fn bans(&self) -> Vec<(IpAddr, u64, String)> {
-        Guard::bans(self, crate::db::system_now_ms())
-            .into_iter()
-            .map(|b| {
-                let reason = match b.prefix_len {
-                    32 | 128 => b.reason.to_string(),
-                    n => format!("{} (whole /{n})", b.reason),
-                };
-                (b.ip, b.until_ms, reason)
-            })
-            .collect()
-    }
-    fn unban(&self, ip: IpAddr) -> bool {
-        Guard::unban(self, ip)
-    }
-    fn guard_stats(&self) -> Option<GuardStats> {
-        Some(self.stats())
     }
 }
 
@@ -145,29 +124,38 @@ pub trait CredentialReload: Send + Sync {
     fn status(&self) -> &RefreshStatus;
 }
 
-impl CredentialReload for RefreshHandle {
-    fn reload(&self, timeout: Duration) -> Result<RefreshStats, RefreshError> {
-        self.refresh_now(timeout)
-    }
-    fn status(&self) -> &RefreshStatus {
-        RefreshHandle::status(self)
-    }
-}
-
 /// Reloading the configuration file (`POST /v1/reload`).
 pub trait ConfigReload: Send + Sync {
-    fn reload(&self) -> Result<crate::server::ReloadReport, crate::server::ReloadError>;
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused>;
     /// Reloads applied and refused so far.
     fn counts(&self) -> (u64, u64);
 }
 
-impl ConfigReload for crate::server::Reloader {
-    fn reload(&self) -> Result<crate::server::ReloadReport, crate::server::ReloadError> {
-        crate::server::Reloader::reload(self)
-    }
-    fn counts(&self) -> (u64, u64) {
-        crate::server::Reloader::counts(self)
-    }
+/// What a reload did (the `ctl reload` answer, and one log line).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadReport {
+    /// Keys whose new value is in force.
+    pub applied: Vec<&'static str>,
+    /// Keys that changed but take effect only after a restart.
+    pub restart_needed: Vec<&'static str>,
+    /// `[log] level` was not applied because `RUST_LOG` is set (or logging is embedded).
+    pub log_level_note: Option<String>,
+    /// Users cached after the credential reload.
+    pub credential_users: Option<usize>,
+    /// Why the credential reload failed (the cache is kept).
+    pub credential_error: Option<String>,
+}
+
+/// Why a reload changed nothing, as the admin API reports it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadRefused {
+    /// Started without a config file (answered 503).
+    #[error("the proxy was started without a config file: nothing to reload")]
+    NoConfigFile,
+    /// The file is unreadable or invalid (answered 422); the error names the key.
+    #[error(transparent)]
+    Invalid(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The transport's per-worker packet counters.
@@ -175,21 +163,9 @@ pub trait TransportCounters: Send + Sync {
     fn worker_counters(&self) -> Vec<WorkerCounters>;
 }
 
-impl TransportCounters for WorkerSet {
-    fn worker_counters(&self) -> Vec<WorkerCounters> {
-        self.all_counters()
-    }
-}
-
 /// REGFWD's policy counters.
 pub trait RegFwdSource: Send + Sync {
     fn regfwd_stats(&self) -> &RegFwdStats;
-}
-
-impl RegFwdSource for crate::server::AsteriskRegFwd {
-    fn regfwd_stats(&self) -> &RegFwdStats {
-        self.regfwd.stats()
-    }
 }
 
 /// Everything the admin API reads or acts on.

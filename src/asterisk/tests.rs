@@ -335,3 +335,9 @@ fn reconfigure_swaps_nodes_and_forgets_throttle_state() {
     assert!(f.reconfigure(&settings(&[], RegisterMode::All)).is_err());
     assert_eq!(f.nodes(), [sa("10.0.0.6:5060"), sa("10.0.0.7:5060")]);
 }
+
+#[test]
+fn regfwd_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RegFwd>();
+}

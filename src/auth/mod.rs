@@ -22,6 +22,7 @@ pub mod challenge;
 pub mod challenge_parse;
 pub mod client;
 pub mod config;
+mod credential;
 pub mod hash;
 pub mod nonce;
 pub mod replay;
@@ -33,7 +34,7 @@ pub use client::{compute_client_response, ClientError, ClientSecret};
 pub use config::{AuthConfig, ConfigError};
 pub use verify::{username_matches_from, Authenticator};
 
-pub use crate::db::Credential;
+pub use credential::Credential;
 
 /// A digest algorithm (RFC 7616 §3.3, RFC 8760). The `-sess` variants are not supported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]

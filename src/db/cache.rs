@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::Credential;
+use crate::auth::Credential;
 
 const SHARDS: usize = 64;
 

@@ -19,7 +19,6 @@
 
 pub mod cache;
 pub mod config;
-pub mod credential;
 pub mod mysql_source;
 pub mod pool;
 pub mod refresh;
@@ -32,7 +31,6 @@ use std::sync::Arc;
 
 pub use cache::{CredentialCache, Lookup};
 pub use config::{ConfigError, CredentialsConfig, PasswordKind, Schema};
-pub use credential::Credential;
 pub use pool::{LookupDone, LookupPool, PoolFull, WakeFn};
 pub use refresh::{RefreshError, RefreshHandle, RefreshStats};
 pub use service::CredentialService;

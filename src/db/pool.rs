@@ -26,7 +26,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::schema::to_credential;
 use super::service::Ctx;
 use super::source::{connect, Source};
-use super::{system_now_ms, Credential, CredentialCache, DbError};
+use super::{system_now_ms, CredentialCache, DbError};
+use crate::auth::Credential;
 
 /// Called (from a DB thread) after a [`LookupDone`] was sent, to wake the worker's loop.
 pub type WakeFn = Arc<dyn Fn() + Send + Sync>;

@@ -14,8 +14,9 @@
 //! - custom: per `password_kind`, with the optional realm column checked the same way.
 
 use super::config::{Layout, PasswordKind, RowKind};
-use super::{Credential, DbError};
+use super::DbError;
 use crate::auth::Algorithm;
+use crate::auth::Credential;
 
 /// One row, by meaning.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

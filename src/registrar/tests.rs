@@ -635,7 +635,6 @@ fn hash_collisions_keep_aors_apart() {
 fn shared_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Registrar>();
-    check::<crate::asterisk::RegFwd>();
     fn send<T: Send>() {}
     send::<Persister>();
 }

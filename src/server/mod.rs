@@ -10,6 +10,7 @@
 //! last with handles to the registry, registrar, credential cache, refresher, pool, REGFWD
 //! counters, the guard (bans) and the transport's counters, and stops first.
 
+mod admin_ports;
 mod ports;
 pub mod reload;
 mod worker;
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::{AdminError, AdminServer, AdminState};
+use crate::admin::{AdminError, AdminServer, AdminState, ReloadReport};
 use crate::asterisk::{RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
@@ -30,7 +31,7 @@ use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persis
 use crate::transport::{TransportError, WorkerSet};
 
 pub use ports::{AsteriskRegFwd, CacheAuth, TableLocation};
-pub use reload::{ReloadError, ReloadReport, Reloader};
+pub use reload::{ReloadError, Reloader};
 pub use worker::Worker;
 
 /// Why the proxy could not start (or stop cleanly).

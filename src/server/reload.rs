@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
-
+use crate::admin::ReloadReport;
 use crate::asterisk::{RegFwdError, RegFwdSettings, RegisterMode};
 use crate::config::{Config, ConfigError, RegisterMode as CfgRegisterMode};
 use crate::core::{CoreConfig, SharedConfig};
@@ -52,21 +51,6 @@ pub enum ReloadError {
     Asterisk(#[from] RegFwdError),
     #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
-}
-
-/// What a reload did (the `ctl reload` answer, and one log line).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadReport {
-    /// Keys whose new value is in force.
-    pub applied: Vec<&'static str>,
-    /// Keys that changed but take effect only after a restart.
-    pub restart_needed: Vec<&'static str>,
-    /// `[log] level` was not applied because `RUST_LOG` is set (or logging is embedded).
-    pub log_level_note: Option<String>,
-    /// Users cached after the credential reload.
-    pub credential_users: Option<usize>,
-    /// Why the credential reload failed (the cache is kept).
-    pub credential_error: Option<String>,
 }
 
 /// Everything a reload touches, shared by the signal handler and the admin API.

@@ -1,11 +1,11 @@
 //! [`Credential`]: what the proxy keeps in memory to verify one user — the HA1 per algorithm
 //! for the proxy's realm, and the plain password only when configured to keep it.
 //!
-//! Built from a database row by [`crate::db::schema`]; read by
-//! [`crate::auth::Authenticator::verify`] and the client side of [`crate::auth`].
+//! Built from a database row by the credential layer (`crate::db`); read by
+//! [`super::Authenticator::verify`] and the client side ([`super::client`]).
 
-use crate::auth::hash::{self, Hex};
-use crate::auth::Algorithm;
+use super::hash::{self, Hex};
+use super::Algorithm;
 
 /// The secret material of one user. `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq, Default)]

@@ -1,0 +1,71 @@
+//! The admin API's views of the other layers (`crate::admin`'s traits), implemented here so
+//! that the admin layer depends on none of the types it reads through them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::admin::{
+    BanList, ConfigReload, CredentialReload, RegFwdSource, ReloadRefused, ReloadReport,
+    TransportCounters,
+};
+use crate::asterisk::RegFwdStats;
+use crate::db::refresh::RefreshStatus;
+use crate::db::{RefreshError, RefreshHandle, RefreshStats};
+use crate::guard::{Guard, GuardStats};
+use crate::transport::{WorkerCounters, WorkerSet};
+
+use super::{AsteriskRegFwd, ReloadError, Reloader};
+
+impl BanList for Guard {
+    fn bans(&self) -> Vec<(IpAddr, u64, String)> {
+        Guard::bans(self, crate::db::system_now_ms())
+            .into_iter()
+            .map(|b| {
+                let reason = match b.prefix_len {
+                    32 | 128 => b.reason.to_string(),
+                    n => format!("{} (whole /{n})", b.reason),
+                };
+                (b.ip, b.until_ms, reason)
+            })
+            .collect()
+    }
+    fn unban(&self, ip: IpAddr) -> bool {
+        Guard::unban(self, ip)
+    }
+    fn guard_stats(&self) -> Option<GuardStats> {
+        Some(self.stats())
+    }
+}
+
+impl CredentialReload for RefreshHandle {
+    fn reload(&self, timeout: Duration) -> Result<RefreshStats, RefreshError> {
+        self.refresh_now(timeout)
+    }
+    fn status(&self) -> &RefreshStatus {
+        RefreshHandle::status(self)
+    }
+}
+
+impl ConfigReload for Reloader {
+    fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        Reloader::reload(self).map_err(|e| match e {
+            ReloadError::NoConfigFile => ReloadRefused::NoConfigFile,
+            other => ReloadRefused::Invalid(Box::new(other)),
+        })
+    }
+    fn counts(&self) -> (u64, u64) {
+        Reloader::counts(self)
+    }
+}
+
+impl TransportCounters for WorkerSet {
+    fn worker_counters(&self) -> Vec<WorkerCounters> {
+        self.all_counters()
+    }
+}
+
+impl RegFwdSource for AsteriskRegFwd {
+    fn regfwd_stats(&self) -> &RegFwdStats {
+        self.regfwd.stats()
+    }
+}
