@@ -6,10 +6,13 @@
 //! (`docs/configuration.md`). [`Config::load`] reads, parses and validates; the caller exits
 //! non-zero on any [`ConfigError`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::core::{same_ip, MatchMode, Timers};
 
 /// Why a configuration could not be used. Each variant names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +60,7 @@ pub struct Config {
     pub listen: ListenConfig,
     pub domain: DomainConfig,
     pub asterisk: AsteriskConfig,
-    pub timers: TimerConfig,
+    pub timers: Timers,
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub auth: crate::auth::AuthConfig,
@@ -79,6 +82,13 @@ pub struct ListenConfig {
     pub udp: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// The listen address facing Asterisk (one of `udp`; default the first): the workers'
+    /// upstream sockets bind its IP, and the Record-Route Asterisk sees names it.
+    pub asterisk_side: Option<SocketAddr>,
+    /// `[listen.advertise]`: for 1:1 NAT, the public `host:port` written in Via,
+    /// Record-Route and the forwarded REGISTER's Contact for traffic on a listen address,
+    /// e.g. `"10.0.0.5:5060" = "203.0.113.7:5060"`.
+    pub advertise: BTreeMap<String, String>,
 }
 
 impl Default for ListenConfig {
@@ -86,7 +96,54 @@ impl Default for ListenConfig {
         ListenConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             workers: 0,
+            asterisk_side: None,
+            advertise: BTreeMap::new(),
         }
+    }
+}
+
+/// A `host:port` written into SIP headers: an IP (IPv6 in brackets) or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// As written in a URI (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parse `host:port` (`[v6]:port` for IPv6); `None` when it is not one.
+    pub fn parse(s: &str) -> Option<HostPort> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return (a.port() != 0 && !a.ip().is_unspecified()).then(|| HostPort::from(a));
+        }
+        let (host, port) = s.rsplit_once(':')?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && !host.starts_with(['-', '.'])
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && host.bytes().any(|b| b.is_ascii_alphabetic());
+        name_ok.then(|| HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(a: SocketAddr) -> Self {
+        HostPort {
+            host: crate::core::config::host_string(a.ip()),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 
@@ -107,17 +164,6 @@ impl Default for DomainConfig {
             local: Vec::new(),
         }
     }
-}
-
-/// How traffic from Asterisk is recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchMode {
-    /// Source IP and port must equal a node (the seed's rule).
-    #[default]
-    IpPort,
-    /// Source IP alone.
-    Ip,
 }
 
 /// Where forwarded registrations go when there are several Asterisk nodes.
@@ -153,36 +199,6 @@ impl Default for AsteriskConfig {
             match_mode: MatchMode::IpPort,
             register_mode: RegisterMode::All,
             refresh_min_interval_secs: None,
-        }
-    }
-}
-
-/// `[timers]`: RFC 3261 §17 timer base values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TimerConfig {
-    pub t1_ms: u64,
-    pub t2_ms: u64,
-    pub t4_ms: u64,
-    /// Timer C: how long an INVITE may stay without a final response (RFC 3261 §16.6 (11)).
-    pub timer_c_ms: u64,
-    /// How long a server transaction absorbs retransmissions after a 2xx to an INVITE, or
-    /// after the final response to any other request (RFC 3261 Timer J, RFC 6026 Timer L;
-    /// Kamailio's `wt_timer`).
-    pub server_linger_ms: u64,
-    /// On SIGTERM, how long to wait for transactions in flight (new requests get 503).
-    pub drain_ms: u64,
-}
-
-impl Default for TimerConfig {
-    fn default() -> Self {
-        TimerConfig {
-            t1_ms: 500,
-            t2_ms: 4000,
-            t4_ms: 5000,
-            timer_c_ms: 180_000,
-            server_linger_ms: 5_000,
-            drain_ms: 5_000,
         }
     }
 }
@@ -289,6 +305,34 @@ impl Config {
                 "needs concrete addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
             ));
         }
+        if let Some(a) = self.listen.asterisk_side {
+            if !self.listen.udp.contains(&a) {
+                return Err(ConfigError::invalid(
+                    "listen.asterisk_side",
+                    format!("{a} is not one of listen.udp"),
+                ));
+            }
+        }
+        for (k, v) in &self.listen.advertise {
+            let Ok(addr) = k.parse::<SocketAddr>() else {
+                return Err(ConfigError::invalid(
+                    "listen.advertise",
+                    format!("key {k:?} is not an IP:PORT"),
+                ));
+            };
+            if !self.listen.udp.contains(&addr) {
+                return Err(ConfigError::invalid(
+                    "listen.advertise",
+                    format!("{k} is not one of listen.udp"),
+                ));
+            }
+            if HostPort::parse(v).is_none() {
+                return Err(ConfigError::invalid(
+                    "listen.advertise",
+                    format!("{v:?} (for {k}) is not a public HOST:PORT (an IP or a DNS name)"),
+                ));
+            }
+        }
         if self.listen.workers > 1024 {
             return Err(ConfigError::invalid("listen.workers", "at most 1024"));
         }
@@ -388,9 +432,33 @@ impl Config {
         Ok(())
     }
 
-    /// The address Asterisk is told to reach phones at.
-    pub fn advertise(&self) -> SocketAddr {
-        self.asterisk.advertise.unwrap_or(self.listen.udp[0])
+    /// The listen address facing Asterisk (`[listen] asterisk_side`, default the first).
+    pub fn asterisk_side(&self) -> SocketAddr {
+        self.listen
+            .asterisk_side
+            .or(self.listen.udp.first().copied())
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    /// How the proxy names itself for traffic on listen address `addr`: its
+    /// `[listen.advertise]` entry, else the address itself.
+    pub fn advertised(&self, addr: SocketAddr) -> HostPort {
+        self.listen
+            .advertise
+            .iter()
+            .find(|(k, _)| k.parse::<SocketAddr>().ok() == Some(addr))
+            .and_then(|(_, v)| HostPort::parse(v))
+            .unwrap_or_else(|| HostPort::from(addr))
+    }
+
+    /// The address Asterisk is told to reach phones at (the forwarded REGISTER's Contact):
+    /// `[asterisk] advertise`, else the advertised address of the listen address facing
+    /// Asterisk.
+    pub fn advertise(&self) -> HostPort {
+        match self.asterisk.advertise {
+            Some(a) => HostPort::from(a),
+            None => self.advertised(self.asterisk_side()),
+        }
     }
 
     /// Whether `src` is one of the Asterisk nodes under the configured match rule.
@@ -403,11 +471,6 @@ impl Config {
                 MatchMode::Ip => same_ip(n.ip(), src.ip()),
             })
     }
-}
-
-/// IP equality that treats an IPv4-mapped IPv6 address as the IPv4 address.
-pub fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
 }
 
 #[cfg(test)]
@@ -428,7 +491,7 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.listen.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
         assert_eq!(c.timers.t1_ms, 500);
-        assert_eq!(c.advertise(), "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.advertise().to_string(), "127.0.0.1:5060");
         assert_eq!(c.limits.shed_backlog_bytes, 1 << 20);
         let off = Config::parse("[limits]\nshed_backlog_bytes = 0\n").unwrap();
         assert_eq!(off.limits.shed_backlog_bytes, 0);

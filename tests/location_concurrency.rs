@@ -56,7 +56,7 @@ fn concurrent_mixed_operations_stay_consistent() {
                                 contacts: &contacts,
                                 source: std::net::SocketAddr::from(([198, 51, 100, t as u8], 5060)),
                                 transport: Transport::Udp,
-                                worker: t as u16,
+                                socket: "127.0.0.1:5060".parse().unwrap(),
                                 path: &[],
                                 user_agent: None,
                             };
@@ -79,7 +79,7 @@ fn concurrent_mixed_operations_stay_consistent() {
                                 contacts: &contacts,
                                 source: std::net::SocketAddr::from(([198, 51, 100, t as u8], 5060)),
                                 transport: Transport::Udp,
-                                worker: t as u16,
+                                socket: "127.0.0.1:5060".parse().unwrap(),
                                 path: &[],
                                 user_agent: None,
                             };

@@ -82,7 +82,7 @@ fn kamailio_layout_round_trip() {
         contacts: &contacts,
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
-        worker: 1,
+        socket: "127.0.0.1:5060".parse().unwrap(),
         path: &["<sip:edge.example.net;lr>"],
         user_agent: Some("Phone/3"),
     };

@@ -76,8 +76,9 @@ pub struct Binding<'a> {
     pub dest: SocketAddr,
     /// Transport the REGISTER arrived on.
     pub transport: Transport,
-    /// Worker whose socket received the REGISTER (send from it to keep NAT pinholes).
-    pub worker: u16,
+    /// The proxy's local socket the REGISTER arrived on: requests to the phone leave from
+    /// it (the phone's NAT pinhole is open towards that address).
+    pub socket: SocketAddr,
     /// Path header entries (RFC 3327), to push as Route in this order.
     pub path: PathEntries<'a>,
     /// q value in thousandths when the phone gave one.

@@ -11,6 +11,7 @@
 //! counters, the guard (bans) and the transport's counters, and stops first.
 
 mod admin_ports;
+mod core_config;
 mod ports;
 pub mod reload;
 mod worker;
@@ -23,14 +24,17 @@ use crate::admin::{AdminError, AdminServer, AdminState, ReloadReport};
 use crate::asterisk::{RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
-use crate::core::{Core, CoreConfig, Ports, SharedConfig};
+use crate::core::{Core, Ports, SharedConfig};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
 use crate::guard::Guard;
 use crate::metrics::MetricsRegistry;
-use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persister, Registrar};
+use crate::registrar::{
+    ConfigError as RegistrarConfigError, PersistError, Persister, Registrar, SipEdge,
+};
 use crate::transport::{TransportError, WorkerSet};
 
-pub use ports::{AsteriskRegFwd, CacheAuth, TableLocation};
+pub use core_config::core_config;
+pub use ports::{AsteriskRegFwd, CacheAuth};
 pub use reload::{ReloadError, Reloader};
 pub use worker::Worker;
 
@@ -93,10 +97,7 @@ impl Server {
                 cache: cache.clone(),
                 realm: realm.clone().into_boxed_str(),
             }),
-            location: Arc::new(TableLocation {
-                registrar: registrar.clone(),
-                realm: realm.clone().into_boxed_str(),
-            }),
+            location: Arc::new(SipEdge::new(registrar.clone(), &realm, &cfg.listen.udp)),
             regfwd: regfwd.clone(),
             guard: guard.clone(),
             draining: draining.clone(),
@@ -106,12 +107,13 @@ impl Server {
         let pool = Arc::new(pool);
         let factory_pool = pool.clone();
         let n_workers = crate::transport::worker_count(cfg.listen.workers);
-        let shared = Arc::new(SharedConfig::new(Arc::new(CoreConfig::from_config(
-            cfg, n_workers,
-        ))));
+        let core_cfg = core_config(cfg, n_workers);
+        let upstream_on = usize::from(core_cfg.asterisk_side);
+        let shared = Arc::new(SharedConfig::new(Arc::new(core_cfg)));
         let factory_shared = shared.clone();
-        let workers = WorkerSet::spawn(
+        let workers = WorkerSet::spawn_on(
             &cfg.listen.udp,
+            upstream_on,
             cfg.listen.workers,
             &cfg.transport,
             move |ctx| {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::admin::ReloadReport;
 use crate::asterisk::{RegFwdError, RegFwdSettings, RegisterMode};
 use crate::config::{Config, ConfigError, RegisterMode as CfgRegisterMode};
-use crate::core::{CoreConfig, SharedConfig};
+use crate::core::SharedConfig;
 use crate::db::{CredentialCache, RefreshHandle};
 use crate::guard::Guard;
 use crate::logging::LevelChange;
@@ -76,7 +76,7 @@ pub struct Reloader {
 pub(super) fn regfwd_settings(cfg: &Config) -> RegFwdSettings {
     RegFwdSettings {
         nodes: cfg.asterisk.nodes.clone(),
-        advertise: cfg.advertise(),
+        advertise: cfg.advertise().to_string(),
         mode: match cfg.asterisk.register_mode {
             CfgRegisterMode::All => RegisterMode::All,
             CfgRegisterMode::Hash => RegisterMode::Hash,
@@ -102,7 +102,13 @@ macro_rules! changed {
 pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>) {
     let mut live = Vec::new();
     let mut restart = Vec::new();
-    changed!(restart, old.listen, new.listen, "listen", [udp, workers]);
+    changed!(
+        restart,
+        old.listen,
+        new.listen,
+        "listen",
+        [udp, workers, asterisk_side, advertise]
+    );
     changed!(restart, old.domain, new.domain, "domain", [realm]);
     changed!(live, old.domain, new.domain, "domain", [local]);
     changed!(
@@ -348,7 +354,7 @@ impl Reloader {
         self.regfwd.regfwd.reconfigure(&settings)?;
         self.metrics.set_nodes(&next.asterisk.nodes);
         self.shared
-            .publish(Arc::new(CoreConfig::from_config(&next, self.n_workers)));
+            .publish(Arc::new(super::core_config(&next, self.n_workers)));
         for w in &self.wakers {
             w.wake();
         }
@@ -421,7 +427,7 @@ mod tests {
         let old = base();
         let mut new = base();
         new.asterisk.nodes = vec!["127.0.0.2:5090".parse().unwrap()];
-        new.asterisk.match_mode = crate::config::MatchMode::Ip;
+        new.asterisk.match_mode = crate::core::MatchMode::Ip;
         new.limits.max_parked_per_worker = 7;
         new.timers.timer_c_ms = 90_000;
         new.log.level = "debug".into();

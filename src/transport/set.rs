@@ -25,7 +25,7 @@ pub struct WorkerContext {
     pub index: usize,
     /// Number of workers.
     pub n_workers: usize,
-    /// The listen addresses (ports resolved), indexed by [`super::SockId::Listen`].
+    /// The listen addresses (ports resolved), indexed by [`crate::core::Local::Listen`].
     pub listen: Vec<SocketAddr>,
     /// This worker's upstream socket address (put its port in the Via sent to Asterisk).
     pub upstream: SocketAddr,
@@ -76,9 +76,26 @@ fn choose_backend(cfg: &TransportConfig) -> Result<Backend, TransportError> {
 impl WorkerSet {
     /// Binds `workers` workers (0 = one per available core) on every address of `listen`
     /// (port 0 = pick one port shared by all workers) and starts them; `factory` builds
-    /// each worker's handler inside that worker's thread.
+    /// each worker's handler inside that worker's thread. The upstream sockets bind the
+    /// first listen address's IP.
     pub fn spawn<F, H>(
         listen: &[SocketAddr],
+        workers: usize,
+        cfg: &TransportConfig,
+        factory: F,
+    ) -> Result<Self, TransportError>
+    where
+        F: Fn(&WorkerContext) -> H + Send + Sync + 'static,
+        H: DatagramHandler,
+    {
+        Self::spawn_on(listen, 0, workers, cfg, factory)
+    }
+
+    /// [`WorkerSet::spawn`] with the upstream sockets on the IP of `listen[upstream_on]`
+    /// (the interface facing Asterisk).
+    pub fn spawn_on<F, H>(
+        listen: &[SocketAddr],
+        upstream_on: usize,
         workers: usize,
         cfg: &TransportConfig,
         factory: F,
@@ -91,6 +108,7 @@ impl WorkerSet {
         if listen.is_empty() {
             return Err(TransportError::NoListenAddress);
         }
+        let upstream_on = upstream_on.min(listen.len() - 1);
         let n = worker_count(workers);
         if n > super::MAX_WORKERS {
             return Err(TransportError::TooManyWorkers(n));
@@ -102,10 +120,10 @@ impl WorkerSet {
             "transport starting"
         );
 
-        let (listen, w0) = resolve_listen(listen, cfg)?;
+        let (listen, w0) = resolve_listen(listen, upstream_on, cfg)?;
         let mut sockets: Vec<WorkerSockets> = vec![w0];
         for i in 1..n {
-            sockets.push(bind_worker(i, &listen, cfg)?);
+            sockets.push(bind_worker(i, &listen, upstream_on, cfg)?);
         }
         let mut upstream = Vec::with_capacity(n);
         for s in &sockets {

@@ -3,16 +3,16 @@
 //! received datagrams to [`Shell::on_received`] and implements [`SendBackend`] to put the
 //! outbox on the wire.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::handoff::HandoffPort;
 use super::meminfo::BacklogMeter;
 use super::outbox::Outbox;
-use super::socket::now_ms;
+use super::socket::{mono_ms, now};
 use super::stats::CounterBlock;
-use super::{DatagramHandler, SockId, Waker, WorkerCounters};
+use super::{DatagramHandler, Waker, WorkerCounters};
+use crate::core::{Flow, Now};
 
 /// How a backend sends everything queued in an outbox.
 pub(crate) trait SendBackend {
@@ -36,7 +36,7 @@ pub(crate) struct Shell<H> {
     shutdown: Arc<AtomicBool>,
     counts: WorkerCounters,
     shared: Arc<[CounterBlock]>,
-    now_ms: u64,
+    now: Now,
     max_per_turn: usize,
     max_idle_ms: u64,
     /// Reads the sockets' receive queues (set by the backend with its descriptors).
@@ -71,7 +71,7 @@ impl<H: DatagramHandler> Shell<H> {
             shutdown: p.shutdown,
             counts: WorkerCounters::default(),
             shared: p.shared,
-            now_ms: now_ms(),
+            now: now(),
             max_per_turn: p.max_per_turn,
             max_idle_ms: p.max_idle_ms,
             meter: BacklogMeter::new(&[]),
@@ -89,7 +89,7 @@ impl<H: DatagramHandler> Shell<H> {
     /// `user_bytes` gives the bytes the backend already took off the sockets but has not
     /// processed; it is only called when a reading is due.
     pub(crate) fn sample_backlog(&mut self, user_bytes: impl FnOnce() -> u64) {
-        if self.meter.due(self.now_ms) {
+        if self.meter.due(self.now.mono_ms) {
             self.read_backlog(user_bytes());
         }
     }
@@ -104,16 +104,16 @@ impl<H: DatagramHandler> Shell<H> {
 
     fn read_backlog(&mut self, user_bytes: u64) {
         self.recheck_backlog = false;
-        if let Some((backlog, drops)) = self.meter.read(self.now_ms, user_bytes) {
+        if let Some((backlog, drops)) = self.meter.read(self.now.mono_ms, user_bytes) {
             self.counts.kernel_drops += drops;
             self.counts.rx_backlog_bytes = backlog.bytes;
-            self.recheck_backlog = self.handler.on_backlog(self.now_ms, backlog);
+            self.recheck_backlog = self.handler.on_backlog(self.now, backlog);
         }
     }
 
-    /// Starts a loop turn: reads the clock once.
+    /// Starts a loop turn: reads the clocks once.
     pub(crate) fn begin_turn(&mut self) {
-        self.now_ms = now_ms();
+        self.now = now();
         self.counts.turns += 1;
     }
 
@@ -137,30 +137,24 @@ impl<H: DatagramHandler> Shell<H> {
     }
 
     /// A datagram received on one of this worker's sockets.
-    pub(crate) fn on_received(
-        &mut self,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-        io: &mut impl SendBackend,
-    ) {
+    pub(crate) fn on_received(&mut self, from: Flow, data: &[u8], io: &mut impl SendBackend) {
         self.counts.rx += 1;
-        let owner = self.handler.owner(sock, src, data, self.n_workers);
+        let owner = self.handler.owner(from, data, self.n_workers);
         if owner != self.index && owner < self.n_workers {
-            if self.handoff.send(owner, sock, src, data) {
+            if self.handoff.send(owner, from, data) {
                 self.counts.handed_off += 1;
             } else {
                 self.counts.dropped += 1;
             }
             return;
         }
-        self.deliver(sock, src, data, io);
+        self.deliver(from, data, io);
     }
 
-    fn deliver(&mut self, sock: SockId, src: SocketAddr, data: &[u8], io: &mut impl SendBackend) {
+    fn deliver(&mut self, from: Flow, data: &[u8], io: &mut impl SendBackend) {
         self.make_room(io);
         self.handler
-            .on_datagram(self.now_ms, sock, src, data, &mut self.out);
+            .on_datagram(self.now, from, data, &mut self.out);
     }
 
     fn make_room(&mut self, io: &mut impl SendBackend) {
@@ -179,7 +173,7 @@ impl<H: DatagramHandler> Shell<H> {
                 break;
             };
             self.counts.handoff_in += 1;
-            self.deliver(h.sock, h.src, &h.buf, io);
+            self.deliver(h.from, &h.buf, io);
             self.handoff.recycle(h);
             done += 1;
         }
@@ -191,15 +185,15 @@ impl<H: DatagramHandler> Shell<H> {
         self.handoff.flush_wakes();
         if self.waker.take_user_wake() {
             self.make_room(io);
-            self.handler.on_wake(self.now_ms, &mut self.out);
+            self.handler.on_wake(self.now, &mut self.out);
         }
         if self
             .handler
             .next_deadline_ms()
-            .is_some_and(|d| d <= self.now_ms)
+            .is_some_and(|d| d <= self.now.mono_ms)
         {
             self.make_room(io);
-            self.handler.on_timer(self.now_ms, &mut self.out);
+            self.handler.on_timer(self.now, &mut self.out);
         }
     }
 
@@ -232,7 +226,7 @@ impl<H: DatagramHandler> Shell<H> {
             return 0;
         }
         match self.handler.next_deadline_ms() {
-            Some(d) => d.saturating_sub(now_ms()).min(self.max_idle_ms),
+            Some(d) => d.saturating_sub(mono_ms()).min(self.max_idle_ms),
             None => self.max_idle_ms,
         }
     }

@@ -1,7 +1,8 @@
-//! Socket setup (socket2), core pinning and the loop clock.
+//! Socket setup (socket2), core pinning and the loop clocks.
 //!
 //! Every worker binds its own `SO_REUSEPORT` socket on each listen address and one private
-//! upstream socket on the first listen IP (port `upstream_port_base + index`, or ephemeral).
+//! upstream socket on the IP of the listen address facing Asterisk (port
+//! `upstream_port_base + index`, or ephemeral).
 //! All sockets are nonblocking with large kernel buffers.
 
 use std::io;
@@ -10,6 +11,7 @@ use std::net::{SocketAddr, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{TransportConfig, TransportError};
+use crate::core::Now;
 
 /// The sockets of one worker.
 pub(crate) struct WorkerSockets {
@@ -49,15 +51,19 @@ fn bind_udp(
     Ok(sock.into())
 }
 
-/// Binds the listen sockets and the upstream socket of worker `index`.
-/// `listen` must be nonempty; listen ports of 0 must already be resolved (see
-/// [`resolve_listen`]) so that all workers share one port.
+/// Binds the listen sockets of worker `index`, and its upstream socket on the IP of
+/// `listen[upstream_on]`. `listen` must be nonempty; listen ports of 0 must already be
+/// resolved (see [`resolve_listen`]) so that all workers share one port.
 pub(crate) fn bind_worker(
     index: usize,
     listen: &[SocketAddr],
+    upstream_on: usize,
     cfg: &TransportConfig,
 ) -> Result<WorkerSockets, TransportError> {
-    let first = *listen.first().ok_or(TransportError::NoListenAddress)?;
+    let first = *listen
+        .get(upstream_on)
+        .or(listen.first())
+        .ok_or(TransportError::NoListenAddress)?;
     let mut socks = Vec::with_capacity(listen.len());
     for &addr in listen {
         socks.push(bind_udp(addr, true, cfg)?);
@@ -83,9 +89,10 @@ pub(crate) fn bind_worker(
 /// every worker then binds the same concrete port.
 pub(crate) fn resolve_listen(
     listen: &[SocketAddr],
+    upstream_on: usize,
     cfg: &TransportConfig,
 ) -> Result<(Vec<SocketAddr>, WorkerSockets), TransportError> {
-    let w0 = bind_worker(0, listen, cfg)?;
+    let w0 = bind_worker(0, listen, upstream_on, cfg)?;
     let mut resolved = Vec::with_capacity(listen.len());
     for (sock, &want) in w0.listen.iter().zip(listen) {
         resolved.push(sock.local_addr().map_err(sock_err(want, "getsockname"))?);
@@ -126,16 +133,30 @@ pub(crate) fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Milliseconds since the UNIX epoch from `CLOCK_REALTIME_COARSE` (a vDSO read, no
-/// syscall; resolution of one tick, 1-4 ms). Read once per loop turn.
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds of a coarse clock (a vDSO read, no syscall; resolution of one tick, 1-4 ms).
+fn coarse_ms(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid timespec pointer; this clock id exists on every Linux >= 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    // SAFETY: valid timespec pointer; both clock ids used exist on every Linux >= 2.6.32.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in milliseconds: the clock of
+/// [`super::DatagramHandler::next_deadline_ms`].
+pub fn mono_ms() -> u64 {
+    coarse_ms(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// Both clocks, read once per loop turn: monotonic for timers, `CLOCK_REALTIME_COARSE`
+/// (milliseconds since the UNIX epoch) for what is persisted or compared across processes.
+pub(crate) fn now() -> Now {
+    Now {
+        mono_ms: mono_ms(),
+        wall_ms: coarse_ms(libc::CLOCK_REALTIME_COARSE),
+    }
 }
 
 #[cfg(test)]
@@ -145,8 +166,8 @@ mod tests {
     #[test]
     fn workers_share_listen_port_and_get_own_upstream() {
         let cfg = TransportConfig::default();
-        let (listen, w0) = resolve_listen(&["127.0.0.1:0".parse().unwrap()], &cfg).unwrap();
-        let w1 = bind_worker(1, &listen, &cfg).unwrap();
+        let (listen, w0) = resolve_listen(&["127.0.0.1:0".parse().unwrap()], 0, &cfg).unwrap();
+        let w1 = bind_worker(1, &listen, 0, &cfg).unwrap();
         assert_eq!(w1.listen[0].local_addr().unwrap(), listen[0]);
         let u0 = w0.upstream.local_addr().unwrap();
         let u1 = w1.upstream.local_addr().unwrap();
@@ -155,12 +176,24 @@ mod tests {
     }
 
     #[test]
+    fn upstream_binds_the_chosen_interface() {
+        let cfg = TransportConfig::default();
+        let want = [
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.10:0".parse().unwrap(),
+        ];
+        let (_, w0) = resolve_listen(&want, 1, &cfg).unwrap();
+        let u0 = w0.upstream.local_addr().unwrap();
+        assert_eq!(u0.ip(), want[1].ip());
+    }
+
+    #[test]
     fn upstream_port_overflow_is_an_error() {
         let cfg = TransportConfig {
             upstream_port_base: 65_535,
             ..TransportConfig::default()
         };
-        let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], &cfg);
+        let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], 0, &cfg);
         assert!(matches!(
             r,
             Err(TransportError::UpstreamPortOverflow { index: 1, .. })
@@ -168,8 +201,9 @@ mod tests {
     }
 
     #[test]
-    fn clock_is_epoch_ms() {
-        let t = now_ms();
-        assert!(t > 1_600_000_000_000, "{t}");
+    fn clocks_are_epoch_and_monotonic_ms() {
+        let t = now();
+        assert!(t.wall_ms > 1_600_000_000_000, "{t:?}");
+        assert!(mono_ms() >= t.mono_ms);
     }
 }

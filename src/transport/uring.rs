@@ -262,11 +262,11 @@ impl SendBackend for UringIo {
         // The send headers are reused: earlier sends must be done.
         self.settle(c);
         for (j, e) in out.entries().iter().enumerate().take(self.send.len()) {
-            let Some(fd) = fd_for(&self.fds, e.sock) else {
+            let Some(fd) = fd_for(&self.fds, e.to.local) else {
                 c.dropped += 1;
                 continue;
             };
-            self.send.set_send(j, e.dst, out.bytes(e));
+            self.send.set_send(j, e.to.remote, out.bytes(e));
             let sqe = opcode::SendMsg::new(types::Fd(fd), self.send.msghdr_ptr(j))
                 .build()
                 .user_data(tag(KIND_SEND, j));

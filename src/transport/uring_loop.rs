@@ -14,7 +14,8 @@ use super::shell::Shell;
 use super::sockaddr::read_sockaddr_bytes;
 use super::socket::WorkerSockets;
 use super::uring::{new_ring, recv_buffers, recv_template, tag, UringIo, KIND_RECV};
-use super::{DatagramHandler, SockId, TransportConfig, TransportError};
+use super::{DatagramHandler, TransportConfig, TransportError};
+use crate::core::{Flow, Local};
 
 /// Bytes before the payload in a multishot receive buffer: the `io_uring_recvmsg_out`
 /// header plus room for the source address.
@@ -124,9 +125,9 @@ fn run_loop<H: DatagramHandler>(
             };
             let bid = cqueue::buffer_select(flags);
             let sock = if k == upstream_idx {
-                SockId::Upstream
+                Local::Upstream
             } else {
-                SockId::Listen(k as u16)
+                Local::Listen(k as u16)
             };
             if let (Some(bid), Ok(len)) = (bid, usize::try_from(res)) {
                 budget -= 1;
@@ -138,7 +139,7 @@ fn run_loop<H: DatagramHandler>(
                     .filter(|m| !m.is_payload_truncated() && !m.is_name_data_truncated())
                     .and_then(|m| Some((read_sockaddr_bytes(m.name_data())?, m)));
                 match parsed {
-                    Some((src, m)) => shell.on_received(sock, src, m.payload_data(), io),
+                    Some((src, m)) => shell.on_received(Flow::new(sock, src), m.payload_data(), io),
                     None => shell.on_bad_receive(),
                 }
             } else if res != -libc::ENOBUFS && res != -libc::ECANCELED && res < 0 {

@@ -95,7 +95,7 @@ impl Phone {
                 20_000 + (i & 0x3fff) as u16,
             )),
             transport: Transport::Udp,
-            worker: (i & 1) as u16,
+            socket: "127.0.0.1:5060".parse().unwrap(),
             path: &[],
             user_agent: Some("Yealink SIP-T46S 66.86.0.15"),
         };

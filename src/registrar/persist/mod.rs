@@ -31,6 +31,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 pub use row::Row;
+pub(crate) use row::UNKNOWN_SOCKET;
 
 use super::config::PersistTarget;
 use super::table::ChangeSink;
@@ -359,7 +360,7 @@ mod tests {
             contacts: &contacts,
             source: "198.51.100.1:5060".parse().unwrap(),
             transport: Transport::Udp,
-            worker: 0,
+            socket: "127.0.0.1:5060".parse().unwrap(),
             path: &[],
             user_agent: None,
         };
