@@ -42,6 +42,8 @@ mod txn;
 pub mod testing;
 
 #[cfg(test)]
+mod flow_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

@@ -80,6 +80,11 @@ pub struct Tune {
     pub shed_backlog_bytes: Option<usize>,
     /// `[transport] recv_buffer_bytes` (`SO_RCVBUF` of every proxy socket).
     pub recv_buffer_bytes: Option<usize>,
+    /// Further `[listen] udp` addresses: these IPs with the proxy's port.
+    pub listen_also: Vec<Ipv4Addr>,
+    /// `[listen.advertise]`: the listen address on this IP (the proxy's port) is announced
+    /// as this `host:port`.
+    pub advertise: Vec<(Ipv4Addr, &'static str)>,
 }
 
 pub struct Proxy {
@@ -136,9 +141,24 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         .credentials_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", db.display()));
-    let mut toml = format!(
-        "[listen]\nudp = [\"{addr}\"]\nworkers = 2\n\n\
-         [domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
+    let listen: Vec<String> = std::iter::once(addr)
+        .chain(
+            tune.listen_also
+                .iter()
+                .map(|ip| SocketAddr::from((*ip, addr.port()))),
+        )
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let mut toml = format!("[listen]\nudp = [{}]\nworkers = 2\n", listen.join(", "));
+    if !tune.advertise.is_empty() {
+        toml.push_str("\n[listen.advertise]\n");
+        for (ip, public) in &tune.advertise {
+            let _ = writeln!(toml, "\"{ip}:{}\" = \"{public}\"", addr.port());
+        }
+    }
+    let _ = write!(
+        toml,
+        "\n[domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
          [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n",
         nodes.join(", "),
     );
