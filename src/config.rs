@@ -135,7 +135,7 @@ impl HostPort {
 impl From<SocketAddr> for HostPort {
     fn from(a: SocketAddr) -> Self {
         HostPort {
-            host: crate::core::config::host_string(a.ip()),
+            host: crate::core::host_string(a.ip()),
             port: a.port(),
         }
     }

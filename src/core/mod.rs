@@ -23,7 +23,7 @@
 
 mod branch;
 mod build;
-pub mod config;
+mod config;
 mod dialog_token;
 mod flow;
 mod nat;
@@ -50,7 +50,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
-pub use config::{same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers};
+pub use config::{host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers};
 pub use dialog_token::DialogKey;
 pub use flow::{Flow, Local, Now};
 pub use ports::{
