@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 const USERS: u32 = 64;

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql::prelude::Queryable;
-use sipfront::registrar::{
-    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
-};
+use sipfront::registrar::{ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 

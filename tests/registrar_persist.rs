@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipfront::registrar::{
-    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
-};
+use sipfront::registrar::{ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 const CHILD_ENV: &str = "SIPFRONT_TEST_PERSIST_CHILD_DB";

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 const AORS: u32 = 100_000;

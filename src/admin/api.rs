@@ -281,7 +281,8 @@ mod tests {
     use crate::auth::Credential;
     use crate::db::CredentialCache;
     use crate::metrics::MetricsRegistry;
-    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+    use crate::sip::Transport;
 
     struct Bans(Mutex<Vec<(IpAddr, u64, String)>>);
 

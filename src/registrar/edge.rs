@@ -18,9 +18,10 @@ use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
 use crate::core::{Flow, Local, LocationPort};
 use crate::sip::Contact;
 
-use super::binding::{remaining_secs, Binding, Transport};
+use super::binding::{remaining_secs, Binding};
 use super::error::RegisterError;
 use super::rules::{aor_user, ContactInput, RegisterRequest, Registrar};
+use crate::sip::Transport;
 
 /// Most Contact values one REGISTER may carry.
 const MAX_CONTACTS: usize = 16;

@@ -101,7 +101,7 @@ mod admin_tests;
 mod tests;
 
 pub use admin::{Page, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS};
-pub use binding::{Binding, PathEntries, Transport};
+pub use binding::{Binding, PathEntries};
 pub use config::{ConfigError, NatMode, OnMaxContacts, RegistrarConfig};
 pub use edge::SipEdge;
 pub use error::RegisterError;

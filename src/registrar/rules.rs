@@ -10,12 +10,13 @@
 use std::net::SocketAddr;
 
 use super::admin::PendingUnregisters;
-use super::binding::{remaining_secs, Binding, Transport};
+use super::binding::{remaining_secs, Binding};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
 use super::slot::{Slot, SlotParts, MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES};
 use super::table::Location;
 use super::uri::{nat_dest, same_contact, uri_host_port};
+use crate::sip::Transport;
 
 /// One Contact of the REGISTER (not `*`).
 #[derive(Debug, Clone, Copy)]

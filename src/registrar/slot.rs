@@ -10,8 +10,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::binding::{Binding, PathEntries, Transport};
+use super::binding::{Binding, PathEntries};
 use super::uri::contact_socket;
+use crate::sip::Transport;
 
 /// Longest Call-ID stored (Kamailio's limit too); longer ones are refused with 400.
 pub const MAX_CALL_ID: usize = 255;

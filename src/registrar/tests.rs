@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::*;
+use crate::sip::Transport;
 
 pub(super) const T0: u64 = 1_764_159_377_000;
 const SRC: &str = "203.0.113.7:5060";

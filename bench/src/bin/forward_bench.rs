@@ -22,10 +22,9 @@ use clap::Parser;
 use sipfront::config::Config;
 use sipfront::core::testing::Fakes;
 use sipfront::core::{Core, Flow, Interface, MatchMode, Now, Ports, Transmit};
-use sipfront::registrar::{
-    ContactInput, RegisterRequest, Registrar, RegistrarConfig, SipEdge, Transport,
-};
+use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, SipEdge};
 use sipfront::server::core_config;
+use sipfront::sip::Transport;
 use sipfront::transport::{
     Backend, DatagramHandler, Outbox, TransportConfig, WorkerContext, WorkerSet,
 };

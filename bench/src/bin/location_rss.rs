@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipfront::registrar::{
-    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
-};
+use sipfront::registrar::{ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

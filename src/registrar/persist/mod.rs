@@ -306,7 +306,8 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registrar::{ContactInput, RegisterRequest, RegistrarConfig, Transport};
+    use crate::registrar::{ContactInput, RegisterRequest, RegistrarConfig};
+    use crate::sip::Transport;
     use std::sync::Mutex;
 
     /// Fails the first `fail` writes, then records what it is given.

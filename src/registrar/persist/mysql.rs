@@ -15,7 +15,7 @@ use mysql::{Opts, Pool, PooledConn, TxOpts};
 
 use super::row::{join_path, split_path, Row, UNKNOWN_SOCKET};
 use super::{PersistError, Store};
-use crate::registrar::binding::Transport;
+use crate::sip::Transport;
 
 pub(crate) struct MysqlStore {
     conn: PooledConn,

@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 
-use super::super::binding::{Binding, Transport};
+use super::super::binding::Binding;
 use super::super::slot::{Slot, SlotParts};
 use super::PersistError;
+use crate::sip::Transport;
 
 /// A binding as a store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection};
 
 use super::row::{join_path, split_path, Row, UNKNOWN_SOCKET};
 use super::{PersistError, Store};
-use crate::registrar::binding::Transport;
+use crate::sip::Transport;
 
 pub(crate) struct SqliteStore {
     conn: Connection,
