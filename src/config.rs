@@ -39,6 +39,10 @@ pub enum ConfigError {
     #[error(transparent)]
     Transport(#[from] crate::transport::ConfigError),
     #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error(transparent)]
+    Tcp(#[from] crate::transport::stream::StreamConfigError),
+    #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
     #[error(transparent)]
     Admin(#[from] crate::admin::ConfigError),
@@ -67,6 +71,8 @@ pub struct Config {
     pub credentials: crate::db::CredentialsConfig,
     pub registrar: crate::registrar::RegistrarConfig,
     pub transport: crate::transport::TransportConfig,
+    pub tls: crate::transport::tls::TlsConfig,
+    pub tcp: crate::transport::stream::StreamConfig,
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     /// The file this configuration was loaded from (what a reload reads again).
@@ -80,6 +86,10 @@ pub struct Config {
 pub struct ListenConfig {
     /// UDP addresses, each bound once per worker with SO_REUSEPORT.
     pub udp: Vec<SocketAddr>,
+    /// SIP over TCP: addresses each worker listens on (SO_REUSEPORT).
+    pub tcp: Vec<SocketAddr>,
+    /// SIP over TLS (certificate from `[tls]`).
+    pub tls: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// The listen address facing Asterisk (one of `udp`; default the first): the workers'
@@ -95,6 +105,8 @@ impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            tcp: Vec::new(),
+            tls: Vec::new(),
             workers: 0,
             asterisk_side: None,
             advertise: BTreeMap::new(),
@@ -292,18 +304,47 @@ impl Config {
                 "needs at least one address",
             ));
         }
-        if self.listen.udp.iter().any(|a| a.port() == 0) {
+        for (key, list) in [
+            ("listen.udp", &self.listen.udp),
+            ("listen.tcp", &self.listen.tcp),
+            ("listen.tls", &self.listen.tls),
+        ] {
+            if list.iter().any(|a| a.port() == 0) {
+                return Err(ConfigError::invalid(key, "port 0 is not a listen port"));
+            }
+            if list.iter().any(|a| a.ip().is_unspecified()) {
+                // The listen address goes into Via and Record-Route: it must be reachable.
+                return Err(ConfigError::invalid(
+                    key,
+                    "needs concrete IP:PORT addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
+                ));
+            }
+            let mut seen = list.clone();
+            seen.sort();
+            seen.dedup();
+            if seen.len() != list.len() {
+                return Err(ConfigError::invalid(key, "lists an address twice"));
+            }
+        }
+        if let Some(a) = self.listen.tls.iter().find(|a| self.listen.tcp.contains(a)) {
             return Err(ConfigError::invalid(
-                "listen.udp",
-                "port 0 is not a listen port",
+                "listen.tls",
+                format!("{a} is also in listen.tcp (one TCP port serves one of them)"),
             ));
         }
-        if self.listen.udp.iter().any(|a| a.ip().is_unspecified()) {
-            // The listen address goes into Via and Record-Route: it must be reachable.
-            return Err(ConfigError::invalid(
-                "listen.udp",
-                "needs concrete addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
-            ));
+        if !self.listen.tls.is_empty() {
+            if self.tls.cert.is_none() {
+                return Err(ConfigError::invalid(
+                    "tls.cert",
+                    "a PEM certificate file is needed by listen.tls",
+                ));
+            }
+            if self.tls.key.is_none() {
+                return Err(ConfigError::invalid(
+                    "tls.key",
+                    "a PEM private key file is needed by listen.tls",
+                ));
+            }
         }
         if let Some(a) = self.listen.asterisk_side {
             if !self.listen.udp.contains(&a) {
@@ -320,10 +361,10 @@ impl Config {
                     format!("key {k:?} is not an IP:PORT"),
                 ));
             };
-            if !self.listen.udp.contains(&addr) {
+            if !self.listen_addrs().any(|(a, _)| a == addr) {
                 return Err(ConfigError::invalid(
                     "listen.advertise",
-                    format!("{k} is not one of listen.udp"),
+                    format!("{k} is not one of the listen addresses"),
                 ));
             }
             if HostPort::parse(v).is_none() {
@@ -427,9 +468,23 @@ impl Config {
         self.credentials.validate()?;
         self.registrar.validate()?;
         self.transport.validate()?;
+        self.tls.validate()?;
+        self.tcp.validate()?;
         self.guard.validate()?;
         self.admin.validate()?;
         Ok(())
+    }
+
+    /// Every listen address with its transport, in the order of the listen table
+    /// (`core::Local::Listen`): UDP, then TCP, then TLS.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = (SocketAddr, crate::sip::Transport)> + '_ {
+        use crate::sip::Transport;
+        let l = &self.listen;
+        l.udp
+            .iter()
+            .map(|a| (*a, Transport::Udp))
+            .chain(l.tcp.iter().map(|a| (*a, Transport::Tcp)))
+            .chain(l.tls.iter().map(|a| (*a, Transport::Tls)))
     }
 
     /// The listen address facing Asterisk (`[listen] asterisk_side`, default the first).

@@ -58,6 +58,7 @@ fn concurrent_mixed_operations_stay_consistent() {
                                 source: std::net::SocketAddr::from(([198, 51, 100, t as u8], 5060)),
                                 transport: Transport::Udp,
                                 socket: "127.0.0.1:5060".parse().unwrap(),
+                                conn: 0,
                                 path: &[],
                                 user_agent: None,
                             };
@@ -81,6 +82,7 @@ fn concurrent_mixed_operations_stay_consistent() {
                                 source: std::net::SocketAddr::from(([198, 51, 100, t as u8], 5060)),
                                 transport: Transport::Udp,
                                 socket: "127.0.0.1:5060".parse().unwrap(),
+                                conn: 0,
                                 path: &[],
                                 user_agent: None,
                             };

@@ -82,6 +82,7 @@ fn kamailio_layout_round_trip() {
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
         socket: "127.0.0.1:5060".parse().unwrap(),
+        conn: 0,
         path: &["<sip:edge.example.net;lr>"],
         user_agent: Some("Phone/3"),
     };

@@ -39,6 +39,7 @@ fn register(r: &Registrar, user: &str, uri: &str, expires: u32, cseq: u32, now: 
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
         socket: "127.0.0.1:5062".parse().unwrap(),
+        conn: 0,
         path: &path,
         user_agent: Some("Phone/2.0"),
     };
@@ -109,6 +110,7 @@ fn round_trip_drops_expired_and_removed() {
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
         socket: "127.0.0.1:5060".parse().unwrap(),
+        conn: 0,
         path: &[],
         user_agent: None,
     };

@@ -43,6 +43,7 @@ fn register(r: &Registrar, p: &Phone, call_id: &str, cseq: u32, out: &mut Vec<u8
         source: std::net::SocketAddr::from(([203, 0, 113, 9], 40_000)),
         transport: Transport::Udp,
         socket: "127.0.0.1:5060".parse().unwrap(),
+        conn: 0,
         path: &[],
         user_agent: Some("Yealink SIP-T46S 66.86.0.15"),
     };

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
+use crate::sip::Transport;
+
 use super::dialog_token::{self, DialogKey};
 use super::flow::Local;
 
@@ -68,28 +70,41 @@ pub fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 pub struct Interface {
     /// The bound address.
     pub addr: SocketAddr,
+    /// Its transport (UDP, or a stream: TCP, TLS).
+    pub transport: Transport,
     /// Host written into Via and Record-Route for traffic on this address: the advertised
     /// host behind 1:1 NAT (`[listen.advertise]`), else the bound IP (IPv6 in brackets).
     pub host: String,
     /// Port written with `host`.
     pub port: u16,
-    /// `sip:host:port;lr`, the Record-Route URI of this interface (without its token).
+    /// `sip:host:port[;transport=tcp|tls];lr`, the Record-Route URI of this interface
+    /// (without its token).
     pub record_route: String,
 }
 
 impl Interface {
-    /// An interface named by its own address.
+    /// A UDP interface named by its own address.
     pub fn new(addr: SocketAddr) -> Interface {
-        Interface::advertised(addr, &host_string(addr.ip()), addr.port())
+        Interface::advertised(addr, Transport::Udp, &host_string(addr.ip()), addr.port())
     }
 
-    /// An interface bound to `addr`, announced as `host:port`.
-    pub fn advertised(addr: SocketAddr, host: &str, port: u16) -> Interface {
+    /// An interface for `transport` named by its own address.
+    pub fn with_transport(addr: SocketAddr, transport: Transport) -> Interface {
+        Interface::advertised(addr, transport, &host_string(addr.ip()), addr.port())
+    }
+
+    /// An interface bound to `addr` for `transport`, announced as `host:port`.
+    pub fn advertised(addr: SocketAddr, transport: Transport, host: &str, port: u16) -> Interface {
+        let param = match transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", t.as_str()),
+        };
         Interface {
             addr,
+            transport,
             host: host.to_owned(),
             port,
-            record_route: format!("sip:{host}:{port};lr"),
+            record_route: format!("sip:{host}:{port}{param};lr"),
         }
     }
 
@@ -103,6 +118,15 @@ impl Interface {
             && host
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| same_ip(ip, self.addr.ip()))
+    }
+}
+
+/// The port of a URI that names none: 5061 over TLS, 5060 otherwise (RFC 3261 §19.1.2).
+pub fn default_port(transport: Transport) -> u16 {
+    if transport.is_secure() {
+        5061
+    } else {
+        5060
     }
 }
 
@@ -226,13 +250,30 @@ impl CoreConfig {
         self.interfaces.get(i).or(self.interfaces.first())
     }
 
-    /// The interface a `host:port` (from a Route or request-URI) names, if any.
-    pub fn interface_named(&self, host: &str, port: Option<u16>) -> Option<u16> {
-        let port = port.unwrap_or(5060);
+    /// The interface a `host:port` over `transport` (from a Route or request-URI) names,
+    /// if any; a port left out is the transport's default.
+    pub fn interface_named(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Transport,
+    ) -> Option<u16> {
+        let port = port.unwrap_or(default_port(transport));
         self.interfaces
             .iter()
-            .position(|i| i.names(host, port))
+            .position(|i| i.transport == transport && i.names(host, port))
             .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// The transport of a local socket (the upstream sockets are UDP; UDP for a stale
+    /// index).
+    pub fn transport_of(&self, local: Local) -> Transport {
+        match local {
+            Local::Upstream => Transport::Udp,
+            Local::Listen(_) => self
+                .interface(local)
+                .map_or(Transport::Udp, |i| i.transport),
+        }
     }
 
     /// How long a server transaction stays after its final response `code`: an INVITE
@@ -289,10 +330,10 @@ impl CoreConfig {
     }
 
     /// Whether a URI `host:port` is this proxy itself (an address it listens on, advertises
-    /// or gives Asterisk as its Contact).
+    /// or gives Asterisk as its Contact), over any transport.
     pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let p = port.unwrap_or(5060);
-        self.interface_named(host, port).is_some()
+        self.interfaces.iter().any(|i| i.names(host, p))
             || self
                 .aliases
                 .iter()
@@ -351,7 +392,11 @@ mod tests {
             &["192.168.1.9:5080".parse().unwrap()],
             "example.com",
         );
-        c.interfaces[0] = Interface::advertised(listen[0], "203.0.113.7", 5060);
+        c.interfaces[0] = Interface::advertised(listen[0], Transport::Udp, "203.0.113.7", 5060);
+        c.interfaces.push(Interface::with_transport(
+            "192.168.1.1:5061".parse().unwrap(),
+            Transport::Tls,
+        ));
         c.asterisk_side = 1;
         c.aliases.push(("sip.example.com".to_owned(), 5060));
         c.derive_local_domains(&["example.com".to_owned()]);
@@ -361,11 +406,21 @@ mod tests {
     #[test]
     fn interfaces_are_named_by_bound_and_advertised_address() {
         let c = two_sided();
-        assert_eq!(c.interface_named("10.0.0.5", None), Some(0));
-        assert_eq!(c.interface_named("203.0.113.7", Some(5060)), Some(0));
-        assert_eq!(c.interface_named("203.0.113.7", Some(5061)), None);
-        assert_eq!(c.interface_named("192.168.1.1", Some(5070)), Some(1));
-        assert_eq!(c.interface_named("192.168.1.1", None), None);
+        let udp = Transport::Udp;
+        assert_eq!(c.interface_named("10.0.0.5", None, udp), Some(0));
+        assert_eq!(c.interface_named("203.0.113.7", Some(5060), udp), Some(0));
+        assert_eq!(c.interface_named("203.0.113.7", Some(5061), udp), None);
+        assert_eq!(c.interface_named("192.168.1.1", Some(5070), udp), Some(1));
+        assert_eq!(c.interface_named("192.168.1.1", None, udp), None);
+        assert_eq!(
+            c.interface_named("192.168.1.1", None, Transport::Tls),
+            Some(2)
+        );
+        assert_eq!(c.interface_named("192.168.1.1", Some(5061), udp), None);
+        assert_eq!(
+            c.interfaces[2].record_route,
+            "sip:192.168.1.1:5061;transport=tls;lr"
+        );
         assert!(c.is_us("sip.example.com", None));
         assert!(c.is_us("SIP.example.com", Some(5060)));
         assert!(!c.is_us("192.168.1.9", Some(5080)));

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::testing::{test_config, Fakes, Recorder, Sent};
 use super::{Core, CoreConfig, Flow, Interface, Local, Now};
+use crate::sip::Transport;
 
 const PHONE: &str = "127.0.0.3:5062";
 const AST: &str = "127.0.0.2:5080";
@@ -196,8 +197,14 @@ fn registrations_remember_the_interface_they_came_through() {
 #[test]
 fn advertised_addresses_name_the_interface() {
     let mut cfg = two_interfaces();
-    cfg.interfaces[1] = Interface::advertised(addr("127.0.0.10:5060"), "203.0.113.7", 5070);
-    cfg.interfaces[0] = Interface::advertised(addr("127.0.0.1:5060"), "sip.example.net", 5060);
+    cfg.interfaces[1] =
+        Interface::advertised(addr("127.0.0.10:5060"), Transport::Udp, "203.0.113.7", 5070);
+    cfg.interfaces[0] = Interface::advertised(
+        addr("127.0.0.1:5060"),
+        Transport::Udp,
+        "sip.example.net",
+        5060,
+    );
     cfg.derive_local_domains(&["example.com".to_owned()]);
     let mut r = Rig::new(cfg);
     r.fakes.location.add_on(

@@ -50,11 +50,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
-pub use config::{host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers};
+pub use config::{
+    default_port, host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers,
+};
 pub use dialog_token::DialogKey;
-pub use flow::{Flow, Local, Now};
+pub use flow::{ConnId, Flow, Local, Now};
 pub use ports::{
-    Admission, AuthCheck, AuthPort, GuardPort, LocationPort, Ports, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthPort, GuardPort, Links, LocationPort, Ports, RegFwdPort, RegFwdSender,
 };
 pub use text::InlineStr;
 
@@ -307,6 +309,22 @@ impl Core {
     /// The next credential lookup for the database pool.
     pub fn poll_lookup(&mut self) -> Option<LookupRequest> {
         self.lookups.pop_front()
+    }
+
+    /// Whether a new stream connection from `remote` may be kept: not from a banned source,
+    /// within its rate (Asterisk and the allow list are exempt).
+    pub fn admits_connection(&mut self, now: Now, remote: SocketAddr) -> bool {
+        match self.ports.guard.admit(remote.ip(), now.wall_ms) {
+            Admission::Admit => true,
+            Admission::Banned => {
+                self.stats.dropped_banned += 1;
+                false
+            }
+            Admission::Limited => {
+                self.stats.dropped_rate_limited += 1;
+                false
+            }
+        }
     }
 
     /// Process one datagram that came over `from`.

@@ -8,9 +8,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::sip::{DigestCredentials, Message};
+use crate::sip::{DigestCredentials, Message, Transport};
 
-use super::flow::Flow;
+use super::flow::{ConnId, Flow};
 
 /// The outcome of checking a request's digest credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +215,16 @@ pub trait GuardPort: Send + Sync {
     fn on_auth_failure(&self, ip: IpAddr, user: &str, now_ms: u64) -> bool;
 }
 
+/// The transport's stream connections, as far as the core needs to know them: whether one is
+/// still open, and which one reaches an address (connection reuse, RFC 5923 §2; RFC 3261
+/// §18.2.2). Implemented by the transport's shared connection registry.
+pub trait Links: Send + Sync {
+    /// Whether `conn` is still open.
+    fn is_open(&self, conn: ConnId) -> bool;
+    /// An open connection of `transport` from (or to) `remote`.
+    fn find(&self, transport: Transport, remote: SocketAddr) -> Option<ConnId>;
+}
+
 /// The set of ports one core uses.
 #[derive(Clone)]
 pub struct Ports {
@@ -223,6 +233,8 @@ pub struct Ports {
     pub regfwd: Arc<dyn RegFwdPort>,
     /// Rate limits, failed-auth bans, scanner User-Agents (shared by all workers).
     pub guard: Arc<dyn GuardPort>,
+    /// Stream connections (open or closed, which one reaches an address).
+    pub links: Arc<dyn Links>,
     /// Set on shutdown: new requests get 503, running transactions and dialogs go on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -6,7 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::{
-    write_forward, ForwardOps, HeaderName, Message, Method, Rport, EMPTY_HEADER, MAX_HEADERS,
+    write_forward, ForwardOps, HeaderName, Message, Method, Rport, Transport, EMPTY_HEADER,
+    MAX_HEADERS,
 };
 
 use super::branch::{parse_branch, OurBranch};
@@ -90,6 +91,7 @@ impl Core {
                     None
                 } else {
                     super::route::nat_alias(&msg, src)
+                        .map(|a| (a, self.cfg.transport_of(from.local)))
                 };
                 let r = BranchResponse {
                     slot: ours.slot,
@@ -273,7 +275,7 @@ impl Core {
         server: Parent,
         msg: &Message<'_, '_>,
         relay: Relay,
-        alias: Option<SocketAddr>,
+        alias: Option<(SocketAddr, Transport)>,
         tx: &mut dyn Transmit,
     ) {
         let Some(t) = self
@@ -299,8 +301,9 @@ impl Core {
         if write_forward(msg, &ops, &mut t.response).is_err() {
             return;
         }
-        if let Some(src) = alias {
-            super::nat::add_contact_alias(&mut t.response, super::nat::Alias::new(src).as_bytes());
+        if let Some((src, transport)) = alias {
+            let alias = super::nat::Alias::new(src, transport);
+            super::nat::add_contact_alias(&mut t.response, alias.as_bytes());
         }
         t.response_code = t.response_code.max(code);
         tx.send(t.from, &t.response);
@@ -400,8 +403,9 @@ struct BranchResponse {
     slot: u32,
     server: Parent,
     code: u16,
-    /// The NAT alias to add to its Contact (a phone behind NAT answering).
-    alias: Option<SocketAddr>,
+    /// The NAT alias to add to its Contact (a phone behind NAT answering) and the transport
+    /// it answered over.
+    alias: Option<(SocketAddr, Transport)>,
 }
 
 /// How a response goes upstream.

@@ -12,7 +12,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::{
-    write_forward, ForwardOps, HeaderName, Host, Message, Method, Span, Uri, ViaSpec,
+    write_forward, ForwardOps, HeaderName, Host, Message, Method, Scheme, Span, Transport, Uri,
+    ViaSpec,
 };
 use crate::util::fnv::hash_parts;
 
@@ -21,7 +22,7 @@ use super::dialog_token::{self, RecordRoute};
 use super::ports::ContactTarget;
 use super::request::ReqCtx;
 use super::txn::{ClientCtx, Target, MAX_FORKS};
-use super::{nat, Core, CoreConfig, Flow, Local, Transmit};
+use super::{default_port, nat, Core, CoreConfig, Flow, Local, Transmit};
 
 /// One next hop of a request.
 pub(super) struct Hop<'a> {
@@ -139,14 +140,30 @@ pub(super) fn nat_alias(msg: &Message<'_, '_>, src: SocketAddr) -> Option<Socket
     nat::contact_behind_nat(msg, src).then_some(src)
 }
 
-/// The socket address a URI points at, if its host is an IP literal.
+/// The transport a URI asks for: its `transport=` parameter, TLS for `sips:`, else UDP.
+pub(super) fn uri_transport(uri: &Uri<'_>) -> Transport {
+    match uri
+        .params
+        .get("transport")
+        .flatten()
+        .and_then(Transport::parse)
+    {
+        Some(t) => t,
+        None if uri.scheme == Scheme::Sips => Transport::Tls,
+        None => Transport::Udp,
+    }
+}
+
+/// The socket address a URI points at, if its host is an IP literal (the transport's
+/// default port when it names none).
 pub(super) fn uri_addr(uri: &Uri<'_>) -> Option<SocketAddr> {
     let ip = match uri.host {
         Host::V4(ip) => IpAddr::V4(ip),
         Host::V6(ip) => IpAddr::V6(ip),
         Host::Name(_) => return None,
     };
-    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+    let port = uri.port.unwrap_or(default_port(uri_transport(uri)));
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Where a request goes in, where it goes out, and how it is identified at this hop: what
@@ -340,7 +357,23 @@ impl Core {
                     to: c.to,
                 });
             });
-        if recs.is_empty() {
+        // Bindings over a stream are reached over their connection only: one that closed is
+        // unreachable now (no waiting for Timer B). A sips: request goes over TLS only.
+        let total = recs.len();
+        let secure_only = ruri.scheme == Scheme::Sips;
+        recs.retain_mut(|r| {
+            let secure = self.cfg.transport_of(r.to.local).is_secure();
+            match self.reach(r.to) {
+                Some(f) if secure || !secure_only => {
+                    r.to = f;
+                    true
+                }
+                _ => false,
+            }
+        });
+        if recs.is_empty() && total > 0 {
+            self.reply(msg, ctx.from, 480, "Temporarily Unavailable", tx);
+        } else if recs.is_empty() {
             let (code, reason) = if self.ports.auth.user_known(user, ctx.now.wall_ms) {
                 (480, "Temporarily Unavailable")
             } else {
@@ -443,7 +476,10 @@ impl Core {
         let mut out_iface = None;
         if let Some(Ok(na)) = &next {
             if let Ok(u) = na.uri() {
-                if let Some(i) = self.cfg.interface_named(u.host_raw, u.port) {
+                if let Some(i) = self
+                    .cfg
+                    .interface_named(u.host_raw, u.port, uri_transport(&u))
+                {
                     remove_routes = 2;
                     out_iface = Some(i);
                     next = routes.next();
@@ -490,8 +526,21 @@ impl Core {
                 (None, Local::Upstream) => Local::Listen(self.cfg.asterisk_side),
             }
         };
+        // Over a stream the far end is reached over its connection only.
+        let Some(to) = self.reach(Flow::new(local, dst)) else {
+            if !stateless {
+                self.reply(
+                    msg,
+                    ctx.from,
+                    408,
+                    "Request Timeout (connection closed)",
+                    tx,
+                );
+            }
+            return;
+        };
         let hop = Hop {
-            to: Flow::new(local, dst),
+            to,
             request_uri: new_ruri,
             push_routes: &[],
             remove_routes,
@@ -513,6 +562,25 @@ impl Core {
         if !self.forward_branch(&Leg::of(ctx), idx, msg, &hop, tx) {
             self.respond_txn(ctx.now.mono_ms, idx, 503, "Service Unavailable", tx);
         }
+    }
+
+    /// The flow that reaches `to`: a datagram flow as it is; on a stream interface, its
+    /// connection while open, else an open connection to the same address. `None` when none
+    /// is open (the phone is unreachable until it connects again).
+    pub(super) fn reach(&self, to: Flow) -> Option<Flow> {
+        let t = self.cfg.transport_of(to.local);
+        if !t.is_stream() {
+            return Some(to);
+        }
+        let links = &self.ports.links;
+        let conn = to
+            .conn
+            .filter(|c| links.is_open(*c))
+            .or_else(|| links.find(t, to.remote))?;
+        Some(Flow {
+            conn: Some(conn),
+            ..to
+        })
     }
 
     /// Start a client transaction for one branch of server transaction `idx` and send.
@@ -570,7 +638,7 @@ impl Core {
         };
         let (host, port) = sent_by(&self.cfg, self.upstream.port(), hop.to.local);
         let via = ViaSpec {
-            transport: "UDP",
+            transport: self.cfg.transport_of(hop.to.local).via_token(),
             host,
             port,
             branch: branch.as_str(),
@@ -586,7 +654,8 @@ impl Core {
             return false;
         }
         if let Some(src) = hop.contact_alias {
-            nat::add_contact_alias(&mut ct.request, nat::Alias::new(src).as_bytes());
+            let alias = nat::Alias::new(src, self.cfg.transport_of(leg.from.local));
+            nat::add_contact_alias(&mut ct.request, alias.as_bytes());
         }
         tx.send(hop.to, &ct.request);
         self.stats.forwarded_requests += 1;
@@ -619,7 +688,7 @@ impl Core {
         });
         let (host, port) = sent_by(&self.cfg, self.upstream.port(), hop.to.local);
         let via = ViaSpec {
-            transport: "UDP",
+            transport: self.cfg.transport_of(hop.to.local).via_token(),
             host,
             port,
             branch: branch.as_str(),
@@ -629,7 +698,8 @@ impl Core {
         out.clear();
         if write_forward(msg, &ops, &mut out).is_ok() {
             if let Some(src) = hop.contact_alias {
-                nat::add_contact_alias(&mut out, nat::Alias::new(src).as_bytes());
+                let alias = nat::Alias::new(src, self.cfg.transport_of(leg.from.local));
+                nat::add_contact_alias(&mut out, alias.as_bytes());
             }
             tx.send(hop.to, &out);
             self.stats.forwarded_requests += 1;

@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
-    Admission, AuthCheck, AuthPort, ContactTarget, GuardPort, LocationPort, Ports, RegFwdPort,
-    RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy,
+    Admission, AuthCheck, AuthPort, ContactTarget, GuardPort, Links, LocationPort, Ports,
+    RegFwdPort, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy,
 };
-use super::{CoreConfig, Flow, Local, MatchMode, Now, Transmit};
+use super::{ConnId, CoreConfig, Flow, Local, MatchMode, Now, Transmit};
+use crate::sip::Transport;
 
 /// One datagram the core sent.
 #[derive(Debug, Clone)]
@@ -515,8 +516,48 @@ pub struct Fakes {
     /// No rate limit (tests and benches send many datagrams from one address at one
     /// virtual instant).
     pub guard: Arc<dyn GuardPort>,
+    /// Stream connections the test opened and closed.
+    pub links: Arc<FakeLinks>,
     /// The shutdown flag the cores see.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Stream connections for core tests, by remote address; a closed one is forgotten (so
+/// `is_open` says no).
+#[derive(Default)]
+pub struct FakeLinks {
+    open: Mutex<HashMap<(Transport, SocketAddr), ConnId>>,
+}
+
+impl FakeLinks {
+    /// Connection `conn` of `transport` from `remote` is open.
+    pub fn open(&self, transport: Transport, remote: SocketAddr, conn: ConnId) {
+        if let Ok(mut m) = self.open.lock() {
+            m.insert((transport, remote), conn);
+        }
+    }
+
+    /// Every connection from `remote` is closed.
+    pub fn close(&self, remote: SocketAddr) {
+        if let Ok(mut m) = self.open.lock() {
+            m.retain(|(_, r), _| *r != remote);
+        }
+    }
+}
+
+impl Links for FakeLinks {
+    fn is_open(&self, conn: ConnId) -> bool {
+        self.open
+            .lock()
+            .map(|m| m.values().any(|c| *c == conn))
+            .unwrap_or(false)
+    }
+    fn find(&self, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
+        self.open
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(transport, remote)).copied())
+    }
 }
 
 impl Fakes {
@@ -526,6 +567,7 @@ impl Fakes {
             location: Arc::new(FakeLocation::default()),
             regfwd: Arc::new(FakeRegFwd::default()),
             guard: Arc::new(FakeGuard::new()),
+            links: Arc::new(FakeLinks::default()),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -536,6 +578,7 @@ impl Fakes {
             location: self.location.clone(),
             regfwd: self.regfwd.clone(),
             guard: self.guard.clone(),
+            links: self.links.clone(),
             draining: self.draining.clone(),
         }
     }

@@ -23,6 +23,8 @@ pub struct Binding<'a> {
     /// The proxy's local socket the REGISTER arrived on: requests to the phone leave from
     /// it (the phone's NAT pinhole is open towards that address).
     pub socket: SocketAddr,
+    /// The stream connection it registered over (a packed `core::ConnId`), 0 for none.
+    pub conn: u64,
     /// Path header entries (RFC 3327), to push as Route in this order.
     pub path: PathEntries<'a>,
     /// q value in thousandths when the phone gave one.

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
-use crate::core::{Flow, Local, LocationPort};
+use crate::core::{ConnId, Flow, Local, LocationPort};
 use crate::sip::Contact;
 
 use super::binding::{remaining_secs, Binding};
@@ -34,14 +34,18 @@ const MAX_AOR: usize = 320;
 pub struct SipEdge {
     registrar: Arc<Registrar>,
     realm: Box<str>,
-    /// The listen addresses, by [`Local::Listen`] index.
-    listen: Box<[SocketAddr]>,
+    /// The listen addresses and their transports, by [`Local::Listen`] index.
+    listen: Box<[(SocketAddr, Transport)]>,
 }
 
 impl SipEdge {
-    /// The edge of `registrar` for AORs of `realm`, on the proxy's listen addresses (in the
-    /// transport's order).
-    pub fn new(registrar: Arc<Registrar>, realm: &str, listen: &[SocketAddr]) -> SipEdge {
+    /// The edge of `registrar` for AORs of `realm`, on the proxy's listen addresses and
+    /// their transports (in the transport's order).
+    pub fn new(
+        registrar: Arc<Registrar>,
+        realm: &str,
+        listen: &[(SocketAddr, Transport)],
+    ) -> SipEdge {
         SipEdge {
             registrar,
             realm: realm.into(),
@@ -49,8 +53,8 @@ impl SipEdge {
         }
     }
 
-    /// The address of a local socket, as stored with a binding.
-    fn socket_of(&self, local: Local) -> SocketAddr {
+    /// The address and transport of a local socket, as stored with a binding.
+    fn socket_of(&self, local: Local) -> (SocketAddr, Transport) {
         let i = match local {
             Local::Listen(i) => usize::from(i),
             Local::Upstream => 0,
@@ -59,17 +63,22 @@ impl SipEdge {
             .get(i)
             .or(self.listen.first())
             .copied()
-            .unwrap_or(super::persist::UNKNOWN_SOCKET)
+            .unwrap_or((super::persist::UNKNOWN_SOCKET, Transport::Udp))
     }
 
-    /// The local socket of a stored address: the listen address itself, else one on the
-    /// same IP, else the first (a binding persisted before a change of `[listen]`).
-    fn local_of(&self, socket: SocketAddr) -> Local {
-        let pos = self
-            .listen
+    /// The local socket of a stored address and transport: the listen address itself,
+    /// else one of that transport on the same IP, else the first of that transport, else
+    /// the first (a binding persisted before a change of `[listen]`).
+    fn local_of(&self, socket: SocketAddr, transport: Transport) -> Local {
+        let l = &self.listen;
+        let pos = l
             .iter()
-            .position(|a| *a == socket)
-            .or_else(|| self.listen.iter().position(|a| a.ip() == socket.ip()))
+            .position(|&(a, t)| a == socket && t == transport)
+            .or_else(|| {
+                l.iter()
+                    .position(|&(a, t)| a.ip() == socket.ip() && t == transport)
+            })
+            .or_else(|| l.iter().position(|&(_, t)| t == transport))
             .unwrap_or(0);
         Local::Listen(u16::try_from(pos).unwrap_or(0))
     }
@@ -238,6 +247,7 @@ impl LocationPort for SipEdge {
                 n_path += 1;
             }
         }
+        let (socket, transport) = self.socket_of(input.from.local);
         if input.replayed {
             return self.answer_retransmission(
                 aor.as_str(),
@@ -255,8 +265,9 @@ impl LocationPort for SipEdge {
             star,
             contacts: &contacts[..n],
             source: input.from.remote,
-            transport: Transport::Udp,
-            socket: self.socket_of(input.from.local),
+            transport,
+            socket,
+            conn: input.from.conn.map_or(0, ConnId::pack),
             path: &path[..n_path],
             user_agent: msg.user_agent(),
         };
@@ -287,9 +298,14 @@ impl LocationPort for SipEdge {
                     n += 1;
                 }
             }
+            let to = Flow {
+                local: self.local_of(b.socket, b.transport),
+                remote: b.dest,
+                conn: ConnId::unpack(b.conn),
+            };
             f(&ContactTarget {
                 uri: b.uri,
-                to: Flow::new(self.local_of(b.socket), b.dest),
+                to,
                 path: &path[..n],
             });
         });

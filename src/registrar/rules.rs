@@ -46,6 +46,9 @@ pub struct RegisterRequest<'a> {
     pub transport: Transport,
     /// The proxy's local socket it arrived on.
     pub socket: SocketAddr,
+    /// The stream connection it arrived over (a packed `core::ConnId`), 0 for none: a
+    /// binding over a stream is reached over its connection (and at its source address).
+    pub conn: u64,
     /// Path header entries, topmost first (RFC 3327).
     pub path: &'a [&'a str],
     pub user_agent: Option<&'a str>,
@@ -266,7 +269,10 @@ impl Registrar {
                     source: req.source,
                     transport: req.transport,
                     socket: req.socket,
-                    nated: nat_forced || nat_dest(cfg.nat, c.uri, req.source),
+                    conn: req.conn,
+                    nated: nat_forced
+                        || req.transport.is_stream()
+                        || nat_dest(cfg.nat, c.uri, req.source),
                 };
                 let fresh = Slot::new(&parts).map_err(|_| RegisterError::BadContact)?;
                 match pos.and_then(|p| slots.get_mut(p).map(|s| (p, s))) {
@@ -277,9 +283,11 @@ impl Registrar {
                             && s.call_id() == req.call_id
                             && s.user_agent() == fresh.user_agent()
                         {
-                            // Pure refresh: keep the stored buffer, update the numbers.
+                            // Pure refresh: keep the stored buffer, update the numbers
+                            // (and the connection, which a phone may have reopened).
                             s.expires_at_ms = fresh.expires_at_ms;
                             s.cseq = fresh.cseq;
+                            s.set_conn(fresh.view().conn);
                         } else {
                             let since = s.since_s;
                             *s = fresh;

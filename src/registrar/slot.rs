@@ -27,6 +27,7 @@ const F_V6: u8 = 1;
 const F_NATED: u8 = 2;
 const F_Q_SET: u8 = 4;
 const F_SOCK_V6: u8 = 8;
+const F_CONN: u8 = 128;
 const F_TRANSPORT_SHIFT: u8 = 4;
 
 /// A stored binding. Fields are private; read it through [`Slot::view`].
@@ -43,6 +44,8 @@ pub struct Slot {
     /// The local socket the REGISTER arrived on (IPv4 mapped) and its port.
     sock_ip: [u8; 16],
     sock_port: u16,
+    /// The stream connection it registered over (a packed `core::ConnId`), 0 for none.
+    conn: u64,
     uri_len: u16,
     path_len: u16,
     call_id_len: u8,
@@ -65,6 +68,8 @@ pub struct SlotParts<'a> {
     pub transport: Transport,
     /// The proxy's local socket the REGISTER arrived on.
     pub socket: SocketAddr,
+    /// The stream connection it arrived over (a packed `core::ConnId`), 0 for none.
+    pub conn: u64,
     pub nated: bool,
 }
 
@@ -130,6 +135,9 @@ impl Slot {
         if p.q.is_some() {
             flags |= F_Q_SET;
         }
+        if p.conn != 0 {
+            flags |= F_CONN;
+        }
         Ok(Slot {
             buf: buf.into_boxed_slice(),
             expires_at_ms: p.expires_at_ms,
@@ -140,6 +148,7 @@ impl Slot {
             q: p.q.unwrap_or(1000).min(1000),
             sock_ip,
             sock_port: p.socket.port(),
+            conn: p.conn,
             uri_len: p.uri.len() as u16,
             path_len: path_len as u16,
             call_id_len: p.call_id.len() as u8,
@@ -158,6 +167,7 @@ impl Slot {
             q: self.q,
             sock_ip: self.sock_ip,
             sock_port: self.sock_port,
+            conn: self.conn,
             uri_len: self.uri_len,
             path_len: self.path_len,
             call_id_len: self.call_id_len,
@@ -191,11 +201,22 @@ impl Slot {
         self.q
     }
 
-    /// Same phone location (everything but expiry, CSeq, Call-ID and User-Agent) as `other`.
+    /// The connection the phone registered over now (it may reconnect between refreshes).
+    pub(crate) fn set_conn(&mut self, conn: u64) {
+        self.conn = conn;
+        if conn == 0 {
+            self.flags &= !F_CONN;
+        } else {
+            self.flags |= F_CONN;
+        }
+    }
+
+    /// Same phone location (everything but expiry, CSeq, Call-ID, User-Agent and the
+    /// connection) as `other`.
     pub(crate) fn same_location(&self, other: &Slot) -> bool {
         self.ip == other.ip
             && self.port == other.port
-            && self.flags == other.flags
+            && (self.flags & !F_CONN) == (other.flags & !F_CONN)
             && self.sock_ip == other.sock_ip
             && self.sock_port == other.sock_port
             && self.as_ref().path_bytes() == other.as_ref().path_bytes()
@@ -266,6 +287,7 @@ pub(crate) struct Fixed {
     q: u16,
     sock_ip: [u8; 16],
     sock_port: u16,
+    conn: u64,
     uri_len: u16,
     path_len: u16,
     call_id_len: u8,
@@ -280,9 +302,11 @@ fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
 }
 
 impl Fixed {
-    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) bytes per address.
+    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) bytes per address,
+    /// plus 8 for a connection.
     fn encoded_len(&self) -> usize {
-        FIXED_BASE + ip_len(self.flags & F_V6 != 0) + ip_len(self.flags & F_SOCK_V6 != 0)
+        let conn = if self.flags & F_CONN != 0 { 8 } else { 0 };
+        FIXED_BASE + ip_len(self.flags & F_V6 != 0) + ip_len(self.flags & F_SOCK_V6 != 0) + conn
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -306,6 +330,9 @@ impl Fixed {
             // IPv4 addresses are stored as their last 4 bytes (mapped form).
             out.extend_from_slice(ip.get(16 - ip_len(v6)..).unwrap_or(ip));
         }
+        if self.flags & F_CONN != 0 {
+            out.extend_from_slice(&self.conn.to_le_bytes());
+        }
     }
 
     fn decode(b: &mut &[u8]) -> Option<Fixed> {
@@ -325,6 +352,7 @@ impl Fixed {
             q: u16_at(21),
             sock_port: u16_at(23),
             sock_ip: [0; 16],
+            conn: 0,
             uri_len: u16_at(25),
             path_len: u16_at(27),
             ip: [0; 16],
@@ -332,6 +360,9 @@ impl Fixed {
         let mut rest = rest;
         f.ip = take_ip(&mut rest, flags & F_V6 != 0)?;
         f.sock_ip = take_ip(&mut rest, flags & F_SOCK_V6 != 0)?;
+        if flags & F_CONN != 0 {
+            f.conn = u64::from_le_bytes(take::<8>(&mut rest)?);
+        }
         *b = rest;
         Some(f)
     }
@@ -383,6 +414,7 @@ impl<'a> SlotRef<'a> {
             q: f.q,
             sock_ip: f.sock_ip,
             sock_port: f.sock_port,
+            conn: f.conn,
             uri_len: f.uri_len,
             path_len: f.path_len,
             call_id_len: f.call_id_len,
@@ -441,7 +473,7 @@ impl<'a> SlotRef<'a> {
     }
 
     pub(crate) fn transport(&self) -> Transport {
-        Transport::from_code(self.f.flags >> F_TRANSPORT_SHIFT)
+        Transport::from_code((self.f.flags >> F_TRANSPORT_SHIFT) & 0x7)
     }
 
     pub(crate) fn view(&self) -> Binding<'a> {
@@ -450,6 +482,7 @@ impl<'a> SlotRef<'a> {
             dest: self.dest(),
             transport: self.transport(),
             socket: self.socket(),
+            conn: self.f.conn,
             path: PathEntries {
                 rest: self.path_bytes(),
             },
@@ -486,6 +519,7 @@ mod tests {
             source: sa("[2001:db8::5]:7000"),
             transport: Transport::Tcp,
             socket: sa("10.0.0.5:5060"),
+            conn: 0x8000_1234_5678_9abc,
             nated: true,
         })
         .unwrap();
@@ -503,9 +537,10 @@ mod tests {
         assert_eq!(enc.len(), slot.encoded_len());
         let back = SlotRef::decode(&mut enc.as_slice()).unwrap();
         assert_eq!(back.view().socket, sa("10.0.0.5:5060"));
+        assert_eq!(back.view().conn, 0x8000_1234_5678_9abc);
         assert_eq!(back.view().dest, sa("[2001:db8::5]:7000"));
         assert!(
-            std::mem::size_of::<Slot>() <= 80,
+            std::mem::size_of::<Slot>() <= 88,
             "{}",
             std::mem::size_of::<Slot>()
         );
@@ -526,6 +561,7 @@ mod tests {
             source: sa("1.2.3.4:5060"),
             transport: Transport::Udp,
             socket: sa("[2001:db8::1]:5060"),
+            conn: 0,
             nated: false,
         };
         let s = Slot::new(&p).unwrap();

@@ -68,6 +68,7 @@ pub(super) fn run(
         source: q.source,
         transport: Transport::Udp,
         socket: "127.0.0.1:5061".parse().unwrap(),
+        conn: 0,
         path: &q.path,
         user_agent: Some("TestPhone/1.0"),
     };

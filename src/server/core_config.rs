@@ -9,11 +9,12 @@ use crate::core::{CoreConfig, DialogKey, Interface};
 pub fn core_config(cfg: &Config, n_workers: usize) -> CoreConfig {
     let listen = &cfg.listen.udp;
     let mut c = CoreConfig::new(listen, &cfg.asterisk.nodes, &cfg.domain.realm);
-    c.interfaces = listen
-        .iter()
-        .map(|&addr| {
+    // The listen table: UDP, then TCP, then TLS (the transport binds them in this order).
+    c.interfaces = cfg
+        .listen_addrs()
+        .map(|(addr, transport)| {
             let adv = cfg.advertised(addr);
-            Interface::advertised(addr, &adv.host, adv.port)
+            Interface::advertised(addr, transport, &adv.host, adv.port)
         })
         .collect();
     let side = cfg.asterisk_side();
@@ -75,6 +76,32 @@ mod tests {
         // The forwarded REGISTER's Contact is the Asterisk side's address.
         assert_eq!(cfg.advertise().to_string(), "192.168.1.1:5060");
         assert!(c.aliases.is_empty());
+    }
+
+    #[test]
+    fn stream_listen_addresses_follow_the_udp_ones() {
+        use crate::sip::Transport;
+        let cfg = Config::parse(
+            "[listen]\n\
+             udp = [\"127.0.0.1:5060\"]\n\
+             tcp = [\"127.0.0.1:5060\"]\n\
+             tls = [\"127.0.0.1:5061\"]\n\
+             [tls]\ncert = \"/x.pem\"\nkey = \"/y.pem\"\n",
+        )
+        .unwrap();
+        let c = core_config(&cfg, 1);
+        let t: Vec<Transport> = c.interfaces.iter().map(|i| i.transport).collect();
+        assert_eq!(t, [Transport::Udp, Transport::Tcp, Transport::Tls]);
+        assert_eq!(
+            c.interfaces[1].record_route,
+            "sip:127.0.0.1:5060;transport=tcp;lr"
+        );
+        assert_eq!(
+            c.interfaces[2].record_route,
+            "sip:127.0.0.1:5061;transport=tls;lr"
+        );
+        assert_eq!(c.transport_of(Local::Listen(2)), Transport::Tls);
+        assert_eq!(c.transport_of(Local::Upstream), Transport::Udp);
     }
 
     #[test]

@@ -31,7 +31,9 @@ use crate::metrics::MetricsRegistry;
 use crate::registrar::{
     ConfigError as RegistrarConfigError, PersistError, Persister, Registrar, SipEdge,
 };
-use crate::transport::{TransportError, WorkerSet};
+use crate::transport::stream::{Registry, StreamSetup};
+use crate::transport::tls::TlsContext;
+use crate::transport::{Endpoints, StreamListen, TransportError, WorkerSet};
 
 pub use core_config::core_config;
 pub use ports::{AsteriskRegFwd, CacheAuth};
@@ -58,6 +60,8 @@ pub enum ServerError {
     Guard(#[from] crate::guard::ConfigError),
     #[error("admin: {0}")]
     Admin(#[from] AdminError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// A running proxy.
@@ -71,6 +75,7 @@ pub struct Server {
     admin: Option<AdminServer>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
+    links: Arc<Registry>,
 }
 
 impl Server {
@@ -91,29 +96,62 @@ impl Server {
         let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
         let regfwd = RegFwd::new(reload::regfwd_settings(cfg))?;
         let regfwd = Arc::new(AsteriskRegFwd { regfwd });
+        let n_workers = crate::transport::worker_count(cfg.listen.workers);
+        // Stream connections (TCP, TLS): one registry for every worker, the TLS context
+        // when there are TLS listen addresses.
+        let links = Arc::new(Registry::new(
+            n_workers,
+            cfg.tcp.max_connections,
+            cfg.tcp.max_connections,
+            cfg.tcp.max_connections_per_ip,
+        ));
+        let tls = if cfg.listen.tls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(TlsContext::load(&cfg.tls)?))
+        };
+        let listen_table: Vec<_> = cfg.listen_addrs().collect();
         let ports = Ports {
             auth: Arc::new(CacheAuth {
                 authenticator,
                 cache: cache.clone(),
                 realm: realm.clone().into_boxed_str(),
             }),
-            location: Arc::new(SipEdge::new(registrar.clone(), &realm, &cfg.listen.udp)),
+            location: Arc::new(SipEdge::new(registrar.clone(), &realm, &listen_table)),
             regfwd: regfwd.clone(),
             guard: guard.clone(),
+            links: links.clone(),
             draining: draining.clone(),
         };
         let metrics = MetricsRegistry::new(cfg.asterisk.nodes.clone());
         let factory_metrics = metrics.clone();
         let pool = Arc::new(pool);
         let factory_pool = pool.clone();
-        let n_workers = crate::transport::worker_count(cfg.listen.workers);
         let core_cfg = core_config(cfg, n_workers);
         let upstream_on = usize::from(core_cfg.asterisk_side);
         let shared = Arc::new(SharedConfig::new(Arc::new(core_cfg)));
         let factory_shared = shared.clone();
-        let workers = WorkerSet::spawn_on(
-            &cfg.listen.udp,
+        let setup = StreamSetup {
+            registry: links.clone(),
+            tls: tls.as_ref().map(|t| t.server_config()),
+            cfg: cfg.tcp.clone(),
+            max_message: cfg.limits.max_message_bytes,
+        };
+        let endpoints = Endpoints {
+            udp: cfg.listen.udp.clone(),
             upstream_on,
+            streams: listen_table
+                .iter()
+                .filter(|(_, t)| t.is_stream())
+                .map(|&(addr, transport)| StreamListen {
+                    addr,
+                    transport,
+                    setup: setup.clone(),
+                })
+                .collect(),
+        };
+        let workers = WorkerSet::spawn_endpoints(
+            &endpoints,
             cfg.listen.workers,
             &cfg.transport,
             move |ctx| {
@@ -150,6 +188,7 @@ impl Server {
             wakers: (0..workers.len())
                 .filter_map(|i| workers.waker(i).cloned())
                 .collect(),
+            tls: tls.clone(),
             busy: std::sync::Mutex::new(()),
             ok: Default::default(),
             failed: Default::default(),
@@ -189,6 +228,7 @@ impl Server {
             admin,
             draining,
             reloader,
+            links,
         })
     }
 
@@ -200,6 +240,11 @@ impl Server {
     /// Apply `cfg` (validated) as a reload would; for embedding and tests.
     pub fn apply_config(&self, cfg: &Config) -> Result<ReloadReport, ReloadError> {
         self.reloader.apply(cfg)
+    }
+
+    /// The stream connections of every worker.
+    pub fn connections(&self) -> &Arc<Registry> {
+        &self.links
     }
 
     /// The workers (addresses, counters).

@@ -32,6 +32,7 @@ use crate::db::{CredentialCache, RefreshHandle};
 use crate::guard::Guard;
 use crate::logging::LevelChange;
 use crate::metrics::MetricsRegistry;
+use crate::transport::tls::TlsContext;
 use crate::transport::Waker;
 
 use super::AsteriskRegFwd;
@@ -51,6 +52,8 @@ pub enum ReloadError {
     Asterisk(#[from] RegFwdError),
     #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// Everything a reload touches, shared by the signal handler and the admin API.
@@ -65,6 +68,8 @@ pub struct Reloader {
     pub(super) refresh: Arc<RefreshHandle>,
     /// One waker per worker (not the workers themselves: shutdown must own the only handle).
     pub(super) wakers: Vec<Waker>,
+    /// The TLS context of the TLS listen addresses (its certificate is reloaded each time).
+    pub(super) tls: Option<Arc<TlsContext>>,
     /// One reload at a time.
     pub(super) busy: Mutex<()>,
     /// Reloads applied / refused (for metrics; tests watch them to know a SIGHUP was done).
@@ -107,8 +112,13 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         old.listen,
         new.listen,
         "listen",
-        [udp, workers, asterisk_side, advertise]
+        [udp, tcp, tls, workers, asterisk_side, advertise]
     );
+    changed!(live, old.tls, new.tls, "tls", [cert, key]);
+    changed!(restart, old.tls, new.tls, "tls", [ca, min_version]);
+    if old.tcp != new.tcp {
+        restart.push("tcp");
+    }
     changed!(restart, old.domain, new.domain, "domain", [realm]);
     changed!(live, old.domain, new.domain, "domain", [local]);
     changed!(
@@ -266,6 +276,7 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     section(old.credentials != new.credentials, "credentials");
     section(old.registrar != new.registrar, "registrar");
     section(old.guard != new.guard, "guard");
+    section(old.tls != new.tls, "tls");
     (live, restart)
 }
 
@@ -294,6 +305,8 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     if guard_restart.contains(&"guard.ban_enabled") {
         c.guard.ban_enabled = sizes.ban_enabled;
     }
+    c.tls.cert.clone_from(&new.tls.cert);
+    c.tls.key.clone_from(&new.tls.key);
     c.source.clone_from(&new.source);
     c
 }
@@ -343,7 +356,20 @@ impl Reloader {
         let settings = regfwd_settings(new);
         settings.validate()?;
 
+        // The certificate files are read again every time (a certificate replaced on disk
+        // under the same name is the usual renewal); a bad or mismatched pair refuses the
+        // whole reload and the certificate in force stays.
+        let new_cert = match &self.tls {
+            Some(tls) => Some(tls.prepare(&new.tls)?),
+            None => None,
+        };
         let guard_restart = self.guard.reconfigure(&new.guard, &asterisk_ips)?;
+        if let (Some(tls), Some(cert)) = (&self.tls, new_cert) {
+            tls.install(cert);
+            if !applied.contains(&"tls.cert") {
+                applied.push("tls.cert");
+            }
+        }
         for key in &guard_restart {
             applied.retain(|k| k != key);
             if !restart.contains(key) {

@@ -200,6 +200,10 @@ impl DatagramHandler for Worker {
         self.core.poll_timeout()
     }
 
+    fn admit_connection(&mut self, now: Now, flow: Flow) -> bool {
+        self.core.admits_connection(now, flow.remote)
+    }
+
     fn on_backlog(&mut self, now: Now, backlog: Backlog) -> bool {
         let was = self.core.is_shedding();
         self.core.set_backlog(backlog.bytes, backlog.min_rcvbuf);

@@ -128,7 +128,8 @@ mod tests {
         let len = m.len();
         let mut two = m.clone();
         two.push_str(&msg("x"));
-        let cases: Vec<(&[u8], Result<Status<Frame>, FrameError>)> = vec![
+        type Case<'a> = (&'a [u8], Result<Status<Frame>, FrameError>);
+        let cases: Vec<Case> = vec![
             (b"", Ok(Status::Partial)),
             (b"\r\n\r\n", Ok(Status::Complete(Frame::Ping { len: 4 }))),
             (b"\r\n\r\nINV", Ok(Status::Complete(Frame::Ping { len: 4 }))),

@@ -16,8 +16,11 @@ use crate::core::Flow;
 /// A datagram in transit to its owner.
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    /// The local socket it arrived on and its sender.
+    /// The local socket it arrived on and its sender; for outgoing bytes, where they go.
     pub(crate) from: Flow,
+    /// Bytes to write to a connection the receiving worker owns (not a message to
+    /// process).
+    pub(crate) outgoing: bool,
     /// Index of the worker whose pool `buf` belongs to.
     pub(crate) pool: usize,
     /// The datagram (`len()` bytes); capacity is the pool's buffer size.
@@ -89,6 +92,16 @@ impl HandoffPort {
     /// Passes a copy of `data` to worker `owner`. Returns `false` if it had to be dropped.
     /// The owner is woken at the next [`HandoffPort::flush_wakes`].
     pub(crate) fn send(&mut self, owner: usize, from: Flow, data: &[u8]) -> bool {
+        self.pass(owner, from, data, false)
+    }
+
+    /// Passes `data` to worker `owner` to be written to the connection of `to` (which
+    /// that worker owns). Returns `false` if it had to be dropped.
+    pub(crate) fn send_out(&mut self, owner: usize, to: Flow, data: &[u8]) -> bool {
+        self.pass(owner, to, data, true)
+    }
+
+    fn pass(&mut self, owner: usize, from: Flow, data: &[u8], outgoing: bool) -> bool {
         let Some(peer) = self.peers.get(owner) else {
             return false;
         };
@@ -103,6 +116,7 @@ impl HandoffPort {
         buf.extend_from_slice(data);
         let h = Handoff {
             from,
+            outgoing,
             pool: self.index,
             buf,
         };

@@ -49,10 +49,16 @@ impl SendBackend for MmsgSend {
         let entries = out.entries();
         let mut start = 0;
         while start < entries.len() {
+            if entries[start].to.conn.is_some() {
+                // A connection's message: written by the shell.
+                start += 1;
+                continue;
+            }
             let sock = entries[start].to.local;
             let mut end = start;
             while end < entries.len()
                 && entries[end].to.local == sock
+                && entries[end].to.conn.is_none()
                 && end - start < self.msgs.len()
             {
                 self.msgs.set_send(
@@ -119,8 +125,12 @@ pub(crate) fn run<H: DatagramHandler>(
         fds: fds.clone(),
         msgs: MsgArray::new(cfg.send_slots, 0),
     };
+    // Watched: the UDP sockets, the stream connections' epoll descriptor (if any), and the
+    // waker last.
+    let stream_fd = shell.stream_fd();
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
+        .chain(stream_fd.iter())
         .chain([shell.waker().fd()].iter())
         .map(|&fd| libc::pollfd {
             fd,
@@ -128,6 +138,7 @@ pub(crate) fn run<H: DatagramHandler>(
             revents: 0,
         })
         .collect();
+    let stream_idx = stream_fd.map(|_| fds.len());
     let upstream_idx = fds.len() - 1;
 
     // Sockets that may have datagrams queued: tried without polling first. A socket
@@ -181,6 +192,7 @@ pub(crate) fn run<H: DatagramHandler>(
                 }
             }
         }
+        shell.service_streams(&mut tx);
         shell.drain_handoffs(budget, &mut tx);
         shell.wakes_and_timers(&mut tx);
         shell.end_turn(&mut tx);
@@ -215,11 +227,13 @@ pub(crate) fn run<H: DatagramHandler>(
             if p.revents != 0 {
                 match hot.get_mut(k) {
                     Some(h) => *h = true,
+                    None if Some(k) == stream_idx => shell.streams_ready(),
                     None => shell.waker().drain(),
                 }
             }
             p.revents = 0;
         }
     }
+    shell.close_streams();
     Ok(())
 }

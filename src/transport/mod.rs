@@ -43,6 +43,8 @@ mod shell;
 mod sockaddr;
 mod socket;
 mod stats;
+pub mod stream;
+pub mod tls;
 mod uring;
 mod uring_loop;
 mod waker;
@@ -53,9 +55,9 @@ pub use config::{Backend, ConfigError, TransportConfig};
 pub use error::{TransportError, UringUnavailable};
 pub use meminfo::Backlog;
 pub use outbox::Outbox;
-pub use set::{worker_count, WorkerContext, WorkerSet};
+pub use set::{worker_count, Endpoints, StreamListen, WorkerContext, WorkerSet};
 pub use socket::mono_ms;
-pub use stats::WorkerCounters;
+pub use stats::{StreamCounters, WorkerCounters};
 pub use waker::Waker;
 
 /// Most workers a [`WorkerSet`] runs (`workers` above this is a configuration error).
@@ -89,5 +91,10 @@ pub trait DatagramHandler: Send + 'static {
     /// idle. Default: ignored, `false`.
     fn on_backlog(&mut self, _now: Now, _backlog: Backlog) -> bool {
         false
+    }
+    /// A stream connection over `flow` was accepted (the limits allowed it): keep it?
+    /// Default: yes. (A handler may refuse banned sources before any byte is read.)
+    fn admit_connection(&mut self, _now: Now, _flow: Flow) -> bool {
+        true
     }
 }

@@ -11,8 +11,10 @@ use super::meminfo::BacklogMeter;
 use super::outbox::Outbox;
 use super::socket::{mono_ms, now};
 use super::stats::CounterBlock;
+use super::stream::{CloseReason, Event, ReadEnd, Streams};
 use super::{DatagramHandler, Waker, WorkerCounters};
 use crate::core::{Flow, Now};
+use crate::sip::{Frame, Status};
 
 /// How a backend sends everything queued in an outbox.
 pub(crate) trait SendBackend {
@@ -43,6 +45,10 @@ pub(crate) struct Shell<H> {
     meter: BacklogMeter,
     /// The handler asked for a reading before the loop sleeps.
     recheck_backlog: bool,
+    /// This worker's TCP/TLS connections (when stream listen addresses are configured).
+    streams: Option<Streams>,
+    /// Stream events are waiting (the backend saw the epoll descriptor readable).
+    streams_ready: bool,
 }
 
 /// Construction parameters of a [`Shell`].
@@ -57,6 +63,7 @@ pub(crate) struct ShellParts<H> {
     pub(crate) shared: Arc<[CounterBlock]>,
     pub(crate) max_per_turn: usize,
     pub(crate) max_idle_ms: u64,
+    pub(crate) streams: Option<Streams>,
 }
 
 impl<H: DatagramHandler> Shell<H> {
@@ -76,6 +83,157 @@ impl<H: DatagramHandler> Shell<H> {
             max_idle_ms: p.max_idle_ms,
             meter: BacklogMeter::new(&[]),
             recheck_backlog: false,
+            streams: p.streams,
+            streams_ready: true,
+        }
+    }
+
+    /// The descriptor of the stream connections' readiness, for the backend to watch.
+    pub(crate) fn stream_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.streams.as_ref().map(Streams::fd)
+    }
+
+    /// The backend saw the stream descriptor readable.
+    pub(crate) fn streams_ready(&mut self) {
+        self.streams_ready = true;
+    }
+
+    /// Accepts, reads and frames what the stream sockets have: each message goes to the
+    /// handler like a datagram (see [`super::stream`]). Cheap when nothing is ready.
+    pub(crate) fn service_streams(&mut self, io: &mut impl SendBackend) {
+        let Some(st) = self.streams.as_mut() else {
+            return;
+        };
+        let now = self.now.mono_ms;
+        if self.streams_ready {
+            self.streams_ready = false;
+            let n = st.poll();
+            // Level-triggered: anything left is reported again by the next poll.
+            self.streams_ready = n > 0;
+            for k in 0..n {
+                let Some(ev) = self.streams.as_ref().and_then(|s| s.event(k)) else {
+                    break;
+                };
+                match ev {
+                    Event::Accept(li) => self.accept_all(li),
+                    Event::Conn {
+                        slot,
+                        readable,
+                        writable,
+                        hangup,
+                    } => {
+                        if writable {
+                            if let Some(s) = self.streams.as_mut() {
+                                s.writable(slot);
+                            }
+                        }
+                        if readable || hangup {
+                            self.read_conn(slot, io);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(s) = self.streams.as_mut() {
+            s.sweep(now);
+        }
+    }
+
+    fn accept_all(&mut self, li: usize) {
+        let now = self.now;
+        loop {
+            let Some(s) = self.streams.as_mut() else {
+                return;
+            };
+            let Some((slot, flow)) = s.accept(li, now.mono_ms) else {
+                return;
+            };
+            if !self.handler.admit_connection(now, flow) {
+                if let Some(s) = self.streams.as_mut() {
+                    s.close(slot, CloseReason::Refused);
+                }
+            }
+        }
+    }
+
+    /// Reads connection `slot`, then hands each whole message to the handler.
+    fn read_conn(&mut self, slot: u32, io: &mut impl SendBackend) {
+        let now = self.now.mono_ms;
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        let end = match s.read(slot, now) {
+            Ok(end) => end,
+            Err(reason) => {
+                s.close(slot, reason);
+                return;
+            }
+        };
+        if end == ReadEnd::Capped {
+            self.streams_ready = true;
+        }
+        let max = s.max_message();
+        let Some((flow, rx)) = s.take_rx(slot) else {
+            if end == ReadEnd::Eof {
+                s.close(slot, CloseReason::Eof);
+            }
+            return;
+        };
+        let Some(id) = flow.conn else {
+            return;
+        };
+        let mut off = 0;
+        let mut messages = 0;
+        let failed = loop {
+            match crate::sip::frame(rx.get(off..).unwrap_or(&[]), max) {
+                Ok(Status::Complete(Frame::Message { len })) => {
+                    self.counts.rx += 1;
+                    let data = rx.get(off..off + len).unwrap_or(&[]);
+                    let owner = self.handler.owner(flow, data, self.n_workers);
+                    if owner != self.index && owner < self.n_workers {
+                        if self.handoff.send(owner, flow, data) {
+                            self.counts.handed_off += 1;
+                        } else {
+                            self.counts.dropped += 1;
+                        }
+                    } else {
+                        self.deliver(flow, data, io);
+                    }
+                    off += len;
+                    messages += 1;
+                }
+                Ok(Status::Complete(Frame::Ping { len })) => {
+                    // RFC 5626 §3.5.1: a CRLF "pong" answers a double-CRLF "ping".
+                    if let Some(s) = self.streams.as_mut() {
+                        s.send(id, b"\r\n");
+                    }
+                    off += len;
+                }
+                Ok(Status::Complete(Frame::Pong { len })) => off += len,
+                Ok(Status::Partial) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        s.put_rx(id, rx, off, messages, now);
+        if let Some(e) = failed {
+            tracing::info!(remote = %flow.remote, error = %e, "closing a connection: bad stream data");
+            let reason = match e {
+                crate::sip::FrameError::TooLarge(_) => CloseReason::TooLarge,
+                _ => CloseReason::Framing,
+            };
+            s.close(id.slot, reason);
+        } else if end == ReadEnd::Eof {
+            s.close(id.slot, CloseReason::Eof);
+        }
+    }
+
+    /// Closes every connection (the loop is ending).
+    pub(crate) fn close_streams(&mut self) {
+        if let Some(s) = self.streams.as_mut() {
+            s.close_all();
         }
     }
 
@@ -173,7 +331,18 @@ impl<H: DatagramHandler> Shell<H> {
                 break;
             };
             self.counts.handoff_in += 1;
-            self.deliver(h.from, &h.buf, io);
+            if h.outgoing {
+                // Bytes for a connection this worker owns.
+                let sent = h
+                    .from
+                    .conn
+                    .is_some_and(|id| self.streams.as_mut().is_some_and(|s| s.send(id, &h.buf)));
+                if !sent {
+                    self.counts.dropped += 1;
+                }
+            } else {
+                self.deliver(h.from, &h.buf, io);
+            }
             self.handoff.recycle(h);
             done += 1;
         }
@@ -197,12 +366,32 @@ impl<H: DatagramHandler> Shell<H> {
         }
     }
 
-    /// Sends the outbox and clears it.
+    /// Sends the outbox and clears it: messages for a connection are written to it (or
+    /// passed to the worker owning it); datagrams go to the backend.
     pub(crate) fn flush(&mut self, io: &mut impl SendBackend) {
-        if !self.out.is_empty() {
-            io.send_all(&self.out, &mut self.counts);
-            self.out.clear();
+        if self.out.is_empty() {
+            return;
         }
+        if self.streams.is_some() {
+            for e in self.out.entries() {
+                let Some(id) = e.to.conn else {
+                    continue;
+                };
+                let bytes = self.out.bytes(e);
+                let ok = if usize::from(id.worker) == self.index {
+                    self.streams.as_mut().is_some_and(|s| s.send(id, bytes))
+                } else {
+                    self.handoff.send_out(usize::from(id.worker), e.to, bytes)
+                };
+                if ok {
+                    self.counts.tx += 1;
+                } else {
+                    self.counts.dropped += 1;
+                }
+            }
+        }
+        io.send_all(&self.out, &mut self.counts);
+        self.out.clear();
     }
 
     /// Ends a turn: flush (the sends may still be in flight, see [`SendBackend::settle`]).
@@ -213,7 +402,10 @@ impl<H: DatagramHandler> Shell<H> {
 
     /// Publishes the counters for other threads (once per turn, before sleeping). Send
     /// errors the backend has not reported yet appear at a later turn.
-    pub(crate) fn publish(&self) {
+    pub(crate) fn publish(&mut self) {
+        if let Some(s) = &self.streams {
+            self.counts.streams = s.counters();
+        }
         if let Some(block) = self.shared.get(self.index) {
             block.publish(&self.counts);
         }
@@ -222,12 +414,17 @@ impl<H: DatagramHandler> Shell<H> {
     /// How long the loop may sleep: 0 when work is already waiting, else until the
     /// handler's deadline, capped by `max_idle_ms`.
     pub(crate) fn wait_ms(&self) -> u64 {
-        if self.handoff.has_pending() || self.shutting_down() {
+        if self.handoff.has_pending() || self.shutting_down() || self.streams_ready {
             return 0;
         }
-        match self.handler.next_deadline_ms() {
-            Some(d) => d.saturating_sub(mono_ms()).min(self.max_idle_ms),
+        // Connections are swept for timeouts a few times a second.
+        let cap = match &self.streams {
+            Some(_) => self.max_idle_ms.min(250),
             None => self.max_idle_ms,
+        };
+        match self.handler.next_deadline_ms() {
+            Some(d) => d.saturating_sub(mono_ms()).min(cap),
+            None => cap,
         }
     }
 }

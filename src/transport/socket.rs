@@ -6,7 +6,7 @@
 //! All sockets are nonblocking with large kernel buffers.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -15,10 +15,32 @@ use crate::core::Now;
 
 /// The sockets of one worker.
 pub(crate) struct WorkerSockets {
-    /// One per listen address, same order as the listen list.
+    /// One per UDP listen address, same order as the listen list.
     pub(crate) listen: Vec<UdpSocket>,
     /// The private upstream socket.
     pub(crate) upstream: UdpSocket,
+    /// One listener per stream listen address, same order.
+    pub(crate) streams: Vec<TcpListener>,
+}
+
+/// A TCP listener with `SO_REUSEPORT`, so every worker has its own and the kernel spreads
+/// new connections over them.
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, TransportError> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(sock_err(addr, "socket"))?;
+    sock.set_reuse_address(true)
+        .map_err(sock_err(addr, "SO_REUSEADDR"))?;
+    sock.set_reuse_port(true)
+        .map_err(sock_err(addr, "SO_REUSEPORT"))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)
+            .map_err(sock_err(addr, "IPV6_V6ONLY"))?;
+    }
+    sock.set_nonblocking(true)
+        .map_err(sock_err(addr, "O_NONBLOCK"))?;
+    sock.bind(&addr.into()).map_err(sock_err(addr, "bind"))?;
+    sock.listen(1024).map_err(sock_err(addr, "listen"))?;
+    Ok(sock.into())
 }
 
 fn sock_err(addr: SocketAddr, op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
@@ -58,6 +80,7 @@ pub(crate) fn bind_worker(
     index: usize,
     listen: &[SocketAddr],
     upstream_on: usize,
+    streams: &[SocketAddr],
     cfg: &TransportConfig,
 ) -> Result<WorkerSockets, TransportError> {
     let first = *listen
@@ -79,25 +102,36 @@ pub(crate) fn bind_worker(
         })?
     };
     let upstream = bind_udp(SocketAddr::new(first.ip(), port), false, cfg)?;
+    let streams = streams
+        .iter()
+        .map(|&a| bind_tcp(a))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(WorkerSockets {
         listen: socks,
         upstream,
+        streams,
     })
 }
 
 /// Resolves listen addresses with port 0 by binding them once (worker 0's sockets), so
-/// every worker then binds the same concrete port.
+/// every worker then binds the same concrete port. Returns the UDP and the stream
+/// addresses, resolved.
 pub(crate) fn resolve_listen(
     listen: &[SocketAddr],
     upstream_on: usize,
+    streams: &[SocketAddr],
     cfg: &TransportConfig,
-) -> Result<(Vec<SocketAddr>, WorkerSockets), TransportError> {
-    let w0 = bind_worker(0, listen, upstream_on, cfg)?;
+) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, WorkerSockets), TransportError> {
+    let w0 = bind_worker(0, listen, upstream_on, streams, cfg)?;
     let mut resolved = Vec::with_capacity(listen.len());
     for (sock, &want) in w0.listen.iter().zip(listen) {
         resolved.push(sock.local_addr().map_err(sock_err(want, "getsockname"))?);
     }
-    Ok((resolved, w0))
+    let mut stream_addrs = Vec::with_capacity(streams.len());
+    for (sock, &want) in w0.streams.iter().zip(streams) {
+        stream_addrs.push(sock.local_addr().map_err(sock_err(want, "getsockname"))?);
+    }
+    Ok((resolved, stream_addrs, w0))
 }
 
 /// Pins the calling thread to the `index`-th CPU it is allowed to run on (modulo their
@@ -166,8 +200,9 @@ mod tests {
     #[test]
     fn workers_share_listen_port_and_get_own_upstream() {
         let cfg = TransportConfig::default();
-        let (listen, w0) = resolve_listen(&["127.0.0.1:0".parse().unwrap()], 0, &cfg).unwrap();
-        let w1 = bind_worker(1, &listen, 0, &cfg).unwrap();
+        let (listen, _, w0) =
+            resolve_listen(&["127.0.0.1:0".parse().unwrap()], 0, &[], &cfg).unwrap();
+        let w1 = bind_worker(1, &listen, 0, &[], &cfg).unwrap();
         assert_eq!(w1.listen[0].local_addr().unwrap(), listen[0]);
         let u0 = w0.upstream.local_addr().unwrap();
         let u1 = w1.upstream.local_addr().unwrap();
@@ -182,7 +217,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.10:0".parse().unwrap(),
         ];
-        let (_, w0) = resolve_listen(&want, 1, &cfg).unwrap();
+        let (_, _, w0) = resolve_listen(&want, 1, &[], &cfg).unwrap();
         let u0 = w0.upstream.local_addr().unwrap();
         assert_eq!(u0.ip(), want[1].ip());
     }
@@ -193,7 +228,7 @@ mod tests {
             upstream_port_base: 65_535,
             ..TransportConfig::default()
         };
-        let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], 0, &cfg);
+        let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], 0, &[], &cfg);
         assert!(matches!(
             r,
             Err(TransportError::UpstreamPortOverflow { index: 1, .. })

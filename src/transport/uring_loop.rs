@@ -88,6 +88,7 @@ pub(crate) fn run<H: DatagramHandler>(
     shell.watch_sockets(&fds);
     let mut io = UringIo::new(ring, fds, cfg, index);
     let result = run_loop(&mut shell, &mut io, &mut rx);
+    shell.close_streams();
     if io.cancel_all() {
         let _ = io.ring.submitter().unregister_buf_ring(rx.bufs.bgid);
     } else {
@@ -112,6 +113,10 @@ fn run_loop<H: DatagramHandler>(
         rx.arm(io, k).map_err(io.worker_err("arm recv"))?;
     }
     io.arm_wake(efd).map_err(io.worker_err("arm eventfd"))?;
+    let stream_fd = shell.stream_fd();
+    if let Some(fd) = stream_fd {
+        io.arm_streams(fd).map_err(io.worker_err("arm epoll"))?;
+    }
     io.ring.submit().map_err(io.worker_err("io_uring_enter"))?;
 
     while !shell.shutting_down() {
@@ -162,6 +167,13 @@ fn run_loop<H: DatagramHandler>(
                 }
             }
         }
+        if std::mem::take(&mut io.streams_woke) {
+            shell.streams_ready();
+            if let Some(fd) = stream_fd {
+                io.arm_streams(fd).map_err(io.worker_err("arm epoll"))?;
+            }
+        }
+        shell.service_streams(io);
         let handed = shell.drain_handoffs(budget, io);
         if std::mem::take(&mut io.woke) {
             shell.waker().drain();

@@ -27,7 +27,9 @@ pub mod procs;
 pub mod proxy;
 pub mod sipp;
 pub mod standin;
+pub mod stream;
 mod sys;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;

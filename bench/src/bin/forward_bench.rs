@@ -199,6 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             source: phone_addr,
             transport: Transport::Udp,
             socket: "127.0.0.1:5060".parse()?,
+            conn: 0,
             path: &[],
             user_agent: None,
         },
@@ -211,11 +212,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         location: Arc::new(SipEdge::new(
             registrar,
             "bench",
-            &["127.0.0.1:5060".parse()?],
+            &[("127.0.0.1:5060".parse()?, Transport::Udp)],
         )),
         regfwd: fakes.regfwd.clone(),
         // Ban and scanner checks on; rate limiting off (one phone answers everything).
         guard: fakes.guard.clone(),
+        links: fakes.links.clone(),
         draining: fakes.draining.clone(),
     };
     let mut cfg = Config::default();

@@ -95,6 +95,7 @@ impl Phone {
             )),
             transport: Transport::Udp,
             socket: "127.0.0.1:5060".parse().unwrap(),
+            conn: 0,
             path: &[],
             user_agent: Some("Yealink SIP-T46S 66.86.0.15"),
         };

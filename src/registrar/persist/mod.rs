@@ -362,6 +362,7 @@ mod tests {
             source: "198.51.100.1:5060".parse().unwrap(),
             transport: Transport::Udp,
             socket: "127.0.0.1:5060".parse().unwrap(),
+            conn: 0,
             path: &[],
             user_agent: None,
         };

@@ -61,6 +61,8 @@ impl Row {
             source: self.dest,
             transport: self.transport,
             socket: self.socket,
+            // Connections do not survive a restart.
+            conn: 0,
             nated: self.nated,
         })
         .map_err(|_| PersistError::BadRow("contact, call-id or path too long"))
