@@ -155,6 +155,11 @@ pub struct Core {
     /// Which new requests from phones get 503 (receive backlog too high,
     /// [`Core::set_backlog`]).
     shed: Shed,
+    /// Client transactions sent over a stream connection (slot, generation): checked every
+    /// [`timeouts::STREAM_CHECK_MS`] so that a connection that closed fails its branches at
+    /// once instead of after Timer B.
+    stream_branches: Vec<(u32, u32)>,
+    next_stream_check_ms: u64,
 }
 
 /// Load shedding level (see [`Core::set_backlog`]).
@@ -194,6 +199,8 @@ impl Core {
             next_token: 1,
             stats: Stats::default(),
             shed: Shed::Off,
+            stream_branches: Vec::with_capacity(256),
+            next_stream_check_ms: 0,
         }
     }
 

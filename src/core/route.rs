@@ -660,6 +660,12 @@ impl Core {
         tx.send(hop.to, &ct.request);
         self.stats.forwarded_requests += 1;
         self.txns.client_sent(slot, leg.now_ms);
+        if hop.to.conn.is_some() {
+            if self.stream_branches.is_empty() {
+                self.next_stream_check_ms = leg.now_ms + super::timeouts::STREAM_CHECK_MS;
+            }
+            self.stream_branches.push((slot, gen));
+        }
         if let Some(t) = self.txns.servers.get_mut(idx) {
             let n = usize::from(t.n_branches);
             if n < MAX_FORKS {

@@ -12,6 +12,9 @@ use super::{Core, Now, Transmit};
 /// How often bindings are checked for expiry.
 pub(super) const EXPIRY_INTERVAL_MS: u64 = 1000;
 
+/// How often branches sent over a stream connection are checked for a closed connection.
+pub(super) const STREAM_CHECK_MS: u64 = 200;
+
 impl Core {
     /// Fire every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Now, tx: &mut dyn Transmit) {
@@ -51,13 +54,55 @@ impl Core {
             self.next_expiry_ms = t + EXPIRY_INTERVAL_MS;
             self.expire_bindings(now, tx);
         }
+        if !self.stream_branches.is_empty() && t >= self.next_stream_check_ms {
+            self.next_stream_check_ms = t + STREAM_CHECK_MS;
+            self.check_stream_branches(t, tx);
+        }
     }
 
-    /// The earliest of the timer heap and the expiry sweep (monotonic ms).
+    /// The earliest of the timer heap, the expiry sweep and the stream check (monotonic
+    /// ms).
     pub(super) fn next_wakeup(&self) -> u64 {
-        self.txns
+        let mut next = self
+            .txns
             .next_deadline()
-            .map_or(self.next_expiry_ms, |d| d.min(self.next_expiry_ms))
+            .map_or(self.next_expiry_ms, |d| d.min(self.next_expiry_ms));
+        if !self.stream_branches.is_empty() {
+            next = next.min(self.next_stream_check_ms);
+        }
+        next
+    }
+
+    /// Branches waiting on a stream connection that has closed end now as timed out
+    /// (RFC 3261 §8.1.3.1: a transport failure): the caller hears 408 at once, not after
+    /// Timer B. Finished branches leave the list.
+    fn check_stream_branches(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
+        let mut list = std::mem::take(&mut self.stream_branches);
+        list.retain(|&(slot, gen)| {
+            let Some(ct) = self.txns.client(slot, gen) else {
+                return false;
+            };
+            if ct.state == ClientState::Completed {
+                return false;
+            }
+            let open = ct.to.conn.is_some_and(|c| self.ports.links.is_open(c));
+            if open {
+                return true;
+            }
+            if let ClientCtx::Branch { server, server_gen } = ct.ctx {
+                tracing::debug!(dst = %ct.to.remote, "connection closed under a branch");
+                self.stats.timeouts += 1;
+                let parent = Parent {
+                    idx: server,
+                    gen: server_gen,
+                };
+                self.branch_final(now_ms, parent, slot, BranchEnd::TimedOut, tx);
+            }
+            false
+        });
+        // Branches added meanwhile (none: this runs from the timer) are kept.
+        list.append(&mut self.stream_branches);
+        self.stream_branches = list;
     }
 
     /// Timer B / F: no final response.

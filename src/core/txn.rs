@@ -371,7 +371,8 @@ impl Transactions {
     /// The final response `code` went upstream (stored in `response`): an INVITE answered
     /// with a 2xx absorbs retransmissions of the request (Accepted, RFC 6026 Timer L);
     /// any other final response is retransmitted until the ACK for an INVITE (Timer G,
-    /// given up by Timer H) and absorbs retransmissions otherwise (Timer J).
+    /// given up by Timer H; not over a connection, which is reliable) and absorbs
+    /// retransmissions otherwise (Timer J).
     pub fn server_final_sent(&mut self, idx: u32, code: u16, now_ms: u64) {
         let cfg = self.cfg;
         let Some(t) = self.servers.get_mut(idx) else {
@@ -379,6 +380,7 @@ impl Transactions {
         };
         let gen = t.gen;
         let invite = t.invite;
+        let reliable = t.from.conn.is_some();
         let linger = if invite && code >= 300 {
             64 * cfg.t1_ms
         } else {
@@ -389,7 +391,7 @@ impl Transactions {
         } else {
             t.state = ServerState::Completed;
             t.retransmit_ms = cfg.t1_ms;
-            if invite {
+            if invite && !reliable {
                 self.timers
                     .arm(now_ms + cfg.t1_ms, idx, gen, TimerKind::ServerRetransmit);
             }
@@ -470,7 +472,8 @@ impl Transactions {
     }
 
     /// The request of client transaction `slot` went out: arm its retransmission (Timer
-    /// A/E), its timeout (B/F) and, for an INVITE, Timer C (RFC 3261 §16.6 (11)).
+    /// A/E, unreliable transports only), its timeout (B/F) and, for an INVITE, Timer C
+    /// (RFC 3261 §16.6 (11)).
     pub fn client_sent(&mut self, slot: u32, now_ms: u64) {
         let cfg = self.cfg;
         let Some(ct) = self.clients.get_mut(slot) else {
@@ -479,8 +482,10 @@ impl Transactions {
         let gen = ct.gen;
         ct.retransmit_ms = cfg.t1_ms;
         let invite = ct.invite;
-        self.timers
-            .arm(now_ms + cfg.t1_ms, slot, gen, TimerKind::ClientRetransmit);
+        if ct.to.conn.is_none() {
+            self.timers
+                .arm(now_ms + cfg.t1_ms, slot, gen, TimerKind::ClientRetransmit);
+        }
         self.timers
             .arm(now_ms + 64 * cfg.t1_ms, slot, gen, TimerKind::ClientTimeout);
         if invite {

@@ -112,6 +112,7 @@ impl Scene {
             max_expires: setup.max_expires,
             keep_plain: setup.keep_plain,
             tune: setup.tune,
+            tls_addr: None,
         };
         let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);

@@ -32,6 +32,11 @@ impl StreamPhone {
         let tcp = TcpStream::connect(proxy).expect("TCP connect to sipfront");
         tcp.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("read timeout");
+        StreamPhone::tcp_from(tcp, proxy)
+    }
+
+    /// A phone on an already connected TCP stream.
+    pub fn tcp_from(tcp: TcpStream, proxy: SocketAddr) -> StreamPhone {
         let addr = tcp.local_addr().expect("local address");
         StreamPhone {
             wire: Box::new(tcp),
