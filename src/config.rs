@@ -223,14 +223,18 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter ("info", "sipfront=debug", ...); `RUST_LOG` overrides it.
+    /// A level or `target=level` list ("info", "sipfront=debug,warn"); `RUST_LOG`
+    /// overrides it.
     pub level: String,
+    /// `text` or `json` (one object per line).
+    pub format: crate::logging::LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: crate::logging::LogFormat::Text,
         }
     }
 }
@@ -450,6 +454,7 @@ mod tests {
             ("[domain]\nrealm = \"\"\n", "domain.realm"),
             ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
             ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),
+            ("[log]\nlevel = \"verbose\"\n", "log.level"),
             ("[timers]\nt1_ms = 500\nt2_ms = 100\n", "timers.t2_ms"),
             (
                 "[limits]\nmax_message_bytes = 10\n",

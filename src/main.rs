@@ -47,9 +47,18 @@ enum Command {
     },
     /// Talk to a running proxy through its admin API ([admin] enabled = true).
     Ctl {
-        /// The admin API address ([admin] listen).
-        #[arg(long, default_value = sipfront::admin::DEFAULT_LISTEN)]
-        admin: String,
+        /// The admin API address, IP:PORT (default: [admin] listen of the config file, else
+        /// 127.0.0.1:8080).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The file holding the admin API's bearer token (default: [admin] token_file of
+        /// the config file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The proxy's config file, for [admin] listen and token_file (default:
+        /// /etc/sipfront/sipfront.toml when it exists and is readable).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Seconds to wait for the answer (a credential reload can take a while).
         #[arg(long, default_value_t = 35)]
         timeout: u64,
@@ -82,8 +91,45 @@ enum CtlCommand {
     Unban { ip: String },
 }
 
-fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
-    use sipfront::admin::ctl::{run, Command as C, CtlError};
+/// The config file `ctl` looks at when none is given.
+const DEFAULT_CONFIG: &str = "/etc/sipfront/sipfront.toml";
+
+/// Where `ctl` connects and which token it sends: flags first, then the config file's
+/// `[admin]` (the one given, or the default one when readable), then the defaults.
+fn ctl_target(
+    admin: Option<String>,
+    token_file: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Result<(String, Option<String>), String> {
+    let cfg = match &config {
+        Some(path) => Some(Config::load(path).map_err(|e| e.to_string())?),
+        // The default file may be unreadable for this user or absent: then it is not used.
+        None => Config::load(std::path::Path::new(DEFAULT_CONFIG)).ok(),
+    };
+    let addr = admin.unwrap_or_else(|| match &cfg {
+        Some(c) => {
+            let mut a = c.admin.listen;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+            }
+            a.to_string()
+        }
+        None => sipfront::admin::DEFAULT_LISTEN.to_owned(),
+    });
+    let file = token_file.or_else(|| cfg.and_then(|c| c.admin.token_file));
+    let token = file
+        .map(|f| sipfront::admin::token::read_token_file(&f))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok((addr, token))
+}
+
+fn ctl(
+    (admin, token_file, config): (Option<String>, Option<PathBuf>, Option<PathBuf>),
+    timeout: u64,
+    command: CtlCommand,
+) -> ExitCode {
+    use sipfront::admin::ctl::{run, Client, Command as C, CtlError};
     let cmd = match command {
         CtlCommand::Stats => C::Stats,
         CtlCommand::Regs { all: true, .. } => C::RegsAll,
@@ -94,7 +140,16 @@ fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
         CtlCommand::Bans => C::Bans,
         CtlCommand::Unban { ip } => C::Unban { ip },
     };
-    match run(admin, &cmd, std::time::Duration::from_secs(timeout.max(1))) {
+    let (addr, token) = match ctl_target(admin, token_file, config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sipfront ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = std::time::Duration::from_secs(timeout.max(1));
+    let result = Client::new(&addr, timeout, token).and_then(|client| run(&client, &cmd));
+    match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -116,7 +171,7 @@ fn now_ms() -> u64 {
 }
 
 fn run(cfg: &Config) -> ExitCode {
-    sipfront::logging::init(&cfg.log.level);
+    sipfront::logging::init(&cfg.log.level, cfg.log.format);
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -182,9 +237,11 @@ fn main() -> ExitCode {
         },
         Command::Ctl {
             admin,
+            token_file,
+            config,
             timeout,
             command,
-        } => ctl(&admin, timeout, command),
+        } => ctl((admin, token_file, config), timeout, command),
         Command::Demo { dir } => match sipfront::demo::prepare(&dir) {
             Ok(cfg) => {
                 println!("sipfront demo: users 1001/secret1001, 1002/secret1002, 1003/secret1003, realm sipfront.demo, listening on 127.0.0.1:5060, Asterisk expected at 127.0.0.2:5080");

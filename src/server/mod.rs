@@ -171,6 +171,7 @@ impl Server {
                 regfwd: Some(regfwd),
                 bans: Some(guard.clone()),
                 config: Some(reloader.clone()),
+                hep: None,
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)

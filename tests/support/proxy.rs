@@ -62,6 +62,8 @@ pub struct Tune {
     pub guard_allow: Vec<&'static str>,
     /// `[log] level` (default `"warn"`).
     pub log_level: Option<&'static str>,
+    /// `[log] format` (default `"text"`).
+    pub log_format: Option<&'static str>,
     /// `[guard] rate_pps`: sustained datagrams per second per source.
     pub rate_pps: Option<u32>,
     /// `[guard] rate_burst`: datagrams at once after idling.
@@ -80,6 +82,10 @@ pub struct Tune {
     pub shed_backlog_bytes: Option<usize>,
     /// `[transport] recv_buffer_bytes` (`SO_RCVBUF` of every proxy socket).
     pub recv_buffer_bytes: Option<usize>,
+    /// `[admin] token_file` (with [`Tune::admin`]).
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Further sections appended verbatim (e.g. `[hep]`); they must not repeat one above.
+    pub extra_toml: Option<String>,
 }
 
 pub struct Proxy {
@@ -222,9 +228,18 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     }
     if let Some(admin) = tune.admin {
         let _ = write!(toml, "\n[admin]\nenabled = true\nlisten = \"{admin}\"\n");
+        if let Some(file) = &tune.admin_token_file {
+            let _ = writeln!(toml, "token_file = \"{}\"", file.display());
+        }
     }
     let level = tune.log_level.unwrap_or("warn");
     let _ = write!(toml, "\n[log]\nlevel = \"{level}\"\n");
+    if let Some(format) = tune.log_format {
+        let _ = writeln!(toml, "format = \"{format}\"");
+    }
+    if let Some(extra) = &tune.extra_toml {
+        let _ = write!(toml, "\n{extra}\n");
+    }
     toml
 }
 
