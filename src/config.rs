@@ -39,6 +39,8 @@ pub enum ConfigError {
     Guard(#[from] crate::guard::ConfigError),
     #[error(transparent)]
     Admin(#[from] crate::admin::ConfigError),
+    #[error(transparent)]
+    Hep(#[from] crate::hep::ConfigError),
 }
 
 impl ConfigError {
@@ -66,6 +68,7 @@ pub struct Config {
     pub transport: crate::transport::TransportConfig,
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
+    pub hep: crate::hep::HepConfig,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -389,6 +392,7 @@ impl Config {
         self.transport.validate()?;
         self.guard.validate()?;
         self.admin.validate()?;
+        self.hep.validate()?;
         Ok(())
     }
 

@@ -532,6 +532,16 @@ fn format_stats(v: &Value) -> String {
     if let Some(b) = v.get("bans").and_then(Value::as_u64) {
         let _ = writeln!(o, "bans         {b}");
     }
+    if v.get("hep").is_some_and(Value::is_object) {
+        let h = |k: &str| n(v, &["hep", k]);
+        let _ = writeln!(
+            o,
+            "hep capture  sent {}, dropped {}, failed {}",
+            h("sent"),
+            h("dropped"),
+            h("failed")
+        );
+    }
     for w in v
         .get("workers")
         .and_then(Value::as_array)
@@ -630,10 +640,15 @@ mod tests {
             "responses_sent": {"2xx": 2, "4xx": 0}}, "latency": [{"kind": "request",
             "method": "INVITE", "count": 3, "p50_us": 4.5}],
             "drops": {"kernel": 9}, "overload": {"shed": 8, "shedding_workers": 1},
+            "hep": {"sent": 3, "dropped": 2, "failed": 1},
             "workers": [{"worker": 0, "kernel_drops": 9, "rx_backlog_bytes": 700, "shedding": true}]});
         let t = format_stats(&v);
         assert!(t.contains("in: 5 requests") && t.contains("[2xx 2]"), "{t}");
         assert!(t.contains("kernel 9") && t.contains("shed (503) 8"), "{t}");
+        assert!(
+            t.contains("hep capture  sent 3, dropped 2, failed 1"),
+            "{t}"
+        );
         assert!(
             t.contains("kernel drops 9, backlog 700 bytes, shedding"),
             "{t}"

@@ -371,9 +371,9 @@ fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
     if let Some(h) = &r.hep {
         o.counters(
             "sipfront_hep_packets_total",
-            "HEP capture: copies of SIP messages sent to the collector, and dropped (capture queue full or send refused) rather than delaying SIP.",
+            "HEP capture: copies of SIP messages sent to the collector, dropped rather than delaying SIP (capture queue full, or larger than [hep] max_message_bytes), and refused by the kernel.",
             "result",
-            &[("sent", h.sent), ("dropped", h.dropped)],
+            &[("sent", h.sent), ("dropped", h.dropped), ("failed", h.failed)],
         )?;
     }
 
@@ -492,6 +492,7 @@ mod tests {
         r.hep = Some(HepReport {
             sent: 9,
             dropped: 4,
+            failed: 0,
         });
         r.guard = Some(crate::guard::GuardStats {
             bans_issued: 5,

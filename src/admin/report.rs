@@ -43,11 +43,13 @@ pub struct StatsReport {
     pub hep: Option<HepReport>,
 }
 
-/// HEP capture (`[hep]`): copies sent to the collector, and copies dropped.
+/// HEP capture (`[hep]`): copies sent to the collector, dropped (queue full or too
+/// large), and refused by the kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct HepReport {
     pub sent: u64,
     pub dropped: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

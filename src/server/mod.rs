@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::{AdminError, AdminServer, AdminState, ReloadReport};
+use crate::admin::{AdminError, AdminServer, AdminState, HepSource, ReloadReport};
 use crate::asterisk::{RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
@@ -30,6 +30,7 @@ use crate::metrics::MetricsRegistry;
 use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persister, Registrar};
 use crate::transport::{TransportError, WorkerSet};
 
+pub use admin_ports::HepCounts;
 pub use ports::{AsteriskRegFwd, CacheAuth, TableLocation};
 pub use reload::{ReloadError, Reloader};
 pub use worker::Worker;
@@ -54,6 +55,8 @@ pub enum ServerError {
     Guard(#[from] crate::guard::ConfigError),
     #[error("admin: {0}")]
     Admin(#[from] AdminError),
+    #[error("{0}")]
+    Hep(#[from] crate::hep::HepError),
 }
 
 /// A running proxy.
@@ -67,6 +70,7 @@ pub struct Server {
     admin: Option<AdminServer>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
+    hep: Option<crate::hep::Capture>,
 }
 
 impl Server {
@@ -110,6 +114,8 @@ impl Server {
             cfg, n_workers,
         ))));
         let factory_shared = shared.clone();
+        let hep = crate::hep::Capture::start(&cfg.hep)?;
+        let taps = hep.as_ref().map(crate::hep::Capture::taps);
         let workers = WorkerSet::spawn(
             &cfg.listen.udp,
             cfg.listen.workers,
@@ -132,6 +138,10 @@ impl Server {
                     factory_metrics.worker(ctx.index),
                     factory_shared.clone(),
                     generation,
+                )
+                .with_hep(
+                    taps.as_ref()
+                        .map(|t| t.tap(ctx.listen.clone(), ctx.upstream)),
                 )
             },
         )?;
@@ -171,7 +181,9 @@ impl Server {
                 regfwd: Some(regfwd),
                 bans: Some(guard.clone()),
                 config: Some(reloader.clone()),
-                hep: None,
+                hep: hep
+                    .as_ref()
+                    .map(|h| Arc::new(HepCounts(h.stats().clone())) as Arc<dyn HepSource>),
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)
@@ -188,6 +200,7 @@ impl Server {
             admin,
             draining,
             reloader,
+            hep,
         })
     }
 
@@ -273,6 +286,10 @@ impl Server {
             // Unreachable while the admin server is the only other holder; dropping the
             // last handle stops the workers all the same.
             Err(shared) => drop(shared),
+        }
+        // The workers' taps are gone: send what is queued and stop capturing.
+        if let Some(hep) = self.hep.take() {
+            hep.stop();
         }
         self.persister.flush(Duration::from_secs(10))?;
         self.persister.stop()?;

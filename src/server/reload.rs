@@ -204,6 +204,9 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     if old.transport != new.transport {
         restart.push("transport");
     }
+    if old.hep != new.hep {
+        restart.push("hep");
+    }
     if old.admin != new.admin {
         restart.push("admin");
     }

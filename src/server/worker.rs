@@ -22,16 +22,18 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::core::{Core, Local, LookupResult, SharedConfig, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
+use crate::hep::Tap;
 use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
 use crate::transport::{Backlog, DatagramHandler, Outbox, SockId};
 
 /// The transport's outbox seen as the core's transmit sink; requests to Asterisk start the
-/// upstream latency timer.
+/// upstream latency timer; every datagram is copied to the HEP capture when it is on.
 struct Tx<'a> {
     out: &'a mut Outbox,
     dropped: &'a mut u64,
     upstream: &'a mut UpstreamTracker,
     now_ns: u64,
+    hep: Option<&'a Tap>,
 }
 
 impl Transmit for Tx<'_> {
@@ -43,6 +45,9 @@ impl Transmit for Tx<'_> {
                 SockId::Upstream
             }
         };
+        if let Some(hep) = self.hep {
+            hep.sent(id, dst, bytes);
+        }
         if !self.out.send(id, dst, bytes) {
             *self.dropped += 1;
         }
@@ -71,6 +76,8 @@ pub struct Worker {
     /// Where reloads publish configurations, and the generation this worker runs.
     shared: Arc<SharedConfig>,
     generation: u64,
+    /// HEP capture of every datagram in and out (`[hep]`).
+    hep: Option<Tap>,
 }
 
 impl Worker {
@@ -94,7 +101,14 @@ impl Worker {
             epoch: Instant::now(),
             shared,
             generation,
+            hep: None,
         }
+    }
+
+    /// Copy every datagram received and sent to `tap` (HEP capture).
+    pub fn with_hep(mut self, tap: Option<Tap>) -> Self {
+        self.hep = tap;
+        self
     }
 
     /// Take a reloaded configuration if one was published (one atomic load when not).
@@ -135,6 +149,7 @@ impl Worker {
                     dropped: &mut self.send_dropped,
                     upstream: self.metrics.upstream(),
                     now_ns,
+                    hep: self.hep.as_ref(),
                 };
                 self.core
                     .handle_lookup(now_ms, req.token, LookupResult::Failed, &mut tx);
@@ -158,6 +173,9 @@ impl DatagramHandler for Worker {
         out: &mut Outbox,
     ) {
         self.follow_reloads();
+        if let Some(hep) = &self.hep {
+            hep.received(sock, src, data);
+        }
         let start = Instant::now();
         let now_ns = self.since_epoch_ns(start);
         let class = classify(data);
@@ -169,6 +187,7 @@ impl DatagramHandler for Worker {
             dropped: &mut self.send_dropped,
             upstream: self.metrics.upstream(),
             now_ns,
+            hep: self.hep.as_ref(),
         };
         self.core
             .handle_datagram(now_ms, local(sock), src, data, &mut tx);
@@ -196,6 +215,7 @@ impl DatagramHandler for Worker {
                 dropped: &mut self.send_dropped,
                 upstream: self.metrics.upstream(),
                 now_ns,
+                hep: self.hep.as_ref(),
             };
             self.core.handle_lookup(now_ms, done.token, result, &mut tx);
         }
@@ -211,6 +231,7 @@ impl DatagramHandler for Worker {
             dropped: &mut self.send_dropped,
             upstream: self.metrics.upstream(),
             now_ns,
+            hep: self.hep.as_ref(),
         };
         self.core.handle_timeout(now_ms, &mut tx);
         self.drain_lookups(now_ms, out);

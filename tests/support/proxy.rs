@@ -287,11 +287,34 @@ impl Proxy {
             admin,
             proc: Proc::spawn("sipfront", &mut cmd),
         };
-        if let Err(why) = proxy.wait_ready() {
+        if let Err(why) = proxy.wait_ready().and_then(|()| proxy.wait_admin()) {
             let err = std::fs::read_to_string(dir.join(format!("{log}.err"))).unwrap_or_default();
             panic!("{why}\nsipfront stderr:\n{err}");
         }
         proxy
+    }
+
+    /// With the admin API on: until it accepts a connection (it is bound just after the
+    /// workers start answering SIP, so on a busy machine it can lag the OPTIONS answer).
+    fn wait_admin(&mut self) -> Result<(), String> {
+        let Some(admin) = self.admin else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match std::net::TcpStream::connect_timeout(&admin, PROBE_WAIT) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(format!("the admin API on {admin} never accepted: {e}"));
+                }
+                Err(_) => {
+                    if let Some(status) = self.proc.exited() {
+                        return Err(format!("sipfront exited during startup: {status}"));
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 
     /// Sends OPTIONS (a new one every [`PROBE_WAIT`]) until a 200 comes back.
