@@ -39,11 +39,21 @@ enum Command {
         config: PathBuf,
     },
     /// Run on 127.0.0.1:5060 with an embedded SQLite database of sample users (1001, 1002,
-    /// 1003 with passwords secret1001, ...), created in DIR if missing; Asterisk is expected
-    /// on 127.0.0.2:5080.
+    /// 1003 with passwords secret1001, ...) and a built-in answering node standing in for
+    /// Asterisk on 127.0.0.2:5080 (extension 600 answers); the admin API on 127.0.0.1:8080.
     Demo {
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// Keep the demo's databases in DIR (default: a temporary directory, removed at exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SIP address (IP:PORT).
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: std::net::SocketAddr,
+        /// The admin API address (IP:PORT).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: std::net::SocketAddr,
+        /// Where the answering node (the demo's Asterisk) listens (IP:PORT).
+        #[arg(long, default_value = "127.0.0.2:5080")]
+        asterisk: std::net::SocketAddr,
     },
     /// Talk to a running proxy through its admin API ([admin] enabled = true).
     Ctl {
@@ -215,6 +225,48 @@ fn run(cfg: &Config) -> ExitCode {
     }
 }
 
+/// `sipfront demo`: prepare the directory and database, start the answering node, print the
+/// banner, run until a signal, then clean up.
+fn demo(dir: Option<&std::path::Path>, addrs: sipfront::demo::DemoAddrs) -> ExitCode {
+    use sipfront::demo;
+    let (dir, temporary) = match demo::directory(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cleanup = |dir: &std::path::Path| {
+        if temporary {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
+    let cfg = match demo::prepare(&dir, addrs) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            cleanup(&dir);
+            return ExitCode::FAILURE;
+        }
+    };
+    let node = match demo::node::AnsweringNode::start(addrs.asterisk) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!(
+                "sipfront demo: cannot start the answering node on {}: {e}",
+                addrs.asterisk
+            );
+            None
+        }
+    };
+    print!("{}", demo::banner(&addrs, &dir, temporary, node.is_some()));
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let code = run(&cfg);
+    drop(node);
+    cleanup(&dir);
+    code
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -242,15 +294,18 @@ fn main() -> ExitCode {
             timeout,
             command,
         } => ctl((admin, token_file, config), timeout, command),
-        Command::Demo { dir } => match sipfront::demo::prepare(&dir) {
-            Ok(cfg) => {
-                println!("sipfront demo: users 1001/secret1001, 1002/secret1002, 1003/secret1003, realm sipfront.demo, listening on 127.0.0.1:5060, Asterisk expected at 127.0.0.2:5080");
-                run(&cfg)
-            }
-            Err(e) => {
-                eprintln!("sipfront: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Demo {
+            dir,
+            sip,
+            admin,
+            asterisk,
+        } => demo(
+            dir.as_deref(),
+            sipfront::demo::DemoAddrs {
+                sip,
+                admin,
+                asterisk,
+            },
+        ),
     }
 }
