@@ -117,6 +117,15 @@ fn bearer_token_is_required_and_ctl_sends_it() {
     assert!(!log.contains(TOKEN), "the token leaked into the log");
 }
 
+/// `sipfront check-config --config FILE`.
+fn check_config(file: &std::path::Path) -> std::process::Output {
+    Command::new(sipfront_bin())
+        .args(["check-config", "--config"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_refuses_a_public_listen_without_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,11 +135,7 @@ fn check_config_refuses_a_public_listen_without_token() {
         "[admin]\nenabled = true\nlisten = \"0.0.0.0:8080\"\n",
     )
     .unwrap();
-    let out = Command::new(sipfront_bin())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin.token_file"), "{err}");
@@ -145,11 +150,7 @@ fn check_config_refuses_a_public_listen_without_token() {
         ),
     )
     .unwrap();
-    let out = Command::new(sipfront_bin())
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert!(
         out.status.success(),
         "{}",

@@ -3,6 +3,8 @@
 //! a [`Response`] (status, content type, body) comes out. The server ([`super`]) converts
 //! from and to `tiny_http`; the router's tests build these directly.
 
+use crate::auth::hash::decode_hex;
+
 /// Why a request target could not be decoded (answered 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -63,29 +65,30 @@ impl Request {
     }
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Decode `%XX` escapes and `+` (as a space) into a UTF-8 string; a malformed escape or
 /// invalid UTF-8 is an error (not passed on silently).
 pub fn decode_component(s: &str) -> Result<String, TargetError> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut it = s.bytes();
-    while let Some(b) = it.next() {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hi = it.next().and_then(hex).ok_or(TargetError::BadEncoding)?;
-                let lo = it.next().and_then(hex).ok_or(TargetError::BadEncoding)?;
-                out.push(hi << 4 | lo);
+                let mut byte = [0u8; 1];
+                s.get(i + 1..i + 3)
+                    .and_then(|hex| decode_hex(hex, &mut byte))
+                    .ok_or(TargetError::BadEncoding)?;
+                out.extend_from_slice(&byte);
+                i += 3;
             }
-            b'+' => out.push(b' '),
-            b => out.push(b),
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     String::from_utf8(out).map_err(|_| TargetError::BadEncoding)
@@ -157,6 +160,7 @@ mod tests {
             ("/?u=%ff%fe", TargetError::BadEncoding),
             ("/?u=%", TargetError::BadEncoding),
             ("/?u=%4", TargetError::BadEncoding),
+            ("/?u=%é1", TargetError::BadEncoding),
         ] {
             assert_eq!(Request::new(Method::Get, t), Err(e), "{t}");
         }
