@@ -9,6 +9,7 @@
 //! - [`asterisk`]: forwarding registrations to Asterisk (REGFWD);
 //! - [`transport`]: the per-core UDP worker shell (io_uring or recvmmsg);
 //! - [`guard`]: per-source rate limits, failed-auth bans, scanner User-Agents;
+//! - [`hep`]: HEPv3 capture of every SIP datagram to a Homer collector, off the hot path;
 //! - [`server`]: wiring of all layers, and the core's ports over them;
 //! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -21,6 +22,7 @@ pub mod core;
 pub mod db;
 pub mod demo;
 pub mod guard;
+pub mod hep;
 pub mod logging;
 pub mod metrics;
 pub mod registrar;
