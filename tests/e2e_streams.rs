@@ -13,6 +13,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use support::admin::{free_admin_addr, metric};
 use support::phone::{answer_challenge, Phone, SipMsg};
 use support::proxy::{seed_credentials, Tune, DOMAIN};
 use support::sipp::{write_csv, CsvPhone, SippCmd};
@@ -313,6 +314,7 @@ fn a_flood_and_a_slowloris_from_one_address_are_contained() {
                 ("max_connections_per_ip", "20".to_owned()),
                 ("message_timeout_ms", "500".to_owned()),
             ],
+            admin: Some(free_admin_addr()),
             ..Tune::default()
         },
     );
@@ -339,6 +341,26 @@ fn a_flood_and_a_slowloris_from_one_address_are_contained() {
     );
     let fin = call_600(&mut good, false, "1001");
     assert_eq!(fin.code(), Some(200));
+    // /metrics counts it per transport: 61 connections, those over the per-IP limit
+    // refused at accept (40, unless slowloris closes freed room first), the others closed
+    // by the slowloris deadline, the good phone's connection still open.
+    let admin = s.proxy.admin.unwrap();
+    let tcp_metric = |name: &str| metric(admin, &format!("{name}{{transport=\"tcp\"}}"));
+    let refused = tcp_metric("sipfront_connections_refused_total");
+    let accepted = tcp_metric("sipfront_connections_accepted_total");
+    assert_eq!(
+        refused + accepted,
+        61.0,
+        "{refused} refused, {accepted} accepted"
+    );
+    assert!(refused >= 20.0, "{refused} refused");
+    assert!(tcp_metric("sipfront_connections_errors_total") >= accepted - 1.0);
+    assert_eq!(tcp_metric("sipfront_connections_open"), 1.0);
+    assert!(tcp_metric("sipfront_connection_received_bytes_total") > 0.0);
+    assert_eq!(
+        metric(admin, "sipfront_connections_open{transport=\"tls\"}"),
+        0.0
+    );
 }
 
 /// A TCP connection to `proxy` from a chosen local IP.

@@ -558,6 +558,28 @@ fn format_stats(v: &Value) -> String {
             if w.get("shedding").and_then(Value::as_bool) == Some(true) { ", shedding" } else { "" }
         );
     }
+    // Only the stream transports that have seen a connection.
+    for c in v
+        .get("connections")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| n(c, &["accepted"]) + n(c, &["refused"]) > 0)
+    {
+        let _ = writeln!(
+            o,
+            "{:<12} open {}, accepted {}, refused {}, closed {} ({} errors), handshake failures {}, bytes in {}, out {}",
+            s(c, "transport"),
+            n(c, &["open"]),
+            n(c, &["accepted"]),
+            n(c, &["refused"]),
+            n(c, &["closed"]),
+            n(c, &["errors"]),
+            n(c, &["handshake_failures"]),
+            n(c, &["bytes_in"]),
+            n(c, &["bytes_out"]),
+        );
+    }
     latency_rows(
         &mut o,
         "processing (us)",

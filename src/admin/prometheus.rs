@@ -78,13 +78,25 @@ impl Out<'_, '_> {
         help: &str,
         rows: &[(String, u64)],
     ) -> fmt::Result {
+        self.labelled(name, kind, help, "worker", rows)
+    }
+
+    /// A counter or gauge family with one sample per value of `label`.
+    fn labelled(
+        &mut self,
+        name: &str,
+        kind: MetricType,
+        help: &str,
+        label: &str,
+        rows: &[(String, u64)],
+    ) -> fmt::Result {
         let base = match kind {
             MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
         };
         let mut m = self.0.encode_descriptor(base, help, None, kind)?;
         for (w, n) in rows {
-            let labels = [("worker", w.as_str())];
+            let labels = [(label, w.as_str())];
             let mut f = m.encode_family(&labels)?;
             match kind {
                 MetricType::Counter => f.encode_counter::<NoLabelSet, _, u64>(n, None)?,
@@ -449,6 +461,66 @@ fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
         o.per_worker(name, kind, help, &rows)?;
     }
 
+    type ConnField = fn(&super::report::ConnectionReport) -> u64;
+    let per_transport: [(&str, MetricType, &str, ConnField); 8] = [
+        (
+            "sipfront_connections_open",
+            MetricType::Gauge,
+            "Stream connections open now, by transport.",
+            |c| c.open,
+        ),
+        (
+            "sipfront_connections_accepted_total",
+            MetricType::Counter,
+            "Stream connections accepted, by transport.",
+            |c| c.accepted,
+        ),
+        (
+            "sipfront_connections_refused_total",
+            MetricType::Counter,
+            "Stream connections refused at accept (connection limits, bans, rate limits), by transport.",
+            |c| c.refused,
+        ),
+        (
+            "sipfront_connections_closed_total",
+            MetricType::Counter,
+            "Stream connections closed for any reason, by transport.",
+            |c| c.closed,
+        ),
+        (
+            "sipfront_connections_errors_total",
+            MetricType::Counter,
+            "Stream connections closed for an error (bad framing, TLS, timeouts, limits), by transport.",
+            |c| c.errors,
+        ),
+        (
+            "sipfront_tls_handshake_failures_total",
+            MetricType::Counter,
+            "TLS handshakes that failed, by transport.",
+            |c| c.handshake_failures,
+        ),
+        (
+            "sipfront_connection_received_bytes_total",
+            MetricType::Counter,
+            "Bytes received on stream connections, by transport.",
+            |c| c.bytes_in,
+        ),
+        (
+            "sipfront_connection_sent_bytes_total",
+            MetricType::Counter,
+            "Bytes written to stream connections, by transport.",
+            |c| c.bytes_out,
+        ),
+    ];
+    for (name, kind, help, get) in per_transport {
+        let rows: Vec<(String, u64)> = r
+            .connections
+            .iter()
+            .map(|c| (c.transport.to_owned(), get(c)))
+            .collect();
+        o.labelled(name, kind, help, "transport", &rows)?;
+    }
+
     o.histograms(
         "sipfront_processing_seconds",
         "Time a worker spent in the proxy core per datagram, by message class (cumulative since start).",
@@ -513,6 +585,13 @@ mod tests {
                 ..WorkerReport::default()
             },
         ];
+        r.connections = vec![crate::admin::report::ConnectionReport {
+            transport: "tls",
+            open: 3,
+            handshake_failures: 2,
+            bytes_in: 900,
+            ..Default::default()
+        }];
         r.drops.kernel = 12;
         r.overload.shed = 13;
         r.overload.shedding_workers = 1;
@@ -556,6 +635,9 @@ mod tests {
             "sipfront_dropped_total{reason=\"kernel\"} 12",
             "sipfront_overload_shed_total 13",
             "sipfront_overload_shedding_workers 1",
+            "sipfront_connections_open{transport=\"tls\"} 3",
+            "sipfront_tls_handshake_failures_total{transport=\"tls\"} 2",
+            "sipfront_connection_received_bytes_total{transport=\"tls\"} 900",
             "# TYPE sipfront_processing_seconds histogram",
             // Cumulative buckets: 4 µs in le=5e-6; 8 and 9 µs in le=1e-5; 2 ms in le=0.0025.
             "sipfront_processing_seconds_bucket{le=\"0.000005\",kind=\"request\",method=\"INVITE\"} 1",

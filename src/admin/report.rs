@@ -41,6 +41,55 @@ pub struct StatsReport {
     pub overload: OverloadReport,
     /// HEP capture counters, when `[hep]` is on.
     pub hep: Option<HepReport>,
+    /// Stream connections per transport (TCP, TLS, WS, WSS), summed over the workers.
+    pub connections: Vec<ConnectionReport>,
+}
+
+/// One stream transport's connections, all workers together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionReport {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub transport: &'static str,
+    /// Open now.
+    pub open: u64,
+    pub accepted: u64,
+    /// Refused at accept (connection limits, bans, rate limits).
+    pub refused: u64,
+    pub closed: u64,
+    /// Of `closed`, closed for an error (bad framing, TLS, timeouts, limits).
+    pub errors: u64,
+    pub handshake_failures: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+}
+
+/// The stream transports, in [`crate::transport::WorkerCounters::streams`] order.
+pub const STREAM_TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+
+fn connections(workers: &[crate::transport::WorkerCounters]) -> Vec<ConnectionReport> {
+    STREAM_TRANSPORTS
+        .iter()
+        .enumerate()
+        .map(|(k, &transport)| {
+            let mut r = ConnectionReport {
+                transport,
+                ..ConnectionReport::default()
+            };
+            for c in workers.iter().filter_map(|w| w.streams.get(k)) {
+                r.open += c.open;
+                r.accepted += c.accepted;
+                r.refused += c.refused;
+                r.closed += c.closed;
+                r.errors += c.errors;
+                r.handshake_failures += c.handshake_failures;
+                r.bytes_in += c.bytes_in;
+                r.bytes_out += c.bytes_out;
+                r.messages_in += c.messages_in;
+            }
+            r
+        })
+        .collect()
 }
 
 /// HEP capture (`[hep]`): copies sent to the collector, dropped (queue full or too
@@ -223,6 +272,7 @@ pub fn collect(state: &AdminState) -> StatsReport {
         .as_ref()
         .map(|t| t.worker_counters())
         .unwrap_or_default();
+    let connections = connections(&transport);
     let workers = (0..transport.len().max(c.workers.len()))
         .map(|i| {
             let t = transport.get(i).copied().unwrap_or_default();
@@ -346,5 +396,6 @@ pub fn collect(state: &AdminState) -> StatsReport {
         guard: state.bans.as_ref().and_then(|b| b.guard_stats()),
         config_reloads: state.config.as_ref().map(|c| c.counts()),
         hep: state.hep.as_ref().map(|h| h.hep_counts()),
+        connections,
     }
 }
