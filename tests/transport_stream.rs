@@ -16,7 +16,7 @@ use sipfront::transport::stream::{Registry, StreamConfig, StreamSetup};
 use sipfront::transport::tls::{TlsConfig, TlsContext};
 use sipfront::transport::{
     Backend, DatagramHandler, Endpoints, Outbox, StreamListen, TransportConfig, WorkerContext,
-    WorkerSet,
+    WorkerCounters, WorkerSet,
 };
 use support::stream::StreamPhone;
 use support::tls::TestPki;
@@ -209,6 +209,19 @@ fn messages_are_framed_and_answered_over_the_same_connection() {
     }
 }
 
+/// The workers' counters once `pred` holds of them (or after 5 s, for the caller's assertion
+/// to report): workers publish their counters at the end of a loop turn.
+fn wait_counters(set: &WorkerSet, pred: impl Fn(&[WorkerCounters]) -> bool) -> Vec<WorkerCounters> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = set.all_counters();
+        if pred(&c) || Instant::now() > deadline {
+            return c;
+        }
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn bad_input_closes_only_its_connection() {
     let r = rig(Backend::Mmsg, StreamConfig::default());
@@ -233,12 +246,15 @@ fn bad_input_closes_only_its_connection() {
     good.send(&options("g2", 0));
     good.recv_until(Instant::now() + WAIT)
         .expect("the good connection still works");
-    let c: Vec<_> = r.set.all_counters();
-    let tls_failures: u64 = c
-        .iter()
-        .map(|c| c.stream(Transport::Tls).handshake_failures)
-        .sum();
-    assert_eq!(tls_failures, 1);
+    // The worker that failed the handshake publishes its counters at the end of its turn,
+    // which may come after the good connection's answer (another worker).
+    let failures = |c: &[WorkerCounters]| -> u64 {
+        c.iter()
+            .map(|c| c.stream(Transport::Tls).handshake_failures)
+            .sum()
+    };
+    let c = wait_counters(&r.set, |c| failures(c) >= 1);
+    assert_eq!(failures(&c), 1);
     r.set.shutdown_and_join().unwrap();
 }
 
@@ -282,4 +298,27 @@ fn limits_and_slowloris_are_contained() {
     // The registry knows the connections by address.
     assert!(r.registry.find(Transport::Tcp, again.addr).is_some());
     r.set.shutdown_and_join().unwrap();
+}
+
+#[test]
+fn workers_with_stream_listeners_sleep_between_messages() {
+    for backend in backends() {
+        let r = rig(backend, StreamConfig::default());
+        let mut p = StreamPhone::tcp(r.tcp);
+        let before: u64 = r.set.all_counters().iter().map(|c| c.turns).sum();
+        // 100 strictly sequential round trips: a loop that never sleeps would turn
+        // thousands of times meanwhile; a sleeping one a few times per message (plus the
+        // connection sweeps, four a second).
+        for i in 0..100 {
+            p.send(&options(&format!("idle-{i}"), 0));
+            p.recv_until(Instant::now() + WAIT).expect("reply");
+        }
+        let after: u64 = r.set.all_counters().iter().map(|c| c.turns).sum();
+        assert!(
+            after - before <= 100 * 4 + 40,
+            "{backend:?}: {} turns for 100 messages",
+            after - before
+        );
+        r.set.shutdown_and_join().unwrap();
+    }
 }
