@@ -1,7 +1,8 @@
 //! Harness of the end-to-end tests (`tests/e2e_sipp.rs`, `tests/e2e_registrar.rs`,
 //! `tests/e2e_auth.rs`): the REAL `sipfront` and `asterisk-standin` binaries and sipp, on
 //! loopback with ephemeral ports; optionally a throw-away MariaDB database for the
-//! credentials ([`mariadb`]) and a phone answering SHA-256/SHA-512-256 challenges ([`digest`]).
+//! credentials ([`mariadb`]), a phone answering SHA-256/SHA-512-256 challenges ([`digest`])
+//! and a network namespace for a real client such as baresip ([`netns`]).
 //!
 //! A [`Scene`] is one test's world: a temporary directory holding the credentials database,
 //! the proxy config and every log; the stand-in (Asterisk) on 127.0.0.2 with a control port
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod digest;
 pub mod flows;
 pub mod mariadb;
+pub mod netns;
 pub mod phone;
 pub mod procs;
 pub mod proxy;
@@ -186,15 +188,27 @@ impl Scene {
     /// Waits (at most `limit`) until file `name` of the scene's directory (e.g.
     /// `sipfront.err`, the proxy's log) contains `needle`.
     pub fn wait_file(&self, name: &str, needle: &str, limit: Duration) {
+        self.wait_file_for(name, &format!("{needle:?}"), limit, |t| t.contains(needle));
+    }
+
+    /// Waits (at most `limit`) until the text of file `name` of the scene's directory
+    /// satisfies `pred`; `what` names it in the panic message.
+    pub fn wait_file_for(
+        &self,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) {
         let path = self.dir().join(name);
         let deadline = Instant::now() + limit;
         loop {
-            if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(needle)) {
+            if std::fs::read_to_string(&path).is_ok_and(|t| pred(&t)) {
                 return;
             }
             let now = Instant::now();
             if now >= deadline {
-                panic!("{} has no {needle:?} after {limit:?}", path.display());
+                panic!("{} has no {what} after {limit:?}", path.display());
             }
             self.watch.wait(deadline - now);
         }

@@ -93,6 +93,9 @@ pub struct Tune {
     pub tcp: bool,
     /// `[listen] tls` on a free port of 127.0.0.1, with `[tls] cert` and `key`.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// With [`Tune::tls`]: listen for TLS on this IP instead of 127.0.0.1 (e.g. the host end
+    /// of a test's veth pair, which a client in another network namespace can reach).
+    pub tls_ip: Option<Ipv4Addr>,
     /// `[tcp]` keys, e.g. `("max_connections_per_ip", "4")`.
     pub tcp_limits: Vec<(&'static str, String)>,
     /// `[admin] token_file` (with [`Tune::admin`]).
@@ -303,10 +306,12 @@ impl Proxy {
             seed_credentials(&db, users);
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
-        let tls =
-            opts.tune.tls.as_ref().map(|_| {
-                SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)))
-            });
+        let tls_ip = opts.tune.tls_ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        let tls = opts
+            .tune
+            .tls
+            .as_ref()
+            .map(|_| SocketAddr::from((tls_ip, free_udp_port(tls_ip))));
         let opts = ProxyOptions {
             tls_addr: tls,
             ..opts.clone()

@@ -10,10 +10,13 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-/// A CA and one server certificate for 127.0.0.1 / localhost, as files.
+/// A CA and one server certificate for 127.0.0.1 / localhost (and any further names), as
+/// files.
 pub struct TestPki {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Subject alternative names of the server certificates besides localhost and 127.0.0.1.
+    extra_names: Vec<String>,
     ca_der: CertificateDer<'static>,
     ca: rcgen::CertifiedKey,
 }
@@ -21,6 +24,12 @@ pub struct TestPki {
 impl TestPki {
     /// A new CA, and a server certificate signed by it, written into `dir`.
     pub fn new(dir: &Path) -> TestPki {
+        TestPki::with_names(dir, &[])
+    }
+
+    /// Like [`TestPki::new`], the server certificate also naming `extra_names` (DNS names or
+    /// IP addresses), e.g. the address a client in another network namespace connects to.
+    pub fn with_names(dir: &Path, extra_names: &[&str]) -> TestPki {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
@@ -32,6 +41,7 @@ impl TestPki {
         let pki = TestPki {
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
+            extra_names: extra_names.iter().map(|n| (*n).to_owned()).collect(),
             ca_der,
             ca: rcgen::CertifiedKey {
                 cert: ca_cert,
@@ -45,9 +55,9 @@ impl TestPki {
     /// Writes a new server certificate (CN `cn`) and key over the files; returns the
     /// certificate (DER) to recognise it in a handshake.
     pub fn issue(&self, cn: &str) -> CertificateDer<'static> {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("server params");
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        names.extend(self.extra_names.iter().cloned());
+        let mut params = rcgen::CertificateParams::new(names).expect("server params");
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
