@@ -1634,3 +1634,29 @@ fn a_zero_threshold_never_sheds() {
     core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
     assert!(rec.take().iter().any(|s| s.method() == "INVITE"));
 }
+
+// ---- Hardening (issue #16 item 6): bad input gets an answer ----
+
+#[test]
+fn content_length_past_the_datagram_gets_400_and_a_response_is_dropped() {
+    let mut h = Harness::new(&[AST]);
+    let short = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKcl",
+        "cl1",
+        "",
+    )
+    .replace("Content-Length: 0", "Content-Length: 500");
+    let out = h.recv(PHONE, &format!("{short}v=0\r\n"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].code(), 400);
+    assert_eq!(out[0].dst, addr(PHONE));
+    assert_eq!(out[0].header("Call-ID"), Some("cl1"));
+    // A response cut short the same way is discarded (RFC 3261 §18.3).
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKx\r\n\
+                From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: cl2\r\nCSeq: 1 OPTIONS\r\n\
+                Content-Length: 99\r\n\r\nshort";
+    assert!(h.recv(AST, resp).is_empty());
+}

@@ -167,7 +167,7 @@ req!(
 req!(
     err_truncated_body,
     b"INVITE sip:a@b SIP/2.0\r\nl: 10\r\n\r\nabc",
-    Err(ParseError::Truncated)
+    Err(ParseError::BodyTruncated)
 );
 req!(
     err_version,
