@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
-pub use ports::{AuthCheck, AuthPort, LocationPort, Ports, RegFwdPort, RegFwdSender};
+pub use ports::{AuthCheck, AuthFailure, AuthPort, LocationPort, Ports, RegFwdPort, RegFwdSender};
 
 use crate::config::{Config, MatchMode, TimerConfig};
 use timer::TimerQueue;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
-    AuthCheck, AuthPort, ContactTarget, LocationPort, Ports, RegFwdPort, RegFwdSender,
+    AuthCheck, AuthFailure, AuthPort, ContactTarget, LocationPort, Ports, RegFwdPort, RegFwdSender,
     RegisterInput, RegisterReply,
 };
 use super::{CoreConfig, Local, Transmit};
@@ -173,14 +173,14 @@ impl AuthPort for FakeAuth {
             return AuthCheck::Lookup;
         }
         if !self.users.contains(user) {
-            return AuthCheck::Failed;
+            return AuthCheck::Failed(AuthFailure::UnknownUser);
         }
         if creds.response.raw() == "replayed" {
             AuthCheck::Replayed
         } else if creds.response.raw() == "good" {
             AuthCheck::Ok
         } else {
-            AuthCheck::Failed
+            AuthCheck::Failed(AuthFailure::WrongPassword)
         }
     }
 

@@ -56,6 +56,16 @@ pub enum ServerError {
     Admin(#[from] AdminError),
 }
 
+/// The names a phone's digest URI may give for this proxy (`[auth] uri_check = "host"`): the
+/// local domains and the realm, the listen and advertised addresses.
+fn own_names(cfg: &Config) -> crate::auth::OwnNames {
+    let mut domains = cfg.domain.local.clone();
+    domains.push(cfg.domain.realm.clone());
+    let mut addrs = cfg.listen.udp.clone();
+    addrs.push(cfg.advertise());
+    crate::auth::OwnNames { domains, addrs }
+}
+
 /// A running proxy.
 pub struct Server {
     workers: Arc<WorkerSet>,
@@ -77,7 +87,7 @@ impl Server {
         let (cache, pool, refresh) = CredentialService::start(&cfg.credentials, &realm)?;
         let refresh = Arc::new(refresh);
         tracing::info!(users = cache.len(), "credentials loaded");
-        let authenticator = Authenticator::new(&cfg.auth, &realm)?;
+        let authenticator = Authenticator::new(&cfg.auth, &realm)?.with_own_names(own_names(cfg));
         let registrar = Arc::new(Registrar::new(cfg.registrar.clone())?);
         let persister = Persister::start(&registrar, now_ms)?;
         let (aors, contacts) = registrar.counts();

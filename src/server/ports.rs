@@ -16,7 +16,9 @@ use crate::auth::{
     compute_client_response, pick_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
 };
 use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
-use crate::core::{AuthCheck, AuthPort, Local, LocationPort, RegFwdPort, RegFwdSender};
+use crate::core::{
+    AuthCheck, AuthFailure, AuthPort, Local, LocationPort, RegFwdPort, RegFwdSender,
+};
 use crate::db::{CredentialCache, Lookup};
 use crate::registrar::{ContactInput, RegisterError, RegisterRequest, Registrar, Transport};
 use crate::sip::{Contact, DigestCredentials, QStr};
@@ -46,7 +48,9 @@ fn map_verdict(v: Verdict) -> AuthCheck {
     match v {
         Verdict::Ok => AuthCheck::Ok,
         Verdict::Stale => AuthCheck::Challenge { stale: true },
-        Verdict::WrongPassword | Verdict::UriMismatch | Verdict::Malformed => AuthCheck::Failed,
+        Verdict::WrongPassword => AuthCheck::Failed(AuthFailure::WrongPassword),
+        Verdict::UriMismatch => AuthCheck::Failed(AuthFailure::UriMismatch),
+        Verdict::Malformed => AuthCheck::Failed(AuthFailure::Malformed),
         Verdict::Replay => AuthCheck::Replayed,
         _ => AuthCheck::Challenge { stale: false },
     }
@@ -96,7 +100,7 @@ impl AuthPort for CacheAuth {
         let cnonce = match &creds.cnonce {
             Some(q) => match unq(q, &mut b_cnonce) {
                 Some(s) => Some(s),
-                None => return AuthCheck::Failed,
+                None => return AuthCheck::Failed(AuthFailure::Malformed),
             },
             None => None,
         };
@@ -125,7 +129,7 @@ impl AuthPort for CacheAuth {
                 now_ms,
                 src,
             )),
-            Lookup::Unknown => AuthCheck::Failed,
+            Lookup::Unknown => AuthCheck::Failed(AuthFailure::UnknownUser),
             Lookup::Miss => AuthCheck::Lookup,
         }
     }

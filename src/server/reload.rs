@@ -148,7 +148,8 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             nonce_ttl_secs,
             allow_no_qop,
             bind_nonce_to_ip,
-            replay_capacity
+            replay_capacity,
+            uri_check
         ]
     );
     changed!(

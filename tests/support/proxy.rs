@@ -52,6 +52,8 @@ pub struct Tune {
     pub negative_ttl_secs: Option<u32>,
     /// `[auth] algorithms`, strongest first (e.g. `["SHA-256", "MD5"]`).
     pub algorithms: Vec<&'static str>,
+    /// `[auth] uri_check` (`"strict"`, `"host"`, `"off"`).
+    pub uri_check: Option<&'static str>,
     /// `[registrar] persist` (default `"none"`), e.g. `sqlite:///DIR/location.db`.
     pub persist: Option<String>,
     /// `[registrar] persist_interval_ms`.
@@ -177,12 +179,14 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         let items: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
         items.join(", ")
     };
+    if !tune.algorithms.is_empty() || tune.uri_check.is_some() {
+        toml.push_str("\n[auth]\n");
+    }
     if !tune.algorithms.is_empty() {
-        let _ = write!(
-            toml,
-            "\n[auth]\nalgorithms = [{}]\n",
-            quoted(&tune.algorithms)
-        );
+        let _ = writeln!(toml, "algorithms = [{}]", quoted(&tune.algorithms));
+    }
+    if let Some(mode) = tune.uri_check {
+        let _ = writeln!(toml, "uri_check = \"{mode}\"");
     }
     let mut guard = String::new();
     if !tune.guard_allow.is_empty() {
