@@ -189,3 +189,191 @@ fn refusals_are_logged_with_their_reason_and_no_secret() {
         assert!(!line.contains("Digest"), "{line}");
     }
 }
+
+/// A raw UDP peer that keeps the bytes it receives (Latin-1 is not text).
+struct RawPeer {
+    sock: std::net::UdpSocket,
+    addr: SocketAddr,
+}
+
+impl RawPeer {
+    fn bind(ip: Ipv4Addr) -> RawPeer {
+        let sock = std::net::UdpSocket::bind((ip, 0)).expect("bind");
+        let addr = sock.local_addr().expect("address");
+        RawPeer { sock, addr }
+    }
+
+    fn send(&self, to: SocketAddr, data: &[u8]) {
+        self.sock.send_to(data, to).expect("send");
+    }
+
+    /// The next datagram whose first line starts with `start` and that holds `needle`,
+    /// within [`WAIT`].
+    fn expect(&self, start: &str, needle: &str) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut buf = vec![0u8; 65_536];
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no {start:?} with {needle:?}; got {seen:?}"
+            );
+            self.sock.set_read_timeout(Some(left)).expect("timeout");
+            let Ok(n) = self.sock.recv(&mut buf) else {
+                continue;
+            };
+            let got = buf[..n].to_vec();
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if text.starts_with(start) && text.contains(needle) {
+                return got;
+            }
+            seen.push(text.lines().next().unwrap_or("").to_owned());
+        }
+    }
+}
+
+/// The header line of `msg` (bytes) that starts with `name:`.
+fn line<'a>(msg: &'a [u8], name: &str) -> &'a [u8] {
+    msg.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && l[name.len()] == b':'
+        })
+        .unwrap_or_else(|| panic!("no {name} in {}", String::from_utf8_lossy(msg)))
+}
+
+/// What a raw request says besides its CSeq and extra lines.
+struct Head<'a> {
+    method: &'a str,
+    uri: &'a str,
+    from: &'a [u8],
+    to: &'a [u8],
+    call_id: &'a str,
+}
+
+/// The request `head` from `peer` as bytes, with `extra` lines after CSeq.
+fn raw_request(peer: &RawPeer, head: &Head, cseq: u32, extra: &str) -> Vec<u8> {
+    let Head {
+        method,
+        uri,
+        call_id,
+        ..
+    } = head;
+    let me = peer.addr;
+    let mut m = format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}.{cseq};rport\r\n\
+         Max-Forwards: 70\r\n"
+    )
+    .into_bytes();
+    for (name, value) in [("From", head.from), ("To", head.to)] {
+        m.extend_from_slice(format!("{name}: ").as_bytes());
+        m.extend_from_slice(value);
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(
+        format!(
+            "Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{extra}User-Agent: Alt-Telefon 1.0\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    m
+}
+
+/// The proxy's challenge in `resp` answered for user 1001 over `uri`.
+fn answer(resp: &[u8], proxy: SocketAddr, header: &str, method: &str, uri: &str) -> String {
+    let challenge = SipMsg {
+        text: String::from_utf8_lossy(resp).into_owned(),
+        from: proxy,
+    };
+    answer_challenge(&challenge, header, "1001", password("1001"), method, uri)
+}
+
+/// REGISTER `head` (with `extra` lines) as user 1001 answering the 401; the final response.
+fn register_1001(peer: &RawPeer, proxy: SocketAddr, head: &Head, extra: &str) -> Vec<u8> {
+    peer.send(proxy, &raw_request(peer, head, 1, extra));
+    let challenge = peer.expect("SIP/2.0 401", "1 REGISTER");
+    let creds = answer(&challenge, proxy, "WWW-Authenticate", "REGISTER", head.uri);
+    let extra = format!("{extra}Authorization: {creds}\r\n");
+    peer.send(proxy, &raw_request(peer, head, 2, &extra));
+    peer.expect("SIP/2.0 ", "2 REGISTER")
+}
+
+/// #14: a Latin-1 display name in From and To (old phones and PBXs) is accepted: a REGISTER
+/// is answered 200 (its From/To copied byte for byte), an INVITE reaches Asterisk with the
+/// From and To lines byte for byte; `Contact: ...;expires=-5` is refused with 400.
+#[test]
+fn latin1_display_names_pass_and_negative_contact_expires_is_refused() {
+    let asterisk = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 2));
+    let scene = Scene::start(Setup {
+        standin: false,
+        extra_nodes: vec![asterisk.addr],
+        ..Setup::default()
+    });
+    let proxy = scene.proxy.addr;
+    let phone = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
+    let from = format!("\"J\u{f6}rg M\u{fc}ller\" <sip:1001@{DOMAIN}>;tag=l1");
+    // Latin-1: every char below U+0100 as one byte.
+    let latin1 = |s: &str| -> Vec<u8> { s.chars().map(|c| c as u32 as u8).collect() };
+    let from = latin1(&from);
+    let to_reg = latin1(&format!("\"Caf\u{e9}\" <sip:1001@{DOMAIN}>"));
+    let reg_uri = format!("sip:{DOMAIN}");
+    let contact = format!("Contact: <sip:1001@{}>\r\nExpires: 300\r\n", phone.addr);
+    let reg = Head {
+        method: "REGISTER",
+        uri: &reg_uri,
+        from: &from,
+        to: &to_reg,
+        call_id: "lat-reg",
+    };
+    let ok = register_1001(&phone, proxy, &reg, &contact);
+    assert!(
+        ok.starts_with(b"SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&ok)
+    );
+    assert_eq!(line(&ok, "From"), [b"From: ", &from[..]].concat());
+    assert!(line(&ok, "To").starts_with(&[b"To: ", &to_reg[..]].concat()));
+
+    // The INVITE (to an Asterisk extension) reaches Asterisk with From and To untouched.
+    let inv_uri = format!("sip:600@{DOMAIN}");
+    let to_inv = latin1(&format!("\"Empf\u{e4}nger\" <{inv_uri}>"));
+    let caller = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
+    let inv = Head {
+        method: "INVITE",
+        uri: &inv_uri,
+        from: &from,
+        to: &to_inv,
+        call_id: "lat-inv",
+    };
+    let contact = format!("Contact: <sip:1001@{}>\r\n", caller.addr);
+    caller.send(proxy, &raw_request(&caller, &inv, 1, &contact));
+    let challenge = caller.expect("SIP/2.0 407", "1 INVITE");
+    let creds = answer(&challenge, proxy, "Proxy-Authenticate", "INVITE", &inv_uri);
+    let extra = format!("{contact}Proxy-Authorization: {creds}\r\n");
+    caller.send(proxy, &raw_request(&caller, &inv, 2, &extra));
+    let forwarded = asterisk.expect("INVITE ", "lat-inv");
+    assert_eq!(line(&forwarded, "From"), [b"From: ", &from[..]].concat());
+    assert_eq!(line(&forwarded, "To"), [b"To: ", &to_inv[..]].concat());
+
+    // A negative Contact expires is refused like a negative Expires header.
+    let bad = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
+    let plain = format!("<sip:1001@{DOMAIN}>");
+    let neg = Head {
+        method: "REGISTER",
+        uri: &reg_uri,
+        from: plain.as_bytes(),
+        to: plain.as_bytes(),
+        call_id: "neg",
+    };
+    let contact = format!("Contact: <sip:1001@{}>;expires=-5\r\n", bad.addr);
+    let refused = register_1001(&bad, proxy, &neg, &contact);
+    assert!(
+        refused.starts_with(b"SIP/2.0 400"),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+}

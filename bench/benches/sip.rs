@@ -88,7 +88,7 @@ fn parse(c: &mut Criterion) {
             let mut n = usize::from(via.rport() != Rport::Absent) + cred.username.raw().len();
             for c in m.contacts().flatten() {
                 if let Contact::Addr(a) = c {
-                    n += a.expires().unwrap_or(0) as usize;
+                    n += a.expires().ok().flatten().unwrap_or(0) as usize;
                 }
             }
             n += m.cseq().expect("cseq").seq as usize + m.call_id().expect("call-id").len();

@@ -263,7 +263,14 @@ impl LocationPort for FakeLocation {
         }
         for c in input.msg.contacts().flatten() {
             if let Contact::Addr(na) = c {
-                let e = na.expires().unwrap_or(expires);
+                let Ok(e) = na.expires() else {
+                    return RegisterReply::Reject {
+                        code: 400,
+                        reason: "Bad Request",
+                        min_expires: None,
+                    };
+                };
+                let e = e.unwrap_or(expires);
                 if e > 0 && e < 60 {
                     return RegisterReply::Reject {
                         code: 423,
