@@ -207,6 +207,16 @@ impl RawPeer {
         self.sock.send_to(data, to).expect("send");
     }
 
+    /// Asserts that nothing arrives for `window` (after the proxy answered something sent
+    /// later from elsewhere, so it had its chance).
+    fn expect_nothing(&self, window: Duration) {
+        let mut buf = vec![0u8; 65_536];
+        self.sock.set_read_timeout(Some(window)).expect("timeout");
+        if let Ok(n) = self.sock.recv(&mut buf) {
+            panic!("unexpected: {}", String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
     /// The next datagram whose first line starts with `start` and that holds `needle`,
     /// within [`WAIT`].
     fn expect(&self, start: &str, needle: &str) -> Vec<u8> {
@@ -376,4 +386,140 @@ fn latin1_display_names_pass_and_negative_contact_expires_is_refused() {
         "{}",
         String::from_utf8_lossy(&refused)
     );
+}
+
+/// An OPTIONS to the proxy from `from` with `user_agent`, as bytes.
+fn options(from: SocketAddr, proxy: SocketAddr, call_id: &str, user_agent: &str) -> String {
+    format!(
+        "OPTIONS sip:{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call_id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:mon@{from}>;tag={call_id}\r\nTo: <sip:{proxy}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {user_agent}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// #16 item 7: `sipsak` (Nagios' check_sip) is not on the default scanner list: its OPTIONS
+/// is answered 200, the real `sipsak` when installed (`scripts/test` installs it), else a
+/// datagram with its User-Agent. `friendly-scanner` stays dropped.
+#[test]
+fn sipsak_options_is_answered_by_default() {
+    let scene = Scene::start(Setup::default());
+    let proxy = scene.proxy.addr;
+    let monitor = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 6));
+    monitor.send(
+        proxy,
+        options(monitor.addr, proxy, "sipsak1", "sipsak 0.9.8.1").as_bytes(),
+    );
+    monitor.expect("SIP/2.0 200", "sipsak1");
+    // The scanner probe gets nothing, while a later request from the same source does.
+    monitor.send(
+        proxy,
+        options(monitor.addr, proxy, "scan1", "friendly-scanner").as_bytes(),
+    );
+    monitor.send(
+        proxy,
+        options(monitor.addr, proxy, "after", "Phone/1").as_bytes(),
+    );
+    let next = monitor.expect("SIP/2.0 ", "CSeq: 1 OPTIONS");
+    assert!(
+        String::from_utf8_lossy(&next).contains("Call-ID: after"),
+        "the scanner probe was answered:\n{}",
+        String::from_utf8_lossy(&next)
+    );
+    let Ok(path) = which("sipsak") else {
+        eprintln!("sipsak is not installed: checked with its User-Agent only");
+        return;
+    };
+    let port = support::proxy::free_udp_port(Ipv4Addr::LOCALHOST);
+    let out = std::process::Command::new(path)
+        // sipsak 0.9.8 cuts a five-digit port out of a SIP URI: address the proxy's IP and
+        // send to its port as the outbound proxy.
+        .args(["--sip-uri", &format!("sip:{}", proxy.ip())])
+        .args(["--outbound-proxy", &proxy.to_string()])
+        .args(["--local-port", &port.to_string(), "--hostname", "127.0.0.1"])
+        .args(["--verbose"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipsak");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("200"),
+        "sipsak OPTIONS: {}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `name` on PATH.
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+/// #16 item 7: with `[guard] persist` a ban survives a restart (`kill -9`, so only the file
+/// written on change counts): the banned source still gets nothing, another is answered.
+#[test]
+fn bans_survive_a_restart() {
+    let mut scene = Scene::start(Setup {
+        tune: Tune {
+            ban_ip_failures: Some(2),
+            ban_persist: true,
+            ..Tune::default()
+        },
+        ..Setup::default()
+    });
+    let proxy = scene.proxy.addr;
+    let attacker_ip = Ipv4Addr::new(127, 0, 0, 9);
+    for i in 0..2 {
+        let attacker = RawPeer::bind(attacker_ip);
+        let plain = format!("<sip:1001@{DOMAIN}>");
+        let uri = format!("sip:{DOMAIN}");
+        let head = Head {
+            method: "REGISTER",
+            uri: &uri,
+            from: plain.as_bytes(),
+            to: plain.as_bytes(),
+            call_id: &format!("bf{i}"),
+        };
+        attacker.send(proxy, &raw_request(&attacker, &head, 1, ""));
+        let challenge = attacker.expect("SIP/2.0 401", "1 REGISTER");
+        let challenge = SipMsg {
+            text: String::from_utf8_lossy(&challenge).into_owned(),
+            from: proxy,
+        };
+        let creds = answer_challenge(
+            &challenge,
+            "WWW-Authenticate",
+            "1001",
+            "guess",
+            "REGISTER",
+            &uri,
+        );
+        attacker.send(
+            proxy,
+            &raw_request(&attacker, &head, 2, &format!("Authorization: {creds}\r\n")),
+        );
+    }
+    // Written within a second of the ban.
+    scene.wait_file("bans.json", "\"127.0.0.9\"", WAIT);
+    scene.kill9_and_restart_proxy();
+    let proxy = scene.proxy.addr;
+    let attacker = RawPeer::bind(attacker_ip);
+    attacker.send(
+        proxy,
+        options(attacker.addr, proxy, "still", "Phone/1").as_bytes(),
+    );
+    let other = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 10));
+    other.send(
+        proxy,
+        options(other.addr, proxy, "other", "Phone/1").as_bytes(),
+    );
+    other.expect("SIP/2.0 200", "other");
+    attacker.expect_nothing(Duration::from_millis(300));
+    let log =
+        std::fs::read_to_string(scene.dir().join("sipfront-restarted.err")).unwrap_or_default();
+    assert!(log.is_empty() || !log.contains("ERROR"), "{log}");
 }

@@ -52,6 +52,8 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("{0}")]
     Guard(#[from] crate::guard::ConfigError),
+    #[error("{0}")]
+    Bans(#[from] crate::guard::PersistError),
     #[error("admin: {0}")]
     Admin(#[from] AdminError),
 }
@@ -66,6 +68,25 @@ fn own_names(cfg: &Config) -> crate::auth::OwnNames {
     crate::auth::OwnNames { domains, addrs }
 }
 
+/// `[guard] persist`: put back the bans of the file, drop the expired ones, and start the
+/// thread that keeps the file up to date.
+fn restore_bans(
+    cfg: &Config,
+    guard: &Arc<Guard>,
+    now_ms: u64,
+) -> Result<Option<crate::guard::BanPersister>, ServerError> {
+    if cfg.guard.persist.is_empty() {
+        return Ok(None);
+    }
+    let file = crate::guard::BanFile::new(&cfg.guard.persist);
+    let restored = guard.restore_bans(&file.load()?, now_ms);
+    tracing::info!(restored, file = %file.path().display(), "bans restored");
+    Ok(Some(crate::guard::BanPersister::start(
+        file,
+        guard.clone(),
+    )?))
+}
+
 /// A running proxy.
 pub struct Server {
     workers: Arc<WorkerSet>,
@@ -77,6 +98,8 @@ pub struct Server {
     admin: Option<AdminServer>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
+    /// Writes the ban list to `[guard] persist` (when set).
+    bans: Option<crate::guard::BanPersister>,
 }
 
 impl Server {
@@ -95,6 +118,7 @@ impl Server {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
         let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
+        let bans = restore_bans(cfg, &guard, now_ms)?;
         let regfwd = RegFwd::new(reload::regfwd_settings(cfg))?;
         let regfwd = Arc::new(AsteriskRegFwd { regfwd });
         let ports = Ports {
@@ -197,6 +221,7 @@ impl Server {
             admin,
             draining,
             reloader,
+            bans,
         })
     }
 
@@ -282,6 +307,9 @@ impl Server {
             // Unreachable while the admin server is the only other holder; dropping the
             // last handle stops the workers all the same.
             Err(shared) => drop(shared),
+        }
+        if let Some(bans) = self.bans.take() {
+            bans.stop();
         }
         self.persister.flush(Duration::from_secs(10))?;
         self.persister.stop()?;

@@ -283,6 +283,7 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     c.guard.max_bans = sizes.max_bans;
     c.guard.max_tracked_failures = sizes.max_tracked_failures;
     c.guard.ipv6_prefix = sizes.ipv6_prefix;
+    c.guard.persist = sizes.persist.clone();
     if guard_restart.contains(&"guard.rate_enabled") {
         c.guard.rate_enabled = sizes.rate_enabled;
     }

@@ -72,6 +72,8 @@ pub struct Tune {
     pub ban_ip_failures: Option<u32>,
     /// `[guard] ban_secs`: how long a ban lasts.
     pub ban_secs: Option<u32>,
+    /// `[guard] persist = "DIR/bans.json"` (the test's directory): bans across restarts.
+    pub ban_persist: bool,
     /// `[limits] max_transactions_per_worker`.
     pub max_transactions_per_worker: Option<usize>,
     /// `[limits] max_parked_per_worker`.
@@ -189,6 +191,10 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         let _ = writeln!(toml, "uri_check = \"{mode}\"");
     }
     let mut guard = String::new();
+    if tune.ban_persist {
+        let file = db.with_file_name("bans.json");
+        let _ = writeln!(guard, "persist = \"{}\"", file.display());
+    }
     if !tune.guard_allow.is_empty() {
         let _ = writeln!(guard, "allow = [{}]", quoted(&tune.guard_allow));
     }
