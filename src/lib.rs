@@ -10,6 +10,7 @@
 //! - [`transport`]: the per-core UDP worker shell (io_uring or recvmmsg);
 //! - [`guard`]: per-source rate limits, failed-auth bans, scanner User-Agents;
 //! - [`server`]: wiring of all layers, and the core's ports over them;
+//! - [`instance`]: one proxy per listen address (`--takeover` hands one over);
 //! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -21,6 +22,7 @@ pub mod core;
 pub mod db;
 pub mod demo;
 pub mod guard;
+pub mod instance;
 pub mod logging;
 pub mod metrics;
 pub mod registrar;

@@ -32,6 +32,11 @@ enum Command {
         /// The TOML configuration file (see docs/configuration.md).
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listen addresses over from the sipfront running on them: bind alongside
+        /// it, then send it SIGTERM so it drains and exits (zero-downtime upgrade, see
+        /// docs/operations.md). Without it, a listen address in use stops the start.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a configuration file and exit (non-zero on error, naming the key).
     CheckConfig {
@@ -115,7 +120,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn run(cfg: &Config) -> ExitCode {
+fn run(cfg: &Config, takeover: bool) -> ExitCode {
+    // Before anything binds: a listen address held by another process stops the start,
+    // unless this is a deliberate handover from another sipfront.
+    let old = match sipfront::instance::probe(&cfg.listen.udp)
+        .and_then(|busy| sipfront::instance::check(busy, takeover))
+    {
+        Ok(old) => old,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     sipfront::logging::init(&cfg.log.level);
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
@@ -131,6 +147,13 @@ fn run(cfg: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Serving now: the old proxy may drain and go.
+    for holder in &old {
+        tracing::info!(old = %holder, "takeover: asking the old proxy to drain and exit");
+    }
+    for (holder, e) in sipfront::instance::signal_holders(&old) {
+        tracing::error!(old = %holder, error = %e, "takeover: cannot signal the old proxy");
+    }
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
@@ -163,8 +186,8 @@ fn run(cfg: &Config) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match Config::load(&config) {
-            Ok(cfg) => run(&cfg),
+        Command::Run { config, takeover } => match Config::load(&config) {
+            Ok(cfg) => run(&cfg, takeover),
             Err(e) => {
                 eprintln!("sipfront: {e}");
                 ExitCode::from(2)
@@ -188,7 +211,7 @@ fn main() -> ExitCode {
         Command::Demo { dir } => match sipfront::demo::prepare(&dir) {
             Ok(cfg) => {
                 println!("sipfront demo: users 1001/secret1001, 1002/secret1002, 1003/secret1003, realm sipfront.demo, listening on 127.0.0.1:5060, Asterisk expected at 127.0.0.2:5080");
-                run(&cfg)
+                run(&cfg, false)
             }
             Err(e) => {
                 eprintln!("sipfront: {e}");

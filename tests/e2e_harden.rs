@@ -523,3 +523,106 @@ fn bans_survive_a_restart() {
         std::fs::read_to_string(scene.dir().join("sipfront-restarted.err")).unwrap_or_default();
     assert!(log.is_empty() || !log.contains("ERROR"), "{log}");
 }
+
+/// A first REGISTER from a new socket: the proxy answers 401 (or 503 while draining).
+fn first_register_answer(proxy: SocketAddr, call_id: &str) -> Vec<u8> {
+    let phone = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
+    let plain = format!("<sip:1001@{DOMAIN}>");
+    let uri = format!("sip:{DOMAIN}");
+    let head = Head {
+        method: "REGISTER",
+        uri: &uri,
+        from: plain.as_bytes(),
+        to: plain.as_bytes(),
+        call_id,
+    };
+    phone.send(proxy, &raw_request(&phone, &head, 1, ""));
+    phone.expect("SIP/2.0 ", "1 REGISTER")
+}
+
+/// A second `sipfront run` on the scene's config (`--takeover` when asked), its output in
+/// `DIR/NAME.out/.err`.
+fn second_instance(scene: &Scene, name: &str, takeover: bool) -> support::procs::Proc {
+    let dir = scene.dir();
+    let mut cmd = std::process::Command::new(support::procs::sipfront_bin());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(dir.join("sipfront.toml"));
+    if takeover {
+        cmd.arg("--takeover");
+    }
+    cmd.env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).expect("stdout"))
+        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).expect("stderr"));
+    support::procs::Proc::spawn(name, &mut cmd)
+}
+
+/// #16 item 5: a second `sipfront run` on an address in use exits non-zero within 3 s with an
+/// error naming the address and the PID holding it, and the first keeps serving.
+#[test]
+fn a_second_instance_refuses_to_share_the_port() {
+    let mut scene = Scene::start(Setup::default());
+    let proxy = scene.proxy.addr;
+    let first_pid = scene.proxy.proc.child_mut().id();
+    let mut second = second_instance(&scene, "second", false);
+    let status = second.wait_exit(Duration::from_secs(3));
+    let err = std::fs::read_to_string(scene.dir().join("second.err")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the second instance must exit non-zero within 3 s: {status:?}\n{err}"
+    );
+    assert!(
+        err.contains(&proxy.to_string()) && err.contains(&format!("PID {first_pid}")),
+        "the error names the address and the holder:\n{err}"
+    );
+    assert!(
+        err.contains("--takeover"),
+        "and says how to hand over:\n{err}"
+    );
+    let answer = first_register_answer(proxy, "still-served");
+    assert!(
+        answer.starts_with(b"SIP/2.0 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        scene.proxy.proc.exited().is_none(),
+        "the first one still runs"
+    );
+}
+
+/// #16 item 5: `--takeover` binds alongside the running proxy and sends it SIGTERM; the old
+/// one drains and exits 0, the new one serves the address.
+#[test]
+fn takeover_hands_the_port_over() {
+    let mut scene = Scene::start(Setup {
+        tune: Tune {
+            log_level: Some("info"),
+            ..Tune::default()
+        },
+        ..Setup::default()
+    });
+    let proxy = scene.proxy.addr;
+    let old_pid = scene.proxy.proc.child_mut().id();
+    let mut new = second_instance(&scene, "takeover", true);
+    let old = scene.proxy.proc.wait_exit(Duration::from_secs(20));
+    let new_log = std::fs::read_to_string(scene.dir().join("takeover.err")).unwrap_or_default();
+    assert!(
+        old.is_some_and(|s| s.success()),
+        "the old proxy drains and exits 0: {old:?}\nnew:\n{new_log}"
+    );
+    assert!(new.exited().is_none(), "the new proxy runs:\n{new_log}");
+    assert!(
+        new_log.contains("takeover") && new_log.contains(&format!("PID {old_pid}")),
+        "{new_log}"
+    );
+    let answer = first_register_answer(proxy, "after-takeover");
+    assert!(
+        answer.starts_with(b"SIP/2.0 401"),
+        "the new proxy answers: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let old_log = std::fs::read_to_string(scene.dir().join("sipfront.err")).unwrap_or_default();
+    assert!(old_log.contains("drain"), "the old one drained:\n{old_log}");
+}
