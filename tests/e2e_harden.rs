@@ -9,186 +9,13 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::phone::{answer_challenge, Phone, SipMsg};
+use support::phone::{answer_challenge, SipMsg};
 use support::proxy::{Proxy, ProxyOptions, Tune, DOMAIN};
 use support::sipp::{write_csv, CsvPhone, SippCmd};
 use support::standin::StandIn;
 use support::{password, Scene, Setup};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A REGISTER of `user` from `phone` (CSeq `cseq`, Call-ID `call_id`), with `extra` lines.
-fn register(phone: &Phone, user: &str, call_id: &str, cseq: u32, extra: &str) -> String {
-    let me = phone.addr;
-    format!(
-        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}.{cseq};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=t{call_id}\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
-         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{me}>\r\n\
-         Expires: 300\r\n{extra}Content-Length: 0\r\n\r\n"
-    )
-}
-
-/// REGISTERs `user` answering the 401 with `pw` over digest uri `digest_uri`; returns the
-/// final response and the Authorization line sent.
-fn register_with_uri(
-    proxy: SocketAddr,
-    user: &str,
-    pw: &str,
-    digest_uri: &str,
-    call_id: &str,
-) -> (SipMsg, String) {
-    let phone = Phone::bind(Ipv4Addr::new(127, 0, 0, 3));
-    let mut seen = Vec::new();
-    phone.send(proxy, &register(&phone, user, call_id, 1, ""));
-    let challenge = phone.expect_response(401, "1 REGISTER", WAIT, &mut seen);
-    let creds = answer_challenge(
-        &challenge,
-        "WWW-Authenticate",
-        user,
-        pw,
-        "REGISTER",
-        digest_uri,
-    );
-    let auth = format!("Authorization: {creds}\r\n");
-    phone.send(proxy, &register(&phone, user, call_id, 2, &auth));
-    (phone.expect_final("2 REGISTER", WAIT, &mut seen), auth)
-}
-
-/// #16 item 4: sipp without `-auth_uri` answers the challenge over `uri="sip:HOST:PORT"` (the
-/// address it sends to), not the Request-URI `sip:DOMAIN`. With the default `uri_check =
-/// "host"` all 400 phones register at once, nothing fails and no source is banned (the guard
-/// stays on, with a rate that lets 400 registrations a second through).
-#[test]
-fn sipp_default_digest_uri_registers_400_users() {
-    let dir = tempfile::Builder::new()
-        .prefix("sipfront-e2e-")
-        .tempdir()
-        .expect("temporary directory");
-    let names: Vec<(String, String)> = (0..400)
-        .map(|i| (format!("{}", 3000 + i), format!("pw{}", 3000 + i)))
-        .collect();
-    let users: Vec<(&str, &str)> = names
-        .iter()
-        .map(|(u, p)| (u.as_str(), p.as_str()))
-        .collect();
-    let standin = StandIn::start(&dir.path().join("standin"), &users, &[]);
-    let opts = ProxyOptions {
-        nodes: vec![standin.sip],
-        tune: Tune {
-            rate_pps: Some(5000),
-            rate_burst: Some(5000),
-            log_level: Some("info"),
-            ..Tune::default()
-        },
-        ..ProxyOptions::default()
-    };
-    let proxy = Proxy::start(dir.path(), &users, &opts);
-    let phones: Vec<CsvPhone> = users
-        .iter()
-        .map(|(u, p)| CsvPhone {
-            user: u,
-            password: p,
-            target: "-",
-        })
-        .collect();
-    let csv = write_csv(dir.path(), "phones", &phones);
-    let status = SippCmd::new("reg400", proxy.addr, "uac_register_auth.xml")
-        .csv(csv)
-        .quiet()
-        .args(&["-m", "400", "-r", "200", "-l", "400"])
-        .run(dir.path());
-    let log = std::fs::read_to_string(dir.path().join("sipfront.err")).unwrap_or_default();
-    let sipp_out = std::fs::read_to_string(dir.path().join("sipp-reg400.out")).unwrap_or_default();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "sipp with its default digest uri: {status:?}\n{}\nsipfront log:\n{log}",
-        sipp_out
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        !log.contains("authentication failed"),
-        "no refused credential:\n{log}"
-    );
-    standin.wait_stat("register", 400, WAIT);
-}
-
-/// #16 item 4: every refused credential is logged at info with its reason, and the line holds
-/// no secret. `uri_check = "strict"` refuses a digest uri other than the Request-URI.
-#[test]
-fn refusals_are_logged_with_their_reason_and_no_secret() {
-    let scene = Scene::start(Setup {
-        tune: Tune {
-            log_level: Some("info"),
-            uri_check: Some("strict"),
-            ..Tune::default()
-        },
-        ..Setup::default()
-    });
-    let proxy = scene.proxy.addr;
-    let mut sent = Vec::new();
-    let sipp_like = format!("sip:{proxy}");
-    let (bad_uri, auth) = register_with_uri(proxy, "1001", password("1001"), &sipp_like, "r1");
-    sent.push(auth);
-    let (wrong_pw, auth) = register_with_uri(
-        proxy,
-        "2001",
-        "not-the-pw-4417",
-        &format!("sip:{DOMAIN}"),
-        "r2",
-    );
-    sent.push(auth);
-    let (unknown, auth) =
-        register_with_uri(proxy, "7777", "guess-9921", &format!("sip:{DOMAIN}"), "r3");
-    sent.push(auth);
-    for (what, m) in [
-        ("uri", &bad_uri),
-        ("password", &wrong_pw),
-        ("user", &unknown),
-    ] {
-        assert_eq!(m.code(), Some(401), "{what}: challenged again\n{}", m.text);
-    }
-    scene.wait_file("sipfront.err", "reason=\"unknown user\"", WAIT);
-    let log = std::fs::read_to_string(scene.dir().join("sipfront.err")).expect("the log");
-    let refusals: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("authentication failed"))
-        .collect();
-    for (user, reason) in [
-        ("1001", "uri mismatch"),
-        ("2001", "wrong password"),
-        ("7777", "unknown user"),
-    ] {
-        assert!(
-            refusals.iter().any(|l| l.contains(" INFO ")
-                && l.contains(&format!("user=\"{user}\""))
-                && l.contains(&format!("reason=\"{reason}\""))),
-            "an info line names {user}'s refusal as {reason:?}:\n{log}"
-        );
-    }
-    let mut secrets = vec![
-        password("1001").to_owned(),
-        "not-the-pw-4417".to_owned(),
-        "guess-9921".to_owned(),
-    ];
-    for a in &sent {
-        for key in ["response=\"", "nonce=\"", "cnonce=\""] {
-            if let Some((_, v)) = a.split_once(key) {
-                secrets.push(v.split('"').next().unwrap_or_default().to_owned());
-            }
-        }
-    }
-    assert_eq!(secrets.len(), 12, "{secrets:?}");
-    for line in &refusals {
-        for s in &secrets {
-            assert!(!line.contains(s.as_str()), "{s:?} in {line}");
-        }
-        assert!(!line.contains("Digest"), "{line}");
-    }
-}
 
 /// A raw UDP peer that keeps the bytes it receives (Latin-1 is not text).
 struct RawPeer {
@@ -293,23 +120,203 @@ fn raw_request(peer: &RawPeer, head: &Head, cseq: u32, extra: &str) -> Vec<u8> {
     m
 }
 
-/// The proxy's challenge in `resp` answered for user 1001 over `uri`.
-fn answer(resp: &[u8], proxy: SocketAddr, header: &str, method: &str, uri: &str) -> String {
-    let challenge = SipMsg {
-        text: String::from_utf8_lossy(resp).into_owned(),
-        from: proxy,
-    };
-    answer_challenge(&challenge, header, "1001", password("1001"), method, uri)
+/// Who answers a challenge, with which password, over which digest uri.
+struct Creds<'a> {
+    user: &'a str,
+    password: &'a str,
+    digest_uri: &'a str,
 }
 
-/// REGISTER `head` (with `extra` lines) as user 1001 answering the 401; the final response.
-fn register_1001(peer: &RawPeer, proxy: SocketAddr, head: &Head, extra: &str) -> Vec<u8> {
+/// The REGISTER of `aor` (`<sip:USER@DOMAIN>` as From and To) to `uri`.
+fn plain_head<'a>(uri: &'a str, aor: &'a str, call_id: &'a str) -> Head<'a> {
+    Head {
+        method: "REGISTER",
+        uri,
+        from: aor.as_bytes(),
+        to: aor.as_bytes(),
+        call_id,
+    }
+}
+
+/// The challenge in `resp` (header `header`) answered with `creds` for `method`.
+fn answer(resp: &[u8], header: &str, method: &str, creds: &Creds) -> String {
+    let challenge = SipMsg {
+        text: String::from_utf8_lossy(resp).into_owned(),
+        from: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let Creds {
+        user,
+        password,
+        digest_uri,
+    } = creds;
+    answer_challenge(&challenge, header, user, password, method, digest_uri)
+}
+
+/// Sends REGISTER `head` (with `extra` lines), answers the 401 with `creds` and sends it
+/// again; returns the Authorization line.
+fn send_register(
+    peer: &RawPeer,
+    proxy: SocketAddr,
+    head: &Head,
+    extra: &str,
+    creds: &Creds,
+) -> String {
     peer.send(proxy, &raw_request(peer, head, 1, extra));
     let challenge = peer.expect("SIP/2.0 401", "1 REGISTER");
-    let creds = answer(&challenge, proxy, "WWW-Authenticate", "REGISTER", head.uri);
-    let extra = format!("{extra}Authorization: {creds}\r\n");
-    peer.send(proxy, &raw_request(peer, head, 2, &extra));
+    let auth = format!(
+        "Authorization: {}\r\n",
+        answer(&challenge, "WWW-Authenticate", "REGISTER", creds)
+    );
+    peer.send(
+        proxy,
+        &raw_request(peer, head, 2, &format!("{extra}{auth}")),
+    );
+    auth
+}
+
+/// [`send_register`], then the final response.
+fn register(peer: &RawPeer, proxy: SocketAddr, head: &Head, extra: &str, creds: &Creds) -> Vec<u8> {
+    send_register(peer, proxy, head, extra, creds);
     peer.expect("SIP/2.0 ", "2 REGISTER")
+}
+
+/// #16 item 4: sipp without `-auth_uri` answers the challenge over `uri="sip:HOST:PORT"` (the
+/// address it sends to), not the Request-URI `sip:DOMAIN`. With the default `uri_check =
+/// "host"` all 400 phones register at once, nothing fails and no source is banned (the guard
+/// stays on, with a rate that lets 400 registrations a second through).
+#[test]
+fn sipp_default_digest_uri_registers_400_users() {
+    let dir = tempfile::Builder::new()
+        .prefix("sipfront-e2e-")
+        .tempdir()
+        .expect("temporary directory");
+    let names: Vec<(String, String)> = (0..400)
+        .map(|i| (format!("{}", 3000 + i), format!("pw{}", 3000 + i)))
+        .collect();
+    let users: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
+    let standin = StandIn::start(&dir.path().join("standin"), &users, &[]);
+    let opts = ProxyOptions {
+        nodes: vec![standin.sip],
+        tune: Tune {
+            rate_pps: Some(5000),
+            rate_burst: Some(5000),
+            log_level: Some("info"),
+            ..Tune::default()
+        },
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::start(dir.path(), &users, &opts);
+    let phones: Vec<CsvPhone> = users
+        .iter()
+        .map(|(u, p)| CsvPhone {
+            user: u,
+            password: p,
+            target: "-",
+        })
+        .collect();
+    let csv = write_csv(dir.path(), "phones", &phones);
+    let status = SippCmd::new("reg400", proxy.addr, "uac_register_auth.xml")
+        .csv(csv)
+        .quiet()
+        .args(&["-m", "400", "-r", "200", "-l", "400"])
+        .run(dir.path());
+    let log = std::fs::read_to_string(dir.path().join("sipfront.err")).unwrap_or_default();
+    let sipp_out = std::fs::read_to_string(dir.path().join("sipp-reg400.out")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sipp with its default digest uri: {status:?}\n{}\nsipfront log:\n{log}",
+        sipp_out
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !log.contains("authentication failed"),
+        "no refused credential:\n{log}"
+    );
+    standin.wait_stat("register", 400, WAIT);
+}
+
+/// #16 item 4: every refused credential is logged at info with its reason, and the line holds
+/// no secret. `uri_check = "strict"` refuses a digest uri other than the Request-URI.
+#[test]
+fn refusals_are_logged_with_their_reason_and_no_secret() {
+    let scene = Scene::start(Setup {
+        tune: Tune {
+            log_level: Some("info"),
+            uri_check: Some("strict"),
+            ..Tune::default()
+        },
+        ..Setup::default()
+    });
+    let proxy = scene.proxy.addr;
+    let mut sent = Vec::new();
+    let sipp_like = format!("sip:{proxy}");
+    let reg_uri = format!("sip:{DOMAIN}");
+    for (user, pw, digest_uri) in [
+        ("1001", password("1001"), sipp_like.as_str()),
+        ("2001", "not-the-pw-4417", reg_uri.as_str()),
+        ("7777", "guess-9921", reg_uri.as_str()),
+    ] {
+        let phone = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
+        let aor = format!("<sip:{user}@{DOMAIN}>");
+        let creds = Creds {
+            user,
+            password: pw,
+            digest_uri,
+        };
+        let call_id = format!("refused-{user}");
+        let head = plain_head(&reg_uri, &aor, &call_id);
+        sent.push(send_register(&phone, proxy, &head, "", &creds));
+        let resp = phone.expect("SIP/2.0 ", "2 REGISTER");
+        assert!(
+            resp.starts_with(b"SIP/2.0 401"),
+            "{user}: challenged again\n{}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    scene.wait_file("sipfront.err", "reason=\"unknown user\"", WAIT);
+    let log = std::fs::read_to_string(scene.dir().join("sipfront.err")).expect("the log");
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failed"))
+        .collect();
+    for (user, reason) in [
+        ("1001", "uri mismatch"),
+        ("2001", "wrong password"),
+        ("7777", "unknown user"),
+    ] {
+        assert!(
+            refusals.iter().any(|l| l.contains(" INFO ")
+                && l.contains(&format!("user=\"{user}\""))
+                && l.contains(&format!("reason=\"{reason}\""))),
+            "an info line names {user}'s refusal as {reason:?}:\n{log}"
+        );
+    }
+    let mut secrets = vec![
+        password("1001").to_owned(),
+        "not-the-pw-4417".to_owned(),
+        "guess-9921".to_owned(),
+    ];
+    for a in &sent {
+        for key in ["response=\"", "nonce=\"", "cnonce=\""] {
+            if let Some((_, v)) = a.split_once(key) {
+                secrets.push(v.split('"').next().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    assert_eq!(secrets.len(), 12, "{secrets:?}");
+    for line in &refusals {
+        for s in &secrets {
+            assert!(!line.contains(s.as_str()), "{s:?} in {line}");
+        }
+        assert!(!line.contains("Digest"), "{line}");
+    }
 }
 
 /// #14: a Latin-1 display name in From and To (old phones and PBXs) is accepted: a REGISTER
@@ -339,7 +346,12 @@ fn latin1_display_names_pass_and_negative_contact_expires_is_refused() {
         to: &to_reg,
         call_id: "lat-reg",
     };
-    let ok = register_1001(&phone, proxy, &reg, &contact);
+    let creds = Creds {
+        user: "1001",
+        password: password("1001"),
+        digest_uri: &reg_uri,
+    };
+    let ok = register(&phone, proxy, &reg, &contact, &creds);
     assert!(
         ok.starts_with(b"SIP/2.0 200"),
         "{}",
@@ -362,8 +374,12 @@ fn latin1_display_names_pass_and_negative_contact_expires_is_refused() {
     let contact = format!("Contact: <sip:1001@{}>\r\n", caller.addr);
     caller.send(proxy, &raw_request(&caller, &inv, 1, &contact));
     let challenge = caller.expect("SIP/2.0 407", "1 INVITE");
-    let creds = answer(&challenge, proxy, "Proxy-Authenticate", "INVITE", &inv_uri);
-    let extra = format!("{contact}Proxy-Authorization: {creds}\r\n");
+    let invite_creds = Creds {
+        digest_uri: &inv_uri,
+        ..creds
+    };
+    let auth = answer(&challenge, "Proxy-Authenticate", "INVITE", &invite_creds);
+    let extra = format!("{contact}Proxy-Authorization: {auth}\r\n");
     caller.send(proxy, &raw_request(&caller, &inv, 2, &extra));
     let forwarded = asterisk.expect("INVITE ", "lat-inv");
     assert_eq!(line(&forwarded, "From"), [b"From: ", &from[..]].concat());
@@ -371,16 +387,10 @@ fn latin1_display_names_pass_and_negative_contact_expires_is_refused() {
 
     // A negative Contact expires is refused like a negative Expires header.
     let bad = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
-    let plain = format!("<sip:1001@{DOMAIN}>");
-    let neg = Head {
-        method: "REGISTER",
-        uri: &reg_uri,
-        from: plain.as_bytes(),
-        to: plain.as_bytes(),
-        call_id: "neg",
-    };
+    let aor = format!("<sip:1001@{DOMAIN}>");
+    let neg = plain_head(&reg_uri, &aor, "neg");
     let contact = format!("Contact: <sip:1001@{}>;expires=-5\r\n", bad.addr);
-    let refused = register_1001(&bad, proxy, &neg, &contact);
+    let refused = register(&bad, proxy, &neg, &contact, &creds);
     assert!(
         refused.starts_with(b"SIP/2.0 400"),
         "{}",
@@ -473,34 +483,23 @@ fn bans_survive_a_restart() {
     });
     let proxy = scene.proxy.addr;
     let attacker_ip = Ipv4Addr::new(127, 0, 0, 9);
+    let uri = format!("sip:{DOMAIN}");
+    let aor = format!("<sip:1001@{DOMAIN}>");
+    let guess = Creds {
+        user: "1001",
+        password: "guess",
+        digest_uri: &uri,
+    };
     for i in 0..2 {
+        // The second failure bans the source: no answer to wait for.
         let attacker = RawPeer::bind(attacker_ip);
-        let plain = format!("<sip:1001@{DOMAIN}>");
-        let uri = format!("sip:{DOMAIN}");
-        let head = Head {
-            method: "REGISTER",
-            uri: &uri,
-            from: plain.as_bytes(),
-            to: plain.as_bytes(),
-            call_id: &format!("bf{i}"),
-        };
-        attacker.send(proxy, &raw_request(&attacker, &head, 1, ""));
-        let challenge = attacker.expect("SIP/2.0 401", "1 REGISTER");
-        let challenge = SipMsg {
-            text: String::from_utf8_lossy(&challenge).into_owned(),
-            from: proxy,
-        };
-        let creds = answer_challenge(
-            &challenge,
-            "WWW-Authenticate",
-            "1001",
-            "guess",
-            "REGISTER",
-            &uri,
-        );
-        attacker.send(
+        let call_id = format!("bf{i}");
+        send_register(
+            &attacker,
             proxy,
-            &raw_request(&attacker, &head, 2, &format!("Authorization: {creds}\r\n")),
+            &plain_head(&uri, &aor, &call_id),
+            "",
+            &guess,
         );
     }
     // Written within a second of the ban.
@@ -524,20 +523,21 @@ fn bans_survive_a_restart() {
     assert!(log.is_empty() || !log.contains("ERROR"), "{log}");
 }
 
-/// A first REGISTER from a new socket: the proxy answers 401 (or 503 while draining).
-fn first_register_answer(proxy: SocketAddr, call_id: &str) -> Vec<u8> {
+/// A first REGISTER from a new socket is answered 401 (someone serves the address).
+fn assert_challenged(proxy: SocketAddr, call_id: &str) {
     let phone = RawPeer::bind(Ipv4Addr::new(127, 0, 0, 3));
-    let plain = format!("<sip:1001@{DOMAIN}>");
+    let aor = format!("<sip:1001@{DOMAIN}>");
     let uri = format!("sip:{DOMAIN}");
-    let head = Head {
-        method: "REGISTER",
-        uri: &uri,
-        from: plain.as_bytes(),
-        to: plain.as_bytes(),
-        call_id,
-    };
-    phone.send(proxy, &raw_request(&phone, &head, 1, ""));
-    phone.expect("SIP/2.0 ", "1 REGISTER")
+    phone.send(
+        proxy,
+        &raw_request(&phone, &plain_head(&uri, &aor, call_id), 1, ""),
+    );
+    let answer = phone.expect("SIP/2.0 ", "1 REGISTER");
+    assert!(
+        answer.starts_with(b"SIP/2.0 401"),
+        "{call_id}: {}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 /// A second `sipfront run` on the scene's config (`--takeover` when asked), its output in
@@ -580,12 +580,7 @@ fn a_second_instance_refuses_to_share_the_port() {
         err.contains("--takeover"),
         "and says how to hand over:\n{err}"
     );
-    let answer = first_register_answer(proxy, "still-served");
-    assert!(
-        answer.starts_with(b"SIP/2.0 401"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert_challenged(proxy, "still-served");
     assert!(
         scene.proxy.proc.exited().is_none(),
         "the first one still runs"
@@ -617,12 +612,7 @@ fn takeover_hands_the_port_over() {
         new_log.contains("takeover") && new_log.contains(&format!("PID {old_pid}")),
         "{new_log}"
     );
-    let answer = first_register_answer(proxy, "after-takeover");
-    assert!(
-        answer.starts_with(b"SIP/2.0 401"),
-        "the new proxy answers: {}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert_challenged(proxy, "after-takeover");
     let old_log = std::fs::read_to_string(scene.dir().join("sipfront.err")).unwrap_or_default();
     assert!(old_log.contains("drain"), "the old one drained:\n{old_log}");
 }
