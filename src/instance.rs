@@ -7,6 +7,9 @@
 //! then looked up (`/proc/net/udp` and `udp6` give the socket's inode, `/proc/PID/fd` the
 //! processes holding that inode, via the `procfs` crate) so the error can name it.
 //!
+//! A busy address that no process holds — the sockets of a proxy that just exited linger
+//! while the kernel tears down its io_uring rings — is probed again for up to two seconds.
+//!
 //! With `--takeover` (a deliberate zero-downtime handover, docs/operations.md) the new proxy
 //! binds alongside — the kernel allows it for sockets of the same user that all set
 //! `SO_REUSEPORT` — and once its workers run, [`signal_holders`] sends the old proxy SIGTERM:
@@ -15,6 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// A process holding a socket on one of our listen addresses.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,18 +93,34 @@ fn describe(holders: &[Holder]) -> String {
         .join(", ")
 }
 
+/// How long an address held by no process may stay busy before it counts as in use: the
+/// sockets of a proxy that just exited (`kill -9`, a restart) outlive it briefly while the
+/// kernel tears its io_uring rings down.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+const ORPHAN_RECHECK: Duration = Duration::from_millis(50);
+
 /// The processes holding each listen address that is in use (ports of 0 are skipped: they
-/// bind an ephemeral port no one else holds). Empty when every address is free.
+/// bind an ephemeral port no one else holds). Empty when every address is free. An address
+/// busy without a holder this user can see is checked again for up to [`ORPHAN_GRACE`].
 pub fn probe(listen: &[SocketAddr]) -> Result<Vec<(SocketAddr, Vec<Holder>)>, InstanceError> {
     let mut busy = Vec::new();
     for &addr in listen.iter().filter(|a| a.port() != 0) {
-        match bind_alone(addr) {
-            // Dropped at once: the workers bind for real right after.
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                busy.push((addr, holders_of(addr)));
+        let deadline = Instant::now() + ORPHAN_GRACE;
+        loop {
+            match bind_alone(addr) {
+                // Dropped at once: the workers bind for real right after.
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    let holders = holders_of(addr);
+                    if holders.is_empty() && Instant::now() < deadline {
+                        std::thread::sleep(ORPHAN_RECHECK);
+                        continue;
+                    }
+                    busy.push((addr, holders));
+                    break;
+                }
+                Err(source) => return Err(InstanceError::Probe { addr, source }),
             }
-            Err(source) => return Err(InstanceError::Probe { addr, source }),
         }
     }
     Ok(busy)
