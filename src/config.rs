@@ -6,10 +6,13 @@
 //! (`docs/configuration.md`). [`Config::load`] reads, parses and validates; the caller exits
 //! non-zero on any [`ConfigError`].
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::core::{same_ip, MatchMode, Timers};
 
 /// Why a configuration could not be used. Each variant names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,10 @@ pub enum ConfigError {
     #[error(transparent)]
     Transport(#[from] crate::transport::ConfigError),
     #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
+    #[error(transparent)]
+    Tcp(#[from] crate::transport::stream::StreamConfigError),
+    #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
     #[error(transparent)]
     Admin(#[from] crate::admin::ConfigError),
@@ -57,13 +64,15 @@ pub struct Config {
     pub listen: ListenConfig,
     pub domain: DomainConfig,
     pub asterisk: AsteriskConfig,
-    pub timers: TimerConfig,
+    pub timers: Timers,
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub auth: crate::auth::AuthConfig,
     pub credentials: crate::db::CredentialsConfig,
     pub registrar: crate::registrar::RegistrarConfig,
     pub transport: crate::transport::TransportConfig,
+    pub tls: crate::transport::tls::TlsConfig,
+    pub tcp: crate::transport::stream::StreamConfig,
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     /// The file this configuration was loaded from (what a reload reads again).
@@ -77,16 +86,76 @@ pub struct Config {
 pub struct ListenConfig {
     /// UDP addresses, each bound once per worker with SO_REUSEPORT.
     pub udp: Vec<SocketAddr>,
+    /// SIP over TCP: addresses each worker listens on (SO_REUSEPORT).
+    pub tcp: Vec<SocketAddr>,
+    /// SIP over TLS (certificate from `[tls]`).
+    pub tls: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// The listen address facing Asterisk (one of `udp`; default the first): the workers'
+    /// upstream sockets bind its IP, and the Record-Route Asterisk sees names it.
+    pub asterisk_side: Option<SocketAddr>,
+    /// `[listen.advertise]`: for 1:1 NAT, the public `host:port` written in Via,
+    /// Record-Route and the forwarded REGISTER's Contact for traffic on a listen address,
+    /// e.g. `"10.0.0.5:5060" = "203.0.113.7:5060"`.
+    pub advertise: BTreeMap<String, String>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
+            tcp: Vec::new(),
+            tls: Vec::new(),
             workers: 0,
+            asterisk_side: None,
+            advertise: BTreeMap::new(),
         }
+    }
+}
+
+/// A `host:port` written into SIP headers: an IP (IPv6 in brackets) or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// As written in a URI (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parse `host:port` (`[v6]:port` for IPv6); `None` when it is not one.
+    pub fn parse(s: &str) -> Option<HostPort> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return (a.port() != 0 && !a.ip().is_unspecified()).then(|| HostPort::from(a));
+        }
+        let (host, port) = s.rsplit_once(':')?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && !host.starts_with(['-', '.'])
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && host.bytes().any(|b| b.is_ascii_alphabetic());
+        name_ok.then(|| HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(a: SocketAddr) -> Self {
+        HostPort {
+            host: crate::core::host_string(a.ip()),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 
@@ -107,17 +176,6 @@ impl Default for DomainConfig {
             local: Vec::new(),
         }
     }
-}
-
-/// How traffic from Asterisk is recognised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchMode {
-    /// Source IP and port must equal a node (the seed's rule).
-    #[default]
-    IpPort,
-    /// Source IP alone.
-    Ip,
 }
 
 /// Where forwarded registrations go when there are several Asterisk nodes.
@@ -153,36 +211,6 @@ impl Default for AsteriskConfig {
             match_mode: MatchMode::IpPort,
             register_mode: RegisterMode::All,
             refresh_min_interval_secs: None,
-        }
-    }
-}
-
-/// `[timers]`: RFC 3261 §17 timer base values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TimerConfig {
-    pub t1_ms: u64,
-    pub t2_ms: u64,
-    pub t4_ms: u64,
-    /// Timer C: how long an INVITE may stay without a final response (RFC 3261 §16.6 (11)).
-    pub timer_c_ms: u64,
-    /// How long a server transaction absorbs retransmissions after a 2xx to an INVITE, or
-    /// after the final response to any other request (RFC 3261 Timer J, RFC 6026 Timer L;
-    /// Kamailio's `wt_timer`).
-    pub server_linger_ms: u64,
-    /// On SIGTERM, how long to wait for transactions in flight (new requests get 503).
-    pub drain_ms: u64,
-}
-
-impl Default for TimerConfig {
-    fn default() -> Self {
-        TimerConfig {
-            t1_ms: 500,
-            t2_ms: 4000,
-            t4_ms: 5000,
-            timer_c_ms: 180_000,
-            server_linger_ms: 5_000,
-            drain_ms: 5_000,
         }
     }
 }
@@ -276,18 +304,75 @@ impl Config {
                 "needs at least one address",
             ));
         }
-        if self.listen.udp.iter().any(|a| a.port() == 0) {
+        for (key, list) in [
+            ("listen.udp", &self.listen.udp),
+            ("listen.tcp", &self.listen.tcp),
+            ("listen.tls", &self.listen.tls),
+        ] {
+            if list.iter().any(|a| a.port() == 0) {
+                return Err(ConfigError::invalid(key, "port 0 is not a listen port"));
+            }
+            if list.iter().any(|a| a.ip().is_unspecified()) {
+                // The listen address goes into Via and Record-Route: it must be reachable.
+                return Err(ConfigError::invalid(
+                    key,
+                    "needs concrete IP:PORT addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
+                ));
+            }
+            let mut seen = list.clone();
+            seen.sort();
+            seen.dedup();
+            if seen.len() != list.len() {
+                return Err(ConfigError::invalid(key, "lists an address twice"));
+            }
+        }
+        if let Some(a) = self.listen.tls.iter().find(|a| self.listen.tcp.contains(a)) {
             return Err(ConfigError::invalid(
-                "listen.udp",
-                "port 0 is not a listen port",
+                "listen.tls",
+                format!("{a} is also in listen.tcp (one TCP port serves one of them)"),
             ));
         }
-        if self.listen.udp.iter().any(|a| a.ip().is_unspecified()) {
-            // The listen address goes into Via and Record-Route: it must be reachable.
-            return Err(ConfigError::invalid(
-                "listen.udp",
-                "needs concrete addresses (0.0.0.0 and :: cannot go into Via and Record-Route)",
-            ));
+        if !self.listen.tls.is_empty() {
+            if self.tls.cert.is_none() {
+                return Err(ConfigError::invalid(
+                    "tls.cert",
+                    "a PEM certificate file is needed by listen.tls",
+                ));
+            }
+            if self.tls.key.is_none() {
+                return Err(ConfigError::invalid(
+                    "tls.key",
+                    "a PEM private key file is needed by listen.tls",
+                ));
+            }
+        }
+        if let Some(a) = self.listen.asterisk_side {
+            if !self.listen.udp.contains(&a) {
+                return Err(ConfigError::invalid(
+                    "listen.asterisk_side",
+                    format!("{a} is not one of listen.udp"),
+                ));
+            }
+        }
+        for (k, v) in &self.listen.advertise {
+            let Ok(addr) = k.parse::<SocketAddr>() else {
+                return Err(ConfigError::invalid(
+                    "listen.advertise",
+                    format!("key {k:?} is not an IP:PORT"),
+                ));
+            };
+            if !self.listen_addrs().any(|(a, _)| a == addr) {
+                return Err(ConfigError::invalid(
+                    "listen.advertise",
+                    format!("{k} is not one of the listen addresses"),
+                ));
+            }
+            if HostPort::parse(v).is_none() {
+                return Err(ConfigError::invalid(
+                    "listen.advertise",
+                    format!("{v:?} (for {k}) is not a public HOST:PORT (an IP or a DNS name)"),
+                ));
+            }
         }
         if self.listen.workers > 1024 {
             return Err(ConfigError::invalid("listen.workers", "at most 1024"));
@@ -383,14 +468,52 @@ impl Config {
         self.credentials.validate()?;
         self.registrar.validate()?;
         self.transport.validate()?;
+        self.tls.validate()?;
+        self.tcp.validate()?;
         self.guard.validate()?;
         self.admin.validate()?;
         Ok(())
     }
 
-    /// The address Asterisk is told to reach phones at.
-    pub fn advertise(&self) -> SocketAddr {
-        self.asterisk.advertise.unwrap_or(self.listen.udp[0])
+    /// Every listen address with its transport, in the order of the listen table
+    /// (`core::Local::Listen`): UDP, then TCP, then TLS.
+    pub fn listen_addrs(&self) -> impl Iterator<Item = (SocketAddr, crate::sip::Transport)> + '_ {
+        use crate::sip::Transport;
+        let l = &self.listen;
+        l.udp
+            .iter()
+            .map(|a| (*a, Transport::Udp))
+            .chain(l.tcp.iter().map(|a| (*a, Transport::Tcp)))
+            .chain(l.tls.iter().map(|a| (*a, Transport::Tls)))
+    }
+
+    /// The listen address facing Asterisk (`[listen] asterisk_side`, default the first).
+    pub fn asterisk_side(&self) -> SocketAddr {
+        self.listen
+            .asterisk_side
+            .or(self.listen.udp.first().copied())
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    /// How the proxy names itself for traffic on listen address `addr`: its
+    /// `[listen.advertise]` entry, else the address itself.
+    pub fn advertised(&self, addr: SocketAddr) -> HostPort {
+        self.listen
+            .advertise
+            .iter()
+            .find(|(k, _)| k.parse::<SocketAddr>().ok() == Some(addr))
+            .and_then(|(_, v)| HostPort::parse(v))
+            .unwrap_or_else(|| HostPort::from(addr))
+    }
+
+    /// The address Asterisk is told to reach phones at (the forwarded REGISTER's Contact):
+    /// `[asterisk] advertise`, else the advertised address of the listen address facing
+    /// Asterisk.
+    pub fn advertise(&self) -> HostPort {
+        match self.asterisk.advertise {
+            Some(a) => HostPort::from(a),
+            None => self.advertised(self.asterisk_side()),
+        }
     }
 
     /// Whether `src` is one of the Asterisk nodes under the configured match rule.
@@ -403,11 +526,6 @@ impl Config {
                 MatchMode::Ip => same_ip(n.ip(), src.ip()),
             })
     }
-}
-
-/// IP equality that treats an IPv4-mapped IPv6 address as the IPv4 address.
-pub fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
 }
 
 #[cfg(test)]
@@ -428,7 +546,7 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.listen.udp, vec!["127.0.0.1:5060".parse().unwrap()]);
         assert_eq!(c.timers.t1_ms, 500);
-        assert_eq!(c.advertise(), "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.advertise().to_string(), "127.0.0.1:5060");
         assert_eq!(c.limits.shed_backlog_bytes, 1 << 20);
         let off = Config::parse("[limits]\nshed_backlog_bytes = 0\n").unwrap();
         assert_eq!(off.limits.shed_backlog_bytes, 0);

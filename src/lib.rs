@@ -29,3 +29,4 @@ pub mod registrar;
 pub mod server;
 pub mod sip;
 pub mod transport;
+pub mod util;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sipfront::core::testing::{call_flow, test_config, CallDriver, Counter, Fakes};
-use sipfront::core::Core;
+use sipfront::core::{Core, Now};
 
 mod counting;
 
@@ -48,7 +48,7 @@ fn forwarding_a_call_allocates_nothing_once_warm() {
         assert!(sink.last.starts_with(b"SIP/2.0 200 OK\r\n"));
         // Let this call's transactions terminate so slots are reused.
         now += 40_000;
-        core.handle_timeout(now, &mut sink);
+        core.handle_timeout(Now::same(now), &mut sink);
     }
     let allocations = counting::stop();
     assert_eq!(sink.datagrams, 200 * 7);

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 const USERS: u32 = 64;
@@ -56,7 +57,8 @@ fn concurrent_mixed_operations_stay_consistent() {
                                 contacts: &contacts,
                                 source: std::net::SocketAddr::from(([198, 51, 100, t as u8], 5060)),
                                 transport: Transport::Udp,
-                                worker: t as u16,
+                                socket: "127.0.0.1:5060".parse().unwrap(),
+                                conn: 0,
                                 path: &[],
                                 user_agent: None,
                             };
@@ -79,7 +81,8 @@ fn concurrent_mixed_operations_stay_consistent() {
                                 contacts: &contacts,
                                 source: std::net::SocketAddr::from(([198, 51, 100, t as u8], 5060)),
                                 transport: Transport::Udp,
-                                worker: t as u16,
+                                socket: "127.0.0.1:5060".parse().unwrap(),
+                                conn: 0,
                                 path: &[],
                                 user_agent: None,
                             };

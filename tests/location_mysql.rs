@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql::prelude::Queryable;
-use sipfront::registrar::{
-    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
-};
+use sipfront::registrar::{ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 
@@ -82,7 +81,8 @@ fn kamailio_layout_round_trip() {
         contacts: &contacts,
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
-        worker: 1,
+        socket: "127.0.0.1:5060".parse().unwrap(),
+        conn: 0,
         path: &["<sip:edge.example.net;lr>"],
         user_agent: Some("Phone/3"),
     };

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use sipfront::core::{write_branch, OurBranch, Stats};
+use sipfront::core::{write_branch, Local, OurBranch, Stats};
 use sipfront::metrics::{classify, MetricsRegistry, WorkerState};
 
 mod counting;
@@ -18,6 +18,7 @@ fn recording_and_publishing_allocate_nothing() {
         worker: 0,
         slot: 9,
         gen: 2,
+        ingress: Local::Listen(0),
         loop_hash: 1,
     });
     let b = branch.as_str();

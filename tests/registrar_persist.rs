@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sipfront::registrar::{
-    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
-};
+use sipfront::registrar::{ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 const CHILD_ENV: &str = "SIPFRONT_TEST_PERSIST_CHILD_DB";
@@ -39,7 +38,8 @@ fn register(r: &Registrar, user: &str, uri: &str, expires: u32, cseq: u32, now: 
         contacts: &contacts,
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
-        worker: 2,
+        socket: "127.0.0.1:5062".parse().unwrap(),
+        conn: 0,
         path: &path,
         user_agent: Some("Phone/2.0"),
     };
@@ -56,11 +56,11 @@ fn lookup(r: &Registrar, user: &str, now: u64) -> Vec<String> {
     let mut v = Vec::new();
     r.lookup(&format!("{user}@example.com"), now, |b| {
         v.push(format!(
-            "{} dest={} q={:?} w={} path={:?} ua={} cid={} cseq={} exp={}",
+            "{} dest={} q={:?} sock={} path={:?} ua={} cid={} cseq={} exp={}",
             b.uri,
             b.dest,
             b.q,
-            b.worker,
+            b.socket,
             b.path.collect::<Vec<_>>(),
             b.user_agent(),
             b.call_id,
@@ -91,7 +91,7 @@ fn round_trip_drops_expired_and_removed() {
     assert_eq!(p.stats().loaded.load(Ordering::Relaxed), 1);
     assert_eq!(p.stats().expired_on_load.load(Ordering::Relaxed), 1);
     assert_eq!(lookup(&r, "alice", T0 + 120_000), before);
-    assert!(before[0].contains("dest=198.51.100.7:40123 q=Some(700) w=2 path=[\"<sip:edge.example.net;lr>\"] ua=Phone/2.0 cid=call-1@phone cseq=1 exp=3480"), "{before:?}");
+    assert!(before[0].contains("dest=198.51.100.7:40123 q=Some(700) sock=127.0.0.1:5062 path=[\"<sip:edge.example.net;lr>\"] ua=Phone/2.0 cid=call-1@phone cseq=1 exp=3480"), "{before:?}");
     assert!(lookup(&r, "bob", T0 + 120_000).is_empty());
     assert!(lookup(&r, "carol", T0 + 120_000).is_empty());
     // Reloaded bindings keep CSeq ordering: an old CSeq for the same Call-ID still fails.
@@ -109,7 +109,8 @@ fn round_trip_drops_expired_and_removed() {
         contacts: &contacts,
         source: "198.51.100.7:40123".parse().unwrap(),
         transport: Transport::Udp,
-        worker: 0,
+        socket: "127.0.0.1:5060".parse().unwrap(),
+        conn: 0,
         path: &[],
         user_agent: None,
     };

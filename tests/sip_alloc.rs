@@ -168,7 +168,7 @@ fn parse_and_rewrite_allocate_nothing() {
                 branch: "z9hG4bKsf2",
             }),
             top_via_received: Some(src),
-            record_route: Some("sip:192.0.2.1;lr"),
+            record_routes: &["sip:192.0.2.1;lr"],
             decrement_max_forwards: true,
             ..ForwardOps::default()
         };
@@ -194,7 +194,7 @@ fn parse_and_rewrite_allocate_nothing() {
         let mut headers = [EMPTY_HEADER; MAX_HEADERS];
         let m = Message::parse_datagram(BYE, &mut headers).expect("bye");
         let ops = ForwardOps {
-            remove_first_route: true,
+            remove_routes: 1,
             add_via: Some(ViaSpec {
                 transport: "UDP",
                 host: "192.0.2.1",

@@ -63,13 +63,17 @@ fn rewrite(m: &Message, flags: u8) {
         }),
         top_via_received: (bit(3) && !bit(1))
             .then_some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)), 4000)),
-        remove_first_route: bit(4),
+        remove_routes: u8::from(bit(4)) + u8::from(bit(4) && bit(5)),
         push_routes: if bit(5) {
             &["sip:r.example.com;lr"]
         } else {
             &[]
         },
-        record_route: bit(6).then_some("sip:192.0.2.1;lr"),
+        record_routes: match (bit(6), bit(5)) {
+            (false, _) => &[],
+            (true, false) => &["sip:192.0.2.1;lr"],
+            (true, true) => &["sip:192.0.2.1;lr;r2=on", "sip:198.51.100.1;lr;r2=on"],
+        },
         decrement_max_forwards: bit(7),
         drop_lines: &[],
         extra_headers: b"X-Fuzz: 1\r\n",

@@ -145,10 +145,7 @@ fn timer_fires_at_the_handler_deadline() {
         let me = c.local_addr().unwrap();
         let (ttx, trx) = bounded(2);
         let factory = move |ctx: &sipfront::transport::WorkerContext| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64;
+            let now = sipfront::transport::mono_ms();
             ttx.send(now + 150).unwrap();
             Echo {
                 notify: Some(me),
@@ -160,10 +157,7 @@ fn timer_fires_at_the_handler_deadline() {
         let deadline = trx.recv_timeout(Duration::from_secs(1)).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = recv(&c, &mut buf);
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let at = sipfront::transport::mono_ms();
         assert_eq!(&buf[..n], b"timer");
         assert_eq!(from, set.listen_addrs()[0]);
         // Coarse clock: up to a few ms early is allowed, never much early.

@@ -7,7 +7,8 @@ mod util;
 
 use std::net::SocketAddr;
 
-use sipfront::transport::{DatagramHandler, Outbox, SockId, WorkerContext, WorkerSet};
+use sipfront::core::{Flow, Local, Now};
+use sipfront::transport::{DatagramHandler, Outbox, WorkerContext, WorkerSet};
 use util::{backends, cfg, client, recv, wait_counters, Echo};
 
 /// Replies `data[0]` copies of the datagram; a first byte of 0xff replies on a listen
@@ -15,31 +16,24 @@ use util::{backends, cfg, client, recv, wait_counters, Echo};
 struct Fanout;
 
 impl DatagramHandler for Fanout {
-    fn owner(&self, _sock: SockId, _src: SocketAddr, _data: &[u8], _n: usize) -> usize {
+    fn owner(&self, _from: Flow, _data: &[u8], _n: usize) -> usize {
         usize::MAX
     }
-    fn on_datagram(
-        &mut self,
-        _now: u64,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-        out: &mut Outbox,
-    ) {
+    fn on_datagram(&mut self, _now: Now, from: Flow, data: &[u8], out: &mut Outbox) {
         match data.first() {
             Some(0xff) => {
-                out.send(SockId::Listen(9), src, data);
+                out.send(Flow::new(Local::Listen(9), from.remote), data);
             }
             Some(&k) => {
                 for _ in 0..k {
-                    out.send(sock, src, data);
+                    out.send(from, data);
                 }
             }
             None => {}
         }
     }
-    fn on_wake(&mut self, _now: u64, _out: &mut Outbox) {}
-    fn on_timer(&mut self, _now: u64, _out: &mut Outbox) {}
+    fn on_wake(&mut self, _now: Now, _out: &mut Outbox) {}
+    fn on_timer(&mut self, _now: Now, _out: &mut Outbox) {}
     fn next_deadline_ms(&self) -> Option<u64> {
         None
     }

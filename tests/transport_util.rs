@@ -5,8 +5,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use sipfront::core::{Flow, Local, Now};
 use sipfront::transport::{
-    Backend, DatagramHandler, Outbox, SockId, TransportConfig, WorkerContext, WorkerSet,
+    Backend, DatagramHandler, Outbox, TransportConfig, WorkerContext, WorkerSet,
 };
 
 /// Echoes every datagram back to its source on the socket it arrived on, prefixed with
@@ -33,37 +34,30 @@ impl Echo {
 }
 
 impl DatagramHandler for Echo {
-    fn owner(&self, _sock: SockId, _src: SocketAddr, data: &[u8], n_workers: usize) -> usize {
+    fn owner(&self, _from: Flow, data: &[u8], n_workers: usize) -> usize {
         match (self.by_first_byte, data.first()) {
             (true, Some(&b)) => usize::from(b) % n_workers,
             _ => self.index,
         }
     }
 
-    fn on_datagram(
-        &mut self,
-        _now: u64,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-        out: &mut Outbox,
-    ) {
+    fn on_datagram(&mut self, _now: Now, from: Flow, data: &[u8], out: &mut Outbox) {
         self.scratch.clear();
         self.scratch.push(b'0' + self.index as u8);
         self.scratch.extend_from_slice(data);
-        out.send(sock, src, &self.scratch);
+        out.send(from, &self.scratch);
     }
 
-    fn on_wake(&mut self, _now: u64, out: &mut Outbox) {
+    fn on_wake(&mut self, _now: Now, out: &mut Outbox) {
         if let Some(dst) = self.notify {
-            out.send(SockId::Upstream, dst, b"woke");
+            out.send(Flow::new(Local::Upstream, dst), b"woke");
         }
     }
 
-    fn on_timer(&mut self, _now: u64, out: &mut Outbox) {
+    fn on_timer(&mut self, _now: Now, out: &mut Outbox) {
         self.deadline = None;
         if let Some(dst) = self.notify {
-            out.send(SockId::Listen(0), dst, b"timer");
+            out.send(Flow::new(Local::Listen(0), dst), b"timer");
         }
     }
 

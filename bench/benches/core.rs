@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sipfront::core::testing::{call_flow, test_config, CallDriver, CallFlow, Counter, Fakes};
-use sipfront::core::{Core, Local};
+use sipfront::core::{Core, Flow, Local, Now};
 
 const PHONE: &str = "127.0.0.3:5062";
 const AST: &str = "127.0.0.2:5080";
@@ -61,7 +61,8 @@ impl Rig {
             .call(&mut self.core, flow, self.now, &mut self.sink);
         if n % 1024 == 1023 {
             self.now += 40_000;
-            self.core.handle_timeout(self.now, &mut self.sink);
+            self.core
+                .handle_timeout(Now::same(self.now), &mut self.sink);
         }
     }
 }
@@ -96,9 +97,8 @@ fn bench_core(c: &mut Criterion) {
         let mut rig = Rig::new();
         b.iter(|| {
             rig.core.handle_datagram(
-                rig.now,
-                Local::Listen(0),
-                addr(PHONE),
+                Now::same(rig.now),
+                Flow::new(Local::Listen(0), addr(PHONE)),
                 options.as_bytes(),
                 &mut rig.sink,
             )

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 const T0: u64 = 1_764_159_377_000;
 const AORS: u32 = 100_000;
@@ -41,7 +42,8 @@ fn register(r: &Registrar, p: &Phone, call_id: &str, cseq: u32, out: &mut Vec<u8
         contacts: &contacts,
         source: std::net::SocketAddr::from(([203, 0, 113, 9], 40_000)),
         transport: Transport::Udp,
-        worker: 0,
+        socket: "127.0.0.1:5060".parse().unwrap(),
+        conn: 0,
         path: &[],
         user_agent: Some("Yealink SIP-T46S 66.86.0.15"),
     };

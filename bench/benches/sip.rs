@@ -158,7 +158,7 @@ fn rewrite(c: &mut Criterion) {
             request_uri: Some("sip:1002@192.0.2.50:5060"),
             add_via: Some(VIA),
             top_via_received: Some(SRC),
-            record_route: Some("sip:192.0.2.1;lr"),
+            record_routes: &["sip:192.0.2.1;lr"],
             decrement_max_forwards: true,
             ..ForwardOps::default()
         };

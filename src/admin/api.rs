@@ -79,7 +79,7 @@ fn binding_json(b: &Binding<'_>, now_ms: u64) -> Value {
         "user_agent": b.user_agent(),
         "call_id": b.call_id,
         "cseq": b.cseq,
-        "worker": b.worker,
+        "socket": b.socket.to_string(),
         "nated": b.nated,
         "registered_at": b.registered_at_s(),
     })
@@ -281,7 +281,8 @@ mod tests {
     use crate::auth::Credential;
     use crate::db::CredentialCache;
     use crate::metrics::MetricsRegistry;
-    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
+    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+    use crate::sip::Transport;
 
     struct Bans(Mutex<Vec<(IpAddr, u64, String)>>);
 
@@ -316,7 +317,8 @@ mod tests {
                     contacts: &contacts,
                     source,
                     transport: Transport::Udp,
-                    worker: 0,
+                    socket: "127.0.0.1:5060".parse().unwrap(),
+                    conn: 0,
                     path: &[],
                     user_agent: Some("UA/1"),
                 },
@@ -406,7 +408,8 @@ mod tests {
                     contacts: &contacts,
                     source: "198.51.100.1:5060".parse().unwrap(),
                     transport: Transport::Udp,
-                    worker: 1,
+                    socket: "127.0.0.1:5061".parse().unwrap(),
+                    conn: 0,
                     path: &[],
                     user_agent: None,
                 },

@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! REGISTER sip:<asterisk ip>:<port> SIP/2.0
-//! Via: SIP/2.0/UDP <proxy ip>:<port>;branch=<branch>;rport
+//! Via: SIP/2.0/<transport> <proxy host>:<port>;branch=<branch>;rport
 //! Max-Forwards: 70
 //! From: <sip:<user>@<asterisk ip>>;tag=<tag>
 //! To: <sip:<user>@<asterisk ip>>
 //! Call-ID: <per-user call-id>
 //! CSeq: <n> REGISTER
-//! Contact: <sip:<user>@<advertise ip>:<port>>
+//! Contact: <sip:<user>@<advertise host>:<port>>
 //! Expires: <granted expiry>
 //! [Authorization: ... (answer to Asterisk's 401/407)]
 //! User-Agent: <ua>
@@ -41,10 +41,10 @@ pub struct RegisterMsg<'a> {
     pub node: SocketAddr,
     /// The authenticated user.
     pub user: &'a str,
-    /// Address Asterisk is told to reach the phone at (the proxy's).
-    pub advertise: SocketAddr,
-    /// The proxy address of the sending socket (Via sent-by).
-    pub via: SocketAddr,
+    /// `host:port` Asterisk is told to reach the phone at (the proxy's).
+    pub advertise: &'a str,
+    /// Our Via: transport token (`UDP`), sent-by host (IPv6 in brackets) and port.
+    pub via: Via<'a>,
     /// Complete branch value, `z9hG4bK...`.
     pub branch: &'a str,
     pub call_id: &'a str,
@@ -54,6 +54,14 @@ pub struct RegisterMsg<'a> {
     pub user_agent: &'a str,
     /// Complete header line(s), e.g. `Authorization: Digest ...\r\n`, computed by the caller.
     pub authorization: Option<&'a [u8]>,
+}
+
+/// The Via the proxy puts on a REGISTER it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    pub transport: &'a str,
+    pub host: &'a str,
+    pub port: u16,
 }
 
 /// RFC 3261 user part: unreserved / escaped / user-unreserved.
@@ -90,6 +98,9 @@ pub fn write_register(m: &RegisterMsg<'_>, out: &mut Vec<u8>) -> Result<(), Buil
         ("branch", m.branch),
         ("call_id", m.call_id),
         ("from_tag", m.from_tag),
+        ("advertise", m.advertise),
+        ("via.transport", m.via.transport),
+        ("via.host", m.via.host),
     ] {
         if !token_ok(v) {
             return Err(BuildError::BadValue(name));
@@ -115,7 +126,7 @@ pub fn write_register(m: &RegisterMsg<'_>, out: &mut Vec<u8>) -> Result<(), Buil
     let _ = write!(
         out,
         "REGISTER sip:{node} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {via};branch={branch};rport\r\n\
+         Via: SIP/2.0/{transport} {via_host}:{via_port};branch={branch};rport\r\n\
          Max-Forwards: 70\r\n\
          From: <sip:{user}@{host}>;tag={tag}\r\n\
          To: <sip:{user}@{host}>\r\n\
@@ -124,7 +135,9 @@ pub fn write_register(m: &RegisterMsg<'_>, out: &mut Vec<u8>) -> Result<(), Buil
          Contact: <sip:{user}@{adv}>\r\n\
          Expires: {expires}\r\n",
         node = m.node,
-        via = m.via,
+        transport = m.via.transport,
+        via_host = m.via.host,
+        via_port = m.via.port,
         branch = m.branch,
         user = m.user,
         tag = m.from_tag,
@@ -151,8 +164,12 @@ mod tests {
         RegisterMsg {
             node: "10.0.0.5:5060".parse().unwrap(),
             user: "alice",
-            advertise: "10.0.0.1:5060".parse().unwrap(),
-            via: "10.0.0.1:5071".parse().unwrap(),
+            advertise: "10.0.0.1:5060",
+            via: Via {
+                transport: "UDP",
+                host: "10.0.0.1",
+                port: 5071,
+            },
             branch: "z9hG4bKsf1234",
             call_id: "0123456789abcdef-1@sipfront",
             from_tag: "deadbeef00112233",
@@ -185,7 +202,7 @@ mod tests {
     fn unregister_with_authorization_and_ipv6() {
         let mut m = msg();
         m.node = "[2001:db8::5]:5080".parse().unwrap();
-        m.advertise = "[2001:db8::1]:5060".parse().unwrap();
+        m.advertise = "[2001:db8::1]:5060";
         m.expires = 0;
         m.cseq = 8;
         let auth = b"Authorization: Digest username=\"alice\", realm=\"ast\"\r\n";

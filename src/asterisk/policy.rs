@@ -23,7 +23,9 @@ use arc_swap::ArcSwap;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::message::{write_register, BuildError, RegisterMsg};
+use super::message::{write_register, BuildError, RegisterMsg, Via};
+// FNV-1a: stable everywhere (node choice must not change across restarts).
+use crate::util::fnv::fnv1a;
 
 /// Where forwarded REGISTERs go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,8 +42,8 @@ pub enum RegisterMode {
 #[derive(Debug, Clone)]
 pub struct RegFwdSettings {
     pub nodes: Vec<SocketAddr>,
-    /// Contact address given to Asterisk.
-    pub advertise: SocketAddr,
+    /// `host:port` given to Asterisk as the phones' Contact.
+    pub advertise: String,
     pub mode: RegisterMode,
     /// `asterisk.refresh_min_interval_secs`: `None` = half the Expires last sent, `Some(0)` =
     /// forward every refresh.
@@ -57,7 +59,7 @@ pub struct RegFwdSettings {
 pub enum RegFwdError {
     #[error("asterisk.nodes: needs 1..=64 nodes")]
     Nodes,
-    #[error("asterisk.advertise: must be a concrete ip:port")]
+    #[error("asterisk.advertise: must be a concrete host:port")]
     Advertise,
     #[error("user agent must be a single line")]
     UserAgent,
@@ -76,12 +78,7 @@ pub struct Tag([u8; 16]);
 
 impl Tag {
     fn from_u64(v: u64) -> Tag {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut b = [0u8; 16];
-        for (i, d) in b.iter_mut().enumerate() {
-            *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        Tag(b)
+        Tag(crate::util::hex::u64_fixed(v))
     }
 
     pub fn as_str(&self) -> &str {
@@ -125,7 +122,7 @@ pub struct RegFwdStats {
 pub struct Targeting {
     nodes: Box<[SocketAddr]>,
     node_keys: Box<[u64]>,
-    advertise: SocketAddr,
+    advertise: Box<str>,
     mode: RegisterMode,
     min_interval_ms: Option<u64>,
 }
@@ -135,17 +132,23 @@ impl Targeting {
         if s.nodes.is_empty() || s.nodes.len() > 64 {
             return Err(RegFwdError::Nodes);
         }
-        if s.advertise.port() == 0 || s.advertise.ip().is_unspecified() {
+        let ok = s.advertise.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0) && h != "0.0.0.0" && h != "[::]"
+        }) && !s
+            .advertise
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'>');
+        if !ok {
             return Err(RegFwdError::Advertise);
         }
         Ok(Targeting {
             node_keys: s
                 .nodes
                 .iter()
-                .map(|n| fnv1a(n.to_string().as_bytes(), FNV_OFFSET))
+                .map(|n| fnv1a(n.to_string().as_bytes()))
                 .collect(),
             nodes: s.nodes.clone().into_boxed_slice(),
-            advertise: s.advertise,
+            advertise: s.advertise.as_str().into(),
             mode: s.mode,
             min_interval_ms: s.refresh_min_interval_secs.map(|v| u64::from(v) * 1000),
         })
@@ -156,7 +159,7 @@ impl Targeting {
 
     /// The node `user` maps to in `hash` mode (rendezvous hashing).
     pub fn node_for(&self, user: &str) -> usize {
-        let u = fnv1a(user.as_bytes(), FNV_OFFSET);
+        let u = fnv1a(user.as_bytes());
         self.node_keys
             .iter()
             .enumerate()
@@ -198,16 +201,6 @@ pub struct RegFwd {
     counter: AtomicU64,
     stats: RegFwdStats,
 }
-
-/// FNV-1a, 64 bit: stable everywhere (node choice must not change across restarts).
-fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -295,7 +288,7 @@ impl RegFwd {
 
     fn fresh_identity(&self, user: &str) -> (Arc<str>, Tag) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let u = fnv1a(user.as_bytes(), FNV_OFFSET);
+        let u = fnv1a(user.as_bytes());
         let id = mix(self.seed ^ u ^ mix(n));
         let call_id: Arc<str> = Arc::from(format!("{id:016x}-{n:x}@sipfront"));
         (call_id, Tag::from_u64(mix(id ^ self.seed)))
@@ -433,58 +426,60 @@ impl RegFwd {
         next
     }
 
-    /// Write the REGISTER of `fwd` for node `node` into `out` (cleared first). `via` is the
-    /// sending socket's address, `branch` a complete `z9hG4bK...` value (see
-    /// [`branch_for`]), `authorization` complete header line(s) answering a challenge.
-    #[allow(clippy::too_many_arguments)]
+    /// Write `o` into `out` (cleared first): `via` is our Via, `branch` a complete
+    /// `z9hG4bK...` value, `authorization` complete header line(s) answering a challenge.
+    /// The Contact is the advertised address in force.
     pub fn write(
         &self,
-        fwd: &Forward,
-        user: &str,
-        node: usize,
-        via: SocketAddr,
+        o: &Outgoing<'_>,
+        via: Via<'_>,
         branch: &str,
         authorization: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) -> Result<(), BuildError> {
         let targeting = self.targeting.load();
-        let node = *targeting
-            .nodes
-            .get(node)
-            .ok_or(BuildError::BadValue("node"))?;
-        self.write_to(&targeting, fwd, user, node, via, branch, authorization, out)
-    }
-
-    /// [`RegFwd::write`] for the node at `node`, under a [`Targeting`] snapshot taken with
-    /// [`RegFwd::targeting`] (so one forward uses one advertise address throughout).
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_to(
-        &self,
-        targeting: &Targeting,
-        fwd: &Forward,
-        user: &str,
-        node: SocketAddr,
-        via: SocketAddr,
-        branch: &str,
-        authorization: Option<&[u8]>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), BuildError> {
         write_register(
             &RegisterMsg {
-                node,
-                user,
-                advertise: targeting.advertise,
+                node: o.node,
+                user: o.user,
+                advertise: &targeting.advertise,
                 via,
                 branch,
-                call_id: &fwd.call_id,
-                from_tag: fwd.from_tag.as_str(),
-                cseq: fwd.cseq,
-                expires: fwd.expires,
+                call_id: o.call_id,
+                from_tag: o.from_tag,
+                cseq: o.cseq,
+                expires: o.expires,
                 user_agent: &self.user_agent,
                 authorization,
             },
             out,
         )
+    }
+}
+
+/// One REGISTER to write: a [`Forward`]'s copy for one node (see [`Forward::to`]), or its
+/// retry with credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    pub node: SocketAddr,
+    pub user: &'a str,
+    pub call_id: &'a str,
+    pub from_tag: &'a str,
+    pub cseq: u32,
+    pub expires: u32,
+}
+
+impl Forward {
+    /// This forward's REGISTER for `user` to `node`.
+    pub fn to<'a>(&'a self, node: SocketAddr, user: &'a str) -> Outgoing<'a> {
+        Outgoing {
+            node,
+            user,
+            call_id: &self.call_id,
+            from_tag: self.from_tag.as_str(),
+            cseq: self.cseq,
+            expires: self.expires,
+        }
     }
 }
 

@@ -10,10 +10,16 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+const VIA: Via<'static> = Via {
+    transport: "UDP",
+    host: "10.0.0.1",
+    port: 5071,
+};
+
 fn settings(nodes: &[&str], mode: RegisterMode) -> RegFwdSettings {
     RegFwdSettings {
         nodes: nodes.iter().map(|n| sa(n)).collect(),
-        advertise: sa("10.0.0.1:5060"),
+        advertise: "10.0.0.1:5060".into(),
         mode,
         refresh_min_interval_secs: None,
         user_agent: "sipfront".into(),
@@ -208,10 +214,8 @@ fn writes_the_tutorial_register() {
     assert_eq!(branch.as_str().len(), "z9hG4bKw1".len() + 16);
     let mut out = Vec::with_capacity(1024);
     f.write(
-        &fw,
-        "alice",
-        0,
-        sa("10.0.0.1:5071"),
+        &fw.to(sa("10.0.0.5:5060"), "alice"),
+        VIA,
         branch.as_str(),
         None,
         &mut out,
@@ -238,10 +242,8 @@ fn writes_the_tutorial_register() {
     // Expires: 0 after expiry, same Call-ID, next CSeq.
     let z = f.on_aor_empty("alice").unwrap();
     f.write(
-        &z,
-        "alice",
-        0,
-        sa("10.0.0.1:5071"),
+        &z.to(sa("10.0.0.5:5060"), "alice"),
+        VIA,
         "z9hG4bKx",
         None,
         &mut out,
@@ -253,15 +255,13 @@ fn writes_the_tutorial_register() {
     let mut out = Vec::new();
     assert_eq!(
         f.write(
-            &z,
-            "alice",
-            5,
-            sa("10.0.0.1:5071"),
+            &z.to(sa("10.0.0.5:5060"), "al ice"),
+            VIA,
             "z9hG4bKx",
             None,
             &mut out
         ),
-        Err(BuildError::BadValue("node"))
+        Err(BuildError::BadUser)
     );
 }
 
@@ -270,9 +270,13 @@ fn settings_are_checked() {
     let mut s = settings(&[], RegisterMode::All);
     assert_eq!(RegFwd::new(s.clone()).err(), Some(RegFwdError::Nodes));
     s.nodes = vec![sa("10.0.0.5:5060")];
-    s.advertise = sa("0.0.0.0:5060");
+    s.advertise = "0.0.0.0:5060".into();
     assert_eq!(RegFwd::new(s.clone()).err(), Some(RegFwdError::Advertise));
-    s.advertise = sa("10.0.0.1:5060");
+    s.advertise = "sip.example.com:0".into();
+    assert_eq!(RegFwd::new(s.clone()).err(), Some(RegFwdError::Advertise));
+    s.advertise = "sip.example.com:5060".into();
+    assert!(RegFwd::new(s.clone()).is_ok());
+    s.advertise = "10.0.0.1:5060".into();
     s.user_agent = "a\r\nb".into();
     assert_eq!(RegFwd::new(s).err(), Some(RegFwdError::UserAgent));
 }
@@ -316,17 +320,8 @@ fn reconfigure_swaps_nodes_and_forgets_throttle_state() {
     let to: Vec<SocketAddr> = t.target_nodes(&fw).map(|(_, a)| a).collect();
     assert_eq!(to, [sa("10.0.0.6:5060"), sa("10.0.0.7:5060")]);
     let mut out = Vec::new();
-    f.write_to(
-        &t,
-        &fw,
-        "alice",
-        to[0],
-        sa("10.0.0.1:6000"),
-        "z9hG4bKx",
-        None,
-        &mut out,
-    )
-    .unwrap();
+    f.write(&fw.to(to[0], "alice"), VIA, "z9hG4bKx", None, &mut out)
+        .unwrap();
     assert!(String::from_utf8(out)
         .unwrap()
         .starts_with("REGISTER sip:10.0.0.6:5060 "));

@@ -1,18 +1,26 @@
 //! Via branch values the proxy generates, and the cheap peeks the I/O shell uses to pick the
 //! worker that owns a datagram.
 //!
-//! A branch the proxy writes is `z9hG4bKsf.<worker>.<slot>.<gen>.<loop>` (hex fields): the
-//! worker and transaction slot let a response find its client transaction without a table
-//! lookup and tell a worker that received it which worker owns it; `gen` guards against a
-//! reused slot; `loop` is the RFC 3261 §16.6 (8) hash used for loop detection (§16.3 (4)).
+//! A branch the proxy writes is `z9hG4bKsf.<worker>.<slot>.<gen>.<in>.<loop>` (hex fields):
+//! the worker and transaction slot let a response find its client transaction without a
+//! table lookup and tell a worker that received it which worker owns it; `gen` guards
+//! against a reused slot; `in` is the local socket the request came in on (its responses go
+//! back out there even when the transaction is gone); `loop` is the RFC 3261 §16.6 (8) hash
+//! used for loop detection (§16.3 (4)).
 
-use std::hash::Hasher;
+use crate::util::fnv::hash_parts;
+use crate::util::hex;
+
+use super::flow::Local;
 
 /// Every branch this proxy generates starts with this (RFC 3261 magic cookie + "sf.").
 pub const BRANCH_PREFIX: &str = "z9hG4bKsf.";
 
 /// Longest branch [`write_branch`] produces.
-pub const MAX_BRANCH_LEN: usize = BRANCH_PREFIX.len() + 4 + 1 + 8 + 1 + 8 + 1 + 16;
+pub const MAX_BRANCH_LEN: usize = BRANCH_PREFIX.len() + 4 + 1 + 8 + 1 + 8 + 1 + 4 + 1 + 16;
+
+/// The `in` field of a request that came in on the upstream socket.
+const IN_UPSTREAM: u16 = u16::MAX;
 
 /// The fields encoded in a branch this proxy generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +28,8 @@ pub struct OurBranch {
     pub worker: u16,
     pub slot: u32,
     pub gen: u32,
+    /// The local socket the request came in on.
+    pub ingress: Local,
     pub loop_hash: u64,
 }
 
@@ -51,48 +61,43 @@ pub fn write_branch(b: &OurBranch) -> BranchBuf {
             pos = end;
         }
     };
+    let ingress = match b.ingress {
+        Local::Listen(i) => i.min(IN_UPSTREAM - 1),
+        Local::Upstream => IN_UPSTREAM,
+    };
     put(BRANCH_PREFIX.as_bytes());
-    let mut hex = [0u8; 16];
-    put(hex_u64(u64::from(b.worker), &mut hex));
-    put(b".");
-    put(hex_u64(u64::from(b.slot), &mut hex));
-    put(b".");
-    put(hex_u64(u64::from(b.gen), &mut hex));
-    put(b".");
-    put(hex_u64(b.loop_hash, &mut hex));
+    let mut buf = [0u8; 16];
+    for (i, v) in [
+        u64::from(b.worker),
+        u64::from(b.slot),
+        u64::from(b.gen),
+        u64::from(ingress),
+        b.loop_hash,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            put(b".");
+        }
+        put(hex::u64_short(v, &mut buf));
+    }
     out.len = pos as u8;
     out
-}
-
-fn hex_u64(mut v: u64, buf: &mut [u8; 16]) -> &[u8] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    &buf[i..]
-}
-
-fn parse_hex(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 16 {
-        return None;
-    }
-    u64::from_str_radix(s, 16).ok()
 }
 
 /// Decode a branch this proxy generated; `None` for anyone else's branch.
 pub fn parse_branch(branch: &str) -> Option<OurBranch> {
     let rest = branch.strip_prefix(BRANCH_PREFIX)?;
     let mut it = rest.split('.');
-    let worker = u16::try_from(parse_hex(it.next()?)?).ok()?;
-    let slot = u32::try_from(parse_hex(it.next()?)?).ok()?;
-    let gen = u32::try_from(parse_hex(it.next()?)?).ok()?;
-    let loop_hash = parse_hex(it.next()?)?;
+    let worker = u16::try_from(hex::parse_u64(it.next()?)?).ok()?;
+    let slot = u32::try_from(hex::parse_u64(it.next()?)?).ok()?;
+    let gen = u32::try_from(hex::parse_u64(it.next()?)?).ok()?;
+    let ingress = match u16::try_from(hex::parse_u64(it.next()?)?).ok()? {
+        IN_UPSTREAM => Local::Upstream,
+        i => Local::Listen(i),
+    };
+    let loop_hash = hex::parse_u64(it.next()?)?;
     if it.next().is_some() {
         return None;
     }
@@ -100,40 +105,9 @@ pub fn parse_branch(branch: &str) -> Option<OurBranch> {
         worker,
         slot,
         gen,
+        ingress,
         loop_hash,
     })
-}
-
-/// A small, fast, non-cryptographic hasher (FNV-1a, 64-bit) for table keys and loop hashes.
-#[derive(Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// FNV-1a over several byte strings, each followed by a separator so ("ab","c") != ("a","bc").
-pub fn hash_parts(parts: &[&[u8]]) -> u64 {
-    let mut h = Fnv::default();
-    for p in parts {
-        h.write(p);
-        h.write(&[0xff]);
-    }
-    h.finish()
 }
 
 /// Which worker owns a datagram, without a full parse: responses carrying one of our branches
@@ -204,15 +178,21 @@ mod tests {
             worker: 3,
             slot: 0xabcdef,
             gen: 7,
+            ingress: Local::Listen(1),
             loop_hash: u64::MAX,
         };
         let s = write_branch(&b);
-        assert!(s.as_str().starts_with("z9hG4bKsf.3.abcdef.7."));
+        assert!(s.as_str().starts_with("z9hG4bKsf.3.abcdef.7.1."));
         assert_eq!(parse_branch(s.as_str()), Some(b));
+        let up = OurBranch {
+            ingress: Local::Upstream,
+            ..b
+        };
+        assert_eq!(parse_branch(write_branch(&up).as_str()), Some(up));
         assert_eq!(parse_branch("z9hG4bK776asdhds"), None);
-        assert_eq!(parse_branch("z9hG4bKsf.1.2.3"), None);
-        assert_eq!(parse_branch("z9hG4bKsf.1.2.3.4.5"), None);
-        assert_eq!(parse_branch("z9hG4bKsf.fffff.2.3.4"), None);
+        assert_eq!(parse_branch("z9hG4bKsf.1.2.3.4"), None);
+        assert_eq!(parse_branch("z9hG4bKsf.1.2.3.4.5.6"), None);
+        assert_eq!(parse_branch("z9hG4bKsf.fffff.2.3.4.5"), None);
     }
 
     #[test]
@@ -221,6 +201,7 @@ mod tests {
             worker: 1,
             slot: 5,
             gen: 1,
+            ingress: Local::Listen(0),
             loop_hash: 9,
         });
         let resp = format!(

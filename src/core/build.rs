@@ -2,13 +2,10 @@
 //! and the hop-by-hop ACK and CANCEL of a branch (RFC 3261 §17.1.1.3, §9.1), all into reused
 //! buffers.
 
-use std::net::SocketAddr;
-
 use crate::sip::{write_response_to, HeaderName, Message, ResponseSpec, EMPTY_HEADER, MAX_HEADERS};
+use crate::util::fnv::hash_parts;
 
-use super::branch::hash_parts;
-use super::timer::TimerKind;
-use super::{Core, Local, Transmit};
+use super::{Core, Flow, Transmit};
 
 /// A To-tag for a local response: derived from the request so that a retransmitted request
 /// gets the same tag.
@@ -21,12 +18,7 @@ impl Tag {
         let via = msg.header(HeaderName::Via).map_or(&b""[..], |h| h.value);
         let from = msg.header(HeaderName::From).map_or(&b""[..], |h| h.value);
         let h = hash_parts(&[msg.call_id().unwrap_or("").as_bytes(), from, via]);
-        let mut out = [0u8; 16];
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = DIGITS[((h >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        Tag(out)
+        Tag(crate::util::hex::u64_fixed(h))
     }
 
     pub fn as_str(&self) -> &str {
@@ -38,17 +30,39 @@ const ALLOW: &[u8] =
     b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, INFO, REFER, UPDATE, PRACK\r\n";
 
 impl Core {
-    /// Answer `msg` statelessly to where it came from. With `with_extra`, the lines in
-    /// `self.extra` are added.
-    #[allow(clippy::too_many_arguments)]
+    /// Answer `msg` statelessly back over the flow it came by.
     pub(super) fn reply(
         &mut self,
         msg: &Message<'_, '_>,
-        src: SocketAddr,
-        sock: Local,
+        to: Flow,
         code: u16,
         reason: &str,
-        with_extra: bool,
+        tx: &mut dyn Transmit,
+    ) {
+        self.reply_lines(msg, to, code, reason, b"", tx);
+    }
+
+    /// [`Core::reply`] with the header lines prepared in `self.extra`.
+    pub(super) fn reply_with_extra(
+        &mut self,
+        msg: &Message<'_, '_>,
+        to: Flow,
+        code: u16,
+        reason: &str,
+        tx: &mut dyn Transmit,
+    ) {
+        let extra = std::mem::take(&mut self.extra);
+        self.reply_lines(msg, to, code, reason, &extra, tx);
+        self.extra = extra;
+    }
+
+    fn reply_lines(
+        &mut self,
+        msg: &Message<'_, '_>,
+        to: Flow,
+        code: u16,
+        reason: &str,
+        extra: &[u8],
         tx: &mut dyn Transmit,
     ) {
         let tag = Tag::for_request(msg);
@@ -56,16 +70,16 @@ impl Core {
             code,
             reason,
             to_tag: (code > 100).then(|| tag.as_str()),
-            extra_headers: if with_extra { &self.extra } else { b"" },
+            extra_headers: extra,
             body: b"",
         };
         self.out.clear();
-        let received = Some((src.ip(), src.port()));
+        let received = Some((to.remote.ip(), to.remote.port()));
         let written = write_response_to(msg, &spec, received, &mut self.out).is_ok()
             || (code >= 400 && raw_error_response(msg, code, reason, &mut self.out));
         if written {
             self.count_response(code);
-            tx.send(sock, src, &self.out);
+            tx.send(to, &self.out);
         }
     }
 
@@ -75,8 +89,7 @@ impl Core {
     pub(super) fn reply_unparsed(
         &mut self,
         err: crate::sip::ParseError,
-        src: SocketAddr,
-        sock: Local,
+        to: Flow,
         data: &[u8],
         tx: &mut dyn Transmit,
     ) {
@@ -90,22 +103,16 @@ impl Core {
         self.out.clear();
         if raw_reply(data, code, reason, &mut self.out) {
             self.count_response(code);
-            tx.send(sock, src, &self.out);
+            tx.send(to, &self.out);
         }
     }
 
     /// 200 to an OPTIONS addressed to the proxy (keep-alive pings).
-    pub(super) fn reply_options(
-        &mut self,
-        msg: &Message<'_, '_>,
-        src: SocketAddr,
-        sock: Local,
-        tx: &mut dyn Transmit,
-    ) {
+    pub(super) fn reply_options(&mut self, msg: &Message<'_, '_>, to: Flow, tx: &mut dyn Transmit) {
         self.extra.clear();
         self.extra.extend_from_slice(ALLOW);
         self.extra.extend_from_slice(b"Accept: application/sdp\r\n");
-        self.reply(msg, src, sock, 200, "OK", true, tx);
+        self.reply_with_extra(msg, to, 200, "OK", tx);
     }
 
     pub(super) fn count_response(&mut self, code: u16) {
@@ -114,16 +121,15 @@ impl Core {
     }
 
     /// Send a local response for server transaction `idx` and remember it for
-    /// retransmissions. Final non-2xx responses to INVITE start Timer G/H; others Timer J.
+    /// retransmissions (a final one starts the transaction's final-response timers).
     pub(super) fn respond_txn(
         &mut self,
-        now: u64,
+        now_ms: u64,
         idx: u32,
         code: u16,
         reason: &str,
         tx: &mut dyn Transmit,
     ) {
-        let t1 = self.cfg.timers.t1_ms;
         let Some(t) = self.txns.servers.get_mut(idx) else {
             return;
         };
@@ -145,24 +151,14 @@ impl Core {
             body: b"",
         };
         t.response.clear();
-        let received = Some((t.src.ip(), t.src.port()));
+        let received = Some((t.from.remote.ip(), t.from.remote.port()));
         if write_response_to(&req, &spec, received, &mut t.response).is_err() {
             return;
         }
         t.response_code = code;
-        tx.send(t.sock, t.src, &t.response);
-        let gen = t.gen;
-        let invite = t.invite;
+        tx.send(t.from, &t.response);
         if code >= 200 {
-            t.state = super::txn::ServerState::Completed;
-            t.retransmit_ms = t1;
-            if invite {
-                self.timers
-                    .arm(now + t1, idx, gen, TimerKind::ServerRetransmit);
-            }
-            let linger = self.cfg.server_linger_ms(invite, code);
-            self.timers
-                .arm(now + linger, idx, gen, TimerKind::ServerLinger);
+            self.txns.server_final_sent(idx, code, now_ms);
         }
         self.count_response(code);
     }
@@ -328,70 +324,9 @@ pub(super) fn itoa_buf(mut v: u32) -> ItoaBuf {
     b
 }
 
-/// Append an RFC 1123 date (`Date:` header value) for `now_ms` without allocating.
-pub(super) fn write_http_date(now_ms: u64, out: &mut Vec<u8>) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = now_ms / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    out.extend_from_slice(DAYS[(days % 7) as usize].as_bytes());
-    out.extend_from_slice(b", ");
-    push2(out, d as u64);
-    out.push(b' ');
-    out.extend_from_slice(MONTHS[(month - 1).clamp(0, 11) as usize].as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(itoa_buf(year.clamp(0, 9999) as u32).as_bytes());
-    out.push(b' ');
-    push2(out, h);
-    out.push(b':');
-    push2(out, m);
-    out.push(b':');
-    push2(out, s);
-    out.extend_from_slice(b" GMT");
-}
-
-fn push2(out: &mut Vec<u8>, v: u64) {
-    out.push(b'0' + ((v / 10) % 10) as u8);
-    out.push(b'0' + (v % 10) as u8);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        let mut out = Vec::new();
-        write_http_date(0, &mut out);
-        assert_eq!(out, b"Thu, 01 Jan 1970 00:00:00 GMT");
-        out.clear();
-        // 2026-11-26 12:00:05 UTC
-        write_http_date(1_795_694_405_000, &mut out);
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            "Thu, 26 Nov 2026 12:00:05 GMT"
-        );
-        out.clear();
-        write_http_date(951_782_400_000, &mut out); // 2000-02-29
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            "Tue, 29 Feb 2000 00:00:00 GMT"
-        );
-    }
 
     #[test]
     fn itoa() {

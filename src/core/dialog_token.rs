@@ -69,13 +69,7 @@ impl DialogKey {
     pub fn token(&self, call_id: &str) -> [u8; TOKEN_LEN] {
         let mut h = SipHasher24::new_with_key(&self.0);
         h.write(call_id.as_bytes());
-        let v = h.finish();
-        let mut out = [0u8; TOKEN_LEN];
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for (i, d) in out.iter_mut().enumerate() {
-            *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        out
+        crate::util::hex::u64_fixed(h.finish())
     }
 
     /// Whether `token` (from a Route) is the one of `call_id` (constant time).
@@ -85,18 +79,24 @@ impl DialogKey {
     }
 }
 
-/// A Record-Route URI `sip:ip:port;lr;sft=<token>` on the stack.
+/// A Record-Route URI `sip:host:port;lr[;r2=on];sft=<token>` on the stack.
 pub struct RecordRoute {
-    buf: [u8; 128],
+    buf: [u8; 320],
     len: usize,
 }
 
+/// The parameter Kamailio's rr module puts on both entries of a double Record-Route
+/// (RFC 5658), kept for interoperability with tools that look for it.
+const DOUBLE: &str = ";r2=on";
+
 impl RecordRoute {
-    /// `base` is the URI without the token (`sip:ip:port;lr`).
-    pub fn new(base: &str, key: &DialogKey, call_id: &str) -> RecordRoute {
-        let mut buf = [0u8; 128];
+    /// `base` is the URI without the token (`sip:host:port;lr`); `double` marks one entry
+    /// of a double Record-Route (RFC 5658).
+    pub fn new(base: &str, double: bool, key: &DialogKey, call_id: &str) -> RecordRoute {
+        let mut buf = [0u8; 320];
         let token = key.token(call_id);
-        let parts: [&[u8]; 4] = [base.as_bytes(), b";", PARAM.as_bytes(), b"="];
+        let r2 = if double { DOUBLE } else { "" };
+        let parts: [&[u8]; 5] = [base.as_bytes(), r2.as_bytes(), b";", PARAM.as_bytes(), b"="];
         let mut len = 0;
         for p in parts.iter().chain(std::iter::once(&&token[..])) {
             let end = (len + p.len()).min(buf.len());
@@ -130,7 +130,9 @@ mod tests {
         );
         // Without a shared secret the key is per process but stable within it.
         assert_eq!(DialogKey::new("").token("x"), DialogKey::new("").token("x"));
-        let rr = RecordRoute::new("sip:127.0.0.1:5060;lr", &k, "abc@host");
+        let rr = RecordRoute::new("sip:127.0.0.1:5060;lr", false, &k, "abc@host");
         assert_eq!(rr.as_str(), format!("sip:127.0.0.1:5060;lr;sft={t}"));
+        let rr = RecordRoute::new("sip:127.0.0.1:5060;lr", true, &k, "abc@host");
+        assert_eq!(rr.as_str(), format!("sip:127.0.0.1:5060;lr;r2=on;sft={t}"));
     }
 }

@@ -3,15 +3,16 @@
 //! A phone behind NAT puts its private address in Contact; requests sent later inside the
 //! dialog (ACK, BYE, re-INVITE from Asterisk) are addressed to that Contact and would be lost.
 //! So when a dialog-creating request or its response comes from a phone whose Contact
-//! differs from the address the datagram came from, the proxy appends
-//! `;alias=<ip>~<port>~1` (1 = UDP) to the Contact URI it forwards. The far end copies the
+//! differs from the address the message came from, the proxy appends
+//! `;alias=<ip>~<port>~<proto>` (Kamailio's protocol numbers: 1 UDP, 2 TCP, 3 TLS, 5 WS,
+//! 6 WSS) to the Contact URI it forwards. The far end copies the
 //! Contact into its request-URI; when such a request comes back, the proxy sends it to the
 //! alias address and removes the parameter, so the phone sees its own Contact again.
 //! Initial requests to a registered phone use the registrar's NAT-fixed destination instead.
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::sip::{Contact, Message, Uri};
+use crate::sip::{Contact, Message, Transport, Uri};
 
 use super::route::uri_addr;
 
@@ -25,13 +26,20 @@ pub(super) struct Alias {
 }
 
 impl Alias {
-    pub fn new(src: SocketAddr) -> Alias {
+    pub fn new(src: SocketAddr, transport: Transport) -> Alias {
         use std::io::Write;
+        let proto = match transport {
+            Transport::Tcp => 2,
+            Transport::Tls => 3,
+            Transport::Ws => 5,
+            Transport::Wss => 6,
+            _ => 1,
+        };
         let mut buf = [0u8; 64];
         let mut cur = std::io::Cursor::new(&mut buf[..]);
         let _ = match src.ip() {
-            IpAddr::V4(ip) => write!(cur, ";alias={ip}~{}~1", src.port()),
-            IpAddr::V6(ip) => write!(cur, ";alias=[{ip}]~{}~1", src.port()),
+            IpAddr::V4(ip) => write!(cur, ";alias={ip}~{}~{proto}", src.port()),
+            IpAddr::V6(ip) => write!(cur, ";alias=[{ip}]~{}~{proto}", src.port()),
         };
         let len = cur.position() as usize;
         Alias { buf, len }
@@ -149,8 +157,10 @@ mod tests {
 
     #[test]
     fn alias_goes_at_the_end_of_the_contact_uri() {
-        let alias = Alias::new("203.0.113.7:40000".parse().unwrap());
+        let alias = Alias::new("203.0.113.7:40000".parse().unwrap(), Transport::Udp);
         assert_eq!(alias.as_bytes(), b";alias=203.0.113.7~40000~1");
+        let tls = Alias::new("203.0.113.7:40000".parse().unwrap(), Transport::Tls);
+        assert_eq!(tls.as_bytes(), b";alias=203.0.113.7~40000~3");
         let cases = [
             (
                 "<sip:a@192.168.1.2:5060>;expires=60",

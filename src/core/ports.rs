@@ -1,15 +1,16 @@
 //! The traits through which the core asks for decisions it does not make itself: credential
-//! checks (`auth` + `db`), the location table (`registrar`) and forwarded registrations
-//! (`asterisk`). The server wires the real implementations (`crate::server::ports`); core
-//! tests use in-memory ones. Every method is non-blocking: a credential that is not cached
-//! answers [`AuthCheck::Lookup`] and the core parks the request.
+//! checks (`auth` + `db`), the location table (`registrar`), forwarded registrations
+//! (`asterisk`) and the per-source guard (`guard`). The other layers implement them (the
+//! server wires them together); core tests use in-memory ones. Every method is
+//! non-blocking: a credential that is not cached answers [`AuthCheck::Lookup`] and the core
+//! parks the request. Times passed in are wall-clock milliseconds since the UNIX epoch.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::sip::{DigestCredentials, Message};
+use crate::sip::{DigestCredentials, Message, Transport};
 
-use super::Local;
+use super::flow::{ConnId, Flow};
 
 /// The outcome of checking a request's digest credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +110,9 @@ pub struct RegisterInput<'a, 'h, 'b> {
     pub msg: &'a Message<'h, 'b>,
     /// The AOR key: the authenticated user.
     pub user: &'a str,
-    pub src: SocketAddr,
-    pub sock: Local,
-    pub worker: u16,
+    /// Where the REGISTER came from: the phone's address (after RFC 3581) and the local
+    /// socket it reached; requests to the phone go back this way.
+    pub from: Flow,
     /// The credentials were valid but replayed: only a retransmission of a REGISTER already
     /// applied (same Call-ID and CSeq as a binding) may be answered, nothing may change.
     pub replayed: bool,
@@ -138,10 +139,9 @@ pub enum RegisterReply {
 pub struct ContactTarget<'a> {
     /// The Contact URI (becomes the request-URI).
     pub uri: &'a str,
-    /// Where to send (the NAT-fixed source address of the REGISTER, or the Contact itself).
-    pub dst: SocketAddr,
-    /// The socket the phone registered through.
-    pub sock: Local,
+    /// Where to send: the NAT-fixed source address of the REGISTER (or the Contact
+    /// itself), from the local socket the phone registered through.
+    pub to: Flow,
     /// Path values (name-addrs) to push as Route, in order; possibly empty.
     pub path: &'a [&'a str],
 }
@@ -160,17 +160,32 @@ pub trait LocationPort: Send + Sync {
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str));
 }
 
+/// One REGISTER to send to an Asterisk node, as REGFWD decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegFwdRequest<'a> {
+    /// The node (an address, not an index: the node list may be reloaded meanwhile).
+    pub node: SocketAddr,
+    pub user: &'a str,
+    pub call_id: &'a str,
+    pub from_tag: &'a str,
+    pub cseq: u32,
+    pub expires: u32,
+}
+
+/// Our Via for a message the proxy sends itself: transport token and sent-by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentBy<'a> {
+    /// `UDP`, `TCP`, ...
+    pub transport: &'a str,
+    /// Host or IP (IPv6 in brackets).
+    pub host: &'a str,
+    pub port: u16,
+}
+
 /// Where a [`RegFwdPort`] sends the REGISTERs it decides on: the core starts one client
 /// transaction per call, from this worker's upstream socket.
 pub trait RegFwdSender {
-    /// Send one REGISTER to the Asterisk node at `node`. `write(via, branch, out)` writes the
-    /// whole request with a Via of sent-by `via` and branch `branch`; false when it cannot.
-    /// (An address, not an index: the node list may be reloaded between two calls.)
-    fn send(
-        &mut self,
-        node: SocketAddr,
-        write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool,
-    );
+    fn send(&mut self, req: &RegFwdRequest<'_>);
 }
 
 /// Forwarding registrations to Asterisk (the seed's REGFWD).
@@ -187,8 +202,20 @@ pub trait RegFwdPort: Send + Sync {
     );
     /// After `user` lost its last binding by expiry: the Expires: 0 REGISTERs.
     fn on_expired(&self, user: &str, now_ms: u64, out: &mut dyn RegFwdSender);
-    /// A REGISTER is re-sent with credentials with this CSeq (same Call-ID).
-    fn on_retry(&self, user: &str, call_id: &str, cseq: u32);
+    /// Write the REGISTER `req` into `out` (cleared first) with our Via `via` and branch
+    /// `branch`, and the `Authorization:` line(s) answering a challenge; the one writer of
+    /// forwarded REGISTERs, for the first send and the retry. False when it cannot.
+    fn write(
+        &self,
+        req: &RegFwdRequest<'_>,
+        via: &SentBy<'_>,
+        branch: &str,
+        authorization: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> bool;
+    /// Asterisk challenged the REGISTER sent with `cseq`: the CSeq to send it again with
+    /// credentials (same Call-ID; later refreshes continue above it).
+    fn retry_cseq(&self, user: &str, call_id: &str, cseq: u32) -> u32;
     /// The outcome of a forwarded REGISTER sent to `node`: a final status, or 408 on
     /// timeout; for a 2xx, the expiry Asterisk granted (its Contact's `expires` or its
     /// Expires header).
@@ -202,6 +229,40 @@ pub trait RegFwdPort: Send + Sync {
     );
 }
 
+/// Whether a datagram from a source may be processed at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admit,
+    /// The source is banned: drop silently.
+    Banned,
+    /// The source is over its rate: drop silently.
+    Limited,
+}
+
+/// Per-source protections (rate limits, failed-authentication bans, scanner User-Agents),
+/// shared by all workers.
+pub trait GuardPort: Send + Sync {
+    /// Checked before a datagram is parsed.
+    fn admit(&self, ip: IpAddr, now_ms: u64) -> Admission;
+    /// Whether a User-Agent is a known scanner's (such requests get no answer).
+    fn is_scanner(&self, user_agent: &[u8]) -> bool;
+    /// Sources no protection applies to (Asterisk nodes, the allow list).
+    fn is_exempt(&self, ip: IpAddr) -> bool;
+    fn on_auth_success(&self, ip: IpAddr, user: &str, now_ms: u64);
+    /// A failed authentication; true when the source is banned now (send nothing more).
+    fn on_auth_failure(&self, ip: IpAddr, user: &str, now_ms: u64) -> bool;
+}
+
+/// The transport's stream connections, as far as the core needs to know them: whether one is
+/// still open, and which one reaches an address (connection reuse, RFC 5923 §2; RFC 3261
+/// §18.2.2). Implemented by the transport's shared connection registry.
+pub trait Links: Send + Sync {
+    /// Whether `conn` is still open.
+    fn is_open(&self, conn: ConnId) -> bool;
+    /// An open connection of `transport` from (or to) `remote`.
+    fn find(&self, transport: Transport, remote: SocketAddr) -> Option<ConnId>;
+}
+
 /// The set of ports one core uses.
 #[derive(Clone)]
 pub struct Ports {
@@ -209,7 +270,9 @@ pub struct Ports {
     pub location: Arc<dyn LocationPort>,
     pub regfwd: Arc<dyn RegFwdPort>,
     /// Rate limits, failed-auth bans, scanner User-Agents (shared by all workers).
-    pub guard: Arc<crate::guard::Guard>,
+    pub guard: Arc<dyn GuardPort>,
+    /// Stream connections (open or closed, which one reaches an address).
+    pub links: Arc<dyn Links>,
     /// Set on shutdown: new requests get 503, running transactions and dialogs go on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

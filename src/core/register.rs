@@ -4,19 +4,19 @@
 //! The phone's REGISTER is answered statelessly, like Kamailio's `save()` + `sl_send_reply`:
 //! the registrar treats a retransmission (same Call-ID and CSeq) as a no-op that lists the
 //! current bindings, so no transaction has to be kept for 32 s per registration.
+//!
+//! A forwarded REGISTER keeps what REGFWD decided ([`RegFwdCtx`]) with its client
+//! transaction; the REGFWD port writes it (once, or again with credentials after Asterisk's
+//! 401/407), and hears the outcome.
 
-use std::io::Write;
-use std::net::SocketAddr;
-
-use crate::sip::{HeaderName, Message, EMPTY_HEADER, MAX_HEADERS};
+use crate::sip::{HeaderName, Message};
 
 use super::branch::{write_branch, OurBranch};
-use super::build::write_http_date;
-use super::ports::{RegFwdSender, RegisterInput, RegisterReply};
+use super::ports::{RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy};
 use super::request::ReqCtx;
-use super::timer::TimerKind;
-use super::txn::{ClientState, Purpose};
-use super::{Core, Local, Transmit, MAX_USER_LEN};
+use super::text::InlineStr;
+use super::txn::{ClientCtx, RegFwdCtx};
+use super::{Core, Flow, Local, Now, Transmit};
 
 impl Core {
     pub(super) fn on_register(
@@ -35,39 +35,30 @@ impl Core {
             .is_some_and(|u| u.user == Some(user));
         if !to_user_ok {
             self.stats.auth_failed += 1;
-            self.reply(
-                msg,
-                ctx.src,
-                ctx.sock,
-                403,
-                "Forbidden (To user is not the authenticated user)",
-                false,
-                tx,
-            );
+            let reason = "Forbidden (To user is not the authenticated user)";
+            self.reply(msg, ctx.from, 403, reason, tx);
             return;
         }
         self.extra.clear();
         let input = RegisterInput {
             msg,
             user,
-            src: ctx.src,
-            sock: ctx.sock,
-            worker: self.worker,
+            from: ctx.from,
             replayed,
         };
         let reply = self
             .ports
             .location
-            .register(&input, ctx.now, &mut self.extra);
+            .register(&input, ctx.now.wall_ms, &mut self.extra);
         match reply {
             RegisterReply::Ok { granted, changed } => {
                 self.stats.registrations += 1;
                 self.extra.extend_from_slice(b"Date: ");
-                write_http_date(ctx.now, &mut self.extra);
+                crate::util::date::write_rfc1123(ctx.now.wall_ms, &mut self.extra);
                 self.extra.extend_from_slice(b"\r\n");
-                self.reply(msg, ctx.src, ctx.sock, 200, "OK", true, tx);
+                self.reply_with_extra(msg, ctx.from, 200, "OK", tx);
                 self.reg_cache
-                    .insert(ctx.key, ctx.via_id, &self.out, ctx.now);
+                    .insert(ctx.key, ctx.via_id, &self.out, ctx.now.mono_ms);
                 if replayed {
                     return;
                 }
@@ -76,49 +67,42 @@ impl Core {
                     core: self,
                     tx,
                     now: ctx.now,
-                    user,
                 };
-                regfwd.on_saved(user, granted, changed, ctx.now, &mut out);
+                regfwd.on_saved(user, granted, changed, ctx.now.wall_ms, &mut out);
             }
             RegisterReply::Challenge => self.challenge(ctx, msg, false, false, tx),
             RegisterReply::Reject {
                 code,
                 reason,
-                min_expires,
+                min_expires: Some(m),
             } => {
                 self.extra.clear();
-                if let Some(m) = min_expires {
-                    self.extra.extend_from_slice(b"Min-Expires: ");
-                    self.extra
-                        .extend_from_slice(super::build::itoa_buf(m).as_bytes());
-                    self.extra.extend_from_slice(b"\r\n");
-                }
-                self.reply(
-                    msg,
-                    ctx.src,
-                    ctx.sock,
-                    code,
-                    reason,
-                    min_expires.is_some(),
-                    tx,
-                );
+                self.extra.extend_from_slice(b"Min-Expires: ");
+                self.extra
+                    .extend_from_slice(super::build::itoa_buf(m).as_bytes());
+                self.extra.extend_from_slice(b"\r\n");
+                self.reply_with_extra(msg, ctx.from, code, reason, tx);
             }
+            RegisterReply::Reject {
+                code,
+                reason,
+                min_expires: None,
+            } => self.reply(msg, ctx.from, code, reason, tx),
         }
     }
 
-    /// Send one REGISTER for `user` to the Asterisk node at `dst` as a new client
-    /// transaction; `write` builds it given our Via sent-by and branch.
+    /// Send one REGISTER to Asterisk as a new client transaction from this worker's
+    /// upstream socket, with the `Authorization:` lines `auth` when answering a challenge.
     fn send_regfwd(
         &mut self,
-        now: u64,
-        user: &str,
-        dst: SocketAddr,
-        challenged: bool,
-        write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool,
+        now_ms: u64,
+        rf: RegFwdCtx,
+        node: std::net::SocketAddr,
+        auth: Option<&[u8]>,
         tx: &mut dyn Transmit,
     ) {
-        let purpose = Purpose::RegFwd { challenged };
-        let Some((slot, gen)) = self.txns.new_client(false, purpose, dst, Local::Upstream) else {
+        let to = Flow::new(Local::Upstream, node);
+        let Some((slot, gen)) = self.txns.start_client(false, ClientCtx::RegFwd(rf), to) else {
             self.stats.dropped_overload += 1;
             self.stats.regfwd_failed += 1;
             return;
@@ -127,72 +111,75 @@ impl Core {
             worker: self.worker,
             slot,
             gen,
+            ingress: Local::Upstream,
             loop_hash: 0,
         });
+        let host = self
+            .cfg
+            .interface(Local::Upstream)
+            .map_or("", |i| i.host.as_str());
+        let via = SentBy {
+            transport: "UDP",
+            host,
+            port: self.upstream.port(),
+        };
+        let req = RegFwdRequest {
+            node,
+            user: rf.user.as_str(),
+            call_id: rf.call_id.as_str(),
+            from_tag: rf.from_tag.as_str(),
+            cseq: rf.cseq,
+            expires: rf.expires,
+        };
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return;
         };
-        ct.request.clear();
-        if !write(self.upstream, branch.as_str(), &mut ct.request) {
+        if !self
+            .ports
+            .regfwd
+            .write(&req, &via, branch.as_str(), auth, &mut ct.request)
+        {
             self.txns.free_client(slot);
             self.stats.regfwd_failed += 1;
             return;
         }
-        ct.aux.clear();
-        ct.aux.extend_from_slice(user.as_bytes());
-        tx.send(Local::Upstream, dst, &ct.request);
+        tx.send(to, &ct.request);
         self.stats.regfwd_sent += 1;
-        let t1 = self.cfg.timers.t1_ms;
-        ct.retransmit_ms = t1;
-        self.timers
-            .arm(now + t1, slot, gen, TimerKind::ClientRetransmit);
-        self.timers
-            .arm(now + 64 * t1, slot, gen, TimerKind::ClientTimeout);
+        self.txns.client_sent(slot, now_ms);
     }
 
     /// A response to a forwarded REGISTER: answer one challenge with the user's cached
-    /// credentials (same Call-ID, CSeq + 1), report everything else.
-    #[allow(clippy::too_many_arguments)]
+    /// credentials (same Call-ID, the CSeq REGFWD gives), report everything else.
     pub(super) fn on_regfwd_response(
         &mut self,
-        now: u64,
+        now_ms: u64,
         slot: u32,
-        challenged: bool,
+        rf: &RegFwdCtx,
         msg: &Message<'_, '_>,
         code: u16,
         tx: &mut dyn Transmit,
     ) {
-        let t2 = self.cfg.timers.t2_ms;
-        let Some(ct) = self.txns.clients.get_mut(slot) else {
-            return;
-        };
         if code < 200 {
-            ct.state = ClientState::Proceeding;
-            ct.retransmit_ms = t2;
+            self.txns.client_provisional(slot);
             return;
         }
-        let mut user_buf = [0u8; MAX_USER_LEN];
-        let n = ct.aux.len().min(MAX_USER_LEN);
-        user_buf[..n].copy_from_slice(&ct.aux[..n]);
-        let user = std::str::from_utf8(&user_buf[..n]).unwrap_or("");
-        let node = ct.dst;
-        // The request we sent: its Call-ID, CSeq and request-URI.
-        let prev = std::mem::take(&mut ct.request);
+        let Some(ct) = self.txns.clients.get(slot) else {
+            return;
+        };
+        let node = ct.to.remote;
+        // The digest uri of an answer to a challenge is our request-URI.
+        let mut uri_buf = [0u8; 256];
+        let uri = request_uri_of(&ct.request, &mut uri_buf);
         self.txns.free_client(slot);
-        let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
-        let parsed = Message::parse_datagram(&prev, &mut hdrs).ok();
-        let call_id = parsed.as_ref().and_then(|m| m.call_id().ok()).unwrap_or("");
+        let (user, call_id) = (rf.user.as_str(), rf.call_id.as_str());
 
-        if (code == 401 || code == 407) && !challenged {
+        if (code == 401 || code == 407) && !rf.challenged {
             let proxy = code == 407;
             let name = if proxy {
                 HeaderName::ProxyAuthenticate
             } else {
                 HeaderName::WwwAuthenticate
             };
-            let uri = parsed.as_ref().and_then(|m| m.request_uri()).unwrap_or("");
-            let mut auth = std::mem::take(&mut self.extra);
-            auth.clear();
             let mut values: [&[u8]; 4] = [b""; 4];
             let mut n = 0;
             for h in msg.headers_named(name) {
@@ -201,6 +188,8 @@ impl Core {
                     n += 1;
                 }
             }
+            let mut auth = std::mem::take(&mut self.extra);
+            auth.clear();
             let answered = n > 0
                 && self.ports.auth.answer_challenge(
                     user,
@@ -210,24 +199,13 @@ impl Core {
                     uri,
                     &mut auth,
                 );
-            let next_cseq = parsed
-                .as_ref()
-                .and_then(|m| m.cseq().ok())
-                .map_or(1, |c| c.seq.wrapping_add(1).max(1));
             if answered {
-                if let Some(m) = &parsed {
-                    self.ports.regfwd.on_retry(user, call_id, next_cseq);
-                    self.send_regfwd(
-                        now,
-                        user,
-                        node,
-                        true,
-                        &mut |via, branch, out| {
-                            rewrite_for_retry(m, via, branch, next_cseq, &auth, out)
-                        },
-                        tx,
-                    );
-                }
+                let retry = RegFwdCtx {
+                    cseq: self.ports.regfwd.retry_cseq(user, call_id, rf.cseq),
+                    challenged: true,
+                    ..*rf
+                };
+                self.send_regfwd(now_ms, retry, node, Some(&auth), tx);
             } else {
                 self.stats.regfwd_failed += 1;
                 tracing::warn!(
@@ -238,7 +216,6 @@ impl Core {
                 self.ports.regfwd.on_result(user, call_id, node, code, None);
             }
             self.extra = auth;
-            self.put_back_request(slot, prev);
             return;
         }
         let mut granted = None;
@@ -252,23 +229,13 @@ impl Core {
         self.ports
             .regfwd
             .on_result(user, call_id, node, code, granted);
-        self.put_back_request(slot, prev);
-    }
-
-    /// Return a request buffer taken out of a (now free) slot, keeping its capacity.
-    fn put_back_request(&mut self, slot: u32, buf: Vec<u8>) {
-        if let Some(ct) = self.txns.clients.get_mut(slot) {
-            if ct.request.capacity() < buf.capacity() {
-                ct.request = buf;
-            }
-        }
     }
 
     /// Drop expired bindings; tell Asterisk about users left with none.
-    pub(super) fn expire_bindings(&mut self, now: u64, tx: &mut dyn Transmit) {
+    pub(super) fn expire_bindings(&mut self, now: Now, tx: &mut dyn Transmit) {
         let mut users = std::mem::take(&mut self.expired_buf);
         users.clear();
-        self.ports.location.expire(now, &mut |user: &str| {
+        self.ports.location.expire(now.wall_ms, &mut |user: &str| {
             users.extend_from_slice(user.as_bytes());
             users.push(b'\n');
         });
@@ -281,11 +248,24 @@ impl Core {
                 core: self,
                 tx,
                 now,
-                user,
             };
-            regfwd.on_expired(user, now, &mut out);
+            regfwd.on_expired(user, now.wall_ms, &mut out);
         }
         self.expired_buf = users;
+    }
+}
+
+/// The request-URI of the request in `request` (the second word of its first line), copied
+/// into `buf` ("" when it does not fit).
+fn request_uri_of<'b>(request: &[u8], buf: &'b mut [u8; 256]) -> &'b str {
+    let line = request.split(|&c| c == b'\r').next().unwrap_or(&[]);
+    let uri = line.split(|&c| c == b' ').nth(1).unwrap_or(&[]);
+    match buf.get_mut(..uri.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(uri);
+            std::str::from_utf8(dst).unwrap_or("")
+        }
+        None => "",
     }
 }
 
@@ -299,56 +279,36 @@ fn granted_expiry(msg: &Message<'_, '_>) -> Option<u32> {
     from_contact.or_else(|| msg.expires().ok().flatten())
 }
 
-/// The core as the [`RegFwdSender`] of one user's REGISTERs.
+/// The core as the [`RegFwdSender`] of the REGISTERs REGFWD decides on.
 struct RegFwdOut<'c, 't> {
     core: &'c mut Core,
     tx: &'t mut dyn Transmit,
-    now: u64,
-    user: &'c str,
+    now: Now,
 }
 
 impl RegFwdSender for RegFwdOut<'_, '_> {
-    fn send(
-        &mut self,
-        node: SocketAddr,
-        write: &mut dyn FnMut(SocketAddr, &str, &mut Vec<u8>) -> bool,
-    ) {
+    fn send(&mut self, req: &RegFwdRequest<'_>) {
+        let (Some(user), Some(call_id), Some(from_tag)) = (
+            InlineStr::new(req.user),
+            InlineStr::new(req.call_id),
+            InlineStr::new(req.from_tag),
+        ) else {
+            self.core.stats.regfwd_failed += 1;
+            tracing::warn!(
+                user = req.user,
+                "forwarded REGISTER not sent: identifiers too long"
+            );
+            return;
+        };
+        let rf = RegFwdCtx {
+            user,
+            call_id,
+            from_tag,
+            cseq: req.cseq,
+            expires: req.expires,
+            challenged: false,
+        };
         self.core
-            .send_regfwd(self.now, self.user, node, false, write, self.tx);
+            .send_regfwd(self.now.mono_ms, rf, req.node, None, self.tx);
     }
-}
-
-/// The REGISTER `prev` again with a new Via, CSeq `cseq` and the authorization line(s)
-/// `auth` in place of any earlier ones.
-fn rewrite_for_retry(
-    prev: &Message<'_, '_>,
-    via: SocketAddr,
-    branch: &str,
-    cseq: u32,
-    auth: &[u8],
-    out: &mut Vec<u8>,
-) -> bool {
-    let Some(uri) = prev.request_uri() else {
-        return false;
-    };
-    out.clear();
-    out.extend_from_slice(b"REGISTER ");
-    out.extend_from_slice(uri.as_bytes());
-    out.extend_from_slice(b" SIP/2.0\r\n");
-    let _ = write!(out, "Via: SIP/2.0/UDP {via};branch={branch};rport\r\n");
-    for h in prev.headers {
-        match h.name {
-            HeaderName::Via
-            | HeaderName::Authorization
-            | HeaderName::ProxyAuthorization
-            | HeaderName::ContentLength => {}
-            HeaderName::CSeq => {
-                let _ = write!(out, "CSeq: {cseq} REGISTER\r\n");
-            }
-            _ => out.extend_from_slice(&prev.buf[h.line.range()]),
-        }
-    }
-    out.extend_from_slice(auth);
-    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    true
 }

@@ -2,21 +2,21 @@
 //! absorption (§17.2.3 matching), CANCEL (§16.10), digest authentication of phones (with
 //! parking while the credential is looked up) and the routing decision.
 
-use std::net::SocketAddr;
-
 use crate::sip::{Message, Method, ParseError, Uri, EMPTY_HEADER, MAX_HEADERS};
+use crate::util::fnv::hash_parts;
 
-use super::branch::{hash_parts, parse_branch};
+use super::branch::parse_branch;
 use super::ports::{AuthCheck, AuthFailure};
-use super::timer::TimerKind;
-use super::txn::{CancelState, ClientState, KeyMap, ServerState};
-use super::{Core, Local, LookupRequest, LookupResult, Transmit, MAX_USER_LEN};
+use super::response::{BranchEnd, Parent};
+use super::text::InlineStr;
+use super::txn::{CancelState, ClientState, KeyMap};
+use super::{Core, Flow, LookupRequest, LookupResult, Now, Transmit, MAX_USER_LEN};
 
 /// What the routing functions need to know about the request being handled.
 pub(super) struct ReqCtx<'a> {
-    pub now: u64,
-    pub sock: Local,
-    pub src: SocketAddr,
+    pub now: Now,
+    /// The flow the request came by (its responses go back by it).
+    pub from: Flow,
     pub data: &'a [u8],
     /// Server transaction key (§17.2.3) and the Via bytes that confirm it.
     pub key: u64,
@@ -62,8 +62,7 @@ struct ParkedReq {
     token: u64,
     live: bool,
     data: Vec<u8>,
-    src: SocketAddr,
-    sock: Local,
+    from: Flow,
 }
 
 impl Parked {
@@ -81,13 +80,7 @@ impl Parked {
         self.limit = limit;
     }
 
-    fn park(
-        &mut self,
-        token: u64,
-        data: &[u8],
-        src: SocketAddr,
-        sock: Local,
-    ) -> Option<(u32, u32)> {
+    fn park(&mut self, token: u64, data: &[u8], from: Flow) -> Option<(u32, u32)> {
         if self.slots.len() - self.free.len() >= self.limit {
             // (A reload may have lowered the limit below the slots already made.)
             return None;
@@ -100,8 +93,7 @@ impl Parked {
                     token: 0,
                     live: false,
                     data: Vec::new(),
-                    src,
-                    sock,
+                    from,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -113,14 +105,13 @@ impl Parked {
         p.live = true;
         p.data.clear();
         p.data.extend_from_slice(data);
-        p.src = src;
-        p.sock = sock;
+        p.from = from;
         self.by_token.insert(token, idx);
         Some((idx, p.gen))
     }
 
     /// Take the parked request for `token` (its bytes are swapped into `buf`).
-    fn take(&mut self, token: u64, buf: &mut Vec<u8>) -> Option<(SocketAddr, Local)> {
+    fn take(&mut self, token: u64, buf: &mut Vec<u8>) -> Option<Flow> {
         let idx = self.by_token.remove(&token)?;
         let p = self.slots.get_mut(idx as usize)?;
         if !p.live {
@@ -129,7 +120,7 @@ impl Parked {
         p.live = false;
         std::mem::swap(&mut p.data, buf);
         self.free.push(idx);
-        Some((p.src, p.sock))
+        Some(p.from)
     }
 
     /// Drop a parked request that waited too long.
@@ -153,9 +144,8 @@ const PARK_TIMEOUT_MS: u64 = 8_000;
 impl Core {
     pub(super) fn on_request(
         &mut self,
-        now: u64,
-        sock: Local,
-        src: SocketAddr,
+        now: Now,
+        from: Flow,
         data: &[u8],
         tx: &mut dyn Transmit,
         resumed: Option<LookupResult>,
@@ -165,7 +155,7 @@ impl Core {
             Ok(m) => m,
             Err(e) => {
                 self.stats.dropped_malformed += 1;
-                self.reply_unparsed(e, src, sock, data, tx);
+                self.reply_unparsed(e, from, data, tx);
                 return;
             }
         };
@@ -176,7 +166,7 @@ impl Core {
         if msg
             .user_agent()
             .is_some_and(|ua| self.ports.guard.is_scanner(ua.as_bytes()))
-            && !self.ports.guard.is_exempt(src.ip())
+            && !self.ports.guard.is_exempt(from.remote.ip())
         {
             self.stats.dropped_scanner += 1;
             return;
@@ -186,32 +176,18 @@ impl Core {
             // without any Via line nothing is answered.
             self.stats.dropped_malformed += 1;
             if method != Method::Ack {
-                self.reply(
-                    &msg,
-                    src,
-                    sock,
-                    400,
-                    "Bad Request (malformed Via)",
-                    false,
-                    tx,
-                );
+                self.reply(&msg, from, 400, "Bad Request (malformed Via)", tx);
             }
             return;
         };
         // From and To are parsed once here and their parts reused below.
-        let (call_id, cseq, from, to) = match (msg.call_id(), msg.cseq(), msg.from(), msg.to()) {
+        let (call_id, cseq, from_hdr, to) = match (msg.call_id(), msg.cseq(), msg.from(), msg.to())
+        {
             (Ok(c), Ok(s), Ok(f), Ok(t)) => (c, s, f, t),
             _ => {
                 if method != Method::Ack {
-                    self.reply(
-                        &msg,
-                        src,
-                        sock,
-                        400,
-                        "Bad Request (missing or malformed header)",
-                        false,
-                        tx,
-                    );
+                    let reason = "Bad Request (missing or malformed header)";
+                    self.reply(&msg, from, 400, reason, tx);
                 }
                 self.stats.dropped_malformed += 1;
                 return;
@@ -219,13 +195,13 @@ impl Core {
         };
         if data.len() > self.cfg.max_message_bytes {
             if method != Method::Ack {
-                self.reply(&msg, src, sock, 513, "Message Too Large", false, tx);
+                self.reply(&msg, from, 513, "Message Too Large", tx);
             }
             return;
         }
         if cseq.method != method {
             if method != Method::Ack {
-                self.reply(&msg, src, sock, 400, "Bad Request (CSeq method)", false, tx);
+                self.reply(&msg, from, 400, "Bad Request (CSeq method)", tx);
             }
             return;
         }
@@ -238,7 +214,7 @@ impl Core {
                         ParseError::UnsupportedScheme => (416, "Unsupported URI Scheme"),
                         _ => (400, "Bad Request-URI"),
                     };
-                    self.reply(&msg, src, sock, code, reason, false, tx);
+                    self.reply(&msg, from, code, reason, tx);
                 }
                 return;
             }
@@ -249,17 +225,17 @@ impl Core {
         let key = txn_key(via_id, class, call_id, cseq.seq);
         let ctx = ReqCtx {
             now,
-            sock,
-            src,
+            from,
             data,
             key,
             via_id,
-            loop_hash: loop_hash_of(ruri_str, from.tag(), to.tag(), call_id, cseq.seq),
+            loop_hash: loop_hash_of(ruri_str, from_hdr.tag(), to.tag(), call_id, cseq.seq),
         };
 
         if method == Method::Ack {
             if let Some(idx) = self.txns.find_server(key, via_id) {
-                self.absorb_ack(now, idx);
+                self.txns.server_acked(idx, now.mono_ms);
+                self.stats.retransmissions_absorbed += 1;
                 return;
             }
             // An ACK for a 2xx is its own transaction: route it within the dialog.
@@ -268,9 +244,9 @@ impl Core {
         }
         if method == Method::Register {
             let max_age = 64 * self.cfg.timers.t1_ms;
-            if let Some(resp) = self.reg_cache.get(key, via_id, now, max_age) {
+            if let Some(resp) = self.reg_cache.get(key, via_id, now.mono_ms, max_age) {
                 self.stats.retransmissions_absorbed += 1;
-                tx.send(sock, src, resp);
+                tx.send(from, resp);
                 return;
             }
         }
@@ -278,7 +254,7 @@ impl Core {
             self.stats.retransmissions_absorbed += 1;
             if let Some(t) = self.txns.servers.get(idx) {
                 if !t.response.is_empty() {
-                    tx.send(t.sock, t.src, &t.response);
+                    tx.send(t.from, &t.response);
                 }
             }
             return;
@@ -291,7 +267,7 @@ impl Core {
 
         // RFC 3261 §16.3 (5): this proxy supports no extension a Proxy-Require can name.
         if msg.header(crate::sip::HeaderName::ProxyRequire).is_some() {
-            self.reply_bad_extension(&msg, src, sock, tx);
+            self.reply_bad_extension(&msg, from, tx);
             return;
         }
         match msg.max_forwards() {
@@ -300,31 +276,31 @@ impl Core {
                     && ruri.user.is_none()
                     && self.cfg.is_local_host(ruri.host_raw, ruri.port)
                 {
-                    self.reply_options(&msg, src, sock, tx);
+                    self.reply_options(&msg, from, tx);
                 } else {
-                    self.reply(&msg, src, sock, 483, "Too Many Hops", false, tx);
+                    self.reply(&msg, from, 483, "Too Many Hops", tx);
                 }
                 return;
             }
             Ok(_) => {}
             Err(_) => {
-                self.reply(&msg, src, sock, 400, "Bad Max-Forwards", false, tx);
+                self.reply(&msg, from, 400, "Bad Max-Forwards", tx);
                 return;
             }
         }
         if self.is_loop(&msg, ctx.loop_hash) {
-            self.reply(&msg, src, sock, 482, "Loop Detected", false, tx);
+            self.reply(&msg, from, 482, "Loop Detected", tx);
             return;
         }
 
-        let from_asterisk = self.cfg.is_asterisk(src);
+        let from_asterisk = self.cfg.is_asterisk(from.remote);
         if to.tag().is_some() {
             self.route_in_dialog(&ctx, &msg, method, ruri_str, false, tx);
             return;
         }
         let to_us = self.cfg.is_local_host(ruri.host_raw, ruri.port);
         if method == Method::Options && ruri.user.is_none() && to_us {
-            self.reply_options(&msg, src, sock, tx);
+            self.reply_options(&msg, from, tx);
             return;
         }
 
@@ -356,7 +332,7 @@ impl Core {
         let mut replayed = false;
         if !from_asterisk {
             if !to_us {
-                self.reply(&msg, src, sock, 403, "Not relaying", false, tx);
+                self.reply(&msg, from, 403, "Not relaying", tx);
                 return;
             }
             match self.authenticate(&ctx, &msg, method, ruri_str, resumed, tx) {
@@ -366,15 +342,7 @@ impl Core {
                     user_len = u.len();
                 }
                 Some(_) => {
-                    self.reply(
-                        &msg,
-                        src,
-                        sock,
-                        403,
-                        "Forbidden (user name too long)",
-                        false,
-                        tx,
-                    );
+                    self.reply(&msg, from, 403, "Forbidden (user name too long)", tx);
                     return;
                 }
                 None => return,
@@ -383,33 +351,18 @@ impl Core {
         let user = std::str::from_utf8(&user_buf[..user_len]).unwrap_or("");
         // Like Kamailio's auth_check(.., 1): a phone may only send as itself.
         if !from_asterisk && self.cfg.check_from_user && method != Method::Register {
-            let from_user = from.uri().ok().and_then(|u| u.user);
+            let from_user = from_hdr.uri().ok().and_then(|u| u.user);
             if from_user != Some(user) {
                 self.stats.auth_failed += 1;
-                self.reply(
-                    &msg,
-                    src,
-                    sock,
-                    403,
-                    "Forbidden (From user is not the authenticated user)",
-                    false,
-                    tx,
-                );
+                let reason = "Forbidden (From user is not the authenticated user)";
+                self.reply(&msg, from, 403, reason, tx);
                 return;
             }
         }
 
         match method {
             Method::Register if from_asterisk => {
-                self.reply(
-                    &msg,
-                    src,
-                    sock,
-                    403,
-                    "Forbidden (REGISTER from Asterisk)",
-                    false,
-                    tx,
-                );
+                self.reply(&msg, from, 403, "Forbidden (REGISTER from Asterisk)", tx);
             }
             Method::Register => self.on_register(&ctx, &msg, user, replayed, tx),
             Method::Invite if !from_asterisk => self.forward_to_asterisk(&ctx, &msg, call_id, tx),
@@ -437,16 +390,21 @@ impl Core {
                 return None;
             }
         };
-        let verdict = self
-            .ports
-            .auth
-            .check(&creds, method.as_str(), ruri, ctx.now, ctx.src.ip());
+        let verdict = self.ports.auth.check(
+            &creds,
+            method.as_str(),
+            ruri,
+            ctx.now.wall_ms,
+            ctx.from.remote.ip(),
+        );
         match verdict {
             AuthCheck::Ok => {
                 self.stats.auth_ok += 1;
-                self.ports
-                    .guard
-                    .on_auth_success(ctx.src.ip(), creds.username.raw(), ctx.now);
+                self.ports.guard.on_auth_success(
+                    ctx.from.remote.ip(),
+                    creds.username.raw(),
+                    ctx.now.wall_ms,
+                );
                 Some((creds.username.raw(), false))
             }
             AuthCheck::Replayed if !proxy => Some((creds.username.raw(), true)),
@@ -501,7 +459,7 @@ impl Core {
         if self
             .ports
             .guard
-            .on_auth_failure(ctx.src.ip(), user, ctx.now)
+            .on_auth_failure(ctx.from.remote.ip(), user, ctx.now.wall_ms)
         {
             return;
         }
@@ -509,13 +467,7 @@ impl Core {
     }
 
     /// 420 listing every option-tag of the Proxy-Require headers as Unsupported.
-    fn reply_bad_extension(
-        &mut self,
-        msg: &Message<'_, '_>,
-        src: SocketAddr,
-        sock: Local,
-        tx: &mut dyn Transmit,
-    ) {
+    fn reply_bad_extension(&mut self, msg: &Message<'_, '_>, to: Flow, tx: &mut dyn Transmit) {
         self.extra.clear();
         self.extra.extend_from_slice(b"Unsupported: ");
         let mut first = true;
@@ -537,7 +489,7 @@ impl Core {
         } else {
             self.extra.extend_from_slice(b"\r\n");
         }
-        self.reply(msg, src, sock, 420, "Bad Extension", true, tx);
+        self.reply_with_extra(msg, to, 420, "Bad Extension", tx);
     }
 
     fn reply_unavailable(
@@ -548,7 +500,7 @@ impl Core {
     ) {
         self.extra.clear();
         self.extra.extend_from_slice(b"Retry-After: 5\r\n");
-        self.reply(msg, ctx.src, ctx.sock, 503, "Service Unavailable", true, tx);
+        self.reply_with_extra(msg, ctx.from, 503, "Service Unavailable", tx);
     }
 
     pub(super) fn challenge(
@@ -561,41 +513,35 @@ impl Core {
     ) {
         self.stats.auth_challenges += 1;
         self.extra.clear();
-        self.ports
-            .auth
-            .write_challenge(&mut self.extra, proxy, stale, ctx.now, ctx.src.ip());
+        self.ports.auth.write_challenge(
+            &mut self.extra,
+            proxy,
+            stale,
+            ctx.now.wall_ms,
+            ctx.from.remote.ip(),
+        );
         let (code, reason) = if proxy {
             (407, "Proxy Authentication Required")
         } else {
             (401, "Unauthorized")
         };
-        self.reply(msg, ctx.src, ctx.sock, code, reason, true, tx);
+        self.reply_with_extra(msg, ctx.from, code, reason, tx);
     }
 
     /// Keep the request until the credential pool answers for `user`.
     fn park(&mut self, ctx: &ReqCtx<'_>, msg: &Message<'_, '_>, user: &str, tx: &mut dyn Transmit) {
-        if user.is_empty() || user.len() > MAX_USER_LEN {
+        let Some(user) = InlineStr::<MAX_USER_LEN>::new(user).filter(|u| !u.is_empty()) else {
             self.challenge(ctx, msg, msg.method() != Some(Method::Register), false, tx);
             return;
-        }
+        };
         let token = self.next_token;
         self.next_token += 1;
-        match self.parked.park(token, ctx.data, ctx.src, ctx.sock) {
+        match self.parked.park(token, ctx.data, ctx.from) {
             Some((idx, gen)) => {
-                let mut req = LookupRequest {
-                    token,
-                    user: [0; MAX_USER_LEN],
-                    user_len: user.len() as u8,
-                };
-                req.user[..user.len()].copy_from_slice(user.as_bytes());
-                self.lookups.push_back(req);
+                self.lookups.push_back(LookupRequest { token, user });
                 self.stats.lookups_started += 1;
-                self.timers.arm(
-                    ctx.now + PARK_TIMEOUT_MS,
-                    idx,
-                    gen,
-                    TimerKind::ParkedTimeout,
-                );
+                self.txns
+                    .arm_parked(ctx.now.mono_ms + PARK_TIMEOUT_MS, idx, gen);
             }
             None => {
                 self.stats.dropped_overload += 1;
@@ -607,28 +553,16 @@ impl Core {
     /// The credential pool answered for a parked request: process it again.
     pub fn handle_lookup(
         &mut self,
-        now_ms: u64,
+        now: Now,
         token: u64,
         result: LookupResult,
         tx: &mut dyn Transmit,
     ) {
         let mut buf = std::mem::take(&mut self.resume_buf);
-        if let Some((src, sock)) = self.parked.take(token, &mut buf) {
-            self.on_request(now_ms, sock, src, &buf, tx, Some(result));
+        if let Some(from) = self.parked.take(token, &mut buf) {
+            self.on_request(now, from, &buf, tx, Some(result));
         }
         self.resume_buf = buf;
-    }
-
-    fn absorb_ack(&mut self, now: u64, idx: u32) {
-        self.stats.retransmissions_absorbed += 1;
-        let t4 = self.cfg.timers.t4_ms;
-        if let Some(t) = self.txns.servers.get_mut(idx) {
-            if t.invite && t.state == ServerState::Completed {
-                t.state = ServerState::Confirmed;
-                let gen = t.gen;
-                self.timers.arm(now + t4, idx, gen, TimerKind::ServerLinger);
-            }
-        }
     }
 
     /// RFC 3261 §16.10: answer the CANCEL, cancel every pending branch.
@@ -640,18 +574,10 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let Some(idx) = self.txns.find_server(invite_key, ctx.via_id) else {
-            self.reply(
-                msg,
-                ctx.src,
-                ctx.sock,
-                481,
-                "Call/Transaction Does Not Exist",
-                false,
-                tx,
-            );
+            self.reply(msg, ctx.from, 481, "Call/Transaction Does Not Exist", tx);
             return;
         };
-        self.reply(msg, ctx.src, ctx.sock, 200, "OK", false, tx);
+        self.reply(msg, ctx.from, 200, "OK", tx);
         let Some(t) = self.txns.servers.get_mut(idx) else {
             return;
         };
@@ -659,12 +585,12 @@ impl Core {
             return;
         }
         t.cancelled = true;
-        self.cancel_branches(ctx.now, idx, tx);
+        self.cancel_branches(ctx.now.mono_ms, idx, tx);
     }
 
     /// Send CANCEL on every branch of server transaction `idx` still without a final
     /// response; branches that have not answered at all end now with a local 487.
-    pub(super) fn cancel_branches(&mut self, now: u64, idx: u32, tx: &mut dyn Transmit) {
+    pub(super) fn cancel_branches(&mut self, now_ms: u64, idx: u32, tx: &mut dyn Transmit) {
         let Some(t) = self.txns.servers.get(idx) else {
             return;
         };
@@ -677,13 +603,14 @@ impl Core {
                 continue;
             }
             match ct.state {
-                ClientState::Proceeding => self.send_cancel(now, slot, tx),
+                ClientState::Proceeding => self.send_cancel(now_ms, slot, tx),
                 ClientState::Calling => {
                     // §9.1: the CANCEL waits for a provisional; upstream gets its 487 now.
                     if let Some(ct) = self.txns.clients.get_mut(slot) {
                         ct.cancel = CancelState::Wanted;
                     }
-                    self.branch_final(now, idx, sgen, slot, 487, false, tx);
+                    let parent = Parent { idx, gen: sgen };
+                    self.branch_final(now_ms, parent, slot, BranchEnd::CancelledEarly, tx);
                 }
                 _ => {}
             }
@@ -742,5 +669,5 @@ fn loop_hash_of(
 /// The info line of a refused credential: source, user name and why; never the response,
 /// the nonce or anything else of the Authorization header.
 fn log_refusal(ctx: &ReqCtx<'_>, user: &str, reason: AuthFailure) {
-    tracing::info!(src = %ctx.src, user, reason = reason.as_str(), "authentication failed");
+    tracing::info!(src = %ctx.from.remote, user, reason = reason.as_str(), "authentication failed");
 }

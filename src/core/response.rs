@@ -6,13 +6,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::{
-    write_forward, ForwardOps, HeaderName, Message, Method, Rport, EMPTY_HEADER, MAX_HEADERS,
+    write_forward, ForwardOps, HeaderName, Message, Method, Rport, Transport, EMPTY_HEADER,
+    MAX_HEADERS,
 };
 
-use super::branch::parse_branch;
-use super::timer::TimerKind;
-use super::txn::{CancelState, ClientState, Purpose, ServerState, Target};
-use super::{Core, Local, Transmit};
+use super::branch::{parse_branch, OurBranch};
+use super::txn::{CancelState, ClientCtx, ClientState, Target};
+use super::{Core, Flow, Local, Now, Transmit};
 
 /// §16.7 (6): is `new` a better final response than `old` (0 = none yet)?
 pub(super) fn better(new: u16, old: u16) -> bool {
@@ -32,13 +32,8 @@ fn fails_over(code: u16) -> bool {
 }
 
 impl Core {
-    pub(super) fn on_response(
-        &mut self,
-        now: u64,
-        src: SocketAddr,
-        data: &[u8],
-        tx: &mut dyn Transmit,
-    ) {
+    pub(super) fn on_response(&mut self, now: Now, from: Flow, data: &[u8], tx: &mut dyn Transmit) {
+        let src = from.remote;
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         let Ok(msg) = Message::parse_datagram(data, &mut hdrs) else {
             self.stats.dropped_malformed += 1;
@@ -52,13 +47,20 @@ impl Core {
             self.stats.dropped_unmatched += 1;
             return;
         };
-        let matched = self
-            .txns
-            .client(ours.slot, ours.gen)
-            .map(|ct| (ct.purpose, ct.invite));
-        let Some((purpose, invite)) = matched else {
+        // The branch's parent (None for a forwarded REGISTER), without copying the context.
+        let matched = self.txns.client(ours.slot, ours.gen).map(|ct| {
+            let parent = match ct.ctx {
+                ClientCtx::Branch { server, server_gen } => Some(Parent {
+                    idx: server,
+                    gen: server_gen,
+                }),
+                ClientCtx::RegFwd(_) => None,
+            };
+            (parent, ct.invite)
+        });
+        let Some((parent, invite)) = matched else {
             if cseq.method == Method::Invite && (200..300).contains(&code) {
-                self.forward_response_stateless(&msg, tx);
+                self.forward_response_stateless(&msg, &ours, tx);
             } else {
                 self.stats.dropped_unmatched += 1;
             }
@@ -74,38 +76,43 @@ impl Core {
             self.stats.dropped_unmatched += 1;
             return;
         }
-        match purpose {
-            Purpose::RegFwd { challenged } => {
-                self.on_regfwd_response(now, ours.slot, challenged, &msg, code, tx)
+        let now = now.mono_ms;
+        match parent {
+            None => {
+                let rf = match self.txns.clients.get(ours.slot).map(|c| c.ctx) {
+                    Some(ClientCtx::RegFwd(rf)) => rf,
+                    _ => return,
+                };
+                self.on_regfwd_response(now, ours.slot, &rf, &msg, code, tx);
             }
-            Purpose::Branch { server, server_gen } => {
+            Some(server) => {
                 // A phone behind NAT answering: its Contact gets our alias (see nat.rs).
                 let alias = if self.cfg.is_asterisk(src) {
                     None
                 } else {
                     super::route::nat_alias(&msg, src)
+                        .map(|a| (a, self.cfg.transport_of(from.local)))
                 };
-                self.on_branch_response(
-                    now, ours.slot, server, server_gen, &msg, data, code, alias, tx,
-                )
+                let r = BranchResponse {
+                    slot: ours.slot,
+                    server,
+                    code,
+                    alias,
+                };
+                self.on_branch_response(now, &r, &msg, data, tx)
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_branch_response(
         &mut self,
         now: u64,
-        slot: u32,
-        server: u32,
-        server_gen: u32,
+        r: &BranchResponse,
         msg: &Message<'_, '_>,
         data: &[u8],
-        code: u16,
-        alias: Option<SocketAddr>,
         tx: &mut dyn Transmit,
     ) {
-        let t2 = self.cfg.timers.t2_ms;
+        let (slot, code) = (r.slot, r.code);
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return;
         };
@@ -118,49 +125,30 @@ impl Core {
             return;
         }
         if code < 200 {
-            if ct.state == ClientState::Calling {
-                ct.state = ClientState::Proceeding;
-                if !invite {
-                    ct.retransmit_ms = t2;
-                }
-            }
-            if ct.cancel == CancelState::Wanted {
+            let cancel_wanted = ct.cancel == CancelState::Wanted;
+            self.txns.client_provisional(slot);
+            if cancel_wanted {
                 self.send_cancel(now, slot, tx);
             }
             if code == 100 {
                 return;
             }
-            self.forward_upstream(server, server_gen, msg, code, false, alias, tx);
+            self.forward_upstream(r.server, msg, Relay::Provisional(code), r.alias, tx);
             return;
         }
 
         // A final response on this branch.
-        ct.final_code = code;
-        let gen = ct.gen;
         let already_settled = std::mem::replace(&mut ct.settled, true);
         if invite && code >= 300 {
             self.send_ack(slot, msg, tx);
         }
-        if invite && code < 300 {
-            self.txns.free_client(slot);
-        } else {
-            if let Some(ct) = self.txns.clients.get_mut(slot) {
-                ct.state = ClientState::Completed;
-            }
-            let linger = if invite {
-                32_000
-            } else {
-                self.cfg.timers.t4_ms
-            };
-            self.timers
-                .arm(now + linger, slot, gen, TimerKind::ClientLinger);
-        }
+        self.txns.client_final(slot, code, now);
 
         let Some(t) = self
             .txns
             .servers
-            .get_mut(server)
-            .filter(|t| t.gen == server_gen)
+            .get_mut(r.server.idx)
+            .filter(|t| t.gen == r.server.gen)
         else {
             return;
         };
@@ -170,20 +158,10 @@ impl Core {
         if (200..300).contains(&code) {
             // Every 2xx goes upstream at once (§16.7 (5)); other branches are cancelled.
             let first_2xx = !t.answered();
-            self.forward_upstream(server, server_gen, msg, code, true, alias, tx);
+            self.forward_upstream(r.server, msg, Relay::Final(code), r.alias, tx);
             if first_2xx {
-                if let Some(t) = self.txns.servers.get_mut(server) {
-                    let sgen = t.gen;
-                    let linger = self.cfg.server_linger_ms(t.invite, code);
-                    t.state = if t.invite {
-                        ServerState::Accepted
-                    } else {
-                        ServerState::Completed
-                    };
-                    self.timers
-                        .arm(now + linger, server, sgen, TimerKind::ServerLinger);
-                }
-                self.cancel_branches(now, server, tx);
+                self.txns.server_final_sent(r.server.idx, code, now);
+                self.cancel_branches(now, r.server.idx, tx);
             }
             return;
         }
@@ -196,23 +174,20 @@ impl Core {
             t.best.extend_from_slice(data);
         }
         if code >= 600 {
-            self.cancel_branches(now, server, tx);
+            self.cancel_branches(now, r.server.idx, tx);
         }
-        self.maybe_finish(now, server, tx);
+        self.maybe_finish(now, r.server.idx, tx);
     }
 
     /// A branch ended without a response from downstream (timeout 408, cancelled 487).
     /// With `complete`, the client transaction is finished too; without it (a CANCEL waiting
     /// for a provisional) it lives on, but no longer counts as pending upstream.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn branch_final(
         &mut self,
         now: u64,
-        server: u32,
-        server_gen: u32,
+        server: Parent,
         slot: u32,
-        code: u16,
-        complete: bool,
+        outcome: BranchEnd,
         tx: &mut dyn Transmit,
     ) {
         let Some(ct) = self.txns.clients.get_mut(slot) else {
@@ -222,22 +197,15 @@ impl Core {
             return;
         }
         ct.settled = true;
-        if complete {
-            ct.final_code = code;
-            ct.state = ClientState::Completed;
-            let gen = ct.gen;
-            self.timers.arm(
-                now + self.cfg.timers.t4_ms,
-                slot,
-                gen,
-                TimerKind::ClientLinger,
-            );
+        let code = outcome.code();
+        if let BranchEnd::TimedOut = outcome {
+            self.txns.client_given_up(slot, code, now);
         }
         let Some(t) = self
             .txns
             .servers
-            .get_mut(server)
-            .filter(|t| t.gen == server_gen)
+            .get_mut(server.idx)
+            .filter(|t| t.gen == server.gen)
         else {
             return;
         };
@@ -249,7 +217,7 @@ impl Core {
             t.best_code = code;
             t.best.clear();
         }
-        self.maybe_finish(now, server, tx);
+        self.maybe_finish(now, server.idx, tx);
     }
 
     /// When every branch is final: fail over to the next Asterisk node, or send the best.
@@ -286,48 +254,41 @@ impl Core {
             return;
         }
         let best = std::mem::take(&mut t.best);
+        let parent = Parent {
+            idx: server,
+            gen: t.gen,
+        };
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         if let Ok(msg) = Message::parse_datagram(&best, &mut hdrs) {
-            let gen = t.gen;
-            self.forward_upstream(server, gen, &msg, code, true, None, tx);
-            let t1 = self.cfg.timers.t1_ms;
-            if let Some(t) = self.txns.servers.get_mut(server) {
-                t.state = ServerState::Completed;
-                t.retransmit_ms = t1;
-                if t.invite {
-                    self.timers
-                        .arm(now + t1, server, gen, TimerKind::ServerRetransmit);
-                }
-                let linger = self.cfg.server_linger_ms(t.invite, code);
-                self.timers
-                    .arm(now + linger, server, gen, TimerKind::ServerLinger);
-            }
+            self.forward_upstream(parent, &msg, Relay::Final(code), None, tx);
+            self.txns.server_final_sent(server, code, now);
         }
         if let Some(t) = self.txns.servers.get_mut(server) {
             t.best = best;
         }
     }
 
-    /// Send `msg` (minus our Via) to where server transaction `server` came from and keep it
-    /// as the transaction's last response.
-    #[allow(clippy::too_many_arguments)]
+    /// Send `msg` (minus our Via) back over the flow server transaction `server` came by,
+    /// and keep it as the transaction's last response.
     fn forward_upstream(
         &mut self,
-        server: u32,
-        server_gen: u32,
+        server: Parent,
         msg: &Message<'_, '_>,
-        code: u16,
-        final_: bool,
-        alias: Option<SocketAddr>,
+        relay: Relay,
+        alias: Option<(SocketAddr, Transport)>,
         tx: &mut dyn Transmit,
     ) {
         let Some(t) = self
             .txns
             .servers
-            .get_mut(server)
-            .filter(|t| t.gen == server_gen)
+            .get_mut(server.idx)
+            .filter(|t| t.gen == server.gen)
         else {
             return;
+        };
+        let (code, final_) = match relay {
+            Relay::Provisional(c) => (c, false),
+            Relay::Final(c) => (c, true),
         };
         if t.answered() && !(final_ && (200..300).contains(&code) && t.invite) {
             return;
@@ -340,17 +301,24 @@ impl Core {
         if write_forward(msg, &ops, &mut t.response).is_err() {
             return;
         }
-        if let Some(src) = alias {
-            super::nat::add_contact_alias(&mut t.response, super::nat::Alias::new(src).as_bytes());
+        if let Some((src, transport)) = alias {
+            let alias = super::nat::Alias::new(src, transport);
+            super::nat::add_contact_alias(&mut t.response, alias.as_bytes());
         }
         t.response_code = t.response_code.max(code);
-        tx.send(t.sock, t.src, &t.response);
+        tx.send(t.from, &t.response);
         self.stats.forwarded_responses += 1;
         self.count_response(code);
     }
 
-    /// Forward a response whose transaction is gone (2xx retransmissions) along the Via.
-    fn forward_response_stateless(&mut self, msg: &Message<'_, '_>, tx: &mut dyn Transmit) {
+    /// Forward a response whose transaction is gone (2xx retransmissions) along the Via,
+    /// from the local socket its request came in on (named in our branch).
+    fn forward_response_stateless(
+        &mut self,
+        msg: &Message<'_, '_>,
+        ours: &OurBranch,
+        tx: &mut dyn Transmit,
+    ) {
         let mut vias = msg.vias();
         let _ours = vias.next();
         let Some(Ok(next)) = vias.next() else {
@@ -370,12 +338,11 @@ impl Core {
             Rport::Value(p) => p,
             _ => next.port.unwrap_or(5060),
         };
-        let dst = SocketAddr::new(ip, port);
-        let sock = if self.cfg.asterisk_index(dst).is_some() {
-            Local::Upstream
-        } else {
-            Local::Listen(0)
+        let local = match ours.ingress {
+            Local::Listen(i) if usize::from(i) < self.cfg.interfaces.len() => Local::Listen(i),
+            _ => Local::Listen(self.cfg.asterisk_side),
         };
+        let to = Flow::new(local, SocketAddr::new(ip, port));
         let ops = ForwardOps {
             remove_top_via: true,
             ..ForwardOps::default()
@@ -383,7 +350,7 @@ impl Core {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         if write_forward(msg, &ops, &mut out).is_ok() {
-            tx.send(sock, dst, &out);
+            tx.send(to, &out);
             self.stats.forwarded_responses += 1;
         }
         self.out = out;
@@ -399,14 +366,13 @@ impl Core {
         };
         let mut out = std::mem::take(&mut self.out);
         if Core::build_ack_or_cancel(&ct.request, Some(to), &mut out) {
-            tx.send(ct.sock, ct.dst, &out);
+            tx.send(ct.to, &out);
         }
         self.out = out;
     }
 
     /// CANCEL the INVITE sent on branch `slot` (§9.1) and keep retransmitting it.
     pub(super) fn send_cancel(&mut self, now: u64, slot: u32, tx: &mut dyn Transmit) {
-        let t1 = self.cfg.timers.t1_ms;
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return;
         };
@@ -414,16 +380,57 @@ impl Core {
             return;
         }
         let mut cancel = std::mem::take(&mut ct.cancel_request);
-        if Core::build_ack_or_cancel(&ct.request, None, &mut cancel) {
-            tx.send(ct.sock, ct.dst, &cancel);
-            ct.cancel = CancelState::Sent;
-            ct.cancel_retransmit_ms = t1;
-            ct.cancel_until_ms = now + 64 * t1;
-            let gen = ct.gen;
-            self.timers
-                .arm(now + t1, slot, gen, TimerKind::CancelRetransmit);
+        let built = Core::build_ack_or_cancel(&ct.request, None, &mut cancel);
+        if built {
+            tx.send(ct.to, &cancel);
         }
         ct.cancel_request = cancel;
+        if built {
+            self.txns.cancel_sent(slot, now);
+        }
+    }
+}
+
+/// A server transaction, by slot and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Parent {
+    pub idx: u32,
+    pub gen: u32,
+}
+
+/// A response on one branch, as matched to its transactions.
+struct BranchResponse {
+    slot: u32,
+    server: Parent,
+    code: u16,
+    /// The NAT alias to add to its Contact (a phone behind NAT answering) and the transport
+    /// it answered over.
+    alias: Option<(SocketAddr, Transport)>,
+}
+
+/// How a response goes upstream.
+#[derive(Debug, Clone, Copy)]
+enum Relay {
+    Provisional(u16),
+    Final(u16),
+}
+
+/// How a branch ended without a response of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BranchEnd {
+    /// No final response in time (Timer B / C): 408; the client transaction ends too.
+    TimedOut,
+    /// Cancelled before any provisional: 487 upstream now; the transaction lives on to
+    /// send its CANCEL once a provisional arrives (§9.1).
+    CancelledEarly,
+}
+
+impl BranchEnd {
+    fn code(self) -> u16 {
+        match self {
+            BranchEnd::TimedOut => 408,
+            BranchEnd::CancelledEarly => 487,
+        }
     }
 }
 

@@ -1,28 +1,36 @@
 //! Stateful forwarding (RFC 3261 §16.6): to an Asterisk node (calls from phones), to every
 //! registered contact of a user (requests from Asterisk and non-call requests between phones),
 //! and within a dialog along the Route set the proxy Record-Routed (§16.4, §16.12).
+//!
+//! Each next hop is a [`Flow`]: requests to Asterisk leave from the worker's upstream socket,
+//! requests to a phone from the local socket it registered through, in-dialog requests from
+//! the interface their Route names. When a request leaves on another interface than it came
+//! in on, the proxy Record-Routes twice (RFC 5658): the entry on top names the outgoing
+//! interface, the one below the incoming one, so each side's in-dialog requests reach the
+//! proxy on its own interface; both entries are removed again when such a request passes.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::{
-    write_forward, ForwardOps, HeaderName, Host, Message, Method, Span, Uri, ViaSpec,
+    write_forward, ForwardOps, HeaderName, Host, Message, Method, Scheme, Span, Transport, Uri,
+    ViaSpec,
 };
+use crate::util::fnv::hash_parts;
 
-use super::branch::{hash_parts, write_branch, OurBranch};
+use super::branch::{write_branch, OurBranch};
 use super::dialog_token::{self, RecordRoute};
 use super::ports::ContactTarget;
 use super::request::ReqCtx;
-use super::timer::TimerKind;
-use super::txn::{Purpose, Target, MAX_FORKS};
-use super::{nat, Core, CoreConfig, Local, Transmit};
+use super::txn::{ClientCtx, Target, MAX_FORKS};
+use super::{default_port, nat, Core, CoreConfig, Flow, Local, Transmit};
 
 /// One next hop of a request.
 pub(super) struct Hop<'a> {
-    pub dst: SocketAddr,
-    pub sock: Local,
+    pub to: Flow,
     pub request_uri: Option<&'a str>,
     pub push_routes: &'a [&'a str],
-    pub remove_first_route: bool,
+    /// Our own Route entries to remove from the top (1, or 2 after a double Record-Route).
+    pub remove_routes: u8,
     pub record_route: bool,
     /// Append `;alias=` of this address to the Contact (a phone behind NAT; see `nat.rs`).
     pub contact_alias: Option<SocketAddr>,
@@ -37,15 +45,15 @@ impl<'a> Hop<'a> {
         &'o self,
         via: ViaSpec<'o>,
         src: SocketAddr,
-        record_route: Option<&'o str>,
+        record_routes: &'o [&'o str],
     ) -> ForwardOps<'o> {
         ForwardOps {
             request_uri: self.request_uri,
             add_via: Some(via),
             top_via_received: Some((src.ip(), src.port())),
-            remove_first_route: self.remove_first_route,
+            remove_routes: self.remove_routes,
             push_routes: self.push_routes,
-            record_route,
+            record_routes,
             decrement_max_forwards: true,
             drop_lines: self.drop_lines,
             ..ForwardOps::default()
@@ -58,8 +66,7 @@ impl<'a> Hop<'a> {
 pub(super) struct TargetRec {
     uri: (u32, u32),
     path: (u32, u32),
-    dst: SocketAddr,
-    sock: Local,
+    to: Flow,
 }
 
 /// Most Path entries of one binding turned into Route headers.
@@ -133,14 +140,51 @@ pub(super) fn nat_alias(msg: &Message<'_, '_>, src: SocketAddr) -> Option<Socket
     nat::contact_behind_nat(msg, src).then_some(src)
 }
 
-/// The socket address a URI points at, if its host is an IP literal.
+/// The transport a URI asks for: its `transport=` parameter, TLS for `sips:`, else UDP.
+pub(super) fn uri_transport(uri: &Uri<'_>) -> Transport {
+    match uri
+        .params
+        .get("transport")
+        .flatten()
+        .and_then(Transport::parse)
+    {
+        Some(t) => t,
+        None if uri.scheme == Scheme::Sips => Transport::Tls,
+        None => Transport::Udp,
+    }
+}
+
+/// The socket address a URI points at, if its host is an IP literal (the transport's
+/// default port when it names none).
 pub(super) fn uri_addr(uri: &Uri<'_>) -> Option<SocketAddr> {
     let ip = match uri.host {
         Host::V4(ip) => IpAddr::V4(ip),
         Host::V6(ip) => IpAddr::V6(ip),
         Host::Name(_) => return None,
     };
-    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+    let port = uri.port.unwrap_or(default_port(uri_transport(uri)));
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Where a request goes in, where it goes out, and how it is identified at this hop: what
+/// [`Core::forward_branch`] needs besides the request and its next hop.
+#[derive(Clone, Copy)]
+pub(super) struct Leg {
+    pub now_ms: u64,
+    /// The flow the request came by.
+    pub from: Flow,
+    /// Its loop-detection hash (§16.6 (8)).
+    pub loop_hash: u64,
+}
+
+impl Leg {
+    fn of(ctx: &ReqCtx<'_>) -> Leg {
+        Leg {
+            now_ms: ctx.now.mono_ms,
+            from: ctx.from,
+            loop_hash: ctx.loop_hash,
+        }
+    }
 }
 
 impl Core {
@@ -155,11 +199,11 @@ impl Core {
     ) -> Option<u32> {
         match self
             .txns
-            .new_server(ctx.key, ctx.via_id, invite, ctx.src, ctx.sock, ctx.data)
+            .start_server(ctx.key, ctx.via_id, invite, ctx.from, ctx.data)
         {
             Some(idx) => {
                 if invite {
-                    self.respond_txn(ctx.now, idx, 100, "Trying", tx);
+                    self.respond_txn(ctx.now.mono_ms, idx, 100, "Trying", tx);
                 }
                 Some(idx)
             }
@@ -167,10 +211,30 @@ impl Core {
                 self.stats.dropped_overload += 1;
                 self.extra.clear();
                 self.extra.extend_from_slice(b"Retry-After: 5\r\n");
-                self.reply(msg, ctx.src, ctx.sock, 503, "Service Unavailable", true, tx);
+                self.reply_with_extra(msg, ctx.from, 503, "Service Unavailable", tx);
                 None
             }
         }
+    }
+
+    /// The hop to Asterisk node `node` for a request from a phone: from the upstream
+    /// socket, Record-Routed, without the phone's credentials for our realm.
+    fn asterisk_hop<'a>(
+        &self,
+        node: usize,
+        msg: &Message<'_, '_>,
+        src: SocketAddr,
+        creds: &'a [Span],
+    ) -> Option<Hop<'a>> {
+        Some(Hop {
+            to: Flow::new(Local::Upstream, *self.cfg.asterisk.get(node)?),
+            request_uri: None,
+            push_routes: &[],
+            remove_routes: 0,
+            record_route: true,
+            contact_alias: nat_alias(msg, src),
+            drop_lines: creds,
+        })
     }
 
     /// Initial INVITE from an authenticated phone: to the Asterisk node chosen by a hash of
@@ -184,15 +248,7 @@ impl Core {
     ) {
         let n = self.cfg.asterisk.len();
         if n == 0 {
-            self.reply(
-                msg,
-                ctx.src,
-                ctx.sock,
-                500,
-                "No Asterisk configured",
-                false,
-                tx,
-            );
+            self.reply(msg, ctx.from, 500, "No Asterisk configured", tx);
             return;
         }
         let first = (hash_parts(&[call_id.as_bytes()]) % n as u64) as usize;
@@ -207,24 +263,17 @@ impl Core {
         }
         let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
         let n_creds = own_credentials(msg, &self.cfg.realm, &mut creds);
-        let hop = Hop {
-            dst: self.cfg.asterisk[first],
-            sock: Local::Upstream,
-            request_uri: None,
-            push_routes: &[],
-            remove_first_route: false,
-            record_route: true,
-            contact_alias: nat_alias(msg, ctx.src),
-            drop_lines: &creds[..n_creds],
-        };
-        if !self.branch_from(ctx, idx, msg, &hop, tx) {
-            self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
+        let sent = self
+            .asterisk_hop(first, msg, ctx.from.remote, &creds[..n_creds])
+            .is_some_and(|hop| self.forward_branch(&Leg::of(ctx), idx, msg, &hop, tx));
+        if !sent {
+            self.respond_txn(ctx.now.mono_ms, idx, 503, "Service Unavailable", tx);
         }
     }
 
     /// Forward to the next Asterisk node after a 503/408 from the previous one. False when
     /// every node was tried.
-    pub(super) fn failover(&mut self, now: u64, idx: u32, tx: &mut dyn Transmit) -> bool {
+    pub(super) fn failover(&mut self, now_ms: u64, idx: u32, tx: &mut dyn Transmit) -> bool {
         let n = self.cfg.asterisk.len();
         let Some(t) = self.txns.servers.get_mut(idx) else {
             return false;
@@ -240,25 +289,25 @@ impl Core {
             tries: tries + 1,
         };
         let node = (usize::from(first_node) + usize::from(tries)) % n;
-        let (src, sock) = (t.src, t.sock);
+        let from = t.from;
         let request = std::mem::take(&mut t.request);
         let mut hdrs = [crate::sip::EMPTY_HEADER; crate::sip::MAX_HEADERS];
         let ok = match Message::parse_datagram(&request, &mut hdrs) {
             Ok(msg) => {
                 let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
                 let n_creds = own_credentials(&msg, &self.cfg.realm, &mut creds);
-                let hop = Hop {
-                    dst: self.cfg.asterisk[node],
-                    sock: Local::Upstream,
-                    request_uri: None,
-                    push_routes: &[],
-                    remove_first_route: false,
-                    record_route: true,
-                    contact_alias: nat_alias(&msg, src),
-                    drop_lines: &creds[..n_creds],
+                let leg = Leg {
+                    now_ms,
+                    from,
+                    loop_hash: self.loop_hash(&msg),
                 };
-                tracing::info!(node = %hop.dst, "failing over to the next Asterisk node");
-                self.forward_branch(now, idx, &msg, self.loop_hash(&msg), src, sock, &hop, tx)
+                match self.asterisk_hop(node, &msg, from.remote, &creds[..n_creds]) {
+                    Some(hop) => {
+                        tracing::info!(node = %hop.to.remote, "failing over to the next Asterisk node");
+                        self.forward_branch(&leg, idx, &msg, &hop, tx)
+                    }
+                    None => false,
+                }
             }
             Err(_) => false,
         };
@@ -268,7 +317,8 @@ impl Core {
         ok
     }
 
-    /// Deliver to every registered contact of the request-URI user (parallel fork).
+    /// Deliver to every registered contact of the request-URI user (parallel fork), each
+    /// over the flow it registered through.
     pub(super) fn forward_to_user(
         &mut self,
         ctx: &ReqCtx<'_>,
@@ -279,7 +329,7 @@ impl Core {
     ) {
         let user = ruri.user.unwrap_or("");
         if user.is_empty() {
-            self.reply(msg, ctx.src, ctx.sock, 404, "Not Found", false, tx);
+            self.reply(msg, ctx.from, 404, "Not Found", tx);
             return;
         }
         let mut buf = std::mem::take(&mut self.targets_buf);
@@ -288,7 +338,7 @@ impl Core {
         recs.clear();
         self.ports
             .location
-            .lookup(user, ctx.now, &mut |c: &ContactTarget<'_>| {
+            .lookup(user, ctx.now.wall_ms, &mut |c: &ContactTarget<'_>| {
                 if recs.len() >= MAX_FORKS {
                     return;
                 }
@@ -304,25 +354,41 @@ impl Core {
                 recs.push(TargetRec {
                     uri: (u0, p0),
                     path: (p0, buf.len() as u32),
-                    dst: c.dst,
-                    sock: c.sock,
+                    to: c.to,
                 });
             });
-        if recs.is_empty() {
-            let (code, reason) = if self.ports.auth.user_known(user, ctx.now) {
+        // Bindings over a stream are reached over their connection only: one that closed is
+        // unreachable now (no waiting for Timer B). A sips: request goes over TLS only.
+        let total = recs.len();
+        let secure_only = ruri.scheme == Scheme::Sips;
+        recs.retain_mut(|r| {
+            let secure = self.cfg.transport_of(r.to.local).is_secure();
+            match self.reach(r.to) {
+                Some(f) if secure || !secure_only => {
+                    r.to = f;
+                    true
+                }
+                _ => false,
+            }
+        });
+        if recs.is_empty() && total > 0 {
+            self.reply(msg, ctx.from, 480, "Temporarily Unavailable", tx);
+        } else if recs.is_empty() {
+            let (code, reason) = if self.ports.auth.user_known(user, ctx.now.wall_ms) {
                 (480, "Temporarily Unavailable")
             } else {
                 (404, "Not Found")
             };
-            self.reply(msg, ctx.src, ctx.sock, code, reason, false, tx);
+            self.reply(msg, ctx.from, code, reason, tx);
         } else if let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) {
-            let from_asterisk = self.cfg.is_asterisk(ctx.src);
+            let from_asterisk = self.cfg.is_asterisk(ctx.from.remote);
             let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
             let n_creds = if from_asterisk {
                 0
             } else {
                 own_credentials(msg, &self.cfg.realm, &mut creds)
             };
+            let leg = Leg::of(ctx);
             let mut sent = 0;
             for r in recs.iter() {
                 let s = |(a, b): (u32, u32)| {
@@ -331,25 +397,24 @@ impl Core {
                 let mut routes = [""; MAX_PATH];
                 let n_routes = split_path(s(r.path), &mut routes);
                 let hop = Hop {
-                    dst: r.dst,
-                    sock: r.sock,
+                    to: r.to,
                     request_uri: Some(s(r.uri)),
                     push_routes: &routes[..n_routes],
-                    remove_first_route: false,
+                    remove_routes: 0,
                     record_route: creates_dialog(method),
                     contact_alias: if from_asterisk {
                         None
                     } else {
-                        nat_alias(msg, ctx.src)
+                        nat_alias(msg, ctx.from.remote)
                     },
                     drop_lines: &creds[..n_creds],
                 };
-                if self.branch_from(ctx, idx, msg, &hop, tx) {
+                if self.forward_branch(&leg, idx, msg, &hop, tx) {
                     sent += 1;
                 }
             }
             if sent == 0 {
-                self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
+                self.respond_txn(ctx.now.mono_ms, idx, 503, "Service Unavailable", tx);
             }
         }
         self.targets_buf = buf;
@@ -358,6 +423,11 @@ impl Core {
 
     /// A request inside a dialog (To-tag), or an ACK for a 2xx: loose routing through the
     /// Route set; stateless for ACK, stateful otherwise. No Route of ours: 404.
+    ///
+    /// The first Route must name this proxy; after a double Record-Route the second one
+    /// does too, and names the interface the request leaves on. The next hop is the next
+    /// Route or the request-URI (following a NAT alias of ours); a request to an Asterisk
+    /// node leaves from the upstream socket.
     pub(super) fn route_in_dialog(
         &mut self,
         ctx: &ReqCtx<'_>,
@@ -377,14 +447,14 @@ impl Core {
             .is_some_and(|u| self.cfg.is_us(u.host_raw, u.port));
         if !first_is_us {
             if !stateless {
-                self.reply(msg, ctx.src, ctx.sock, 404, "Not Here", false, tx);
+                self.reply(msg, ctx.from, 404, "Not Here", tx);
             } else {
                 self.stats.dropped_unmatched += 1;
             }
             return;
         }
         // Only dialogs this proxy Record-Routed are relayed for phones (no open relay).
-        if !self.cfg.is_asterisk(ctx.src) {
+        if !self.cfg.is_asterisk(ctx.from.remote) {
             let token = first
                 .as_ref()
                 .and_then(|u| u.params.get(dialog_token::PARAM))
@@ -393,25 +463,35 @@ impl Core {
             if !token.is_some_and(|t| self.cfg.dialog_key.verify(call_id, t)) {
                 self.stats.dropped_unmatched += 1;
                 if !stateless {
-                    self.reply(
-                        msg,
-                        ctx.src,
-                        ctx.sock,
-                        403,
-                        "Forbidden (not a dialog of this proxy)",
-                        false,
-                        tx,
-                    );
+                    let reason = "Forbidden (not a dialog of this proxy)";
+                    self.reply(msg, ctx.from, 403, reason, tx);
                 }
                 return;
             }
         }
+        let mut next = routes.next();
+        // RFC 5658: the second entry of a double Record-Route is ours too; it names the
+        // interface towards the next hop.
+        let mut remove_routes = 1;
+        let mut out_iface = None;
+        if let Some(Ok(na)) = &next {
+            if let Ok(u) = na.uri() {
+                if let Some(i) = self
+                    .cfg
+                    .interface_named(u.host_raw, u.port, uri_transport(&u))
+                {
+                    remove_routes = 2;
+                    out_iface = Some(i);
+                    next = routes.next();
+                }
+            }
+        }
         let mut routes_left = true;
-        let next = match routes.next() {
+        let next = match next {
             Some(Ok(na)) => na.uri,
             Some(Err(_)) => {
                 if !stateless {
-                    self.reply(msg, ctx.src, ctx.sock, 400, "Bad Route", false, tx);
+                    self.reply(msg, ctx.from, 400, "Bad Route", tx);
                 }
                 return;
             }
@@ -433,75 +513,82 @@ impl Core {
         };
         let Some(dst) = dst else {
             if !stateless {
+                self.reply(msg, ctx.from, 404, "Unresolvable destination", tx);
+            }
+            return;
+        };
+        let local = if self.cfg.asterisk_index(dst).is_some() {
+            Local::Upstream
+        } else {
+            match (out_iface, ctx.from.local) {
+                (Some(i), _) => Local::Listen(i),
+                (None, Local::Listen(i)) => Local::Listen(i),
+                (None, Local::Upstream) => Local::Listen(self.cfg.asterisk_side),
+            }
+        };
+        // Over a stream the far end is reached over its connection only.
+        let Some(to) = self.reach(Flow::new(local, dst)) else {
+            if !stateless {
                 self.reply(
                     msg,
-                    ctx.src,
-                    ctx.sock,
-                    404,
-                    "Unresolvable destination",
-                    false,
+                    ctx.from,
+                    408,
+                    "Request Timeout (connection closed)",
                     tx,
                 );
             }
             return;
         };
-        let out_sock = if self.cfg.asterisk_index(dst).is_some() {
-            Local::Upstream
-        } else {
-            match ctx.sock {
-                Local::Listen(i) => Local::Listen(i),
-                Local::Upstream => Local::Listen(0),
-            }
-        };
         let hop = Hop {
-            dst,
-            sock: out_sock,
+            to,
             request_uri: new_ruri,
             push_routes: &[],
-            remove_first_route: true,
+            remove_routes,
             record_route: false,
-            contact_alias: if self.cfg.is_asterisk(ctx.src) {
+            contact_alias: if self.cfg.is_asterisk(ctx.from.remote) {
                 None
             } else {
-                nat_alias(msg, ctx.src)
+                nat_alias(msg, ctx.from.remote)
             },
             drop_lines: &[],
         };
         if stateless {
-            self.forward_stateless(msg, ctx.loop_hash, ctx.src, &hop, tx);
+            self.forward_stateless(msg, &Leg::of(ctx), &hop, tx);
             return;
         }
         let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) else {
             return;
         };
-        if !self.branch_from(ctx, idx, msg, &hop, tx) {
-            self.respond_txn(ctx.now, idx, 503, "Service Unavailable", tx);
+        if !self.forward_branch(&Leg::of(ctx), idx, msg, &hop, tx) {
+            self.respond_txn(ctx.now.mono_ms, idx, 503, "Service Unavailable", tx);
         }
     }
 
-    /// [`Core::forward_branch`] for the request of `ctx` (its time, source and loop hash).
-    fn branch_from(
-        &mut self,
-        ctx: &ReqCtx<'_>,
-        idx: u32,
-        msg: &Message<'_, '_>,
-        hop: &Hop<'_>,
-        tx: &mut dyn Transmit,
-    ) -> bool {
-        self.forward_branch(ctx.now, idx, msg, ctx.loop_hash, ctx.src, ctx.sock, hop, tx)
+    /// The flow that reaches `to`: a datagram flow as it is; on a stream interface, its
+    /// connection while open, else an open connection to the same address. `None` when none
+    /// is open (the phone is unreachable until it connects again).
+    pub(super) fn reach(&self, to: Flow) -> Option<Flow> {
+        let t = self.cfg.transport_of(to.local);
+        if !t.is_stream() {
+            return Some(to);
+        }
+        let links = &self.ports.links;
+        let conn = to
+            .conn
+            .filter(|c| links.is_open(*c))
+            .or_else(|| links.find(t, to.remote))?;
+        Some(Flow {
+            conn: Some(conn),
+            ..to
+        })
     }
 
     /// Start a client transaction for one branch of server transaction `idx` and send.
-    #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_branch(
         &mut self,
-        now: u64,
+        leg: &Leg,
         idx: u32,
         msg: &Message<'_, '_>,
-        loop_hash: u64,
-        src: SocketAddr,
-        in_sock: Local,
         hop: &Hop<'_>,
         tx: &mut dyn Transmit,
     ) -> bool {
@@ -509,15 +596,11 @@ impl Core {
         let Some(server_gen) = self.txns.servers.get(idx).map(|t| t.gen) else {
             return false;
         };
-        let Some((slot, gen)) = self.txns.new_client(
-            invite,
-            Purpose::Branch {
-                server: idx,
-                server_gen,
-            },
-            hop.dst,
-            hop.sock,
-        ) else {
+        let ctx = ClientCtx::Branch {
+            server: idx,
+            server_gen,
+        };
+        let Some((slot, gen)) = self.txns.start_client(invite, ctx, hop.to) else {
             self.stats.dropped_overload += 1;
             return false;
         };
@@ -525,27 +608,42 @@ impl Core {
             worker: self.worker,
             slot,
             gen,
-            loop_hash,
+            ingress: leg.from.local,
+            loop_hash: leg.loop_hash,
         });
-        let (host, port) = sent_by(
-            &self.listen_hosts,
-            &self.upstream_host,
-            self.upstream.port(),
-            &self.cfg,
-            hop.sock,
+        // RFC 5658: a request changing interface is Record-Routed on both.
+        let call_id = msg.call_id().unwrap_or("");
+        let (in_if, out_if) = (
+            self.cfg.interface_index(leg.from.local),
+            self.cfg.interface_index(hop.to.local),
         );
-        let rr = RecordRoute::new(
-            record_route_for(&self.cfg, in_sock),
-            &self.cfg.dialog_key,
-            msg.call_id().unwrap_or(""),
-        );
+        let double = in_if != out_if;
+        let rr_of = |local: Local| {
+            RecordRoute::new(
+                self.cfg
+                    .interface(local)
+                    .map_or("", |i| i.record_route.as_str()),
+                double,
+                &self.cfg.dialog_key,
+                call_id,
+            )
+        };
+        let rr_in = rr_of(leg.from.local);
+        let rr_out = rr_of(hop.to.local);
+        let rr_pair = [rr_out.as_str(), rr_in.as_str()];
+        let record_routes: &[&str] = match (hop.record_route, double) {
+            (false, _) => &[],
+            (true, false) => &rr_pair[1..],
+            (true, true) => &rr_pair,
+        };
+        let (host, port) = sent_by(&self.cfg, self.upstream.port(), hop.to.local);
         let via = ViaSpec {
-            transport: "UDP",
+            transport: self.cfg.transport_of(hop.to.local).via_token(),
             host,
             port,
             branch: branch.as_str(),
         };
-        let ops = hop.ops(via, src, hop.record_route.then_some(rr.as_str()));
+        let ops = hop.ops(via, leg.from.remote, record_routes);
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return false;
         };
@@ -556,23 +654,17 @@ impl Core {
             return false;
         }
         if let Some(src) = hop.contact_alias {
-            nat::add_contact_alias(&mut ct.request, nat::Alias::new(src).as_bytes());
+            let alias = nat::Alias::new(src, self.cfg.transport_of(leg.from.local));
+            nat::add_contact_alias(&mut ct.request, alias.as_bytes());
         }
-        tx.send(hop.sock, hop.dst, &ct.request);
+        tx.send(hop.to, &ct.request);
         self.stats.forwarded_requests += 1;
-        let t1 = self.cfg.timers.t1_ms;
-        ct.retransmit_ms = t1;
-        self.timers
-            .arm(now + t1, slot, gen, TimerKind::ClientRetransmit);
-        self.timers
-            .arm(now + 64 * t1, slot, gen, TimerKind::ClientTimeout);
-        if invite {
-            self.timers.arm(
-                now + self.cfg.timers.timer_c_ms,
-                slot,
-                gen,
-                TimerKind::TimerC,
-            );
+        self.txns.client_sent(slot, leg.now_ms);
+        if hop.to.conn.is_some() {
+            if self.stream_branches.is_empty() {
+                self.next_stream_check_ms = leg.now_ms + super::timeouts::STREAM_CHECK_MS;
+            }
+            self.stream_branches.push((slot, gen));
         }
         if let Some(t) = self.txns.servers.get_mut(idx) {
             let n = usize::from(t.n_branches);
@@ -589,8 +681,7 @@ impl Core {
     fn forward_stateless(
         &mut self,
         msg: &Message<'_, '_>,
-        loop_hash: u64,
-        src: SocketAddr,
+        leg: &Leg,
         hop: &Hop<'_>,
         tx: &mut dyn Transmit,
     ) {
@@ -598,66 +689,40 @@ impl Core {
             worker: self.worker,
             slot: u32::MAX,
             gen: 0,
-            loop_hash,
+            ingress: leg.from.local,
+            loop_hash: leg.loop_hash,
         });
-        let (host, port) = sent_by(
-            &self.listen_hosts,
-            &self.upstream_host,
-            self.upstream.port(),
-            &self.cfg,
-            hop.sock,
-        );
+        let (host, port) = sent_by(&self.cfg, self.upstream.port(), hop.to.local);
         let via = ViaSpec {
-            transport: "UDP",
+            transport: self.cfg.transport_of(hop.to.local).via_token(),
             host,
             port,
             branch: branch.as_str(),
         };
-        let ops = hop.ops(via, src, None);
+        let ops = hop.ops(via, leg.from.remote, &[]);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         if write_forward(msg, &ops, &mut out).is_ok() {
             if let Some(src) = hop.contact_alias {
-                nat::add_contact_alias(&mut out, nat::Alias::new(src).as_bytes());
+                let alias = nat::Alias::new(src, self.cfg.transport_of(leg.from.local));
+                nat::add_contact_alias(&mut out, alias.as_bytes());
             }
-            tx.send(hop.sock, hop.dst, &out);
+            tx.send(hop.to, &out);
             self.stats.forwarded_requests += 1;
         }
         self.out = out;
     }
 }
 
-/// Our Via sent-by for a socket: host string and port.
-fn sent_by<'a>(
-    listen_hosts: &'a [String],
-    upstream_host: &'a str,
-    upstream_port: u16,
-    cfg: &CoreConfig,
-    sock: Local,
-) -> (&'a str, u16) {
-    match sock {
-        Local::Upstream => (upstream_host, upstream_port),
-        Local::Listen(i) => {
-            let i = usize::from(i).min(listen_hosts.len().saturating_sub(1));
-            (
-                listen_hosts.get(i).map(String::as_str).unwrap_or(""),
-                cfg.listen.get(i).map(|a| a.port()).unwrap_or(5060),
-            )
-        }
+/// Our Via sent-by for a message leaving from `local`: the interface's (advertised) host,
+/// with its port, or with this worker's upstream port.
+fn sent_by(cfg: &CoreConfig, upstream_port: u16, local: Local) -> (&str, u16) {
+    let iface = cfg.interface(local);
+    let host = iface.map_or("", |i| i.host.as_str());
+    match local {
+        Local::Upstream => (host, upstream_port),
+        Local::Listen(_) => (host, iface.map_or(5060, |i| i.port)),
     }
-}
-
-/// Record-Route value for a request that arrived on `sock`.
-fn record_route_for(cfg: &CoreConfig, sock: Local) -> &str {
-    let i = match sock {
-        Local::Listen(i) => usize::from(i),
-        Local::Upstream => 0,
-    };
-    cfg.record_route
-        .get(i)
-        .or(cfg.record_route.first())
-        .map(String::as_str)
-        .unwrap_or("")
 }
 
 #[cfg(test)]

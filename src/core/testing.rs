@@ -4,7 +4,8 @@
 //!
 //! [`FakeAuth`] accepts digest credentials whose `response` is `"good"` for a known user
 //! (the real digest check is tested in `auth`); it can be told to report users as not cached
-//! so the lookup/park path runs.
+//! so the lookup/park path runs. [`FakeGuard`] is a small token bucket and failure counter
+//! per source (the real guard is tested in `guard` and end to end).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,16 +14,16 @@ use std::sync::{Arc, Mutex};
 use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
-    AuthCheck, AuthFailure, AuthPort, ContactTarget, LocationPort, Ports, RegFwdPort, RegFwdSender,
-    RegisterInput, RegisterReply,
+    Admission, AuthCheck, AuthFailure, AuthPort, ContactTarget, GuardPort, Links, LocationPort,
+    Ports, RegFwdPort, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy,
 };
-use super::{CoreConfig, Local, Transmit};
-use crate::config::{Config, MatchMode};
-use crate::guard::{Guard, GuardConfig};
+use super::{ConnId, CoreConfig, Flow, Local, MatchMode, Now, Transmit};
+use crate::sip::Transport;
 
 /// One datagram the core sent.
 #[derive(Debug, Clone)]
 pub struct Sent {
+    /// The local socket it left from.
     pub sock: Local,
     pub dst: SocketAddr,
     pub bytes: Vec<u8>,
@@ -83,10 +84,10 @@ impl Recorder {
 }
 
 impl Transmit for Recorder {
-    fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]) {
+    fn send(&mut self, to: Flow, bytes: &[u8]) {
         self.sent.push(Sent {
-            sock,
-            dst,
+            sock: to.local,
+            dst: to.remote,
             bytes: bytes.to_vec(),
         });
     }
@@ -102,7 +103,7 @@ pub struct Counter {
 }
 
 impl Transmit for Counter {
-    fn send(&mut self, _sock: Local, _dst: SocketAddr, bytes: &[u8]) {
+    fn send(&mut self, _to: Flow, bytes: &[u8]) {
         self.datagrams += 1;
         self.bytes += bytes.len();
         self.last.clear();
@@ -212,8 +213,8 @@ impl AuthPort for FakeAuth {
     }
 }
 
-/// One fake binding: contact URI, destination, expiry time (ms).
-pub type FakeBinding = (String, SocketAddr, u64);
+/// One fake binding: contact URI, the flow to reach it, expiry time (ms).
+pub type FakeBinding = (String, Flow, u64);
 
 /// A location table in a mutex: user → bindings.
 #[derive(Default)]
@@ -222,11 +223,17 @@ pub struct FakeLocation {
 }
 
 impl FakeLocation {
+    /// A binding reached at `dst` from the first listen address.
     pub fn add(&self, user: &str, uri: &str, dst: SocketAddr, expires_at_ms: u64) {
+        self.add_on(user, uri, Flow::new(Local::Listen(0), dst), expires_at_ms);
+    }
+
+    /// A binding reached over `to`.
+    pub fn add_on(&self, user: &str, uri: &str, to: Flow, expires_at_ms: u64) {
         if let Ok(mut b) = self.bindings.lock() {
             b.entry(user.to_owned())
                 .or_default()
-                .push((uri.to_owned(), dst, expires_at_ms));
+                .push((uri.to_owned(), to, expires_at_ms));
         }
     }
 }
@@ -280,7 +287,7 @@ impl LocationPort for FakeLocation {
                 }
                 list.retain(|(u, _, _)| u != na.uri);
                 if e > 0 {
-                    list.push((na.uri.to_owned(), input.src, now_ms + u64::from(e) * 1000));
+                    list.push((na.uri.to_owned(), input.from, now_ms + u64::from(e) * 1000));
                 }
             }
         }
@@ -298,12 +305,11 @@ impl LocationPort for FakeLocation {
 
     fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
         if let Ok(b) = self.bindings.lock() {
-            for (uri, dst, at) in b.get(user).into_iter().flatten() {
+            for (uri, to, at) in b.get(user).into_iter().flatten() {
                 if *at > now_ms {
                     f(&ContactTarget {
                         uri,
-                        dst: *dst,
-                        sock: Local::Listen(0),
+                        to: *to,
                         path: &[],
                     });
                 }
@@ -341,14 +347,14 @@ impl FakeRegFwd {
             *c += 1;
             *c
         };
-        out.send(ASTERISK, &mut |via, branch, buf| {
-            buf.extend_from_slice(
-                format!(
-                    "REGISTER sip:127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch={branch}\r\nFrom: <sip:{user}@127.0.0.2>;tag=f\r\nTo: <sip:{user}@127.0.0.2>\r\nCall-ID: regfwd-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:5060>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            true
+        let call_id = format!("regfwd-{user}");
+        out.send(&RegFwdRequest {
+            node: ASTERISK,
+            user,
+            call_id: &call_id,
+            from_tag: "f",
+            cseq,
+            expires,
         });
     }
 }
@@ -360,9 +366,39 @@ impl RegFwdPort for FakeRegFwd {
     fn on_expired(&self, user: &str, _n: u64, out: &mut dyn RegFwdSender) {
         self.send(user, 0, out);
     }
-    fn on_retry(&self, _user: &str, _call_id: &str, cseq: u32) {
+    fn write(
+        &self,
+        req: &RegFwdRequest<'_>,
+        via: &SentBy<'_>,
+        branch: &str,
+        authorization: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        use std::io::Write;
+        out.clear();
+        let _ = write!(
+            out,
+            "REGISTER sip:{node} SIP/2.0\r\nVia: SIP/2.0/{t} {h}:{p};branch={branch}\r\nFrom: <sip:{u}@127.0.0.2>;tag={tag}\r\nTo: <sip:{u}@127.0.0.2>\r\nCall-ID: {cid}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{u}@127.0.0.1:5060>\r\nExpires: {e}\r\n",
+            node = req.node,
+            t = via.transport,
+            h = via.host,
+            p = via.port,
+            u = req.user,
+            tag = req.from_tag,
+            cid = req.call_id,
+            cseq = req.cseq,
+            e = req.expires,
+        );
+        if let Some(a) = authorization {
+            out.extend_from_slice(a);
+        }
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        true
+    }
+    fn retry_cseq(&self, _user: &str, _call_id: &str, cseq: u32) -> u32 {
         let mut c = self.cseq.lock().unwrap_or_else(|e| e.into_inner());
-        *c = (*c).max(cseq);
+        *c = (*c).max(cseq + 1);
+        cseq + 1
     }
     fn on_result(
         &self,
@@ -378,16 +414,157 @@ impl RegFwdPort for FakeRegFwd {
     }
 }
 
+/// A guard for core tests: a token bucket per source (`rate_pps`, `burst`; 0 = no limit),
+/// a ban after `ban_after` failed authentications, a scanner list, exempt sources.
+pub struct FakeGuard {
+    pub rate_pps: u64,
+    pub burst: u64,
+    pub ban_after: u32,
+    pub scanners: Vec<&'static str>,
+    pub exempt: Vec<IpAddr>,
+    state: Mutex<GuardState>,
+}
+
+#[derive(Default)]
+struct GuardState {
+    /// Tokens (in thousandths) and the time they were counted.
+    buckets: HashMap<IpAddr, (u64, u64)>,
+    failures: HashMap<IpAddr, u32>,
+    banned: HashSet<IpAddr>,
+}
+
+impl FakeGuard {
+    /// No rate limit, bans after 10 failures, `friendly-scanner` and `sipvicious` are
+    /// scanners, the test Asterisk (127.0.0.2) is exempt.
+    pub fn new() -> Self {
+        FakeGuard {
+            rate_pps: 0,
+            burst: 0,
+            ban_after: 10,
+            scanners: vec!["friendly-scanner", "sipvicious"],
+            exempt: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))],
+            state: Mutex::new(GuardState::default()),
+        }
+    }
+
+    /// [`FakeGuard::new`] limited to `rate_pps` datagrams a second per source after a burst.
+    pub fn with_rate(rate_pps: u64, burst: u64) -> Self {
+        FakeGuard {
+            rate_pps,
+            burst,
+            ..FakeGuard::new()
+        }
+    }
+}
+
+impl Default for FakeGuard {
+    fn default() -> Self {
+        FakeGuard::new()
+    }
+}
+
+impl GuardPort for FakeGuard {
+    fn admit(&self, ip: IpAddr, now_ms: u64) -> Admission {
+        if self.exempt.contains(&ip) {
+            return Admission::Admit;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.banned.contains(&ip) {
+            return Admission::Banned;
+        }
+        if self.rate_pps == 0 {
+            return Admission::Admit;
+        }
+        let cap = self.burst * 1000;
+        let (tokens, at) = st.buckets.entry(ip).or_insert((cap, now_ms));
+        *tokens = (*tokens + now_ms.saturating_sub(*at) * self.rate_pps).min(cap);
+        *at = now_ms;
+        if *tokens >= 1000 {
+            *tokens -= 1000;
+            Admission::Admit
+        } else {
+            Admission::Limited
+        }
+    }
+    fn is_scanner(&self, user_agent: &[u8]) -> bool {
+        self.scanners.iter().any(|s| {
+            user_agent
+                .windows(s.len())
+                .any(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+        })
+    }
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.contains(&ip)
+    }
+    fn on_auth_success(&self, ip: IpAddr, _user: &str, _now_ms: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.failures.remove(&ip);
+    }
+    fn on_auth_failure(&self, ip: IpAddr, _user: &str, _now_ms: u64) -> bool {
+        if self.exempt.contains(&ip) {
+            return false;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let n = st.failures.entry(ip).or_default();
+        *n += 1;
+        if *n >= self.ban_after {
+            st.banned.insert(ip);
+            return true;
+        }
+        false
+    }
+}
+
 /// The fakes, shared with the test so it can inspect and change them.
 pub struct Fakes {
     pub auth: Arc<FakeAuth>,
     pub location: Arc<FakeLocation>,
     pub regfwd: Arc<FakeRegFwd>,
-    /// The real guard, with rate limiting off (tests and benches send many datagrams from
-    /// one address at one virtual instant).
-    pub guard: Arc<Guard>,
+    /// No rate limit (tests and benches send many datagrams from one address at one
+    /// virtual instant).
+    pub guard: Arc<dyn GuardPort>,
+    /// Stream connections the test opened and closed.
+    pub links: Arc<FakeLinks>,
     /// The shutdown flag the cores see.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Stream connections for core tests, by remote address; a closed one is forgotten (so
+/// `is_open` says no).
+#[derive(Default)]
+pub struct FakeLinks {
+    open: Mutex<HashMap<(Transport, SocketAddr), ConnId>>,
+}
+
+impl FakeLinks {
+    /// Connection `conn` of `transport` from `remote` is open.
+    pub fn open(&self, transport: Transport, remote: SocketAddr, conn: ConnId) {
+        if let Ok(mut m) = self.open.lock() {
+            m.insert((transport, remote), conn);
+        }
+    }
+
+    /// Every connection from `remote` is closed.
+    pub fn close(&self, remote: SocketAddr) {
+        if let Ok(mut m) = self.open.lock() {
+            m.retain(|(_, r), _| *r != remote);
+        }
+    }
+}
+
+impl Links for FakeLinks {
+    fn is_open(&self, conn: ConnId) -> bool {
+        self.open
+            .lock()
+            .map(|m| m.values().any(|c| *c == conn))
+            .unwrap_or(false)
+    }
+    fn find(&self, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
+        self.open
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(transport, remote)).copied())
+    }
 }
 
 impl Fakes {
@@ -396,10 +573,8 @@ impl Fakes {
             auth: Arc::new(FakeAuth::new(users)),
             location: Arc::new(FakeLocation::default()),
             regfwd: Arc::new(FakeRegFwd::default()),
-            guard: Arc::new(test_guard(GuardConfig {
-                rate_enabled: false,
-                ..GuardConfig::default()
-            })),
+            guard: Arc::new(FakeGuard::new()),
+            links: Arc::new(FakeLinks::default()),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -410,6 +585,7 @@ impl Fakes {
             location: self.location.clone(),
             regfwd: self.regfwd.clone(),
             guard: self.guard.clone(),
+            links: self.links.clone(),
             draining: self.draining.clone(),
         }
     }
@@ -419,21 +595,16 @@ impl Fakes {
     }
 }
 
-/// A guard exempting the test Asterisk addresses.
-pub fn test_guard(cfg: GuardConfig) -> Guard {
-    let asterisk: Vec<IpAddr> = vec!["127.0.0.2".parse().expect("ip")];
-    Guard::new(&cfg, &asterisk).expect("valid guard config")
-}
-
-/// The test topology: proxy 127.0.0.1:5060 (upstream 127.0.0.1:6000), Asterisk nodes given.
+/// The test topology: proxy 127.0.0.1:5060 (upstream 127.0.0.1:6000), Asterisk nodes given,
+/// realm `test`, local domain `example.com`.
 pub fn test_config(asterisk: &[&str]) -> CoreConfig {
-    let mut cfg = Config::default();
-    cfg.asterisk.nodes = asterisk.iter().filter_map(|a| a.parse().ok()).collect();
-    cfg.asterisk.match_mode = MatchMode::IpPort;
-    cfg.domain.realm = "test".to_owned();
-    cfg.domain.local = vec!["example.com".to_owned()];
-    cfg.limits.max_transactions_per_worker = 1024;
-    CoreConfig::from_config(&cfg, 1)
+    let nodes: Vec<SocketAddr> = asterisk.iter().filter_map(|a| a.parse().ok()).collect();
+    let listen = [SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060)];
+    let mut cfg = CoreConfig::new(&listen, &nodes, "test");
+    cfg.match_mode = MatchMode::IpPort;
+    cfg.derive_local_domains(&["example.com".to_owned()]);
+    cfg.max_transactions = 1024;
+    cfg
 }
 
 /// Build a response to `request` into `out` without allocating: status line, then the
@@ -528,8 +699,11 @@ impl CallDriver {
         now_ms: u64,
         sink: &mut Counter,
     ) {
-        let (phone, ast) = (self.phone, self.ast);
-        core.handle_datagram(now_ms, Local::Listen(0), phone, &flow.invite, sink);
+        let now = Now::same(now_ms);
+        let phone = Flow::new(Local::Listen(0), self.phone);
+        let ast_up = Flow::new(Local::Upstream, self.ast);
+        let ast = Flow::new(Local::Listen(0), self.ast);
+        core.handle_datagram(now, phone, &flow.invite, sink);
         self.fwd.clear();
         self.fwd.extend_from_slice(&sink.last);
         response_into(
@@ -539,7 +713,7 @@ impl CallDriver {
             b"",
             &mut self.resp,
         );
-        core.handle_datagram(now_ms, Local::Upstream, ast, &self.resp, sink);
+        core.handle_datagram(now, ast_up, &self.resp, sink);
         response_into(
             &self.fwd,
             b"SIP/2.0 200 OK\r\n",
@@ -547,13 +721,13 @@ impl CallDriver {
             b"Contact: <sip:600@127.0.0.2:5080>\r\n",
             &mut self.resp,
         );
-        core.handle_datagram(now_ms, Local::Upstream, ast, &self.resp, sink);
-        core.handle_datagram(now_ms, Local::Listen(0), phone, &flow.ack, sink);
-        core.handle_datagram(now_ms, Local::Listen(0), ast, &flow.bye, sink);
+        core.handle_datagram(now, ast_up, &self.resp, sink);
+        core.handle_datagram(now, phone, &flow.ack, sink);
+        core.handle_datagram(now, ast, &flow.bye, sink);
         self.fwd.clear();
         self.fwd.extend_from_slice(&sink.last);
         response_into(&self.fwd, b"SIP/2.0 200 OK\r\n", b"a", b"", &mut self.resp);
-        core.handle_datagram(now_ms, Local::Listen(0), phone, &self.resp, sink);
+        core.handle_datagram(now, phone, &self.resp, sink);
     }
 
     /// The last forwarded request seen (the BYE to the phone after [`CallDriver::call`]).

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::testing::{test_config, Fakes, Recorder, Sent};
-use super::{Core, Local, LookupResult, Shed};
+use super::{Core, Flow, Local, LookupResult, Now, Shed};
 
 const PHONE: &str = "127.0.0.3:5062";
 const PHONE2: &str = "127.0.0.4:5064";
@@ -47,8 +47,9 @@ impl Harness {
     }
 
     fn recv_on(&mut self, sock: Local, src: &str, msg: &str) -> Vec<Sent> {
+        let from = Flow::new(sock, addr(src));
         self.core
-            .handle_datagram(self.now, sock, addr(src), msg.as_bytes(), &mut self.rec);
+            .handle_datagram(Now::same(self.now), from, msg.as_bytes(), &mut self.rec);
         self.rec.take()
     }
 
@@ -61,11 +62,11 @@ impl Harness {
                 break;
             }
             self.now = self.now.max(d);
-            self.core.handle_timeout(self.now, &mut self.rec);
+            self.core.handle_timeout(Now::same(self.now), &mut self.rec);
             out.extend(self.rec.take());
         }
         self.now = target;
-        self.core.handle_timeout(self.now, &mut self.rec);
+        self.core.handle_timeout(Now::same(self.now), &mut self.rec);
         out.extend(self.rec.take());
         out
     }
@@ -907,8 +908,12 @@ fn credential_miss_parks_and_resumes() {
     assert_eq!(lookup.user(), "alice");
     assert!(h.core.poll_lookup().is_none());
     h.fakes.auth.uncached.lock().unwrap().clear();
-    h.core
-        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    h.core.handle_lookup(
+        Now::same(h.now),
+        lookup.token,
+        LookupResult::Ready,
+        &mut h.rec,
+    );
     let out = h.rec.take();
     assert!(out
         .iter()
@@ -923,8 +928,12 @@ fn credential_miss_parks_and_resumes() {
         .insert("alice".to_owned());
     h.recv(PHONE, &authed_invite("z9hG4bKp2", "p2"));
     let lookup = h.core.poll_lookup().unwrap();
-    h.core
-        .handle_lookup(h.now, lookup.token, LookupResult::Failed, &mut h.rec);
+    h.core.handle_lookup(
+        Now::same(h.now),
+        lookup.token,
+        LookupResult::Failed,
+        &mut h.rec,
+    );
     let out = h.rec.take();
     assert_eq!(out[0].code(), 503);
     assert_eq!(out[0].header("Retry-After"), Some("5"));
@@ -932,16 +941,24 @@ fn credential_miss_parks_and_resumes() {
     // A user still unknown after the lookup: challenged again.
     h.recv(PHONE, &authed_invite("z9hG4bKp3", "p3"));
     let lookup = h.core.poll_lookup().unwrap();
-    h.core
-        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    h.core.handle_lookup(
+        Now::same(h.now),
+        lookup.token,
+        LookupResult::Ready,
+        &mut h.rec,
+    );
     assert_eq!(h.rec.take()[0].code(), 407);
 
     // A lookup that never returns: the parked request is dropped after the timeout.
     h.recv(PHONE, &authed_invite("z9hG4bKp4", "p4"));
     let lookup = h.core.poll_lookup().unwrap();
     h.advance_to(10_000);
-    h.core
-        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    h.core.handle_lookup(
+        Now::same(h.now),
+        lookup.token,
+        LookupResult::Ready,
+        &mut h.rec,
+    );
     assert!(h.rec.take().is_empty());
 }
 
@@ -954,7 +971,12 @@ fn transaction_limit_answers_503() {
     let mut rec = Recorder::default();
     for i in 0..3 {
         let m = authed_invite(&format!("z9hG4bKlim{i}"), &format!("lim{i}"));
-        core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+        core.handle_datagram(
+            Now::same(T0),
+            Flow::new(Local::Listen(0), addr(PHONE)),
+            m.as_bytes(),
+            &mut rec,
+        );
     }
     let out = rec.take();
     assert!(out
@@ -1200,13 +1222,8 @@ fn brute_force_bans_the_source() {
 
 #[test]
 fn floods_from_one_address_are_rate_limited() {
-    use crate::guard::GuardConfig;
     let mut fakes = Fakes::new(&["alice"]);
-    fakes.guard = Arc::new(super::testing::test_guard(GuardConfig {
-        rate_pps: 10,
-        rate_burst: 20,
-        ..GuardConfig::default()
-    }));
+    fakes.guard = Arc::new(super::testing::FakeGuard::with_rate(10, 20));
     let mut core = Core::new(
         Arc::new(test_config(&[AST])),
         fakes.ports(),
@@ -1223,7 +1240,12 @@ fn floods_from_one_address_are_rate_limited() {
             &format!("fl{i}"),
             "",
         );
-        core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+        core.handle_datagram(
+            Now::same(T0),
+            Flow::new(Local::Listen(0), addr(PHONE)),
+            m.as_bytes(),
+            &mut rec,
+        );
         // Asterisk is exempt.
         let a = req(
             "OPTIONS",
@@ -1233,7 +1255,12 @@ fn floods_from_one_address_are_rate_limited() {
             &format!("fa{i}"),
             "",
         );
-        core.handle_datagram(T0, Local::Listen(0), addr(AST), a.as_bytes(), &mut rec);
+        core.handle_datagram(
+            Now::same(T0),
+            Flow::new(Local::Listen(0), addr(AST)),
+            a.as_bytes(),
+            &mut rec,
+        );
     }
     let out = rec.take();
     assert_eq!(
@@ -1254,9 +1281,8 @@ fn floods_from_one_address_are_rate_limited() {
             "",
         );
         core.handle_datagram(
-            T0 + 1000,
-            Local::Listen(0),
-            addr(PHONE),
+            Now::same(T0 + 1000),
+            Flow::new(Local::Listen(0), addr(PHONE)),
             m.as_bytes(),
             &mut rec,
         );
@@ -1367,14 +1393,12 @@ fn reconfigure_moves_new_calls_to_new_nodes_and_applies_new_limits() {
 fn reconfigure_keeps_the_listen_addresses() {
     let mut h = Harness::new(&[AST]);
     let mut cfg = test_config(&[AST]);
-    cfg.listen = vec![addr("127.0.0.9:5070")];
-    cfg.record_route = vec!["sip:127.0.0.9:5070;lr".to_owned()];
+    cfg.interfaces = vec![super::Interface::new(addr("127.0.0.9:5070"))];
     h.core.reconfigure(Arc::new(cfg));
-    assert_eq!(h.core.config().listen, vec![addr("127.0.0.1:5060")]);
-    assert_eq!(
-        h.core.config().record_route,
-        vec!["sip:127.0.0.1:5060;lr".to_owned()]
-    );
+    let ifaces = &h.core.config().interfaces;
+    assert_eq!(ifaces.len(), 1);
+    assert_eq!(ifaces[0].addr, addr("127.0.0.1:5060"));
+    assert_eq!(ifaces[0].record_route, "sip:127.0.0.1:5060;lr");
 }
 
 /// A REGISTER from the phone as alice (digest answer `good`) with branch and Call-ID.
@@ -1549,8 +1573,12 @@ fn backlog_over_the_threshold_sheds_new_requests_before_digest_work() {
         .any(|s| s.method() == "INVITE" && s.dst == addr(PHONE)));
     // and the parked request goes on once its credentials are known.
     h.fakes.auth.uncached.lock().unwrap().clear();
-    h.core
-        .handle_lookup(h.now, lookup.token, LookupResult::Ready, &mut h.rec);
+    h.core.handle_lookup(
+        Now::same(h.now),
+        lookup.token,
+        LookupResult::Ready,
+        &mut h.rec,
+    );
     assert!(h
         .rec
         .take()
@@ -1631,7 +1659,12 @@ fn a_zero_threshold_never_sheds() {
     assert!(!core.is_shedding());
     let mut rec = Recorder::default();
     let m = authed_invite("z9hG4bKz1", "z1");
-    core.handle_datagram(T0, Local::Listen(0), addr(PHONE), m.as_bytes(), &mut rec);
+    core.handle_datagram(
+        Now::same(T0),
+        Flow::new(Local::Listen(0), addr(PHONE)),
+        m.as_bytes(),
+        &mut rec,
+    );
     assert!(rec.take().iter().any(|s| s.method() == "INVITE"));
 }
 

@@ -1,46 +1,48 @@
 //! The RFC 3261 §17 timers of one worker, and the once-a-second location expiry sweep.
 //!
-//! Every entry popped from the heap is checked against the slot's generation and state, so
-//! timers of finished transactions simply fall out.
+//! Every entry popped from the heap is checked against the slot's generation and state (by
+//! the transaction table's `*_due` methods), so timers of finished transactions simply fall
+//! out.
 
-use crate::sip::{Message, EMPTY_HEADER, MAX_HEADERS};
-
+use super::response::{BranchEnd, Parent};
 use super::timer::TimerKind;
-use super::txn::{CancelState, ClientState, Purpose, ServerState};
-use super::{Core, Transmit, MAX_USER_LEN};
+use super::txn::{ClientCtx, ClientState};
+use super::{Core, Now, Transmit};
 
 /// How often bindings are checked for expiry.
 pub(super) const EXPIRY_INTERVAL_MS: u64 = 1000;
 
+/// How often branches sent over a stream connection are checked for a closed connection.
+pub(super) const STREAM_CHECK_MS: u64 = 200;
+
 impl Core {
-    /// Fire every timer due at `now_ms`.
-    pub fn handle_timeout(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
-        while let Some(e) = self.timers.pop_due(now_ms) {
+    /// Fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now, tx: &mut dyn Transmit) {
+        let t = now.mono_ms;
+        while let Some(e) = self.txns.pop_due(t) {
             match e.kind {
-                TimerKind::ClientRetransmit => self.client_retransmit(now_ms, e.slot, e.gen, tx),
-                TimerKind::ClientTimeout => self.client_timeout(now_ms, e.slot, e.gen, tx),
-                TimerKind::ClientLinger => {
-                    if self
-                        .txns
-                        .client(e.slot, e.gen)
-                        .is_some_and(|c| c.state == ClientState::Completed)
-                    {
-                        self.txns.free_client(e.slot);
+                TimerKind::ClientRetransmit => {
+                    if let Some(ct) = self.txns.client_retransmit_due(e.slot, e.gen, t) {
+                        tx.send(ct.to, &ct.request);
+                        self.stats.retransmissions_sent += 1;
                     }
                 }
-                TimerKind::CancelRetransmit => self.cancel_retransmit(now_ms, e.slot, e.gen, tx),
-                TimerKind::TimerC => self.timer_c(now_ms, e.slot, e.gen, tx),
-                TimerKind::ServerRetransmit => self.server_retransmit(now_ms, e.slot, e.gen, tx),
-                TimerKind::ServerLinger => {
-                    if self
-                        .txns
-                        .servers
-                        .get(e.slot)
-                        .is_some_and(|t| t.gen == e.gen)
-                    {
-                        self.txns.free_server(e.slot);
+                TimerKind::ClientTimeout => self.client_timeout(now, e.slot, e.gen, tx),
+                TimerKind::ClientLinger => self.txns.client_linger_over(e.slot, e.gen),
+                TimerKind::CancelRetransmit => {
+                    if let Some(ct) = self.txns.cancel_retransmit_due(e.slot, e.gen, t) {
+                        tx.send(ct.to, &ct.cancel_request);
+                        self.stats.retransmissions_sent += 1;
                     }
                 }
+                TimerKind::TimerC => self.timer_c(t, e.slot, e.gen, tx),
+                TimerKind::ServerRetransmit => {
+                    if let Some(st) = self.txns.server_retransmit_due(e.slot, e.gen, t) {
+                        tx.send(st.from, &st.response);
+                        self.stats.retransmissions_sent += 1;
+                    }
+                }
+                TimerKind::ServerLinger => self.txns.server_linger_over(e.slot, e.gen),
                 TimerKind::ParkedTimeout => {
                     if self.parked.expire(e.slot, e.gen) {
                         self.stats.timeouts += 1;
@@ -48,137 +50,111 @@ impl Core {
                 }
             }
         }
-        if now_ms >= self.next_expiry_ms {
-            self.next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS;
-            self.expire_bindings(now_ms, tx);
+        if t >= self.next_expiry_ms {
+            self.next_expiry_ms = t + EXPIRY_INTERVAL_MS;
+            self.expire_bindings(now, tx);
+        }
+        if !self.stream_branches.is_empty() && t >= self.next_stream_check_ms {
+            self.next_stream_check_ms = t + STREAM_CHECK_MS;
+            self.check_stream_branches(t, tx);
         }
     }
 
-    /// The earliest of the timer heap and the expiry sweep.
+    /// The earliest of the timer heap, the expiry sweep and the stream check (monotonic
+    /// ms).
     pub(super) fn next_wakeup(&self) -> u64 {
-        self.timers
+        let mut next = self
+            .txns
             .next_deadline()
-            .map_or(self.next_expiry_ms, |d| d.min(self.next_expiry_ms))
+            .map_or(self.next_expiry_ms, |d| d.min(self.next_expiry_ms));
+        if !self.stream_branches.is_empty() {
+            next = next.min(self.next_stream_check_ms);
+        }
+        next
     }
 
-    fn client_retransmit(&mut self, now: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
-        let t2 = self.cfg.timers.t2_ms;
-        let Some(ct) = self.txns.client(slot, gen) else {
-            return;
-        };
-        let resend = match ct.state {
-            ClientState::Calling => true,
-            // Non-INVITE keeps retransmitting at T2 after a provisional (Timer E).
-            ClientState::Proceeding => !ct.invite,
-            _ => false,
-        };
-        if !resend {
-            return;
-        }
-        tx.send(ct.sock, ct.dst, &ct.request);
-        ct.retransmit_ms = if ct.invite {
-            ct.retransmit_ms.saturating_mul(2)
-        } else {
-            ct.retransmit_ms.saturating_mul(2).min(t2)
-        };
-        let next = ct.retransmit_ms;
-        self.stats.retransmissions_sent += 1;
-        self.timers
-            .arm(now + next, slot, gen, TimerKind::ClientRetransmit);
+    /// Branches waiting on a stream connection that has closed end now as timed out
+    /// (RFC 3261 §8.1.3.1: a transport failure): the caller hears 408 at once, not after
+    /// Timer B. Finished branches leave the list.
+    fn check_stream_branches(&mut self, now_ms: u64, tx: &mut dyn Transmit) {
+        let mut list = std::mem::take(&mut self.stream_branches);
+        list.retain(|&(slot, gen)| {
+            let Some(ct) = self.txns.client(slot, gen) else {
+                return false;
+            };
+            if ct.state == ClientState::Completed {
+                return false;
+            }
+            let open = ct.to.conn.is_some_and(|c| self.ports.links.is_open(c));
+            if open {
+                return true;
+            }
+            if let ClientCtx::Branch { server, server_gen } = ct.ctx {
+                tracing::debug!(dst = %ct.to.remote, "connection closed under a branch");
+                self.stats.timeouts += 1;
+                let parent = Parent {
+                    idx: server,
+                    gen: server_gen,
+                };
+                self.branch_final(now_ms, parent, slot, BranchEnd::TimedOut, tx);
+            }
+            false
+        });
+        // Branches added meanwhile (none: this runs from the timer) are kept.
+        list.append(&mut self.stream_branches);
+        self.stream_branches = list;
     }
 
     /// Timer B / F: no final response.
-    fn client_timeout(&mut self, now: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
+    fn client_timeout(&mut self, now: Now, slot: u32, gen: u32, tx: &mut dyn Transmit) {
+        if !self.txns.client_timed_out(slot, gen) {
+            return;
+        }
         let Some(ct) = self.txns.client(slot, gen) else {
             return;
         };
-        let expired = match ct.state {
-            ClientState::Calling => true,
-            ClientState::Proceeding => !ct.invite,
-            _ => false,
-        };
-        if !expired {
-            return;
-        }
         self.stats.timeouts += 1;
-        match ct.purpose {
-            Purpose::Branch { server, server_gen } => {
-                tracing::debug!(dst = %ct.dst, "branch timed out");
-                self.branch_final(now, server, server_gen, slot, 408, true, tx);
+        match ct.ctx {
+            ClientCtx::Branch { server, server_gen } => {
+                tracing::debug!(dst = %ct.to.remote, "branch timed out");
+                let parent = Parent {
+                    idx: server,
+                    gen: server_gen,
+                };
+                self.branch_final(now.mono_ms, parent, slot, BranchEnd::TimedOut, tx);
             }
-            Purpose::RegFwd { .. } => {
-                let node = ct.dst;
-                let mut user = [0u8; MAX_USER_LEN];
-                let n = ct.aux.len().min(MAX_USER_LEN);
-                user[..n].copy_from_slice(&ct.aux[..n]);
-                let request = std::mem::take(&mut ct.request);
+            ClientCtx::RegFwd(rf) => {
+                let node = ct.to.remote;
                 self.txns.free_client(slot);
                 self.stats.regfwd_failed += 1;
-                let user = std::str::from_utf8(&user[..n]).unwrap_or("");
-                let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
-                let call_id = Message::parse_datagram(&request, &mut hdrs)
-                    .ok()
-                    .and_then(|m| m.call_id().ok())
-                    .unwrap_or("");
+                let user = rf.user.as_str();
                 tracing::warn!(user, %node, "forwarded REGISTER timed out");
-                self.ports.regfwd.on_result(user, call_id, node, 408, None);
-                if let Some(ct) = self.txns.clients.get_mut(slot) {
-                    ct.request = request;
-                }
+                self.ports
+                    .regfwd
+                    .on_result(user, rf.call_id.as_str(), node, 408, None);
             }
         }
-    }
-
-    fn cancel_retransmit(&mut self, now: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
-        let t2 = self.cfg.timers.t2_ms;
-        let Some(ct) = self.txns.client(slot, gen) else {
-            return;
-        };
-        if ct.cancel != CancelState::Sent
-            || ct.cancel_retransmit_ms == 0
-            || ct.final_code >= 200
-            || now >= ct.cancel_until_ms
-        {
-            return;
-        }
-        tx.send(ct.sock, ct.dst, &ct.cancel_request);
-        ct.cancel_retransmit_ms = ct.cancel_retransmit_ms.saturating_mul(2).min(t2);
-        let next = ct.cancel_retransmit_ms;
-        self.stats.retransmissions_sent += 1;
-        self.timers
-            .arm(now + next, slot, gen, TimerKind::CancelRetransmit);
     }
 
     /// Timer C (§16.6 (11)): an INVITE branch that got a provisional is cancelled; one that
     /// got nothing is treated as a 408.
-    fn timer_c(&mut self, now: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
+    fn timer_c(&mut self, now_ms: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
         let Some(ct) = self.txns.client(slot, gen) else {
             return;
         };
-        let Purpose::Branch { server, server_gen } = ct.purpose else {
+        let ClientCtx::Branch { server, server_gen } = ct.ctx else {
             return;
+        };
+        let parent = Parent {
+            idx: server,
+            gen: server_gen,
         };
         match ct.state {
-            ClientState::Proceeding => self.send_cancel(now, slot, tx),
-            ClientState::Calling => self.branch_final(now, server, server_gen, slot, 408, true, tx),
+            ClientState::Proceeding => self.send_cancel(now_ms, slot, tx),
+            ClientState::Calling => {
+                self.branch_final(now_ms, parent, slot, BranchEnd::TimedOut, tx)
+            }
             _ => {}
         }
-    }
-
-    /// Timer G: retransmit the final non-2xx response to an INVITE until the ACK.
-    fn server_retransmit(&mut self, now: u64, idx: u32, gen: u32, tx: &mut dyn Transmit) {
-        let t2 = self.cfg.timers.t2_ms;
-        let Some(t) = self.txns.servers.get_mut(idx) else {
-            return;
-        };
-        if t.gen != gen || t.state != ServerState::Completed || !t.invite {
-            return;
-        }
-        tx.send(t.sock, t.src, &t.response);
-        t.retransmit_ms = t.retransmit_ms.saturating_mul(2).min(t2);
-        let next = t.retransmit_ms;
-        self.stats.retransmissions_sent += 1;
-        self.timers
-            .arm(now + next, idx, gen, TimerKind::ServerRetransmit);
     }
 }

@@ -1,4 +1,7 @@
-//! Transaction state of one worker (RFC 3261 §17): slabs of server and client transactions.
+//! Transaction state of one worker (RFC 3261 §17): slabs of server and client transactions,
+//! and the timers that drive them. Every state change — start, provisional, final, free —
+//! and the timers it arms are methods here, so the rest of the core asks for a transition
+//! instead of writing fields.
 //!
 //! Slots are reused, never freed: each keeps its byte buffers (`Vec<u8>` whose capacity
 //! survives `clear()`), so once a worker has warmed up, starting a transaction, storing the
@@ -12,10 +15,24 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
-use super::Local;
+use super::config::Timers;
+use super::flow::{Flow, Local};
+use super::text::InlineStr;
+use super::timer::{TimerEntry, TimerKind, TimerQueue};
+use super::MAX_USER_LEN;
 
 /// Most branches one request forks to.
 pub const MAX_FORKS: usize = 8;
+
+/// Longest Call-ID of a forwarded REGISTER kept with its transaction.
+pub const MAX_REGFWD_CALL_ID: usize = 64;
+
+/// Longest From tag of a forwarded REGISTER.
+pub const MAX_REGFWD_TAG: usize = 32;
+
+/// How long an INVITE client transaction absorbs retransmitted final responses (Timer D,
+/// at least 32 s over UDP).
+const TIMER_D_MS: u64 = 32_000;
 
 /// Hasher for keys that are already hashes.
 #[derive(Default, Clone, Copy)]
@@ -66,8 +83,8 @@ pub struct ServerTxn {
     pub key: u64,
     /// Top Via branch and sent-by of the request, to confirm a key match.
     pub via_id: Vec<u8>,
-    pub src: SocketAddr,
-    pub sock: Local,
+    /// Where the request came from: its responses go back this way.
+    pub from: Flow,
     /// The request as received.
     pub request: Vec<u8>,
     /// The last response sent upstream (re-sent on retransmissions of the request).
@@ -93,8 +110,7 @@ impl ServerTxn {
             invite: false,
             key: 0,
             via_id: Vec::new(),
-            src: SocketAddr::from(([0, 0, 0, 0], 0)),
-            sock: Local::Listen(0),
+            from: Flow::new(Local::Listen(0), SocketAddr::from(([0, 0, 0, 0], 0))),
             request: Vec::new(),
             response: Vec::new(),
             response_code: 0,
@@ -126,13 +142,31 @@ pub enum ClientState {
     Completed,
 }
 
-/// What a client transaction was started for.
+/// A REGISTER the proxy sends to Asterisk (the seed's REGFWD), kept with its client
+/// transaction so that a challenge can be answered and the outcome reported without
+/// reading the request again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
+pub struct RegFwdCtx {
+    pub user: InlineStr<MAX_USER_LEN>,
+    pub call_id: InlineStr<MAX_REGFWD_CALL_ID>,
+    pub from_tag: InlineStr<MAX_REGFWD_TAG>,
+    pub cseq: u32,
+    pub expires: u32,
+    /// Already sent again with credentials after a 401/407 (no second try).
+    pub challenged: bool,
+}
+
+/// What a client transaction was started for.
+///
+/// Kept inline in reused transaction slots: boxing the larger variant would allocate for
+/// every forwarded REGISTER; the response path reads the small variant in place.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCtx {
     /// A branch of a proxied request, child of a server transaction.
     Branch { server: u32, server_gen: u32 },
-    /// A REGISTER forwarded to Asterisk node `node` for the user kept in `aux`.
-    RegFwd { challenged: bool },
+    /// A REGISTER forwarded to the Asterisk node the transaction is sent to.
+    RegFwd(RegFwdCtx),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,9 +181,9 @@ pub struct ClientTxn {
     pub gen: u32,
     pub state: ClientState,
     pub invite: bool,
-    pub purpose: Purpose,
-    pub dst: SocketAddr,
-    pub sock: Local,
+    pub ctx: ClientCtx,
+    /// Where the request goes, from which local socket.
+    pub to: Flow,
     /// The request as sent (retransmitted verbatim).
     pub request: Vec<u8>,
     pub retransmit_ms: u64,
@@ -161,8 +195,6 @@ pub struct ClientTxn {
     pub cancel_retransmit_ms: u64,
     /// CANCEL retransmissions stop at this time (64*T1 after the first).
     pub cancel_until_ms: u64,
-    /// Free-form bytes owned by the purpose (the user of a forwarded REGISTER).
-    pub aux: Vec<u8>,
 }
 
 impl ClientTxn {
@@ -171,9 +203,11 @@ impl ClientTxn {
             gen: 0,
             state: ClientState::Free,
             invite: false,
-            purpose: Purpose::RegFwd { challenged: false },
-            dst: SocketAddr::from(([0, 0, 0, 0], 0)),
-            sock: Local::Upstream,
+            ctx: ClientCtx::Branch {
+                server: 0,
+                server_gen: 0,
+            },
+            to: Flow::new(Local::Upstream, SocketAddr::from(([0, 0, 0, 0], 0))),
             request: Vec::new(),
             retransmit_ms: 0,
             final_code: 0,
@@ -182,7 +216,6 @@ impl ClientTxn {
             cancel_request: Vec::new(),
             cancel_retransmit_ms: 0,
             cancel_until_ms: 0,
-            aux: Vec::new(),
         }
     }
 }
@@ -246,29 +279,52 @@ impl<T> Slab<T> {
     }
 }
 
-/// All transactions of one worker.
+/// All transactions of one worker and their timers.
 pub struct Transactions {
     pub servers: Slab<ServerTxn>,
     pub clients: Slab<ClientTxn>,
-    pub by_key: KeyMap,
+    by_key: KeyMap,
+    timers: TimerQueue,
+    cfg: Timers,
 }
 
 impl Transactions {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, cfg: Timers) -> Self {
         let mut by_key = KeyMap::default();
         by_key.reserve(limit.min(65_536));
         Transactions {
             servers: Slab::new(limit),
             clients: Slab::new(limit.saturating_mul(2)),
             by_key,
+            timers: TimerQueue::with_capacity(limit.min(65_536) * 2),
+            cfg,
         }
     }
 
-    /// Change the per-worker limit (servers; clients get twice as many).
-    pub fn set_limit(&mut self, limit: usize) {
+    /// Change the per-worker limit (servers; clients get twice as many) and the timer
+    /// values used from now on (timers already armed keep their deadlines).
+    pub fn configure(&mut self, limit: usize, cfg: Timers) {
         self.servers.set_limit(limit);
         self.clients.set_limit(limit.saturating_mul(2));
+        self.cfg = cfg;
     }
+
+    /// The earliest timer deadline (monotonic ms), stale or not.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    /// The next timer due at `now_ms`.
+    pub fn pop_due(&mut self, now_ms: u64) -> Option<TimerEntry> {
+        self.timers.pop_due(now_ms)
+    }
+
+    /// Arm the timeout of a request parked for a credential lookup.
+    pub fn arm_parked(&mut self, at_ms: u64, slot: u32, gen: u32) {
+        self.timers.arm(at_ms, slot, gen, TimerKind::ParkedTimeout);
+    }
+
+    // ---- server transactions ----
 
     /// Find the live server transaction for `key` whose Via id matches.
     pub fn find_server(&self, key: u64, via_id: &[u8]) -> Option<u32> {
@@ -278,13 +334,12 @@ impl Transactions {
     }
 
     /// Start a server transaction; `None` when the worker is at its limit.
-    pub fn new_server(
+    pub fn start_server(
         &mut self,
         key: u64,
         via_id: &[u8],
         invite: bool,
-        src: SocketAddr,
-        sock: Local,
+        from: Flow,
         request: &[u8],
     ) -> Option<u32> {
         let idx = self.servers.alloc(ServerTxn::empty)?;
@@ -295,8 +350,7 @@ impl Transactions {
         t.key = key;
         t.via_id.clear();
         t.via_id.extend_from_slice(via_id);
-        t.src = src;
-        t.sock = sock;
+        t.from = from;
         t.request.clear();
         t.request.extend_from_slice(request);
         t.response.clear();
@@ -314,7 +368,75 @@ impl Transactions {
         Some(idx)
     }
 
-    pub fn free_server(&mut self, idx: u32) {
+    /// The final response `code` went upstream (stored in `response`): an INVITE answered
+    /// with a 2xx absorbs retransmissions of the request (Accepted, RFC 6026 Timer L);
+    /// any other final response is retransmitted until the ACK for an INVITE (Timer G,
+    /// given up by Timer H; not over a connection, which is reliable) and absorbs
+    /// retransmissions otherwise (Timer J).
+    pub fn server_final_sent(&mut self, idx: u32, code: u16, now_ms: u64) {
+        let cfg = self.cfg;
+        let Some(t) = self.servers.get_mut(idx) else {
+            return;
+        };
+        let gen = t.gen;
+        let invite = t.invite;
+        let reliable = t.from.conn.is_some();
+        let linger = if invite && code >= 300 {
+            64 * cfg.t1_ms
+        } else {
+            cfg.server_linger_ms
+        };
+        if invite && code < 300 {
+            t.state = ServerState::Accepted;
+        } else {
+            t.state = ServerState::Completed;
+            t.retransmit_ms = cfg.t1_ms;
+            if invite && !reliable {
+                self.timers
+                    .arm(now_ms + cfg.t1_ms, idx, gen, TimerKind::ServerRetransmit);
+            }
+        }
+        self.timers
+            .arm(now_ms + linger, idx, gen, TimerKind::ServerLinger);
+    }
+
+    /// The ACK of a non-2xx final response to an INVITE arrived: absorb its
+    /// retransmissions for T4 (Timer I), then free.
+    pub fn server_acked(&mut self, idx: u32, now_ms: u64) {
+        let t4 = self.cfg.t4_ms;
+        if let Some(t) = self.servers.get_mut(idx) {
+            if t.invite && t.state == ServerState::Completed {
+                t.state = ServerState::Confirmed;
+                let gen = t.gen;
+                self.timers
+                    .arm(now_ms + t4, idx, gen, TimerKind::ServerLinger);
+            }
+        }
+    }
+
+    /// Timer G fired for (`idx`, `gen`): the final response to retransmit, if the INVITE
+    /// transaction still waits for its ACK (the next retransmission is armed).
+    pub fn server_retransmit_due(&mut self, idx: u32, gen: u32, now_ms: u64) -> Option<&ServerTxn> {
+        let t2 = self.cfg.t2_ms;
+        let t = self.servers.get_mut(idx)?;
+        if t.gen != gen || t.state != ServerState::Completed || !t.invite {
+            return None;
+        }
+        t.retransmit_ms = t.retransmit_ms.saturating_mul(2).min(t2);
+        let next = t.retransmit_ms;
+        self.timers
+            .arm(now_ms + next, idx, gen, TimerKind::ServerRetransmit);
+        self.servers.get(idx)
+    }
+
+    /// The linger timer of (`idx`, `gen`) fired: the transaction ends.
+    pub fn server_linger_over(&mut self, idx: u32, gen: u32) {
+        if self.servers.get(idx).is_some_and(|t| t.gen == gen) {
+            self.free_server(idx);
+        }
+    }
+
+    fn free_server(&mut self, idx: u32) {
         let Some(t) = self.servers.get_mut(idx) else {
             return;
         };
@@ -329,29 +451,47 @@ impl Transactions {
         self.servers.release(idx);
     }
 
-    /// Start a client transaction; `None` when the worker is at its limit.
-    pub fn new_client(
-        &mut self,
-        invite: bool,
-        purpose: Purpose,
-        dst: SocketAddr,
-        sock: Local,
-    ) -> Option<(u32, u32)> {
+    // ---- client transactions ----
+
+    /// Start a client transaction towards `to`; `None` when the worker is at its limit.
+    /// Write the request into its `request` buffer, then call [`Transactions::client_sent`].
+    pub fn start_client(&mut self, invite: bool, ctx: ClientCtx, to: Flow) -> Option<(u32, u32)> {
         let idx = self.clients.alloc(ClientTxn::empty)?;
         let t = self.clients.get_mut(idx)?;
         t.gen = t.gen.wrapping_add(1);
         t.state = ClientState::Calling;
         t.invite = invite;
-        t.purpose = purpose;
-        t.dst = dst;
-        t.sock = sock;
+        t.ctx = ctx;
+        t.to = to;
         t.request.clear();
         t.final_code = 0;
         t.settled = false;
         t.cancel = CancelState::None;
         t.cancel_request.clear();
-        t.aux.clear();
         Some((idx, t.gen))
+    }
+
+    /// The request of client transaction `slot` went out: arm its retransmission (Timer
+    /// A/E, unreliable transports only), its timeout (B/F) and, for an INVITE, Timer C
+    /// (RFC 3261 §16.6 (11)).
+    pub fn client_sent(&mut self, slot: u32, now_ms: u64) {
+        let cfg = self.cfg;
+        let Some(ct) = self.clients.get_mut(slot) else {
+            return;
+        };
+        let gen = ct.gen;
+        ct.retransmit_ms = cfg.t1_ms;
+        let invite = ct.invite;
+        if ct.to.conn.is_none() {
+            self.timers
+                .arm(now_ms + cfg.t1_ms, slot, gen, TimerKind::ClientRetransmit);
+        }
+        self.timers
+            .arm(now_ms + 64 * cfg.t1_ms, slot, gen, TimerKind::ClientTimeout);
+        if invite {
+            self.timers
+                .arm(now_ms + cfg.timer_c_ms, slot, gen, TimerKind::TimerC);
+        }
     }
 
     /// The live client transaction at `slot` with generation `gen`.
@@ -359,6 +499,141 @@ impl Transactions {
         self.clients
             .get_mut(slot)
             .filter(|t| t.gen == gen && t.state != ClientState::Free)
+    }
+
+    /// A provisional response arrived: Calling → Proceeding (a non-INVITE request is then
+    /// retransmitted at T2, Timer E).
+    pub fn client_provisional(&mut self, slot: u32) {
+        let t2 = self.cfg.t2_ms;
+        if let Some(ct) = self.clients.get_mut(slot) {
+            if ct.state == ClientState::Calling {
+                ct.state = ClientState::Proceeding;
+                if !ct.invite {
+                    ct.retransmit_ms = t2;
+                }
+            }
+        }
+    }
+
+    /// A final response `code` arrived: a 2xx to an INVITE ends the transaction (the ACK
+    /// is end to end); otherwise it absorbs retransmitted responses for Timer D (INVITE)
+    /// or K (T4).
+    pub fn client_final(&mut self, slot: u32, code: u16, now_ms: u64) {
+        let t4 = self.cfg.t4_ms;
+        let Some(ct) = self.clients.get_mut(slot) else {
+            return;
+        };
+        ct.final_code = code;
+        if ct.invite && (200..300).contains(&code) {
+            self.free_client(slot);
+            return;
+        }
+        ct.state = ClientState::Completed;
+        let gen = ct.gen;
+        let linger = if ct.invite { TIMER_D_MS } else { t4 };
+        self.timers
+            .arm(now_ms + linger, slot, gen, TimerKind::ClientLinger);
+    }
+
+    /// The transaction ends without a response (timeout, local 487): it lingers for T4
+    /// to absorb a late one.
+    pub fn client_given_up(&mut self, slot: u32, code: u16, now_ms: u64) {
+        let t4 = self.cfg.t4_ms;
+        let Some(ct) = self.clients.get_mut(slot) else {
+            return;
+        };
+        ct.final_code = code;
+        ct.state = ClientState::Completed;
+        let gen = ct.gen;
+        self.timers
+            .arm(now_ms + t4, slot, gen, TimerKind::ClientLinger);
+    }
+
+    /// Timer A/E fired: the request to send again if still unanswered (the next
+    /// retransmission is armed: doubling for INVITE, capped at T2 otherwise).
+    pub fn client_retransmit_due(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        now_ms: u64,
+    ) -> Option<&ClientTxn> {
+        let t2 = self.cfg.t2_ms;
+        let ct = self.client(slot, gen)?;
+        let resend = match ct.state {
+            ClientState::Calling => true,
+            // Non-INVITE keeps retransmitting at T2 after a provisional (Timer E).
+            ClientState::Proceeding => !ct.invite,
+            _ => false,
+        };
+        if !resend {
+            return None;
+        }
+        ct.retransmit_ms = if ct.invite {
+            ct.retransmit_ms.saturating_mul(2)
+        } else {
+            ct.retransmit_ms.saturating_mul(2).min(t2)
+        };
+        let next = ct.retransmit_ms;
+        self.timers
+            .arm(now_ms + next, slot, gen, TimerKind::ClientRetransmit);
+        self.clients.get(slot)
+    }
+
+    /// Timer B/F fired: whether the transaction timed out (no final response, and for an
+    /// INVITE not even a provisional one).
+    pub fn client_timed_out(&mut self, slot: u32, gen: u32) -> bool {
+        self.client(slot, gen).is_some_and(|ct| match ct.state {
+            ClientState::Calling => true,
+            ClientState::Proceeding => !ct.invite,
+            _ => false,
+        })
+    }
+
+    /// The CANCEL of `slot` was sent: retransmit it (doubling up to T2) for 64·T1.
+    pub fn cancel_sent(&mut self, slot: u32, now_ms: u64) {
+        let t1 = self.cfg.t1_ms;
+        let Some(ct) = self.clients.get_mut(slot) else {
+            return;
+        };
+        ct.cancel = CancelState::Sent;
+        ct.cancel_retransmit_ms = t1;
+        ct.cancel_until_ms = now_ms + 64 * t1;
+        let gen = ct.gen;
+        self.timers
+            .arm(now_ms + t1, slot, gen, TimerKind::CancelRetransmit);
+    }
+
+    /// The CANCEL's retransmission timer fired: the CANCEL to send again, if still due.
+    pub fn cancel_retransmit_due(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        now_ms: u64,
+    ) -> Option<&ClientTxn> {
+        let t2 = self.cfg.t2_ms;
+        let ct = self.client(slot, gen)?;
+        if ct.cancel != CancelState::Sent
+            || ct.cancel_retransmit_ms == 0
+            || ct.final_code >= 200
+            || now_ms >= ct.cancel_until_ms
+        {
+            return None;
+        }
+        ct.cancel_retransmit_ms = ct.cancel_retransmit_ms.saturating_mul(2).min(t2);
+        let next = ct.cancel_retransmit_ms;
+        self.timers
+            .arm(now_ms + next, slot, gen, TimerKind::CancelRetransmit);
+        self.clients.get(slot)
+    }
+
+    /// The linger timer of (`slot`, `gen`) fired.
+    pub fn client_linger_over(&mut self, slot: u32, gen: u32) {
+        if self
+            .client(slot, gen)
+            .is_some_and(|c| c.state == ClientState::Completed)
+        {
+            self.free_client(slot);
+        }
     }
 
     pub fn free_client(&mut self, idx: u32) {
@@ -377,46 +652,77 @@ impl Transactions {
 mod tests {
     use super::*;
 
+    fn flow(local: Local) -> Flow {
+        Flow::new(local, "127.0.0.3:5060".parse().unwrap())
+    }
+
     #[test]
     fn slots_are_reused_with_new_generations() {
-        let mut t = Transactions::new(2);
-        let src: SocketAddr = "127.0.0.3:5060".parse().unwrap();
-        let a = t
-            .new_server(1, b"x", true, src, Local::Listen(0), b"REQ")
-            .unwrap();
-        let b = t
-            .new_server(2, b"y", false, src, Local::Listen(0), b"REQ")
-            .unwrap();
-        assert_eq!(
-            t.new_server(3, b"z", false, src, Local::Listen(0), b"R"),
-            None
-        );
+        let mut t = Transactions::new(2, Timers::default());
+        let f = flow(Local::Listen(0));
+        let a = t.start_server(1, b"x", true, f, b"REQ").unwrap();
+        let b = t.start_server(2, b"y", false, f, b"REQ").unwrap();
+        assert_eq!(t.start_server(3, b"z", false, f, b"R"), None);
         assert_eq!(t.find_server(1, b"x"), Some(a));
         assert_eq!(t.find_server(1, b"other"), None);
         let gen_a = t.servers.get(a).unwrap().gen;
-        t.free_server(a);
+        t.server_linger_over(a, gen_a);
         assert_eq!(t.find_server(1, b"x"), None);
-        let c = t
-            .new_server(3, b"z", false, src, Local::Listen(0), b"R")
-            .unwrap();
+        let c = t.start_server(3, b"z", false, f, b"R").unwrap();
         assert_eq!(c, a);
         assert_eq!(t.servers.get(c).unwrap().gen, gen_a + 1);
         assert_eq!(t.find_server(2, b"y"), Some(b));
 
-        let (slot, gen) = t
-            .new_client(
-                true,
-                Purpose::Branch {
-                    server: c,
-                    server_gen: 1,
-                },
-                src,
-                Local::Upstream,
-            )
-            .unwrap();
+        let ctx = ClientCtx::Branch {
+            server: c,
+            server_gen: 1,
+        };
+        let (slot, gen) = t.start_client(true, ctx, flow(Local::Upstream)).unwrap();
         assert!(t.client(slot, gen).is_some());
         assert!(t.client(slot, gen + 1).is_none());
         t.free_client(slot);
         assert!(t.client(slot, gen).is_none());
+    }
+
+    #[test]
+    fn final_responses_arm_the_right_timers() {
+        let cfg = Timers::default();
+        let mut t = Transactions::new(4, cfg);
+        let f = flow(Local::Listen(0));
+        // INVITE answered 486: Timer G at T1, then H at 64·T1.
+        let i = t.start_server(1, b"a", true, f, b"INVITE").unwrap();
+        t.server_final_sent(i, 486, 0);
+        assert_eq!(t.servers.get(i).unwrap().state, ServerState::Completed);
+        let g = t.pop_due(cfg.t1_ms).unwrap();
+        assert_eq!(g.kind, TimerKind::ServerRetransmit);
+        assert!(t.server_retransmit_due(i, g.gen, cfg.t1_ms).is_some());
+        t.server_acked(i, cfg.t1_ms);
+        assert_eq!(t.servers.get(i).unwrap().state, ServerState::Confirmed);
+        // Retransmission timer after the ACK: nothing to send.
+        let g2 = t.pop_due(3 * cfg.t1_ms).unwrap();
+        assert!(t.server_retransmit_due(i, g2.gen, 3 * cfg.t1_ms).is_none());
+        // INVITE answered 200: Accepted, no retransmission.
+        let j = t.start_server(2, b"b", true, f, b"INVITE").unwrap();
+        t.server_final_sent(j, 200, 0);
+        assert_eq!(t.servers.get(j).unwrap().state, ServerState::Accepted);
+
+        // Client: an INVITE 2xx frees at once; a non-INVITE final lingers T4.
+        let ctx = ClientCtx::Branch {
+            server: j,
+            server_gen: 1,
+        };
+        let (c, cg) = t.start_client(true, ctx, flow(Local::Upstream)).unwrap();
+        t.client_sent(c, 0);
+        t.client_provisional(c);
+        assert!(!t.client_timed_out(c, cg));
+        t.client_final(c, 200, 10);
+        assert!(t.client(c, cg).is_none());
+        let (d, dg) = t.start_client(false, ctx, flow(Local::Upstream)).unwrap();
+        t.client_sent(d, 0);
+        assert!(t.client_timed_out(d, dg));
+        t.client_final(d, 404, 10);
+        assert!(!t.client_timed_out(d, dg));
+        t.client_linger_over(d, dg);
+        assert!(t.client(d, dg).is_none());
     }
 }

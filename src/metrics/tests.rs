@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::core::{write_branch, OurBranch};
+use crate::core::{write_branch, Local, OurBranch};
 
 fn node() -> SocketAddr {
     "127.0.0.2:5080".parse().unwrap()
@@ -12,6 +12,7 @@ fn branch(slot: u32, gen: u32) -> String {
         worker: 0,
         slot,
         gen,
+        ingress: Local::Listen(0),
         loop_hash: 7,
     })
     .as_str()

@@ -7,63 +7,7 @@
 use std::net::SocketAddr;
 
 use super::slot::SlotRef;
-
-/// Transport the REGISTER arrived on (stored with the binding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Transport {
-    #[default]
-    Udp,
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-            Transport::Ws => "ws",
-            Transport::Wss => "wss",
-        }
-    }
-
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            Transport::Udp => 0,
-            Transport::Tcp => 1,
-            Transport::Tls => 2,
-            Transport::Ws => 3,
-            Transport::Wss => 4,
-        }
-    }
-
-    pub(crate) fn from_code(c: u8) -> Transport {
-        match c {
-            1 => Transport::Tcp,
-            2 => Transport::Tls,
-            3 => Transport::Ws,
-            4 => Transport::Wss,
-            _ => Transport::Udp,
-        }
-    }
-
-    /// Parse `udp`/`tcp`/... case-insensitively (persistence rows).
-    pub fn parse(s: &str) -> Option<Transport> {
-        [
-            Transport::Udp,
-            Transport::Tcp,
-            Transport::Tls,
-            Transport::Ws,
-            Transport::Wss,
-        ]
-        .into_iter()
-        .find(|t| t.as_str().eq_ignore_ascii_case(s))
-    }
-}
+use crate::sip::Transport;
 
 /// A binding as lookups see it: borrowed from the table for the duration of the callback.
 /// The fields are what routing needs; the rest is read on demand through methods.
@@ -76,8 +20,11 @@ pub struct Binding<'a> {
     pub dest: SocketAddr,
     /// Transport the REGISTER arrived on.
     pub transport: Transport,
-    /// Worker whose socket received the REGISTER (send from it to keep NAT pinholes).
-    pub worker: u16,
+    /// The proxy's local socket the REGISTER arrived on: requests to the phone leave from
+    /// it (the phone's NAT pinhole is open towards that address).
+    pub socket: SocketAddr,
+    /// The stream connection it registered over (a packed `core::ConnId`), 0 for none.
+    pub conn: u64,
     /// Path header entries (RFC 3327), to push as Route in this order.
     pub path: PathEntries<'a>,
     /// q value in thousandths when the phone gave one.

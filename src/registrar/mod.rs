@@ -8,7 +8,9 @@
 //!   the striped [`table`] and writes the 200 OK's `Contact:` lines into the caller's
 //!   buffer; the [`RegisterOutcome`] feeds REGFWD (`crate::asterisk`).
 //! - Incoming call: [`Registrar::lookup`] gives each live [`Binding`] (destination address
-//!   after the NAT rule, receiving worker, Path to push as Route).
+//!   after the NAT rule, the proxy's local socket it registered through, Path to push as
+//!   Route). [`SipEdge`] is this layer's SIP edge: the core's location port, which reads
+//!   REGISTERs into [`RegisterRequest`]s and hands bindings out as flows.
 //! - Timer tick: [`Registrar::expire`] removes due bindings via the per-stripe expiry index
 //!   and reports AORs left empty (REGFWD sends Expires: 0), including those emptied since
 //!   the last tick by an administrative [`Registrar::remove`] (a small bounded queue).
@@ -20,7 +22,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sipfront::asterisk::{RegFwd, RegFwdSettings, RegisterMode, branch_for};
+//! use sipfront::asterisk::{RegFwd, RegFwdSettings, RegisterMode, Via, branch_for};
 //! use sipfront::registrar::*;
 //!
 //! let cfg = RegistrarConfig { persist: "none".into(), ..RegistrarConfig::default() };
@@ -28,7 +30,7 @@
 //! let persister = Persister::start(&registrar, 0).unwrap(); // loads, then writes behind
 //! let regfwd = RegFwd::new(RegFwdSettings {
 //!     nodes: vec!["10.0.0.5:5060".parse().unwrap()],
-//!     advertise: "10.0.0.1:5060".parse().unwrap(),
+//!     advertise: "10.0.0.1:5060".into(),
 //!     mode: RegisterMode::All,
 //!     refresh_min_interval_secs: None,
 //!     user_agent: "sipfront".into(),
@@ -42,20 +44,21 @@
 //! let req = RegisterRequest {
 //!     aor: "alice@example.com", call_id: "abc@phone", cseq: 2, expires_header: Some(600),
 //!     star: false, contacts: &contacts, source: "203.0.113.7:40000".parse().unwrap(),
-//!     transport: Transport::Udp, worker: 0, path: &[], user_agent: Some("Phone/1.0"),
+//!     transport: Transport::Udp, socket: "10.0.0.1:5060".parse().unwrap(), path: &[],
+//!     user_agent: Some("Phone/1.0"),
 //! };
 //! let mut contact_lines = Vec::with_capacity(512);
 //! match registrar.register(&req, now_ms, &mut contact_lines) {
 //!     Ok(outcome) => {
-//!         // 200 OK: extra_headers = contact_lines (+ write_date_header(now_ms, ..)).
+//!         // 200 OK: extra_headers = contact_lines (+ a Date header).
 //!         assert_eq!(contact_lines, b"Contact: <sip:alice@192.168.1.20:5060>;expires=600\r\n");
 //!         if let Some(fwd) = regfwd.on_register("alice", outcome.expires, outcome.changed, now_ms) {
 //!             let mut out = Vec::with_capacity(1024);
-//!             for (node, _addr) in regfwd.target_nodes(&fwd) {
+//!             for (node, addr) in regfwd.target_nodes(&fwd) {
 //!                 let branch = branch_for("w0", &fwd.call_id, fwd.cseq, node);
-//!                 let via = "10.0.0.1:5071".parse().unwrap();
-//!                 regfwd.write(&fwd, "alice", node, via, branch.as_str(), None, &mut out).unwrap();
-//!                 // ... start a UAC client transaction sending `out` to `_addr`
+//!                 let via = Via { transport: "UDP", host: "10.0.0.1", port: 5071 };
+//!                 regfwd.write(&fwd.to(addr, "alice"), via, branch.as_str(), None, &mut out).unwrap();
+//!                 // ... start a UAC client transaction sending `out` to `addr`
 //!             }
 //!         }
 //!     }
@@ -67,10 +70,10 @@
 //! // Asterisk sends an INVITE for alice: where is she?
 //! let mut dest = None;
 //! let found = registrar.lookup("alice@example.com", now_ms, |b| {
-//!     dest = Some((b.dest, b.worker)); // + b.uri as Request-URI, b.path as Route
+//!     dest = Some((b.dest, b.socket)); // + b.uri as Request-URI, b.path as Route
 //! });
 //! assert_eq!(found, LookupResult::Found(1));
-//! assert_eq!(dest, Some(("203.0.113.7:40000".parse().unwrap(), 0)));
+//! assert_eq!(dest, Some(("203.0.113.7:40000".parse().unwrap(), "10.0.0.1:5060".parse().unwrap())));
 //!
 //! // Timer tick: expire, and tell Asterisk about users left without a binding.
 //! registrar.expire(now_ms + 601_000, |aor| {
@@ -84,6 +87,7 @@
 mod admin;
 pub mod binding;
 pub mod config;
+mod edge;
 pub mod error;
 pub mod persist;
 pub mod rules;
@@ -97,11 +101,11 @@ mod admin_tests;
 mod tests;
 
 pub use admin::{Page, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS};
-pub use binding::{Binding, PathEntries, Transport};
+pub use binding::{Binding, PathEntries};
 pub use config::{ConfigError, NatMode, OnMaxContacts, RegistrarConfig};
+pub use edge::SipEdge;
 pub use error::RegisterError;
 pub use persist::{PersistError, PersistStats, Persister};
 pub use rules::{
-    aor_user, write_date_header, ContactInput, LookupResult, RegisterOutcome, RegisterRequest,
-    Registrar,
+    aor_user, ContactInput, LookupResult, RegisterOutcome, RegisterRequest, Registrar,
 };

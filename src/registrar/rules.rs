@@ -7,16 +7,16 @@
 //! one `Contact:` line per current binding for the 200 OK, and the [`RegisterOutcome`]
 //! says what REGFWD needs (AOR-level expiry, changed or pure refresh, empty now).
 
-use std::io::Write;
 use std::net::SocketAddr;
 
 use super::admin::PendingUnregisters;
-use super::binding::{remaining_secs, Binding, Transport};
+use super::binding::{remaining_secs, Binding};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
 use super::slot::{Slot, SlotParts, MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES};
 use super::table::Location;
 use super::uri::{nat_dest, same_contact, uri_host_port};
+use crate::sip::Transport;
 
 /// One Contact of the REGISTER (not `*`).
 #[derive(Debug, Clone, Copy)]
@@ -42,10 +42,13 @@ pub struct RegisterRequest<'a> {
     pub contacts: &'a [ContactInput<'a>],
     /// Where the REGISTER came from (after RFC 3581 `received`/`rport`).
     pub source: SocketAddr,
-    /// Transport it arrived on. (Addition to the TEAM.md contract.)
+    /// Transport it arrived on.
     pub transport: Transport,
-    /// Worker / socket that received it.
-    pub worker: u16,
+    /// The proxy's local socket it arrived on.
+    pub socket: SocketAddr,
+    /// The stream connection it arrived over (a packed `core::ConnId`), 0 for none: a
+    /// binding over a stream is reached over its connection (and at its source address).
+    pub conn: u64,
     /// Path header entries, topmost first (RFC 3327).
     pub path: &'a [&'a str],
     pub user_agent: Option<&'a str>,
@@ -92,38 +95,6 @@ pub struct Registrar {
 /// The user part of an AOR (`alice` of `alice@example.com`), for REGFWD.
 pub fn aor_user(aor: &str) -> &str {
     aor.rsplit_once('@').map_or(aor, |(u, _)| u)
-}
-
-fn write_q(out: &mut Vec<u8>, q: u16) {
-    match q {
-        1000.. => out.extend_from_slice(b"1"),
-        0 => out.extend_from_slice(b"0"),
-        _ => {
-            let digits = [
-                b'0' + (q / 100) as u8,
-                b'0' + (q / 10 % 10) as u8,
-                b'0' + (q % 10) as u8,
-            ];
-            let mut n = 3;
-            while n > 1 && digits[n - 1] == b'0' {
-                n -= 1;
-            }
-            out.extend_from_slice(b"0.");
-            out.extend_from_slice(&digits[..n]);
-        }
-    }
-}
-
-/// Append `Contact: <uri>;expires=N[;q=x]\r\n` for one binding.
-fn write_contact(out: &mut Vec<u8>, s: &Slot, now_ms: u64) {
-    out.extend_from_slice(b"Contact: <");
-    out.extend_from_slice(s.uri().as_bytes());
-    let _ = write!(out, ">;expires={}", remaining_secs(s.expires_at_ms, now_ms));
-    if let Some(q) = s.q() {
-        out.extend_from_slice(b";q=");
-        write_q(out, q);
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 impl Registrar {
@@ -297,8 +268,11 @@ impl Registrar {
                     q: c.q,
                     source: req.source,
                     transport: req.transport,
-                    worker: req.worker,
-                    nated: nat_forced || nat_dest(cfg.nat, c.uri, req.source),
+                    socket: req.socket,
+                    conn: req.conn,
+                    nated: nat_forced
+                        || req.transport.is_stream()
+                        || nat_dest(cfg.nat, c.uri, req.source),
                 };
                 let fresh = Slot::new(&parts).map_err(|_| RegisterError::BadContact)?;
                 match pos.and_then(|p| slots.get_mut(p).map(|s| (p, s))) {
@@ -309,9 +283,11 @@ impl Registrar {
                             && s.call_id() == req.call_id
                             && s.user_agent() == fresh.user_agent()
                         {
-                            // Pure refresh: keep the stored buffer, update the numbers.
+                            // Pure refresh: keep the stored buffer, update the numbers
+                            // (and the connection, which a phone may have reopened).
                             s.expires_at_ms = fresh.expires_at_ms;
                             s.cseq = fresh.cseq;
+                            s.set_conn(fresh.view().conn);
                         } else {
                             let since = s.since_s;
                             *s = fresh;
@@ -341,7 +317,7 @@ impl Registrar {
             }
             slots.sort_by_key(|s| std::cmp::Reverse(s.q_rank()));
             for s in slots.iter() {
-                write_contact(out_contacts, s, now_ms);
+                super::edge::contact_line(out_contacts, &s.view(), now_ms);
             }
             let outcome = RegisterOutcome {
                 bindings: slots.len(),
@@ -423,42 +399,4 @@ fn remove_bit(bits: u128, p: usize) -> u128 {
     let low_mask = 1u128.checked_shl(p as u32).map_or(u128::MAX, |b| b - 1);
     let high = bits.checked_shr(p as u32 + 1).unwrap_or(0);
     (bits & low_mask) | high.checked_shl(p as u32).unwrap_or(0)
-}
-
-/// Append `Date: <RFC 1123 date>\r\n` for `now_ms` (RFC 3261 §10.3 step 8: the 200 OK
-/// SHOULD carry a Date header).
-pub fn write_date_header(now_ms: u64, out: &mut Vec<u8>) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = now_ms / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "Date: {}, {:02} {} {} {:02}:{:02}:{:02} GMT\r\n",
-        DAYS[(days % 7) as usize],
-        d,
-        MONTHS[(m as usize).saturating_sub(1) % 12],
-        y,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-}
-
-/// Days since 1970-01-01 → (year, month 1..=12, day 1..=31) (H. Hinnant's algorithm).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }

@@ -3,13 +3,16 @@
 //!
 //! A slot keeps every variable-length field in one byte buffer (`uri | call-id | path
 //! entries | user-agent`) and the numbers beside it; encoded, it is 29 bytes of numbers,
-//! the address (4 bytes IPv4, 16 IPv6) and that buffer. The address stored is where to send
-//! (the NAT decision is taken at REGISTER time).
+//! two IPs (4 bytes IPv4, 16 IPv6 each: where to send, and the proxy's own socket the
+//! REGISTER arrived on) and that buffer. Where to send is decided at REGISTER time (the NAT
+//! rule); the local socket is what requests to the phone leave from (its NAT pinhole was
+//! opened towards that address).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::binding::{Binding, PathEntries, Transport};
+use super::binding::{Binding, PathEntries};
 use super::uri::contact_socket;
+use crate::sip::Transport;
 
 /// Longest Call-ID stored (Kamailio's limit too); longer ones are refused with 400.
 pub const MAX_CALL_ID: usize = 255;
@@ -23,6 +26,8 @@ pub const MAX_PATH_BYTES: usize = 4096;
 const F_V6: u8 = 1;
 const F_NATED: u8 = 2;
 const F_Q_SET: u8 = 4;
+const F_SOCK_V6: u8 = 8;
+const F_CONN: u8 = 128;
 const F_TRANSPORT_SHIFT: u8 = 4;
 
 /// A stored binding. Fields are private; read it through [`Slot::view`].
@@ -36,7 +41,11 @@ pub struct Slot {
     ip: [u8; 16],
     port: u16,
     q: u16,
-    pub(crate) worker: u16,
+    /// The local socket the REGISTER arrived on (IPv4 mapped) and its port.
+    sock_ip: [u8; 16],
+    sock_port: u16,
+    /// The stream connection it registered over (a packed `core::ConnId`), 0 for none.
+    conn: u64,
     uri_len: u16,
     path_len: u16,
     call_id_len: u8,
@@ -57,7 +66,10 @@ pub struct SlotParts<'a> {
     pub q: Option<u16>,
     pub source: SocketAddr,
     pub transport: Transport,
-    pub worker: u16,
+    /// The proxy's local socket the REGISTER arrived on.
+    pub socket: SocketAddr,
+    /// The stream connection it arrived over (a packed `core::ConnId`), 0 for none.
+    pub conn: u64,
     pub nated: bool,
 }
 
@@ -108,19 +120,23 @@ impl Slot {
         } else {
             contact_socket(p.uri).unwrap_or(p.source)
         };
-        let (ip, v6) = match addr.ip() {
-            IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), false),
-            IpAddr::V6(a) => (a.octets(), true),
-        };
+        let (ip, v6) = ip16(addr.ip());
+        let (sock_ip, sock_v6) = ip16(p.socket.ip());
         let mut flags = p.transport.code() << F_TRANSPORT_SHIFT;
         if v6 {
             flags |= F_V6;
+        }
+        if sock_v6 {
+            flags |= F_SOCK_V6;
         }
         if p.nated {
             flags |= F_NATED;
         }
         if p.q.is_some() {
             flags |= F_Q_SET;
+        }
+        if p.conn != 0 {
+            flags |= F_CONN;
         }
         Ok(Slot {
             buf: buf.into_boxed_slice(),
@@ -130,7 +146,9 @@ impl Slot {
             ip,
             port: addr.port(),
             q: p.q.unwrap_or(1000).min(1000),
-            worker: p.worker,
+            sock_ip,
+            sock_port: p.socket.port(),
+            conn: p.conn,
             uri_len: p.uri.len() as u16,
             path_len: path_len as u16,
             call_id_len: p.call_id.len() as u8,
@@ -147,7 +165,9 @@ impl Slot {
             ip: self.ip,
             port: self.port,
             q: self.q,
-            worker: self.worker,
+            sock_ip: self.sock_ip,
+            sock_port: self.sock_port,
+            conn: self.conn,
             uri_len: self.uri_len,
             path_len: self.path_len,
             call_id_len: self.call_id_len,
@@ -176,21 +196,29 @@ impl Slot {
         self.as_ref().user_agent()
     }
 
-    pub(crate) fn q(&self) -> Option<u16> {
-        self.as_ref().q()
-    }
-
     /// Ordering key: unspecified q sorts as 1.0.
     pub(crate) fn q_rank(&self) -> u16 {
         self.q
     }
 
-    /// Same phone location (everything but expiry, CSeq, Call-ID and User-Agent) as `other`.
+    /// The connection the phone registered over now (it may reconnect between refreshes).
+    pub(crate) fn set_conn(&mut self, conn: u64) {
+        self.conn = conn;
+        if conn == 0 {
+            self.flags &= !F_CONN;
+        } else {
+            self.flags |= F_CONN;
+        }
+    }
+
+    /// Same phone location (everything but expiry, CSeq, Call-ID, User-Agent and the
+    /// connection) as `other`.
     pub(crate) fn same_location(&self, other: &Slot) -> bool {
         self.ip == other.ip
             && self.port == other.port
-            && self.flags == other.flags
-            && self.worker == other.worker
+            && (self.flags & !F_CONN) == (other.flags & !F_CONN)
+            && self.sock_ip == other.sock_ip
+            && self.sock_port == other.sock_port
             && self.as_ref().path_bytes() == other.as_ref().path_bytes()
             && self.q == other.q
     }
@@ -212,8 +240,41 @@ impl Slot {
     }
 }
 
-/// Size of the numbers of an encoded slot, without the address.
+/// Size of the numbers of an encoded slot, without the addresses.
 const FIXED_BASE: usize = 29;
+
+/// An IP as 16 bytes (IPv4 mapped) and whether it is IPv6.
+fn ip16(ip: IpAddr) -> ([u8; 16], bool) {
+    match ip {
+        IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), false),
+        IpAddr::V6(a) => (a.octets(), true),
+    }
+}
+
+/// The IP of 16 stored bytes.
+fn ip_of(b: [u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15]))
+    }
+}
+
+fn ip_len(v6: bool) -> usize {
+    if v6 {
+        16
+    } else {
+        4
+    }
+}
+
+fn take_ip(rest: &mut &[u8], v6: bool) -> Option<[u8; 16]> {
+    if v6 {
+        take::<16>(rest)
+    } else {
+        Some(Ipv4Addr::from(take::<4>(rest)?).to_ipv6_mapped().octets())
+    }
+}
 
 /// The numbers of a slot (everything but the variable-length buffer).
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +285,9 @@ pub(crate) struct Fixed {
     ip: [u8; 16],
     port: u16,
     q: u16,
-    worker: u16,
+    sock_ip: [u8; 16],
+    sock_port: u16,
+    conn: u64,
     uri_len: u16,
     path_len: u16,
     call_id_len: u8,
@@ -239,17 +302,11 @@ fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
 }
 
 impl Fixed {
-    fn ip_len(&self) -> usize {
-        if self.flags & F_V6 != 0 {
-            16
-        } else {
-            4
-        }
-    }
-
-    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) address bytes.
+    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) bytes per address,
+    /// plus 8 for a connection.
     fn encoded_len(&self) -> usize {
-        FIXED_BASE + self.ip_len()
+        let conn = if self.flags & F_CONN != 0 { 8 } else { 0 };
+        FIXED_BASE + ip_len(self.flags & F_V6 != 0) + ip_len(self.flags & F_SOCK_V6 != 0) + conn
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -257,10 +314,25 @@ impl Fixed {
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
         out.extend_from_slice(&self.cseq.to_le_bytes());
         out.extend_from_slice(&self.since_s.to_le_bytes());
-        for v in [self.port, self.q, self.worker, self.uri_len, self.path_len] {
+        for v in [
+            self.port,
+            self.q,
+            self.sock_port,
+            self.uri_len,
+            self.path_len,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(self.ip.get(16 - self.ip_len()..).unwrap_or(&self.ip));
+        for (ip, v6) in [
+            (&self.ip, self.flags & F_V6 != 0),
+            (&self.sock_ip, self.flags & F_SOCK_V6 != 0),
+        ] {
+            // IPv4 addresses are stored as their last 4 bytes (mapped form).
+            out.extend_from_slice(ip.get(16 - ip_len(v6)..).unwrap_or(ip));
+        }
+        if self.flags & F_CONN != 0 {
+            out.extend_from_slice(&self.conn.to_le_bytes());
+        }
     }
 
     fn decode(b: &mut &[u8]) -> Option<Fixed> {
@@ -278,18 +350,18 @@ impl Fixed {
             since_s: u32_at(15),
             port: u16_at(19),
             q: u16_at(21),
-            worker: u16_at(23),
+            sock_port: u16_at(23),
+            sock_ip: [0; 16],
+            conn: 0,
             uri_len: u16_at(25),
             path_len: u16_at(27),
             ip: [0; 16],
         };
         let mut rest = rest;
-        if flags & F_V6 != 0 {
-            f.ip = take::<16>(&mut rest)?;
-        } else {
-            f.ip = Ipv4Addr::from(take::<4>(&mut rest)?)
-                .to_ipv6_mapped()
-                .octets();
+        f.ip = take_ip(&mut rest, flags & F_V6 != 0)?;
+        f.sock_ip = take_ip(&mut rest, flags & F_SOCK_V6 != 0)?;
+        if flags & F_CONN != 0 {
+            f.conn = u64::from_le_bytes(take::<8>(&mut rest)?);
         }
         *b = rest;
         Some(f)
@@ -340,7 +412,9 @@ impl<'a> SlotRef<'a> {
             ip: f.ip,
             port: f.port,
             q: f.q,
-            worker: f.worker,
+            sock_ip: f.sock_ip,
+            sock_port: f.sock_port,
+            conn: f.conn,
             uri_len: f.uri_len,
             path_len: f.path_len,
             call_id_len: f.call_id_len,
@@ -381,13 +455,13 @@ impl<'a> SlotRef<'a> {
 
     /// Where to send requests for this binding (decided at REGISTER time).
     pub(crate) fn dest(&self) -> SocketAddr {
-        let ip = if self.f.flags & F_V6 != 0 {
-            IpAddr::V6(Ipv6Addr::from(self.f.ip))
-        } else {
-            let o = self.f.ip;
-            IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-        };
-        SocketAddr::new(ip, self.f.port)
+        SocketAddr::new(ip_of(self.f.ip, self.f.flags & F_V6 != 0), self.f.port)
+    }
+
+    /// The proxy's local socket the REGISTER arrived on.
+    pub(crate) fn socket(&self) -> SocketAddr {
+        let v6 = self.f.flags & F_SOCK_V6 != 0;
+        SocketAddr::new(ip_of(self.f.sock_ip, v6), self.f.sock_port)
     }
 
     pub(crate) fn nated(&self) -> bool {
@@ -399,7 +473,7 @@ impl<'a> SlotRef<'a> {
     }
 
     pub(crate) fn transport(&self) -> Transport {
-        Transport::from_code(self.f.flags >> F_TRANSPORT_SHIFT)
+        Transport::from_code((self.f.flags >> F_TRANSPORT_SHIFT) & 0x7)
     }
 
     pub(crate) fn view(&self) -> Binding<'a> {
@@ -407,7 +481,8 @@ impl<'a> SlotRef<'a> {
             uri: self.uri(),
             dest: self.dest(),
             transport: self.transport(),
-            worker: self.f.worker,
+            socket: self.socket(),
+            conn: self.f.conn,
             path: PathEntries {
                 rest: self.path_bytes(),
             },
@@ -443,7 +518,8 @@ mod tests {
             q: Some(500),
             source: sa("[2001:db8::5]:7000"),
             transport: Transport::Tcp,
-            worker: 3,
+            socket: sa("10.0.0.5:5060"),
+            conn: 0x8000_1234_5678_9abc,
             nated: true,
         })
         .unwrap();
@@ -454,10 +530,17 @@ mod tests {
         assert_eq!(v.path.collect::<Vec<_>>(), path);
         assert_eq!(v.dest, sa("[2001:db8::5]:7000"));
         assert_eq!(v.transport, Transport::Tcp);
-        assert_eq!((v.q, v.worker, v.cseq), (Some(500), 3, 7));
+        assert_eq!((v.q, v.socket, v.cseq), (Some(500), sa("10.0.0.5:5060"), 7));
         assert_eq!(v.remaining_secs(1_500), 60);
+        let mut enc = Vec::new();
+        slot.encode(&mut enc);
+        assert_eq!(enc.len(), slot.encoded_len());
+        let back = SlotRef::decode(&mut enc.as_slice()).unwrap();
+        assert_eq!(back.view().socket, sa("10.0.0.5:5060"));
+        assert_eq!(back.view().conn, 0x8000_1234_5678_9abc);
+        assert_eq!(back.view().dest, sa("[2001:db8::5]:7000"));
         assert!(
-            std::mem::size_of::<Slot>() <= 64,
+            std::mem::size_of::<Slot>() <= 88,
             "{}",
             std::mem::size_of::<Slot>()
         );
@@ -477,13 +560,14 @@ mod tests {
             q: None,
             source: sa("1.2.3.4:5060"),
             transport: Transport::Udp,
-            worker: 0,
+            socket: sa("[2001:db8::1]:5060"),
+            conn: 0,
             nated: false,
         };
         let s = Slot::new(&p).unwrap();
         assert!(s.user_agent().len() <= MAX_USER_AGENT && !s.user_agent().is_empty());
         assert_eq!(s.view().dest, sa("1.2.3.4:5060"));
-        assert_eq!(s.q(), None);
+        assert_eq!(s.view().q, None);
         let long_cid = "x".repeat(MAX_CALL_ID + 1);
         p.call_id = &long_cid;
         assert_eq!(Slot::new(&p).err(), Some(SlotError::CallId));

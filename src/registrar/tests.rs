@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::*;
+use crate::sip::Transport;
 
 pub(super) const T0: u64 = 1_764_159_377_000;
 const SRC: &str = "203.0.113.7:5060";
@@ -66,7 +67,8 @@ pub(super) fn run(
         contacts: &q.contacts,
         source: q.source,
         transport: Transport::Udp,
-        worker: 1,
+        socket: "127.0.0.1:5061".parse().unwrap(),
+        conn: 0,
         path: &q.path,
         user_agent: Some("TestPhone/1.0"),
     };
@@ -422,13 +424,19 @@ fn nat_and_path() {
     .unwrap();
     let mut seen = Vec::new();
     r.lookup("alice@example.com", T0, |b| {
-        seen.push((b.uri.to_owned(), b.dest, b.nated, b.worker, b.transport))
+        seen.push((
+            b.uri.to_owned(),
+            b.dest,
+            b.nated,
+            b.socket.port(),
+            b.transport,
+        ))
     });
     assert_eq!(
         seen,
         [
-            (PRIV.to_owned(), src, true, 1, Transport::Udp),
-            (PUB.to_owned(), src, false, 1, Transport::Udp)
+            (PRIV.to_owned(), src, true, 5061, Transport::Udp),
+            (PUB.to_owned(), src, false, 5061, Transport::Udp)
         ]
     );
     // Public contact differing from the source -> source.
@@ -581,16 +589,6 @@ fn table_full_and_bad_input() {
     let long = "x".repeat(300);
     let q = req(&long, 1, Some(600), &[(PUB, None, None)]);
     assert_eq!(run(&r, &q, T0).unwrap_err(), RegisterError::CallIdTooLong);
-}
-
-#[test]
-fn date_header() {
-    let mut out = Vec::new();
-    write_date_header(T0, &mut out);
-    assert_eq!(out, b"Date: Wed, 26 Nov 2025 12:16:17 GMT\r\n");
-    out.clear();
-    write_date_header(0, &mut out);
-    assert_eq!(out, b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! counters, the guard (bans) and the transport's counters, and stops first.
 
 mod admin_ports;
+mod core_config;
 mod ports;
 pub mod reload;
 mod worker;
@@ -23,14 +24,19 @@ use crate::admin::{AdminError, AdminServer, AdminState, ReloadReport};
 use crate::asterisk::{RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
-use crate::core::{Core, CoreConfig, Ports, SharedConfig};
+use crate::core::{Core, Ports, SharedConfig};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
 use crate::guard::Guard;
 use crate::metrics::MetricsRegistry;
-use crate::registrar::{ConfigError as RegistrarConfigError, PersistError, Persister, Registrar};
-use crate::transport::{TransportError, WorkerSet};
+use crate::registrar::{
+    ConfigError as RegistrarConfigError, PersistError, Persister, Registrar, SipEdge,
+};
+use crate::transport::stream::{Registry, StreamSetup};
+use crate::transport::tls::TlsContext;
+use crate::transport::{Endpoints, StreamListen, TransportError, WorkerSet};
 
-pub use ports::{AsteriskRegFwd, CacheAuth, TableLocation};
+pub use core_config::core_config;
+pub use ports::{AsteriskRegFwd, CacheAuth};
 pub use reload::{ReloadError, Reloader};
 pub use worker::Worker;
 
@@ -56,15 +62,29 @@ pub enum ServerError {
     Bans(#[from] crate::guard::PersistError),
     #[error("admin: {0}")]
     Admin(#[from] AdminError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// The names a phone's digest URI may give for this proxy (`[auth] uri_check = "host"`): the
-/// local domains and the realm, the listen and advertised addresses.
+/// local domains and the realm, the listen addresses (UDP, TCP, TLS) and the names and
+/// addresses they are advertised as.
 fn own_names(cfg: &Config) -> crate::auth::OwnNames {
     let mut domains = cfg.domain.local.clone();
     domains.push(cfg.domain.realm.clone());
-    let mut addrs = cfg.listen.udp.clone();
-    addrs.push(cfg.advertise());
+    let mut addrs: Vec<SocketAddr> = cfg.listen_addrs().map(|(a, _)| a).collect();
+    let advertised = addrs
+        .iter()
+        .map(|&a| cfg.advertised(a))
+        .chain(std::iter::once(cfg.advertise()))
+        .collect::<Vec<_>>();
+    for hp in advertised {
+        let bare = hp.host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => addrs.push(SocketAddr::new(ip, hp.port)),
+            Err(_) => domains.push(hp.host),
+        }
+    }
     crate::auth::OwnNames { domains, addrs }
 }
 
@@ -98,6 +118,7 @@ pub struct Server {
     admin: Option<AdminServer>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
+    links: Arc<Registry>,
     /// Writes the ban list to `[guard] persist` (when set).
     bans: Option<crate::guard::BanPersister>,
 }
@@ -121,31 +142,62 @@ impl Server {
         let bans = restore_bans(cfg, &guard, now_ms)?;
         let regfwd = RegFwd::new(reload::regfwd_settings(cfg))?;
         let regfwd = Arc::new(AsteriskRegFwd { regfwd });
+        let n_workers = crate::transport::worker_count(cfg.listen.workers);
+        // Stream connections (TCP, TLS): one registry for every worker, the TLS context
+        // when there are TLS listen addresses.
+        let links = Arc::new(Registry::new(
+            n_workers,
+            cfg.tcp.max_connections,
+            cfg.tcp.max_connections,
+            cfg.tcp.max_connections_per_ip,
+        ));
+        let tls = if cfg.listen.tls.is_empty() {
+            None
+        } else {
+            Some(Arc::new(TlsContext::load(&cfg.tls)?))
+        };
+        let listen_table: Vec<_> = cfg.listen_addrs().collect();
         let ports = Ports {
             auth: Arc::new(CacheAuth {
                 authenticator,
                 cache: cache.clone(),
                 realm: realm.clone().into_boxed_str(),
             }),
-            location: Arc::new(TableLocation {
-                registrar: registrar.clone(),
-                realm: realm.clone().into_boxed_str(),
-            }),
+            location: Arc::new(SipEdge::new(registrar.clone(), &realm, &listen_table)),
             regfwd: regfwd.clone(),
             guard: guard.clone(),
+            links: links.clone(),
             draining: draining.clone(),
         };
         let metrics = MetricsRegistry::new(cfg.asterisk.nodes.clone());
         let factory_metrics = metrics.clone();
         let pool = Arc::new(pool);
         let factory_pool = pool.clone();
-        let n_workers = crate::transport::worker_count(cfg.listen.workers);
-        let shared = Arc::new(SharedConfig::new(Arc::new(CoreConfig::from_config(
-            cfg, n_workers,
-        ))));
+        let core_cfg = core_config(cfg, n_workers);
+        let upstream_on = usize::from(core_cfg.asterisk_side);
+        let shared = Arc::new(SharedConfig::new(Arc::new(core_cfg)));
         let factory_shared = shared.clone();
-        let workers = WorkerSet::spawn(
-            &cfg.listen.udp,
+        let setup = StreamSetup {
+            registry: links.clone(),
+            tls: tls.as_ref().map(|t| t.server_config()),
+            cfg: cfg.tcp.clone(),
+            max_message: cfg.limits.max_message_bytes,
+        };
+        let endpoints = Endpoints {
+            udp: cfg.listen.udp.clone(),
+            upstream_on,
+            streams: listen_table
+                .iter()
+                .filter(|(_, t)| t.is_stream())
+                .map(|&(addr, transport)| StreamListen {
+                    addr,
+                    transport,
+                    setup: setup.clone(),
+                })
+                .collect(),
+        };
+        let workers = WorkerSet::spawn_endpoints(
+            &endpoints,
             cfg.listen.workers,
             &cfg.transport,
             move |ctx| {
@@ -182,6 +234,7 @@ impl Server {
             wakers: (0..workers.len())
                 .filter_map(|i| workers.waker(i).cloned())
                 .collect(),
+            tls: tls.clone(),
             busy: std::sync::Mutex::new(()),
             ok: Default::default(),
             failed: Default::default(),
@@ -221,6 +274,7 @@ impl Server {
             admin,
             draining,
             reloader,
+            links,
             bans,
         })
     }
@@ -233,6 +287,11 @@ impl Server {
     /// Apply `cfg` (validated) as a reload would; for embedding and tests.
     pub fn apply_config(&self, cfg: &Config) -> Result<ReloadReport, ReloadError> {
         self.reloader.apply(cfg)
+    }
+
+    /// The stream connections of every worker.
+    pub fn connections(&self) -> &Arc<Registry> {
+        &self.links
     }
 
     /// The workers (addresses, counters).

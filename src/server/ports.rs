@@ -1,34 +1,27 @@
-//! The real implementations of the core's ports: digest checks against the credential cache
-//! (`auth` + `db`), the location table (`registrar`) and REGISTER forwarding (`asterisk`).
+//! The real implementations of the core's ports that join two layers: digest checks against
+//! the credential cache (`auth` + `db`), REGISTER forwarding (`asterisk`) and the guard.
+//! The location table's port is the registrar's own SIP edge (`registrar::SipEdge`).
 //!
 //! These adapters only translate: SIP views into the other layers' plain inputs (unescaping
 //! digest parameters into stack buffers, collecting Contact values into a fixed array), and
 //! their results into the core's small enums. None of them blocks or allocates on the
 //! forwarding path.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::asterisk::RegFwd;
+use crate::asterisk::{Forward, Outgoing, RegFwd, Via};
 use crate::auth::client::{random_cnonce, ClientRequest};
 use crate::auth::{
     compute_client_response, pick_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
 };
-use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
+use crate::core::ports::{RegFwdRequest, SentBy};
 use crate::core::{
-    AuthCheck, AuthFailure, AuthPort, Local, LocationPort, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, GuardPort, RegFwdPort, RegFwdSender,
 };
 use crate::db::{CredentialCache, Lookup};
-use crate::registrar::{ContactInput, RegisterError, RegisterRequest, Registrar, Transport};
-use crate::sip::{Contact, DigestCredentials, QStr};
-
-/// Most Contact values one REGISTER may carry.
-const MAX_CONTACTS: usize = 16;
-/// Most Path values kept per binding.
-const MAX_PATH: usize = 8;
-/// Longest AOR key (`user@realm`).
-const MAX_AOR: usize = 320;
+use crate::guard::{Admit, Guard};
+use crate::sip::{DigestCredentials, QStr};
 
 /// Digest authentication against the credential cache.
 pub struct CacheAuth {
@@ -185,233 +178,25 @@ impl AuthPort for CacheAuth {
     }
 }
 
-/// The registrar's location table; the AOR given to it is `user@realm` (the registrar keys
-/// by the user alone unless `[registrar] use_domain`).
-pub struct TableLocation {
-    pub registrar: Arc<Registrar>,
-    pub realm: Box<str>,
-}
-
-/// `user@realm` in a stack buffer.
-struct AorBuf {
-    buf: [u8; MAX_AOR],
-    len: usize,
-}
-
-impl AorBuf {
-    fn new(user: &str, realm: &str) -> Option<AorBuf> {
-        let len = user.len() + 1 + realm.len();
-        if len > MAX_AOR || user.is_empty() {
-            return None;
-        }
-        let mut buf = [0u8; MAX_AOR];
-        buf[..user.len()].copy_from_slice(user.as_bytes());
-        buf[user.len()] = b'@';
-        buf[user.len() + 1..len].copy_from_slice(realm.as_bytes());
-        Some(AorBuf { buf, len })
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-fn reject(e: RegisterError) -> RegisterReply {
-    let (code, reason) = e.status();
-    let min_expires = match e {
-        RegisterError::IntervalTooBrief { min_expires } => Some(min_expires),
-        _ => None,
-    };
-    RegisterReply::Reject {
-        code,
-        reason,
-        min_expires,
-    }
-}
-
-const BAD_REQUEST: RegisterReply = RegisterReply::Reject {
-    code: 400,
-    reason: "Bad Request",
-    min_expires: None,
-};
-
-impl TableLocation {
-    /// A REGISTER seen before (a binding carries its Call-ID and CSeq): list the current
-    /// bindings, change nothing. Anything else is not a retransmission: challenge.
-    fn answer_retransmission(
-        &self,
-        aor: &str,
-        call_id: &str,
-        cseq: u32,
-        now_ms: u64,
-        contact_lines: &mut Vec<u8>,
-    ) -> RegisterReply {
-        contact_lines.clear();
-        let mut granted = 0;
-        let mut seen = false;
-        self.registrar.lookup(aor, now_ms, |b| {
-            seen |= b.call_id == call_id && b.cseq == cseq;
-            let left = b.remaining_secs(now_ms);
-            granted = granted.max(left);
-            contact_lines.extend_from_slice(b"Contact: <");
-            contact_lines.extend_from_slice(b.uri.as_bytes());
-            let _ = write!(contact_lines, ">;expires={left}\r\n");
-        });
-        if seen {
-            RegisterReply::Ok {
-                granted,
-                changed: false,
-            }
-        } else {
-            contact_lines.clear();
-            RegisterReply::Challenge
-        }
-    }
-}
-
-impl LocationPort for TableLocation {
-    fn register(
-        &self,
-        input: &RegisterInput<'_, '_, '_>,
-        now_ms: u64,
-        contact_lines: &mut Vec<u8>,
-    ) -> RegisterReply {
-        let msg = input.msg;
-        let Some(aor) = AorBuf::new(input.user, &self.realm) else {
-            return BAD_REQUEST;
-        };
-        let (Ok(call_id), Ok(cseq), Ok(expires_header)) =
-            (msg.call_id(), msg.cseq(), msg.expires())
-        else {
-            return BAD_REQUEST;
-        };
-        let mut contacts = [ContactInput {
-            uri: "",
-            expires: None,
-            q: None,
-        }; MAX_CONTACTS];
-        let mut n = 0;
-        let mut star = false;
-        for c in msg.contacts() {
-            match c {
-                Ok(Contact::Star) => star = true,
-                Ok(Contact::Addr(na)) => {
-                    if n == MAX_CONTACTS {
-                        return reject(RegisterError::TooManyContacts {
-                            max: MAX_CONTACTS as u16,
-                        });
-                    }
-                    // A malformed expires (`-5`) is refused like a malformed Expires.
-                    let Ok(expires) = na.expires() else {
-                        return BAD_REQUEST;
-                    };
-                    contacts[n] = ContactInput {
-                        uri: na.uri,
-                        expires,
-                        q: na.q(),
-                    };
-                    n += 1;
-                }
-                Err(_) => return BAD_REQUEST,
-            }
-        }
-        let mut path = [""; MAX_PATH];
-        let mut n_path = 0;
-        for p in msg.paths() {
-            let Ok(na) = p else {
-                return BAD_REQUEST;
-            };
-            if n_path < MAX_PATH {
-                path[n_path] = msg
-                    .buf
-                    .get(na.span.range())
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .unwrap_or(na.uri);
-                n_path += 1;
-            }
-        }
-        if input.replayed {
-            return self.answer_retransmission(
-                aor.as_str(),
-                call_id,
-                cseq.seq,
-                now_ms,
-                contact_lines,
-            );
-        }
-        let req = RegisterRequest {
-            aor: aor.as_str(),
-            call_id,
-            cseq: cseq.seq,
-            expires_header,
-            star,
-            contacts: &contacts[..n],
-            source: input.src,
-            transport: Transport::Udp,
-            worker: input.worker,
-            path: &path[..n_path],
-            user_agent: msg.user_agent(),
-        };
-        match self.registrar.register(&req, now_ms, contact_lines) {
-            Ok(outcome) => RegisterReply::Ok {
-                granted: outcome.expires,
-                changed: outcome.changed,
-            },
-            // A retransmission of the REGISTER already applied (same Call-ID and CSeq):
-            // answer with the current bindings again instead of failing it.
-            Err(RegisterError::CSeqOutOfOrder { cseq, stored }) if cseq == stored => {
-                self.answer_retransmission(aor.as_str(), call_id, cseq, now_ms, contact_lines)
-            }
-            Err(e) => reject(e),
-        }
-    }
-
-    fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
-        let Some(aor) = AorBuf::new(user, &self.realm) else {
-            return;
-        };
-        self.registrar.lookup(aor.as_str(), now_ms, |b| {
-            let mut path = [""; MAX_PATH];
-            let mut n = 0;
-            for p in b.path {
-                if n < MAX_PATH {
-                    path[n] = p;
-                    n += 1;
-                }
-            }
-            f(&ContactTarget {
-                uri: b.uri,
-                dst: b.dest,
-                sock: Local::Listen(0),
-                path: &path[..n],
-            });
-        });
-    }
-
-    fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {
-        self.registrar
-            .expire(now_ms, |aor| f(crate::registrar::aor_user(aor)));
-    }
-}
-
 /// REGISTER forwarding through the `asterisk` policy.
 pub struct AsteriskRegFwd {
     pub regfwd: RegFwd,
 }
 
 impl AsteriskRegFwd {
-    fn send_all(&self, fwd: &crate::asterisk::Forward, user: &str, out: &mut dyn RegFwdSender) {
+    fn send_all(&self, fwd: &Forward, user: &str, out: &mut dyn RegFwdSender) {
         // One snapshot of the node list for the whole forward (a reload may swap it).
         let targeting = self.regfwd.targeting();
-        for (_, addr) in targeting.target_nodes(fwd) {
-            out.send(
-                addr,
-                &mut |via: SocketAddr, branch: &str, buf: &mut Vec<u8>| {
-                    self.regfwd
-                        .write_to(&targeting, fwd, user, addr, via, branch, None, buf)
-                        .is_ok()
-                },
-            );
+        for (_, node) in targeting.target_nodes(fwd) {
+            let o = fwd.to(node, user);
+            out.send(&RegFwdRequest {
+                node,
+                user,
+                call_id: o.call_id,
+                from_tag: o.from_tag,
+                cseq: o.cseq,
+                expires: o.expires,
+            });
         }
     }
 }
@@ -436,9 +221,38 @@ impl RegFwdPort for AsteriskRegFwd {
         }
     }
 
-    fn on_retry(&self, user: &str, call_id: &str, cseq: u32) {
-        self.regfwd
-            .retry_cseq(user, call_id, cseq.saturating_sub(1));
+    fn write(
+        &self,
+        req: &RegFwdRequest<'_>,
+        via: &SentBy<'_>,
+        branch: &str,
+        authorization: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let o = Outgoing {
+            node: req.node,
+            user: req.user,
+            call_id: req.call_id,
+            from_tag: req.from_tag,
+            cseq: req.cseq,
+            expires: req.expires,
+        };
+        let via = Via {
+            transport: via.transport,
+            host: via.host,
+            port: via.port,
+        };
+        match self.regfwd.write(&o, via, branch, authorization, out) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(user = req.user, error = %e, "cannot write the REGISTER for Asterisk");
+                false
+            }
+        }
+    }
+
+    fn retry_cseq(&self, user: &str, call_id: &str, cseq: u32) -> u32 {
+        self.regfwd.retry_cseq(user, call_id, cseq)
     }
 
     fn on_result(
@@ -459,5 +273,30 @@ impl RegFwdPort for AsteriskRegFwd {
             tracing::warn!(user, %node, code, "forwarded REGISTER failed");
             self.regfwd.on_failed(user, call_id);
         }
+    }
+}
+
+/// The guard as the core's port.
+impl GuardPort for Guard {
+    fn admit(&self, ip: IpAddr, now_ms: u64) -> Admission {
+        if self.is_banned(ip, now_ms) {
+            return Admission::Banned;
+        }
+        match Guard::admit(self, ip, now_ms) {
+            Admit::Ok => Admission::Admit,
+            Admit::Limited => Admission::Limited,
+        }
+    }
+    fn is_scanner(&self, user_agent: &[u8]) -> bool {
+        Guard::is_scanner(self, user_agent)
+    }
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        Guard::is_exempt(self, ip)
+    }
+    fn on_auth_success(&self, ip: IpAddr, user: &str, now_ms: u64) {
+        Guard::on_auth_success(self, ip, user, now_ms);
+    }
+    fn on_auth_failure(&self, ip: IpAddr, user: &str, now_ms: u64) -> bool {
+        Guard::on_auth_failure(self, ip, user, now_ms)
     }
 }

@@ -27,11 +27,12 @@ use std::time::Duration;
 use crate::admin::ReloadReport;
 use crate::asterisk::{RegFwdError, RegFwdSettings, RegisterMode};
 use crate::config::{Config, ConfigError, RegisterMode as CfgRegisterMode};
-use crate::core::{CoreConfig, SharedConfig};
+use crate::core::SharedConfig;
 use crate::db::{CredentialCache, RefreshHandle};
 use crate::guard::Guard;
 use crate::logging::LevelChange;
 use crate::metrics::MetricsRegistry;
+use crate::transport::tls::TlsContext;
 use crate::transport::Waker;
 
 use super::AsteriskRegFwd;
@@ -51,6 +52,8 @@ pub enum ReloadError {
     Asterisk(#[from] RegFwdError),
     #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// Everything a reload touches, shared by the signal handler and the admin API.
@@ -65,6 +68,8 @@ pub struct Reloader {
     pub(super) refresh: Arc<RefreshHandle>,
     /// One waker per worker (not the workers themselves: shutdown must own the only handle).
     pub(super) wakers: Vec<Waker>,
+    /// The TLS context of the TLS listen addresses (its certificate is reloaded each time).
+    pub(super) tls: Option<Arc<TlsContext>>,
     /// One reload at a time.
     pub(super) busy: Mutex<()>,
     /// Reloads applied / refused (for metrics; tests watch them to know a SIGHUP was done).
@@ -76,7 +81,7 @@ pub struct Reloader {
 pub(super) fn regfwd_settings(cfg: &Config) -> RegFwdSettings {
     RegFwdSettings {
         nodes: cfg.asterisk.nodes.clone(),
-        advertise: cfg.advertise(),
+        advertise: cfg.advertise().to_string(),
         mode: match cfg.asterisk.register_mode {
             CfgRegisterMode::All => RegisterMode::All,
             CfgRegisterMode::Hash => RegisterMode::Hash,
@@ -102,7 +107,18 @@ macro_rules! changed {
 pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>) {
     let mut live = Vec::new();
     let mut restart = Vec::new();
-    changed!(restart, old.listen, new.listen, "listen", [udp, workers]);
+    changed!(
+        restart,
+        old.listen,
+        new.listen,
+        "listen",
+        [udp, tcp, tls, workers, asterisk_side, advertise]
+    );
+    changed!(live, old.tls, new.tls, "tls", [cert, key]);
+    changed!(restart, old.tls, new.tls, "tls", [ca, min_version]);
+    if old.tcp != new.tcp {
+        restart.push("tcp");
+    }
     changed!(restart, old.domain, new.domain, "domain", [realm]);
     changed!(live, old.domain, new.domain, "domain", [local]);
     changed!(
@@ -261,6 +277,7 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     section(old.credentials != new.credentials, "credentials");
     section(old.registrar != new.registrar, "registrar");
     section(old.guard != new.guard, "guard");
+    section(old.tls != new.tls, "tls");
     (live, restart)
 }
 
@@ -290,6 +307,8 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     if guard_restart.contains(&"guard.ban_enabled") {
         c.guard.ban_enabled = sizes.ban_enabled;
     }
+    c.tls.cert.clone_from(&new.tls.cert);
+    c.tls.key.clone_from(&new.tls.key);
     c.source.clone_from(&new.source);
     c
 }
@@ -339,7 +358,20 @@ impl Reloader {
         let settings = regfwd_settings(new);
         settings.validate()?;
 
+        // The certificate files are read again every time (a certificate replaced on disk
+        // under the same name is the usual renewal); a bad or mismatched pair refuses the
+        // whole reload and the certificate in force stays.
+        let new_cert = match &self.tls {
+            Some(tls) => Some(tls.prepare(&new.tls)?),
+            None => None,
+        };
         let guard_restart = self.guard.reconfigure(&new.guard, &asterisk_ips)?;
+        if let (Some(tls), Some(cert)) = (&self.tls, new_cert) {
+            tls.install(cert);
+            if !applied.contains(&"tls.cert") {
+                applied.push("tls.cert");
+            }
+        }
         for key in &guard_restart {
             applied.retain(|k| k != key);
             if !restart.contains(key) {
@@ -350,7 +382,7 @@ impl Reloader {
         self.regfwd.regfwd.reconfigure(&settings)?;
         self.metrics.set_nodes(&next.asterisk.nodes);
         self.shared
-            .publish(Arc::new(CoreConfig::from_config(&next, self.n_workers)));
+            .publish(Arc::new(super::core_config(&next, self.n_workers)));
         for w in &self.wakers {
             w.wake();
         }
@@ -423,7 +455,7 @@ mod tests {
         let old = base();
         let mut new = base();
         new.asterisk.nodes = vec!["127.0.0.2:5090".parse().unwrap()];
-        new.asterisk.match_mode = crate::config::MatchMode::Ip;
+        new.asterisk.match_mode = crate::core::MatchMode::Ip;
         new.limits.max_parked_per_worker = 7;
         new.timers.timer_c_ms = 90_000;
         new.log.level = "debug".into();

@@ -14,16 +14,15 @@
 //! at most once per millisecond); the core sheds new requests with 503 while it is over
 //! `[limits] shed_backlog_bytes` (see `Core::set_backlog`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::core::{Core, Local, LookupResult, SharedConfig, Transmit};
+use crate::core::{Core, Flow, Local, LookupResult, Now, SharedConfig, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
 use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
-use crate::transport::{Backlog, DatagramHandler, Outbox, SockId};
+use crate::transport::{Backlog, DatagramHandler, Outbox};
 
 /// The transport's outbox seen as the core's transmit sink; requests to Asterisk start the
 /// upstream latency timer.
@@ -35,24 +34,13 @@ struct Tx<'a> {
 }
 
 impl Transmit for Tx<'_> {
-    fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]) {
-        let id = match sock {
-            Local::Listen(i) => SockId::Listen(u16::from(i)),
-            Local::Upstream => {
-                self.upstream.on_send(dst, bytes, self.now_ns);
-                SockId::Upstream
-            }
-        };
-        if !self.out.send(id, dst, bytes) {
+    fn send(&mut self, to: Flow, bytes: &[u8]) {
+        if to.local == Local::Upstream {
+            self.upstream.on_send(to.remote, bytes, self.now_ns);
+        }
+        if !self.out.send(to, bytes) {
             *self.dropped += 1;
         }
-    }
-}
-
-fn local(sock: SockId) -> Local {
-    match sock {
-        SockId::Listen(i) => Local::Listen(u8::try_from(i).unwrap_or(u8::MAX)),
-        SockId::Upstream => Local::Upstream,
     }
 }
 
@@ -112,7 +100,7 @@ impl Worker {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Publish counters and histograms if due (one comparison when not).
+    /// Publish counters and histograms if due (one comparison when not; monotonic ms).
     fn publish(&mut self, now_ms: u64) {
         let state = WorkerState {
             stats: self.core.stats(),
@@ -123,7 +111,7 @@ impl Worker {
     }
 
     /// Hand the core's parked lookups to the pool; a full pool answers 503 at once.
-    fn drain_lookups(&mut self, now_ms: u64, out: &mut Outbox) {
+    fn drain_lookups(&mut self, now: Now, out: &mut Outbox) {
         while let Some(req) = self.core.poll_lookup() {
             let queued = self
                 .pool
@@ -137,31 +125,23 @@ impl Worker {
                     now_ns,
                 };
                 self.core
-                    .handle_lookup(now_ms, req.token, LookupResult::Failed, &mut tx);
+                    .handle_lookup(now, req.token, LookupResult::Failed, &mut tx);
             }
         }
     }
 }
 
 impl DatagramHandler for Worker {
-    fn owner(&self, sock: SockId, src: SocketAddr, data: &[u8], n_workers: usize) -> usize {
-        self.core
-            .owner(sock == SockId::Upstream, src, data, n_workers)
+    fn owner(&self, from: Flow, data: &[u8], n_workers: usize) -> usize {
+        self.core.owner(from, data, n_workers)
     }
 
-    fn on_datagram(
-        &mut self,
-        now_ms: u64,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-        out: &mut Outbox,
-    ) {
+    fn on_datagram(&mut self, now: Now, from: Flow, data: &[u8], out: &mut Outbox) {
         self.follow_reloads();
         let start = Instant::now();
         let now_ns = self.since_epoch_ns(start);
         let class = classify(data);
-        if sock == SockId::Upstream && data.starts_with(b"SIP/") {
+        if from.local == Local::Upstream && data.starts_with(b"SIP/") {
             self.metrics.upstream().on_response(data, class, now_ns);
         }
         let mut tx = Tx {
@@ -170,15 +150,14 @@ impl DatagramHandler for Worker {
             upstream: self.metrics.upstream(),
             now_ns,
         };
-        self.core
-            .handle_datagram(now_ms, local(sock), src, data, &mut tx);
+        self.core.handle_datagram(now, from, data, &mut tx);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.metrics.record_processing(class, ns);
-        self.drain_lookups(now_ms, out);
-        self.publish(now_ms);
+        self.drain_lookups(now, out);
+        self.publish(now.mono_ms);
     }
 
-    fn on_wake(&mut self, now_ms: u64, out: &mut Outbox) {
+    fn on_wake(&mut self, now: Now, out: &mut Outbox) {
         self.follow_reloads();
         let now_ns = self.since_epoch_ns(Instant::now());
         while let Ok(done) = self.replies_rx.try_recv() {
@@ -197,13 +176,13 @@ impl DatagramHandler for Worker {
                 upstream: self.metrics.upstream(),
                 now_ns,
             };
-            self.core.handle_lookup(now_ms, done.token, result, &mut tx);
+            self.core.handle_lookup(now, done.token, result, &mut tx);
         }
-        self.drain_lookups(now_ms, out);
-        self.publish(now_ms);
+        self.drain_lookups(now, out);
+        self.publish(now.mono_ms);
     }
 
-    fn on_timer(&mut self, now_ms: u64, out: &mut Outbox) {
+    fn on_timer(&mut self, now: Now, out: &mut Outbox) {
         self.follow_reloads();
         let now_ns = self.since_epoch_ns(Instant::now());
         let mut tx = Tx {
@@ -212,21 +191,25 @@ impl DatagramHandler for Worker {
             upstream: self.metrics.upstream(),
             now_ns,
         };
-        self.core.handle_timeout(now_ms, &mut tx);
-        self.drain_lookups(now_ms, out);
-        self.publish(now_ms);
+        self.core.handle_timeout(now, &mut tx);
+        self.drain_lookups(now, out);
+        self.publish(now.mono_ms);
     }
 
     fn next_deadline_ms(&self) -> Option<u64> {
         self.core.poll_timeout()
     }
 
-    fn on_backlog(&mut self, now_ms: u64, backlog: Backlog) -> bool {
+    fn admit_connection(&mut self, now: Now, flow: Flow) -> bool {
+        self.core.admits_connection(now, flow.remote)
+    }
+
+    fn on_backlog(&mut self, now: Now, backlog: Backlog) -> bool {
         let was = self.core.is_shedding();
         self.core.set_backlog(backlog.bytes, backlog.min_rcvbuf);
         let shedding = self.core.is_shedding();
         if shedding != was {
-            self.publish(now_ms);
+            self.publish(now.mono_ms);
         }
         // While shedding, the transport reads again before sleeping: an idle worker must
         // not keep refusing (nor report shedding) after the burst.

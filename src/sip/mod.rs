@@ -26,6 +26,8 @@ mod peek;
 mod response;
 mod rewrite;
 mod scan;
+mod stream;
+mod transport;
 mod uri;
 mod via;
 
@@ -38,6 +40,8 @@ pub use params::Params;
 pub use peek::peek_call_id;
 pub use response::{write_response, write_response_to, ResponseSpec};
 pub use rewrite::{write_forward, ForwardOps, RewriteError, ViaSpec};
+pub use stream::{frame, Frame, FrameError};
+pub use transport::Transport;
 pub use uri::{percent_decode_into, Host, Scheme, Uri};
 pub use via::{Rport, Via};
 

@@ -70,12 +70,14 @@ pub struct ForwardOps<'a> {
     /// RFC 3581: on the received top Via, set `received=IP` and `rport=PORT` (replacing
     /// any existing values). Cannot be combined with `remove_top_via`.
     pub top_via_received: Option<(IpAddr, u16)>,
-    /// Remove the first Route value (after loose-routing past ourselves).
-    pub remove_first_route: bool,
+    /// Remove this many Route values from the top (loose-routing past ourselves: 1, or 2
+    /// after a double Record-Route, RFC 5658). At most [`MAX_REMOVED_ROUTES`].
+    pub remove_routes: u8,
     /// Route URIs to put on top, in order (each written as `Route: <uri>`).
     pub push_routes: &'a [&'a str],
-    /// Record-Route URI to add on top (written as `Record-Route: <uri>`; include `;lr`).
-    pub record_route: Option<&'a str>,
+    /// Record-Route URIs to add on top, in order (each written as `Record-Route: <uri>`;
+    /// include `;lr`): one, or two when the request changes interface (RFC 5658).
+    pub record_routes: &'a [&'a str],
     /// Decrement Max-Forwards; an absent header is written as `Max-Forwards: 69`.
     pub decrement_max_forwards: bool,
     /// Header lines of `msg` to leave out (their `Header::line` spans), e.g. the proxy's own
@@ -87,8 +89,13 @@ pub struct ForwardOps<'a> {
     pub body: Option<&'a [u8]>,
 }
 
+/// Most Route values [`ForwardOps::remove_routes`] removes.
+pub const MAX_REMOVED_ROUTES: usize = 2;
+
 enum Edit<'b> {
     CutElement(Span),
+    /// Remove the element `.1` and every element of the line before it (top Routes).
+    CutThrough(Span),
     Received(Via<'b>, IpAddr, u16),
     MaxForwards(u32),
     Drop,
@@ -108,7 +115,7 @@ pub fn write_forward(
     }
     let request_only = ops.request_uri.is_some()
         || ops.decrement_max_forwards
-        || ops.remove_first_route
+        || ops.remove_routes > 0
         || !ops.push_routes.is_empty();
     if request_only && !msg.is_request() {
         return Err(RewriteError::NotARequest);
@@ -121,14 +128,17 @@ pub fn write_forward(
     } else {
         None
     };
-    let route_edit = match ops.remove_first_route {
-        true => msg
-            .routes()
-            .next()
-            .transpose()?
-            .map(|r| Edit::CutElement(r.span)),
-        false => None,
-    };
+    if usize::from(ops.remove_routes) > MAX_REMOVED_ROUTES {
+        return Err(RewriteError::BadInput("remove_routes"));
+    }
+    // The top Route values to remove (a prefix of the Route list).
+    let mut route_cuts = [Span::default(); MAX_REMOVED_ROUTES];
+    let mut n_route_cuts = 0;
+    for r in msg.routes().take(usize::from(ops.remove_routes)) {
+        route_cuts[n_route_cuts] = r?.span;
+        n_route_cuts += 1;
+    }
+    let mut route_cuts = &route_cuts[..n_route_cuts];
     let max_forwards = match ops.decrement_max_forwards {
         true => match msg.max_forwards()? {
             Some(0) => return Err(RewriteError::MaxForwardsExhausted),
@@ -156,7 +166,7 @@ pub fn write_forward(
     if let Some(v) = &ops.add_via {
         write_via(out, v)?;
     }
-    if let Some(rr) = ops.record_route {
+    for rr in ops.record_routes {
         check_uri(rr, "record_route")?;
         write_addr_line(out, b"Record-Route: <", rr);
     }
@@ -172,13 +182,12 @@ pub fn write_forward(
     let body = ops.body.unwrap_or(msg.body);
     let keep_cl = ops.body.is_none() && msg.content_length == Some(body.len());
     let mut via_edit = via_edit;
-    let mut route_edit = route_edit;
     let mut mf_done = false;
     let mut run = sl.end as usize;
     for h in msg.headers {
         let edit = match h.name {
             HeaderName::Via => take_if_in_line(&mut via_edit, h.line),
-            HeaderName::Route => take_if_in_line(&mut route_edit, h.line),
+            HeaderName::Route => take_routes_in_line(&mut route_cuts, h.line),
             HeaderName::MaxForwards if !mf_done => {
                 mf_done = true;
                 max_forwards.flatten().map(Edit::MaxForwards)
@@ -202,6 +211,15 @@ pub fn write_forward(
                 let (cut_start, cut_end) = element_cut(buf, span, le);
                 if let Some(cut_end) = cut_end {
                     copy(out, ls, cut_start);
+                    copy(out, cut_end, le);
+                }
+            }
+            Edit::CutThrough(last) => {
+                // The line's elements up to `last` go; the line goes if none is left.
+                let (_, cut_end) = element_cut(buf, last, le);
+                if let Some(cut_end) = cut_end {
+                    let value_start = ls + header_value_offset(buf, ls, le);
+                    copy(out, ls, value_start);
                     copy(out, cut_end, le);
                 }
             }
@@ -281,6 +299,33 @@ fn take_if_in_line<'b>(edit: &mut Option<Edit<'b>>, line: Span) -> Option<Edit<'
     } else {
         None
     }
+}
+
+/// The Route values of `cuts` that lie in `line` (always a prefix of `cuts`, since the top
+/// Routes are removed) become one cut through the last of them.
+fn take_routes_in_line<'b>(cuts: &mut &[Span], line: Span) -> Option<Edit<'b>> {
+    let in_line = cuts
+        .iter()
+        .take_while(|s| s.start >= line.start && s.start < line.end)
+        .count();
+    if in_line == 0 {
+        return None;
+    }
+    let last = cuts[in_line - 1];
+    *cuts = &cuts[in_line..];
+    Some(Edit::CutThrough(last))
+}
+
+/// Offset, from the line start `ls`, of the first byte of the header value (after the
+/// colon and any LWS).
+fn header_value_offset(buf: &[u8], ls: usize, le: usize) -> usize {
+    let line = buf.get(ls..le).unwrap_or(&[]);
+    let colon = line.iter().position(|&b| b == b':').map_or(0, |c| c + 1);
+    let ws = line[colon..]
+        .iter()
+        .position(|&b| !is_lws(b))
+        .unwrap_or(line.len() - colon);
+    colon + ws
 }
 
 /// Bytes to cut for removing the list element at `span` from its line ending at

@@ -8,19 +8,21 @@
 //! nothing is allocated; when the pool is empty or an inbox is full, the datagram is
 //! dropped and counted (UDP semantics: the peer retransmits).
 
-use std::net::SocketAddr;
-
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use super::{SockId, Waker};
+use super::Waker;
+use crate::core::Flow;
 
 /// A datagram in transit to its owner.
 #[derive(Debug)]
 pub(crate) struct Handoff {
-    pub(crate) sock: SockId,
-    pub(crate) src: SocketAddr,
+    /// The local socket it arrived on and its sender; for outgoing bytes, where they go.
+    pub(crate) from: Flow,
+    /// Bytes to write to a connection the receiving worker owns (not a message to
+    /// process).
+    pub(crate) outgoing: bool,
     /// Index of the worker whose pool `buf` belongs to.
-    pub(crate) from: usize,
+    pub(crate) pool: usize,
     /// The datagram (`len()` bytes); capacity is the pool's buffer size.
     pub(crate) buf: Vec<u8>,
 }
@@ -89,13 +91,17 @@ pub(crate) struct HandoffPort {
 impl HandoffPort {
     /// Passes a copy of `data` to worker `owner`. Returns `false` if it had to be dropped.
     /// The owner is woken at the next [`HandoffPort::flush_wakes`].
-    pub(crate) fn send(
-        &mut self,
-        owner: usize,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-    ) -> bool {
+    pub(crate) fn send(&mut self, owner: usize, from: Flow, data: &[u8]) -> bool {
+        self.pass(owner, from, data, false)
+    }
+
+    /// Passes `data` to worker `owner` to be written to the connection of `to` (which
+    /// that worker owns). Returns `false` if it had to be dropped.
+    pub(crate) fn send_out(&mut self, owner: usize, to: Flow, data: &[u8]) -> bool {
+        self.pass(owner, to, data, true)
+    }
+
+    fn pass(&mut self, owner: usize, from: Flow, data: &[u8], outgoing: bool) -> bool {
         let Some(peer) = self.peers.get(owner) else {
             return false;
         };
@@ -109,9 +115,9 @@ impl HandoffPort {
         buf.clear();
         buf.extend_from_slice(data);
         let h = Handoff {
-            sock,
-            src,
-            from: self.index,
+            from,
+            outgoing,
+            pool: self.index,
             buf,
         };
         match peer.try_send(h) {
@@ -152,7 +158,7 @@ impl HandoffPort {
 
     /// Returns a processed hand-off's buffer to the pool it came from.
     pub(crate) fn recycle(&self, h: Handoff) {
-        if let Some(ret) = self.returns.get(h.from) {
+        if let Some(ret) = self.returns.get(h.pool) {
             let _ = ret.try_send(h.buf);
         }
     }
@@ -161,6 +167,7 @@ impl HandoffPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Local;
 
     #[test]
     fn buffers_travel_and_come_back() {
@@ -169,22 +176,21 @@ mod tests {
         let mut a = mesh.port(0, &wakers).unwrap();
         let b = mesh.port(1, &wakers).unwrap();
         assert!(mesh.port(0, &wakers).is_none());
-        let src: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert!(a.send(1, SockId::Listen(0), src, b"one"));
-        assert!(a.send(1, SockId::Upstream, src, b"two"));
+        let src: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let listen = Flow::new(Local::Listen(0), src);
+        let upstream = Flow::new(Local::Upstream, src);
+        assert!(a.send(1, listen, b"one"));
+        assert!(a.send(1, upstream, b"two"));
         // Pool of 2 exhausted: dropped.
-        assert!(!a.send(1, SockId::Upstream, src, b"three"));
+        assert!(!a.send(1, upstream, b"three"));
         // Too big for the buffers, unknown owner: dropped.
         a.flush_wakes();
         let h = b.try_recv().unwrap();
-        assert_eq!(
-            (h.sock, &h.buf[..], h.from),
-            (SockId::Listen(0), &b"one"[..], 0)
-        );
+        assert_eq!((h.from, &h.buf[..], h.pool), (listen, &b"one"[..], 0));
         b.recycle(h);
-        assert!(!a.send(1, SockId::Upstream, src, &[0; 17]));
-        assert!(!a.send(7, SockId::Upstream, src, b"x"));
-        assert!(a.send(1, SockId::Upstream, src, b"four"));
+        assert!(!a.send(1, upstream, &[0; 17]));
+        assert!(!a.send(7, upstream, b"x"));
+        assert!(a.send(1, upstream, b"four"));
         assert_eq!(&b.try_recv().unwrap().buf[..], b"two");
         assert!(b.has_pending());
         assert_eq!(&b.try_recv().unwrap().buf[..], b"four");

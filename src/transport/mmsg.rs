@@ -14,7 +14,8 @@ use super::msgs::MsgArray;
 use super::outbox::Outbox;
 use super::shell::{SendBackend, Shell};
 use super::socket::WorkerSockets;
-use super::{DatagramHandler, SockId, TransportConfig, TransportError, WorkerCounters};
+use super::{DatagramHandler, TransportConfig, TransportError, WorkerCounters};
+use crate::core::{Flow, Local};
 
 /// Sending half: one `sendmmsg` per run of consecutive entries on the same socket.
 struct MmsgSend {
@@ -24,11 +25,11 @@ struct MmsgSend {
 }
 
 /// The descriptor for `sock`, given `fds` = listen sockets in order, then upstream.
-pub(crate) fn fd_for(fds: &[RawFd], sock: SockId) -> Option<RawFd> {
+pub(crate) fn fd_for(fds: &[RawFd], sock: Local) -> Option<RawFd> {
     let (upstream, listen) = fds.split_last()?;
     match sock {
-        SockId::Listen(i) => listen.get(usize::from(i)).copied(),
-        SockId::Upstream => Some(*upstream),
+        Local::Listen(i) => listen.get(usize::from(i)).copied(),
+        Local::Upstream => Some(*upstream),
     }
 }
 
@@ -48,12 +49,23 @@ impl SendBackend for MmsgSend {
         let entries = out.entries();
         let mut start = 0;
         while start < entries.len() {
-            let sock = entries[start].sock;
+            if entries[start].to.conn.is_some() {
+                // A connection's message: written by the shell.
+                start += 1;
+                continue;
+            }
+            let sock = entries[start].to.local;
             let mut end = start;
-            while end < entries.len() && entries[end].sock == sock && end - start < self.msgs.len()
+            while end < entries.len()
+                && entries[end].to.local == sock
+                && entries[end].to.conn.is_none()
+                && end - start < self.msgs.len()
             {
-                self.msgs
-                    .set_send(end - start, entries[end].dst, out.bytes(&entries[end]));
+                self.msgs.set_send(
+                    end - start,
+                    entries[end].to.remote,
+                    out.bytes(&entries[end]),
+                );
                 end += 1;
             }
             let Some(fd) = fd_for(&self.fds, sock) else {
@@ -113,8 +125,12 @@ pub(crate) fn run<H: DatagramHandler>(
         fds: fds.clone(),
         msgs: MsgArray::new(cfg.send_slots, 0),
     };
+    // Watched: the UDP sockets, the stream connections' epoll descriptor (if any), and the
+    // waker last.
+    let stream_fd = shell.stream_fd();
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
+        .chain(stream_fd.iter())
         .chain([shell.waker().fd()].iter())
         .map(|&fd| libc::pollfd {
             fd,
@@ -122,6 +138,7 @@ pub(crate) fn run<H: DatagramHandler>(
             revents: 0,
         })
         .collect();
+    let stream_idx = stream_fd.map(|_| fds.len());
     let upstream_idx = fds.len() - 1;
 
     // Sockets that may have datagrams queued: tried without polling first. A socket
@@ -141,9 +158,9 @@ pub(crate) fn run<H: DatagramHandler>(
                 continue;
             }
             let sock = if k == upstream_idx {
-                SockId::Upstream
+                Local::Upstream
             } else {
-                SockId::Listen(k as u16)
+                Local::Listen(k as u16)
             };
             let asked = budget.min(rx.len());
             for i in 0..asked {
@@ -170,11 +187,12 @@ pub(crate) fn run<H: DatagramHandler>(
             budget -= got;
             for i in 0..got {
                 match rx.received(i, rx.msg_len(i)) {
-                    Some((src, data)) => shell.on_received(sock, src, data, &mut tx),
+                    Some((src, data)) => shell.on_received(Flow::new(sock, src), data, &mut tx),
                     None => shell.on_bad_receive(),
                 }
             }
         }
+        shell.service_streams(&mut tx);
         shell.drain_handoffs(budget, &mut tx);
         shell.wakes_and_timers(&mut tx);
         shell.end_turn(&mut tx);
@@ -209,11 +227,13 @@ pub(crate) fn run<H: DatagramHandler>(
             if p.revents != 0 {
                 match hot.get_mut(k) {
                     Some(h) => *h = true,
+                    None if Some(k) == stream_idx => shell.streams_ready(),
                     None => shell.waker().drain(),
                 }
             }
             p.revents = 0;
         }
     }
+    shell.close_streams();
     Ok(())
 }

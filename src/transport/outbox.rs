@@ -1,19 +1,17 @@
 //! The outbox: a preallocated send slab the handler fills during one loop turn.
 //!
 //! [`Outbox::send`] copies the bytes into one contiguous slab and records
-//! `(socket, destination, range)`. The shell flushes it (io_uring `SendMsg` SQEs or one
+//! `(flow, range)`. The shell flushes it (io_uring `SendMsg` SQEs or one
 //! `sendmmsg` per socket run) at the end of the turn, or earlier when it could no longer
 //! hold one more full-size datagram. Nothing here allocates after construction.
 
-use std::net::SocketAddr;
-
-use super::SockId;
+use crate::core::Flow;
 
 /// One queued datagram: a range of the slab plus where it goes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OutEntry {
-    pub(crate) sock: SockId,
-    pub(crate) dst: SocketAddr,
+    /// The local socket to send from and the destination.
+    pub(crate) to: Flow,
     pub(crate) off: usize,
     pub(crate) len: usize,
 }
@@ -53,10 +51,10 @@ impl Outbox {
         Self::new(slots, slab_bytes, 0, 1)
     }
 
-    /// Queues `bytes` for `dst` on socket `sock`. Returns `false` (and counts the datagram
+    /// Queues `bytes` for `to.remote`, sent from the local socket `to.local`. Returns `false` (and counts the datagram
     /// as dropped) if the outbox is full or `bytes` is empty; the shell makes sure one
     /// full-size datagram always fits at the start of each handler call.
-    pub fn send(&mut self, sock: SockId, dst: SocketAddr, bytes: &[u8]) -> bool {
+    pub fn send(&mut self, to: Flow, bytes: &[u8]) -> bool {
         let off = self.slab.len();
         if bytes.is_empty()
             || self.entries.len() == self.entries.capacity()
@@ -67,8 +65,7 @@ impl Outbox {
         }
         self.slab.extend_from_slice(bytes);
         self.entries.push(OutEntry {
-            sock,
-            dst,
+            to,
             off,
             len: bytes.len(),
         });
@@ -85,9 +82,9 @@ impl Outbox {
         self.entries.is_empty()
     }
 
-    /// Queued datagrams as `(socket, destination, bytes)`, in order (for handler tests).
-    pub fn iter(&self) -> impl Iterator<Item = (SockId, SocketAddr, &[u8])> + '_ {
-        self.entries.iter().map(|e| (e.sock, e.dst, self.bytes(e)))
+    /// Queued datagrams as `(flow, bytes)`, in order (for handler tests).
+    pub fn iter(&self) -> impl Iterator<Item = (Flow, &[u8])> + '_ {
+        self.entries.iter().map(|e| (e.to, self.bytes(e)))
     }
 
     /// Forgets everything queued (for handler tests; the shell clears after flushing).
@@ -120,22 +117,24 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn dst() -> SocketAddr {
-        "127.0.0.1:5060".parse().unwrap()
+    use crate::core::Local;
+
+    fn to(local: Local) -> Flow {
+        Flow::new(local, "127.0.0.1:5060".parse().unwrap())
     }
 
     #[test]
     fn queues_in_order_without_reallocating() {
         let mut out = Outbox::new(4, 64, 16, 1);
         let cap = out.slab.capacity();
-        assert!(out.send(SockId::Listen(0), dst(), b"hello"));
-        assert!(out.send(SockId::Upstream, dst(), b"world!"));
-        let got: Vec<_> = out.iter().map(|(s, _, b)| (s, b.to_vec())).collect();
+        assert!(out.send(to(Local::Listen(0)), b"hello"));
+        assert!(out.send(to(Local::Upstream), b"world!"));
+        let got: Vec<_> = out.iter().map(|(f, b)| (f.local, b.to_vec())).collect();
         assert_eq!(
             got,
             vec![
-                (SockId::Listen(0), b"hello".to_vec()),
-                (SockId::Upstream, b"world!".to_vec())
+                (Local::Listen(0), b"hello".to_vec()),
+                (Local::Upstream, b"world!".to_vec())
             ]
         );
         assert_eq!(out.slab.capacity(), cap);
@@ -146,12 +145,12 @@ mod tests {
     #[test]
     fn refuses_when_full_and_counts() {
         let mut out = Outbox::new(2, 8, 4, 1);
-        assert!(!out.send(SockId::Upstream, dst(), b""));
-        assert!(out.send(SockId::Upstream, dst(), b"123456"));
+        assert!(!out.send(to(Local::Upstream), b""));
+        assert!(out.send(to(Local::Upstream), b"123456"));
         assert!(out.needs_flush());
-        assert!(!out.send(SockId::Upstream, dst(), b"789"));
-        assert!(out.send(SockId::Upstream, dst(), b"78"));
-        assert!(!out.send(SockId::Upstream, dst(), b"9"));
+        assert!(!out.send(to(Local::Upstream), b"789"));
+        assert!(out.send(to(Local::Upstream), b"78"));
+        assert!(!out.send(to(Local::Upstream), b"9"));
         assert_eq!(out.take_rejected(), 3);
         assert_eq!(out.take_rejected(), 0);
         assert_eq!(out.len(), 2);

@@ -15,8 +15,10 @@ use super::outbox::Outbox;
 use super::shell::{Shell, ShellParts};
 use super::socket::{available_cores, bind_worker, pin_to_core, resolve_listen, WorkerSockets};
 use super::stats::CounterBlock;
+use super::stream::{Listener, StreamSetup, Streams};
 use super::{mmsg, uring, uring_loop};
 use super::{Backend, DatagramHandler, TransportConfig, TransportError, Waker, WorkerCounters};
+use crate::sip::Transport;
 
 /// What a handler factory learns about the worker it builds a handler for.
 #[derive(Debug, Clone)]
@@ -25,7 +27,7 @@ pub struct WorkerContext {
     pub index: usize,
     /// Number of workers.
     pub n_workers: usize,
-    /// The listen addresses (ports resolved), indexed by [`super::SockId::Listen`].
+    /// The listen addresses (ports resolved), indexed by [`crate::core::Local::Listen`].
     pub listen: Vec<SocketAddr>,
     /// This worker's upstream socket address (put its port in the Via sent to Asterisk).
     pub upstream: SocketAddr,
@@ -33,6 +35,25 @@ pub struct WorkerContext {
     pub waker: Waker,
     /// The backend this worker runs (`IoUring` or `Mmsg`, never `Auto`).
     pub backend: Backend,
+}
+
+/// A stream listen address: its address, transport and the pieces its workers share.
+#[derive(Clone)]
+pub struct StreamListen {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    pub setup: StreamSetup,
+}
+
+/// Everything a worker set listens on.
+#[derive(Clone)]
+pub struct Endpoints {
+    /// UDP listen addresses: `Local::Listen(0..udp.len())`.
+    pub udp: Vec<SocketAddr>,
+    /// Index into `udp` of the address whose IP the upstream sockets bind.
+    pub upstream_on: usize,
+    /// Stream listen addresses: `Local::Listen(udp.len()..)`, in this order.
+    pub streams: Vec<StreamListen>,
 }
 
 /// A running set of workers.
@@ -76,7 +97,8 @@ fn choose_backend(cfg: &TransportConfig) -> Result<Backend, TransportError> {
 impl WorkerSet {
     /// Binds `workers` workers (0 = one per available core) on every address of `listen`
     /// (port 0 = pick one port shared by all workers) and starts them; `factory` builds
-    /// each worker's handler inside that worker's thread.
+    /// each worker's handler inside that worker's thread. The upstream sockets bind the
+    /// first listen address's IP.
     pub fn spawn<F, H>(
         listen: &[SocketAddr],
         workers: usize,
@@ -87,10 +109,50 @@ impl WorkerSet {
         F: Fn(&WorkerContext) -> H + Send + Sync + 'static,
         H: DatagramHandler,
     {
+        Self::spawn_on(listen, 0, workers, cfg, factory)
+    }
+
+    /// [`WorkerSet::spawn`] with the upstream sockets on the IP of `listen[upstream_on]`
+    /// (the interface facing Asterisk).
+    pub fn spawn_on<F, H>(
+        listen: &[SocketAddr],
+        upstream_on: usize,
+        workers: usize,
+        cfg: &TransportConfig,
+        factory: F,
+    ) -> Result<Self, TransportError>
+    where
+        F: Fn(&WorkerContext) -> H + Send + Sync + 'static,
+        H: DatagramHandler,
+    {
+        let endpoints = Endpoints {
+            udp: listen.to_vec(),
+            upstream_on,
+            streams: Vec::new(),
+        };
+        Self::spawn_endpoints(&endpoints, workers, cfg, factory)
+    }
+
+    /// Binds and starts workers on `endpoints`: UDP listen addresses (`Listen(0..)`), then
+    /// stream listen addresses (`Listen(udp.len()..)`, see [`super::stream`]).
+    pub fn spawn_endpoints<F, H>(
+        endpoints: &Endpoints,
+        workers: usize,
+        cfg: &TransportConfig,
+        factory: F,
+    ) -> Result<Self, TransportError>
+    where
+        F: Fn(&WorkerContext) -> H + Send + Sync + 'static,
+        H: DatagramHandler,
+    {
         cfg.validate()?;
+        let listen = &endpoints.udp[..];
+        let upstream_on = endpoints.upstream_on;
         if listen.is_empty() {
             return Err(TransportError::NoListenAddress);
         }
+        let stream_addrs: Vec<SocketAddr> = endpoints.streams.iter().map(|s| s.addr).collect();
+        let upstream_on = upstream_on.min(listen.len() - 1);
         let n = worker_count(workers);
         if n > super::MAX_WORKERS {
             return Err(TransportError::TooManyWorkers(n));
@@ -102,11 +164,14 @@ impl WorkerSet {
             "transport starting"
         );
 
-        let (listen, w0) = resolve_listen(listen, cfg)?;
+        let (listen, stream_addrs, w0) = resolve_listen(listen, upstream_on, &stream_addrs, cfg)?;
         let mut sockets: Vec<WorkerSockets> = vec![w0];
         for i in 1..n {
-            sockets.push(bind_worker(i, &listen, cfg)?);
+            sockets.push(bind_worker(i, &listen, upstream_on, &stream_addrs, cfg)?);
         }
+        // The listen table: UDP addresses, then stream ones.
+        let udp_count = listen.len();
+        let listen: Vec<SocketAddr> = listen.iter().chain(&stream_addrs).copied().collect();
         let mut upstream = Vec::with_capacity(n);
         for s in &sockets {
             let addr = s
@@ -138,7 +203,7 @@ impl WorkerSet {
             upstream: upstream.clone(),
             backend,
         };
-        for (index, socks) in sockets.into_iter().enumerate() {
+        for (index, mut socks) in sockets.into_iter().enumerate() {
             let Some(handoff) = mesh.port(index, &wakers) else {
                 continue;
             };
@@ -150,10 +215,26 @@ impl WorkerSet {
                 waker: wakers[index].clone(),
                 backend,
             };
+            let listeners: Vec<Listener> = socks
+                .streams
+                .drain(..)
+                .zip(&endpoints.streams)
+                .enumerate()
+                .map(|(k, (sock, spec))| Listener {
+                    sock,
+                    local: u16::try_from(udp_count + k).unwrap_or(u16::MAX),
+                    transport: spec.transport,
+                })
+                .collect();
+            let streams = endpoints
+                .streams
+                .first()
+                .map(|first| (listeners, first.setup.clone()));
             let parts = WorkerStart {
                 ctx,
                 cfg: cfg.clone(),
                 socks,
+                streams,
                 handoff,
                 shutdown: shutdown.clone(),
                 counters: counters.clone(),
@@ -263,6 +344,8 @@ struct WorkerStart {
     ctx: WorkerContext,
     cfg: TransportConfig,
     socks: WorkerSockets,
+    /// This worker's stream listeners and the shared stream pieces, if any.
+    streams: Option<(Vec<Listener>, StreamSetup)>,
     handoff: super::handoff::HandoffPort,
     shutdown: Arc<AtomicBool>,
     counters: Arc<[CounterBlock]>,
@@ -283,7 +366,7 @@ where
     }
     let mut backend = p.ctx.backend;
     let uring = if backend == Backend::IoUring {
-        match uring_loop::UringSetup::new(&p.cfg, p.ctx.listen.len() + 1) {
+        match uring_loop::UringSetup::new(&p.cfg, p.socks.listen.len() + 1) {
             Ok(r) => Some(r),
             Err(source) if p.cfg.backend == Backend::Auto => {
                 tracing::warn!(worker = index, error = %source, "io_uring setup failed, using mmsg");
@@ -310,6 +393,23 @@ where
         upstream = %ctx.upstream,
         "worker starting"
     );
+    let streams = match p.streams {
+        Some((listeners, setup)) => {
+            match Streams::new(u16::try_from(index).unwrap_or(u16::MAX), listeners, setup) {
+                Ok(s) => Some(s),
+                Err(source) => {
+                    let e = TransportError::Worker {
+                        index,
+                        op: "epoll setup",
+                        source,
+                    };
+                    let _ = p.ready.send(Err(e));
+                    return Ok(());
+                }
+            }
+        }
+        None => None,
+    };
     let handler = factory(&ctx);
     let reserve = p.cfg.max_datagram;
     let shell = Shell::new(ShellParts {
@@ -328,6 +428,7 @@ where
         shared: p.counters,
         max_per_turn: p.cfg.max_datagrams_per_turn,
         max_idle_ms: p.cfg.max_idle_ms,
+        streams,
     });
     let _ = p.ready.send(Ok(()));
     drop(p.ready);

@@ -1,22 +1,46 @@
-//! Socket setup (socket2), core pinning and the loop clock.
+//! Socket setup (socket2), core pinning and the loop clocks.
 //!
 //! Every worker binds its own `SO_REUSEPORT` socket on each listen address and one private
-//! upstream socket on the first listen IP (port `upstream_port_base + index`, or ephemeral).
+//! upstream socket on the IP of the listen address facing Asterisk (port
+//! `upstream_port_base + index`, or ephemeral).
 //! All sockets are nonblocking with large kernel buffers.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{TransportConfig, TransportError};
+use crate::core::Now;
 
 /// The sockets of one worker.
 pub(crate) struct WorkerSockets {
-    /// One per listen address, same order as the listen list.
+    /// One per UDP listen address, same order as the listen list.
     pub(crate) listen: Vec<UdpSocket>,
     /// The private upstream socket.
     pub(crate) upstream: UdpSocket,
+    /// One listener per stream listen address, same order.
+    pub(crate) streams: Vec<TcpListener>,
+}
+
+/// A TCP listener with `SO_REUSEPORT`, so every worker has its own and the kernel spreads
+/// new connections over them.
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, TransportError> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(sock_err(addr, "socket"))?;
+    sock.set_reuse_address(true)
+        .map_err(sock_err(addr, "SO_REUSEADDR"))?;
+    sock.set_reuse_port(true)
+        .map_err(sock_err(addr, "SO_REUSEPORT"))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)
+            .map_err(sock_err(addr, "IPV6_V6ONLY"))?;
+    }
+    sock.set_nonblocking(true)
+        .map_err(sock_err(addr, "O_NONBLOCK"))?;
+    sock.bind(&addr.into()).map_err(sock_err(addr, "bind"))?;
+    sock.listen(1024).map_err(sock_err(addr, "listen"))?;
+    Ok(sock.into())
 }
 
 fn sock_err(addr: SocketAddr, op: &'static str) -> impl FnOnce(io::Error) -> TransportError {
@@ -49,15 +73,20 @@ fn bind_udp(
     Ok(sock.into())
 }
 
-/// Binds the listen sockets and the upstream socket of worker `index`.
-/// `listen` must be nonempty; listen ports of 0 must already be resolved (see
-/// [`resolve_listen`]) so that all workers share one port.
+/// Binds the listen sockets of worker `index`, and its upstream socket on the IP of
+/// `listen[upstream_on]`. `listen` must be nonempty; listen ports of 0 must already be
+/// resolved (see [`resolve_listen`]) so that all workers share one port.
 pub(crate) fn bind_worker(
     index: usize,
     listen: &[SocketAddr],
+    upstream_on: usize,
+    streams: &[SocketAddr],
     cfg: &TransportConfig,
 ) -> Result<WorkerSockets, TransportError> {
-    let first = *listen.first().ok_or(TransportError::NoListenAddress)?;
+    let first = *listen
+        .get(upstream_on)
+        .or(listen.first())
+        .ok_or(TransportError::NoListenAddress)?;
     let mut socks = Vec::with_capacity(listen.len());
     for &addr in listen {
         socks.push(bind_udp(addr, true, cfg)?);
@@ -73,24 +102,36 @@ pub(crate) fn bind_worker(
         })?
     };
     let upstream = bind_udp(SocketAddr::new(first.ip(), port), false, cfg)?;
+    let streams = streams
+        .iter()
+        .map(|&a| bind_tcp(a))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(WorkerSockets {
         listen: socks,
         upstream,
+        streams,
     })
 }
 
 /// Resolves listen addresses with port 0 by binding them once (worker 0's sockets), so
-/// every worker then binds the same concrete port.
+/// every worker then binds the same concrete port. Returns the UDP and the stream
+/// addresses, resolved.
 pub(crate) fn resolve_listen(
     listen: &[SocketAddr],
+    upstream_on: usize,
+    streams: &[SocketAddr],
     cfg: &TransportConfig,
-) -> Result<(Vec<SocketAddr>, WorkerSockets), TransportError> {
-    let w0 = bind_worker(0, listen, cfg)?;
+) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>, WorkerSockets), TransportError> {
+    let w0 = bind_worker(0, listen, upstream_on, streams, cfg)?;
     let mut resolved = Vec::with_capacity(listen.len());
     for (sock, &want) in w0.listen.iter().zip(listen) {
         resolved.push(sock.local_addr().map_err(sock_err(want, "getsockname"))?);
     }
-    Ok((resolved, w0))
+    let mut stream_addrs = Vec::with_capacity(streams.len());
+    for (sock, &want) in w0.streams.iter().zip(streams) {
+        stream_addrs.push(sock.local_addr().map_err(sock_err(want, "getsockname"))?);
+    }
+    Ok((resolved, stream_addrs, w0))
 }
 
 /// Pins the calling thread to the `index`-th CPU it is allowed to run on (modulo their
@@ -126,16 +167,30 @@ pub(crate) fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Milliseconds since the UNIX epoch from `CLOCK_REALTIME_COARSE` (a vDSO read, no
-/// syscall; resolution of one tick, 1-4 ms). Read once per loop turn.
-pub(crate) fn now_ms() -> u64 {
+/// Milliseconds of a coarse clock (a vDSO read, no syscall; resolution of one tick, 1-4 ms).
+fn coarse_ms(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid timespec pointer; this clock id exists on every Linux >= 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    // SAFETY: valid timespec pointer; both clock ids used exist on every Linux >= 2.6.32.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in milliseconds: the clock of
+/// [`super::DatagramHandler::next_deadline_ms`].
+pub fn mono_ms() -> u64 {
+    coarse_ms(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// Both clocks, read once per loop turn: monotonic for timers, `CLOCK_REALTIME_COARSE`
+/// (milliseconds since the UNIX epoch) for what is persisted or compared across processes.
+pub(crate) fn now() -> Now {
+    Now {
+        mono_ms: mono_ms(),
+        wall_ms: coarse_ms(libc::CLOCK_REALTIME_COARSE),
+    }
 }
 
 #[cfg(test)]
@@ -145,8 +200,9 @@ mod tests {
     #[test]
     fn workers_share_listen_port_and_get_own_upstream() {
         let cfg = TransportConfig::default();
-        let (listen, w0) = resolve_listen(&["127.0.0.1:0".parse().unwrap()], &cfg).unwrap();
-        let w1 = bind_worker(1, &listen, &cfg).unwrap();
+        let (listen, _, w0) =
+            resolve_listen(&["127.0.0.1:0".parse().unwrap()], 0, &[], &cfg).unwrap();
+        let w1 = bind_worker(1, &listen, 0, &[], &cfg).unwrap();
         assert_eq!(w1.listen[0].local_addr().unwrap(), listen[0]);
         let u0 = w0.upstream.local_addr().unwrap();
         let u1 = w1.upstream.local_addr().unwrap();
@@ -155,12 +211,24 @@ mod tests {
     }
 
     #[test]
+    fn upstream_binds_the_chosen_interface() {
+        let cfg = TransportConfig::default();
+        let want = [
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.10:0".parse().unwrap(),
+        ];
+        let (_, _, w0) = resolve_listen(&want, 1, &[], &cfg).unwrap();
+        let u0 = w0.upstream.local_addr().unwrap();
+        assert_eq!(u0.ip(), want[1].ip());
+    }
+
+    #[test]
     fn upstream_port_overflow_is_an_error() {
         let cfg = TransportConfig {
             upstream_port_base: 65_535,
             ..TransportConfig::default()
         };
-        let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], &cfg);
+        let r = bind_worker(1, &["127.0.0.1:0".parse().unwrap()], 0, &[], &cfg);
         assert!(matches!(
             r,
             Err(TransportError::UpstreamPortOverflow { index: 1, .. })
@@ -168,8 +236,9 @@ mod tests {
     }
 
     #[test]
-    fn clock_is_epoch_ms() {
-        let t = now_ms();
-        assert!(t > 1_600_000_000_000, "{t}");
+    fn clocks_are_epoch_and_monotonic_ms() {
+        let t = now();
+        assert!(t.wall_ms > 1_600_000_000_000, "{t:?}");
+        assert!(mono_ms() >= t.mono_ms);
     }
 }

@@ -32,6 +32,73 @@ pub struct WorkerCounters {
     /// A gauge, not a counter: received bytes waiting for this worker at its last reading
     /// (see [`super::Backlog`]; at most one reading per millisecond, none while idle).
     pub rx_backlog_bytes: u64,
+    /// Stream connections by transport: TCP, TLS, WS, WSS ([`WorkerCounters::stream`]).
+    pub streams: [StreamCounters; 4],
+}
+
+impl WorkerCounters {
+    /// The stream counters of `transport` (zero for UDP).
+    pub fn stream(&self, transport: crate::sip::Transport) -> StreamCounters {
+        use crate::sip::Transport as T;
+        match transport {
+            T::Tcp => self.streams[0],
+            T::Tls => self.streams[1],
+            T::Ws => self.streams[2],
+            T::Wss => self.streams[3],
+            _ => StreamCounters::default(),
+        }
+    }
+}
+
+/// One worker's connections of one stream transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused at accept (limits, bans).
+    pub refused: u64,
+    /// Connections closed (for any reason).
+    pub closed: u64,
+    /// Of `closed`, closed because of an error (bad framing, TLS, timeouts, limits).
+    pub errors: u64,
+    /// TLS handshakes that failed.
+    pub handshake_failures: u64,
+    /// A gauge: connections open now.
+    pub open: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// SIP messages received.
+    pub messages_in: u64,
+}
+
+impl StreamCounters {
+    fn to_array(self) -> [u64; 9] {
+        [
+            self.accepted,
+            self.refused,
+            self.closed,
+            self.errors,
+            self.handshake_failures,
+            self.open,
+            self.bytes_in,
+            self.bytes_out,
+            self.messages_in,
+        ]
+    }
+
+    fn from_array(a: [u64; 9]) -> Self {
+        StreamCounters {
+            accepted: a[0],
+            refused: a[1],
+            closed: a[2],
+            errors: a[3],
+            handshake_failures: a[4],
+            open: a[5],
+            bytes_in: a[6],
+            bytes_out: a[7],
+            messages_in: a[8],
+        }
+    }
 }
 
 /// The published counters of one worker.
@@ -46,6 +113,7 @@ pub(crate) struct SharedCounters {
     turns: AtomicU64,
     kernel_drops: AtomicU64,
     rx_backlog_bytes: AtomicU64,
+    streams: [[AtomicU64; 9]; 4],
 }
 
 impl SharedCounters {
@@ -60,6 +128,11 @@ impl SharedCounters {
         self.turns.store(c.turns, Relaxed);
         self.kernel_drops.store(c.kernel_drops, Relaxed);
         self.rx_backlog_bytes.store(c.rx_backlog_bytes, Relaxed);
+        for (cells, values) in self.streams.iter().zip(c.streams) {
+            for (cell, v) in cells.iter().zip(values.to_array()) {
+                cell.store(v, Relaxed);
+            }
+        }
     }
 
     pub(crate) fn snapshot(&self) -> WorkerCounters {
@@ -73,6 +146,11 @@ impl SharedCounters {
             turns: self.turns.load(Relaxed),
             kernel_drops: self.kernel_drops.load(Relaxed),
             rx_backlog_bytes: self.rx_backlog_bytes.load(Relaxed),
+            streams: std::array::from_fn(|k| {
+                StreamCounters::from_array(std::array::from_fn(|i| {
+                    self.streams[k][i].load(Relaxed)
+                }))
+            }),
         }
     }
 }
@@ -97,6 +175,20 @@ mod tests {
             turns: 9,
             kernel_drops: 7,
             rx_backlog_bytes: 8,
+            streams: [
+                StreamCounters {
+                    accepted: 1,
+                    open: 2,
+                    messages_in: 3,
+                    ..StreamCounters::default()
+                },
+                StreamCounters {
+                    handshake_failures: 4,
+                    ..StreamCounters::default()
+                },
+                StreamCounters::default(),
+                StreamCounters::default(),
+            ],
         };
         s.publish(&c);
         assert_eq!(s.snapshot(), c);

@@ -35,6 +35,7 @@ pub(crate) const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+const KIND_STREAMS: u64 = 5;
 
 pub(crate) fn tag(kind: u64, index: usize) -> u64 {
     kind << 32 | index as u64
@@ -140,6 +141,8 @@ pub(crate) struct UringIo {
     pub(crate) ready: VecDeque<RecvCqe>,
     /// The eventfd poll completed.
     pub(crate) woke: bool,
+    /// The stream connections' epoll descriptor poll completed.
+    pub(crate) streams_woke: bool,
     /// Which sockets have a multishot receive armed.
     pub(crate) armed: Vec<bool>,
     /// Send SQEs pushed whose completion was not reaped yet (they read the outbox slab).
@@ -157,6 +160,7 @@ impl UringIo {
             send: MsgArray::new(cfg.send_slots, 0),
             ready: VecDeque::with_capacity(usize::from(recv_buffers(cfg, n)) + 2 * n + 8),
             woke: false,
+            streams_woke: false,
             armed: vec![false; n],
             send_inflight: 0,
             sent_failed: 0,
@@ -200,6 +204,7 @@ impl UringIo {
                     }
                 }
                 KIND_WAKE => self.woke = true,
+                KIND_STREAMS => self.streams_woke = true,
                 _ => {}
             }
         }
@@ -218,6 +223,15 @@ impl UringIo {
         let e = opcode::PollAdd::new(types::Fd(efd), libc::POLLIN as u32)
             .build()
             .user_data(tag(KIND_WAKE, 0));
+        self.push(&e)
+    }
+
+    /// Watches the stream connections' epoll descriptor (one-shot, re-armed after it
+    /// fires).
+    pub(crate) fn arm_streams(&mut self, epfd: RawFd) -> io::Result<()> {
+        let e = opcode::PollAdd::new(types::Fd(epfd), libc::POLLIN as u32)
+            .build()
+            .user_data(tag(KIND_STREAMS, 0));
         self.push(&e)
     }
 
@@ -262,11 +276,15 @@ impl SendBackend for UringIo {
         // The send headers are reused: earlier sends must be done.
         self.settle(c);
         for (j, e) in out.entries().iter().enumerate().take(self.send.len()) {
-            let Some(fd) = fd_for(&self.fds, e.sock) else {
+            if e.to.conn.is_some() {
+                // A connection's message: written by the shell.
+                continue;
+            }
+            let Some(fd) = fd_for(&self.fds, e.to.local) else {
                 c.dropped += 1;
                 continue;
             };
-            self.send.set_send(j, e.dst, out.bytes(e));
+            self.send.set_send(j, e.to.remote, out.bytes(e));
             let sqe = opcode::SendMsg::new(types::Fd(fd), self.send.msghdr_ptr(j))
                 .build()
                 .user_data(tag(KIND_SEND, j));

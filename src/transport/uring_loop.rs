@@ -14,7 +14,8 @@ use super::shell::Shell;
 use super::sockaddr::read_sockaddr_bytes;
 use super::socket::WorkerSockets;
 use super::uring::{new_ring, recv_buffers, recv_template, tag, UringIo, KIND_RECV};
-use super::{DatagramHandler, SockId, TransportConfig, TransportError};
+use super::{DatagramHandler, TransportConfig, TransportError};
+use crate::core::{Flow, Local};
 
 /// Bytes before the payload in a multishot receive buffer: the `io_uring_recvmsg_out`
 /// header plus room for the source address.
@@ -87,6 +88,7 @@ pub(crate) fn run<H: DatagramHandler>(
     shell.watch_sockets(&fds);
     let mut io = UringIo::new(ring, fds, cfg, index);
     let result = run_loop(&mut shell, &mut io, &mut rx);
+    shell.close_streams();
     if io.cancel_all() {
         let _ = io.ring.submitter().unregister_buf_ring(rx.bufs.bgid);
     } else {
@@ -111,6 +113,10 @@ fn run_loop<H: DatagramHandler>(
         rx.arm(io, k).map_err(io.worker_err("arm recv"))?;
     }
     io.arm_wake(efd).map_err(io.worker_err("arm eventfd"))?;
+    let stream_fd = shell.stream_fd();
+    if let Some(fd) = stream_fd {
+        io.arm_streams(fd).map_err(io.worker_err("arm epoll"))?;
+    }
     io.ring.submit().map_err(io.worker_err("io_uring_enter"))?;
 
     while !shell.shutting_down() {
@@ -124,9 +130,9 @@ fn run_loop<H: DatagramHandler>(
             };
             let bid = cqueue::buffer_select(flags);
             let sock = if k == upstream_idx {
-                SockId::Upstream
+                Local::Upstream
             } else {
-                SockId::Listen(k as u16)
+                Local::Listen(k as u16)
             };
             if let (Some(bid), Ok(len)) = (bid, usize::try_from(res)) {
                 budget -= 1;
@@ -138,7 +144,7 @@ fn run_loop<H: DatagramHandler>(
                     .filter(|m| !m.is_payload_truncated() && !m.is_name_data_truncated())
                     .and_then(|m| Some((read_sockaddr_bytes(m.name_data())?, m)));
                 match parsed {
-                    Some((src, m)) => shell.on_received(sock, src, m.payload_data(), io),
+                    Some((src, m)) => shell.on_received(Flow::new(sock, src), m.payload_data(), io),
                     None => shell.on_bad_receive(),
                 }
             } else if res != -libc::ENOBUFS && res != -libc::ECANCELED && res < 0 {
@@ -161,6 +167,13 @@ fn run_loop<H: DatagramHandler>(
                 }
             }
         }
+        if std::mem::take(&mut io.streams_woke) {
+            shell.streams_ready();
+            if let Some(fd) = stream_fd {
+                io.arm_streams(fd).map_err(io.worker_err("arm epoll"))?;
+            }
+        }
+        shell.service_streams(io);
         let handed = shell.drain_handoffs(budget, io);
         if std::mem::take(&mut io.woke) {
             shell.waker().drain();

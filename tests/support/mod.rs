@@ -27,7 +27,9 @@ pub mod procs;
 pub mod proxy;
 pub mod sipp;
 pub mod standin;
+pub mod stream;
 mod sys;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -110,6 +112,7 @@ impl Scene {
             max_expires: setup.max_expires,
             keep_plain: setup.keep_plain,
             tune: setup.tune,
+            tls_addr: None,
         };
         let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);

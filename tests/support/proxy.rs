@@ -36,6 +36,8 @@ pub struct ProxyOptions {
     /// Settings of the registrar, auth and credential tests (`tests/e2e_registrar.rs`,
     /// `tests/e2e_auth.rs`).
     pub tune: Tune,
+    /// The TLS listen address (set by [`Proxy::start`] when [`Tune::tls`]).
+    pub tls_addr: Option<SocketAddr>,
 }
 
 /// Further settings, all off by default (the generated config is then unchanged).
@@ -84,10 +86,25 @@ pub struct Tune {
     pub shed_backlog_bytes: Option<usize>,
     /// `[transport] recv_buffer_bytes` (`SO_RCVBUF` of every proxy socket).
     pub recv_buffer_bytes: Option<usize>,
+    /// Further `[listen] udp` addresses: these IPs with the proxy's port.
+    pub listen_also: Vec<Ipv4Addr>,
+    /// `[listen.advertise]`: the listen address on this IP (the proxy's port) is announced
+    /// as this `host:port`.
+    pub advertise: Vec<(Ipv4Addr, &'static str)>,
+    /// `[listen] tcp` on the proxy's address and port (TCP and UDP share it).
+    pub tcp: bool,
+    /// `[listen] tls` on a free port of 127.0.0.1, with `[tls] cert` and `key`.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `[tcp]` keys, e.g. `("max_connections_per_ip", "4")`.
+    pub tcp_limits: Vec<(&'static str, String)>,
 }
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// `[listen] tcp` (the same address as `addr`) when [`Tune::tcp`].
+    pub tcp: Option<SocketAddr>,
+    /// `[listen] tls` when [`Tune::tls`].
+    pub tls: Option<SocketAddr>,
     /// The admin API's address when [`Tune::admin`] is set.
     pub admin: Option<SocketAddr>,
     pub proc: Proc,
@@ -140,9 +157,30 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         .credentials_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", db.display()));
-    let mut toml = format!(
-        "[listen]\nudp = [\"{addr}\"]\nworkers = 2\n\n\
-         [domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
+    let listen: Vec<String> = std::iter::once(addr)
+        .chain(
+            tune.listen_also
+                .iter()
+                .map(|ip| SocketAddr::from((*ip, addr.port()))),
+        )
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let mut toml = format!("[listen]\nudp = [{}]\nworkers = 2\n", listen.join(", "));
+    if tune.tcp {
+        let _ = writeln!(toml, "tcp = [\"{addr}\"]");
+    }
+    if let Some(tls) = opts.tls_addr {
+        let _ = writeln!(toml, "tls = [\"{tls}\"]");
+    }
+    if !tune.advertise.is_empty() {
+        toml.push_str("\n[listen.advertise]\n");
+        for (ip, public) in &tune.advertise {
+            let _ = writeln!(toml, "\"{ip}:{}\" = \"{public}\"", addr.port());
+        }
+    }
+    let _ = write!(
+        toml,
+        "\n[domain]\nrealm = \"{DOMAIN}\"\nlocal = [\"{DOMAIN}\"]\n\n\
          [asterisk]\nnodes = [{}]\nmatch = \"ip\"\n",
         nodes.join(", "),
     );
@@ -227,6 +265,20 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     if !limits.is_empty() {
         let _ = write!(toml, "\n[limits]\n{limits}");
     }
+    if let Some((cert, key)) = &tune.tls {
+        let _ = write!(
+            toml,
+            "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+    }
+    if !tune.tcp_limits.is_empty() {
+        toml.push_str("\n[tcp]\n");
+        for (k, v) in &tune.tcp_limits {
+            let _ = writeln!(toml, "{k} = {v}");
+        }
+    }
     if let Some(bytes) = tune.recv_buffer_bytes {
         let _ = write!(toml, "\n[transport]\nrecv_buffer_bytes = {bytes}\n");
     }
@@ -246,16 +298,30 @@ impl Proxy {
             seed_credentials(&db, users);
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
+        let tls =
+            opts.tune.tls.as_ref().map(|_| {
+                SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)))
+            });
+        let opts = ProxyOptions {
+            tls_addr: tls,
+            ..opts.clone()
+        };
         let config = dir.join("sipfront.toml");
-        std::fs::write(&config, config_toml(addr, &db, opts)).expect("write the config");
-        Proxy::spawn(dir, addr, opts.tune.admin, "sipfront")
+        std::fs::write(&config, config_toml(addr, &db, &opts)).expect("write the config");
+        let mut p = Proxy::spawn(dir, addr, opts.tune.admin, "sipfront");
+        p.tcp = opts.tune.tcp.then_some(addr);
+        p.tls = tls;
+        p
     }
 
     /// `kill -9` (SIGKILL to its PID, then reaped), and a new sipfront on the same address
     /// with the same config file; its output goes to `sipfront-restarted.out/.err`.
     pub fn kill9_and_restart(&mut self, dir: &Path) {
         self.proc.kill_and_reap();
+        let (tcp, tls) = (self.tcp, self.tls);
         *self = Proxy::spawn(dir, self.addr, self.admin, "sipfront-restarted");
+        self.tcp = tcp;
+        self.tls = tls;
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`: reload the credentials) to the proxy's PID.
@@ -279,6 +345,8 @@ impl Proxy {
             .stderr(stderr);
         let mut proxy = Proxy {
             addr,
+            tcp: None,
+            tls: None,
             admin,
             proc: Proc::spawn("sipfront", &mut cmd),
         };

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sipfront::core::testing::{call_flow, test_config, CallDriver, Counter, Fakes};
-use sipfront::core::Core;
+use sipfront::core::{Core, Now};
 
 const PHONE: &str = "127.0.0.3:5062";
 const AST: &str = "127.0.0.2:5080";
@@ -42,7 +42,7 @@ fn main() {
         driver.call(&mut core, &flows[i % flows.len()], now, &mut sink);
         if i % 1024 == 1023 {
             now += 40_000;
-            core.handle_timeout(now, &mut sink);
+            core.handle_timeout(Now::same(now), &mut sink);
         }
     }
     println!("{} calls, {} datagrams sent", n, sink.datagrams);

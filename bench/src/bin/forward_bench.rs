@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sipfront::config::{Config, MatchMode};
+use sipfront::config::Config;
 use sipfront::core::testing::Fakes;
-use sipfront::core::{Core, CoreConfig, Local, Ports, Transmit};
-use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, Transport};
-use sipfront::server::TableLocation;
+use sipfront::core::{Core, Flow, Interface, MatchMode, Now, Ports, Transmit};
+use sipfront::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig, SipEdge};
+use sipfront::server::core_config;
+use sipfront::sip::Transport;
 use sipfront::transport::{
-    Backend, DatagramHandler, Outbox, SockId, TransportConfig, WorkerContext, WorkerSet,
+    Backend, DatagramHandler, Outbox, TransportConfig, WorkerContext, WorkerSet,
 };
 use sipfront_bench::cpu::{process_cpu_ns, threads_cpu_ns};
 
@@ -51,12 +52,8 @@ struct Args {
 struct OutboxTx<'a>(&'a mut Outbox);
 
 impl Transmit for OutboxTx<'_> {
-    fn send(&mut self, sock: Local, dst: SocketAddr, bytes: &[u8]) {
-        let id = match sock {
-            Local::Listen(i) => SockId::Listen(u16::from(i)),
-            Local::Upstream => SockId::Upstream,
-        };
-        self.0.send(id, dst, bytes);
+    fn send(&mut self, to: Flow, bytes: &[u8]) {
+        self.0.send(to, bytes);
     }
 }
 
@@ -65,26 +62,15 @@ struct CoreHandler {
 }
 
 impl DatagramHandler for CoreHandler {
-    fn owner(&self, sock: SockId, src: SocketAddr, data: &[u8], n: usize) -> usize {
-        self.core.owner(sock == SockId::Upstream, src, data, n)
+    fn owner(&self, from: Flow, data: &[u8], n: usize) -> usize {
+        self.core.owner(from, data, n)
     }
-    fn on_datagram(
-        &mut self,
-        now: u64,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-        out: &mut Outbox,
-    ) {
-        let local = match sock {
-            SockId::Listen(i) => Local::Listen(i as u8),
-            SockId::Upstream => Local::Upstream,
-        };
+    fn on_datagram(&mut self, now: Now, from: Flow, data: &[u8], out: &mut Outbox) {
         self.core
-            .handle_datagram(now, local, src, data, &mut OutboxTx(out));
+            .handle_datagram(now, from, data, &mut OutboxTx(out));
     }
-    fn on_wake(&mut self, _now: u64, _out: &mut Outbox) {}
-    fn on_timer(&mut self, now: u64, out: &mut Outbox) {
+    fn on_wake(&mut self, _now: Now, _out: &mut Outbox) {}
+    fn on_timer(&mut self, now: Now, out: &mut Outbox) {
         self.core.handle_timeout(now, &mut OutboxTx(out));
     }
     fn next_deadline_ms(&self) -> Option<u64> {
@@ -212,7 +198,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }],
             source: phone_addr,
             transport: Transport::Udp,
-            worker: 0,
+            socket: "127.0.0.1:5060".parse()?,
+            conn: 0,
             path: &[],
             user_agent: None,
         },
@@ -222,13 +209,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fakes = Fakes::new(&[]);
     let ports = Ports {
         auth: fakes.auth.clone(),
-        location: Arc::new(TableLocation {
+        location: Arc::new(SipEdge::new(
             registrar,
-            realm: "bench".into(),
-        }),
+            "bench",
+            &[("127.0.0.1:5060".parse()?, Transport::Udp)],
+        )),
         regfwd: fakes.regfwd.clone(),
         // Ban and scanner checks on; rate limiting off (one phone answers everything).
         guard: fakes.guard.clone(),
+        links: fakes.links.clone(),
         draining: fakes.draining.clone(),
     };
     let mut cfg = Config::default();
@@ -243,8 +232,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listen = cfg.listen.udp.clone();
     let set = WorkerSet::spawn(&listen, args.workers, &tcfg, move |ctx: &WorkerContext| {
-        let mut c = CoreConfig::from_config(&cfg, ctx.n_workers);
-        c.listen.clone_from(&ctx.listen);
+        let mut c = core_config(&cfg, ctx.n_workers);
+        c.interfaces = ctx.listen.iter().map(|a| Interface::new(*a)).collect();
         CoreHandler {
             core: Core::new(Arc::new(c), ports.clone(), ctx.index as u16, ctx.upstream),
         }

@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipfront::registrar::{
-    ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig, Transport,
-};
+use sipfront::registrar::{ContactInput, Persister, RegisterRequest, Registrar, RegistrarConfig};
+use sipfront::sip::Transport;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -95,7 +94,8 @@ impl Phone {
                 20_000 + (i & 0x3fff) as u16,
             )),
             transport: Transport::Udp,
-            worker: (i & 1) as u16,
+            socket: "127.0.0.1:5060".parse().unwrap(),
+            conn: 0,
             path: &[],
             user_agent: Some("Yealink SIP-T46S 66.86.0.15"),
         };

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use sipfront::core::{Flow, Now};
 use sipfront::transport::{
-    Backend, DatagramHandler, Outbox, SockId, TransportConfig, WorkerContext, WorkerSet,
+    Backend, DatagramHandler, Outbox, TransportConfig, WorkerContext, WorkerSet,
 };
 use sipfront_bench::cpu::{process_cpu_ns, threads_cpu_ns};
 
@@ -56,24 +57,17 @@ struct EchoHandler {
 }
 
 impl DatagramHandler for EchoHandler {
-    fn owner(&self, _sock: SockId, _src: SocketAddr, data: &[u8], n: usize) -> usize {
+    fn owner(&self, _from: Flow, data: &[u8], n: usize) -> usize {
         match (self.handoff, data.first()) {
             (true, Some(&b)) => usize::from(b) % n,
             _ => usize::MAX, // out of range = "this worker"
         }
     }
-    fn on_datagram(
-        &mut self,
-        _now: u64,
-        sock: SockId,
-        src: SocketAddr,
-        data: &[u8],
-        out: &mut Outbox,
-    ) {
-        out.send(sock, src, data);
+    fn on_datagram(&mut self, _now: Now, from: Flow, data: &[u8], out: &mut Outbox) {
+        out.send(from, data);
     }
-    fn on_wake(&mut self, _now: u64, _out: &mut Outbox) {}
-    fn on_timer(&mut self, _now: u64, _out: &mut Outbox) {}
+    fn on_wake(&mut self, _now: Now, _out: &mut Outbox) {}
+    fn on_timer(&mut self, _now: Now, _out: &mut Outbox) {}
     fn next_deadline_ms(&self) -> Option<u64> {
         None
     }

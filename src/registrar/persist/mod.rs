@@ -31,6 +31,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 pub use row::Row;
+pub(crate) use row::UNKNOWN_SOCKET;
 
 use super::config::PersistTarget;
 use super::table::ChangeSink;
@@ -305,7 +306,8 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registrar::{ContactInput, RegisterRequest, RegistrarConfig, Transport};
+    use crate::registrar::{ContactInput, RegisterRequest, RegistrarConfig};
+    use crate::sip::Transport;
     use std::sync::Mutex;
 
     /// Fails the first `fail` writes, then records what it is given.
@@ -359,7 +361,8 @@ mod tests {
             contacts: &contacts,
             source: "198.51.100.1:5060".parse().unwrap(),
             transport: Transport::Udp,
-            worker: 0,
+            socket: "127.0.0.1:5060".parse().unwrap(),
+            conn: 0,
             path: &[],
             user_agent: None,
         };

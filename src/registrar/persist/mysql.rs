@@ -4,7 +4,7 @@
 //! transport=<t>`, `path` (entries separated by line feeds), `expires` and `last_modified`
 //! as UTC DATETIME (second precision: expiry rounded up), `q` (-1 when unset, like
 //! Kamailio), `callid`, `cseq`, `user_agent`, `flags` bit 0 = NATed (use `received`),
-//! `server_id` = receiving worker, `ruid` = stable id of the binding. The session runs in
+//! `socket` = the proxy's local socket as `proto:ip:port` (Kamailio's form), `ruid` = stable id of the binding. The session runs in
 //! UTC so `FROM_UNIXTIME`/`UNIX_TIMESTAMP` convert exactly.
 
 use std::hash::{Hash, Hasher};
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use mysql::prelude::Queryable;
 use mysql::{Opts, Pool, PooledConn, TxOpts};
 
-use super::row::{join_path, split_path, Row};
+use super::row::{join_path, split_path, Row, UNKNOWN_SOCKET};
 use super::{PersistError, Store};
-use crate::registrar::binding::Transport;
+use crate::sip::Transport;
 
 pub(crate) struct MysqlStore {
     conn: PooledConn,
@@ -52,22 +52,16 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS location (
 
 fn ruid(aor: &str, contact: &str) -> String {
     // Stable across runs: FNV-1a over both strings.
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = crate::util::fnv::Fnv::default();
     aor.hash(&mut h);
     contact.hash(&mut h);
     format!("sf-{:016x}", h.finish())
 }
 
-struct Fnv(u64);
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
+/// Kamailio's `socket` column: `proto:ip:port` (IPv6 in brackets).
+fn parse_socket(s: &str) -> Option<std::net::SocketAddr> {
+    let (_proto, addr) = s.split_once(':')?;
+    addr.parse().ok()
 }
 
 fn split_aor(aor: &str) -> (&str, &str) {
@@ -104,7 +98,7 @@ fn to_row(r: &mysql::Row) -> Result<Row, PersistError> {
     let cseq: i64 = get(r, 8)?;
     let ua: String = get(r, 9)?;
     let flags: i64 = get(r, 10)?;
-    let server: i64 = get(r, 11)?;
+    let socket: Option<String> = get(r, 11)?;
     let since: i64 = get(r, 12)?;
     let aor = match domain {
         Some(d) if !d.is_empty() => format!("{user}@{d}"),
@@ -119,7 +113,10 @@ fn to_row(r: &mysql::Row) -> Result<Row, PersistError> {
         contact,
         dest,
         transport,
-        worker: u16::try_from(server).unwrap_or(0),
+        socket: socket
+            .as_deref()
+            .and_then(parse_socket)
+            .unwrap_or(UNKNOWN_SOCKET),
         nated: flags & 1 != 0,
         path: path.as_deref().map(split_path).unwrap_or_default(),
         expires_at_ms: u64::try_from(exp).unwrap_or(0).saturating_mul(1000),
@@ -148,7 +145,7 @@ impl Store for MysqlStore {
     ) -> Result<(), PersistError> {
         let rows = self.conn.query_iter(
             "SELECT username, domain, contact, received, path, UNIX_TIMESTAMP(expires), q, callid,
-                    cseq, user_agent, flags, server_id, UNIX_TIMESTAMP(last_modified)
+                    cseq, user_agent, flags, socket, UNIX_TIMESTAMP(last_modified)
              FROM location",
         )?;
         for r in rows {
@@ -175,7 +172,7 @@ impl Store for MysqlStore {
                 let q = r.q.map_or(-1.0, |q| f64::from(q) / 1000.0);
                 tx.exec_drop(
                     "INSERT INTO location (ruid, username, domain, contact, received, path, expires,
-                         q, callid, cseq, last_modified, flags, user_agent, server_id)
+                         q, callid, cseq, last_modified, flags, user_agent, socket)
                      VALUES (?, ?, ?, ?, ?, ?, FROM_UNIXTIME(?), ?, ?, ?, FROM_UNIXTIME(?), ?, ?, ?)",
                     mysql::Params::Positional(vec![
                         ruid(aor, &r.contact).into(),
@@ -191,7 +188,7 @@ impl Store for MysqlStore {
                         r.since_s.max(1).into(),
                         i32::from(r.nated).into(),
                         r.user_agent.as_str().into(),
-                        r.worker.into(),
+                        format!("{}:{}", r.transport.as_str(), r.socket).into(),
                     ]),
                 )?;
             }

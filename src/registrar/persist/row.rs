@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 
-use super::super::binding::{Binding, Transport};
+use super::super::binding::Binding;
 use super::super::slot::{Slot, SlotParts};
 use super::PersistError;
+use crate::sip::Transport;
 
 /// A binding as a store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,9 @@ pub struct Row {
     /// Where requests go (the REGISTER's source when `nated`, else the Contact's address).
     pub dest: SocketAddr,
     pub transport: Transport,
-    pub worker: u16,
+    /// The proxy's local socket the REGISTER arrived on (`0.0.0.0:0` when a store did not
+    /// know it: rows written by an older version).
+    pub socket: SocketAddr,
     pub nated: bool,
     pub path: Vec<String>,
     pub expires_at_ms: u64,
@@ -32,7 +35,7 @@ impl Row {
             contact: v.uri.to_owned(),
             dest: v.dest,
             transport: v.transport,
-            worker: v.worker,
+            socket: v.socket,
             nated: v.nated,
             path: v.path.map(str::to_owned).collect(),
             expires_at_ms: v.expires_at_ms,
@@ -57,12 +60,18 @@ impl Row {
             q: self.q,
             source: self.dest,
             transport: self.transport,
-            worker: self.worker,
+            socket: self.socket,
+            // Connections do not survive a restart.
+            conn: 0,
             nated: self.nated,
         })
         .map_err(|_| PersistError::BadRow("contact, call-id or path too long"))
     }
 }
+
+/// The socket of a row whose store did not record it.
+pub(crate) const UNKNOWN_SOCKET: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Path entries joined for a text column (entries never contain a line feed).
 pub(crate) fn join_path(path: &[String]) -> String {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection};
 
-use super::row::{join_path, split_path, Row};
+use super::row::{join_path, split_path, Row, UNKNOWN_SOCKET};
 use super::{PersistError, Store};
-use crate::registrar::binding::Transport;
+use crate::sip::Transport;
 
 pub(crate) struct SqliteStore {
     conn: Connection,
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS location (
     contact TEXT NOT NULL,
     received TEXT NOT NULL,
     transport TEXT NOT NULL DEFAULT 'udp',
-    worker INTEGER NOT NULL DEFAULT 0,
+    socket TEXT NOT NULL DEFAULT '',
     nated INTEGER NOT NULL DEFAULT 0,
     path TEXT NOT NULL DEFAULT '',
     expires_ms INTEGER NOT NULL,
@@ -43,6 +43,13 @@ impl SqliteStore {
         // 64 MiB page cache: large batches insert into a warm B-tree.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.execute_batch(SCHEMA)?;
+        // Files written before bindings kept their local socket have `worker` instead.
+        let has_socket = conn
+            .prepare("SELECT 1 FROM pragma_table_info('location') WHERE name = 'socket'")?
+            .exists([])?;
+        if !has_socket {
+            conn.execute_batch("ALTER TABLE location ADD COLUMN socket TEXT NOT NULL DEFAULT ''")?;
+        }
         Ok(SqliteStore { conn })
     }
 }
@@ -58,7 +65,7 @@ fn to_row(r: &rusqlite::Row<'_>) -> Result<Row, PersistError> {
         contact: r.get(1)?,
         dest: received.parse().map_err(|_| bad("received"))?,
         transport: Transport::parse(&transport).unwrap_or_default(),
-        worker: u16::try_from(r.get::<_, i64>(4)?).map_err(|_| bad("worker"))?,
+        socket: r.get::<_, String>(4)?.parse().unwrap_or(UNKNOWN_SOCKET),
         nated: r.get::<_, i64>(5)? != 0,
         path: split_path(&path),
         expires_at_ms: u64::try_from(r.get::<_, i64>(7)?).map_err(|_| bad("expires_ms"))?,
@@ -78,7 +85,7 @@ impl Store for SqliteStore {
         sink: &mut dyn FnMut(Result<Row, PersistError>),
     ) -> Result<(), PersistError> {
         let mut st = self.conn.prepare(
-            "SELECT aor, contact, received, transport, worker, nated, path, expires_ms, q,
+            "SELECT aor, contact, received, transport, socket, nated, path, expires_ms, q,
                     callid, cseq, user_agent, registered_s FROM location",
         )?;
         let mut rows = st.query([])?;
@@ -96,7 +103,7 @@ impl Store for SqliteStore {
             }
             let mut del = tx.prepare_cached("DELETE FROM location WHERE aor = ?1")?;
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO location (aor, contact, received, transport, worker, nated,
+                "INSERT OR REPLACE INTO location (aor, contact, received, transport, socket, nated,
                      path, expires_ms, q, callid, cseq, user_agent, registered_s)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
@@ -110,7 +117,7 @@ impl Store for SqliteStore {
                         r.contact,
                         r.dest.to_string(),
                         r.transport.as_str(),
-                        r.worker,
+                        r.socket.to_string(),
                         r.nated,
                         join_path(&r.path),
                         i64::try_from(r.expires_at_ms).unwrap_or(i64::MAX),

@@ -39,8 +39,8 @@ fn forward_invite_all_ops() {
             branch: "z9hG4bKp1",
         }),
         top_via_received: Some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 40000)),
-        remove_first_route: true,
-        record_route: Some("sip:192.0.2.1;lr"),
+        remove_routes: 1,
+        record_routes: &["sip:192.0.2.1;lr"],
         decrement_max_forwards: true,
         extra_headers: b"X-Auth-User: 100\r\n",
         ..ForwardOps::default()
@@ -95,7 +95,7 @@ fn max_forwards_absent_zero_and_routes() {
     let no_mf: &[u8] = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRoute: <sip:only.example.com;lr>\r\nContent-Length: 0\r\n\r\n";
     let ops = ForwardOps {
         decrement_max_forwards: true,
-        remove_first_route: true,
+        remove_routes: 1,
         push_routes: &["sip:r1.example.com;lr", "sip:r2.example.com;lr"],
         ..ForwardOps::default()
     };
@@ -106,6 +106,52 @@ Max-Forwards: 69\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\
     );
     let zero: &[u8] = b"BYE sip:a@b SIP/2.0\r\nMax-Forwards: 0\r\n\r\n";
     assert_eq!(forward(zero, &ops), Err(RewriteError::MaxForwardsExhausted));
+}
+
+#[test]
+fn double_record_route_and_removing_two_routes() {
+    // RFC 5658: two Record-Routes, top first; both of our Routes removed again, whether
+    // they share a line or not.
+    let ops = ForwardOps {
+        record_routes: &["sip:out.example;lr;r2=on", "sip:in.example;lr;r2=on"],
+        ..ForwardOps::default()
+    };
+    let out = forward(INVITE, &ops).unwrap();
+    assert!(out.starts_with(
+        "INVITE sip:200@example.com SIP/2.0\r\nRecord-Route: <sip:out.example;lr;r2=on>\r\n\
+Record-Route: <sip:in.example;lr;r2=on>\r\nVia:"
+    ));
+    let two = ForwardOps {
+        remove_routes: 2,
+        ..ForwardOps::default()
+    };
+    let three: &[u8] = b"BYE sip:a@b SIP/2.0\r\nRoute: <sip:p1;lr>, <sip:p2;lr>, <sip:next;lr>\r\nCall-ID: x\r\n\r\n";
+    assert_eq!(
+        forward(three, &two).unwrap(),
+        "BYE sip:a@b SIP/2.0\r\nRoute: <sip:next;lr>\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    );
+    let lines: &[u8] = b"BYE sip:a@b SIP/2.0\r\nRoute: <sip:p1;lr>\r\nRoute: <sip:p2;lr>, <sip:next;lr>\r\nCall-ID: x\r\n\r\n";
+    assert_eq!(
+        forward(lines, &two).unwrap(),
+        "BYE sip:a@b SIP/2.0\r\nRoute: <sip:next;lr>\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    );
+    let only_two: &[u8] =
+        b"BYE sip:a@b SIP/2.0\r\nRoute: <sip:p1;lr>\r\nRoute: <sip:p2;lr>\r\nCall-ID: x\r\n\r\n";
+    assert_eq!(
+        forward(only_two, &two).unwrap(),
+        "BYE sip:a@b SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    );
+    // INVITE's Route line holds both: the whole line goes.
+    let out = forward(INVITE, &two).unwrap();
+    assert!(!out.contains("Route:"), "{out}");
+    let too_many = ForwardOps {
+        remove_routes: 3,
+        ..ForwardOps::default()
+    };
+    assert_eq!(
+        forward(three, &too_many),
+        Err(RewriteError::BadInput("remove_routes"))
+    );
 }
 
 #[test]
@@ -156,7 +202,7 @@ fn bad_inputs() {
         ),
         (
             ForwardOps {
-                record_route: Some("sip:x>\r\nEvil: 1"),
+                record_routes: &["sip:x>\r\nEvil: 1"],
                 ..ForwardOps::default()
             },
             RewriteError::BadInput("record_route"),
