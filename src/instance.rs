@@ -2,9 +2,10 @@
 //!
 //! The workers bind their listen sockets with `SO_REUSEPORT`, so a second `sipfront run` on
 //! the same address would start without complaint and get half of the phones. Before anything
-//! binds, [`probe`] tries each listen address once *without* `SO_REUSEPORT`: the kernel
+//! binds, [`probe`] tries each listen address (UDP, and the TCP listeners of SIP over TCP and
+//! TLS) once *without* `SO_REUSEPORT`: the kernel
 //! refuses that bind (`EADDRINUSE`) while any other socket holds the address. The holder is
-//! then looked up (`/proc/net/udp` and `udp6` give the socket's inode, `/proc/PID/fd` the
+//! then looked up (`/proc/net/udp`, `udp6`, `tcp`, `tcp6` give the socket's inode, `/proc/PID/fd` the
 //! processes holding that inode, via the `procfs` crate) so the error can name it.
 //!
 //! A busy address that no process holds — the sockets of a proxy that just exited linger
@@ -19,6 +20,15 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+
+/// The kind of socket a listen address is bound with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// UDP.
+    Udp,
+    /// A TCP listener (SIP over TCP or TLS).
+    Tcp,
+}
 
 /// A process holding a socket on one of our listen addresses.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,16 +112,18 @@ const ORPHAN_RECHECK: Duration = Duration::from_millis(50);
 /// The processes holding each listen address that is in use (ports of 0 are skipped: they
 /// bind an ephemeral port no one else holds). Empty when every address is free. An address
 /// busy without a holder this user can see is checked again for up to [`ORPHAN_GRACE`].
-pub fn probe(listen: &[SocketAddr]) -> Result<Vec<(SocketAddr, Vec<Holder>)>, InstanceError> {
+pub fn probe(
+    listen: &[(SocketAddr, Proto)],
+) -> Result<Vec<(SocketAddr, Vec<Holder>)>, InstanceError> {
     let mut busy = Vec::new();
-    for &addr in listen.iter().filter(|a| a.port() != 0) {
+    for &(addr, proto) in listen.iter().filter(|(a, _)| a.port() != 0) {
         let deadline = Instant::now() + ORPHAN_GRACE;
         loop {
-            match bind_alone(addr) {
+            match bind_alone(addr, proto) {
                 // Dropped at once: the workers bind for real right after.
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    let holders = holders_of(addr);
+                    let holders = holders_of(addr, proto);
                     if holders.is_empty() && Instant::now() < deadline {
                         std::thread::sleep(ORPHAN_RECHECK);
                         continue;
@@ -127,9 +139,18 @@ pub fn probe(listen: &[SocketAddr]) -> Result<Vec<(SocketAddr, Vec<Holder>)>, In
 }
 
 /// Binds `addr` without `SO_REUSEPORT` (IPv6 only for an IPv6 address, as the workers do).
-fn bind_alone(addr: SocketAddr) -> std::io::Result<()> {
+/// A TCP probe sets `SO_REUSEADDR`, so connections of an earlier process lingering in
+/// TIME_WAIT do not count, while a listener still does.
+fn bind_alone(addr: SocketAddr, proto: Proto) -> std::io::Result<()> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let sock = match proto {
+        Proto::Udp => Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?,
+        Proto::Tcp => {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s
+        }
+    };
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
@@ -197,22 +218,40 @@ fn overlaps(bound: SocketAddr, want: SocketAddr) -> bool {
         && (bound.ip() == want.ip() || bound.ip().is_unspecified() || want.ip().is_unspecified())
 }
 
-/// The processes with a UDP socket on `addr` (best effort: what this user may read).
-fn holders_of(addr: SocketAddr) -> Vec<Holder> {
-    let table = if addr.is_ipv4() {
-        procfs::net::udp()
-    } else {
-        procfs::net::udp6()
-    };
-    let inodes: BTreeSet<u64> = table
-        .map(|entries| {
-            entries
-                .into_iter()
-                .filter(|e| e.inode != 0 && overlaps(e.local_address, addr))
-                .map(|e| e.inode)
+/// The inodes of the sockets of kind `proto` bound over `addr`.
+fn inodes_on(addr: SocketAddr, proto: Proto) -> BTreeSet<u64> {
+    let keep =
+        |local: SocketAddr, inode: u64| (inode != 0 && overlaps(local, addr)).then_some(inode);
+    match (proto, addr.is_ipv4()) {
+        (Proto::Udp, v4) => if v4 {
+            procfs::net::udp()
+        } else {
+            procfs::net::udp6()
+        }
+        .map(|t| {
+            t.into_iter()
+                .filter_map(|e| keep(e.local_address, e.inode))
                 .collect()
-        })
-        .unwrap_or_default();
+        }),
+        (Proto::Tcp, v4) => if v4 {
+            procfs::net::tcp()
+        } else {
+            procfs::net::tcp6()
+        }
+        .map(|t| {
+            t.into_iter()
+                .filter(|e| e.state == procfs::net::TcpState::Listen)
+                .filter_map(|e| keep(e.local_address, e.inode))
+                .collect()
+        }),
+    }
+    .unwrap_or_default()
+}
+
+/// The processes with a socket of kind `proto` on `addr` (best effort: what this user may
+/// read).
+fn holders_of(addr: SocketAddr, proto: Proto) -> Vec<Holder> {
+    let inodes = inodes_on(addr, proto);
     if inodes.is_empty() {
         return Vec::new();
     }
@@ -245,7 +284,11 @@ mod tests {
     fn a_held_address_names_this_process() {
         let held = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let addr = held.local_addr().expect("addr");
-        let busy = probe(&[addr, "127.0.0.1:0".parse().unwrap()]).expect("probe");
+        let busy = probe(&[
+            (addr, Proto::Udp),
+            ("127.0.0.1:0".parse().unwrap(), Proto::Udp),
+        ])
+        .expect("probe");
         assert_eq!(busy.len(), 1, "{busy:?}");
         let (a, holders) = &busy[0];
         assert_eq!(*a, addr);
@@ -261,7 +304,24 @@ mod tests {
         // but never signalled.
         assert!(check(busy, true).expect("ours").is_empty());
         drop(held);
-        assert!(probe(&[addr]).expect("probe").is_empty());
+        assert!(probe(&[(addr, Proto::Udp)]).expect("probe").is_empty());
+    }
+
+    #[test]
+    fn a_tcp_listener_is_found_too() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let busy = probe(&[(addr, Proto::Tcp)]).expect("probe");
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(
+            busy.iter()
+                .any(|(a, h)| *a == addr && h.iter().any(|h| h.pid == me)),
+            "{busy:?}"
+        );
+        // The same port over UDP is free.
+        assert!(probe(&[(addr, Proto::Udp)]).expect("probe").is_empty());
+        drop(listener);
+        assert!(probe(&[(addr, Proto::Tcp)]).expect("probe").is_empty());
     }
 
     #[test]

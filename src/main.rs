@@ -123,7 +123,17 @@ fn now_ms() -> u64 {
 fn run(cfg: &Config, takeover: bool) -> ExitCode {
     // Before anything binds: a listen address held by another process stops the start,
     // unless this is a deliberate handover from another sipfront.
-    let old = match sipfront::instance::probe(&cfg.listen.udp)
+    let listen: Vec<_> = cfg
+        .listen_addrs()
+        .map(|(addr, transport)| {
+            let proto = match transport {
+                sipfront::sip::Transport::Udp => sipfront::instance::Proto::Udp,
+                _ => sipfront::instance::Proto::Tcp,
+            };
+            (addr, proto)
+        })
+        .collect();
+    let old = match sipfront::instance::probe(&listen)
         .and_then(|busy| sipfront::instance::check(busy, takeover))
     {
         Ok(old) => old,
