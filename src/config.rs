@@ -23,7 +23,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    #[error("config file {path}: {source}{}", parse_hint(source))]
     Parse {
         path: PathBuf,
         source: Box<toml::de::Error>,
@@ -46,6 +46,20 @@ pub enum ConfigError {
     Guard(#[from] crate::guard::ConfigError),
     #[error(transparent)]
     Admin(#[from] crate::admin::ConfigError),
+    #[error(transparent)]
+    Hep(#[from] crate::hep::ConfigError),
+}
+
+/// What serde's terse value errors expected, in words.
+fn parse_hint(e: &toml::de::Error) -> &'static str {
+    let m = e.message();
+    if m.contains("invalid socket address syntax") {
+        "expected IP:PORT, e.g. \"127.0.0.1:5060\" or \"[2001:db8::1]:5060\" (an IP address, not a host name)\n"
+    } else if m.contains("invalid IP address syntax") {
+        "expected an IP address, e.g. \"192.0.2.10\" or \"2001:db8::1\"\n"
+    } else {
+        ""
+    }
 }
 
 impl ConfigError {
@@ -75,6 +89,7 @@ pub struct Config {
     pub tcp: crate::transport::stream::StreamConfig,
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
+    pub hep: crate::hep::HepConfig,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -251,14 +266,18 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A tracing filter ("info", "sipfront=debug", ...); `RUST_LOG` overrides it.
+    /// A level or `target=level` list ("info", "sipfront=debug,warn"); `RUST_LOG`
+    /// overrides it.
     pub level: String,
+    /// `text` or `json` (one object per line).
+    pub format: crate::logging::LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            format: crate::logging::LogFormat::Text,
         }
     }
 }
@@ -409,11 +428,22 @@ impl Config {
         if t.t1_ms == 0 || t.t1_ms > 10_000 {
             return Err(ConfigError::invalid("timers.t1_ms", "must be 1..=10000"));
         }
-        if t.t2_ms < t.t1_ms || t.t2_ms > 60_000 {
+        if t.t2_ms > 60_000 {
             return Err(ConfigError::invalid(
                 "timers.t2_ms",
-                "must be t1_ms..=60000",
+                "must be at most 60000",
             ));
+        }
+        if t.t2_ms < t.t1_ms {
+            // Name the key that was moved away from its default.
+            return Err(if t.t2_ms == Timers::default().t2_ms {
+                ConfigError::invalid(
+                    "timers.t1_ms",
+                    "must not exceed t2_ms (4000 unless set): raise t2_ms too",
+                )
+            } else {
+                ConfigError::invalid("timers.t2_ms", "must be at least t1_ms (500 unless set)")
+            });
         }
         if t.t4_ms == 0 || t.t4_ms > 60_000 {
             return Err(ConfigError::invalid("timers.t4_ms", "must be 1..=60000"));
@@ -472,6 +502,7 @@ impl Config {
         self.tcp.validate()?;
         self.guard.validate()?;
         self.admin.validate()?;
+        self.hep.validate()?;
         Ok(())
     }
 
@@ -568,6 +599,9 @@ mod tests {
             ("[domain]\nrealm = \"\"\n", "domain.realm"),
             ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
             ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),
+            ("[log]\nlevel = \"verbose\"\n", "log.level"),
+            // A min/max conflict names the key that was edited.
+            ("[timers]\nt1_ms = 5000\n", "timers.t1_ms"),
             ("[timers]\nt1_ms = 500\nt2_ms = 100\n", "timers.t2_ms"),
             (
                 "[limits]\nmax_message_bytes = 10\n",
@@ -589,6 +623,30 @@ mod tests {
         assert!(e.contains("registrar."), "{e}");
         let e = err_key("[asterisk]\nnodes = [\"not an address\"]\n");
         assert!(e.contains("nodes") || e.contains("address"), "{e}");
+        for text in [
+            "[asterisk]\nnodes = [\"not an address\"]\n",
+            "[listen]\nudp = [\"127.0.0.1\"]\n",
+            "[admin]\nlisten = \"localhost:80\"\n",
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains("expected IP:PORT"), "{text}: {e}");
+        }
+        for (text, key) in [
+            ("[registrar]\nmin_expires = 7200\n", "registrar.min_expires"),
+            ("[registrar]\nmax_expires = 30\n", "registrar.max_expires"),
+            (
+                "[registrar]\ndefault_expires = 10\n",
+                "registrar.default_expires",
+            ),
+            ("[registrar]\nmax_expires = 1800\n", "registrar.max_expires"),
+            (
+                "[registrar]\ndefault_expires = 7200\n",
+                "registrar.default_expires",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`asterisk`]: forwarding registrations to Asterisk (REGFWD);
 //! - [`transport`]: the per-core UDP worker shell (io_uring or recvmmsg);
 //! - [`guard`]: per-source rate limits, failed-auth bans, scanner User-Agents;
+//! - [`hep`]: HEPv3 capture of every SIP datagram to a Homer collector, off the hot path;
 //! - [`server`]: wiring of all layers, and the core's ports over them;
 //! - [`instance`]: one proxy per listen address (`--takeover` hands one over);
 //! - [`config`]: the TOML configuration and its validation.
@@ -22,6 +23,7 @@ pub mod core;
 pub mod db;
 pub mod demo;
 pub mod guard;
+pub mod hep;
 pub mod instance;
 pub mod logging;
 pub mod metrics;

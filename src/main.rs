@@ -44,17 +44,36 @@ enum Command {
         config: PathBuf,
     },
     /// Run on 127.0.0.1:5060 with an embedded SQLite database of sample users (1001, 1002,
-    /// 1003 with passwords secret1001, ...), created in DIR if missing; Asterisk is expected
-    /// on 127.0.0.2:5080.
+    /// 1003 with passwords secret1001, ...) and a built-in answering node standing in for
+    /// Asterisk on 127.0.0.2:5080 (extension 600 answers); the admin API on 127.0.0.1:8080.
     Demo {
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
+        /// Keep the demo's databases in DIR (default: a temporary directory, removed at exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SIP address (IP:PORT).
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: std::net::SocketAddr,
+        /// The admin API address (IP:PORT).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: std::net::SocketAddr,
+        /// Where the answering node (the demo's Asterisk) listens (IP:PORT).
+        #[arg(long, default_value = "127.0.0.2:5080")]
+        asterisk: std::net::SocketAddr,
     },
     /// Talk to a running proxy through its admin API ([admin] enabled = true).
     Ctl {
-        /// The admin API address ([admin] listen).
-        #[arg(long, default_value = sipfront::admin::DEFAULT_LISTEN)]
-        admin: String,
+        /// The admin API address, IP:PORT (default: [admin] listen of the config file, else
+        /// 127.0.0.1:8080).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The file holding the admin API's bearer token (default: [admin] token_file of
+        /// the config file).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The proxy's config file, for [admin] listen and token_file (default:
+        /// /etc/sipfront/sipfront.toml when it exists and is readable).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Seconds to wait for the answer (a credential reload can take a while).
         #[arg(long, default_value_t = 35)]
         timeout: u64,
@@ -87,8 +106,45 @@ enum CtlCommand {
     Unban { ip: String },
 }
 
-fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
-    use sipfront::admin::ctl::{run, Command as C, CtlError};
+/// The config file `ctl` looks at when none is given.
+const DEFAULT_CONFIG: &str = "/etc/sipfront/sipfront.toml";
+
+/// Where `ctl` connects and which token it sends: flags first, then the config file's
+/// `[admin]` (the one given, or the default one when readable), then the defaults.
+fn ctl_target(
+    admin: Option<String>,
+    token_file: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Result<(String, Option<String>), String> {
+    let cfg = match &config {
+        Some(path) => Some(Config::load(path).map_err(|e| e.to_string())?),
+        // The default file may be unreadable for this user or absent: then it is not used.
+        None => Config::load(std::path::Path::new(DEFAULT_CONFIG)).ok(),
+    };
+    let addr = admin.unwrap_or_else(|| match &cfg {
+        Some(c) => {
+            let mut a = c.admin.listen;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+            }
+            a.to_string()
+        }
+        None => sipfront::admin::DEFAULT_LISTEN.to_owned(),
+    });
+    let file = token_file.or_else(|| cfg.and_then(|c| c.admin.token_file));
+    let token = file
+        .map(|f| sipfront::admin::token::read_token_file(&f))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok((addr, token))
+}
+
+fn ctl(
+    (admin, token_file, config): (Option<String>, Option<PathBuf>, Option<PathBuf>),
+    timeout: u64,
+    command: CtlCommand,
+) -> ExitCode {
+    use sipfront::admin::ctl::{run, Client, Command as C, CtlError};
     let cmd = match command {
         CtlCommand::Stats => C::Stats,
         CtlCommand::Regs { all: true, .. } => C::RegsAll,
@@ -99,7 +155,16 @@ fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
         CtlCommand::Bans => C::Bans,
         CtlCommand::Unban { ip } => C::Unban { ip },
     };
-    match run(admin, &cmd, std::time::Duration::from_secs(timeout.max(1))) {
+    let (addr, token) = match ctl_target(admin, token_file, config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sipfront ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = std::time::Duration::from_secs(timeout.max(1));
+    let result = Client::new(&addr, timeout, token).and_then(|client| run(&client, &cmd));
+    match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
@@ -142,7 +207,7 @@ fn run(cfg: &Config, takeover: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    sipfront::logging::init(&cfg.log.level);
+    sipfront::logging::init(&cfg.log.level, cfg.log.format);
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -193,6 +258,48 @@ fn run(cfg: &Config, takeover: bool) -> ExitCode {
     }
 }
 
+/// `sipfront demo`: prepare the directory and database, start the answering node, print the
+/// banner, run until a signal, then clean up.
+fn demo(dir: Option<&std::path::Path>, addrs: sipfront::demo::DemoAddrs) -> ExitCode {
+    use sipfront::demo;
+    let (dir, temporary) = match demo::directory(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cleanup = |dir: &std::path::Path| {
+        if temporary {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
+    let cfg = match demo::prepare(&dir, addrs) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            cleanup(&dir);
+            return ExitCode::FAILURE;
+        }
+    };
+    let node = match demo::node::AnsweringNode::start(addrs.asterisk) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!(
+                "sipfront demo: cannot start the answering node on {}: {e}",
+                addrs.asterisk
+            );
+            None
+        }
+    };
+    print!("{}", demo::banner(&addrs, &dir, temporary, node.is_some()));
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let code = run(&cfg, false);
+    drop(node);
+    cleanup(&dir);
+    code
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -215,18 +322,23 @@ fn main() -> ExitCode {
         },
         Command::Ctl {
             admin,
+            token_file,
+            config,
             timeout,
             command,
-        } => ctl(&admin, timeout, command),
-        Command::Demo { dir } => match sipfront::demo::prepare(&dir) {
-            Ok(cfg) => {
-                println!("sipfront demo: users 1001/secret1001, 1002/secret1002, 1003/secret1003, realm sipfront.demo, listening on 127.0.0.1:5060, Asterisk expected at 127.0.0.2:5080");
-                run(&cfg, false)
-            }
-            Err(e) => {
-                eprintln!("sipfront: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => ctl((admin, token_file, config), timeout, command),
+        Command::Demo {
+            dir,
+            sip,
+            admin,
+            asterisk,
+        } => demo(
+            dir.as_deref(),
+            sipfront::demo::DemoAddrs {
+                sip,
+                admin,
+                asterisk,
+            },
+        ),
     }
 }

@@ -318,7 +318,15 @@ fn start_fails_cleanly_without_a_database() {
         url: "sqlite:///nonexistent/dir/x.db".into(),
         ..CredentialsConfig::default()
     };
-    assert!(CredentialService::start(&cfg, REALM).is_err());
+    let e = CredentialService::start(&cfg, REALM)
+        .err()
+        .expect("no database");
+    // The error says which database and how to start anyway.
+    let text = e.to_string();
+    assert!(
+        text.contains("/nonexistent/dir/x.db") && text.contains("start_without_db = true"),
+        "{text}"
+    );
 }
 
 #[test]

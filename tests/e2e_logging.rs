@@ -82,3 +82,44 @@ fn trace_log_holds_no_password_nor_authorization() {
         assert!(!log.contains(header), "{header:?} leaked into the log");
     }
 }
+
+/// `[log] format = "json"`: every line the proxy writes to stderr is one JSON object with
+/// a level and a message; and `check-config` refuses a level that is not one (`verbose`
+/// used to pass and then silence every log line), naming `log.level`.
+#[test]
+fn json_log_lines_and_level_validation() {
+    let scene = Scene::start(Setup {
+        tune: Tune {
+            log_level: Some("info"),
+            log_format: Some("json"),
+            ..Tune::default()
+        },
+        ..Setup::default()
+    });
+    let log = std::fs::read_to_string(scene.dir().join("sipfront.err")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "nothing logged at info");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("credentials loaded"), "{log}");
+
+    let config = scene.dir().join("bad-level.toml");
+    std::fs::write(&config, "[log]\nlevel = \"verbose\"\n").unwrap();
+    let out = std::process::Command::new(support::procs::sipfront_bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log.level") && err.contains("verbose"),
+        "{err}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{Method, Request, Response, PROMETHEUS, TEXT};
+use super::message::{Method, Request, Response, TEXT};
 use super::{prometheus, report, AdminState};
 use crate::db::system_now_ms;
 use crate::db::RefreshError;
@@ -22,9 +22,11 @@ pub fn route(state: &AdminState, req: &Request) -> Response {
     let del = req.method == Method::Delete;
     let post = req.method == Method::Post;
     match req.path.as_str() {
-        "/metrics" if get => {
-            Response::new(200, PROMETHEUS, prometheus::render(&report::collect(state)))
-        }
+        "/metrics" if get => Response::new(
+            200,
+            prometheus::CONTENT_TYPE,
+            prometheus::render(&report::collect(state)),
+        ),
         "/healthz" if get => Response::new(200, TEXT, "ok\n".to_owned()),
         "/v1/stats" if get => match serde_json::to_value(report::collect(state)) {
             Ok(v) => Response::json(200, &v),
@@ -339,6 +341,7 @@ mod tests {
             regfwd: None,
             bans,
             config: None,
+            hep: None,
             started: Instant::now(),
         }
     }

@@ -1,19 +1,17 @@
-//! The client side of `sipfront ctl`: one HTTP/1.1 request per command over a plain
-//! `TcpStream` to the admin API, and the answer turned into readable text.
+//! The client side of `sipfront ctl`: one HTTP request per command to the admin API with
+//! `ureq`, and the answer turned into readable text.
 //!
-//! Flow: [`run`] maps a [`Command`] to a method and path, [`request`] sends it and reads the
-//! whole answer (the server closes the connection), a non-2xx status becomes
-//! [`CtlError::Status`] with the server's `error` message, and the JSON body is formatted by
-//! the command's printer. An unreachable proxy is [`CtlError::Unreachable`], with a hint.
+//! Flow: [`run`] maps a [`Command`] to a method, path and query; [`Client::request`] sends
+//! it (with `Authorization: Bearer` when a token is known) and reads the whole answer; a
+//! non-2xx status becomes [`CtlError::Status`] with the server's `error` message (a 401 with
+//! a hint about the token file), and the JSON body is formatted by the command's printer. An
+//! unreachable proxy is [`CtlError::Unreachable`], with a hint.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::Value;
-
-use super::http::encode_component;
 
 /// What `sipfront ctl` can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +39,12 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CtlError {
-    #[error("bad admin address {0:?} (expected host:port, e.g. 127.0.0.1:8080)")]
+    #[error("bad admin address {0:?} (expected IP:PORT, e.g. 127.0.0.1:8080)")]
     BadAddress(String),
     #[error("cannot reach the sipfront admin API at {addr}: {source} (is sipfront running, with [admin] enabled = true and listen = \"{addr}\"?)")]
-    Unreachable {
-        addr: String,
-        source: std::io::Error,
-    },
+    Unreachable { addr: String, source: ureq::Error },
     #[error("admin API at {addr}: {source}")]
-    Io {
-        addr: String,
-        source: std::io::Error,
-    },
+    Http { addr: String, source: ureq::Error },
     #[error("{message} (HTTP {status})")]
     Status { status: u16, message: String },
     #[error("malformed answer from the admin API: {0}")]
@@ -62,50 +54,132 @@ pub enum CtlError {
 /// Longest wait for the TCP connection itself.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Send one request; returns the status and the body.
-pub fn request(
-    addr: &str,
-    method: &str,
-    target: &str,
-    timeout: Duration,
-) -> Result<(u16, String), CtlError> {
-    let sock: SocketAddr = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| CtlError::BadAddress(addr.to_owned()))?;
-    // Connecting is quick or hopeless; answering may take long (a credential reload).
-    let connect = timeout.min(CONNECT_TIMEOUT);
-    let mut stream =
-        TcpStream::connect_timeout(&sock, connect).map_err(|source| CtlError::Unreachable {
+/// Largest answer read (a full registration page is far below).
+const MAX_ANSWER: u64 = 64 * 1024 * 1024;
+
+/// A connection to one admin API.
+pub struct Client {
+    addr: String,
+    base: String,
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for the admin API at `addr` (`IP:PORT` or `host:port`); every answer must
+    /// come within `timeout`; `token` is sent as a bearer token.
+    pub fn new(addr: &str, timeout: Duration, token: Option<String>) -> Result<Client, CtlError> {
+        let sock: SocketAddr = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| CtlError::BadAddress(addr.to_owned()))?;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            // Connecting is quick or hopeless; answering may take long (a reload).
+            .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT)))
+            .timeout_global(Some(timeout))
+            .build();
+        Ok(Client {
             addr: addr.to_owned(),
-            source,
-        })?;
-    let io = |source| CtlError::Io {
-        addr: addr.to_owned(),
-        source,
-    };
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).map_err(io)?;
-    let mut raw = Vec::new();
-    stream
-        .take(16 * 1024 * 1024)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    let text = String::from_utf8(raw).map_err(|_| CtlError::BadAnswer("not UTF-8"))?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or(CtlError::BadAnswer("no end of headers"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or(CtlError::BadAnswer("no status code"))?;
-    Ok((status, body.to_owned()))
+            base: format!("http://{sock}"),
+            agent: ureq::Agent::new_with_config(config),
+            token,
+        })
+    }
+
+    /// Send one request; returns the status and the body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(u16, String), CtlError> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        macro_rules! build {
+            ($b:expr) => {{
+                let mut b = $b;
+                for (k, v) in query {
+                    b = b.query(*k, *v);
+                }
+                if let Some(a) = &auth {
+                    b = b.header("Authorization", a.as_str());
+                }
+                b
+            }};
+        }
+        let sent = match method {
+            "POST" => build!(self.agent.post(&url)).send_empty(),
+            "DELETE" => build!(self.agent.delete(&url)).call(),
+            _ => build!(self.agent.get(&url)).call(),
+        };
+        let mut resp = sent.map_err(|source| self.error(source))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_string()
+            .map_err(|source| self.error(source))?;
+        Ok((status, body))
+    }
+
+    fn error(&self, source: ureq::Error) -> CtlError {
+        let addr = self.addr.clone();
+        let unreachable = match &source {
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+            ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect),
+            ureq::Error::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::AddrNotAvailable
+            ),
+            _ => false,
+        };
+        if unreachable {
+            CtlError::Unreachable { addr, source }
+        } else {
+            CtlError::Http { addr, source }
+        }
+    }
+
+    /// One request; a non-2xx status or a body that is not JSON is an error.
+    fn request_json(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, CtlError> {
+        let (status, body) = self.request(method, path, query)?;
+        let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let mut message = json
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| body.trim().to_owned(), str::to_owned);
+            if status == 401 && self.token.is_none() {
+                message.push_str(
+                    " — this admin API needs a token: give --token-file FILE (or --config with [admin] token_file)",
+                );
+            }
+            return Err(CtlError::Status { status, message });
+        }
+        if json.is_null() {
+            return Err(CtlError::BadAnswer("body is not JSON"));
+        }
+        Ok(json)
+    }
 }
 
 /// The answer of `POST /v1/reload` for people.
@@ -144,40 +218,18 @@ fn format_reload(json: &Value) -> String {
 /// Page size `ctl regs --all` asks for (the server's maximum).
 const LIST_PAGE: usize = crate::registrar::MAX_PAGE;
 
-/// One request; a non-2xx status or a body that is not JSON is an error.
-fn request_json(
-    addr: &str,
-    method: &str,
-    target: &str,
-    timeout: Duration,
-) -> Result<Value, CtlError> {
-    let (status, body) = request(addr, method, target, timeout)?;
-    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let message = json
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| body.trim().to_owned(), str::to_owned);
-        return Err(CtlError::Status { status, message });
-    }
-    if json.is_null() {
-        return Err(CtlError::BadAnswer("body is not JSON"));
-    }
-    Ok(json)
-}
-
 /// `regs --all`: follow `next` until the listing ends; one table for all pages.
-fn list_all(addr: &str, timeout: Duration) -> Result<String, CtlError> {
+fn list_all(client: &Client) -> Result<String, CtlError> {
     let mut rows: Vec<[String; 5]> = Vec::new();
     let mut users = 0usize;
     let mut after: Option<String> = None;
     loop {
-        let mut target = format!("/v1/registrations?all=1&limit={LIST_PAGE}");
+        let limit = LIST_PAGE.to_string();
+        let mut query = vec![("all", "1"), ("limit", limit.as_str())];
         if let Some(a) = &after {
-            target.push_str("&after=");
-            target.push_str(&encode_component(a));
+            query.push(("after", a.as_str()));
         }
-        let page = request_json(addr, "GET", &target, timeout)?;
+        let page = client.request_json("GET", "/v1/registrations", &query)?;
         let regs = page
             .get("registrations")
             .and_then(Value::as_array)
@@ -249,28 +301,26 @@ fn format_table(rows: &[[String; 5]], users: usize) -> String {
     o
 }
 
-/// Run `cmd` against the admin API at `addr`; returns the text to print.
-pub fn run(addr: &str, cmd: &Command, timeout: Duration) -> Result<String, CtlError> {
-    let q = encode_component;
-    let (method, target) = match cmd {
-        Command::RegsAll => return list_all(addr, timeout),
-        Command::Stats => ("GET", "/v1/stats".to_owned()),
-        Command::Regs { user: None } => ("GET", "/v1/registrations".to_owned()),
-        Command::Regs { user: Some(u) } => ("GET", format!("/v1/registrations?user={}", q(u))),
+/// Run `cmd` against the admin API; returns the text to print.
+pub fn run(client: &Client, cmd: &Command) -> Result<String, CtlError> {
+    let (method, path, query): (&str, &str, Vec<(&str, &str)>) = match cmd {
+        Command::RegsAll => return list_all(client),
+        Command::Stats => ("GET", "/v1/stats", vec![]),
+        Command::Regs { user: None } => ("GET", "/v1/registrations", vec![]),
+        Command::Regs { user: Some(u) } => ("GET", "/v1/registrations", vec![("user", u)]),
         Command::Unregister { user, uri } => {
-            let mut t = format!("/v1/registrations?user={}", q(user));
+            let mut q = vec![("user", user.as_str())];
             if let Some(uri) = uri {
-                t.push_str("&uri=");
-                t.push_str(&q(uri));
+                q.push(("uri", uri));
             }
-            ("DELETE", t)
+            ("DELETE", "/v1/registrations", q)
         }
-        Command::Reload => ("POST", "/v1/reload".to_owned()),
-        Command::Flush { user } => ("DELETE", format!("/v1/credentials?user={}", q(user))),
-        Command::Bans => ("GET", "/v1/bans".to_owned()),
-        Command::Unban { ip } => ("DELETE", format!("/v1/bans?ip={}", q(ip))),
+        Command::Reload => ("POST", "/v1/reload", vec![]),
+        Command::Flush { user } => ("DELETE", "/v1/credentials", vec![("user", user)]),
+        Command::Bans => ("GET", "/v1/bans", vec![]),
+        Command::Unban { ip } => ("DELETE", "/v1/bans", vec![("ip", ip)]),
     };
-    let json = request_json(addr, method, &target, timeout)?;
+    let json = client.request_json(method, path, &query)?;
     Ok(match cmd {
         Command::Stats => format_stats(&json),
         Command::RegsAll => String::new(),
@@ -482,6 +532,16 @@ fn format_stats(v: &Value) -> String {
     if let Some(b) = v.get("bans").and_then(Value::as_u64) {
         let _ = writeln!(o, "bans         {b}");
     }
+    if v.get("hep").is_some_and(Value::is_object) {
+        let h = |k: &str| n(v, &["hep", k]);
+        let _ = writeln!(
+            o,
+            "hep capture  sent {}, dropped {}, failed {}",
+            h("sent"),
+            h("dropped"),
+            h("failed")
+        );
+    }
     for w in v
         .get("workers")
         .and_then(Value::as_array)
@@ -523,13 +583,15 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
-        let e = run(&addr, &Command::Stats, Duration::from_secs(2)).unwrap_err();
+        let client = Client::new(&addr, Duration::from_secs(2), None).unwrap();
+        let e = run(&client, &Command::Stats).unwrap_err();
         assert!(matches!(e, CtlError::Unreachable { .. }), "{e}");
         assert!(e
             .to_string()
             .contains("cannot reach the sipfront admin API"));
-        let e = run("nonsense", &Command::Stats, Duration::from_secs(1)).unwrap_err();
+        let e = Client::new("nonsense", Duration::from_secs(1), None).unwrap_err();
         assert!(matches!(e, CtlError::BadAddress(_)));
+        assert!(e.to_string().contains("IP:PORT"), "{e}");
     }
 
     #[test]
@@ -578,10 +640,15 @@ mod tests {
             "responses_sent": {"2xx": 2, "4xx": 0}}, "latency": [{"kind": "request",
             "method": "INVITE", "count": 3, "p50_us": 4.5}],
             "drops": {"kernel": 9}, "overload": {"shed": 8, "shedding_workers": 1},
+            "hep": {"sent": 3, "dropped": 2, "failed": 1},
             "workers": [{"worker": 0, "kernel_drops": 9, "rx_backlog_bytes": 700, "shedding": true}]});
         let t = format_stats(&v);
         assert!(t.contains("in: 5 requests") && t.contains("[2xx 2]"), "{t}");
         assert!(t.contains("kernel 9") && t.contains("shed (503) 8"), "{t}");
+        assert!(
+            t.contains("hep capture  sent 3, dropped 2, failed 1"),
+            "{t}"
+        );
         assert!(
             t.contains("kernel drops 9, backlog 700 bytes, shedding"),
             "{t}"

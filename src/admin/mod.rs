@@ -11,14 +11,33 @@
 //! `POST /v1/credentials/reload`, `DELETE /v1/credentials`, `GET|DELETE /v1/bans`,
 //! `GET /healthz` (see `docs/operations.md`). The client side of `sipfront ctl` is [`ctl`].
 
+//! The admin HTTP server: Prometheus `/metrics` and the JSON API `sipfront ctl` talks to.
+//!
+//! HTTP is `tiny_http`'s, loopback by default: its own threads read each connection's
+//! request head (a client that stalls holds only its own connection's thread; TCP
+//! keepalive drops peers that vanished), and one admin thread takes complete requests one
+//! at a time, refuses oversized ones (target or body over `max_request_bytes`: 413),
+//! checks the bearer token when
+//! `[admin] token_file` is set ([`token`]), converted to a [`message::Request`], routed
+//! ([`api`]) and answered. Nothing it does touches a worker: numbers come from the workers'
+//! published snapshots ([`crate::metrics::MetricsRegistry`]) and the shared layers' own
+//! counters ([`report`]); actions go to the shared layers (registrar, credential cache,
+//! refresher, ban list) exactly like the workers use them.
+//!
+//! Endpoints: `GET /metrics`, `GET /v1/stats`, `GET|DELETE /v1/registrations`,
+//! `POST /v1/credentials/reload`, `POST /v1/reload`, `DELETE /v1/credentials`,
+//! `GET|DELETE /v1/bans`, `GET /healthz` (see `docs/operations.md`); with a token, every
+//! one but `/healthz` answers 401 without it. The client side of `sipfront ctl` is [`ctl`].
+
 pub mod api;
 pub mod ctl;
-pub mod http;
+pub mod message;
 pub mod prometheus;
 pub mod report;
+pub mod token;
 
-use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -34,60 +53,65 @@ use crate::metrics::MetricsRegistry;
 use crate::registrar::Registrar;
 use crate::transport::WorkerCounters;
 
-/// `[admin]`: where the admin API listens.
+use message::{Method, Request, Response};
+pub use report::HepReport;
+pub use token::{Token, TokenError};
+
+/// `[admin]`: where the admin API listens, and who may use it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Serve the admin API (off by default: `sipfront ctl` needs it on).
     pub enabled: bool,
-    /// Address of the admin API. It has no authentication: keep it on loopback.
+    /// Address of the admin API.
     pub listen: SocketAddr,
-    /// Must be set to listen on a non-loopback address.
-    pub allow_non_loopback: bool,
-    /// Largest request (head and body) accepted.
+    /// A file holding the bearer token every request but `/healthz` must carry; required
+    /// when `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+    /// Largest request target and body accepted.
     pub max_request_bytes: usize,
-    /// Read/write timeout per connection.
-    pub timeout_ms: u64,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
-const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            allow_non_loopback: false,
+            token_file: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
         }
     }
 }
 
 /// An invalid `[admin]` key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("config key `admin.listen`: {0} is not a loopback address (the admin API has no authentication; set admin.allow_non_loopback = true to expose it anyway)")]
-    NotLoopback(IpAddr),
+    #[error("config key `admin.token_file`: required because `admin.listen` ({0}) is not a loopback address (expected a file holding a random token, e.g. `openssl rand -hex 32 > /etc/sipfront/admin.token`)")]
+    TokenRequired(IpAddr),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("config key `admin.max_request_bytes`: must be between 1024 and 1048576")]
     MaxRequestBytes,
-    #[error("config key `admin.timeout_ms`: must be between 100 and 60000")]
-    Timeout,
 }
 
 impl AdminConfig {
+    /// Check the keys; a `token_file` is read (it must hold a usable token).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
-            return Err(ConfigError::NotLoopback(self.listen.ip()));
+        match &self.token_file {
+            Some(path) => {
+                Token::load(path)?;
+            }
+            None if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::TokenRequired(self.listen.ip()));
+            }
+            None => {}
         }
         if !(1024..=1024 * 1024).contains(&self.max_request_bytes) {
             return Err(ConfigError::MaxRequestBytes);
-        }
-        if !(100..=60_000).contains(&self.timeout_ms) {
-            return Err(ConfigError::Timeout);
         }
         Ok(())
     }
@@ -102,6 +126,13 @@ pub enum AdminError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("admin API on {addr}: {reason}")]
+    Http {
+        addr: SocketAddr,
+        reason: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("cannot start the admin thread: {0}")]
     Thread(std::io::Error),
 }
@@ -168,6 +199,11 @@ pub trait RegFwdSource: Send + Sync {
     fn regfwd_stats(&self) -> &RegFwdStats;
 }
 
+/// HEP capture counters (`[hep]`).
+pub trait HepSource: Send + Sync {
+    fn hep_counts(&self) -> HepReport;
+}
+
 /// Everything the admin API reads or acts on.
 pub struct AdminState {
     pub metrics: Arc<MetricsRegistry>,
@@ -182,6 +218,8 @@ pub struct AdminState {
     pub bans: Option<Arc<dyn BanList>>,
     /// The configuration reloader (absent when embedded without a config file).
     pub config: Option<Arc<dyn ConfigReload>>,
+    /// HEP capture, when `[hep]` is on.
+    pub hep: Option<Arc<dyn HepSource>>,
     pub started: Instant,
 }
 
@@ -189,32 +227,54 @@ pub struct AdminState {
 pub struct AdminServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    http: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the serving thread needs besides the state.
+struct Limits {
+    max_request_bytes: usize,
+    token: Option<Token>,
 }
 
 impl AdminServer {
     /// Bind `cfg.listen` and serve `state` on a new thread.
     pub fn start(cfg: &AdminConfig, state: AdminState) -> Result<AdminServer, AdminError> {
-        let listener = TcpListener::bind(cfg.listen).map_err(|source| AdminError::Bind {
+        let token = cfg.token_file.as_deref().map(Token::load).transpose()?;
+        let bind = |source| AdminError::Bind {
             addr: cfg.listen,
             source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| AdminError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+        };
+        let listener = TcpListener::bind(cfg.listen).map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
+        // Accepted sockets inherit the listener's keepalive settings (Linux copies them on
+        // accept): a client that vanished mid-request is dropped within about 90 s. (Not
+        // SO_RCVTIMEO: it would also time out tiny_http's blocking accept, which then stops.)
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3);
+        socket2::SockRef::from(&listener)
+            .set_tcp_keepalive(&keepalive)
+            .map_err(bind)?;
+        let http = tiny_http::Server::from_listener(listener, None)
+            .map_err(|reason| AdminError::Http { addr, reason })?;
+        let http = Arc::new(http);
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let limit = cfg.max_request_bytes;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let (flag, server) = (stop.clone(), http.clone());
+        let limits = Limits {
+            max_request_bytes: cfg.max_request_bytes,
+            token,
+        };
         let thread = std::thread::Builder::new()
             .name("sipfront-admin".into())
-            .spawn(move || serve(&listener, &state, &flag, limit, timeout))
+            .spawn(move || serve(&server, &state, &flag, &limits))
             .map_err(AdminError::Thread)?;
-        tracing::info!(%addr, "admin API listening");
+        tracing::info!(%addr, token = cfg.token_file.is_some(), "admin API listening");
         Ok(AdminServer {
             addr,
             stop,
+            http,
             thread: Some(thread),
         })
     }
@@ -224,7 +284,7 @@ impl AdminServer {
         self.addr
     }
 
-    /// Stop accepting and join the thread (waits for the request being served, if any).
+    /// Stop serving and join the thread (waits for the request being served, if any).
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -234,16 +294,9 @@ impl AdminServer {
             return;
         };
         self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake.ip() {
-                IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
-                IpAddr::V6(_) => IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.http.unblock();
         let _ = thread.join();
+        // The last handle: dropping the server closes the listening socket.
     }
 }
 
@@ -253,97 +306,147 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(
-    listener: &TcpListener,
-    state: &AdminState,
-    stop: &AtomicBool,
-    limit: usize,
-    timeout: Duration,
-) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let mut stream = match conn {
-            Ok(s) => s,
+fn serve(http: &tiny_http::Server, state: &AdminState, stop: &AtomicBool, limits: &Limits) {
+    while !stop.load(Ordering::Acquire) {
+        match http.recv() {
+            Ok(req) => handle(req, state, limits),
+            Err(e) if stop.load(Ordering::Acquire) => {
+                tracing::debug!(error = %e, "admin API stopping");
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "admin accept failed");
-                continue;
+                // tiny_http reports a failed accept once and stops accepting.
+                tracing::error!(error = %e, "admin API: accepting connections failed; the admin API is down");
+                return;
             }
-        };
-        let _ = stream.set_read_timeout(Some(timeout));
-        let _ = stream.set_write_timeout(Some(timeout));
-        let (resp, head_only) = match http::read_request(&mut stream, limit) {
-            Ok(req) => {
-                let head_only = req.method == http::Method::Head;
-                let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    api::route(state, &req)
-                }));
-                let resp = routed.unwrap_or_else(|_| http::Response::error(500, "internal error"));
-                tracing::debug!(path = %req.path, status = resp.status, "admin request");
-                (resp, head_only)
-            }
-            Err(http::HttpError::Io(e))
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
-                (http::Response::error(408, "request timeout"), false)
-            }
-            Err(http::HttpError::Io(_) | http::HttpError::Incomplete) => continue,
-            Err(e @ http::HttpError::TooLarge { .. }) => {
-                (http::Response::error(413, &e.to_string()), false)
-            }
-            Err(e) => (http::Response::error(400, &e.to_string()), false),
-        };
-        let _ = resp.write_to(&mut stream, head_only);
-        linger(&mut stream);
+        }
     }
 }
 
-/// Half-close and drain what the client still sends (bounded), so that closing with unread
-/// input does not reset the connection before the client has read the response.
-fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 1024];
-    let mut drained = 0usize;
-    while drained < 256 * 1024 {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
+/// The method as the router knows it.
+fn method(m: &tiny_http::Method) -> Method {
+    match m {
+        tiny_http::Method::Get => Method::Get,
+        tiny_http::Method::Head => Method::Head,
+        tiny_http::Method::Post => Method::Post,
+        tiny_http::Method::Delete => Method::Delete,
+        _ => Method::Other,
     }
+}
+
+/// The value of header `name`, if present once or more (the first).
+fn header<'r>(req: &'r tiny_http::Request, name: &'static str) -> Option<&'r str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+/// Answer one request (the token is never logged: only the path and status are).
+fn handle(req: tiny_http::Request, state: &AdminState, limits: &Limits) {
+    let too_large = req.url().len() > limits.max_request_bytes
+        || req
+            .body_length()
+            .is_some_and(|n| n > limits.max_request_bytes);
+    let parsed = Request::new(method(req.method()), req.url());
+    let resp = match parsed {
+        _ if too_large => Response::error(
+            413,
+            &format!(
+                "request larger than {} bytes ([admin] max_request_bytes)",
+                limits.max_request_bytes
+            ),
+        ),
+        Err(e) => Response::error(400, &e.to_string()),
+        Ok(r)
+            if r.path != "/healthz"
+                && limits
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| !t.accepts(header(&req, "Authorization"))) =>
+        {
+            let mut resp = Response::error(
+                401,
+                "missing or wrong bearer token ([admin] token_file; `sipfront ctl --token-file FILE`)",
+            );
+            resp.www_authenticate = true;
+            resp
+        }
+        Ok(r) => {
+            let routed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| api::route(state, &r)));
+            routed.unwrap_or_else(|_| Response::error(500, "internal error"))
+        }
+    };
+    tracing::debug!(path = %req.url().split('?').next().unwrap_or(""), status = resp.status, "admin request");
+    let _ = req.respond(to_tiny(resp));
+}
+
+/// A `tiny_http` response: status, `Content-Type`, `Allow` for 405, `WWW-Authenticate`
+/// for 401 (HEAD bodies are left out by `tiny_http`).
+fn to_tiny(resp: Response) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut out = tiny_http::Response::from_string(resp.body).with_status_code(resp.status);
+    let mut add = |name: &str, value: &str| {
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            out.add_header(h);
+        }
+    };
+    add("Content-Type", resp.content_type);
+    if let Some(allow) = resp.allow {
+        add("Allow", allow);
+    }
+    if resp.www_authenticate {
+        add("WWW-Authenticate", "Bearer realm=\"sipfront\"");
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
     use super::*;
-    use crate::db::CredentialCache;
     use crate::registrar::RegistrarConfig;
+
+    fn key_of(e: &ConfigError) -> bool {
+        e.to_string().contains("admin.")
+    }
 
     #[test]
     fn config_defaults_and_validation() {
         let d = AdminConfig::default();
         assert!(!d.enabled);
         assert_eq!(d.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(d.validate(), Ok(()));
-        let cases: [(&str, ConfigError); 4] = [
-            (
-                "listen = \"0.0.0.0:8080\"",
-                ConfigError::NotLoopback(IpAddr::from([0, 0, 0, 0])),
-            ),
-            ("max_request_bytes = 10", ConfigError::MaxRequestBytes),
-            ("max_request_bytes = 2000000", ConfigError::MaxRequestBytes),
-            ("timeout_ms = 0", ConfigError::Timeout),
-        ];
-        for (toml_text, want) in cases {
+        assert!(d.validate().is_ok());
+        for (toml_text, want) in [
+            ("listen = \"0.0.0.0:8080\"", "admin.token_file"),
+            ("max_request_bytes = 10", "admin.max_request_bytes"),
+            ("max_request_bytes = 2000000", "admin.max_request_bytes"),
+            ("token_file = \"/nonexistent/token\"", "admin.token_file"),
+        ] {
             let c: AdminConfig = toml::from_str(toml_text).unwrap();
-            assert_eq!(c.validate(), Err(want.clone()), "{toml_text}");
-            assert!(want.to_string().contains("admin."), "{want}");
+            let e = c.validate().unwrap_err();
+            assert!(
+                key_of(&e) && e.to_string().contains(want),
+                "{toml_text}: {e}"
+            );
         }
-        let c: AdminConfig =
-            toml::from_str("listen = \"0.0.0.0:9\"\nallow_non_loopback = true").unwrap();
-        assert_eq!(c.validate(), Ok(()));
+        let e = toml::from_str::<AdminConfig>("listen = \"[::]:9\"")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::TokenRequired(_)), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin.token");
+        std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let c: AdminConfig = toml::from_str(&format!(
+            "listen = \"0.0.0.0:9\"\ntoken_file = \"{}\"",
+            file.display()
+        ))
+        .unwrap();
+        assert!(c.validate().is_ok());
         assert!(toml::from_str::<AdminConfig>("nope = 1").is_err());
+        assert!(toml::from_str::<AdminConfig>("allow_non_loopback = true").is_err());
     }
 
     fn empty_state() -> AdminState {
@@ -358,34 +461,95 @@ mod tests {
             regfwd: None,
             bans: None,
             config: None,
+            hep: None,
             started: Instant::now(),
+        }
+    }
+
+    fn loopback(cfg: AdminConfig) -> AdminConfig {
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..cfg
         }
     }
 
     #[test]
     fn serves_and_stops() {
-        let cfg = AdminConfig {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..AdminConfig::default()
-        };
-        let state = empty_state();
-        let server = AdminServer::start(&cfg, state).unwrap();
+        let cfg = loopback(AdminConfig::default());
+        let server = AdminServer::start(&cfg, empty_state()).unwrap();
         let addr = server.local_addr().to_string();
         let t = Duration::from_secs(5);
-        let (status, body) = ctl::request(&addr, "GET", "/healthz", t).unwrap();
+        let client = ctl::Client::new(&addr, t, None).unwrap();
+        let (status, body) = client.request("GET", "/healthz", &[]).unwrap();
         assert_eq!((status, body.as_str()), (200, "ok\n"));
-        let (status, _) = ctl::request(&addr, "GET", "/v1/nothing", t).unwrap();
+        let (status, _) = client.request("GET", "/v1/nothing", &[]).unwrap();
         assert_eq!(status, 404);
+        let (status, body) = client.request("GET", "/metrics", &[]).unwrap();
+        assert_eq!(status, 200);
+        assert!(body.ends_with("# EOF\n"), "{body}");
         // A second server on the same port is a bind error naming the address.
         let busy = AdminConfig {
             listen: server.local_addr(),
             ..cfg.clone()
         };
-        let state2 = empty_state();
-        let e = AdminServer::start(&busy, state2).err().unwrap();
+        let e = AdminServer::start(&busy, empty_state()).err().unwrap();
         assert!(e.to_string().contains(&addr), "{e}");
         server.stop();
-        assert!(ctl::request(&addr, "GET", "/healthz", t).is_err());
+        let closed = ctl::Client::new(&addr, Duration::from_secs(1), None).unwrap();
+        assert!(closed.request("GET", "/healthz", &[]).is_err());
+    }
+
+    #[test]
+    fn the_token_is_required_and_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin.token");
+        std::fs::write(&file, "right-token-0123456789\n").unwrap();
+        let cfg = loopback(AdminConfig {
+            token_file: Some(file),
+            ..AdminConfig::default()
+        });
+        let server = AdminServer::start(&cfg, empty_state()).unwrap();
+        let addr = server.local_addr().to_string();
+        let t = Duration::from_secs(5);
+        let status = |token: Option<&str>, path: &str| {
+            ctl::Client::new(&addr, t, token.map(str::to_owned))
+                .unwrap()
+                .request("GET", path, &[])
+                .unwrap()
+                .0
+        };
+        assert_eq!(status(None, "/v1/stats"), 401);
+        assert_eq!(status(Some("wrong-token-0123456789"), "/metrics"), 401);
+        assert_eq!(status(Some("right-token-0123456789"), "/v1/stats"), 200);
+        assert_eq!(status(Some("right-token-0123456789"), "/metrics"), 200);
+        // Health checks need no token.
+        assert_eq!(status(None, "/healthz"), 200);
+    }
+
+    #[test]
+    fn a_stalled_client_does_not_block_others() {
+        let server = AdminServer::start(&loopback(AdminConfig::default()), empty_state()).unwrap();
+        let mut stalled = TcpStream::connect(server.local_addr()).unwrap();
+        // Half a request, then silence.
+        stalled
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let addr = server.local_addr().to_string();
+        let client = ctl::Client::new(&addr, Duration::from_secs(5), None).unwrap();
+        for _ in 0..3 {
+            assert_eq!(client.request("GET", "/healthz", &[]).unwrap().0, 200);
+        }
+        // An oversized target is refused, and the stalled client is answered once complete.
+        let long = format!("/{}", "a".repeat(20_000));
+        assert_eq!(client.request("GET", &long, &[]).unwrap().0, 413);
+        stalled.write_all(b"Connection: close\r\n\r\n").unwrap();
+        stalled
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        stalled.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        server.stop();
     }
 }

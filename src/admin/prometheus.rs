@@ -3,153 +3,214 @@
 //! and 0.999 (cumulative since start), `_sum` (from the histogram mean) and `_count`.
 //! The metric names are listed with their meaning in `docs/operations.md`.
 
-use std::fmt::Write;
+//! `/metrics`: a [`StatsReport`] in the OpenMetrics text format, encoded by the official
+//! `prometheus-client` crate. Every family gets its `# HELP` and `# TYPE`; counters end in
+//! `_total`; latencies are histograms in seconds (`_bucket{le=..}`, `_sum`, `_count`,
+//! cumulative since start) with the bounds of [`crate::metrics::BOUNDS_NS`], so Prometheus
+//! can window them with `rate()` and aggregate them across instances with `sum by (le)`.
+//! The metric names are listed with their meaning in `docs/operations.md`.
+//!
+//! Flow: a scrape collects the report, wraps it in a [`Collector`] registered in a fresh
+//! [`Registry`], and `prometheus_client::encoding::text::encode` writes it (ending with
+//! `# EOF`). Nothing here runs on a worker.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use super::report::{LatencyReport, StatsReport};
 
-struct Out(String);
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Escape a label value (backslash, double quote, newline).
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// Writes families through one [`DescriptorEncoder`]; names are given as exposed
+/// (`..._total` for counters), the suffix is left to the encoder.
+struct Out<'a, 'e>(&'a mut DescriptorEncoder<'e>);
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+impl Out<'_, '_> {
+    fn counter(&mut self, name: &str, help: &str, v: u64) -> fmt::Result {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let mut m = self
+            .0
+            .encode_descriptor(base, help, None, MetricType::Counter)?;
+        m.encode_counter::<NoLabelSet, _, u64>(&v, None)
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
-            }
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {value}");
+    fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+        &mut self,
+        name: &str,
+        help: &str,
+        v: V,
+    ) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        m.encode_gauge(&v)
     }
 
-    /// A family with one unlabelled sample.
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    /// A family with one sample per `(label value, value)`.
-    fn labelled(&mut self, name: &str, kind: &str, help: &str, label: &str, rows: &[(&str, u64)]) {
-        self.family(name, kind, help);
+    /// A counter family with one sample per `(label value, value)`.
+    fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        rows: &[(&str, u64)],
+    ) -> fmt::Result {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let mut m = self
+            .0
+            .encode_descriptor(base, help, None, MetricType::Counter)?;
         for (v, n) in rows {
-            self.sample(name, &[(label, v)], n);
+            m.encode_family(&[(label, *v)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
         }
+        Ok(())
     }
 
-    fn summary(&mut self, name: &str, labels: &[(&str, &str)], l: &LatencyReport) {
-        for (q, v) in [
-            ("0.5", l.p50_us),
-            ("0.9", l.p90_us),
-            ("0.99", l.p99_us),
-            ("0.999", l.p999_us),
-        ] {
-            let mut with_q = labels.to_vec();
-            with_q.push(("quantile", q));
-            self.sample(name, &with_q, v / 1e6);
+    /// A family with one sample per worker.
+    fn per_worker(
+        &mut self,
+        name: &str,
+        kind: MetricType,
+        help: &str,
+        rows: &[(String, u64)],
+    ) -> fmt::Result {
+        let base = match kind {
+            MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        let mut m = self.0.encode_descriptor(base, help, None, kind)?;
+        for (w, n) in rows {
+            let labels = [("worker", w.as_str())];
+            let mut f = m.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => f.encode_counter::<NoLabelSet, _, u64>(n, None)?,
+                _ => f.encode_gauge(n)?,
+            }
         }
-        self.sample(
-            &format!("{name}_sum"),
-            labels,
-            l.mean_us * l.count as f64 / 1e6,
-        );
-        self.sample(&format!("{name}_count"), labels, l.count);
+        Ok(())
+    }
+
+    /// A histogram family: one series per report row, labelled by `labels(row)`.
+    fn histograms<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        rows: &[LatencyReport],
+        labels: impl Fn(&LatencyReport) -> L,
+    ) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for l in rows {
+            let set = labels(l);
+            let b = &l.buckets;
+            m.encode_family(&set)?.encode_histogram::<NoLabelSet>(
+                b.sum_ns as f64 / 1e9,
+                b.count(),
+                &b.seconds(),
+                None,
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// Render the whole report.
+/// The report as a `prometheus_client` collector (encoded once per scrape).
+#[derive(Debug)]
+struct Report(StatsReport);
+
+impl Collector for Report {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        write(&self.0, &mut Out(&mut encoder))
+    }
+}
+
+/// Render the whole report (OpenMetrics text, ending with `# EOF`).
 pub fn render(r: &StatsReport) -> String {
-    let mut o = Out(String::with_capacity(8192));
-    o.family("sipfront_info", "gauge", "Build information.");
-    o.sample("sipfront_info", &[("version", r.version)], 1);
-    o.single(
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Report(r.clone())));
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail; a family that could not be encoded would only
+    // shorten the answer.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "metrics encoding failed");
+    }
+    out
+}
+
+fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
+    {
+        let mut m =
+            o.0.encode_descriptor("sipfront", "Build information.", None, MetricType::Info)?;
+        m.encode_info(&[("version", r.version)])?;
+    }
+    o.gauge(
         "sipfront_uptime_seconds",
-        "gauge",
         "Seconds since the admin API started.",
         r.uptime_secs,
-    );
+    )?;
 
     let s = &r.sip;
-    o.single(
+    o.counter(
         "sipfront_sip_requests_received_total",
-        "counter",
         "SIP requests received (all workers).",
         s.requests_received,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_sip_responses_received_total",
-        "counter",
         "SIP responses received.",
         s.responses_received,
-    );
+    )?;
     let classes: Vec<(&str, u64)> = s.responses_sent.iter().map(|(k, v)| (*k, *v)).collect();
-    o.labelled(
+    o.counters(
         "sipfront_sip_responses_sent_total",
-        "counter",
         "SIP responses sent (generated or forwarded), by class.",
         "class",
         &classes,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_sip_forwarded_requests_total",
-        "counter",
         "Requests forwarded statefully (to Asterisk or to phones).",
         s.forwarded_requests,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_sip_forwarded_responses_total",
-        "counter",
         "Responses forwarded downstream.",
         s.forwarded_responses,
-    );
-    o.labelled(
+    )?;
+    o.counters(
         "sipfront_sip_retransmissions_total",
-        "counter",
         "Retransmissions absorbed (answered from a transaction) and sent (timers).",
         "kind",
         &[
             ("absorbed", s.retransmissions_absorbed),
             ("sent", s.retransmissions_sent),
         ],
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_sip_transaction_timeouts_total",
-        "counter",
         "Client transactions that timed out.",
         s.timeouts,
-    );
-    o.family(
-        "sipfront_transactions_in_flight",
-        "gauge",
-        "Live transactions.",
-    );
-    o.sample(
-        "sipfront_transactions_in_flight",
-        &[("kind", "server")],
-        r.transactions.server,
-    );
-    o.sample(
-        "sipfront_transactions_in_flight",
-        &[("kind", "client")],
-        r.transactions.client,
-    );
+    )?;
+    {
+        let mut m = o.0.encode_descriptor(
+            "sipfront_transactions_in_flight",
+            "Live transactions.",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_family(&[("kind", "server")])?
+            .encode_gauge(&r.transactions.server)?;
+        m.encode_family(&[("kind", "client")])?
+            .encode_gauge(&r.transactions.client)?;
+    }
     let d = &r.drops;
-    o.labelled(
+    o.counters(
         "sipfront_dropped_total",
-        "counter",
         "Datagrams dropped, by reason.",
         "reason",
         &[
@@ -163,25 +224,22 @@ pub fn render(r: &StatsReport) -> String {
             ("transport", d.transport),
             ("kernel", d.kernel),
         ],
-    );
+    )?;
     let ov = &r.overload;
-    o.single(
+    o.counter(
         "sipfront_overload_shed_total",
-        "counter",
         "New requests answered 503 + Retry-After because a worker's receive backlog was over [limits] shed_backlog_bytes.",
         ov.shed,
-    );
-    o.single(
+    )?;
+    o.gauge(
         "sipfront_overload_shedding_workers",
-        "gauge",
         "Workers shedding new requests right now.",
         ov.shedding_workers,
-    );
+    )?;
 
     let a = &r.auth;
-    o.labelled(
+    o.counters(
         "sipfront_auth_total",
-        "counter",
         "Digest authentication outcomes.",
         "result",
         &[
@@ -189,225 +247,236 @@ pub fn render(r: &StatsReport) -> String {
             ("failed", a.failed),
             ("challenge", a.challenges),
         ],
-    );
+    )?;
 
     let c = &r.credentials;
-    o.single(
+    o.gauge(
         "sipfront_credential_cache_users",
-        "gauge",
         "Users in the credential cache.",
         c.cached_users,
-    );
-    o.single(
+    )?;
+    o.gauge(
         "sipfront_credential_cache_negative_users",
-        "gauge",
         "Unknown users remembered (negative cache).",
         c.negative_cached,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_credential_cache_misses_total",
-        "counter",
         "Credential cache misses sent to the lookup pool.",
         c.cache_misses,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_credential_db_queries_total",
-        "counter",
         "Single-user queries the lookup pool ran.",
         c.db_queries,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_credential_db_coalesced_total",
-        "counter",
         "Misses that joined a query already running for the same user.",
         c.db_coalesced,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_credential_db_errors_total",
-        "counter",
         "Lookup pool queries that failed (database errors).",
         c.db_errors,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_credential_db_connects_total",
-        "counter",
         "Database connections the lookup pool opened.",
         c.db_connects,
-    );
-    o.single(
+    )?;
+    o.gauge(
         "sipfront_credential_pool_queue",
-        "gauge",
         "Lookups waiting for a database thread.",
         c.pool_queue,
-    );
-    o.labelled(
+    )?;
+    o.counters(
         "sipfront_credential_refresh_total",
-        "counter",
         "Full credential reloads.",
         "result",
         &[("ok", c.refresh_ok), ("failed", c.refresh_failed)],
-    );
-    o.single(
+    )?;
+    o.gauge(
         "sipfront_credential_last_refresh_timestamp_seconds",
-        "gauge",
         "UNIX time of the last successful full reload (0: none).",
         c.last_refresh_ms as f64 / 1000.0,
-    );
+    )?;
 
     let g = &r.registrar;
-    o.single(
+    o.gauge(
         "sipfront_registrar_aors",
-        "gauge",
         "Addresses of record with bindings.",
         g.aors,
-    );
-    o.single(
+    )?;
+    o.gauge(
         "sipfront_registrar_contacts",
-        "gauge",
         "Bindings (contacts) in the location table.",
         g.contacts,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_registrar_registrations_total",
-        "counter",
         "REGISTER requests accepted.",
         g.registrations,
-    );
-    o.single(
+    )?;
+    o.counter(
         "sipfront_registrar_admin_unregisters_dropped_total",
-        "counter",
         "Users removed by the admin API that Asterisk was not told about (queue full).",
         g.unregisters_dropped,
-    );
+    )?;
     let f = &r.regfwd;
-    o.labelled("sipfront_regfwd_total", "counter", "REGISTERs forwarded to Asterisk: sent, answered 2xx, failed, and refreshes not forwarded (throttled).", "result", &[("sent", f.sent), ("ok", f.ok), ("failed", f.failed), ("throttled", f.throttled)]);
-    o.single(
+    o.counters(
+        "sipfront_regfwd_total",
+        "REGISTERs forwarded to Asterisk: sent, answered 2xx, failed, and refreshes not forwarded (throttled).",
+        "result",
+        &[
+            ("sent", f.sent),
+            ("ok", f.ok),
+            ("failed", f.failed),
+            ("throttled", f.throttled),
+        ],
+    )?;
+    o.counter(
         "sipfront_regfwd_unregistered_total",
-        "counter",
         "Expires: 0 REGISTERs sent to Asterisk for AORs left without binding.",
         f.unregistered,
-    );
+    )?;
     if let Some(n) = r.bans {
-        o.single(
-            "sipfront_bans",
-            "gauge",
-            "Source addresses currently banned.",
-            n,
-        );
+        o.gauge("sipfront_bans", "Source addresses currently banned.", n)?;
     }
     if let Some((ok, failed)) = r.config_reloads {
-        o.labelled(
+        o.counters(
             "sipfront_config_reloads_total",
-            "counter",
             "Configuration reloads (SIGHUP, ctl reload): applied, or refused (invalid file).",
             "result",
             &[("ok", ok), ("failed", failed)],
-        );
+        )?;
     }
     if let Some(g) = &r.guard {
-        o.single(
+        o.counter(
             "sipfront_guard_bans_issued_total",
-            "counter",
             "Bans issued (failed authentications and manual).",
             g.bans_issued,
-        );
-        o.single(
+        )?;
+        o.gauge(
             "sipfront_guard_tracked_ips",
-            "gauge",
             "Source addresses with a rate-limit bucket.",
             g.tracked_ips,
-        );
-        o.single(
+        )?;
+        o.counter(
             "sipfront_guard_evicted_ips_total",
-            "counter",
             "Rate-limit buckets forgotten to stay within max_tracked_ips.",
             g.evicted_ips,
-        );
+        )?;
+    }
+    if let Some(h) = &r.hep {
+        o.counters(
+            "sipfront_hep_packets_total",
+            "HEP capture: copies of SIP messages sent to the collector, dropped rather than delaying SIP (capture queue full, or larger than [hep] max_message_bytes), and refused by the kernel.",
+            "result",
+            &[("sent", h.sent), ("dropped", h.dropped), ("failed", h.failed)],
+        )?;
     }
 
     type Field = fn(&super::report::WorkerReport) -> u64;
-    let per_worker: [(&str, &str, Field); 7] = [
+    let per_worker: [(&str, MetricType, &str, Field); 10] = [
         (
             "sipfront_worker_rx_datagrams_total",
+            MetricType::Counter,
             "Datagrams received by the worker's sockets.",
             |w| w.rx,
         ),
         (
             "sipfront_worker_tx_datagrams_total",
+            MetricType::Counter,
             "Datagrams the worker passed to the kernel.",
             |w| w.tx,
         ),
         (
             "sipfront_worker_send_errors_total",
+            MetricType::Counter,
             "Sends the kernel refused.",
             |w| w.send_errors,
         ),
         (
             "sipfront_worker_handed_off_total",
+            MetricType::Counter,
             "Datagrams passed to the worker owning their Call-ID or branch.",
             |w| w.handed_off,
         ),
         (
             "sipfront_worker_handoff_in_total",
+            MetricType::Counter,
             "Datagrams received from other workers.",
             |w| w.handoff_in,
         ),
         (
             "sipfront_worker_dropped_total",
+            MetricType::Counter,
             "Datagrams the worker's transport dropped.",
             |w| w.dropped,
         ),
         (
             "sipfront_worker_turns_total",
+            MetricType::Counter,
             "Event loop turns (liveness).",
             |w| w.turns,
         ),
-    ];
-    let per_worker_more: [(&str, &str, &str, Field); 3] = [
         (
             "sipfront_socket_drops_total",
-            "counter",
+            MetricType::Counter,
             "Datagrams the kernel dropped at the worker's sockets because a receive buffer was full (SO_MEMINFO).",
             |w| w.kernel_drops,
         ),
         (
             "sipfront_socket_rx_backlog_bytes",
-            "gauge",
+            MetricType::Gauge,
             "Received bytes waiting for the worker (kernel receive queues plus datagrams taken off them and not processed) at its last reading.",
             |w| w.rx_backlog_bytes,
         ),
         (
             "sipfront_worker_shedding",
-            "gauge",
+            MetricType::Gauge,
             "1 while the worker answers new requests 503 (receive backlog over the threshold).",
             |w| u64::from(w.shedding),
         ),
     ];
-    let per_worker = per_worker.map(|(name, help, get)| (name, "counter", help, get));
-    for (name, kind, help, get) in per_worker.into_iter().chain(per_worker_more) {
-        o.family(name, kind, help);
-        for w in &r.workers {
-            o.sample(name, &[("worker", &w.worker.to_string())], get(w));
-        }
+    for (name, kind, help, get) in per_worker {
+        let rows: Vec<(String, u64)> = r
+            .workers
+            .iter()
+            .map(|w| (w.worker.to_string(), get(w)))
+            .collect();
+        o.per_worker(name, kind, help, &rows)?;
     }
 
-    let name = "sipfront_processing_seconds";
-    o.family(name, "summary", "Time a worker spent in the proxy core per datagram, by message class (cumulative since start).");
-    for l in &r.latency {
-        o.summary(name, &[("kind", l.kind), ("method", l.method)], l);
-    }
-    let name = "sipfront_upstream_response_seconds";
-    o.family(name, "summary", "Time from a request sent to an Asterisk node to its first and final response (cumulative since start).");
-    for l in &r.upstream {
-        o.summary(name, &[("upstream", &l.name), ("response", l.kind)], l);
-    }
-    o.0
+    o.histograms(
+        "sipfront_processing_seconds",
+        "Time a worker spent in the proxy core per datagram, by message class (cumulative since start).",
+        &r.latency,
+        |l| [("kind", l.kind), ("method", l.method)],
+    )?;
+    o.histograms(
+        "sipfront_upstream_response_seconds",
+        "Time from a request sent to an Asterisk node to its first and final response (cumulative since start).",
+        &r.upstream,
+        |l| [("upstream", l.name.clone()), ("response", l.kind.to_owned())],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::report::{WorkerReport, RESPONSE_CLASSES};
+    use crate::admin::report::{HepReport, WorkerReport, RESPONSE_CLASSES};
+    use crate::metrics::Latency;
+
+    fn latency(values_ns: &[u64]) -> crate::metrics::Buckets {
+        let mut l = Latency::default();
+        for v in values_ns {
+            l.record(*v);
+        }
+        l.buckets
+    }
 
     fn report() -> StatsReport {
         let mut r = StatsReport {
@@ -420,6 +489,11 @@ mod tests {
         r.registrar.aors = 3;
         r.drops.overload = 2;
         r.bans = Some(1);
+        r.hep = Some(HepReport {
+            sent: 9,
+            dropped: 4,
+            failed: 0,
+        });
         r.guard = Some(crate::guard::GuardStats {
             bans_issued: 5,
             ..Default::default()
@@ -447,25 +521,21 @@ mod tests {
             kind: "request",
             method: "INVITE",
             count: 4,
-            mean_us: 5.0,
-            p50_us: 4.0,
-            p90_us: 8.0,
-            p99_us: 9.0,
-            p999_us: 9.5,
-            max_us: 10.0,
+            buckets: latency(&[4_000, 8_000, 9_000, 2_000_000]),
+            ..LatencyReport::default()
         }];
         r.upstream = vec![LatencyReport {
             name: "127.0.0.2:5080".into(),
             kind: "final",
             count: 1,
-            p50_us: 1500.0,
+            buckets: latency(&[1_500_000]),
             ..LatencyReport::default()
         }];
         r
     }
 
     #[test]
-    fn renders_counters_gauges_and_summaries() {
+    fn renders_counters_gauges_and_histograms() {
         let t = render(&report());
         for line in [
             "sipfront_info{version=\"1.2.3\"} 1",
@@ -475,6 +545,8 @@ mod tests {
             "sipfront_registrar_aors 3",
             "sipfront_dropped_total{reason=\"overload\"} 2",
             "sipfront_bans 1",
+            "sipfront_hep_packets_total{result=\"sent\"} 9",
+            "sipfront_hep_packets_total{result=\"dropped\"} 4",
             "sipfront_guard_bans_issued_total 5",
             "sipfront_worker_rx_datagrams_total{worker=\"1\"} 11",
             "sipfront_socket_drops_total{worker=\"1\"} 12",
@@ -484,47 +556,77 @@ mod tests {
             "sipfront_dropped_total{reason=\"kernel\"} 12",
             "sipfront_overload_shed_total 13",
             "sipfront_overload_shedding_workers 1",
-            "sipfront_processing_seconds{kind=\"request\",method=\"INVITE\",quantile=\"0.99\"} 0.000009",
+            "# TYPE sipfront_processing_seconds histogram",
+            // Cumulative buckets: 4 µs in le=5e-6; 8 and 9 µs in le=1e-5; 2 ms in le=0.0025.
+            "sipfront_processing_seconds_bucket{le=\"0.000005\",kind=\"request\",method=\"INVITE\"} 1",
+            "sipfront_processing_seconds_bucket{le=\"0.00001\",kind=\"request\",method=\"INVITE\"} 3",
+            "sipfront_processing_seconds_bucket{le=\"0.001\",kind=\"request\",method=\"INVITE\"} 3",
+            "sipfront_processing_seconds_bucket{le=\"0.0025\",kind=\"request\",method=\"INVITE\"} 4",
+            "sipfront_processing_seconds_bucket{le=\"+Inf\",kind=\"request\",method=\"INVITE\"} 4",
             "sipfront_processing_seconds_count{kind=\"request\",method=\"INVITE\"} 4",
-            "sipfront_processing_seconds_sum{kind=\"request\",method=\"INVITE\"} 0.00002",
-            "sipfront_upstream_response_seconds{upstream=\"127.0.0.2:5080\",response=\"final\",quantile=\"0.5\"} 0.0015",
+            "sipfront_processing_seconds_sum{kind=\"request\",method=\"INVITE\"} 0.002021",
+            "sipfront_upstream_response_seconds_bucket{le=\"0.0025\",upstream=\"127.0.0.2:5080\",response=\"final\"} 1",
+            "sipfront_upstream_response_seconds_count{upstream=\"127.0.0.2:5080\",response=\"final\"} 1",
+            "# EOF",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
+        assert!(!t.contains("quantile"), "no summaries any more");
     }
 
     #[test]
     fn every_sample_has_help_and_type_and_valid_syntax() {
         let t = render(&report());
-        let mut typed = std::collections::HashSet::new();
+        let mut typed = std::collections::HashMap::new();
+        let mut helped = std::collections::HashSet::new();
         for l in t.lines() {
             if let Some(rest) = l.strip_prefix("# TYPE ") {
-                let mut it = rest.split(' ');
-                typed.insert(it.next().unwrap().to_owned());
-                assert!(matches!(it.next(), Some("counter" | "gauge" | "summary")));
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(
+                    matches!(kind, "counter" | "gauge" | "histogram" | "info"),
+                    "{l}"
+                );
+                typed.insert(name.to_owned(), kind.to_owned());
                 continue;
             }
-            if l.starts_with("# HELP ") {
+            if let Some(rest) = l.strip_prefix("# HELP ") {
+                helped.insert(rest.split(' ').next().unwrap().to_owned());
+                continue;
+            }
+            if l == "# EOF" {
                 continue;
             }
             let (name_labels, value) = l.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{l}");
             let name = name_labels.split('{').next().unwrap();
-            let base = name.trim_end_matches("_sum").trim_end_matches("_count");
-            assert!(
-                typed.contains(name) || typed.contains(base),
-                "untyped {name}"
-            );
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            let family = ["_total", "_bucket", "_sum", "_count", "_info"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains_key(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "untyped {name}");
+            assert!(helped.contains(family), "no help for {name}");
+            if name.ends_with("_total") {
+                assert_eq!(typed[family], "counter", "{name}");
+            }
         }
-        // No bans line when there is no ban list.
+        // No bans or HEP lines without a ban list or capture.
         let mut r = report();
         r.bans = None;
-        assert!(!render(&r).contains("sipfront_bans"));
+        r.hep = None;
+        let t = render(&r);
+        assert!(!t.contains("sipfront_bans") && !t.contains("sipfront_hep"));
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut r = report();
+        r.upstream[0].name = "a\"b\\c".into();
+        let t = render(&r);
+        assert!(
+            t.contains("upstream=\"a\\\"b\\\\c\""),
+            "{}",
+            t.lines().find(|l| l.contains("upstream=")).unwrap_or("")
+        );
     }
 }

@@ -6,12 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::AdminState;
 use crate::guard::GuardStats;
-use crate::metrics::{MsgClass, UpstreamKind};
+use crate::metrics::{Buckets, Latency, MsgClass, UpstreamKind};
 
 /// Labels of `core::Stats::tx_responses` by index (`code / 100`).
 pub const RESPONSE_CLASSES: [&str; 7] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
@@ -40,6 +39,17 @@ pub struct StatsReport {
     pub config_reloads: Option<(u64, u64)>,
     /// Receive backlog and load shedding (`[limits] shed_backlog_bytes`).
     pub overload: OverloadReport,
+    /// HEP capture counters, when `[hep]` is on.
+    pub hep: Option<HepReport>,
+}
+
+/// HEP capture (`[hep]`): copies sent to the collector, dropped (queue full or too
+/// large), and refused by the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HepReport {
+    pub sent: u64,
+    pub dropped: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -171,18 +181,17 @@ pub struct LatencyReport {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
+    /// The Prometheus buckets and exact sum (`/metrics` only).
+    #[serde(skip)]
+    pub buckets: Buckets,
 }
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-fn latency(
-    name: String,
-    kind: &'static str,
-    method: &'static str,
-    h: &Histogram<u64>,
-) -> LatencyReport {
+fn latency(name: String, kind: &'static str, method: &'static str, l: &Latency) -> LatencyReport {
+    let h = &l.hdr;
     let q = |p: f64| {
         if h.is_empty() {
             0.0
@@ -201,6 +210,7 @@ fn latency(
         p99_us: q(0.99),
         p999_us: q(0.999),
         max_us: if h.is_empty() { 0.0 } else { us(h.max()) },
+        buckets: l.buckets,
     }
 }
 
@@ -335,5 +345,6 @@ pub fn collect(state: &AdminState) -> StatsReport {
         bans: state.bans.as_ref().map(|b| b.bans().len()),
         guard: state.bans.as_ref().and_then(|b| b.guard_stats()),
         config_reloads: state.config.as_ref().map(|c| c.counts()),
+        hep: state.hep.as_ref().map(|h| h.hep_counts()),
     }
 }

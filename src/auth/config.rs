@@ -24,8 +24,9 @@ pub struct AuthConfig {
     pub nonce_ttl_secs: u64,
     /// Accept RFC 2069-style responses without `qop` (no replay protection beyond the nonce).
     pub allow_no_qop: bool,
-    /// For REGISTER, require the digest username to equal the From user (the core checks it
-    /// with [`super::username_matches_from`]).
+    /// For a phone's requests other than REGISTER, require the From user to equal the
+    /// authenticated user (the core answers 403 otherwise; a REGISTER's To user is always
+    /// checked).
     pub check_from_user: bool,
     /// Bind nonces to the source IP address they were issued to.
     pub bind_nonce_to_ip: bool,

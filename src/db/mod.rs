@@ -56,6 +56,13 @@ pub enum DbError {
     Thread(#[source] Arc<std::io::Error>),
     #[error("credential service is shutting down")]
     Shutdown,
+    /// The first load failed (the database is down or unreachable).
+    #[error("cannot read the credential database {url} at start: {source}\n  (check [credentials] url and that the database is up; to start anyway with an empty cache that fills once the database answers, set [credentials] start_without_db = true)")]
+    AtStart {
+        url: Box<str>,
+        #[source]
+        source: Box<DbError>,
+    },
 }
 
 impl From<mysql::Error> for DbError {

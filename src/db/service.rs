@@ -65,6 +65,12 @@ impl CredentialService {
                     period.min(Duration::from_millis(cfg.reconnect_max_ms)),
                 )
             }
+            Err(e @ (DbError::Mysql(_) | DbError::Sqlite(_) | DbError::Unavailable { .. })) => {
+                return Err(DbError::AtStart {
+                    url: redact_url(&cfg.url).into(),
+                    source: Box::new(e),
+                })
+            }
             Err(e) => return Err(e),
         };
         let refresh = RefreshHandle::spawn(ctx.clone(), cache.clone(), src, first_wait)?;

@@ -3,7 +3,8 @@
 //! [`PUBLISH_INTERVAL_MS`]; scrapes merge the snapshots.
 //!
 //! Data flow:
-//! - each worker owns a [`WorkerMetrics`]: one preallocated hdrhistogram per [`MsgClass`] of
+//! - each worker owns a [`WorkerMetrics`]: one preallocated [`Latency`] (an hdrhistogram for
+//!   percentiles and fixed Prometheus buckets with an exact sum) per [`MsgClass`] of
 //!   `on_datagram` processing time (ns), and an [`UpstreamTracker`] that times requests sent
 //!   to each Asterisk node until their first and final responses. Recording is a few integer
 //!   operations on memory allocated at start: the hot path never allocates or locks;
@@ -14,9 +15,12 @@
 //! - a scrape ([`MetricsRegistry::collect`], used by `crate::admin`) locks each slot in turn,
 //!   sums the counters and merges the histograms into a [`Collected`].
 //!
-//! Histograms are cumulative since start (like a Prometheus summary).
+//! Series are cumulative since start; `/metrics` exposes the buckets as Prometheus
+//! histograms (`_bucket{le=..}`), which `rate()` windows and `sum by (le)` aggregates across
+//! instances.
 
 mod classify;
+mod latency;
 mod upstream;
 
 #[cfg(test)]
@@ -25,30 +29,14 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hdrhistogram::Histogram;
-
 use crate::core::Stats;
 
 pub use classify::{classify, MsgClass};
+pub use latency::{new_histogram, Buckets, Latency, BOUNDS_NS, BUCKETS, MAX_TRACKED_NS};
 pub use upstream::{UpstreamKind, UpstreamTracker};
 
 /// Publication period of worker snapshots.
 pub const PUBLISH_INTERVAL_MS: u64 = 100;
-
-/// Largest value a latency histogram tracks (60 s in ns); larger values are clamped.
-pub const MAX_TRACKED_NS: u64 = 60_000_000_000;
-
-/// Significant decimal digits of the histograms (1% precision).
-const SIGFIG: u8 = 2;
-
-/// A latency histogram in nanoseconds with the bounds every sipfront histogram shares (so
-/// merging never resizes or allocates).
-pub fn new_histogram() -> Histogram<u64> {
-    // Constant bounds well inside hdrhistogram's limits (low >= 1, high >= 2 * low,
-    // sigfig <= 5): this cannot fail for any input.
-    #[allow(clippy::expect_used)]
-    Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIG).expect("constant histogram bounds")
-}
 
 /// One worker's published state.
 #[derive(Debug, Clone)]
@@ -62,9 +50,9 @@ pub struct WorkerSnapshot {
     /// Datagrams the outbox could not take.
     pub send_dropped: u64,
     /// `on_datagram` processing time per [`MsgClass`] (ns), cumulative.
-    pub processing: Vec<Histogram<u64>>,
+    pub processing: Vec<Latency>,
     /// Per upstream node: request → first response and → final response (ns), cumulative.
-    pub upstream: Vec<[Histogram<u64>; 2]>,
+    pub upstream: Vec<[Latency; 2]>,
     /// The nodes of `upstream`, in order.
     pub nodes: Vec<SocketAddr>,
 }
@@ -77,11 +65,8 @@ impl WorkerSnapshot {
             stats: Stats::default(),
             in_flight: (0, 0),
             send_dropped: 0,
-            processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
-            upstream: nodes
-                .iter()
-                .map(|_| [new_histogram(), new_histogram()])
-                .collect(),
+            processing: (0..MsgClass::COUNT).map(|_| Latency::default()).collect(),
+            upstream: nodes.iter().map(|_| Default::default()).collect(),
             nodes: nodes.to_vec(),
         }
     }
@@ -116,10 +101,10 @@ pub struct Collected {
     pub stats: Stats,
     pub in_flight: (usize, usize),
     pub send_dropped: u64,
-    pub processing: Vec<Histogram<u64>>,
+    pub processing: Vec<Latency>,
     /// The upstream nodes, and per node (first, final) response latency.
     pub nodes: Vec<SocketAddr>,
-    pub upstream: Vec<[Histogram<u64>; 2]>,
+    pub upstream: Vec<[Latency; 2]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -146,7 +131,7 @@ impl MetricsRegistry {
         slots.sort_by_key(|s| lock(s).worker);
         drop(slots);
         WorkerMetrics {
-            processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
+            processing: (0..MsgClass::COUNT).map(|_| Latency::default()).collect(),
             upstream: UpstreamTracker::new(nodes),
             slot,
             published: self.published.clone(),
@@ -184,11 +169,8 @@ impl MetricsRegistry {
             stats: Stats::default(),
             in_flight: (0, 0),
             send_dropped: 0,
-            processing: (0..MsgClass::COUNT).map(|_| new_histogram()).collect(),
-            upstream: nodes
-                .iter()
-                .map(|_| [new_histogram(), new_histogram()])
-                .collect(),
+            processing: (0..MsgClass::COUNT).map(|_| Latency::default()).collect(),
+            upstream: nodes.iter().map(|_| Default::default()).collect(),
             nodes,
         };
         for slot in &slots {
@@ -198,14 +180,13 @@ impl MetricsRegistry {
             out.in_flight.1 += snap.in_flight.1;
             out.send_dropped += snap.send_dropped;
             for (m, h) in out.processing.iter_mut().zip(&snap.processing) {
-                // Same bounds everywhere: adding cannot fail.
-                let _ = m.add(h);
+                m.add(h);
             }
             for (node, h) in snap.nodes.iter().zip(&snap.upstream) {
                 if let Some(i) = out.nodes.iter().position(|n| n == node) {
                     if let Some(m) = out.upstream.get_mut(i) {
-                        let _ = m[0].add(&h[0]);
-                        let _ = m[1].add(&h[1]);
+                        m[0].add(&h[0]);
+                        m[1].add(&h[1]);
                     }
                 }
             }
@@ -273,7 +254,7 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
 
 /// A worker's recorder: owned by the worker thread, never shared.
 pub struct WorkerMetrics {
-    processing: Vec<Histogram<u64>>,
+    processing: Vec<Latency>,
     upstream: UpstreamTracker,
     slot: Slot,
     next_publish_ms: u64,
@@ -293,7 +274,7 @@ impl WorkerMetrics {
     #[inline]
     pub fn record_processing(&mut self, class: MsgClass, ns: u64) {
         if let Some(h) = self.processing.get_mut(class as usize) {
-            h.saturating_record(ns.max(1));
+            h.record(ns);
         }
     }
 
@@ -330,20 +311,16 @@ impl WorkerMetrics {
         snap.in_flight = state.in_flight;
         snap.send_dropped = state.send_dropped;
         for (dst, src) in snap.processing.iter_mut().zip(&self.processing) {
-            copy_hist(dst, src);
+            dst.copy_from(src);
         }
         if snap.nodes != self.upstream.nodes() {
             // The nodes were reloaded (rare): reshape the slot once.
             snap.nodes = self.upstream.nodes().to_vec();
-            snap.upstream = snap
-                .nodes
-                .iter()
-                .map(|_| [new_histogram(), new_histogram()])
-                .collect();
+            snap.upstream = snap.nodes.iter().map(|_| Default::default()).collect();
         }
         for (dst, src) in snap.upstream.iter_mut().zip(self.upstream.histograms()) {
-            copy_hist(&mut dst[0], &src[0]);
-            copy_hist(&mut dst[1], &src[1]);
+            dst[0].copy_from(&src[0]);
+            dst[1].copy_from(&src[1]);
         }
         drop(snap);
         // Never block the worker: a waiter that misses this one wakes at its timeout.
@@ -352,10 +329,4 @@ impl WorkerMetrics {
             self.published.cond.notify_all();
         }
     }
-}
-
-/// `dst = src` for histograms of identical bounds: a reset and a memory copy.
-fn copy_hist(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
-    dst.reset();
-    let _ = dst.add(src);
 }

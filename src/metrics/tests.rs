@@ -57,8 +57,11 @@ fn upstream_first_and_final_latency() {
     t.on_response(&ok, classify(&ok), 1_001_000);
     assert_eq!(count(&t, UpstreamKind::Final), 1);
     let h = &t.histograms()[0];
-    assert!(h[0].equivalent(h[0].max(), 10_000));
-    assert!(h[1].equivalent(h[1].max(), 1_000_000));
+    assert!(h[0].hdr.equivalent(h[0].hdr.max(), 10_000));
+    assert!(h[1].hdr.equivalent(h[1].hdr.max(), 1_000_000));
+    // The Prometheus buckets saw the same samples, with their exact sum.
+    assert_eq!(h[0].buckets.count(), 1);
+    assert_eq!(h[1].buckets.sum_ns, 1_000_000);
     // A retransmitted 200 after the final one is not counted again.
     t.on_response(&ok, classify(&ok), 2_000_000);
     assert_eq!(count(&t, UpstreamKind::Final), 1);

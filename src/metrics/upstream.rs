@@ -12,10 +12,9 @@
 
 use std::net::SocketAddr;
 
-use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
 
-use super::{classify::MsgClass, new_histogram};
+use super::{classify::MsgClass, Latency};
 use crate::core::BRANCH_PREFIX;
 
 /// Table entries (power of two).
@@ -58,7 +57,7 @@ pub struct UpstreamTracker {
     nodes: Vec<SocketAddr>,
     table: Box<[Pending]>,
     finder: Finder<'static>,
-    hists: Vec<[Histogram<u64>; 2]>,
+    hists: Vec<[Latency; 2]>,
 }
 
 /// FxHash-style hash of a branch's bytes after the prefix (the slot, generation and loop
@@ -90,10 +89,7 @@ fn response_class(req: MsgClass) -> Option<MsgClass> {
 
 impl UpstreamTracker {
     pub fn new(nodes: Vec<SocketAddr>) -> Self {
-        let hists = nodes
-            .iter()
-            .map(|_| [new_histogram(), new_histogram()])
-            .collect();
+        let hists = nodes.iter().map(|_| Default::default()).collect();
         UpstreamTracker {
             nodes,
             table: vec![Pending::default(); TABLE].into_boxed_slice(),
@@ -103,7 +99,7 @@ impl UpstreamTracker {
     }
 
     /// Per node: (first, final) response latency in ns, cumulative.
-    pub fn histograms(&self) -> &[[Histogram<u64>; 2]] {
+    pub fn histograms(&self) -> &[[Latency; 2]] {
         &self.hists
     }
 
@@ -122,7 +118,7 @@ impl UpstreamTracker {
         for n in nodes {
             let h = match old.iter().position(|(a, _)| a == n) {
                 Some(i) => old.swap_remove(i).1,
-                None => [new_histogram(), new_histogram()],
+                None => Default::default(),
             };
             self.nodes.push(*n);
             self.hists.push(h);
@@ -201,10 +197,10 @@ impl UpstreamTracker {
         };
         if !e.first_seen {
             e.first_seen = true;
-            h[UpstreamKind::First as usize].saturating_record(elapsed);
+            h[UpstreamKind::First as usize].record(elapsed);
         }
         if code >= 200 {
-            h[UpstreamKind::Final as usize].saturating_record(elapsed);
+            h[UpstreamKind::Final as usize].record(elapsed);
             e.key = 0;
         }
     }

@@ -121,11 +121,49 @@ impl RegistrarConfig {
         if self.min_expires == 0 || self.min_expires > 86_400 {
             return bad("min_expires", "must be 1..=86400");
         }
-        if self.max_expires < self.min_expires || self.max_expires > 7 * 86_400 {
-            return bad("max_expires", "must be min_expires..=604800");
+        if self.max_expires > 7 * 86_400 {
+            return bad("max_expires", "must be at most 604800");
         }
-        if !(self.min_expires..=self.max_expires).contains(&self.default_expires) {
-            return bad("default_expires", "must be min_expires..=max_expires");
+        // A min/max conflict names the key that was moved away from its default.
+        let d = RegistrarConfig::default();
+        if self.max_expires < self.min_expires {
+            return if self.max_expires == d.max_expires {
+                bad(
+                    "min_expires",
+                    "must not exceed max_expires (3600 unless set): raise max_expires too",
+                )
+            } else {
+                bad(
+                    "max_expires",
+                    "must be at least min_expires (60 unless set)",
+                )
+            };
+        }
+        if self.default_expires < self.min_expires {
+            return if self.default_expires == d.default_expires {
+                bad(
+                    "min_expires",
+                    "must not exceed default_expires (3600 unless set): raise default_expires too",
+                )
+            } else {
+                bad(
+                    "default_expires",
+                    "must be at least min_expires (60 unless set)",
+                )
+            };
+        }
+        if self.default_expires > self.max_expires {
+            return if self.default_expires == d.default_expires {
+                bad(
+                    "max_expires",
+                    "must not be below default_expires (3600 unless set): lower default_expires too",
+                )
+            } else {
+                bad(
+                    "default_expires",
+                    "must be at most max_expires (3600 unless set)",
+                )
+            };
         }
         if self.max_contacts == 0 || self.max_contacts > MAX_CONTACTS_LIMIT {
             return bad("max_contacts", "must be 1..=64");

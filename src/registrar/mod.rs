@@ -24,6 +24,7 @@
 //! use std::sync::Arc;
 //! use sipfront::asterisk::{RegFwd, RegFwdSettings, RegisterMode, Via, branch_for};
 //! use sipfront::registrar::*;
+//! use sipfront::sip::Transport;
 //!
 //! let cfg = RegistrarConfig { persist: "none".into(), ..RegistrarConfig::default() };
 //! let registrar = Arc::new(Registrar::new(cfg).unwrap());
@@ -44,7 +45,7 @@
 //! let req = RegisterRequest {
 //!     aor: "alice@example.com", call_id: "abc@phone", cseq: 2, expires_header: Some(600),
 //!     star: false, contacts: &contacts, source: "203.0.113.7:40000".parse().unwrap(),
-//!     transport: Transport::Udp, socket: "10.0.0.1:5060".parse().unwrap(), path: &[],
+//!     transport: Transport::Udp, socket: "10.0.0.1:5060".parse().unwrap(), conn: 0, path: &[],
 //!     user_agent: Some("Phone/1.0"),
 //! };
 //! let mut contact_lines = Vec::with_capacity(512);

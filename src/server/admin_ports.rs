@@ -69,3 +69,17 @@ impl RegFwdSource for AsteriskRegFwd {
         self.regfwd.stats()
     }
 }
+
+/// The HEP capture's counters as the admin API reads them.
+pub struct HepCounts(pub std::sync::Arc<crate::hep::HepStats>);
+
+impl crate::admin::HepSource for HepCounts {
+    fn hep_counts(&self) -> crate::admin::HepReport {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::admin::HepReport {
+            sent: self.0.sent.load(Relaxed),
+            dropped: self.0.dropped.load(Relaxed),
+            failed: self.0.failed.load(Relaxed),
+        }
+    }
+}

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::{AdminError, AdminServer, AdminState, ReloadReport};
+use crate::admin::{AdminError, AdminServer, AdminState, HepSource, ReloadReport};
 use crate::asterisk::{RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
@@ -35,6 +35,7 @@ use crate::transport::stream::{Registry, StreamSetup};
 use crate::transport::tls::TlsContext;
 use crate::transport::{Endpoints, StreamListen, TransportError, WorkerSet};
 
+pub use admin_ports::HepCounts;
 pub use core_config::core_config;
 pub use ports::{AsteriskRegFwd, CacheAuth};
 pub use reload::{ReloadError, Reloader};
@@ -64,6 +65,8 @@ pub enum ServerError {
     Admin(#[from] AdminError),
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
+    #[error("{0}")]
+    Hep(#[from] crate::hep::HepError),
 }
 
 /// The names a phone's digest URI may give for this proxy (`[auth] uri_check = "host"`): the
@@ -119,6 +122,7 @@ pub struct Server {
     draining: Arc<std::sync::atomic::AtomicBool>,
     reloader: Arc<Reloader>,
     links: Arc<Registry>,
+    hep: Option<crate::hep::Capture>,
     /// Writes the ban list to `[guard] persist` (when set).
     bans: Option<crate::guard::BanPersister>,
 }
@@ -177,6 +181,8 @@ impl Server {
         let upstream_on = usize::from(core_cfg.asterisk_side);
         let shared = Arc::new(SharedConfig::new(Arc::new(core_cfg)));
         let factory_shared = shared.clone();
+        let hep = crate::hep::Capture::start(&cfg.hep)?;
+        let taps = hep.as_ref().map(crate::hep::Capture::taps);
         let setup = StreamSetup {
             registry: links.clone(),
             tls: tls.as_ref().map(|t| t.server_config()),
@@ -219,6 +225,10 @@ impl Server {
                     factory_shared.clone(),
                     generation,
                 )
+                .with_hep(
+                    taps.as_ref()
+                        .map(|t| t.tap(ctx.listen.clone(), ctx.upstream)),
+                )
             },
         )?;
         let workers = Arc::new(workers);
@@ -258,6 +268,9 @@ impl Server {
                 regfwd: Some(regfwd),
                 bans: Some(guard.clone()),
                 config: Some(reloader.clone()),
+                hep: hep
+                    .as_ref()
+                    .map(|h| Arc::new(HepCounts(h.stats().clone())) as Arc<dyn HepSource>),
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)
@@ -275,6 +288,7 @@ impl Server {
             draining,
             reloader,
             links,
+            hep,
             bans,
         })
     }
@@ -366,6 +380,10 @@ impl Server {
             // Unreachable while the admin server is the only other holder; dropping the
             // last handle stops the workers all the same.
             Err(shared) => drop(shared),
+        }
+        // The workers' taps are gone: send what is queued and stop capturing.
+        if let Some(hep) = self.hep.take() {
+            hep.stop();
         }
         if let Some(bans) = self.bans.take() {
             bans.stop();

@@ -152,6 +152,7 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         ]
     );
     changed!(live, old.log, new.log, "log", [level]);
+    changed!(restart, old.log, new.log, "log", [format]);
     changed!(live, old.auth, new.auth, "auth", [check_from_user]);
     changed!(
         restart,
@@ -219,6 +220,9 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     );
     if old.transport != new.transport {
         restart.push("transport");
+    }
+    if old.hep != new.hep {
+        restart.push("hep");
     }
     if old.admin != new.admin {
         restart.push("admin");
@@ -289,7 +293,7 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     c.asterisk = new.asterisk.clone();
     c.timers = new.timers;
     c.limits = new.limits;
-    c.log = new.log.clone();
+    c.log.level.clone_from(&new.log.level);
     c.auth.check_from_user = new.auth.check_from_user;
     c.credentials.refresh_secs = new.credentials.refresh_secs;
     c.credentials.negative_ttl_secs = new.credentials.negative_ttl_secs;

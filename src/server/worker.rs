@@ -21,22 +21,27 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::core::{Core, Flow, Local, LookupResult, Now, SharedConfig, Transmit};
 use crate::db::{LookupDone, LookupPool, WakeFn};
+use crate::hep::Tap;
 use crate::metrics::{classify, UpstreamTracker, WorkerMetrics, WorkerState};
 use crate::transport::{Backlog, DatagramHandler, Outbox};
 
 /// The transport's outbox seen as the core's transmit sink; requests to Asterisk start the
-/// upstream latency timer.
+/// upstream latency timer; every datagram is copied to the HEP capture when it is on.
 struct Tx<'a> {
     out: &'a mut Outbox,
     dropped: &'a mut u64,
     upstream: &'a mut UpstreamTracker,
     now_ns: u64,
+    hep: Option<&'a Tap>,
 }
 
 impl Transmit for Tx<'_> {
     fn send(&mut self, to: Flow, bytes: &[u8]) {
         if to.local == Local::Upstream {
             self.upstream.on_send(to.remote, bytes, self.now_ns);
+        }
+        if let Some(hep) = self.hep {
+            hep.sent(to, bytes);
         }
         if !self.out.send(to, bytes) {
             *self.dropped += 1;
@@ -59,6 +64,8 @@ pub struct Worker {
     /// Where reloads publish configurations, and the generation this worker runs.
     shared: Arc<SharedConfig>,
     generation: u64,
+    /// HEP capture of every datagram in and out (`[hep]`).
+    hep: Option<Tap>,
 }
 
 impl Worker {
@@ -82,7 +89,14 @@ impl Worker {
             epoch: Instant::now(),
             shared,
             generation,
+            hep: None,
         }
+    }
+
+    /// Copy every datagram received and sent to `tap` (HEP capture).
+    pub fn with_hep(mut self, tap: Option<Tap>) -> Self {
+        self.hep = tap;
+        self
     }
 
     /// Take a reloaded configuration if one was published (one atomic load when not).
@@ -123,6 +137,7 @@ impl Worker {
                     dropped: &mut self.send_dropped,
                     upstream: self.metrics.upstream(),
                     now_ns,
+                    hep: self.hep.as_ref(),
                 };
                 self.core
                     .handle_lookup(now, req.token, LookupResult::Failed, &mut tx);
@@ -138,6 +153,9 @@ impl DatagramHandler for Worker {
 
     fn on_datagram(&mut self, now: Now, from: Flow, data: &[u8], out: &mut Outbox) {
         self.follow_reloads();
+        if let Some(hep) = &self.hep {
+            hep.received(from, data);
+        }
         let start = Instant::now();
         let now_ns = self.since_epoch_ns(start);
         let class = classify(data);
@@ -149,6 +167,7 @@ impl DatagramHandler for Worker {
             dropped: &mut self.send_dropped,
             upstream: self.metrics.upstream(),
             now_ns,
+            hep: self.hep.as_ref(),
         };
         self.core.handle_datagram(now, from, data, &mut tx);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -175,6 +194,7 @@ impl DatagramHandler for Worker {
                 dropped: &mut self.send_dropped,
                 upstream: self.metrics.upstream(),
                 now_ns,
+                hep: self.hep.as_ref(),
             };
             self.core.handle_lookup(now, done.token, result, &mut tx);
         }
@@ -190,6 +210,7 @@ impl DatagramHandler for Worker {
             dropped: &mut self.send_dropped,
             upstream: self.metrics.upstream(),
             now_ns,
+            hep: self.hep.as_ref(),
         };
         self.core.handle_timeout(now, &mut tx);
         self.drain_lookups(now, out);

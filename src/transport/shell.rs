@@ -83,8 +83,9 @@ impl<H: DatagramHandler> Shell<H> {
             max_idle_ms: p.max_idle_ms,
             meter: BacklogMeter::new(&[]),
             recheck_backlog: false,
+            // A worker with stream listeners looks at them once at the start.
+            streams_ready: p.streams.is_some(),
             streams: p.streams,
-            streams_ready: true,
         }
     }
 

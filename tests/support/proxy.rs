@@ -66,6 +66,8 @@ pub struct Tune {
     pub guard_allow: Vec<&'static str>,
     /// `[log] level` (default `"warn"`).
     pub log_level: Option<&'static str>,
+    /// `[log] format` (default `"text"`).
+    pub log_format: Option<&'static str>,
     /// `[guard] rate_pps`: sustained datagrams per second per source.
     pub rate_pps: Option<u32>,
     /// `[guard] rate_burst`: datagrams at once after idling.
@@ -97,6 +99,10 @@ pub struct Tune {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// `[tcp]` keys, e.g. `("max_connections_per_ip", "4")`.
     pub tcp_limits: Vec<(&'static str, String)>,
+    /// `[admin] token_file` (with [`Tune::admin`]).
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Further sections appended verbatim (e.g. `[hep]`); they must not repeat one above.
+    pub extra_toml: Option<String>,
 }
 
 pub struct Proxy {
@@ -284,9 +290,18 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     }
     if let Some(admin) = tune.admin {
         let _ = write!(toml, "\n[admin]\nenabled = true\nlisten = \"{admin}\"\n");
+        if let Some(file) = &tune.admin_token_file {
+            let _ = writeln!(toml, "token_file = \"{}\"", file.display());
+        }
     }
     let level = tune.log_level.unwrap_or("warn");
     let _ = write!(toml, "\n[log]\nlevel = \"{level}\"\n");
+    if let Some(format) = tune.log_format {
+        let _ = writeln!(toml, "format = \"{format}\"");
+    }
+    if let Some(extra) = &tune.extra_toml {
+        let _ = write!(toml, "\n{extra}\n");
+    }
     toml
 }
 
@@ -350,11 +365,34 @@ impl Proxy {
             admin,
             proc: Proc::spawn("sipfront", &mut cmd),
         };
-        if let Err(why) = proxy.wait_ready() {
+        if let Err(why) = proxy.wait_ready().and_then(|()| proxy.wait_admin()) {
             let err = std::fs::read_to_string(dir.join(format!("{log}.err"))).unwrap_or_default();
             panic!("{why}\nsipfront stderr:\n{err}");
         }
         proxy
+    }
+
+    /// With the admin API on: until it accepts a connection (it is bound just after the
+    /// workers start answering SIP, so on a busy machine it can lag the OPTIONS answer).
+    fn wait_admin(&mut self) -> Result<(), String> {
+        let Some(admin) = self.admin else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match std::net::TcpStream::connect_timeout(&admin, PROBE_WAIT) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(format!("the admin API on {admin} never accepted: {e}"));
+                }
+                Err(_) => {
+                    if let Some(status) = self.proc.exited() {
+                        return Err(format!("sipfront exited during startup: {status}"));
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
     }
 
     /// Sends OPTIONS (a new one every [`PROBE_WAIT`]) until a 200 comes back.
