@@ -11,6 +11,7 @@
 //! - [`guard`]: per-source rate limits, failed-auth bans, scanner User-Agents;
 //! - [`hep`]: HEPv3 capture of every SIP datagram to a Homer collector, off the hot path;
 //! - [`server`]: wiring of all layers, and the core's ports over them;
+//! - [`instance`]: one proxy per listen address (`--takeover` hands one over);
 //! - [`config`]: the TOML configuration and its validation.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -23,6 +24,7 @@ pub mod db;
 pub mod demo;
 pub mod guard;
 pub mod hep;
+pub mod instance;
 pub mod logging;
 pub mod metrics;
 pub mod registrar;

@@ -32,6 +32,11 @@ enum Command {
         /// The TOML configuration file (see docs/configuration.md).
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listen addresses over from the sipfront running on them: bind alongside
+        /// it, then send it SIGTERM so it drains and exits (zero-downtime upgrade, see
+        /// docs/operations.md). Without it, a listen address in use stops the start.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a configuration file and exit (non-zero on error, naming the key).
     CheckConfig {
@@ -180,7 +185,28 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn run(cfg: &Config) -> ExitCode {
+fn run(cfg: &Config, takeover: bool) -> ExitCode {
+    // Before anything binds: a listen address held by another process stops the start,
+    // unless this is a deliberate handover from another sipfront.
+    let listen: Vec<_> = cfg
+        .listen_addrs()
+        .map(|(addr, transport)| {
+            let proto = match transport {
+                sipfront::sip::Transport::Udp => sipfront::instance::Proto::Udp,
+                _ => sipfront::instance::Proto::Tcp,
+            };
+            (addr, proto)
+        })
+        .collect();
+    let old = match sipfront::instance::probe(&listen)
+        .and_then(|busy| sipfront::instance::check(busy, takeover))
+    {
+        Ok(old) => old,
+        Err(e) => {
+            eprintln!("sipfront: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     sipfront::logging::init(&cfg.log.level, cfg.log.format);
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
@@ -196,6 +222,13 @@ fn run(cfg: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Serving now: the old proxy may drain and go.
+    for holder in &old {
+        tracing::info!(old = %holder, "takeover: asking the old proxy to drain and exit");
+    }
+    for (holder, e) in sipfront::instance::signal_holders(&old) {
+        tracing::error!(old = %holder, error = %e, "takeover: cannot signal the old proxy");
+    }
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
@@ -261,7 +294,7 @@ fn demo(dir: Option<&std::path::Path>, addrs: sipfront::demo::DemoAddrs) -> Exit
     };
     print!("{}", demo::banner(&addrs, &dir, temporary, node.is_some()));
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    let code = run(&cfg);
+    let code = run(&cfg, false);
     drop(node);
     cleanup(&dir);
     code
@@ -270,8 +303,8 @@ fn demo(dir: Option<&std::path::Path>, addrs: sipfront::demo::DemoAddrs) -> Exit
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match Config::load(&config) {
-            Ok(cfg) => run(&cfg),
+        Command::Run { config, takeover } => match Config::load(&config) {
+            Ok(cfg) => run(&cfg, takeover),
             Err(e) => {
                 eprintln!("sipfront: {e}");
                 ExitCode::from(2)

@@ -438,3 +438,44 @@ fn shared_between_workers() {
     assert_send_sync::<sipfront::db::LookupPool>();
     assert_send_sync::<sipfront::db::RefreshHandle>();
 }
+
+#[test]
+fn uri_check_modes() {
+    use sipfront::auth::{OwnNames, UriCheck};
+    let own = || OwnNames {
+        domains: vec![REALM.into()],
+        addrs: vec!["127.0.0.1:5070".parse().expect("addr")],
+    };
+    // The phone's digest uri is URI (`sip:example.com`, the proxy's domain); the request goes
+    // to an address of the proxy, or to a user of another domain.
+    let to_proxy = "sip:600@127.0.0.1:5070";
+    let elsewhere = "sip:600@other.org";
+    let cases = [
+        (UriCheck::Strict, to_proxy, Verdict::UriMismatch),
+        (UriCheck::Strict, URI, Verdict::Ok),
+        (UriCheck::Host, to_proxy, Verdict::Ok),
+        (UriCheck::Host, "sip:bob@example.com:5060", Verdict::Ok),
+        (UriCheck::Host, elsewhere, Verdict::Ok),
+        (UriCheck::Off, elsewhere, Verdict::Ok),
+    ];
+    for (mode, request_uri, want) in cases {
+        let a = auth(|c| c.uri_check = mode).with_own_names(own());
+        let p = answer(&a, Algorithm::Md5, "secret", 1, T0);
+        let got = a.verify(&input(&p), "REGISTER", request_uri, &cred(), T0, SRC);
+        assert_eq!(got, want, "{mode:?}: {request_uri}");
+    }
+    // Without the proxy's own names, `host` only accepts the Request-URI's own host.
+    let a = auth(|c| c.uri_check = UriCheck::Host);
+    let p = answer(&a, Algorithm::Md5, "secret", 1, T0);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", to_proxy, &cred(), T0, SRC),
+        Verdict::UriMismatch
+    );
+    // A wrong password stays wrong whatever the mode.
+    let a = auth(|c| c.uri_check = UriCheck::Off);
+    let p = answer(&a, Algorithm::Md5, "not-it", 1, T0);
+    assert_eq!(
+        a.verify(&input(&p), "REGISTER", elsewhere, &cred(), T0, SRC),
+        Verdict::WrongPassword
+    );
+}

@@ -581,7 +581,7 @@ fn overload_answers_503_with_retry_after() {
 }
 
 /// docs/guard.md, "Exemption": Asterisk nodes and `allow` entries are never
-/// scanner-checked, and it says to run `sipsak` monitoring from an `allow`ed address. The core
+/// scanner-checked (a pentest host may be allow-listed). The core
 /// checks the User-Agent of every request whatever its source (src/core/request.rs calls
 /// `guard.is_scanner` without looking at the source), so both are dropped silently.
 #[test]
@@ -595,12 +595,12 @@ fn exempt_sources_are_not_scanner_checked() {
     });
     let proxy = scene.proxy.addr;
     let allowed = Phone::bind(ALLOWED);
-    let text = options(allowed.addr, proxy, 1, Some("sipsak 0.9.8"));
+    let text = options(allowed.addr, proxy, 1, Some("sipvicious 0.3.4"));
     let got = ask(&allowed, proxy, &text, ANSWER).and_then(|m| m.code());
     assert_eq!(
         got,
         Some(200),
-        "sipsak OPTIONS from an allow-listed monitor"
+        "a scanner User-Agent from an allow-listed address"
     );
     let asterisk = Phone::bind(ASTERISK_IP);
     let text = options(asterisk.addr, proxy, 2, Some("friendly-scanner"));

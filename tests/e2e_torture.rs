@@ -119,8 +119,8 @@ const EXPECT: &[Row] = &[
     // 3.1.2 invalid messages.
     // Via and Contact malformed: answered to the datagram's source with the raw lines.
     answered("badinv01", 400),
-    // Content-Length beyond the datagram: RFC 3261 §18.3 lets UDP discard it.
-    dropped("clerr", None),
+    // Content-Length beyond the datagram: RFC 3261 §18.3, a request gets 400 (issue #16).
+    answered("clerr", 400),
     // The rest are rejected by the parser (src/sip) or have an unparseable To/From/CSeq:
     // answered 400 with the raw Via/From/To/Call-ID/CSeq lines (src/core/build.rs).
     answered("ncl", 400),

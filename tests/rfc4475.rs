@@ -56,7 +56,7 @@ fn s3_1_1_1_wsinv() {
             ("sip:vivekg@chair-dnrc.example.com", Some("1918181833n"))
         );
         let from = m.from().unwrap();
-        assert_eq!(from.display, Some("J Rosenberg \\\\\\\""));
+        assert_eq!(from.display, Some(&b"J Rosenberg \\\\\\\""[..]));
         assert_eq!(from.tag(), Some("98asjd8"));
         assert_eq!(m.max_forwards(), Ok(Some(68)));
         assert_eq!(m.call_id(), Ok("wsinv.ndaksdj@192.0.2.1"));
@@ -100,7 +100,7 @@ fn s3_1_1_1_wsinv() {
         let [Contact::Addr(c)] = contacts[..] else {
             panic!("one contact")
         };
-        assert_eq!(c.display, Some("Quoted string \\\"\\\""));
+        assert_eq!(c.display, Some(&b"Quoted string \\\"\\\""[..]));
         assert_eq!(
             (c.params.get("newparam"), c.params.get("secondparam"), c.q()),
             (Some(Some("newvalue")), Some(None), Some(330))
@@ -127,9 +127,9 @@ fn s3_1_1_2_intmeth() {
         assert_eq!(u.host, Host::Name("example.com"));
         assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK-.!%66*_+`'~"));
         let to = m.to().unwrap();
-        assert_eq!(to.display, Some("BEL:\\\x07 NUL:\\\0 DEL:\\\x7f"));
+        assert_eq!(to.display, Some(&b"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f"[..]));
         let from = m.from().unwrap();
-        assert_eq!(from.display, Some("token1~` token2'+_ token3*%!.-"));
+        assert_eq!(from.display, Some(&b"token1~` token2'+_ token3*%!.-"[..]));
         assert_eq!(from.tag(), Some("_token~1'+`*%!-."));
         assert_eq!(
             from.params.get("fromParam''~+*_!.-%"),
@@ -201,7 +201,7 @@ fn s3_1_1_4_escnull() {
 fn s3_1_1_5_esc02() {
     with_msg(fixture!("esc02"), |m| {
         assert_eq!(m.method(), Some(Method::Other("RE%47IST%45R")));
-        assert_eq!(m.to().unwrap().display, Some("%Z%45"));
+        assert_eq!(m.to().unwrap().display, Some(&b"%Z%45"[..]));
         assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK209%fzsnel234"));
         // Two Contact values, not three: "C%6Fntact" is another header.
         assert_eq!(m.contacts().count(), 2);
@@ -215,7 +215,7 @@ fn s3_1_1_6_lwsdisp() {
         let from = m.from().unwrap();
         assert_eq!(
             (from.display, from.uri, from.tag()),
-            (Some("caller"), "sip:caller@example.com", Some("323"))
+            (Some(&b"caller"[..]), "sip:caller@example.com", Some("323"))
         );
     });
 }
@@ -227,7 +227,7 @@ fn s3_1_1_7_longreq() {
         assert!(to
             .display
             .unwrap()
-            .starts_with("I have a user name of extremeextreme"));
+            .starts_with(b"I have a user name of extremeextreme"));
         let tu = to.uri().unwrap();
         assert_eq!(tu.port, Some(6000));
         assert_eq!(tu.params.iter().count(), 3);
@@ -334,7 +334,9 @@ fn s3_1_2_1_badinv01() {
 
 #[test]
 fn s3_1_2_2_clerr() {
-    assert_eq!(parse_err(fixture!("clerr")), ParseError::Truncated);
+    // RFC 3261 §18.3: over UDP a body shorter than Content-Length is an error the element
+    // answers with 400 (the core does, as for every other parse error of a request).
+    assert_eq!(parse_err(fixture!("clerr")), ParseError::BodyTruncated);
     // Over a stream the same bytes are simply an incomplete message.
     let mut headers = [EMPTY_HEADER; MAX_HEADERS];
     assert!(matches!(
@@ -361,8 +363,8 @@ fn s3_1_2_4_scalar02() {
         assert_eq!(c.params.get("expires"), Some(Some("280297596632815")));
         assert_eq!(
             c.expires(),
-            None,
-            "out-of-range expires param reads as absent (default applies)"
+            Ok(Some(u32::MAX)),
+            "an out-of-range expires param reads as the largest (the registrar caps it)"
         );
     });
 }
@@ -433,7 +435,7 @@ fn s3_1_2_13_regbadct() {
 #[test]
 fn s3_1_2_14_badaspec() {
     with_msg(fixture!("badaspec"), |m| {
-        assert_eq!(m.from().unwrap().display, Some("Bell, Alexander"));
+        assert_eq!(m.from().unwrap().display, Some(&b"Bell, Alexander"[..]));
         assert_eq!(m.to(), Err(ParseError::BadNameAddr));
     });
 }

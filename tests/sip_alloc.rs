@@ -122,7 +122,7 @@ fn parse_and_rewrite_allocate_nothing() {
         sink += usize::from(cred.username.eq_str("1001"));
         for c in m.contacts() {
             if let Ok(Contact::Addr(a)) = c {
-                sink += a.expires().unwrap_or(0) as usize
+                sink += a.expires().ok().flatten().unwrap_or(0) as usize
                     + a.uri().map(|u| u.port.unwrap_or(0) as usize).unwrap_or(0);
             }
         }

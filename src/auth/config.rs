@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use super::uri::UriCheck;
 use super::Algorithm;
 
 /// `[auth]`.
@@ -31,6 +32,9 @@ pub struct AuthConfig {
     pub bind_nonce_to_ip: bool,
     /// Nonces tracked by the replay guard (memory bound: about 40 bytes each).
     pub replay_capacity: usize,
+    /// How the digest `uri` must relate to the Request-URI: `strict`, `host` (default) or
+    /// `off` (see [`super::uri`]).
+    pub uri_check: UriCheck,
 }
 
 pub const DEFAULT_NONCE_TTL_SECS: u64 = 300;
@@ -46,6 +50,7 @@ impl Default for AuthConfig {
             check_from_user: true,
             bind_nonce_to_ip: false,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            uri_check: UriCheck::default(),
         }
     }
 }
@@ -67,6 +72,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("check_from_user", &self.check_from_user)
             .field("bind_nonce_to_ip", &self.bind_nonce_to_ip)
             .field("replay_capacity", &self.replay_capacity)
+            .field("uri_check", &self.uri_check)
             .finish()
     }
 }
@@ -138,6 +144,10 @@ mod tests {
             vec![Algorithm::Sha512_256, Algorithm::Md5]
         );
         assert!(toml::from_str::<AuthConfig>("bogus = 1").is_err());
+        let strict: AuthConfig = toml::from_str("uri_check = \"strict\"").unwrap();
+        assert_eq!(strict.uri_check, UriCheck::Strict);
+        assert_eq!(AuthConfig::default().uri_check, UriCheck::Host);
+        assert!(toml::from_str::<AuthConfig>("uri_check = \"hostname\"").is_err());
         let lower: AuthConfig = toml::from_str("algorithms = [\"md5\", \"sha256\"]").unwrap();
         assert_eq!(lower.algorithms, vec![Algorithm::Md5, Algorithm::Sha256]);
         assert!(toml::from_str::<AuthConfig>("algorithms = [\"MD5-sess\"]").is_err());

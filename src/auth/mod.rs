@@ -7,7 +7,8 @@
 //!
 //! Data flow of one verification: the core unescapes the Authorization header into a
 //! [`DigestInput`] → realm/algorithm/qop checks → the stateless nonce is authenticated with
-//! HMAC ([`nonce`]) → the digest URI is compared with the request URI → the expected response
+//! HMAC ([`nonce`]) → the digest URI is compared with the request URI (as strictly as
+//! `[auth] uri_check` says, [`uri`]) → the expected response
 //! is computed from the stored HA1 ([`hash`]) and compared in constant time → expiry (stale) and
 //! the nonce-count replay guard ([`replay`]) are applied last, so `stale=true` is only ever
 //! offered to a client that knew the password.
@@ -32,6 +33,7 @@ pub mod verify;
 pub use challenge_parse::{parse_challenge, pick_challenge, Challenge, ChallengeParseError};
 pub use client::{compute_client_response, ClientError, ClientSecret};
 pub use config::{AuthConfig, ConfigError};
+pub use uri::{OwnNames, UriCheck};
 pub use verify::{username_matches_from, Authenticator};
 
 pub use credential::Credential;

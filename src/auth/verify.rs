@@ -12,7 +12,7 @@ use super::config::AuthConfig;
 use super::hash::{self, QopAuth};
 use super::nonce::{NonceCheck, NonceCodec};
 use super::replay::{parse_nc, ReplayCheck, ReplayGuard};
-use super::uri::digest_uri_matches;
+use super::uri::{digest_uri_matches, OwnNames, UriCheck};
 use super::{Algorithm, AuthError, Credential, DigestInput, Verdict};
 
 /// Verifies digest responses and writes challenges for one realm. Shared by all workers
@@ -27,6 +27,9 @@ pub struct Authenticator {
     pub(super) algorithms: Vec<Algorithm>,
     allow_no_qop: bool,
     check_from_user: bool,
+    uri_check: UriCheck,
+    /// The names a digest URI may give for this proxy (`uri_check = "host"`).
+    own: OwnNames,
 }
 
 fn valid_realm(realm: &str) -> bool {
@@ -73,7 +76,16 @@ impl Authenticator {
             algorithms: cfg.algorithms_strongest_first(),
             allow_no_qop: cfg.allow_no_qop,
             check_from_user: cfg.check_from_user,
+            uri_check: cfg.uri_check,
+            own: OwnNames::default(),
         })
+    }
+
+    /// The names under which phones reach this proxy (local domains, listen addresses): with
+    /// `uri_check = "host"` a digest URI naming one of them is accepted for any request.
+    pub fn with_own_names(mut self, own: OwnNames) -> Self {
+        self.own = own;
+        self
     }
 
     /// The realm challenges are issued for.
@@ -150,7 +162,7 @@ impl Authenticator {
             NonceCheck::Valid { issued_ms, key } => (issued_ms, key, false),
             NonceCheck::Expired { issued_ms, key } => (issued_ms, key, true),
         };
-        if !digest_uri_matches(input.uri, request_uri) {
+        if !digest_uri_matches(self.uri_check, &self.own, input.uri, request_uri) {
             return Verdict::UriMismatch;
         }
         let Some(ha1) = cred.ha1_hex(alg) else {

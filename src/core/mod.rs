@@ -56,7 +56,8 @@ pub use config::{
 pub use dialog_token::DialogKey;
 pub use flow::{ConnId, Flow, Local, Now};
 pub use ports::{
-    Admission, AuthCheck, AuthPort, GuardPort, Links, LocationPort, Ports, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, GuardPort, Links, LocationPort, Ports, RegFwdPort,
+    RegFwdSender,
 };
 pub use text::InlineStr;
 

@@ -19,9 +19,9 @@ pub enum AuthCheck {
     Ok,
     /// Nothing usable (other realm, forged or unknown nonce): challenge.
     Challenge { stale: bool },
-    /// Wrong password, unknown user, replayed nonce count or URI mismatch: challenge again and
-    /// count a failure.
-    Failed,
+    /// Wrong password, unknown user, URI mismatch or malformed credentials: challenge again
+    /// and count a failure; the reason is logged.
+    Failed(AuthFailure),
     /// Right password, but the nonce count was used before: a retransmission of a request
     /// answered statelessly (REGISTER), or a replay. Not a failure.
     Replayed,
@@ -29,6 +29,44 @@ pub enum AuthCheck {
     Lookup,
     /// The credential store cannot answer now (database down on a miss).
     Unavailable,
+}
+
+/// Why credentials were refused, for the log line of a refusal (never holds a secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The response does not match the stored password.
+    WrongPassword,
+    /// No such user in the credential store.
+    UnknownUser,
+    /// The digest `uri` does not match the Request-URI under `[auth] uri_check`.
+    UriMismatch,
+    /// Syntactically broken credentials (nc, cnonce, response length).
+    Malformed,
+    /// The right password with an expired nonce: challenged again with `stale=true`.
+    StaleNonce,
+    /// The right password with a nonce count used before (not a REGISTER retransmission).
+    Replay,
+}
+
+impl AuthFailure {
+    /// The reason as logged (`reason=...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::WrongPassword => "wrong password",
+            AuthFailure::UnknownUser => "unknown user",
+            AuthFailure::UriMismatch => "uri mismatch",
+            AuthFailure::Malformed => "malformed credentials",
+            AuthFailure::StaleNonce => "stale nonce",
+            AuthFailure::Replay => "replay",
+        }
+    }
+}
+
+impl std::fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Digest authentication backed by the credential cache.

@@ -273,7 +273,7 @@ fn request_uri_of<'b>(request: &[u8], buf: &'b mut [u8; 256]) -> &'b str {
 /// Expires header.
 fn granted_expiry(msg: &Message<'_, '_>) -> Option<u32> {
     let from_contact = msg.contacts().find_map(|c| match c {
-        Ok(crate::sip::Contact::Addr(na)) => na.expires(),
+        Ok(crate::sip::Contact::Addr(na)) => na.expires().ok().flatten(),
         _ => None,
     });
     from_contact.or_else(|| msg.expires().ok().flatten())

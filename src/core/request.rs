@@ -6,7 +6,7 @@ use crate::sip::{Message, Method, ParseError, Uri, EMPTY_HEADER, MAX_HEADERS};
 use crate::util::fnv::hash_parts;
 
 use super::branch::parse_branch;
-use super::ports::AuthCheck;
+use super::ports::{AuthCheck, AuthFailure};
 use super::response::{BranchEnd, Parent};
 use super::text::InlineStr;
 use super::txn::{CancelState, ClientState, KeyMap};
@@ -409,15 +409,19 @@ impl Core {
             }
             AuthCheck::Replayed if !proxy => Some((creds.username.raw(), true)),
             AuthCheck::Replayed => {
+                log_refusal(ctx, creds.username.raw(), AuthFailure::Replay);
                 self.challenge(ctx, msg, proxy, false, tx);
                 None
             }
             AuthCheck::Challenge { stale } => {
+                if stale {
+                    log_refusal(ctx, creds.username.raw(), AuthFailure::StaleNonce);
+                }
                 self.challenge(ctx, msg, proxy, stale, tx);
                 None
             }
-            AuthCheck::Failed => {
-                self.auth_failed(ctx, msg, creds.username.raw(), proxy, tx);
+            AuthCheck::Failed(reason) => {
+                self.auth_failed(ctx, msg, creds.username.raw(), reason, proxy, tx);
                 None
             }
             AuthCheck::Lookup => {
@@ -425,7 +429,8 @@ impl Core {
                     Some(LookupResult::Failed) => self.reply_unavailable(msg, ctx, tx),
                     Some(LookupResult::Ready) => {
                         // Looked up and still unknown: a wrong user name.
-                        self.auth_failed(ctx, msg, creds.username.raw(), proxy, tx);
+                        let reason = AuthFailure::UnknownUser;
+                        self.auth_failed(ctx, msg, creds.username.raw(), reason, proxy, tx);
                     }
                     None => self.park(ctx, msg, creds.username.raw(), tx),
                 }
@@ -445,11 +450,12 @@ impl Core {
         ctx: &ReqCtx<'_>,
         msg: &Message<'_, '_>,
         user: &str,
+        reason: AuthFailure,
         proxy: bool,
         tx: &mut dyn Transmit,
     ) {
         self.stats.auth_failed += 1;
-        tracing::info!(src = %ctx.from.remote, user, "authentication failed");
+        log_refusal(ctx, user, reason);
         if self
             .ports
             .guard
@@ -658,4 +664,10 @@ fn loop_hash_of(
         call_id.as_bytes(),
         &seq.to_le_bytes(),
     ])
+}
+
+/// The info line of a refused credential: source, user name and why; never the response,
+/// the nonce or anything else of the Authorization header.
+fn log_refusal(ctx: &ReqCtx<'_>, user: &str, reason: AuthFailure) {
+    tracing::info!(src = %ctx.from.remote, user, reason = reason.as_str(), "authentication failed");
 }

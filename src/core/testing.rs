@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
-    Admission, AuthCheck, AuthPort, ContactTarget, GuardPort, Links, LocationPort, Ports,
-    RegFwdPort, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy,
+    Admission, AuthCheck, AuthFailure, AuthPort, ContactTarget, GuardPort, Links, LocationPort,
+    Ports, RegFwdPort, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy,
 };
 use super::{ConnId, CoreConfig, Flow, Local, MatchMode, Now, Transmit};
 use crate::sip::Transport;
@@ -174,14 +174,14 @@ impl AuthPort for FakeAuth {
             return AuthCheck::Lookup;
         }
         if !self.users.contains(user) {
-            return AuthCheck::Failed;
+            return AuthCheck::Failed(AuthFailure::UnknownUser);
         }
         if creds.response.raw() == "replayed" {
             AuthCheck::Replayed
         } else if creds.response.raw() == "good" {
             AuthCheck::Ok
         } else {
-            AuthCheck::Failed
+            AuthCheck::Failed(AuthFailure::WrongPassword)
         }
     }
 
@@ -270,7 +270,14 @@ impl LocationPort for FakeLocation {
         }
         for c in input.msg.contacts().flatten() {
             if let Contact::Addr(na) = c {
-                let e = na.expires().unwrap_or(expires);
+                let Ok(e) = na.expires() else {
+                    return RegisterReply::Reject {
+                        code: 400,
+                        reason: "Bad Request",
+                        min_expires: None,
+                    };
+                };
+                let e = e.unwrap_or(expires);
                 if e > 0 && e < 60 {
                     return RegisterReply::Reject {
                         code: 423,

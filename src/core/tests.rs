@@ -1667,3 +1667,113 @@ fn a_zero_threshold_never_sheds() {
     );
     assert!(rec.take().iter().any(|s| s.method() == "INVITE"));
 }
+
+// ---- Hardening (issue #16 item 6): bad input gets an answer ----
+
+#[test]
+fn content_length_past_the_datagram_gets_400_and_a_response_is_dropped() {
+    let mut h = Harness::new(&[AST]);
+    let short = req(
+        "OPTIONS",
+        "sip:127.0.0.1:5060",
+        PHONE,
+        "z9hG4bKcl",
+        "cl1",
+        "",
+    )
+    .replace("Content-Length: 0", "Content-Length: 500");
+    let out = h.recv(PHONE, &format!("{short}v=0\r\n"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].code(), 400);
+    assert_eq!(out[0].dst, addr(PHONE));
+    assert_eq!(out[0].header("Call-ID"), Some("cl1"));
+    // A response cut short the same way is discarded (RFC 3261 §18.3).
+    let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKx\r\n\
+                From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: cl2\r\nCSeq: 1 OPTIONS\r\n\
+                Content-Length: 99\r\n\r\nshort";
+    assert!(h.recv(AST, resp).is_empty());
+}
+
+// ---- Hardening (issue #16 item 4): every refusal is logged with its reason ----
+
+/// A `MakeWriter` target collecting the log lines of one test.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn refusals_are_logged_at_info_with_their_reason() {
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let invite = |branch: &str, user: &str, response: &str| {
+        req(
+            "INVITE",
+            "sip:600@example.com",
+            PHONE,
+            branch,
+            branch,
+            &auth_hdr(true, user, response),
+        )
+    };
+    tracing::subscriber::with_default(subscriber, || {
+        let mut h = Harness::new(&[AST]);
+        for (m, want) in [
+            (invite("z9hG4bKl1", "alice", "bad-9f3e"), 407),
+            (invite("z9hG4bKl2", "mallory", "bad-7c1d"), 407),
+            (invite("z9hG4bKl3", "alice", "replayed"), 407),
+            (
+                invite("z9hG4bKl4", "alice", "good").replace("\"n1\"", "\"stale\""),
+                407,
+            ),
+        ] {
+            assert_eq!(h.recv(PHONE, &m)[0].code(), want, "{m}");
+        }
+        assert_eq!(
+            h.core.stats().auth_failed,
+            2,
+            "stale and replay are not failures"
+        );
+    });
+    let log = String::from_utf8_lossy(&capture.0.lock().expect("log")).into_owned();
+    for (user, reason) in [
+        ("alice", "wrong password"),
+        ("mallory", "unknown user"),
+        ("alice", "replay"),
+        ("alice", "stale nonce"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(" INFO ")
+                && l.contains("authentication failed")
+                && l.contains(&format!("user=\"{user}\""))
+                && l.contains(&format!("reason=\"{reason}\""))),
+            "{user}: {reason}\n{log}"
+        );
+    }
+    for secret in [
+        "bad-9f3e",
+        "bad-7c1d",
+        "response=",
+        "nonce=",
+        "cnonce",
+        "Digest",
+    ] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+}

@@ -28,7 +28,7 @@ use super::table::{Found, Hashing, Key, Striped};
 use super::BanInfo;
 
 /// Why a client was banned.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BanReason {
@@ -109,6 +109,9 @@ pub(super) struct Bans {
     /// Live entries in `bans` (expired ones until a lookup or listing removes them).
     count: AtomicUsize,
     issued: AtomicU64,
+    /// Bumped by every change to the ban list (ban, extension, unban): what a persister
+    /// compares to know the file is behind.
+    generation: AtomicU64,
 }
 
 impl Bans {
@@ -120,7 +123,44 @@ impl Bans {
             bans: Striped::new(stripes, max_bans),
             count: AtomicUsize::new(0),
             issued: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The change counter of the ban list.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Put back a ban read from a file: `id` banned from `since_ms` until `until_ms` for
+    /// `reason`, unless that is over at `now_ms`; whether it was put back.
+    pub fn restore(
+        &self,
+        hashing: &Hashing,
+        id: ClientId,
+        ban: (u64, u64),
+        reason: BanReason,
+        now_ms: u64,
+    ) -> bool {
+        let (since_ms, until_ms) = ban;
+        if now_ms >= until_ms {
+            return false;
+        }
+        let key = hashing.key(id.0);
+        let mut stripe = self.bans.lock(key);
+        let (b, found) = stripe.entry(key);
+        if found == Found::Existing && until_ms <= b.until_ms {
+            return false;
+        }
+        *b = Ban {
+            since_ms,
+            until_ms,
+            reason,
+        };
+        if found == Found::New {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     fn policy(&self) -> BanPolicy {
@@ -239,6 +279,7 @@ impl Bans {
         let (b, found) = stripe.entry(key);
         if found == Found::Existing && now_ms < b.until_ms {
             b.until_ms = b.until_ms.max(until_ms);
+            self.generation.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let text = reason.to_string();
@@ -252,6 +293,7 @@ impl Bans {
         }
         drop(stripe);
         self.issued.fetch_add(1, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(source = %id.display_short(), until_ms, reason = %text, "banned");
         true
     }
@@ -268,6 +310,9 @@ impl Bans {
             r
         };
         self.ip_failures.lock(key).remove(key);
+        if removed {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
         removed
     }
 

@@ -60,6 +60,10 @@ pub struct GuardConfig {
     /// Sources, and separately users, with a failure counter at once.
     pub max_tracked_failures: usize,
 
+    /// A file keeping the bans across restarts (written on change and at shutdown, read at
+    /// start); empty: bans live in memory only.
+    pub persist: String,
+
     /// Drop requests whose User-Agent contains one of `scanner_user_agents`.
     pub scanner_enabled: bool,
     /// Case-insensitive substrings (at most 64, each 1..=64 bytes).
@@ -95,6 +99,7 @@ impl Default for GuardConfig {
             ban_secs: DEFAULT_BAN_SECS,
             max_bans: DEFAULT_MAX_BANS,
             max_tracked_failures: DEFAULT_MAX_TRACKED_FAILURES,
+            persist: String::new(),
             scanner_enabled: true,
             scanner_user_agents: DEFAULT_SCANNER_USER_AGENTS
                 .iter()
@@ -141,6 +146,9 @@ impl GuardConfig {
         }
         if !(1..=100_000_000).contains(&self.max_tracked_failures) {
             return bad("max_tracked_failures", "must be 1..=100000000");
+        }
+        if !self.persist.is_empty() && self.persist.trim() != self.persist {
+            return bad("persist", "must be a file path without surrounding spaces");
         }
         if self.scanner_user_agents.len() > MAX_NEEDLES {
             return bad("scanner_user_agents", "at most 64 entries");

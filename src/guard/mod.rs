@@ -19,12 +19,14 @@
 //! What lives where: `addr.rs` source identities and CIDRs; `table.rs` the striped LRU table
 //! over `index.rs`, a fixed open-addressing index;
 //! `rate.rs` token buckets; `ban.rs` failure counters and bans; `scanner.rs` User-Agent
-//! matching; `config.rs` the `[guard]` section.
+//! matching; `persist.rs` the ban file of `persist` and its writer thread; `config.rs` the
+//! `[guard]` section.
 
 mod addr;
 mod ban;
 mod config;
 mod index;
+mod persist;
 mod rate;
 mod scanner;
 mod table;
@@ -41,6 +43,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 pub use addr::Cidr;
 pub use ban::BanReason;
 pub use config::*;
+pub use persist::{BanFile, BanPersister, PersistError};
 pub use rate::Admit;
 pub use scanner::{Scanner, DEFAULT_SCANNER_USER_AGENTS, MAX_NEEDLES, MAX_NEEDLE_LEN};
 
@@ -49,8 +52,8 @@ use ban::{BanPolicy, Bans};
 use rate::RateLimiter;
 use table::Hashing;
 
-/// One ban, for `ctl` listings (serializes to JSON as is).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One ban, for `ctl` listings and the `persist` file (serializes to JSON as is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BanInfo {
     /// The banned address (an IPv6 prefix's network address).
     pub ip: IpAddr,
@@ -94,6 +97,8 @@ pub struct Guard {
     scanner: ArcSwapOption<Scanner>,
     /// The table sizes fixed at start (a reload cannot change them).
     sizes: TableSizes,
+    /// `persist` at start (its writer thread is started once; a reload cannot move it).
+    persist: String,
 }
 
 /// The `[guard]` keys that size tables: fixed until a restart.
@@ -166,6 +171,7 @@ impl Guard {
                     .then(|| Scanner::new(&cfg.scanner_user_agents)),
             ),
             sizes: TableSizes::of(cfg),
+            persist: cfg.persist.clone(),
         })
     }
 
@@ -197,6 +203,7 @@ impl Guard {
                 "guard.max_tracked_failures",
             ),
             (now.ipv6_prefix != was.ipv6_prefix, "guard.ipv6_prefix"),
+            (cfg.persist != self.persist, "guard.persist"),
         ] {
             if changed {
                 restart.push(key);
@@ -291,6 +298,29 @@ impl Guard {
     /// Live bans, oldest first (a full scan: for `ctl`, not for the packet path).
     pub fn bans(&self, now_ms: u64) -> Vec<BanInfo> {
         self.bans.list(now_ms, self.ipv6_prefix)
+    }
+
+    /// Changes to the ban list so far (bans, extensions, unbans): a writer of the `persist`
+    /// file saves when this moved.
+    pub fn ban_generation(&self) -> u64 {
+        self.bans.generation()
+    }
+
+    /// Put back bans read from the `persist` file; those over at `now_ms` or for exempt
+    /// addresses are dropped. Returns how many were restored.
+    pub fn restore_bans(&self, bans: &[BanInfo], now_ms: u64) -> usize {
+        bans.iter()
+            .filter(|b| !self.is_exempt(b.ip))
+            .filter(|b| {
+                self.bans.restore(
+                    &self.hashing,
+                    self.id(b.ip),
+                    (b.since_ms, b.until_ms),
+                    b.reason.clone(),
+                    now_ms,
+                )
+            })
+            .count()
     }
 
     /// A snapshot of the counters.

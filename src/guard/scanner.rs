@@ -8,15 +8,15 @@
 //! compared in full with `eq_ignore_ascii_case`. No allocation, no lowercased copy, any
 //! length.
 
-/// Substrings that only scanning and attack tools put in their User-Agent. `sipsak` is a
-/// monitoring tool as well: run it from an `allow`ed address or remove it from the list.
+/// Substrings that only scanning and attack tools put in their User-Agent. `sipsak` is not
+/// one of them: it is the monitoring tool behind Nagios' `check_sip` (add it to
+/// `scanner_user_agents` to drop it anyway).
 pub const DEFAULT_SCANNER_USER_AGENTS: &[&str] = &[
     "friendly-scanner",
     "sipvicious",
     "sipcli",
     "sip-scan",
     "sipscan",
-    "sipsak",
     "iwar",
     "vaxsipuseragent",
     "vaxipuseragent",
@@ -141,7 +141,7 @@ mod tests {
             ("iWar", true),
             ("Nmap NSE", true),
             ("sundayddr", true),
-            ("sipsak 0.9.8", true),
+            ("sipsak 0.9.8", false),
             ("Yealink SIP-T46S 66.86.0.15", false),
             ("PolycomVVX-VVX_411-UA/6.4.3.5018", false),
             ("Grandstream GXP2170 1.0.11.3", false),

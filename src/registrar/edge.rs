@@ -222,9 +222,13 @@ impl LocationPort for SipEdge {
                             max: MAX_CONTACTS as u16,
                         });
                     }
+                    // A malformed expires (`-5`) is refused like a malformed Expires.
+                    let Ok(expires) = na.expires() else {
+                        return BAD_REQUEST;
+                    };
                     contacts[n] = ContactInput {
                         uri: na.uri,
-                        expires: na.expires(),
+                        expires,
                         q: na.q(),
                     };
                     n += 1;

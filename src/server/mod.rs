@@ -59,12 +59,55 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("{0}")]
     Guard(#[from] crate::guard::ConfigError),
+    #[error("{0}")]
+    Bans(#[from] crate::guard::PersistError),
     #[error("admin: {0}")]
     Admin(#[from] AdminError),
     #[error("tls: {0}")]
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("{0}")]
     Hep(#[from] crate::hep::HepError),
+}
+
+/// The names a phone's digest URI may give for this proxy (`[auth] uri_check = "host"`): the
+/// local domains and the realm, the listen addresses (UDP, TCP, TLS) and the names and
+/// addresses they are advertised as.
+fn own_names(cfg: &Config) -> crate::auth::OwnNames {
+    let mut domains = cfg.domain.local.clone();
+    domains.push(cfg.domain.realm.clone());
+    let mut addrs: Vec<SocketAddr> = cfg.listen_addrs().map(|(a, _)| a).collect();
+    let advertised = addrs
+        .iter()
+        .map(|&a| cfg.advertised(a))
+        .chain(std::iter::once(cfg.advertise()))
+        .collect::<Vec<_>>();
+    for hp in advertised {
+        let bare = hp.host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => addrs.push(SocketAddr::new(ip, hp.port)),
+            Err(_) => domains.push(hp.host),
+        }
+    }
+    crate::auth::OwnNames { domains, addrs }
+}
+
+/// `[guard] persist`: put back the bans of the file, drop the expired ones, and start the
+/// thread that keeps the file up to date.
+fn restore_bans(
+    cfg: &Config,
+    guard: &Arc<Guard>,
+    now_ms: u64,
+) -> Result<Option<crate::guard::BanPersister>, ServerError> {
+    if cfg.guard.persist.is_empty() {
+        return Ok(None);
+    }
+    let file = crate::guard::BanFile::new(&cfg.guard.persist);
+    let restored = guard.restore_bans(&file.load()?, now_ms);
+    tracing::info!(restored, file = %file.path().display(), "bans restored");
+    Ok(Some(crate::guard::BanPersister::start(
+        file,
+        guard.clone(),
+    )?))
 }
 
 /// A running proxy.
@@ -80,6 +123,8 @@ pub struct Server {
     reloader: Arc<Reloader>,
     links: Arc<Registry>,
     hep: Option<crate::hep::Capture>,
+    /// Writes the ban list to `[guard] persist` (when set).
+    bans: Option<crate::guard::BanPersister>,
 }
 
 impl Server {
@@ -90,7 +135,7 @@ impl Server {
         let (cache, pool, refresh) = CredentialService::start(&cfg.credentials, &realm)?;
         let refresh = Arc::new(refresh);
         tracing::info!(users = cache.len(), "credentials loaded");
-        let authenticator = Authenticator::new(&cfg.auth, &realm)?;
+        let authenticator = Authenticator::new(&cfg.auth, &realm)?.with_own_names(own_names(cfg));
         let registrar = Arc::new(Registrar::new(cfg.registrar.clone())?);
         let persister = Persister::start(&registrar, now_ms)?;
         let (aors, contacts) = registrar.counts();
@@ -98,6 +143,7 @@ impl Server {
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
         let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
+        let bans = restore_bans(cfg, &guard, now_ms)?;
         let regfwd = RegFwd::new(reload::regfwd_settings(cfg))?;
         let regfwd = Arc::new(AsteriskRegFwd { regfwd });
         let n_workers = crate::transport::worker_count(cfg.listen.workers);
@@ -243,6 +289,7 @@ impl Server {
             reloader,
             links,
             hep,
+            bans,
         })
     }
 
@@ -337,6 +384,9 @@ impl Server {
         // The workers' taps are gone: send what is queued and stop capturing.
         if let Some(hep) = self.hep.take() {
             hep.stop();
+        }
+        if let Some(bans) = self.bans.take() {
+            bans.stop();
         }
         self.persister.flush(Duration::from_secs(10))?;
         self.persister.stop()?;

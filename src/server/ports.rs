@@ -16,7 +16,9 @@ use crate::auth::{
     compute_client_response, pick_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
 };
 use crate::core::ports::{RegFwdRequest, SentBy};
-use crate::core::{Admission, AuthCheck, AuthPort, GuardPort, RegFwdPort, RegFwdSender};
+use crate::core::{
+    Admission, AuthCheck, AuthFailure, AuthPort, GuardPort, RegFwdPort, RegFwdSender,
+};
 use crate::db::{CredentialCache, Lookup};
 use crate::guard::{Admit, Guard};
 use crate::sip::{DigestCredentials, QStr};
@@ -39,7 +41,9 @@ fn map_verdict(v: Verdict) -> AuthCheck {
     match v {
         Verdict::Ok => AuthCheck::Ok,
         Verdict::Stale => AuthCheck::Challenge { stale: true },
-        Verdict::WrongPassword | Verdict::UriMismatch | Verdict::Malformed => AuthCheck::Failed,
+        Verdict::WrongPassword => AuthCheck::Failed(AuthFailure::WrongPassword),
+        Verdict::UriMismatch => AuthCheck::Failed(AuthFailure::UriMismatch),
+        Verdict::Malformed => AuthCheck::Failed(AuthFailure::Malformed),
         Verdict::Replay => AuthCheck::Replayed,
         _ => AuthCheck::Challenge { stale: false },
     }
@@ -89,7 +93,7 @@ impl AuthPort for CacheAuth {
         let cnonce = match &creds.cnonce {
             Some(q) => match unq(q, &mut b_cnonce) {
                 Some(s) => Some(s),
-                None => return AuthCheck::Failed,
+                None => return AuthCheck::Failed(AuthFailure::Malformed),
             },
             None => None,
         };
@@ -118,7 +122,7 @@ impl AuthPort for CacheAuth {
                 now_ms,
                 src,
             )),
-            Lookup::Unknown => AuthCheck::Failed,
+            Lookup::Unknown => AuthCheck::Failed(AuthFailure::UnknownUser),
             Lookup::Miss => AuthCheck::Lookup,
         }
     }

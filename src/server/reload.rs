@@ -165,7 +165,8 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             nonce_ttl_secs,
             allow_no_qop,
             bind_nonce_to_ip,
-            replay_capacity
+            replay_capacity,
+            uri_check
         ]
     );
     changed!(
@@ -303,6 +304,7 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     c.guard.max_bans = sizes.max_bans;
     c.guard.max_tracked_failures = sizes.max_tracked_failures;
     c.guard.ipv6_prefix = sizes.ipv6_prefix;
+    c.guard.persist = sizes.persist.clone();
     if guard_restart.contains(&"guard.rate_enabled") {
         c.guard.rate_enabled = sizes.rate_enabled;
     }

@@ -4,7 +4,10 @@
 //! value it needs when called (the proxy touches a handful of headers per message, so
 //! eager decoding would be wasted work). Two things are done once and kept: the head's
 //! UTF-8 check (accessors slice their text out of it) and the top Via, which the proxy asks
-//! for several times per message. Multi-value headers are walked across all header
+//! for several times per message. What the proxy interprets (request line, URIs, Via,
+//! Call-ID, CSeq, tags, parameters it reads) must be UTF-8 text; display names, quoted
+//! parameter values and headers it does not interpret may hold any bytes (Latin-1 from old
+//! phones), which forwarding copies untouched. Multi-value headers are walked across all header
 //! lines of that name and split on commas outside quotes and `<...>`. Spans of list
 //! elements are made absolute (offsets into [`Message::buf`]) for the rewriter.
 
@@ -201,8 +204,7 @@ impl<'h, 'b> Message<'h, 'b> {
         label: &'static str,
     ) -> Result<NameAddr<'b>, ParseError> {
         let h = self.required(name, label)?;
-        let s = self.text(h.value).ok_or(ParseError::BadNameAddr)?;
-        NameAddr::parse(s).map(|n| NameAddr {
+        NameAddr::parse(h.value).map(|n| NameAddr {
             span: self.abs(h.value, n.span),
             ..n
         })
@@ -266,8 +268,7 @@ impl<'h, 'b> Message<'h, 'b> {
         name: HeaderName<'static>,
     ) -> impl Iterator<Item = Result<NameAddr<'b>, ParseError>> + '_ {
         self.values(name).map(move |v| {
-            let s = self.text(v).ok_or(ParseError::BadNameAddr)?;
-            NameAddr::parse(s).map(|n| NameAddr {
+            NameAddr::parse(v).map(|n| NameAddr {
                 span: self.abs(v, n.span),
                 ..n
             })
@@ -277,8 +278,7 @@ impl<'h, 'b> Message<'h, 'b> {
     /// Every Contact value (`*` or an address), across header lines and commas.
     pub fn contacts(&self) -> impl Iterator<Item = Result<Contact<'b>, ParseError>> + '_ {
         self.values(HeaderName::Contact).map(move |v| {
-            let s = self.text(v).ok_or(ParseError::BadNameAddr)?;
-            Ok(match Contact::parse(s)? {
+            Ok(match Contact::parse(v)? {
                 Contact::Addr(n) => Contact::Addr(NameAddr {
                     span: self.abs(v, n.span),
                     ..n

@@ -127,9 +127,13 @@ pub enum ParseError {
     /// The message exceeds [`MAX_MESSAGE_SIZE`].
     #[error("message larger than {MAX_MESSAGE_SIZE} bytes")]
     TooLarge,
-    /// The datagram ends before the header block or the body is complete.
+    /// The datagram ends before the header block is complete (no blank line).
     #[error("message truncated")]
     Truncated,
+    /// A datagram's Content-Length is larger than the bytes after its header block
+    /// (RFC 3261 §18.3: a request gets 400, a response is discarded).
+    #[error("Content-Length larger than the body")]
+    BodyTruncated,
     /// Request or status line malformed (extra whitespace, missing parts).
     #[error("malformed start line")]
     BadStartLine,

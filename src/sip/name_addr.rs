@@ -3,18 +3,23 @@
 //! `"Display" <sip:uri>;params`, `Display Tokens <uri>;params` or a bare `sip:uri;params`
 //! (where the parameters belong to the header, not the URI). The URI is only checked for
 //! shape here; [`NameAddr::uri`] parses it fully on demand.
+//!
+//! Parsed from bytes: the display name (and quoted parameter values, see [`Params`]) may hold
+//! bytes that are not UTF-8 — old phones and PBXs send Latin-1 names, and Kamailio accepts
+//! them — while the URI must be UTF-8 text, or the value is [`ParseError::BadNameAddr`].
 
 use super::method::Method;
 use super::params::Params;
-use super::scan::{find_byte, is_lws, is_token, parse_u32, quoted_end, trim_start_str, trim_str};
+use super::scan::{ascii_or_utf8, is_lws, is_token, parse_u32, quoted_end, trim, trim_str};
 use super::uri::Uri;
 use super::{ParseError, Span, MAX_URI_LEN};
 
 /// A name-addr or addr-spec with header parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameAddr<'b> {
-    /// Display name: the content of a quoted string (escapes kept), or the token words.
-    pub display: Option<&'b str>,
+    /// Display name as received: the content of a quoted string (escapes kept), or the
+    /// words before `<`. Not necessarily UTF-8 (Latin-1 from old phones); never interpreted.
+    pub display: Option<&'b [u8]>,
     /// The URI text (without angle brackets).
     pub uri: &'b str,
     /// Header parameters (`;tag=`, `;expires=`, `;q=`, ...).
@@ -25,34 +30,37 @@ pub struct NameAddr<'b> {
 }
 
 impl<'b> NameAddr<'b> {
-    /// Parses one name-addr or addr-spec (no list commas).
-    pub fn parse(s: &'b str) -> Result<NameAddr<'b>, ParseError> {
-        let lead = s.len() - trim_start_str(s).len();
-        let t = trim_str(s);
+    /// Parses one name-addr or addr-spec (no list commas), from text or raw bytes.
+    pub fn parse<S: AsRef<[u8]> + ?Sized>(s: &'b S) -> Result<NameAddr<'b>, ParseError> {
+        let s = s.as_ref();
+        let lead = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+        let t = trim(s);
         let span = Span::new(lead, lead + t.len());
-        let (display, uri, params) = if t.starts_with('"') {
-            let end = quoted_end(t.as_bytes(), 0).ok_or(ParseError::BadNameAddr)?;
-            let display = t.get(1..end).unwrap_or("");
-            let (uri, params) = angle(trim_start_str(t.get(end + 1..).unwrap_or("")))?;
+        let (display, uri, params) = if t.first() == Some(&b'"') {
+            let end = quoted_end(t, 0).ok_or(ParseError::BadNameAddr)?;
+            let display = t.get(1..end).unwrap_or(&[]);
+            let (uri, params) = angle(trim_start(t.get(end + 1..).unwrap_or(&[])))?;
             (Some(display), uri, params)
-        } else if let Some(lt) = find_byte(t, b'<') {
-            let d = trim_str(t.get(..lt).unwrap_or(""));
-            if !d.bytes().all(|b| is_token(b) || is_lws(b)) {
+        } else if let Some(lt) = memchr::memchr(b'<', t) {
+            let d = trim(t.get(..lt).unwrap_or(&[]));
+            // Token words; bytes past ASCII are let through (Latin-1 or UTF-8 names).
+            if !d.iter().all(|&b| is_token(b) || is_lws(b) || b >= 0x80) {
                 return Err(ParseError::BadNameAddr);
             }
-            let (uri, params) = angle(t.get(lt..).unwrap_or(""))?;
+            let (uri, params) = angle(t.get(lt..).unwrap_or(&[]))?;
             ((!d.is_empty()).then_some(d), uri, params)
         } else {
-            let sc = find_byte(t, b';').unwrap_or(t.len());
-            let uri = trim_str(t.get(..sc).unwrap_or(""));
+            let sc = memchr::memchr(b';', t).unwrap_or(t.len());
+            let uri = trim(t.get(..sc).unwrap_or(&[]));
             if uri
-                .bytes()
-                .any(|b| is_lws(b) || b == b'?' || b == b',' || b == b'>')
+                .iter()
+                .any(|&b| is_lws(b) || b == b'?' || b == b',' || b == b'>')
             {
                 return Err(ParseError::BadNameAddr);
             }
-            (None, uri, t.get(sc..).unwrap_or(""))
+            (None, uri, t.get(sc..).unwrap_or(&[]))
         };
+        let uri = ascii_or_utf8(uri).ok_or(ParseError::BadNameAddr)?;
         check_uri_shape(uri)?;
         Ok(NameAddr {
             display,
@@ -72,12 +80,17 @@ impl<'b> NameAddr<'b> {
         self.params.get("tag").flatten()
     }
 
-    /// The `expires` parameter (Contact), when it is a 32-bit number.
-    pub fn expires(&self) -> Option<u32> {
-        self.params
-            .get("expires")
-            .flatten()
-            .and_then(|v| parse_u32(v.as_bytes()))
+    /// The `expires` parameter (Contact): `Ok(None)` when absent; delta-seconds past 2^32-1
+    /// read as 2^32-1 (the registrar caps them); anything but digits (`-5`, `1h`, no value)
+    /// is [`ParseError::BadExpires`], as for the Expires header.
+    pub fn expires(&self) -> Result<Option<u32>, ParseError> {
+        match self.params.get("expires") {
+            None => Ok(None),
+            Some(Some(v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Some(parse_u32(v.as_bytes()).unwrap_or(u32::MAX)))
+            }
+            Some(_) => Err(ParseError::BadExpires),
+        }
     }
 
     /// The `q` parameter (Contact) in thousandths: `q=0.5` is 500, `q=1` is 1000.
@@ -87,22 +100,28 @@ impl<'b> NameAddr<'b> {
 }
 
 /// `<uri>` followed by optional `;params`.
-fn angle(r: &str) -> Result<(&str, &str), ParseError> {
-    let inner = r.strip_prefix('<').ok_or(ParseError::BadNameAddr)?;
-    let gt = find_byte(inner, b'>').ok_or(ParseError::BadNameAddr)?;
-    let uri = inner.get(..gt).unwrap_or("");
-    if uri.bytes().any(is_lws) {
+fn angle(r: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
+    let inner = r.strip_prefix(b"<").ok_or(ParseError::BadNameAddr)?;
+    let gt = memchr::memchr(b'>', inner).ok_or(ParseError::BadNameAddr)?;
+    let uri = inner.get(..gt).unwrap_or(&[]);
+    if uri.iter().any(|&b| is_lws(b)) {
         return Err(ParseError::BadNameAddr);
     }
-    let params = trim_start_str(inner.get(gt + 1..).unwrap_or(""));
+    let params = trim_start(inner.get(gt + 1..).unwrap_or(&[]));
     Ok((uri, params))
+}
+
+/// Strips leading LWS.
+fn trim_start(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    s.get(start..).unwrap_or(&[])
 }
 
 fn check_uri_shape(uri: &str) -> Result<(), ParseError> {
     if uri.len() > MAX_URI_LEN {
         return Err(ParseError::UriTooLong);
     }
-    let colon = find_byte(uri, b':').ok_or(ParseError::BadNameAddr)?;
+    let colon = super::scan::find_byte(uri, b':').ok_or(ParseError::BadNameAddr)?;
     let scheme = uri.get(..colon).unwrap_or("");
     let ok = scheme
         .bytes()
@@ -150,9 +169,10 @@ pub enum Contact<'b> {
 }
 
 impl<'b> Contact<'b> {
-    /// Parses one Contact list element.
-    pub fn parse(s: &'b str) -> Result<Contact<'b>, ParseError> {
-        if trim_str(s) == "*" {
+    /// Parses one Contact list element, from text or raw bytes.
+    pub fn parse<S: AsRef<[u8]> + ?Sized>(s: &'b S) -> Result<Contact<'b>, ParseError> {
+        let s = s.as_ref();
+        if trim(s) == b"*" {
             Ok(Contact::Star)
         } else {
             NameAddr::parse(s).map(Contact::Addr)
@@ -204,8 +224,37 @@ mod tests {
         ];
         for &(s, display, uri, tag) in cases {
             let n = NameAddr::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            let display = display.map(str::as_bytes);
             assert_eq!((n.display, n.uri, n.tag()), (display, uri, tag), "{s:?}");
         }
+    }
+
+    #[test]
+    fn latin1_display_names() {
+        let quoted = NameAddr::parse(&b"\"M\xfcller\" <sip:100@example.com>;tag=1"[..]).unwrap();
+        assert_eq!(quoted.display, Some(&b"M\xfcller"[..]));
+        assert_eq!(
+            (quoted.uri, quoted.tag()),
+            ("sip:100@example.com", Some("1"))
+        );
+        let tokens = NameAddr::parse(&b"J\xf6rg M\xfcller <sip:100@example.com>"[..]).unwrap();
+        assert_eq!(tokens.display, Some(&b"J\xf6rg M\xfcller"[..]));
+        // The URI stays strict.
+        for bad in [
+            &b"\"x\" <sip:m\xfcller@example.com>"[..],
+            b"sip:m\xfcller@example.com;tag=1",
+        ] {
+            assert_eq!(
+                NameAddr::parse(bad),
+                Err(ParseError::BadNameAddr),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Contact::parse(&b"\"\xc9mile\" <sip:a@192.0.2.1>;expires=60"[..])
+                .map(|c| matches!(c, Contact::Addr(n) if n.expires() == Ok(Some(60)))),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -240,7 +289,14 @@ mod tests {
     #[test]
     fn contact_params() {
         let c = NameAddr::parse("<sip:a@192.0.2.1:5060>;expires=3600;q=0.7").unwrap();
-        assert_eq!((c.expires(), c.q()), (Some(3600), Some(700)));
+        assert_eq!((c.expires(), c.q()), (Ok(Some(3600)), Some(700)));
+        let expires = |p: &str| NameAddr::parse(&format!("<sip:a@b>{p}")).unwrap().expires();
+        assert_eq!(expires(""), Ok(None));
+        assert_eq!(expires(";expires=0"), Ok(Some(0)));
+        assert_eq!(expires(";expires=99999999999"), Ok(Some(u32::MAX)));
+        for bad in [";expires=-5", ";expires", ";expires=1h", ";expires=\"60\""] {
+            assert_eq!(expires(bad), Err(ParseError::BadExpires), "{bad}");
+        }
         for (q, want) in [
             ("1", Some(1000)),
             ("1.000", Some(1000)),

@@ -1,16 +1,21 @@
 //! `;name[=value]` parameter lists (header params and URI params), kept as one raw slice.
 //!
 //! A [`Params`] is validated once when the enclosing value is parsed; lookups then walk
-//! the raw text again (lists are short, so this beats building an index). LWS around `;`
+//! the raw bytes again (lists are short, so this beats building an index). LWS around `;`
 //! and `=` is allowed, as RFC 3261's `SEMI` and `EQUAL` permit.
+//!
+//! Names are tokens and unquoted values UTF-8 text; a quoted value may hold any bytes
+//! (header parameters of From/To/Contact come from old phones in Latin-1). Such an item is
+//! forwarded untouched but never interpreted: lookups skip items that are not UTF-8. URI and
+//! Via parameters are parsed from text that is already UTF-8.
 
-use super::scan::{quoted_end, trim_str, Split};
+use super::scan::{ascii_or_utf8, quoted_end, trim_str, Split};
 use super::ParseError;
 
 /// A raw parameter list, e.g. `;branch=z9hG4bK1;rport`. Starts with `;` unless empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Params<'b> {
-    raw: &'b str,
+    raw: &'b [u8],
 }
 
 /// One parameter: name, optional value (quoted values keep their quotes), raw item text.
@@ -23,20 +28,21 @@ pub(crate) struct Param<'b> {
 
 impl<'b> Params<'b> {
     /// Validates `raw` (empty, or starting with `;`) as a parameter list.
-    pub fn parse(raw: &'b str) -> Result<Params<'b>, ParseError> {
+    pub fn parse<S: AsRef<[u8]> + ?Sized>(raw: &'b S) -> Result<Params<'b>, ParseError> {
+        let raw = raw.as_ref();
         let p = Params { raw };
         if raw.is_empty() {
             return Ok(p);
         }
-        if !raw.starts_with(';') {
+        if raw.first() != Some(&b';') {
             return Err(ParseError::BadParams);
         }
-        for item in Split::new(raw.get(1..).unwrap_or("").as_bytes(), b';') {
+        for item in Split::new(raw.get(1..).unwrap_or(&[]), b';') {
             check_item(item)?;
         }
         // A trailing ';' yields an empty last item only when something follows it in
         // `Split`; reject a dangling one explicitly.
-        if trim_str(raw).ends_with(';') {
+        if super::scan::trim(raw).last() == Some(&b';') {
             return Err(ParseError::BadParams);
         }
         Ok(p)
@@ -44,11 +50,11 @@ impl<'b> Params<'b> {
 
     /// An empty list.
     pub const fn empty() -> Params<'static> {
-        Params { raw: "" }
+        Params { raw: b"" }
     }
 
-    /// The raw text, starting with `;` (or empty).
-    pub fn raw(&self) -> &'b str {
+    /// The raw bytes, starting with `;` (or empty).
+    pub fn raw(&self) -> &'b [u8] {
         self.raw
     }
 
@@ -71,10 +77,10 @@ impl<'b> Params<'b> {
     }
 
     pub(crate) fn items(&self) -> impl Iterator<Item = Param<'b>> + 'b {
-        let body = self.raw.get(1..).unwrap_or("");
-        Split::new(body.as_bytes(), b';').filter_map(move |item| {
-            // Items are sub-slices of `body`, which is valid UTF-8 cut on ASCII bytes.
-            let raw = super::scan::sub_str(body, item)?;
+        let body = self.raw.get(1..).unwrap_or(&[]);
+        Split::new(body, b';').filter_map(move |item| {
+            // An item that is not UTF-8 (a Latin-1 quoted value) is never interpreted.
+            let raw = ascii_or_utf8(item)?;
             let (name, value) = split_item(raw);
             Some(Param { name, value, raw })
         })
@@ -96,20 +102,28 @@ fn is_name_char(b: u8) -> bool {
 }
 
 fn check_item(item: &[u8]) -> Result<(), ParseError> {
-    let item = std::str::from_utf8(item).map_err(|_| ParseError::BadParams)?;
-    let (name, value) = split_item(item);
-    if name.is_empty() || !name.bytes().all(is_name_char) {
+    let (name, value) = match memchr::memchr(b'=', item) {
+        Some(eq) => (
+            super::scan::trim(item.get(..eq).unwrap_or(&[])),
+            Some(super::scan::trim(item.get(eq + 1..).unwrap_or(&[]))),
+        ),
+        None => (super::scan::trim(item), None),
+    };
+    if name.is_empty() || !name.iter().all(|&b| is_name_char(b)) {
         return Err(ParseError::BadParams);
     }
-    let Some(v) = value else { return Ok(()) };
-    let vb = v.as_bytes();
+    let Some(vb) = value else { return Ok(()) };
     if vb.first() == Some(&b'"') {
+        // A quoted string: any bytes (quoted-pairs honoured) up to the closing quote.
         return match quoted_end(vb, 0) {
             Some(end) if end + 1 == vb.len() => Ok(()),
             _ => Err(ParseError::BadParams),
         };
     }
-    if vb.is_empty() || vb.iter().any(|&b| b <= b' ' || b == b'"' || b == 0x7f) {
+    if vb.is_empty()
+        || vb.iter().any(|&b| b <= b' ' || b == b'"' || b == 0x7f)
+        || ascii_or_utf8(vb).is_none()
+    {
         return Err(ParseError::BadParams);
     }
     Ok(())
@@ -129,6 +143,22 @@ mod tests {
         assert_eq!(p.get("lr"), Some(None));
         assert_eq!(p.get("nope"), None);
         assert_eq!(p.iter().count(), 5);
+    }
+
+    #[test]
+    fn latin1_only_in_quoted_values() {
+        let p = Params::parse(b";tag=1;x=\"M\xfcller\";lr").unwrap();
+        assert_eq!(p.get("tag"), Some(Some("1")));
+        assert_eq!(p.get("x"), None, "never interpreted");
+        assert_eq!(p.get("lr"), Some(None));
+        assert_eq!(p.iter().count(), 2);
+        for bad in [&b";x=M\xfcller"[..], b";\xfc=1", b";a=\"\xfc"] {
+            assert_eq!(Params::parse(bad), Err(ParseError::BadParams), "{bad:?}");
+        }
+        assert!(
+            Params::parse(";x=caf\u{e9}").is_ok(),
+            "UTF-8 text stays valid"
+        );
     }
 
     #[test]

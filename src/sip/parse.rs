@@ -27,8 +27,9 @@ struct Head<'b> {
 }
 
 impl<'h, 'b> Message<'h, 'b> {
-    /// Parses one UDP datagram. A datagram cut short (no blank line, or fewer body bytes
-    /// than Content-Length) is [`ParseError::Truncated`]; bytes after the body are ignored.
+    /// Parses one UDP datagram. A datagram cut short is [`ParseError::Truncated`] (no blank
+    /// line) or [`ParseError::BodyTruncated`] (fewer body bytes than Content-Length); bytes
+    /// after the body are ignored.
     pub fn parse_datagram(
         buf: &'b [u8],
         headers: &'h mut [Header<'b>],
@@ -44,13 +45,13 @@ impl<'h, 'b> Message<'h, 'b> {
         let content_length = content_length(&head)?;
         let avail = buf.len().saturating_sub(head.head_len);
         let body_len = match content_length {
-            Some(n) if n > avail => return Err(ParseError::Truncated),
+            Some(n) if n > avail => return Err(ParseError::BodyTruncated),
             Some(n) => n,
             None => avail,
         };
         let body = buf
             .get(head.head_len..head.head_len + body_len)
-            .ok_or(ParseError::Truncated)?;
+            .ok_or(ParseError::BodyTruncated)?;
         Ok(Message::assemble(buf, head, used, body, content_length))
     }
 

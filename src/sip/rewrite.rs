@@ -250,7 +250,7 @@ pub(crate) fn write_via_received(
     let span = via.span;
     let params_start = match via.params.is_empty() {
         true => span.end as usize,
-        false => offset_of(buf, via.params.raw().as_bytes()),
+        false => offset_of(buf, via.params.raw()),
     };
     copy(out, ls, params_start);
     for p in via.params.items() {

@@ -208,6 +208,15 @@ pub(crate) fn ascii_str(s: &[u8]) -> Option<&str> {
     }
 }
 
+/// `&[u8]` → `&str` with the ASCII fast path of [`ascii_str`], else a full UTF-8 check.
+#[inline]
+pub(crate) fn ascii_or_utf8(s: &[u8]) -> Option<&str> {
+    match ascii_str(s) {
+        Some(t) => Some(t),
+        None => std::str::from_utf8(s).ok(),
+    }
+}
+
 /// Writes `n` in decimal without allocating.
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut tmp = [0u8; 20];

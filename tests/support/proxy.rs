@@ -54,6 +54,8 @@ pub struct Tune {
     pub negative_ttl_secs: Option<u32>,
     /// `[auth] algorithms`, strongest first (e.g. `["SHA-256", "MD5"]`).
     pub algorithms: Vec<&'static str>,
+    /// `[auth] uri_check` (`"strict"`, `"host"`, `"off"`).
+    pub uri_check: Option<&'static str>,
     /// `[registrar] persist` (default `"none"`), e.g. `sqlite:///DIR/location.db`.
     pub persist: Option<String>,
     /// `[registrar] persist_interval_ms`.
@@ -74,6 +76,8 @@ pub struct Tune {
     pub ban_ip_failures: Option<u32>,
     /// `[guard] ban_secs`: how long a ban lasts.
     pub ban_secs: Option<u32>,
+    /// `[guard] persist = "DIR/bans.json"` (the test's directory): bans across restarts.
+    pub ban_persist: bool,
     /// `[limits] max_transactions_per_worker`.
     pub max_transactions_per_worker: Option<usize>,
     /// `[limits] max_parked_per_worker`.
@@ -224,14 +228,20 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         let items: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
         items.join(", ")
     };
+    if !tune.algorithms.is_empty() || tune.uri_check.is_some() {
+        toml.push_str("\n[auth]\n");
+    }
     if !tune.algorithms.is_empty() {
-        let _ = write!(
-            toml,
-            "\n[auth]\nalgorithms = [{}]\n",
-            quoted(&tune.algorithms)
-        );
+        let _ = writeln!(toml, "algorithms = [{}]", quoted(&tune.algorithms));
+    }
+    if let Some(mode) = tune.uri_check {
+        let _ = writeln!(toml, "uri_check = \"{mode}\"");
     }
     let mut guard = String::new();
+    if tune.ban_persist {
+        let file = db.with_file_name("bans.json");
+        let _ = writeln!(guard, "persist = \"{}\"", file.display());
+    }
     if !tune.guard_allow.is_empty() {
         let _ = writeln!(guard, "allow = [{}]", quoted(&tune.guard_allow));
     }
