@@ -17,14 +17,17 @@
 //! - `response.rs`: responses from downstream, best-response selection, ACK of non-2xx;
 //! - `build.rs`: the responses, ACKs and CANCELs the core writes itself;
 //! - `timeouts.rs`: the §17 timers; `register.rs`: REGISTER and forwarding it to Asterisk;
+//! - `farm.rs`: pings, replayed REGISTERs and failing over from nodes that went down;
 //! - `txn.rs`, `timer.rs`, `branch.rs`: transaction slabs and their state changes, the timer
 //!   heap, branch values;
-//! - `ports.rs`: the traits through which auth, location, REGFWD and the guard plug in.
+//! - `ports.rs`: the traits through which auth, location, REGFWD, the farm and the guard
+//!   plug in.
 
 mod branch;
 mod build;
 mod config;
 mod dialog_token;
+mod farm;
 mod flow;
 mod nat;
 pub mod ports;
@@ -42,6 +45,8 @@ mod txn;
 pub mod testing;
 
 #[cfg(test)]
+mod farm_tests;
+#[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
 mod tests;
@@ -50,11 +55,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
-pub use config::{host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers};
+pub use config::{
+    host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers,
+    DEFAULT_SUBSCRIBE_EVENTS,
+};
 pub use dialog_token::DialogKey;
 pub use flow::{Flow, Local, Now};
 pub use ports::{
-    Admission, AuthCheck, AuthPort, GuardPort, LocationPort, Ports, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthPort, FarmPort, FarmSender, GuardPort, LocationPort, NodeAnswer,
+    NodePick, Ports, RegFwdPort, RegFwdSender,
 };
 pub use text::InlineStr;
 
@@ -153,6 +162,9 @@ pub struct Core {
     /// Which new requests from phones get 503 (receive backlog too high,
     /// [`Core::set_backlog`]).
     shed: Shed,
+    /// The farm generation last seen, and when the farm next has work (see farm.rs).
+    farm_gen: u64,
+    farm_due_ms: u64,
 }
 
 /// Load shedding level (see [`Core::set_backlog`]).
@@ -192,6 +204,8 @@ impl Core {
             next_token: 1,
             stats: Stats::default(),
             shed: Shed::Off,
+            farm_gen: 0,
+            farm_due_ms: 0,
         }
     }
 

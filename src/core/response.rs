@@ -10,6 +10,8 @@ use crate::sip::{
 };
 
 use super::branch::{parse_branch, OurBranch};
+use super::farm::{retry_after, PING_SLOT};
+use super::ports::NodeAnswer;
 use super::txn::{CancelState, ClientCtx, ClientState, Target};
 use super::{Core, Flow, Local, Now, Transmit};
 
@@ -46,6 +48,15 @@ impl Core {
             self.stats.dropped_unmatched += 1;
             return;
         };
+        if ours.slot == PING_SLOT {
+            // The answer to one of the farm's pings (stateless, see farm.rs).
+            if code >= 200 && cseq.method == Method::Options {
+                self.ports
+                    .farm
+                    .on_ping_answer(src, ours.gen, code, now.mono_ms);
+            }
+            return;
+        }
         // The branch's parent (None for a forwarded REGISTER), without copying the context.
         let matched = self.txns.client(ours.slot, ours.gen).map(|ct| {
             let parent = match ct.ctx {
@@ -115,6 +126,17 @@ impl Core {
             return;
         };
         let invite = ct.invite;
+        // Back-pressure: what a node answered first, and every 503 of it.
+        let first = ct.state == ClientState::Calling;
+        if ct.to.local == Local::Upstream && (first || code == 503) {
+            let answer = NodeAnswer {
+                node: ct.to.remote,
+                code,
+                first_answer_ms: first.then(|| now.saturating_sub(ct.sent_ms)),
+                retry_after_secs: if code == 503 { retry_after(msg) } else { None },
+            };
+            self.ports.farm.on_answer(&answer, now);
+        }
         if ct.state == ClientState::Completed {
             // A retransmitted final response: re-ACK a non-2xx to INVITE.
             if invite && code >= 300 {
@@ -126,7 +148,10 @@ impl Core {
             let cancel_wanted = ct.cancel == CancelState::Wanted;
             self.txns.client_provisional(slot);
             if cancel_wanted {
+                // A branch given up (cancelled early, or its node went down): its CANCEL
+                // goes now, its provisional nowhere.
                 self.send_cancel(now, slot, tx);
+                return;
             }
             if code == 100 {
                 return;
@@ -419,6 +444,9 @@ pub(super) enum BranchEnd {
     /// Cancelled before any provisional: 487 upstream now; the transaction lives on to
     /// send its CANCEL once a provisional arrives (§9.1).
     CancelledEarly,
+    /// Its Asterisk node went down: counts as a 503 (the server transaction fails over);
+    /// the transaction lives on like a cancelled one.
+    NodeDown,
 }
 
 impl BranchEnd {
@@ -426,6 +454,7 @@ impl BranchEnd {
         match self {
             BranchEnd::TimedOut => 408,
             BranchEnd::CancelledEarly => 487,
+            BranchEnd::NodeDown => 503,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The RFC 3261 §17 timers of one worker, and the once-a-second location expiry sweep.
+//! The RFC 3261 §17 timers of one worker, the once-a-second location expiry sweep, and the
+//! farm's pings and replays when due.
 //!
 //! Every entry popped from the heap is checked against the slot's generation and state (by
 //! the transaction table's `*_due` methods), so timers of finished transactions simply fall
@@ -51,13 +52,13 @@ impl Core {
             self.next_expiry_ms = t + EXPIRY_INTERVAL_MS;
             self.expire_bindings(now, tx);
         }
+        self.handle_farm(now, tx);
     }
 
-    /// The earliest of the timer heap and the expiry sweep (monotonic ms).
+    /// The earliest of the timer heap, the expiry sweep and the farm's work (monotonic ms).
     pub(super) fn next_wakeup(&self) -> u64 {
-        self.txns
-            .next_deadline()
-            .map_or(self.next_expiry_ms, |d| d.min(self.next_expiry_ms))
+        let sweeps = self.next_expiry_ms.min(self.farm_due());
+        self.txns.next_deadline().map_or(sweeps, |d| d.min(sweeps))
     }
 
     /// Timer B / F: no final response.

@@ -218,6 +218,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Ban and scanner checks on; rate limiting off (one phone answers everything).
         guard: fakes.guard.clone(),
         draining: fakes.draining.clone(),
+        farm: fakes.farm.clone(),
     };
     let mut cfg = Config::default();
     cfg.listen.udp = vec!["127.0.0.1:0".parse()?];
