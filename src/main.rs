@@ -80,6 +80,22 @@ enum CtlCommand {
     Bans,
     /// Lift the ban of one address.
     Unban { ip: String },
+    /// The Asterisk nodes: list their state (default), drain or undrain one.
+    Asterisk {
+        #[command(subcommand)]
+        action: Option<AsteriskAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AsteriskAction {
+    /// Every node: up/down, drained, busy, ping and answer latency, transitions, replays.
+    List,
+    /// No new calls or subscriptions for NODE (IP:PORT as in [asterisk] nodes); its
+    /// dialogs, pings and forwarded REGISTERs go on.
+    Drain { node: String },
+    /// New calls for NODE again.
+    Undrain { node: String },
 }
 
 fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
@@ -93,6 +109,17 @@ fn ctl(admin: &str, timeout: u64, command: CtlCommand) -> ExitCode {
         CtlCommand::Flush { user } => C::Flush { user },
         CtlCommand::Bans => C::Bans,
         CtlCommand::Unban { ip } => C::Unban { ip },
+        CtlCommand::Asterisk { action } => match action {
+            None | Some(AsteriskAction::List) => C::Asterisk,
+            Some(AsteriskAction::Drain { node }) => C::Drain {
+                node,
+                drained: true,
+            },
+            Some(AsteriskAction::Undrain { node }) => C::Drain {
+                node,
+                drained: false,
+            },
+        },
     };
     match run(admin, &cmd, std::time::Duration::from_secs(timeout.max(1))) {
         Ok(text) => {

@@ -188,6 +188,7 @@ impl Server {
                 credentials: Some(refresh.clone()),
                 transport: Some(workers.clone()),
                 regfwd: Some(regfwd),
+                farm: Some(farm),
                 bans: Some(guard.clone()),
                 config: Some(reloader.clone()),
                 started,
