@@ -85,6 +85,8 @@ pub struct Tune {
     /// `[listen.advertise]`: the listen address on this IP (the proxy's port) is announced
     /// as this `host:port`.
     pub advertise: Vec<(Ipv4Addr, &'static str)>,
+    /// Further `[asterisk]` lines, e.g. `probe_interval_ms = 100` (the farm tests).
+    pub asterisk_lines: Vec<String>,
 }
 
 pub struct Proxy {
@@ -164,6 +166,9 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     );
     if let Some(secs) = tune.refresh_min_interval_secs {
         let _ = writeln!(toml, "refresh_min_interval_secs = {secs}");
+    }
+    for line in &tune.asterisk_lines {
+        let _ = writeln!(toml, "{line}");
     }
     let _ = write!(
         toml,

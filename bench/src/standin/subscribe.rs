@@ -90,7 +90,7 @@ impl Engine {
         let expires = msg.expires().unwrap_or(DEFAULT_SUBSCRIBE_EXPIRES);
         let fields = [
             ("call_id", Val::Str(msg.call_id().unwrap_or_default())),
-            ("event", Val::Str(&event)),
+            ("package", Val::Str(&event)),
             ("exten", Val::Str(exten)),
             ("expires", Val::Num(u64::from(expires))),
         ];
@@ -150,7 +150,7 @@ impl Engine {
         self.stats.notify_sent += 1;
         let fields = [
             ("call_id", Val::Str(msg.call_id().unwrap_or_default())),
-            ("event", Val::Str(&event)),
+            ("package", Val::Str(&event)),
             ("dst", Val::Str(&dst.to_string())),
         ];
         self.events
@@ -163,7 +163,7 @@ impl Engine {
         let event = event_type(msg);
         let fields = [
             ("call_id", Val::Str(msg.call_id().unwrap_or_default())),
-            ("event", Val::Str(&event)),
+            ("package", Val::Str(&event)),
         ];
         self.events
             .record(now_ms, "publish", src, &fields, Some(msg));
@@ -231,7 +231,7 @@ impl Engine {
         self.stats.notify_sent += 1;
         let fields = [
             ("call_id", Val::Str(&call_id)),
-            ("event", Val::Str("message-summary")),
+            ("package", Val::Str("message-summary")),
             ("dst", Val::Str(&dst.to_string())),
             ("user", Val::Str(user)),
         ];
