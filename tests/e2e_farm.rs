@@ -7,6 +7,7 @@
 //!   next calls all go to the other node, as do the REGISTERs. When it answers again it gets
 //!   calls again and the registrations it missed are replayed to it.
 //! - A drained node gets no new calls (but still its REGISTERs) until undrained.
+//! - A node added by a reload gets the current registrations replayed.
 //! - SUBSCRIBE for `dialog` and `message-summary` (and PUBLISH) from a registered phone
 //!   reach a node, whose 200 and NOTIFY come back to the phone; an unsolicited MWI NOTIFY
 //!   from a node reaches the phone.
@@ -52,6 +53,8 @@ fn farm_scene() -> (Scene, std::net::SocketAddr) {
         },
         ..Setup::default()
     });
+    // The admin API starts after the workers answer SIP.
+    scene.wait_file("sipfront.err", "admin API listening", WAIT);
     (scene, admin)
 }
 
@@ -213,6 +216,45 @@ fn a_drained_node_gets_no_new_calls_until_undrained() {
         busy_call(&scene, "1001");
         calls += 1;
     }
+}
+
+/// Milliseconds since the UNIX epoch (the stand-ins' event times).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[test]
+fn a_node_added_by_reload_gets_the_current_registrations() {
+    let (scene, admin) = farm_scene();
+    let (a, b) = (scene.standin_n(1), scene.standin_n(2));
+    let _p1 = register(&scene, "1001");
+    let _p2 = register(&scene, "2001");
+    b.wait_registered("2001");
+    let config = scene.dir().join("sipfront.toml");
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    let both = format!("nodes = [\"{}\", \"{}\"]", a.sip, b.sip);
+    assert!(text.contains(&both), "{text}");
+    // B leaves the farm, then comes back by another reload.
+    let only_a = format!("nodes = [\"{}\"]", a.sip);
+    std::fs::write(&config, text.replace(&both, &only_a)).expect("write the config");
+    let out = ctl_ok(admin, &["reload"]);
+    assert!(out.contains("asterisk.nodes"), "{out}");
+    let since = wall_ms();
+    std::fs::write(&config, &text).expect("write the config");
+    ctl_ok(admin, &["reload"]);
+    for user in ["1001", "2001"] {
+        b.wait_event("register", WAIT, |e| {
+            e.get("user").and_then(Value::as_str) == Some(user)
+                && e.get("ts_ms").and_then(Value::as_u64) >= Some(since)
+        });
+    }
+    scene.wait_file(
+        "sipfront.err",
+        "replay of registrations to Asterisk node done",
+        WAIT,
+    );
 }
 
 /// Receives (skipping anything else) the next NOTIFY, answers it 200 through the proxy
