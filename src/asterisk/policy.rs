@@ -108,6 +108,20 @@ struct UserState {
     cap: u32,
 }
 
+impl UserState {
+    /// The next REGISTER of this user's series: same Call-ID and tag, next CSeq.
+    fn next_forward(&mut self, expires: u32, targets: Targets) -> Forward {
+        self.cseq = self.cseq.wrapping_add(1).max(1);
+        Forward {
+            expires,
+            call_id: Arc::clone(&self.call_id),
+            from_tag: self.tag,
+            cseq: self.cseq,
+            targets,
+        }
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct RegFwdStats {
@@ -316,17 +330,10 @@ impl RegFwd {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            st.cseq = st.cseq.wrapping_add(1).max(1);
             st.last_sent_ms = now_ms;
             st.sent_expires = expires;
             self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            return Some(Forward {
-                expires,
-                call_id: Arc::clone(&st.call_id),
-                from_tag: st.tag,
-                cseq: st.cseq,
-                targets,
-            });
+            return Some(st.next_forward(expires, targets));
         }
         let (call_id, tag) = self.fresh_identity(user);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -368,14 +375,7 @@ impl RegFwd {
         let targets = self.targets(user);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         if let Some(mut st) = self.users.get_mut(user) {
-            st.cseq = st.cseq.wrapping_add(1).max(1);
-            return Forward {
-                expires,
-                call_id: Arc::clone(&st.call_id),
-                from_tag: st.tag,
-                cseq: st.cseq,
-                targets,
-            };
+            return st.next_forward(expires, targets);
         }
         let (call_id, from_tag) = self.fresh_identity(user);
         Forward {

@@ -19,8 +19,9 @@ use std::net::SocketAddr;
 
 use crate::sip::{HeaderName, Message};
 
-use super::branch::{write_branch, OurBranch};
+use super::branch::upstream_branch;
 use super::response::{BranchEnd, Parent};
+use super::route::sent_by;
 use super::txn::{CancelState, ClientCtx, ClientState, Target};
 use super::{Core, Flow, Local, Now, Transmit};
 
@@ -113,18 +114,8 @@ impl Core {
 
     /// Send OPTIONS ping `seq` to `node` from the upstream socket.
     pub(super) fn send_ping(&mut self, node: SocketAddr, seq: u32, tx: &mut dyn Transmit) {
-        let branch = write_branch(&OurBranch {
-            worker: self.worker,
-            slot: PING_SLOT,
-            gen: seq,
-            ingress: Local::Upstream,
-            loop_hash: 0,
-        });
-        let host = self
-            .cfg
-            .interface(Local::Upstream)
-            .map_or("", |i| i.host.as_str());
-        let port = self.upstream.port();
+        let branch = upstream_branch(self.worker, PING_SLOT, seq);
+        let (host, port) = sent_by(&self.cfg, self.upstream.port(), Local::Upstream);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         // Writes into a Vec cannot fail.

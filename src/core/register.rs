@@ -11,9 +11,10 @@
 
 use crate::sip::{HeaderName, Message};
 
-use super::branch::{write_branch, OurBranch};
+use super::branch::upstream_branch;
 use super::ports::{FarmSender, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy};
 use super::request::ReqCtx;
+use super::route::sent_by;
 use super::text::InlineStr;
 use super::txn::{ClientCtx, RegFwdCtx};
 use super::{Core, Flow, Local, Now, Transmit};
@@ -107,21 +108,12 @@ impl Core {
             self.stats.regfwd_failed += 1;
             return;
         };
-        let branch = write_branch(&OurBranch {
-            worker: self.worker,
-            slot,
-            gen,
-            ingress: Local::Upstream,
-            loop_hash: 0,
-        });
-        let host = self
-            .cfg
-            .interface(Local::Upstream)
-            .map_or("", |i| i.host.as_str());
+        let branch = upstream_branch(self.worker, slot, gen);
+        let (host, port) = sent_by(&self.cfg, self.upstream.port(), Local::Upstream);
         let via = SentBy {
             transport: "UDP",
             host,
-            port: self.upstream.port(),
+            port,
         };
         let req = RegFwdRequest {
             node,

@@ -648,7 +648,7 @@ impl Core {
 
 /// Our Via sent-by for a message leaving from `local`: the interface's (advertised) host,
 /// with its port, or with this worker's upstream port.
-fn sent_by(cfg: &CoreConfig, upstream_port: u16, local: Local) -> (&str, u16) {
+pub(super) fn sent_by(cfg: &CoreConfig, upstream_port: u16, local: Local) -> (&str, u16) {
     let iface = cfg.interface(local);
     let host = iface.map_or("", |i| i.host.as_str());
     match local {
