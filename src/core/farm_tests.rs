@@ -114,6 +114,32 @@ fn a_node_going_down_fails_its_calls_over_at_once() {
     let fin = find(&out, |s| s.code() >= 300);
     assert_eq!((fin.code(), fin.dst), (500, addr(PHONE)));
     assert_eq!(fin.header("Call-ID"), Some(d2.as_str()));
+
+    // Nothing is left behind: the branches to the dead nodes end at Timer B (call 1's, which
+    // got nothing) and 64·T1 after their unanswered CANCEL (call 2's), then linger.
+    h.fakes.farm.set_down(silent.dst, false);
+    let ack = super::tests::req("ACK", "sip:600@example.com", PHONE, "z9hG4bKd2", &d2, "");
+    h.recv(PHONE, &ack);
+    h.advance_to(45_000);
+    assert_eq!(h.core.transactions_in_flight(), (0, 0));
+}
+
+#[test]
+fn a_branch_to_a_node_that_died_silently_ends_at_timer_b() {
+    let mut h = Harness::new(&[AST, AST2]);
+    let cid = call_id_on(&h, AST, "t");
+    let fwd = call_to_asterisk(&mut h, "z9hG4bKt1", &cid);
+    h.fakes.farm.set_down(fwd.dst, true);
+    let out = h.advance_to(10);
+    let again = find(&out, |s| s.method() == "INVITE");
+    let busy = respond(again, 486, Some("b"), "");
+    let out = h.recv_on(Local::Upstream, AST2, &busy);
+    assert_eq!(find(&out, |s| s.code() == 486).dst, addr(PHONE));
+    let ack = req("ACK", "sip:600@example.com", PHONE, "z9hG4bKt1", &cid, "");
+    h.recv(PHONE, &ack);
+    // The first branch never got anything: Timer B (32 s) ends it, then it lingers T4.
+    h.advance_to(40_000);
+    assert_eq!(h.core.transactions_in_flight(), (0, 0));
 }
 
 #[test]

@@ -202,9 +202,10 @@ impl Core {
         self.maybe_finish(now, r.server.idx, tx);
     }
 
-    /// A branch ended without a response from downstream (timeout 408, cancelled 487).
-    /// With `complete`, the client transaction is finished too; without it (a CANCEL waiting
-    /// for a provisional) it lives on, but no longer counts as pending upstream.
+    /// A branch ended without a response from downstream (timeout 408, cancelled 487, node
+    /// down 503). A timeout finishes the client transaction too (also when the branch was
+    /// settled before); otherwise (a CANCEL waiting for a provisional) it lives on, but no
+    /// longer counts as pending upstream.
     pub(super) fn branch_final(
         &mut self,
         now: u64,
@@ -216,13 +217,18 @@ impl Core {
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return;
         };
-        if ct.state == ClientState::Completed || ct.settled {
+        if ct.state == ClientState::Completed {
             return;
         }
-        ct.settled = true;
+        let already_settled = std::mem::replace(&mut ct.settled, true);
         let code = outcome.code();
         if let BranchEnd::TimedOut = outcome {
+            // Also for a branch settled before (cancelled early, its node gone down) that
+            // never got an answer: its transaction ends here.
             self.txns.client_given_up(slot, code, now);
+        }
+        if already_settled {
+            return;
         }
         let Some(t) = self
             .txns

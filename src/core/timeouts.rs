@@ -31,6 +31,8 @@ impl Core {
                     if let Some(ct) = self.txns.cancel_retransmit_due(e.slot, e.gen, t) {
                         tx.send(ct.to, &ct.cancel_request);
                         self.stats.retransmissions_sent += 1;
+                    } else if self.txns.cancel_unanswered(e.slot, e.gen, t) {
+                        self.cancel_given_up(t, e.slot, e.gen, tx);
                     }
                 }
                 TimerKind::TimerC => self.timer_c(t, e.slot, e.gen, tx),
@@ -90,6 +92,22 @@ impl Core {
                     .on_result(user, rf.call_id.as_str(), node, 408, None);
             }
         }
+    }
+
+    /// A CANCELled INVITE branch still without a final response 64·T1 later (§9.1): its
+    /// destination is gone; the branch ends as a timeout.
+    fn cancel_given_up(&mut self, now_ms: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
+        let Some(ClientCtx::Branch { server, server_gen }) =
+            self.txns.client(slot, gen).map(|c| c.ctx)
+        else {
+            return;
+        };
+        self.stats.timeouts += 1;
+        let parent = Parent {
+            idx: server,
+            gen: server_gen,
+        };
+        self.branch_final(now_ms, parent, slot, BranchEnd::TimedOut, tx);
     }
 
     /// Timer C (§16.6 (11)): an INVITE branch that got a provisional is cancelled; one that

@@ -632,6 +632,19 @@ impl Transactions {
         self.clients.get(slot)
     }
 
+    /// Whether the INVITE of (`slot`, `gen`) was CANCELled and, 64·T1 later, still has no
+    /// final response: RFC 3261 §9.1 says to consider it cancelled and end its transaction
+    /// (its destination is gone).
+    pub fn cancel_unanswered(&mut self, slot: u32, gen: u32, now_ms: u64) -> bool {
+        self.client(slot, gen).is_some_and(|ct| {
+            ct.cancel == CancelState::Sent
+                && ct.cancel_retransmit_ms != 0
+                && ct.final_code < 200
+                && ct.state == ClientState::Proceeding
+                && now_ms >= ct.cancel_until_ms
+        })
+    }
+
     /// The linger timer of (`slot`, `gen`) fired.
     pub fn client_linger_over(&mut self, slot: u32, gen: u32) {
         if self
