@@ -202,11 +202,42 @@ pub enum RegisterMode {
     Hash,
 }
 
+/// What keeps a phone's calls on one Asterisk node (`[asterisk] call_affinity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CallAffinity {
+    /// A hash of the Call-ID: calls spread evenly over the nodes.
+    #[default]
+    CallId,
+    /// A hash of the calling user: a user's calls (pickup, parking, its own hints) meet on
+    /// one node.
+    User,
+}
+
 /// `[asterisk]`: the farm behind the proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AsteriskConfig {
     pub nodes: Vec<SocketAddr>,
+    /// One weight per node (a node's share of new calls); empty: all 1.
+    pub weights: Vec<u32>,
+    pub call_affinity: CallAffinity,
+    /// OPTIONS ping period per node; 0 = no pings (every node counts as up).
+    pub probe_interval_ms: u64,
+    /// Consecutive failed pings that take a node down.
+    pub probe_failures: u32,
+    /// Consecutive answered pings that bring it back up.
+    pub probe_successes: u32,
+    /// REGISTERs a second replayed to a node that comes (back) up.
+    pub replay_rate_per_sec: u32,
+    /// Smoothed time to first answer above which a node gets no new calls for
+    /// `busy_backoff_ms`; 0 = no latency rule.
+    pub busy_latency_ms: u64,
+    /// How long a node gets no new calls after a 503 without Retry-After, or after
+    /// answering too slowly.
+    pub busy_backoff_ms: u64,
+    /// Event packages whose SUBSCRIBE/PUBLISH from phones go to Asterisk.
+    pub subscribe_events: Vec<String>,
     /// The address Asterisk is told to reach phones at (Contact of forwarded REGISTERs).
     /// Defaults to the first listen address.
     pub advertise: Option<SocketAddr>,
@@ -226,7 +257,108 @@ impl Default for AsteriskConfig {
             match_mode: MatchMode::IpPort,
             register_mode: RegisterMode::All,
             refresh_min_interval_secs: None,
+            weights: Vec::new(),
+            call_affinity: CallAffinity::CallId,
+            probe_interval_ms: 5000,
+            probe_failures: 3,
+            probe_successes: 2,
+            replay_rate_per_sec: 500,
+            busy_latency_ms: 1000,
+            busy_backoff_ms: 5000,
+            subscribe_events: crate::core::DEFAULT_SUBSCRIBE_EVENTS
+                .map(str::to_owned)
+                .to_vec(),
         }
+    }
+}
+
+impl AsteriskConfig {
+    /// The checks of the farm keys (each error names its key).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.nodes.len();
+        if n == 0 {
+            return Err(ConfigError::invalid(
+                "asterisk.nodes",
+                "needs at least one node",
+            ));
+        }
+        let distinct = self
+            .nodes
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !self.nodes[..i].contains(a));
+        if n > 64 || !distinct {
+            return Err(ConfigError::invalid(
+                "asterisk.nodes",
+                "at most 64 nodes, each listed once",
+            ));
+        }
+        if !(self.weights.is_empty() || self.weights.len() == n)
+            || self.weights.iter().any(|w| !(1..=10_000).contains(w))
+        {
+            return Err(ConfigError::invalid(
+                "asterisk.weights",
+                "one weight (1..=10000) per node, in the order of asterisk.nodes, or none",
+            ));
+        }
+        let ranges: [(&'static str, u64, u64, u64); 6] = [
+            (
+                "asterisk.probe_interval_ms",
+                self.probe_interval_ms,
+                50,
+                3_600_000,
+            ),
+            (
+                "asterisk.probe_failures",
+                self.probe_failures.into(),
+                1,
+                100,
+            ),
+            (
+                "asterisk.probe_successes",
+                self.probe_successes.into(),
+                1,
+                100,
+            ),
+            (
+                "asterisk.replay_rate_per_sec",
+                self.replay_rate_per_sec.into(),
+                1,
+                100_000,
+            ),
+            (
+                "asterisk.busy_latency_ms",
+                self.busy_latency_ms,
+                10,
+                600_000,
+            ),
+            (
+                "asterisk.busy_backoff_ms",
+                self.busy_backoff_ms,
+                100,
+                600_000,
+            ),
+        ];
+        for (key, v, lo, hi) in ranges {
+            // The interval and the latency rule may be 0 (off).
+            let off = v == 0 && (key.ends_with("interval_ms") || key.ends_with("latency_ms"));
+            if !off && !(lo..=hi).contains(&v) {
+                return Err(ConfigError::invalid(key, format!("must be {lo}..={hi}")));
+            }
+        }
+        let token = |e: &String| {
+            !e.is_empty()
+                && e.len() <= 64
+                && e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        };
+        if self.subscribe_events.len() > 32 || !self.subscribe_events.iter().all(token) {
+            return Err(ConfigError::invalid(
+                "asterisk.subscribe_events",
+                "at most 32 event package names (SIP tokens, e.g. \"dialog\")",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -410,12 +542,7 @@ impl Config {
                 ));
             }
         }
-        if self.asterisk.nodes.is_empty() {
-            return Err(ConfigError::invalid(
-                "asterisk.nodes",
-                "needs at least one node",
-            ));
-        }
+        self.asterisk.validate()?;
         if let Some(a) = self.asterisk.advertise {
             if a.port() == 0 || a.ip().is_unspecified() {
                 return Err(ConfigError::invalid(
@@ -598,6 +725,40 @@ mod tests {
             ("[listen]\nudp = [\"0.0.0.0:5060\"]\n", "listen.udp"),
             ("[domain]\nrealm = \"\"\n", "domain.realm"),
             ("[asterisk]\nnodes = []\n", "asterisk.nodes"),
+            (
+                "[asterisk]\nnodes = [\"127.0.0.2:5080\", \"127.0.0.2:5080\"]\n",
+                "asterisk.nodes",
+            ),
+            ("[asterisk]\nweights = [1, 2]\n", "asterisk.weights"),
+            ("[asterisk]\nweights = [0]\n", "asterisk.weights"),
+            (
+                "[asterisk]\nprobe_interval_ms = 10\n",
+                "asterisk.probe_interval_ms",
+            ),
+            (
+                "[asterisk]\nprobe_failures = 0\n",
+                "asterisk.probe_failures",
+            ),
+            (
+                "[asterisk]\nprobe_successes = 0\n",
+                "asterisk.probe_successes",
+            ),
+            (
+                "[asterisk]\nreplay_rate_per_sec = 0\n",
+                "asterisk.replay_rate_per_sec",
+            ),
+            (
+                "[asterisk]\nbusy_latency_ms = 5\n",
+                "asterisk.busy_latency_ms",
+            ),
+            (
+                "[asterisk]\nbusy_backoff_ms = 0\n",
+                "asterisk.busy_backoff_ms",
+            ),
+            (
+                "[asterisk]\nsubscribe_events = [\"dia log\"]\n",
+                "asterisk.subscribe_events",
+            ),
             ("[timers]\nt1_ms = 0\n", "timers.t1_ms"),
             ("[log]\nlevel = \"verbose\"\n", "log.level"),
             // A min/max conflict names the key that was edited.
@@ -647,6 +808,33 @@ mod tests {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn farm_keys_take_defaults_and_can_be_switched_off() {
+        let c = Config::parse("").unwrap();
+        let a = &c.asterisk;
+        assert_eq!(
+            (a.probe_interval_ms, a.probe_failures, a.probe_successes),
+            (5000, 3, 2)
+        );
+        assert_eq!(
+            (a.replay_rate_per_sec, a.call_affinity),
+            (500, CallAffinity::CallId)
+        );
+        assert_eq!(
+            a.subscribe_events,
+            ["dialog", "presence", "message-summary", "as-feature-event"]
+        );
+        let c = Config::parse(
+            "[asterisk]\nnodes = [\"127.0.0.2:5080\", \"127.0.0.3:5080\"]\nweights = [1, 3]\n\
+             call_affinity = \"user\"\nprobe_interval_ms = 0\nbusy_latency_ms = 0\n\
+             subscribe_events = []\n",
+        )
+        .unwrap();
+        assert_eq!(c.asterisk.weights, [1, 3]);
+        assert_eq!(c.asterisk.call_affinity, CallAffinity::User);
+        assert!(Config::parse("[asterisk]\ncall_affinity = \"node\"\n").is_err());
     }
 
     #[test]

@@ -104,6 +104,22 @@ enum CtlCommand {
     Bans,
     /// Lift the ban of one address.
     Unban { ip: String },
+    /// The Asterisk nodes: list their state (default), drain or undrain one.
+    Asterisk {
+        #[command(subcommand)]
+        action: Option<AsteriskAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AsteriskAction {
+    /// Every node: up/down, drained, busy, ping and answer latency, transitions, replays.
+    List,
+    /// No new calls or subscriptions for NODE (IP:PORT as in [asterisk] nodes); its
+    /// dialogs, pings and forwarded REGISTERs go on.
+    Drain { node: String },
+    /// New calls for NODE again.
+    Undrain { node: String },
 }
 
 /// The config file `ctl` looks at when none is given.
@@ -154,6 +170,17 @@ fn ctl(
         CtlCommand::Flush { user } => C::Flush { user },
         CtlCommand::Bans => C::Bans,
         CtlCommand::Unban { ip } => C::Unban { ip },
+        CtlCommand::Asterisk { action } => match action {
+            None | Some(AsteriskAction::List) => C::Asterisk,
+            Some(AsteriskAction::Drain { node }) => C::Drain {
+                node,
+                drained: true,
+            },
+            Some(AsteriskAction::Undrain { node }) => C::Drain {
+                node,
+                drained: false,
+            },
+        },
     };
     let (addr, token) = match ctl_target(admin, token_file, config) {
         Ok(t) => t,

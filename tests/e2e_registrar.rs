@@ -51,12 +51,18 @@ fn bulk_password(user: &str) -> String {
 }
 
 /// A second Asterisk node: a socket of ours that answers every forwarded REGISTER with 200
-/// and passes it on to `seen`, until `stop` is set (each wait is a 100 ms socket read timeout).
+/// and passes it on to `seen`, and answers the proxy's OPTIONS pings (or the farm takes it
+/// down during the bulk run), until `stop` is set (each wait is a 100 ms socket read
+/// timeout).
 fn run_node(node: &Phone, stop: &AtomicBool, seen: &Sender<SipMsg>) {
     while !stop.load(Ordering::Relaxed) {
         let Some(m) = node.recv_until(Instant::now() + Duration::from_millis(100)) else {
             continue;
         };
+        if m.method() == Some("OPTIONS") {
+            node.send(m.from, &m.reply(200, "OK", "node2", ""));
+            continue;
+        }
         if m.method() != Some("REGISTER") {
             continue;
         }

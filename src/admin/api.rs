@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::message::{Method, Request, Response, TEXT};
-use super::{prometheus, report, AdminState};
+use super::{asterisk, prometheus, report, AdminState};
 use crate::db::system_now_ms;
 use crate::db::RefreshError;
 use crate::registrar::{aor_user, Binding, MAX_PAGE};
@@ -22,11 +22,15 @@ pub fn route(state: &AdminState, req: &Request) -> Response {
     let del = req.method == Method::Delete;
     let post = req.method == Method::Post;
     match req.path.as_str() {
-        "/metrics" if get => Response::new(
-            200,
-            prometheus::CONTENT_TYPE,
-            prometheus::render(&report::collect(state)),
-        ),
+        "/metrics" if get => {
+            // The farm's families go before the exposition's closing `# EOF`.
+            let mut body = prometheus::render(&report::collect(state));
+            let end = body.rfind("# EOF").unwrap_or(body.len());
+            let mut farm = String::new();
+            asterisk::render_metrics(state, &mut farm);
+            body.insert_str(end, &farm);
+            Response::new(200, prometheus::CONTENT_TYPE, body)
+        }
         "/healthz" if get => Response::new(200, TEXT, "ok\n".to_owned()),
         "/v1/stats" if get => match serde_json::to_value(report::collect(state)) {
             Ok(v) => Response::json(200, &v),
@@ -39,7 +43,11 @@ pub fn route(state: &AdminState, req: &Request) -> Response {
         "/v1/credentials" if del => flush(state, req),
         "/v1/bans" if get => bans(state),
         "/v1/bans" if del => unban(state, req),
-        "/metrics" | "/healthz" | "/v1/stats" => not_allowed("GET, HEAD"),
+        "/v1/asterisk" if get => asterisk::list(state),
+        "/v1/asterisk/drain" if post => asterisk::drain(state, req, true),
+        "/v1/asterisk/undrain" if post => asterisk::drain(state, req, false),
+        "/metrics" | "/healthz" | "/v1/stats" | "/v1/asterisk" => not_allowed("GET, HEAD"),
+        "/v1/asterisk/drain" | "/v1/asterisk/undrain" => not_allowed("POST"),
         "/v1/registrations" | "/v1/bans" => not_allowed("GET, HEAD, DELETE"),
         "/v1/credentials/reload" | "/v1/reload" => not_allowed("POST"),
         "/v1/credentials" => not_allowed("DELETE"),
@@ -339,6 +347,7 @@ mod tests {
             credentials: None,
             transport: None,
             regfwd: None,
+            farm: None,
             bans,
             config: None,
             hep: None,
@@ -552,6 +561,71 @@ mod tests {
         let none = state(None);
         let v = body(&route(&none, &req(Method::Get, "/v1/bans", &[])));
         assert_eq!(v["enabled"], false);
+    }
+
+    #[test]
+    fn asterisk_nodes_drain_and_metrics() {
+        use crate::asterisk::{Farm, FarmSettings};
+        struct Control(Farm);
+        impl crate::admin::FarmControl for Control {
+            fn nodes(&self) -> Vec<crate::asterisk::NodeView> {
+                self.0.views(0)
+            }
+            fn set_drained(&self, node: SocketAddr, drained: bool) -> Option<bool> {
+                self.0.set_drained(node, drained)
+            }
+        }
+        let mut st = state(None);
+        assert_eq!(
+            route(&st, &req(Method::Get, "/v1/asterisk", &[])).status,
+            503
+        );
+        let settings = FarmSettings {
+            nodes: vec![
+                "10.0.0.5:5060".parse().unwrap(),
+                "10.0.0.6:5060".parse().unwrap(),
+            ],
+            ..FarmSettings::default()
+        };
+        st.farm = Some(Arc::new(Control(Farm::new(&settings).unwrap())));
+        let drain = |q: &[(&str, &str)]| route(&st, &req(Method::Post, "/v1/asterisk/drain", q));
+        assert_eq!(drain(&[]).status, 400);
+        assert_eq!(drain(&[("node", "nope")]).status, 400);
+        assert_eq!(drain(&[("node", "10.0.0.9:5060")]).status, 404);
+        let r = drain(&[("node", "10.0.0.5:5060")]);
+        assert_eq!(
+            body(&r),
+            json!({"node": "10.0.0.5:5060", "drained": true, "changed": true})
+        );
+        let v = body(&route(&st, &req(Method::Get, "/v1/asterisk", &[])));
+        assert_eq!(v["nodes"][0]["state"], "up");
+        assert_eq!(v["nodes"][0]["drained"], true);
+        assert_eq!(v["nodes"][1]["drained"], false);
+        assert!(v["nodes"][0]["last_ping_ms"].is_null());
+        let r = route(
+            &st,
+            &req(
+                Method::Post,
+                "/v1/asterisk/undrain",
+                &[("node", "10.0.0.5:5060")],
+            ),
+        );
+        assert_eq!(body(&r)["changed"], true);
+        let m = route(&st, &req(Method::Get, "/metrics", &[])).body;
+        assert!(
+            m.contains("sipfront_asterisk_node_up{node=\"10.0.0.6:5060\"} 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("sipfront_asterisk_node_drained{node=\"10.0.0.5:5060\"} 0\n"));
+        assert!(
+            m.contains("sipfront_asterisk_pings_total{node=\"10.0.0.5:5060\",result=\"sent\"} 0\n")
+        );
+        assert!(
+            !m.contains("sipfront_asterisk_ping_seconds{"),
+            "no ping answered yet"
+        );
+        let r = route(&st, &req(Method::Get, "/v1/asterisk/drain", &[]));
+        assert_eq!((r.status, r.allow), (405, Some("POST")));
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub enum Command {
     Unban {
         ip: String,
     },
+    /// The Asterisk nodes and their state (`GET /v1/asterisk`).
+    Asterisk,
+    /// Drain (`drained`) or undrain one node (`POST /v1/asterisk/drain|undrain`).
+    Drain {
+        node: String,
+        drained: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,6 +326,15 @@ pub fn run(client: &Client, cmd: &Command) -> Result<String, CtlError> {
         Command::Flush { user } => ("DELETE", "/v1/credentials", vec![("user", user)]),
         Command::Bans => ("GET", "/v1/bans", vec![]),
         Command::Unban { ip } => ("DELETE", "/v1/bans", vec![("ip", ip)]),
+        Command::Asterisk => ("GET", "/v1/asterisk", vec![]),
+        Command::Drain { node, drained } => {
+            let path = if *drained {
+                "/v1/asterisk/drain"
+            } else {
+                "/v1/asterisk/undrain"
+            };
+            ("POST", path, vec![("node", node)])
+        }
     };
     let json = client.request_json(method, path, &query)?;
     Ok(match cmd {
@@ -352,7 +368,83 @@ pub fn run(client: &Client, cmd: &Command) -> Result<String, CtlError> {
         ),
         Command::Bans => format_bans(&json),
         Command::Unban { ip } => format!("{ip} unbanned\n"),
+        Command::Asterisk => format_nodes(&json),
+        Command::Drain { node, drained } => {
+            let changed = json.get("changed").and_then(Value::as_bool) == Some(true);
+            match (drained, changed) {
+                (true, true) => format!("{node} drained: no new calls; its dialogs go on\n"),
+                (true, false) => format!("{node} was already drained\n"),
+                (false, true) => format!("{node} undrained: it gets new calls again\n"),
+                (false, false) => format!("{node} was not drained\n"),
+            }
+        }
     })
+}
+
+/// `ctl asterisk`: one line per node.
+fn format_nodes(v: &Value) -> String {
+    let head = [
+        "NODE", "STATE", "WEIGHT", "PING", "LATENCY", "PINGS", "DOWN/UP", "REPLAYED",
+    ];
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    for node in v
+        .get("nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut state = s(node, "state").to_owned();
+        if node.get("drained").and_then(Value::as_bool) == Some(true) {
+            state.push_str(",drained");
+        }
+        if n(node, &["busy_ms"]) > 0 {
+            state.push_str(&format!(",busy {} ms", n(node, &["busy_ms"])));
+        }
+        let ping = match node.get("last_ping_ms").and_then(Value::as_u64) {
+            Some(ms) => format!("{ms} ms"),
+            None => "-".to_owned(),
+        };
+        let replay = match node.get("replaying").and_then(Value::as_u64) {
+            Some(sent) => format!("{} (replaying: {sent})", n(node, &["replayed"])),
+            None => n(node, &["replayed"]).to_string(),
+        };
+        rows.push([
+            s(node, "node").to_owned(),
+            state,
+            n(node, &["weight"]).to_string(),
+            ping,
+            format!("{} ms", n(node, &["latency_ms"])),
+            format!(
+                "{}/{}/{}",
+                n(node, &["pings", "sent"]),
+                n(node, &["pings", "answered"]),
+                n(node, &["pings", "failed"])
+            ),
+            format!("{}/{}", n(node, &["went_down"]), n(node, &["came_up"])),
+            replay,
+        ]);
+    }
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (w, c) in w.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut o = String::new();
+    let mut line = |cells: [&str; 8]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let _ = write!(l, "{c:<width$}  ", width = w[i]);
+        }
+        o.push_str(l.trim_end());
+        o.push('\n');
+    };
+    line(head);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6], &r[7]]);
+    }
+    o.push_str("PINGS = sent/answered/failed; DOWN/UP = times the node went down / came back\n");
+    o
 }
 
 /// The number at `path` (0 when absent).
@@ -647,6 +739,36 @@ mod tests {
             "{t}"
         );
         assert_eq!(lines[3], "2 user(s), 2 binding(s)");
+    }
+
+    #[test]
+    fn formats_the_node_table() {
+        let v = serde_json::json!({"nodes": [
+            {"node": "10.0.0.5:5060", "state": "up", "drained": true, "busy_ms": 0,
+             "weight": 2, "last_ping_ms": 3, "latency_ms": 4,
+             "pings": {"sent": 10, "answered": 9, "failed": 1}, "went_down": 1,
+             "came_up": 1, "replaying": 12, "replayed": 40},
+            {"node": "10.0.0.6:5060", "state": "down", "drained": false, "busy_ms": 1500,
+             "weight": 1, "last_ping_ms": null, "latency_ms": 0,
+             "pings": {"sent": 3, "answered": 0, "failed": 3}, "went_down": 1,
+             "came_up": 0, "replaying": null, "replayed": 0}]});
+        let t = format_nodes(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NODE           STATE"), "{t}");
+        assert!(
+            lines[1].contains("up,drained") && lines[1].contains("3 ms"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("10/9/1") && lines[1].contains("40 (replaying: 12)"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("down,busy 1500 ms") && lines[2].contains(" - "),
+            "{t}"
+        );
+        let col = lines[0].find("STATE").unwrap();
+        assert_eq!(lines[2].find("down").unwrap(), col, "{t}");
     }
 
     #[test]

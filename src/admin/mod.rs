@@ -9,7 +9,8 @@
 //!
 //! Endpoints: `GET /metrics`, `GET /v1/stats`, `GET|DELETE /v1/registrations`,
 //! `POST /v1/credentials/reload`, `DELETE /v1/credentials`, `GET|DELETE /v1/bans`,
-//! `GET /healthz` (see `docs/operations.md`). The client side of `sipfront ctl` is [`ctl`].
+//! `GET /v1/asterisk`, `POST /v1/asterisk/drain|undrain`, `GET /healthz` (see
+//! `docs/operations.md`). The client side of `sipfront ctl` is [`ctl`].
 
 //! The admin HTTP server: Prometheus `/metrics` and the JSON API `sipfront ctl` talks to.
 //!
@@ -30,6 +31,7 @@
 //! one but `/healthz` answers 401 without it. The client side of `sipfront ctl` is [`ctl`].
 
 pub mod api;
+mod asterisk;
 pub mod ctl;
 pub mod message;
 pub mod prometheus;
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::asterisk::RegFwdStats;
+use crate::asterisk::{NodeView, RegFwdStats};
 use crate::db::refresh::RefreshStatus;
 use crate::db::{CredentialCache, LookupPool, RefreshError, RefreshStats};
 use crate::guard::GuardStats;
@@ -204,6 +206,13 @@ pub trait HepSource: Send + Sync {
     fn hep_counts(&self) -> HepReport;
 }
 
+/// The Asterisk farm: every node's state, and draining.
+pub trait FarmControl: Send + Sync {
+    fn nodes(&self) -> Vec<NodeView>;
+    /// Drain or undrain `node`: `None` when it is no node, else whether the flag changed.
+    fn set_drained(&self, node: SocketAddr, drained: bool) -> Option<bool>;
+}
+
 /// Everything the admin API reads or acts on.
 pub struct AdminState {
     pub metrics: Arc<MetricsRegistry>,
@@ -215,6 +224,7 @@ pub struct AdminState {
     pub credentials: Option<Arc<dyn CredentialReload>>,
     pub transport: Option<Arc<dyn TransportCounters>>,
     pub regfwd: Option<Arc<dyn RegFwdSource>>,
+    pub farm: Option<Arc<dyn FarmControl>>,
     pub bans: Option<Arc<dyn BanList>>,
     /// The configuration reloader (absent when embedded without a config file).
     pub config: Option<Arc<dyn ConfigReload>>,
@@ -459,6 +469,7 @@ mod tests {
             credentials: None,
             transport: None,
             regfwd: None,
+            farm: None,
             bans: None,
             config: None,
             hep: None,

@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use super::hrw::{mix, node_key};
 use super::message::{write_register, BuildError, RegisterMsg, Via};
 // FNV-1a: stable everywhere (node choice must not change across restarts).
 use crate::util::fnv::fnv1a;
@@ -107,6 +108,20 @@ struct UserState {
     cap: u32,
 }
 
+impl UserState {
+    /// The next REGISTER of this user's series: same Call-ID and tag, next CSeq.
+    fn next_forward(&mut self, expires: u32, targets: Targets) -> Forward {
+        self.cseq = self.cseq.wrapping_add(1).max(1);
+        Forward {
+            expires,
+            call_id: Arc::clone(&self.call_id),
+            from_tag: self.tag,
+            cseq: self.cseq,
+            targets,
+        }
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct RegFwdStats {
@@ -142,11 +157,7 @@ impl Targeting {
             return Err(RegFwdError::Advertise);
         }
         Ok(Targeting {
-            node_keys: s
-                .nodes
-                .iter()
-                .map(|n| fnv1a(n.to_string().as_bytes()))
-                .collect(),
+            node_keys: s.nodes.iter().map(|n| node_key(*n)).collect(),
             nodes: s.nodes.clone().into_boxed_slice(),
             advertise: s.advertise.as_str().into(),
             mode: s.mode,
@@ -157,7 +168,8 @@ impl Targeting {
         &self.nodes
     }
 
-    /// The node `user` maps to in `hash` mode (rendezvous hashing).
+    /// The node `user` maps to in `hash` mode (rendezvous hashing; the farm's weighted
+    /// ranking with equal weights, see `hrw.rs`).
     pub fn node_for(&self, user: &str) -> usize {
         let u = fnv1a(user.as_bytes());
         self.node_keys
@@ -200,12 +212,6 @@ pub struct RegFwd {
     seed: u64,
     counter: AtomicU64,
     stats: RegFwdStats,
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl RegFwdSettings {
@@ -324,17 +330,10 @@ impl RegFwd {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            st.cseq = st.cseq.wrapping_add(1).max(1);
             st.last_sent_ms = now_ms;
             st.sent_expires = expires;
             self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            return Some(Forward {
-                expires,
-                call_id: Arc::clone(&st.call_id),
-                from_tag: st.tag,
-                cseq: st.cseq,
-                targets,
-            });
+            return Some(st.next_forward(expires, targets));
         }
         let (call_id, tag) = self.fresh_identity(user);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -364,6 +363,27 @@ impl RegFwd {
             }
             // Another worker registered the same user meanwhile: it forwarded already.
             Entry::Occupied(_) => None,
+        }
+    }
+
+    /// A registration replayed to a node that missed it (it came back up, or a reload
+    /// added it): the user's Call-ID and tag with the next CSeq, so a node that still holds
+    /// the registration takes it as a refresh. A user without state gets a fresh identity
+    /// and no state: nothing says the other nodes hold it, so its next refresh is
+    /// forwarded everywhere.
+    pub fn on_replay(&self, user: &str, expires: u32) -> Forward {
+        let targets = self.targets(user);
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        if let Some(mut st) = self.users.get_mut(user) {
+            return st.next_forward(expires, targets);
+        }
+        let (call_id, from_tag) = self.fresh_identity(user);
+        Forward {
+            expires,
+            call_id,
+            from_tag,
+            cseq: 1,
+            targets,
         }
     }
 

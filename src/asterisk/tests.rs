@@ -206,6 +206,22 @@ fn node_selection() {
 }
 
 #[test]
+fn replays_continue_the_users_cseq() {
+    let f = one();
+    let a = f.on_register("alice", 3600, true, T0).unwrap();
+    let r = f.on_replay("alice", 1200);
+    assert_eq!((&r.call_id, r.cseq, r.expires), (&a.call_id, 2, 1200));
+    assert_eq!(r.from_tag, a.from_tag);
+    // The phone's next change continues above the replay.
+    assert_eq!(f.on_register("alice", 3600, true, T0 + 1).unwrap().cseq, 3);
+    // Unknown user: a fresh identity, no state (its next REGISTER is a first one).
+    let b = f.on_replay("bob", 60);
+    assert_eq!(b.cseq, 1);
+    assert_ne!(b.call_id, a.call_id);
+    assert_eq!(f.on_register("bob", 60, false, T0).unwrap().cseq, 1);
+}
+
+#[test]
 fn writes_the_tutorial_register() {
     let f = one();
     let fw = f.on_register("alice", 3600, true, T0).unwrap();

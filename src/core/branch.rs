@@ -86,6 +86,18 @@ pub fn write_branch(b: &OurBranch) -> BranchBuf {
     out
 }
 
+/// The branch of a request the proxy itself sends from the upstream socket (a forwarded
+/// REGISTER, a ping): no ingress, no loop hash.
+pub(super) fn upstream_branch(worker: u16, slot: u32, gen: u32) -> BranchBuf {
+    write_branch(&OurBranch {
+        worker,
+        slot,
+        gen,
+        ingress: Local::Upstream,
+        loop_hash: 0,
+    })
+}
+
 /// Decode a branch this proxy generated; `None` for anyone else's branch.
 pub fn parse_branch(branch: &str) -> Option<OurBranch> {
     let rest = branch.strip_prefix(BRANCH_PREFIX)?;

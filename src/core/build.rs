@@ -107,6 +107,23 @@ impl Core {
         }
     }
 
+    /// 503 with `Retry-After: secs`: a limit reached, shutting down, or no usable Asterisk
+    /// node.
+    pub(super) fn reply_503(
+        &mut self,
+        msg: &Message<'_, '_>,
+        to: Flow,
+        secs: u32,
+        reason: &str,
+        tx: &mut dyn Transmit,
+    ) {
+        self.extra.clear();
+        self.extra.extend_from_slice(b"Retry-After: ");
+        self.extra.extend_from_slice(itoa_buf(secs).as_bytes());
+        self.extra.extend_from_slice(b"\r\n");
+        self.reply_with_extra(msg, to, 503, reason, tx);
+    }
+
     /// 200 to an OPTIONS addressed to the proxy (keep-alive pings).
     pub(super) fn reply_options(&mut self, msg: &Message<'_, '_>, to: Flow, tx: &mut dyn Transmit) {
         self.extra.clear();

@@ -174,7 +174,16 @@ pub struct CoreConfig {
     /// Receive backlog (bytes) above which new requests from phones get 503 (0 = never);
     /// see [`super::Core::set_backlog`].
     pub shed_backlog_bytes: u64,
+    /// Event packages whose SUBSCRIBE and PUBLISH from phones go to an Asterisk node
+    /// (compared case-insensitively with the Event header's type); others go phone to
+    /// phone.
+    pub subscribe_events: Vec<String>,
 }
+
+/// The events Asterisk serves by default: BLF (`dialog`), presence, MWI
+/// (`message-summary`), DND/forwarding sync (`as-feature-event`).
+pub const DEFAULT_SUBSCRIBE_EVENTS: [&str; 4] =
+    ["dialog", "presence", "message-summary", "as-feature-event"];
 
 impl CoreConfig {
     /// A configuration listening on `listen` (facing Asterisk on the first), with the
@@ -199,6 +208,7 @@ impl CoreConfig {
             check_from_user: true,
             dialog_key: DialogKey::new(""),
             shed_backlog_bytes: 1 << 20,
+            subscribe_events: DEFAULT_SUBSCRIBE_EVENTS.map(str::to_owned).to_vec(),
         };
         cfg.derive_local_domains(&[]);
         cfg

@@ -17,14 +17,17 @@
 //! - `response.rs`: responses from downstream, best-response selection, ACK of non-2xx;
 //! - `build.rs`: the responses, ACKs and CANCELs the core writes itself;
 //! - `timeouts.rs`: the §17 timers; `register.rs`: REGISTER and forwarding it to Asterisk;
+//! - `farm.rs`: pings, replayed REGISTERs and failing over from nodes that went down;
 //! - `txn.rs`, `timer.rs`, `branch.rs`: transaction slabs and their state changes, the timer
 //!   heap, branch values;
-//! - `ports.rs`: the traits through which auth, location, REGFWD and the guard plug in.
+//! - `ports.rs`: the traits through which auth, location, REGFWD, the farm and the guard
+//!   plug in.
 
 mod branch;
 mod build;
 mod config;
 mod dialog_token;
+mod farm;
 mod flow;
 mod nat;
 pub mod ports;
@@ -42,6 +45,8 @@ mod txn;
 pub mod testing;
 
 #[cfg(test)]
+mod farm_tests;
+#[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
 mod tests;
@@ -52,12 +57,13 @@ use std::sync::Arc;
 pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
 pub use config::{
     default_port, host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers,
+    DEFAULT_SUBSCRIBE_EVENTS,
 };
 pub use dialog_token::DialogKey;
 pub use flow::{ConnId, Flow, Local, Now};
 pub use ports::{
-    Admission, AuthCheck, AuthFailure, AuthPort, GuardPort, Links, LocationPort, Ports, RegFwdPort,
-    RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, Links,
+    LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
 };
 pub use text::InlineStr;
 
@@ -161,6 +167,9 @@ pub struct Core {
     /// once instead of after Timer B.
     stream_branches: Vec<(u32, u32)>,
     next_stream_check_ms: u64,
+    /// The farm generation last seen, and when the farm next has work (see farm.rs).
+    farm_gen: u64,
+    farm_due_ms: u64,
 }
 
 /// Load shedding level (see [`Core::set_backlog`]).
@@ -202,6 +211,8 @@ impl Core {
             shed: Shed::Off,
             stream_branches: Vec::with_capacity(256),
             next_stream_check_ms: 0,
+            farm_gen: 0,
+            farm_due_ms: 0,
         }
     }
 

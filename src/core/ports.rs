@@ -1,6 +1,6 @@
 //! The traits through which the core asks for decisions it does not make itself: credential
-//! checks (`auth` + `db`), the location table (`registrar`), forwarded registrations
-//! (`asterisk`) and the per-source guard (`guard`). The other layers implement them (the
+//! checks (`auth` + `db`), the location table (`registrar`), forwarded registrations and the
+//! Asterisk farm (`asterisk`) and the per-source guard (`guard`). The other layers implement them (the
 //! server wires them together); core tests use in-memory ones. Every method is
 //! non-blocking: a credential that is not cached answers [`AuthCheck::Lookup`] and the core
 //! parks the request. Times passed in are wall-clock milliseconds since the UNIX epoch.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::sip::{DigestCredentials, Message, Transport};
 
-use super::flow::{ConnId, Flow};
+use super::flow::{ConnId, Flow, Now};
 
 /// The outcome of checking a request's digest credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +229,59 @@ pub trait RegFwdPort: Send + Sync {
     );
 }
 
+/// Where a new call or subscription to Asterisk goes ([`FarmPort::pick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePick {
+    /// Node number `index` of the farm (its bit goes into the tried mask) at `addr`.
+    Node { index: u8, addr: SocketAddr },
+    /// Every usable node is overloaded: answer 503 with this Retry-After.
+    Busy { retry_after_secs: u32 },
+    /// No node is up and undrained, or every one was tried.
+    NoNode,
+}
+
+/// What an Asterisk node answered to a request the core sent it (back-pressure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeAnswer {
+    pub node: SocketAddr,
+    pub code: u16,
+    /// Milliseconds from the request to its first response, when this is the first.
+    pub first_answer_ms: Option<u64>,
+    /// The Retry-After of a 503, in seconds.
+    pub retry_after_secs: Option<u32>,
+}
+
+/// What the farm asks a worker to send from its upstream socket ([`FarmPort::poll`]).
+pub trait FarmSender {
+    /// An OPTIONS ping to `node`, identified by `seq` (its answer goes to
+    /// [`FarmPort::on_ping_answer`] with it).
+    fn ping(&mut self, node: SocketAddr, seq: u32);
+    /// A REGISTER replayed to a node that missed it (a client transaction like REGFWD's).
+    fn register(&mut self, req: &RegFwdRequest<'_>);
+}
+
+/// The Asterisk farm, shared by all workers: which node takes a new call or subscription,
+/// which nodes are down, and the pings and replayed REGISTERs due.
+pub trait FarmPort: Send + Sync {
+    /// The affinity key of a request from `user` (the authenticated phone) with
+    /// `call_id`; `subscription` for SUBSCRIBE/PUBLISH (always the subscriber).
+    fn affinity(&self, user: &str, call_id: &str, subscription: bool) -> u64;
+    /// The node for a request with affinity `key`, skipping the farm indices set in `tried`.
+    fn pick(&self, key: u64, tried: u64, now_ms: u64) -> NodePick;
+    /// Changes whenever a node goes down or up, or the farm is reconfigured: the core then
+    /// fails over what waits on nodes now down.
+    fn generation(&self) -> u64;
+    /// Whether `node` is a farm node that is down.
+    fn is_down(&self, node: SocketAddr) -> bool;
+    /// A node's first response to a request, or a 503 from it.
+    fn on_answer(&self, answer: &NodeAnswer, now_ms: u64);
+    /// The final response `code` to ping `seq` sent to `node`.
+    fn on_ping_answer(&self, node: SocketAddr, seq: u32, code: u16, now_ms: u64);
+    /// Send the pings and replayed REGISTERs due at `now` that fall to this worker;
+    /// returns when to call again (monotonic ms).
+    fn poll(&self, now: Now, out: &mut dyn FarmSender) -> u64;
+}
+
 /// Whether a datagram from a source may be processed at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -273,6 +326,8 @@ pub struct Ports {
     pub guard: Arc<dyn GuardPort>,
     /// Stream connections (open or closed, which one reaches an address).
     pub links: Arc<dyn Links>,
+    /// The Asterisk nodes: choice, health, pings, replays (shared by all workers).
+    pub farm: Arc<dyn FarmPort>,
     /// Set on shutdown: new requests get 503, running transactions and dialogs go on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -11,9 +11,10 @@
 
 use crate::sip::{HeaderName, Message};
 
-use super::branch::{write_branch, OurBranch};
-use super::ports::{RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy};
+use super::branch::upstream_branch;
+use super::ports::{FarmSender, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy};
 use super::request::ReqCtx;
+use super::route::sent_by;
 use super::text::InlineStr;
 use super::txn::{ClientCtx, RegFwdCtx};
 use super::{Core, Flow, Local, Now, Transmit};
@@ -63,7 +64,7 @@ impl Core {
                     return;
                 }
                 let regfwd = self.ports.regfwd.clone();
-                let mut out = RegFwdOut {
+                let mut out = PortOut {
                     core: self,
                     tx,
                     now: ctx.now,
@@ -107,21 +108,12 @@ impl Core {
             self.stats.regfwd_failed += 1;
             return;
         };
-        let branch = write_branch(&OurBranch {
-            worker: self.worker,
-            slot,
-            gen,
-            ingress: Local::Upstream,
-            loop_hash: 0,
-        });
-        let host = self
-            .cfg
-            .interface(Local::Upstream)
-            .map_or("", |i| i.host.as_str());
+        let branch = upstream_branch(self.worker, slot, gen);
+        let (host, port) = sent_by(&self.cfg, self.upstream.port(), Local::Upstream);
         let via = SentBy {
             transport: "UDP",
             host,
-            port: self.upstream.port(),
+            port,
         };
         let req = RegFwdRequest {
             node,
@@ -244,7 +236,7 @@ impl Core {
             let Ok(user) = std::str::from_utf8(user) else {
                 continue;
             };
-            let mut out = RegFwdOut {
+            let mut out = PortOut {
                 core: self,
                 tx,
                 now,
@@ -279,14 +271,25 @@ fn granted_expiry(msg: &Message<'_, '_>) -> Option<u32> {
     from_contact.or_else(|| msg.expires().ok().flatten())
 }
 
-/// The core as the [`RegFwdSender`] of the REGISTERs REGFWD decides on.
-struct RegFwdOut<'c, 't> {
-    core: &'c mut Core,
-    tx: &'t mut dyn Transmit,
-    now: Now,
+/// The core as the sender of what a shared port decides on: REGFWD's REGISTERs
+/// ([`RegFwdSender`]), the farm's pings and replayed REGISTERs ([`FarmSender`]).
+pub(super) struct PortOut<'c, 't> {
+    pub core: &'c mut Core,
+    pub tx: &'t mut dyn Transmit,
+    pub now: Now,
 }
 
-impl RegFwdSender for RegFwdOut<'_, '_> {
+impl FarmSender for PortOut<'_, '_> {
+    fn ping(&mut self, node: std::net::SocketAddr, seq: u32) {
+        self.core.send_ping(node, seq, self.tx);
+    }
+
+    fn register(&mut self, req: &RegFwdRequest<'_>) {
+        RegFwdSender::send(self, req);
+    }
+}
+
+impl RegFwdSender for PortOut<'_, '_> {
     fn send(&mut self, req: &RegFwdRequest<'_>) {
         let (Some(user), Some(call_id), Some(from_tag)) = (
             InlineStr::new(req.user),

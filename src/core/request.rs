@@ -365,7 +365,15 @@ impl Core {
                 self.reply(&msg, from, 403, "Forbidden (REGISTER from Asterisk)", tx);
             }
             Method::Register => self.on_register(&ctx, &msg, user, replayed, tx),
-            Method::Invite if !from_asterisk => self.forward_to_asterisk(&ctx, &msg, call_id, tx),
+            Method::Invite if !from_asterisk => {
+                self.forward_to_asterisk(&ctx, &msg, user, call_id, tx)
+            }
+            // BLF, presence, MWI, feature events: Asterisk holds hints and mailboxes.
+            Method::Subscribe | Method::Publish
+                if !from_asterisk && self.event_for_asterisk(&msg) =>
+            {
+                self.forward_to_asterisk(&ctx, &msg, user, call_id, tx)
+            }
             _ => self.forward_to_user(&ctx, &msg, method, &ruri, tx),
         }
     }
@@ -498,9 +506,7 @@ impl Core {
         ctx: &ReqCtx<'_>,
         tx: &mut dyn Transmit,
     ) {
-        self.extra.clear();
-        self.extra.extend_from_slice(b"Retry-After: 5\r\n");
-        self.reply_with_extra(msg, ctx.from, 503, "Service Unavailable", tx);
+        self.reply_503(msg, ctx.from, 5, "Service Unavailable", tx);
     }
 
     pub(super) fn challenge(

@@ -11,6 +11,8 @@ use crate::sip::{
 };
 
 use super::branch::{parse_branch, OurBranch};
+use super::farm::{retry_after, PING_SLOT};
+use super::ports::NodeAnswer;
 use super::txn::{CancelState, ClientCtx, ClientState, Target};
 use super::{Core, Flow, Local, Now, Transmit};
 
@@ -47,6 +49,15 @@ impl Core {
             self.stats.dropped_unmatched += 1;
             return;
         };
+        if ours.slot == PING_SLOT {
+            // The answer to one of the farm's pings (stateless, see farm.rs).
+            if code >= 200 && cseq.method == Method::Options {
+                self.ports
+                    .farm
+                    .on_ping_answer(src, ours.gen, code, now.mono_ms);
+            }
+            return;
+        }
         // The branch's parent (None for a forwarded REGISTER), without copying the context.
         let matched = self.txns.client(ours.slot, ours.gen).map(|ct| {
             let parent = match ct.ctx {
@@ -117,6 +128,17 @@ impl Core {
             return;
         };
         let invite = ct.invite;
+        // Back-pressure: what a node answered first, and every 503 of it.
+        let first = ct.state == ClientState::Calling;
+        if ct.to.local == Local::Upstream && (first || code == 503) {
+            let answer = NodeAnswer {
+                node: ct.to.remote,
+                code,
+                first_answer_ms: first.then(|| now.saturating_sub(ct.sent_ms)),
+                retry_after_secs: if code == 503 { retry_after(msg) } else { None },
+            };
+            self.ports.farm.on_answer(&answer, now);
+        }
         if ct.state == ClientState::Completed {
             // A retransmitted final response: re-ACK a non-2xx to INVITE.
             if invite && code >= 300 {
@@ -128,7 +150,10 @@ impl Core {
             let cancel_wanted = ct.cancel == CancelState::Wanted;
             self.txns.client_provisional(slot);
             if cancel_wanted {
+                // A branch given up (cancelled early, or its node went down): its CANCEL
+                // goes now, its provisional nowhere.
                 self.send_cancel(now, slot, tx);
+                return;
             }
             if code == 100 {
                 return;
@@ -179,9 +204,10 @@ impl Core {
         self.maybe_finish(now, r.server.idx, tx);
     }
 
-    /// A branch ended without a response from downstream (timeout 408, cancelled 487).
-    /// With `complete`, the client transaction is finished too; without it (a CANCEL waiting
-    /// for a provisional) it lives on, but no longer counts as pending upstream.
+    /// A branch ended without a response from downstream (timeout 408, cancelled 487, node
+    /// down 503). A timeout finishes the client transaction too (also when the branch was
+    /// settled before); otherwise (a CANCEL waiting for a provisional) it lives on, but no
+    /// longer counts as pending upstream.
     pub(super) fn branch_final(
         &mut self,
         now: u64,
@@ -193,13 +219,18 @@ impl Core {
         let Some(ct) = self.txns.clients.get_mut(slot) else {
             return;
         };
-        if ct.state == ClientState::Completed || ct.settled {
+        if ct.state == ClientState::Completed {
             return;
         }
-        ct.settled = true;
+        let already_settled = std::mem::replace(&mut ct.settled, true);
         let code = outcome.code();
         if let BranchEnd::TimedOut = outcome {
+            // Also for a branch settled before (cancelled early, its node gone down) that
+            // never got an answer: its transaction ends here.
             self.txns.client_given_up(slot, code, now);
+        }
+        if already_settled {
+            return;
         }
         let Some(t) = self
             .txns
@@ -423,6 +454,9 @@ pub(super) enum BranchEnd {
     /// Cancelled before any provisional: 487 upstream now; the transaction lives on to
     /// send its CANCEL once a provisional arrives (§9.1).
     CancelledEarly,
+    /// Its Asterisk node went down: counts as a 503 (the server transaction fails over);
+    /// the transaction lives on like a cancelled one.
+    NodeDown,
 }
 
 impl BranchEnd {
@@ -430,6 +464,7 @@ impl BranchEnd {
         match self {
             BranchEnd::TimedOut => 408,
             BranchEnd::CancelledEarly => 487,
+            BranchEnd::NodeDown => 503,
         }
     }
 }

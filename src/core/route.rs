@@ -15,11 +15,10 @@ use crate::sip::{
     write_forward, ForwardOps, HeaderName, Host, Message, Method, Scheme, Span, Transport, Uri,
     ViaSpec,
 };
-use crate::util::fnv::hash_parts;
 
 use super::branch::{write_branch, OurBranch};
 use super::dialog_token::{self, RecordRoute};
-use super::ports::ContactTarget;
+use super::ports::{ContactTarget, NodePick};
 use super::request::ReqCtx;
 use super::txn::{ClientCtx, Target, MAX_FORKS};
 use super::{default_port, nat, Core, CoreConfig, Flow, Local, Transmit};
@@ -104,6 +103,11 @@ fn split_path<'a>(path: &'a str, out: &mut [&'a str; MAX_PATH]) -> usize {
     }
     push(&path[start..], &mut n);
     n
+}
+
+/// The bit of farm node `index` in a tried mask.
+fn tried_bit(index: u8) -> u64 {
+    1u64.checked_shl(u32::from(index)).unwrap_or(0)
 }
 
 /// Methods that create a dialog and so are Record-Routed (§16.6 (4)).
@@ -209,86 +213,95 @@ impl Core {
             }
             None => {
                 self.stats.dropped_overload += 1;
-                self.extra.clear();
-                self.extra.extend_from_slice(b"Retry-After: 5\r\n");
-                self.reply_with_extra(msg, ctx.from, 503, "Service Unavailable", tx);
+                self.reply_503(msg, ctx.from, 5, "Service Unavailable", tx);
                 None
             }
         }
     }
 
     /// The hop to Asterisk node `node` for a request from a phone: from the upstream
-    /// socket, Record-Routed, without the phone's credentials for our realm.
+    /// socket, Record-Routed when it creates a dialog, without the phone's credentials for
+    /// our realm.
     fn asterisk_hop<'a>(
-        &self,
-        node: usize,
+        node: SocketAddr,
         msg: &Message<'_, '_>,
         src: SocketAddr,
         creds: &'a [Span],
-    ) -> Option<Hop<'a>> {
-        Some(Hop {
-            to: Flow::new(Local::Upstream, *self.cfg.asterisk.get(node)?),
+    ) -> Hop<'a> {
+        Hop {
+            to: Flow::new(Local::Upstream, node),
             request_uri: None,
             push_routes: &[],
             remove_routes: 0,
-            record_route: true,
+            record_route: msg.method().is_some_and(creates_dialog),
             contact_alias: nat_alias(msg, src),
             drop_lines: creds,
-        })
+        }
     }
 
-    /// Initial INVITE from an authenticated phone: to the Asterisk node chosen by a hash of
-    /// the Call-ID (sticky), from this worker's upstream socket.
+    /// A new request from the authenticated phone `user` for Asterisk (an initial INVITE,
+    /// or a SUBSCRIBE/PUBLISH of an event Asterisk serves): to the farm node its affinity
+    /// key picks (Call-ID or caller for a call, the subscriber for a subscription), from
+    /// this worker's upstream socket. No usable node: 503 with Retry-After at once.
     pub(super) fn forward_to_asterisk(
         &mut self,
         ctx: &ReqCtx<'_>,
         msg: &Message<'_, '_>,
+        user: &str,
         call_id: &str,
         tx: &mut dyn Transmit,
     ) {
-        let n = self.cfg.asterisk.len();
-        if n == 0 {
-            self.reply(msg, ctx.from, 500, "No Asterisk configured", tx);
-            return;
-        }
-        let first = (hash_parts(&[call_id.as_bytes()]) % n as u64) as usize;
-        let Some(idx) = self.start_server(ctx, msg, true, tx) else {
+        let invite = msg.method() == Some(Method::Invite);
+        let key = self.ports.farm.affinity(user, call_id, !invite);
+        let (index, node) = match self.ports.farm.pick(key, 0, ctx.now.mono_ms) {
+            NodePick::Node { index, addr } => (index, addr),
+            NodePick::Busy { retry_after_secs } => {
+                let reason = "Service Unavailable (Asterisk overloaded)";
+                self.reply_503(msg, ctx.from, retry_after_secs, reason, tx);
+                return;
+            }
+            NodePick::NoNode => {
+                let reason = "Service Unavailable (no Asterisk node up)";
+                self.reply_503(msg, ctx.from, 5, reason, tx);
+                return;
+            }
+        };
+        let Some(idx) = self.start_server(ctx, msg, invite, tx) else {
             return;
         };
         if let Some(t) = self.txns.servers.get_mut(idx) {
             t.target = Target::Asterisk {
-                first_node: first as u8,
-                tries: 1,
+                key,
+                tried: tried_bit(index),
             };
         }
         let mut creds = [Span::default(); MAX_OWN_CREDENTIALS];
         let n_creds = own_credentials(msg, &self.cfg.realm, &mut creds);
-        let sent = self
-            .asterisk_hop(first, msg, ctx.from.remote, &creds[..n_creds])
-            .is_some_and(|hop| self.forward_branch(&Leg::of(ctx), idx, msg, &hop, tx));
-        if !sent {
+        let hop = Core::asterisk_hop(node, msg, ctx.from.remote, &creds[..n_creds]);
+        if !self.forward_branch(&Leg::of(ctx), idx, msg, &hop, tx) {
             self.respond_txn(ctx.now.mono_ms, idx, 503, "Service Unavailable", tx);
         }
     }
 
-    /// Forward to the next Asterisk node after a 503/408 from the previous one. False when
-    /// every node was tried.
+    /// Forward to the next Asterisk node after a 503/500/408 from the previous one (or its
+    /// going down). False when the farm has no other node to offer.
     pub(super) fn failover(&mut self, now_ms: u64, idx: u32, tx: &mut dyn Transmit) -> bool {
-        let n = self.cfg.asterisk.len();
         let Some(t) = self.txns.servers.get_mut(idx) else {
             return false;
         };
-        let Target::Asterisk { first_node, tries } = t.target else {
+        let Target::Asterisk { key, tried } = t.target else {
             return false;
         };
-        if usize::from(tries) >= n || t.cancelled || t.n_branches as usize >= MAX_FORKS {
+        if t.cancelled || t.n_branches as usize >= MAX_FORKS {
             return false;
         }
-        t.target = Target::Asterisk {
-            first_node,
-            tries: tries + 1,
+        let NodePick::Node { index, addr: node } = self.ports.farm.pick(key, tried, now_ms) else {
+            return false;
         };
-        let node = (usize::from(first_node) + usize::from(tries)) % n;
+        t.target = Target::Asterisk {
+            key,
+            tried: tried | tried_bit(index),
+        };
         let from = t.from;
         let request = std::mem::take(&mut t.request);
         let mut hdrs = [crate::sip::EMPTY_HEADER; crate::sip::MAX_HEADERS];
@@ -301,13 +314,9 @@ impl Core {
                     from,
                     loop_hash: self.loop_hash(&msg),
                 };
-                match self.asterisk_hop(node, &msg, from.remote, &creds[..n_creds]) {
-                    Some(hop) => {
-                        tracing::info!(node = %hop.to.remote, "failing over to the next Asterisk node");
-                        self.forward_branch(&leg, idx, &msg, &hop, tx)
-                    }
-                    None => false,
-                }
+                let hop = Core::asterisk_hop(node, &msg, from.remote, &creds[..n_creds]);
+                tracing::info!(%node, "failing over to the next Asterisk node");
+                self.forward_branch(&leg, idx, &msg, &hop, tx)
             }
             Err(_) => false,
         };
@@ -716,7 +725,7 @@ impl Core {
 
 /// Our Via sent-by for a message leaving from `local`: the interface's (advertised) host,
 /// with its port, or with this worker's upstream port.
-fn sent_by(cfg: &CoreConfig, upstream_port: u16, local: Local) -> (&str, u16) {
+pub(super) fn sent_by(cfg: &CoreConfig, upstream_port: u16, local: Local) -> (&str, u16) {
     let iface = cfg.interface(local);
     let host = iface.map_or("", |i| i.host.as_str());
     match local {

@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
-    Admission, AuthCheck, AuthFailure, AuthPort, ContactTarget, GuardPort, Links, LocationPort,
-    Ports, RegFwdPort, RegFwdRequest, RegFwdSender, RegisterInput, RegisterReply, SentBy,
+    Admission, AuthCheck, AuthFailure, AuthPort, ContactTarget, FarmPort, FarmSender, GuardPort,
+    Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdRequest, RegFwdSender,
+    RegisterInput, RegisterReply, SentBy,
 };
 use super::{ConnId, CoreConfig, Flow, Local, MatchMode, Now, Transmit};
 use crate::sip::Transport;
+use crate::util::fnv::hash_parts;
 
 /// One datagram the core sent.
 #[derive(Debug, Clone)]
@@ -515,6 +517,134 @@ impl GuardPort for FakeGuard {
     }
 }
 
+/// The Asterisk farm for core tests: a list of nodes (default [`ASTERISK`]), the first
+/// choice the affinity key modulo their number, the next ones in list order; nodes can be
+/// marked down (which moves the generation) or all busy; pings and replayed REGISTERs are
+/// handed out at the next poll; answers are counted, the last one kept (no allocation,
+/// so the allocation test can run with it).
+pub struct FakeFarm {
+    nodes: Mutex<Vec<SocketAddr>>,
+    down: Mutex<Vec<SocketAddr>>,
+    /// Every node busy, with this Retry-After.
+    busy: Mutex<Option<u32>>,
+    generation: std::sync::atomic::AtomicU64,
+    /// Pings to hand out at the next poll: (node, seq).
+    pub pings_due: Mutex<Vec<(SocketAddr, u32)>>,
+    /// REGISTERs to replay at the next poll: (node, user).
+    pub replays_due: Mutex<Vec<(SocketAddr, String)>>,
+    /// Ping answers heard: (node, seq, code).
+    pub ping_answers: Mutex<Vec<(SocketAddr, u32, u16)>>,
+    pub answers: std::sync::atomic::AtomicU64,
+    pub last_answer: Mutex<Option<NodeAnswer>>,
+}
+
+impl Default for FakeFarm {
+    fn default() -> Self {
+        FakeFarm {
+            nodes: Mutex::new(vec![ASTERISK]),
+            down: Mutex::new(Vec::new()),
+            busy: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            pings_due: Mutex::new(Vec::new()),
+            replays_due: Mutex::new(Vec::new()),
+            ping_answers: Mutex::new(Vec::new()),
+            answers: std::sync::atomic::AtomicU64::new(0),
+            last_answer: Mutex::new(None),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FakeFarm {
+    pub fn set_nodes(&self, nodes: &[&str]) {
+        *lock(&self.nodes) = nodes.iter().filter_map(|a| a.parse().ok()).collect();
+    }
+
+    /// Mark `node` down (or up again); the generation moves either way.
+    pub fn set_down(&self, node: SocketAddr, down: bool) {
+        let mut d = lock(&self.down);
+        d.retain(|n| *n != node);
+        if down {
+            d.push(node);
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Every node busy (new calls get 503 with this Retry-After), or none.
+    pub fn set_busy(&self, retry_after_secs: Option<u32>) {
+        *lock(&self.busy) = retry_after_secs;
+    }
+}
+
+impl FarmPort for FakeFarm {
+    fn affinity(&self, user: &str, call_id: &str, subscription: bool) -> u64 {
+        let key = if subscription { user } else { call_id };
+        hash_parts(&[key.as_bytes()])
+    }
+
+    fn pick(&self, key: u64, tried: u64, _now_ms: u64) -> NodePick {
+        if let Some(retry_after_secs) = *lock(&self.busy) {
+            return NodePick::Busy { retry_after_secs };
+        }
+        let nodes = lock(&self.nodes);
+        let down = lock(&self.down);
+        let n = nodes.len().min(64);
+        if n == 0 {
+            return NodePick::NoNode;
+        }
+        let first = (key % n as u64) as usize;
+        (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&i| tried & (1 << i) == 0 && !down.contains(&nodes[i]))
+            .map_or(NodePick::NoNode, |i| NodePick::Node {
+                index: i as u8,
+                addr: nodes[i],
+            })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn is_down(&self, node: SocketAddr) -> bool {
+        lock(&self.down).contains(&node)
+    }
+
+    fn on_answer(&self, answer: &NodeAnswer, _now_ms: u64) {
+        self.answers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *lock(&self.last_answer) = Some(*answer);
+    }
+
+    fn on_ping_answer(&self, node: SocketAddr, seq: u32, code: u16, _now_ms: u64) {
+        lock(&self.ping_answers).push((node, seq, code));
+    }
+
+    fn poll(&self, _now: Now, out: &mut dyn FarmSender) -> u64 {
+        let pings = std::mem::take(&mut *lock(&self.pings_due));
+        for (node, seq) in pings {
+            out.ping(node, seq);
+        }
+        let replays = std::mem::take(&mut *lock(&self.replays_due));
+        for (node, user) in replays {
+            let call_id = format!("replay-{user}");
+            out.register(&RegFwdRequest {
+                node,
+                user: &user,
+                call_id: &call_id,
+                from_tag: "r",
+                cseq: 7,
+                expires: 600,
+            });
+        }
+        u64::MAX
+    }
+}
+
 /// The fakes, shared with the test so it can inspect and change them.
 pub struct Fakes {
     pub auth: Arc<FakeAuth>,
@@ -527,6 +657,7 @@ pub struct Fakes {
     pub links: Arc<FakeLinks>,
     /// The shutdown flag the cores see.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub farm: Arc<FakeFarm>,
 }
 
 /// Stream connections for core tests, by remote address; a closed one is forgotten (so
@@ -576,6 +707,7 @@ impl Fakes {
             guard: Arc::new(FakeGuard::new()),
             links: Arc::new(FakeLinks::default()),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            farm: Arc::new(FakeFarm::default()),
         }
     }
 
@@ -587,6 +719,7 @@ impl Fakes {
             guard: self.guard.clone(),
             links: self.links.clone(),
             draining: self.draining.clone(),
+            farm: self.farm.clone(),
         }
     }
 

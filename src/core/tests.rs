@@ -10,26 +10,27 @@ use std::sync::Arc;
 use super::testing::{test_config, Fakes, Recorder, Sent};
 use super::{Core, Flow, Local, LookupResult, Now, Shed};
 
-const PHONE: &str = "127.0.0.3:5062";
-const PHONE2: &str = "127.0.0.4:5064";
-const AST: &str = "127.0.0.2:5080";
-const AST2: &str = "127.0.0.2:5081";
-const T0: u64 = 1_700_000_000_000;
+pub(super) const PHONE: &str = "127.0.0.3:5062";
+pub(super) const PHONE2: &str = "127.0.0.4:5064";
+pub(super) const AST: &str = "127.0.0.2:5080";
+pub(super) const AST2: &str = "127.0.0.2:5081";
+pub(super) const T0: u64 = 1_700_000_000_000;
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-struct Harness {
-    core: Core,
-    fakes: Fakes,
-    rec: Recorder,
-    now: u64,
+pub(super) struct Harness {
+    pub core: Core,
+    pub fakes: Fakes,
+    pub rec: Recorder,
+    pub now: u64,
 }
 
 impl Harness {
-    fn new(nodes: &[&str]) -> Self {
+    pub fn new(nodes: &[&str]) -> Self {
         let fakes = Fakes::new(&["alice", "bob"]);
+        fakes.farm.set_nodes(nodes);
         let cfg = Arc::new(test_config(nodes));
         let core = Core::new(cfg, fakes.ports(), 0, addr("127.0.0.1:6000"));
         Harness {
@@ -42,11 +43,11 @@ impl Harness {
 
     /// Deliver `msg` from `src` on the listen socket (or the upstream socket when it comes
     /// from Asterisk and `upstream`), and return what the core sent.
-    fn recv(&mut self, src: &str, msg: &str) -> Vec<Sent> {
+    pub fn recv(&mut self, src: &str, msg: &str) -> Vec<Sent> {
         self.recv_on(Local::Listen(0), src, msg)
     }
 
-    fn recv_on(&mut self, sock: Local, src: &str, msg: &str) -> Vec<Sent> {
+    pub fn recv_on(&mut self, sock: Local, src: &str, msg: &str) -> Vec<Sent> {
         let from = Flow::new(sock, addr(src));
         self.core
             .handle_datagram(Now::same(self.now), from, msg.as_bytes(), &mut self.rec);
@@ -54,7 +55,7 @@ impl Harness {
     }
 
     /// Advance the virtual clock to `t` (ms after T0), firing due timers.
-    fn advance_to(&mut self, t: u64) -> Vec<Sent> {
+    pub fn advance_to(&mut self, t: u64) -> Vec<Sent> {
         let target = T0 + t;
         let mut out = Vec::new();
         while let Some(d) = self.core.poll_timeout() {
@@ -72,7 +73,7 @@ impl Harness {
     }
 }
 
-fn req(
+pub(super) fn req(
     method: &str,
     ruri: &str,
     from_addr: &str,
@@ -93,7 +94,7 @@ fn req(
     )
 }
 
-fn auth_hdr(proxy: bool, user: &str, response: &str) -> String {
+pub(super) fn auth_hdr(proxy: bool, user: &str, response: &str) -> String {
     format!(
         "{}: Digest username=\"{user}\", realm=\"test\", nonce=\"n1\", uri=\"sip:x\", response=\"{response}\", qop=auth, nc=00000001, cnonce=\"c\"\r\n",
         if proxy { "Proxy-Authorization" } else { "Authorization" }
@@ -101,7 +102,7 @@ fn auth_hdr(proxy: bool, user: &str, response: &str) -> String {
 }
 
 /// Make a response to `request` (as the downstream saw it) with `code`.
-fn respond(request: &Sent, code: u16, to_tag: Option<&str>, extra: &str) -> String {
+pub(super) fn respond(request: &Sent, code: u16, to_tag: Option<&str>, extra: &str) -> String {
     let mut out = format!("SIP/2.0 {code} Whatever\r\n");
     for l in request.text().split("\r\n").skip(1) {
         if l.is_empty() {
@@ -134,7 +135,7 @@ fn respond(request: &Sent, code: u16, to_tag: Option<&str>, extra: &str) -> Stri
     out
 }
 
-fn find(sent: &[Sent], pred: impl Fn(&Sent) -> bool) -> &Sent {
+pub(super) fn find(sent: &[Sent], pred: impl Fn(&Sent) -> bool) -> &Sent {
     sent.iter().find(|s| pred(s)).unwrap_or_else(|| {
         panic!(
             "no matching datagram among:\n{}",
@@ -145,7 +146,7 @@ fn find(sent: &[Sent], pred: impl Fn(&Sent) -> bool) -> &Sent {
     })
 }
 
-fn authed_invite(branch: &str, call_id: &str) -> String {
+pub(super) fn authed_invite(branch: &str, call_id: &str) -> String {
     req(
         "INVITE",
         "sip:600@example.com",
@@ -157,7 +158,7 @@ fn authed_invite(branch: &str, call_id: &str) -> String {
 }
 
 /// Phone INVITE authenticated and forwarded to Asterisk: returns the forwarded INVITE.
-fn call_to_asterisk(h: &mut Harness, branch: &str, call_id: &str) -> Sent {
+pub(super) fn call_to_asterisk(h: &mut Harness, branch: &str, call_id: &str) -> Sent {
     let out = h.recv(PHONE, &authed_invite(branch, call_id));
     let trying = find(&out, |s| s.code() == 100);
     assert_eq!(trying.dst, addr(PHONE));
@@ -1365,6 +1366,8 @@ fn reconfigure_moves_new_calls_to_new_nodes_and_applies_new_limits() {
     let mut cfg = test_config(&[AST2]);
     cfg.max_transactions = 2;
     h.core.reconfigure(Arc::new(cfg));
+    // (The server reconfigures the farm from the same file.)
+    h.fakes.farm.set_nodes(&[AST2]);
 
     // The call in progress still completes through the old node.
     let out = h.recv_on(Local::Upstream, AST, &respond(&old, 200, Some("a"), ""));

@@ -1,4 +1,5 @@
-//! The RFC 3261 §17 timers of one worker, and the once-a-second location expiry sweep.
+//! The RFC 3261 §17 timers of one worker, the once-a-second location expiry sweep, and the
+//! farm's pings and replays when due.
 //!
 //! Every entry popped from the heap is checked against the slot's generation and state (by
 //! the transaction table's `*_due` methods), so timers of finished transactions simply fall
@@ -33,6 +34,8 @@ impl Core {
                     if let Some(ct) = self.txns.cancel_retransmit_due(e.slot, e.gen, t) {
                         tx.send(ct.to, &ct.cancel_request);
                         self.stats.retransmissions_sent += 1;
+                    } else if self.txns.cancel_unanswered(e.slot, e.gen, t) {
+                        self.cancel_given_up(t, e.slot, e.gen, tx);
                     }
                 }
                 TimerKind::TimerC => self.timer_c(t, e.slot, e.gen, tx),
@@ -58,15 +61,14 @@ impl Core {
             self.next_stream_check_ms = t + STREAM_CHECK_MS;
             self.check_stream_branches(t, tx);
         }
+        self.handle_farm(now, tx);
     }
 
-    /// The earliest of the timer heap, the expiry sweep and the stream check (monotonic
-    /// ms).
+    /// The earliest of the timer heap, the expiry sweep, the farm's work and the stream
+    /// check (monotonic ms).
     pub(super) fn next_wakeup(&self) -> u64 {
-        let mut next = self
-            .txns
-            .next_deadline()
-            .map_or(self.next_expiry_ms, |d| d.min(self.next_expiry_ms));
+        let sweeps = self.next_expiry_ms.min(self.farm_due());
+        let mut next = self.txns.next_deadline().map_or(sweeps, |d| d.min(sweeps));
         if !self.stream_branches.is_empty() {
             next = next.min(self.next_stream_check_ms);
         }
@@ -134,6 +136,22 @@ impl Core {
                     .on_result(user, rf.call_id.as_str(), node, 408, None);
             }
         }
+    }
+
+    /// A CANCELled INVITE branch still without a final response 64·T1 later (§9.1): its
+    /// destination is gone; the branch ends as a timeout.
+    fn cancel_given_up(&mut self, now_ms: u64, slot: u32, gen: u32, tx: &mut dyn Transmit) {
+        let Some(ClientCtx::Branch { server, server_gen }) =
+            self.txns.client(slot, gen).map(|c| c.ctx)
+        else {
+            return;
+        };
+        self.stats.timeouts += 1;
+        let parent = Parent {
+            idx: server,
+            gen: server_gen,
+        };
+        self.branch_final(now_ms, parent, slot, BranchEnd::TimedOut, tx);
     }
 
     /// Timer C (§16.6 (11)): an INVITE branch that got a provisional is cancelled; one that

@@ -70,8 +70,10 @@ pub enum ServerState {
 /// Where the proxy sent a request: decides failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// An Asterisk node: on 503/408/timeout the next node is tried.
-    Asterisk { first_node: u8, tries: u8 },
+    /// A node of the Asterisk farm, chosen by affinity `key`: on 503/500/408/timeout (or
+    /// the node going down) the farm's next node not in `tried` (a mask of farm indices)
+    /// is tried.
+    Asterisk { key: u64, tried: u64 },
     /// Registered contacts or a dialog's next hop: no failover.
     Direct,
 }
@@ -186,6 +188,8 @@ pub struct ClientTxn {
     pub to: Flow,
     /// The request as sent (retransmitted verbatim).
     pub request: Vec<u8>,
+    /// When it was first sent (monotonic ms): the time to its first response.
+    pub sent_ms: u64,
     pub retransmit_ms: u64,
     pub final_code: u16,
     /// Already counted as done by the parent server transaction.
@@ -209,6 +213,7 @@ impl ClientTxn {
             },
             to: Flow::new(Local::Upstream, SocketAddr::from(([0, 0, 0, 0], 0))),
             request: Vec::new(),
+            sent_ms: 0,
             retransmit_ms: 0,
             final_code: 0,
             settled: false,
@@ -270,6 +275,11 @@ impl<T> Slab<T> {
 
     pub fn live(&self) -> usize {
         self.live
+    }
+
+    /// Slots made so far (live or free): `0..slots()` are the valid indices.
+    pub fn slots(&self) -> u32 {
+        u32::try_from(self.items.len()).unwrap_or(u32::MAX)
     }
 
     /// Change the limit (a reload): slots already made are kept and reused, but no more
@@ -481,6 +491,7 @@ impl Transactions {
         };
         let gen = ct.gen;
         ct.retransmit_ms = cfg.t1_ms;
+        ct.sent_ms = now_ms;
         let invite = ct.invite;
         if ct.to.conn.is_none() {
             self.timers
@@ -624,6 +635,19 @@ impl Transactions {
         self.timers
             .arm(now_ms + next, slot, gen, TimerKind::CancelRetransmit);
         self.clients.get(slot)
+    }
+
+    /// Whether the INVITE of (`slot`, `gen`) was CANCELled and, 64·T1 later, still has no
+    /// final response: RFC 3261 §9.1 says to consider it cancelled and end its transaction
+    /// (its destination is gone).
+    pub fn cancel_unanswered(&mut self, slot: u32, gen: u32, now_ms: u64) -> bool {
+        self.client(slot, gen).is_some_and(|ct| {
+            ct.cancel == CancelState::Sent
+                && ct.cancel_retransmit_ms != 0
+                && ct.final_code < 200
+                && ct.state == ClientState::Proceeding
+                && now_ms >= ct.cancel_until_ms
+        })
     }
 
     /// The linger timer of (`slot`, `gen`) fired.

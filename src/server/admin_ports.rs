@@ -1,14 +1,14 @@
 //! The admin API's views of the other layers (`crate::admin`'s traits), implemented here so
 //! that the admin layer depends on none of the types it reads through them.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::admin::{
-    BanList, ConfigReload, CredentialReload, RegFwdSource, ReloadRefused, ReloadReport,
-    TransportCounters,
+    BanList, ConfigReload, CredentialReload, FarmControl, RegFwdSource, ReloadRefused,
+    ReloadReport, TransportCounters,
 };
-use crate::asterisk::RegFwdStats;
+use crate::asterisk::{Farm, NodeView, RegFwdStats};
 use crate::db::refresh::RefreshStatus;
 use crate::db::{RefreshError, RefreshHandle, RefreshStats};
 use crate::guard::{Guard, GuardStats};
@@ -81,5 +81,15 @@ impl crate::admin::HepSource for HepCounts {
             dropped: self.0.dropped.load(Relaxed),
             failed: self.0.failed.load(Relaxed),
         }
+    }
+}
+
+impl FarmControl for Farm {
+    fn nodes(&self) -> Vec<NodeView> {
+        // The farm keeps its times on the workers' monotonic clock.
+        self.views(crate::transport::mono_ms())
+    }
+    fn set_drained(&self, node: SocketAddr, drained: bool) -> Option<bool> {
+        Farm::set_drained(self, node, drained)
     }
 }

@@ -42,6 +42,8 @@ pub fn core_config(cfg: &Config, n_workers: usize) -> CoreConfig {
     c.check_from_user = cfg.auth.check_from_user;
     c.dialog_key = DialogKey::new(&cfg.auth.nonce_secret);
     c.shed_backlog_bytes = cfg.limits.shed_backlog_bytes;
+    c.subscribe_events
+        .clone_from(&cfg.asterisk.subscribe_events);
     c
 }
 

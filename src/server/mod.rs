@@ -1,8 +1,9 @@
 //! Wiring: builds every layer from the configuration and starts the workers.
 //!
 //! Start order: credentials (load the whole table, start the refresher and the miss pool) →
-//! digest authenticator → registrar (reload persisted bindings, start write-behind) → REGFWD
-//! policy → one [`Core`] per worker inside the transport's threads. Stop order is the
+//! digest authenticator → registrar (reload persisted bindings, start write-behind) → the
+//! Asterisk farm and REGFWD policy → one [`Core`] per worker inside the transport's threads
+//! (then the farm gets the workers' wakers). Stop order is the
 //! reverse: workers first (no new work), then the location table is flushed to disk.
 //!
 //! Each worker gets a [`WorkerMetrics`](crate::metrics::WorkerMetrics) slot of one
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admin::{AdminError, AdminServer, AdminState, HepSource, ReloadReport};
-use crate::asterisk::{RegFwd, RegFwdError};
+use crate::asterisk::{Farm, FarmError, RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
 use crate::core::{Core, Ports, SharedConfig};
@@ -37,7 +38,7 @@ use crate::transport::{Endpoints, StreamListen, TransportError, WorkerSet};
 
 pub use admin_ports::HepCounts;
 pub use core_config::core_config;
-pub use ports::{AsteriskRegFwd, CacheAuth};
+pub use ports::{AsteriskFarm, AsteriskRegFwd, CacheAuth};
 pub use reload::{ReloadError, Reloader};
 pub use worker::Worker;
 
@@ -55,6 +56,8 @@ pub enum ServerError {
     Persist(#[from] PersistError),
     #[error("asterisk: {0}")]
     RegFwd(#[from] RegFwdError),
+    #[error("asterisk: {0}")]
+    Farm(#[from] FarmError),
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
     #[error("{0}")]
@@ -144,8 +147,12 @@ impl Server {
         let asterisk_ips: Vec<_> = cfg.asterisk.nodes.iter().map(|a| a.ip()).collect();
         let guard = Arc::new(Guard::new(&cfg.guard, &asterisk_ips)?);
         let bans = restore_bans(cfg, &guard, now_ms)?;
+        let farm = Arc::new(Farm::new(&reload::farm_settings(cfg))?);
         let regfwd = RegFwd::new(reload::regfwd_settings(cfg))?;
-        let regfwd = Arc::new(AsteriskRegFwd { regfwd });
+        let regfwd = Arc::new(AsteriskRegFwd {
+            regfwd,
+            farm: farm.clone(),
+        });
         let n_workers = crate::transport::worker_count(cfg.listen.workers);
         // Stream connections (TCP, TLS): one registry for every worker, the TLS context
         // when there are TLS listen addresses.
@@ -172,6 +179,11 @@ impl Server {
             guard: guard.clone(),
             links: links.clone(),
             draining: draining.clone(),
+            farm: Arc::new(AsteriskFarm {
+                farm: farm.clone(),
+                regfwd: regfwd.clone(),
+                registrar: registrar.clone(),
+            }),
         };
         let metrics = MetricsRegistry::new(cfg.asterisk.nodes.clone());
         let factory_metrics = metrics.clone();
@@ -232,6 +244,12 @@ impl Server {
             },
         )?;
         let workers = Arc::new(workers);
+        let wakers: Vec<_> = (0..workers.len())
+            .filter_map(|i| workers.waker(i).cloned())
+            .collect();
+        // A node going down or up wakes every worker: each fails over what waits on it.
+        let farm_wakers = wakers.clone();
+        farm.set_waker(Box::new(move || farm_wakers.iter().for_each(|w| w.wake())));
         let reloader = Arc::new(Reloader {
             current: std::sync::Mutex::new(cfg.clone()),
             shared,
@@ -241,9 +259,8 @@ impl Server {
             metrics: metrics.clone(),
             cache: cache.clone(),
             refresh: refresh.clone(),
-            wakers: (0..workers.len())
-                .filter_map(|i| workers.waker(i).cloned())
-                .collect(),
+            farm: farm.clone(),
+            wakers,
             tls: tls.clone(),
             busy: std::sync::Mutex::new(()),
             ok: Default::default(),
@@ -266,6 +283,7 @@ impl Server {
                 credentials: Some(refresh.clone()),
                 transport: Some(workers.clone()),
                 regfwd: Some(regfwd),
+                farm: Some(farm),
                 bans: Some(guard.clone()),
                 config: Some(reloader.clone()),
                 hep: hep

@@ -1,6 +1,7 @@
 //! The real implementations of the core's ports that join two layers: digest checks against
-//! the credential cache (`auth` + `db`), REGISTER forwarding (`asterisk`) and the guard.
-//! The location table's port is the registrar's own SIP edge (`registrar::SipEdge`).
+//! the credential cache (`auth` + `db`), REGISTER forwarding and the farm (`asterisk`, with
+//! the `registrar` for replays) and the guard. The location table's port is the
+//! registrar's own SIP edge (`registrar::SipEdge`).
 //!
 //! These adapters only translate: SIP views into the other layers' plain inputs (unescaping
 //! digest parameters into stack buffers, collecting Contact values into a fixed array), and
@@ -10,14 +11,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::asterisk::{Forward, Outgoing, RegFwd, Via};
+use crate::asterisk::{
+    Farm, Forward, Outgoing, Pick, RegFwd, RegisterMode, ReplayBatch, Targets, Via,
+};
 use crate::auth::client::{random_cnonce, ClientRequest};
 use crate::auth::{
     compute_client_response, pick_challenge, Authenticator, ClientSecret, DigestInput, Verdict,
 };
 use crate::core::ports::{RegFwdRequest, SentBy};
 use crate::core::{
-    Admission, AuthCheck, AuthFailure, AuthPort, GuardPort, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, NodeAnswer,
+    NodePick, Now, RegFwdPort, RegFwdSender,
 };
 use crate::db::{CredentialCache, Lookup};
 use crate::guard::{Admit, Guard};
@@ -178,25 +182,39 @@ impl AuthPort for CacheAuth {
     }
 }
 
-/// REGISTER forwarding through the `asterisk` policy.
+/// REGISTER forwarding through the `asterisk` policy, to the nodes the farm says are up.
 pub struct AsteriskRegFwd {
     pub regfwd: RegFwd,
+    pub farm: Arc<Farm>,
+}
+
+/// `fwd`'s REGISTER for `user` to `node`, as the core sends it.
+fn request<'a>(fwd: &'a Forward, node: SocketAddr, user: &'a str) -> RegFwdRequest<'a> {
+    let o = fwd.to(node, user);
+    RegFwdRequest {
+        node,
+        user,
+        call_id: o.call_id,
+        from_tag: o.from_tag,
+        cseq: o.cseq,
+        expires: o.expires,
+    }
 }
 
 impl AsteriskRegFwd {
+    /// Every node that is not down, or (`hash` mode) the user's best-ranked such node:
+    /// forwarded REGISTERs never go to a node that is down (it gets them replayed when it
+    /// comes back).
     fn send_all(&self, fwd: &Forward, user: &str, out: &mut dyn RegFwdSender) {
-        // One snapshot of the node list for the whole forward (a reload may swap it).
-        let targeting = self.regfwd.targeting();
-        for (_, node) in targeting.target_nodes(fwd) {
-            let o = fwd.to(node, user);
-            out.send(&RegFwdRequest {
-                node,
-                user,
-                call_id: o.call_id,
-                from_tag: o.from_tag,
-                cseq: o.cseq,
-                expires: o.expires,
-            });
+        match fwd.targets {
+            Targets::All => self
+                .farm
+                .for_each_up(|node| out.send(&request(fwd, node, user))),
+            Targets::One(_) => {
+                if let Some(node) = self.farm.register_node(user) {
+                    out.send(&request(fwd, node, user));
+                }
+            }
         }
     }
 }
@@ -273,6 +291,96 @@ impl RegFwdPort for AsteriskRegFwd {
             tracing::warn!(user, %node, code, "forwarded REGISTER failed");
             self.regfwd.on_failed(user, call_id);
         }
+    }
+}
+
+/// The farm as the core's port, with what replays need: the location table (which users
+/// a node should hold, with their remaining expiry) and REGFWD (each user's Call-ID and
+/// CSeq).
+pub struct AsteriskFarm {
+    pub farm: Arc<Farm>,
+    pub regfwd: Arc<AsteriskRegFwd>,
+    pub registrar: Arc<crate::registrar::Registrar>,
+}
+
+impl AsteriskFarm {
+    /// Send one replay batch: the users of the next page of the location table that
+    /// `batch.node` should hold (all, or in `hash` mode those ranking it first), each with
+    /// its longest remaining expiry.
+    fn replay(&self, batch: &ReplayBatch, now_wall_ms: u64, out: &mut dyn FarmSender) {
+        let hash = self.farm.node_set().settings().register_mode == RegisterMode::Hash;
+        let mut users: Vec<(String, u32)> = Vec::new();
+        let page = self.registrar.list(
+            batch.after.as_deref(),
+            batch.limit,
+            now_wall_ms,
+            |key, b| {
+                let user = crate::registrar::aor_user(key);
+                let secs = b.remaining_secs(now_wall_ms);
+                match users.last_mut() {
+                    Some((u, e)) if u == user => *e = (*e).max(secs),
+                    _ => users.push((user.to_owned(), secs)),
+                }
+            },
+        );
+        let mut sent = 0;
+        for (user, expires) in users {
+            if expires == 0 || (hash && self.farm.register_node(&user) != Some(batch.node)) {
+                continue;
+            }
+            let fwd = self.regfwd.regfwd.on_replay(&user, expires);
+            out.register(&request(&fwd, batch.node, &user));
+            sent += 1;
+        }
+        self.farm.replay_done(batch.node, page.next, sent);
+    }
+}
+
+impl FarmPort for AsteriskFarm {
+    fn affinity(&self, user: &str, call_id: &str, subscription: bool) -> u64 {
+        self.farm.key(user, call_id, subscription)
+    }
+
+    fn pick(&self, key: u64, tried: u64, now_ms: u64) -> NodePick {
+        match self.farm.pick(key, tried, now_ms) {
+            Pick::Node { index, addr } => NodePick::Node {
+                index: u8::try_from(index).unwrap_or(u8::MAX),
+                addr,
+            },
+            Pick::Busy { retry_after_secs } => NodePick::Busy { retry_after_secs },
+            Pick::NoNode => NodePick::NoNode,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.farm.generation()
+    }
+
+    fn is_down(&self, node: SocketAddr) -> bool {
+        self.farm.is_down(node)
+    }
+
+    fn on_answer(&self, a: &NodeAnswer, now_ms: u64) {
+        self.farm.on_answer(
+            a.node,
+            a.code,
+            a.first_answer_ms,
+            a.retry_after_secs,
+            now_ms,
+        );
+    }
+
+    fn on_ping_answer(&self, node: SocketAddr, seq: u32, code: u16, now_ms: u64) {
+        self.farm.on_probe_answer(node, seq, code, now_ms);
+    }
+
+    fn poll(&self, now: Now, out: &mut dyn FarmSender) -> u64 {
+        self.farm
+            .due_probes(now.mono_ms, |node, seq| out.ping(node, seq));
+        if let Some(batch) = self.farm.replay_claim(now.mono_ms) {
+            self.replay(&batch, now.wall_ms, out);
+        }
+        self.farm.next_due()
     }
 }
 

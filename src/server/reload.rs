@@ -5,7 +5,10 @@
 //! either applied at once or reported as needing a restart (the proxy keeps running with
 //! the old value, and keeps reporting it on later reloads until it restarts):
 //!
-//! - live: `[asterisk]` (nodes, advertise, match, register_mode, refresh_min_interval_secs),
+//! - live: `[asterisk]` (nodes, weights, advertise, match, register_mode,
+//!   refresh_min_interval_secs, call_affinity, the probe, replay and busy keys,
+//!   subscribe_events: a node kept keeps its state and drain flag, a new one gets the
+//!   registrations replayed),
 //!   `[timers]`, `[limits]`, `[log] level`, `domain.local`, `auth.check_from_user`,
 //!   `credentials.refresh_secs` and `credentials.negative_ttl_secs`, and `[guard]` except the
 //!   table sizes;
@@ -25,8 +28,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::admin::ReloadReport;
-use crate::asterisk::{RegFwdError, RegFwdSettings, RegisterMode};
-use crate::config::{Config, ConfigError, RegisterMode as CfgRegisterMode};
+use crate::asterisk::{
+    Affinity, Farm, FarmError, FarmSettings, RegFwdError, RegFwdSettings, RegisterMode,
+};
+use crate::config::{CallAffinity, Config, ConfigError, RegisterMode as CfgRegisterMode};
 use crate::core::SharedConfig;
 use crate::db::{CredentialCache, RefreshHandle};
 use crate::guard::Guard;
@@ -50,6 +55,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("asterisk: {0}")]
     Asterisk(#[from] RegFwdError),
+    #[error("asterisk: {0}")]
+    Farm(#[from] FarmError),
     #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
     #[error(transparent)]
@@ -66,6 +73,7 @@ pub struct Reloader {
     pub(super) metrics: Arc<MetricsRegistry>,
     pub(super) cache: Arc<CredentialCache>,
     pub(super) refresh: Arc<RefreshHandle>,
+    pub(super) farm: Arc<Farm>,
     /// One waker per worker (not the workers themselves: shutdown must own the only handle).
     pub(super) wakers: Vec<Waker>,
     /// The TLS context of the TLS listen addresses (its certificate is reloaded each time).
@@ -77,15 +85,39 @@ pub struct Reloader {
     pub(super) failed: AtomicU64,
 }
 
+fn register_mode(cfg: &Config) -> RegisterMode {
+    match cfg.asterisk.register_mode {
+        CfgRegisterMode::All => RegisterMode::All,
+        CfgRegisterMode::Hash => RegisterMode::Hash,
+    }
+}
+
+/// The farm settings of a configuration.
+pub(super) fn farm_settings(cfg: &Config) -> FarmSettings {
+    let a = &cfg.asterisk;
+    FarmSettings {
+        nodes: a.nodes.clone(),
+        weights: a.weights.clone(),
+        affinity: match a.call_affinity {
+            CallAffinity::CallId => Affinity::CallId,
+            CallAffinity::User => Affinity::User,
+        },
+        register_mode: register_mode(cfg),
+        probe_interval_ms: a.probe_interval_ms,
+        probe_failures: a.probe_failures,
+        probe_successes: a.probe_successes,
+        replay_rate_per_sec: a.replay_rate_per_sec,
+        busy_latency_ms: a.busy_latency_ms,
+        busy_backoff_ms: a.busy_backoff_ms,
+    }
+}
+
 /// The REGFWD settings of a configuration.
 pub(super) fn regfwd_settings(cfg: &Config) -> RegFwdSettings {
     RegFwdSettings {
         nodes: cfg.asterisk.nodes.clone(),
         advertise: cfg.advertise().to_string(),
-        mode: match cfg.asterisk.register_mode {
-            CfgRegisterMode::All => RegisterMode::All,
-            CfgRegisterMode::Hash => RegisterMode::Hash,
-        },
+        mode: register_mode(cfg),
         refresh_min_interval_secs: cfg.asterisk.refresh_min_interval_secs,
         user_agent: concat!("sipfront/", env!("CARGO_PKG_VERSION")).to_owned(),
         max_users: cfg.registrar.max_aors,
@@ -126,7 +158,21 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         old.asterisk,
         new.asterisk,
         "asterisk",
-        [nodes, advertise, register_mode, refresh_min_interval_secs]
+        [
+            nodes,
+            advertise,
+            register_mode,
+            refresh_min_interval_secs,
+            weights,
+            call_affinity,
+            probe_interval_ms,
+            probe_failures,
+            probe_successes,
+            replay_rate_per_sec,
+            busy_latency_ms,
+            busy_backoff_ms,
+            subscribe_events
+        ]
     );
     if old.asterisk.match_mode != new.asterisk.match_mode {
         live.push("asterisk.match");
@@ -361,6 +407,8 @@ impl Reloader {
         // The guard validates its section before changing anything; so does REGFWD here.
         let settings = regfwd_settings(new);
         settings.validate()?;
+        let farm = farm_settings(new);
+        farm.validate()?;
 
         // The certificate files are read again every time (a certificate replaced on disk
         // under the same name is the usual renewal); a bad or mismatched pair refuses the
@@ -384,6 +432,7 @@ impl Reloader {
         }
         let next = in_force(&old, new, &guard_restart);
         self.regfwd.regfwd.reconfigure(&settings)?;
+        self.farm.reconfigure(&farm, crate::transport::mono_ms())?;
         self.metrics.set_nodes(&next.asterisk.nodes);
         self.shared
             .publish(Arc::new(super::core_config(&next, self.n_workers)));
@@ -447,6 +496,35 @@ mod tests {
             diff(&base(), &new),
             (vec!["limits.shed_backlog_bytes"], vec![])
         );
+    }
+
+    #[test]
+    fn farm_keys_are_live() {
+        let mut new = base();
+        new.asterisk.weights = vec![2];
+        new.asterisk.call_affinity = CallAffinity::User;
+        new.asterisk.probe_interval_ms = 1000;
+        new.asterisk.replay_rate_per_sec = 50;
+        new.asterisk.busy_latency_ms = 0;
+        new.asterisk.subscribe_events = vec!["dialog".into()];
+        let (live, restart) = diff(&base(), &new);
+        assert_eq!(
+            live,
+            [
+                "asterisk.weights",
+                "asterisk.call_affinity",
+                "asterisk.probe_interval_ms",
+                "asterisk.replay_rate_per_sec",
+                "asterisk.busy_latency_ms",
+                "asterisk.subscribe_events",
+            ]
+        );
+        assert!(restart.is_empty(), "{restart:?}");
+        let next = in_force(&base(), &new, &[]);
+        assert_eq!(next.asterisk, new.asterisk);
+        let f = farm_settings(&next);
+        assert_eq!((f.weights, f.affinity), (vec![2], Affinity::User));
+        assert_eq!((f.probe_interval_ms, f.busy_latency_ms), (1000, 0));
     }
 
     #[test]

@@ -198,6 +198,15 @@ impl DatagramHandler for Worker {
             };
             self.core.handle_lookup(now, done.token, result, &mut tx);
         }
+        // The farm wakes every worker when a node goes down or up (see core/farm.rs).
+        let mut tx = Tx {
+            out: &mut *out,
+            dropped: &mut self.send_dropped,
+            upstream: self.metrics.upstream(),
+            now_ns,
+            hep: self.hep.as_ref(),
+        };
+        self.core.handle_farm(now, &mut tx);
         self.drain_lookups(now, out);
         self.publish(now.mono_ms);
     }

@@ -1,8 +1,9 @@
 //! Raw-socket SIP transactions used by several tests, written out message by message on a
-//! [`Phone`]: a phone's INVITE (answering the proxy's 407), a phone's REGISTER (answering the
-//! 401) and Asterisk's INVITE (trusted, never challenged). Each returns the final response and
-//! the start lines received before it, and ACKs a non-2xx final response as RFC 3261 §17.1.1.3
-//! says (same branch, the response's To tag).
+//! [`Phone`]: a phone's INVITE or any other request (answering the proxy's 407), a phone's
+//! REGISTER (answering the 401) and Asterisk's INVITE (trusted, never challenged). Each
+//! returns the final response and the start lines received before it, and ACKs a non-2xx
+//! final response to an INVITE as RFC 3261 §17.1.1.3 says (same branch, the response's To
+//! tag).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -92,10 +93,27 @@ pub fn phone_invite(
     uri: &str,
     limit: Duration,
 ) -> Outcome {
-    let call_id = format!("inv{}", phone.addr.port());
-    let auth; // the Proxy-Authorization line, once challenged
+    phone_request(phone, proxy, "INVITE", (user, password), uri, "", limit)
+}
+
+/// Phone `user` (with `password`) sends `method` for `uri` through `proxy`, with the header
+/// lines `extra` (e.g. `Event: dialog\r\n`); a 407 is answered with Proxy-Authorization (and
+/// ACKed for an INVITE). The final response to the last request, awaited for at most
+/// `limit` (an INVITE's non-2xx ACKed), is returned.
+pub fn phone_request(
+    phone: &Phone,
+    proxy: SocketAddr,
+    method: &str,
+    (user, password): (&str, &str),
+    uri: &str,
+    extra: &str,
+    limit: Duration,
+) -> Outcome {
+    let prefix = if method == "INVITE" { "inv" } else { method };
+    let call_id = format!("{prefix}{}", phone.addr.port());
+    let with_auth; // the extra lines with Proxy-Authorization, once challenged
     let mut req = Req {
-        method: "INVITE",
+        method,
         uri,
         user,
         me: phone.addr,
@@ -103,20 +121,20 @@ pub fn phone_invite(
         cseq: 1,
         to_tag: "",
         contact: "",
-        extra: "",
+        extra,
     };
     let mut before = Vec::new();
     phone.send(proxy, &req.text());
-    let mut last = phone.expect_final("1 INVITE", CHALLENGE_WAIT, &mut before);
+    let mut last = phone.expect_final(&format!("1 {method}"), CHALLENGE_WAIT, &mut before);
     ack_non_2xx(phone, proxy, &req, &last);
     if last.code() == Some(407) {
-        let creds = answer_challenge(&last, "Proxy-Authenticate", user, password, "INVITE", uri);
-        auth = format!("Proxy-Authorization: {creds}\r\n");
+        let creds = answer_challenge(&last, "Proxy-Authenticate", user, password, method, uri);
+        with_auth = format!("{extra}Proxy-Authorization: {creds}\r\n");
         req.cseq = 2;
-        req.extra = &auth;
+        req.extra = &with_auth;
         before.clear();
         phone.send(proxy, &req.text());
-        last = phone.expect_final("2 INVITE", limit, &mut before);
+        last = phone.expect_final(&format!("2 {method}"), limit, &mut before);
         ack_non_2xx(phone, proxy, &req, &last);
     }
     Outcome {
@@ -127,7 +145,7 @@ pub fn phone_invite(
 }
 
 fn ack_non_2xx(phone: &Phone, proxy: SocketAddr, invite: &Req, resp: &SipMsg) {
-    if resp.code().is_some_and(|c| c >= 300) {
+    if invite.method == "INVITE" && resp.code().is_some_and(|c| c >= 300) {
         let ack = Req {
             method: "ACK",
             to_tag: resp.to_tag(),

@@ -59,6 +59,9 @@ pub fn password(user: &str) -> &'static str {
 pub struct Setup {
     /// Start the stand-in and make it the first `[asterisk] nodes` entry.
     pub standin: bool,
+    /// Further stand-ins (nodes 2, 3, ... after the first, before `extra_nodes`), each in
+    /// its own directory `standin2`, `standin3`, ...
+    pub extra_standins: usize,
     /// Further nodes (sockets the test owns).
     pub extra_nodes: Vec<SocketAddr>,
     /// Extra stand-in options (e.g. `--challenge`).
@@ -75,6 +78,7 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             standin: true,
+            extra_standins: 0,
             extra_nodes: Vec::new(),
             standin_args: Vec::new(),
             t1_ms: None,
@@ -91,6 +95,7 @@ pub struct Scene {
     phones: Vec<Proc>,
     pub proxy: Proxy,
     standin: Option<StandIn>,
+    more_standins: Vec<StandIn>,
     /// Wakes on writes to the logs in `dir` (sipp's message logs).
     watch: sys::DirWatch,
     dir: tempfile::TempDir,
@@ -105,7 +110,14 @@ impl Scene {
         let standin = setup
             .standin
             .then(|| StandIn::start(&dir.path().join("standin"), &USERS, &setup.standin_args));
+        let more_standins: Vec<StandIn> = (2..2 + setup.extra_standins)
+            .map(|i| {
+                let d = dir.path().join(format!("standin{i}"));
+                StandIn::start(&d, &USERS, &setup.standin_args)
+            })
+            .collect();
         let mut nodes: Vec<SocketAddr> = standin.iter().map(|s| s.sip).collect();
+        nodes.extend(more_standins.iter().map(|s| s.sip));
         nodes.extend(&setup.extra_nodes);
         let opts = ProxyOptions {
             nodes,
@@ -122,6 +134,7 @@ impl Scene {
             phones: Vec::new(),
             proxy,
             standin,
+            more_standins,
             watch,
             dir,
         }
@@ -138,6 +151,17 @@ impl Scene {
 
     pub fn standin(&self) -> &StandIn {
         self.standin.as_ref().expect("this scene has no stand-in")
+    }
+
+    /// Stand-in number `n`: 1 is [`Scene::standin`], 2.. the [`Setup::extra_standins`].
+    pub fn standin_n(&self, n: usize) -> &StandIn {
+        match n {
+            1 => self.standin(),
+            _ => self
+                .more_standins
+                .get(n.wrapping_sub(2))
+                .unwrap_or_else(|| panic!("this scene has no stand-in {n}")),
+        }
     }
 
     /// Runs sipp to completion and asserts exit code 0 (every call succeeded).
@@ -225,7 +249,7 @@ impl Scene {
             out.push_str(&format!(" EXITED: {status}"));
         }
         out.push('\n');
-        if let Some(s) = self.standin.as_mut() {
+        for s in self.standin.iter_mut().chain(self.more_standins.iter_mut()) {
             out.push_str(&s.describe());
             out.push('\n');
         }
@@ -235,7 +259,11 @@ impl Scene {
             }
         }
         let mut files = Vec::new();
-        for d in [self.dir.path().to_owned(), self.dir.path().join("standin")] {
+        let mut dirs = vec![self.dir.path().to_owned(), self.dir.path().join("standin")];
+        dirs.extend(
+            (2..2 + self.more_standins.len()).map(|i| self.dir.path().join(format!("standin{i}"))),
+        );
+        for d in dirs {
             if let Ok(rd) = std::fs::read_dir(&d) {
                 files.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
             }

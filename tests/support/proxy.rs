@@ -106,6 +106,8 @@ pub struct Tune {
     pub admin_token_file: Option<std::path::PathBuf>,
     /// Further sections appended verbatim (e.g. `[hep]`); they must not repeat one above.
     pub extra_toml: Option<String>,
+    /// Further `[asterisk]` lines, e.g. `probe_interval_ms = 100` (the farm tests).
+    pub asterisk_lines: Vec<String>,
 }
 
 pub struct Proxy {
@@ -195,6 +197,9 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     );
     if let Some(secs) = tune.refresh_min_interval_secs {
         let _ = writeln!(toml, "refresh_min_interval_secs = {secs}");
+    }
+    for line in &tune.asterisk_lines {
+        let _ = writeln!(toml, "{line}");
     }
     let _ = write!(
         toml,

@@ -131,6 +131,17 @@ impl StandIn {
         }
     }
 
+    /// `silent on|off`: stop answering anything (a dead node), or answer again.
+    pub fn silent(&self, on: bool) {
+        let reply = self.control(if on { "silent on" } else { "silent off" });
+        assert_eq!(reply["ok"], true, "silent: {reply}");
+    }
+
+    /// `mwi USER NEW`: an unsolicited message-summary NOTIFY to USER's registered Contact.
+    pub fn mwi(&self, user: &str, new: u32) -> Value {
+        self.control(&format!("mwi {user} {new}"))
+    }
+
     /// `reg USER`: the binding the stand-in holds for USER (`Value::Null` if none).
     pub fn reg(&self, user: &str) -> Value {
         self.control(&format!("reg {user}"))

@@ -219,6 +219,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         guard: fakes.guard.clone(),
         links: fakes.links.clone(),
         draining: fakes.draining.clone(),
+        farm: fakes.farm.clone(),
     };
     let mut cfg = Config::default();
     cfg.listen.udp = vec!["127.0.0.1:0".parse()?];

@@ -4,12 +4,15 @@
 //! Commands: `ping`, `stats` (every counter plus `registrations` and `calls`), `regs` (every
 //! binding, capped at ~60 kB with `"truncated":true`), `reg USER` (one binding or `null`),
 //! `reset` (zero the counters), `route EXT=MODE` (change one extension's mode at run time),
-//! `mode MODE` (change the default mode), `quit` (reply, then the server exits 0).
+//! `mode MODE` (change the default mode), `silent on|off` (drop every SIP datagram
+//! unanswered, like a dead Asterisk, or answer again), `mwi USER NEW [OLD]` (set USER's
+//! voicemail counts and send it an unsolicited message-summary NOTIFY), `quit` (reply, then
+//! the server exits 0). SIP messages a command sends go into the engine's outbox.
 
 use std::fmt::Write as _;
 
 use super::config::{Config, Mode};
-use super::engine::Engine;
+use super::engine::{Engine, Outbox};
 use super::events::json_str;
 use super::register::Binding;
 
@@ -35,8 +38,15 @@ fn write_binding(out: &mut String, b: &Binding, now_ms: u64) {
 }
 
 impl Engine {
-    /// Runs one control command, writing the JSON reply into `out`.
-    pub fn control(&mut self, now_ms: u64, cmd: &str, out: &mut String) -> ControlAction {
+    /// Runs one control command, writing the JSON reply into `out` and what it sends into
+    /// `sip`.
+    pub fn control(
+        &mut self,
+        now_ms: u64,
+        cmd: &str,
+        out: &mut String,
+        sip: &mut Outbox,
+    ) -> ControlAction {
         out.clear();
         let cmd = cmd.trim();
         let (verb, arg) = cmd
@@ -103,6 +113,25 @@ impl Engine {
                     out.push_str("{\"error\":\"expected mode answer|noanswer|busy|drop|dial\"}")
                 }
             },
+            "silent" => match arg {
+                "on" | "off" => {
+                    self.silent = arg == "on";
+                    out.push_str("{\"ok\":true}");
+                }
+                _ => out.push_str("{\"error\":\"expected silent on|off\"}"),
+            },
+            "mwi" => {
+                let mut words = arg.split_whitespace();
+                let user = words.next().unwrap_or_default();
+                let counts: Vec<Option<u32>> = words.map(|w| w.parse().ok()).collect();
+                match (user.is_empty(), counts.as_slice()) {
+                    (false, [Some(new)]) => self.mwi_reply(now_ms, user, (*new, 0), out, sip),
+                    (false, [Some(new), Some(old)]) => {
+                        self.mwi_reply(now_ms, user, (*new, *old), out, sip)
+                    }
+                    _ => out.push_str("{\"error\":\"expected mwi USER NEW [OLD]\"}"),
+                }
+            }
             "quit" => {
                 out.push_str("{\"ok\":true}");
                 return ControlAction::Quit;
@@ -113,13 +142,35 @@ impl Engine {
     }
 }
 
+impl Engine {
+    fn mwi_reply(
+        &mut self,
+        now_ms: u64,
+        user: &str,
+        counts: (u32, u32),
+        out: &mut String,
+        sip: &mut Outbox,
+    ) {
+        match self.send_mwi(now_ms, user, counts, sip) {
+            Ok(dst) => {
+                let _ = write!(out, "{{\"ok\":true,\"sent_to\":\"{dst}\"}}");
+            }
+            Err(why) => {
+                out.push_str("{\"error\":");
+                json_str(out, why);
+                out.push('}');
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn run(e: &mut Engine, cmd: &str) -> String {
         let mut out = String::new();
-        e.control(0, cmd, &mut out);
+        e.control(0, cmd, &mut out, &mut Outbox::new());
         out
     }
 
@@ -136,7 +187,18 @@ mod tests {
         assert_eq!(run(&mut e, "mode answer"), "{\"ok\":true}");
         assert_eq!(e.config().mode_for("601"), Mode::Answer);
         assert!(run(&mut e, "bogus").contains("unknown command"));
+        assert_eq!(run(&mut e, "silent on"), "{\"ok\":true}");
+        assert!(e.silent);
+        assert!(run(&mut e, "silent maybe").starts_with("{\"error\""));
+        assert_eq!(run(&mut e, "silent off"), "{\"ok\":true}");
+        assert!(!e.silent);
+        assert_eq!(
+            run(&mut e, "mwi 1001 2"),
+            "{\"error\":\"user not registered\"}"
+        );
+        assert!(run(&mut e, "mwi 1001 x").starts_with("{\"error\":\"expected mwi"));
         let mut out = String::new();
-        assert_eq!(e.control(0, "quit", &mut out), ControlAction::Quit);
+        let quit = e.control(0, "quit", &mut out, &mut Outbox::new());
+        assert_eq!(quit, ControlAction::Quit);
     }
 }

@@ -3,9 +3,11 @@
 //! timers; [`Engine::next_deadline_ms`] says when to call it next. No sockets, no clock: the
 //! server (or a test with a virtual clock) drives it.
 //!
-//! Dispatch: responses go to the call owning their Call-ID (`call.rs`/`bridge.rs`); REGISTER to
-//! the registrar (`register.rs`); OPTIONS and MESSAGE get a stateless 200; INVITE/ACK/BYE/CANCEL
-//! go to the call state machine. Unreadable datagrams are dropped and counted.
+//! Dispatch: responses go to the call owning their Call-ID (`call.rs`/`bridge.rs`), answers
+//! to our NOTIFYs are counted; REGISTER to the registrar (`register.rs`); SUBSCRIBE and
+//! PUBLISH to `subscribe.rs`; OPTIONS and MESSAGE get a stateless 200; INVITE/ACK/BYE/CANCEL
+//! go to the call state machine. Unreadable datagrams are dropped and counted; with
+//! `silent on` every datagram is (a dead node).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -115,6 +117,10 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(u64, u64, Timer)>>,
     pub(super) stats: Stats,
     pub(super) events: Events,
+    /// `silent on`: every SIP datagram is dropped unanswered (a dead Asterisk).
+    pub(super) silent: bool,
+    /// Voicemail counts (new, old) per user, set by `mwi` (see `subscribe.rs`).
+    pub(super) mailboxes: HashMap<String, (u32, u32)>,
 }
 
 impl Engine {
@@ -134,6 +140,8 @@ impl Engine {
             timers: BinaryHeap::new(),
             stats: Stats::default(),
             events,
+            silent: false,
+            mailboxes: HashMap::new(),
         }
     }
 
@@ -179,13 +187,23 @@ impl Engine {
             self.stats.dropped += 1;
             return;
         };
+        if self.silent {
+            self.stats.ignored += 1;
+            let what = msg.method().unwrap_or("response");
+            let fields = [("method", Val::Str(what)), ("call_id", Val::Str(call_id))];
+            self.events.record(now_ms, "ignored", src, &fields, None);
+            return;
+        }
         match msg.start {
             Start::Response { code, .. } => match self.by_call_id.get(call_id).copied() {
                 Some((id, leg)) => self.on_response(now_ms, id, leg, code, cseq_method, &msg, out),
+                None if cseq_method == "NOTIFY" => self.on_notify_response(now_ms, src, code, &msg),
                 None => self.stats.dropped += 1,
             },
             Start::Request { method, .. } => match method {
                 "REGISTER" => self.on_register(now_ms, src, &msg, out),
+                "SUBSCRIBE" => self.on_subscribe(now_ms, src, &msg, out),
+                "PUBLISH" => self.on_publish(now_ms, src, &msg, out),
                 "OPTIONS" => self.on_simple(now_ms, src, method, &msg, out),
                 "MESSAGE" => {
                     if self.admit_call(src, method, &msg, out) {
@@ -267,7 +285,7 @@ impl Engine {
             begin_response(b, msg, code, reason, Some(tag));
             if code == 405 || msg.method() == Some("OPTIONS") {
                 b.extend_from_slice(
-                    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER\r\n",
+                    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH\r\n",
                 );
             }
             finish(b, None, b"");

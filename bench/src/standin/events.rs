@@ -158,6 +158,11 @@ stats!(
     retransmits_sent,
     timeouts,
     calls_active,
+    subscribe,
+    publish,
+    notify_sent,
+    notify_answered,
+    ignored,
 );
 
 #[cfg(test)]
@@ -196,6 +201,6 @@ mod tests {
         s.write_json(&mut out);
         assert!(out.starts_with("{\"received\":0,"));
         assert!(out.contains("\"register\":2"));
-        assert!(out.ends_with("\"calls_active\":0}"));
+        assert!(out.ends_with("\"ignored\":0}"));
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Data flow: [`server`] owns the sockets and the clock and feeds datagrams to the sans-IO
 //! [`Engine`] (`engine.rs` dispatches; `register.rs` registrar; `call.rs` A-leg state machine;
-//! `bridge.rs` B-leg and client transactions), which writes datagrams to send into an
+//! `bridge.rs` B-leg and client transactions; `subscribe.rs` SUBSCRIBE/NOTIFY, PUBLISH and
+//! MWI), which writes datagrams to send into an
 //! [`Outbox`], bumps [`Stats`] and appends JSON [`events`]. [`control`] answers text commands
 //! on a separate UDP port. Message reading and writing (`parse.rs`, `build.rs`) are private to
 //! the stand-in and independent of sipfront's `sip` module.
@@ -23,6 +24,7 @@ pub mod events;
 pub mod parse;
 pub mod register;
 pub mod server;
+mod subscribe;
 
 pub use config::{Config, ConfigError, Mode};
 pub use control::ControlAction;

@@ -123,7 +123,8 @@ pub fn run(
         if let (Some(ctl), true) = (&ctl, ctl_ready) {
             while let Ok((n, src)) = ctl.recv_from(&mut buf) {
                 let cmd = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
-                let action = engine.control(now_ms(), &cmd, &mut reply);
+                let action = engine.control(now_ms(), &cmd, &mut reply, &mut out);
+                send_all(&sip, &mut out);
                 flush_events(&mut engine, &mut events);
                 let _ = ctl.send_to(reply.as_bytes(), src);
                 if action == ControlAction::Quit {

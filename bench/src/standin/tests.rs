@@ -520,3 +520,100 @@ fn second_fork_answering_is_acked_and_hung_up() {
         "re-ACK of the kept dialog"
     );
 }
+
+fn subscribe(exten: &str, event: &str, expires: u32) -> String {
+    format!(
+        "SUBSCRIBE sip:{exten}@127.0.0.2:5080 SIP/2.0\r\nVia: SIP/2.0/UDP {PROXY};branch=z9hG4bKs{exten}{expires}\r\n\
+Record-Route: <sip:127.0.0.1:5060;lr;sft=x>\r\nFrom: <sip:alice@example.com>;tag=fs\r\nTo: <sip:{exten}@example.com>\r\n\
+Call-ID: sub-{exten}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:alice@10.0.0.1:5062>\r\nEvent: {event}\r\n\
+Expires: {expires}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn subscribe_gets_200_and_a_notify_through_the_route_set() {
+    let mut e = engine(Config::default());
+    let sent = feed(&mut e, T0, &subscribe("1002", "dialog;id=7", 600));
+    assert_eq!(codes(&sent), [200, 0], "{sent:?}");
+    let (dst, ok) = &sent[0];
+    assert_eq!(*dst, addr(PROXY));
+    assert!(hdr(ok, "To").contains(";tag="));
+    assert_eq!(hdr(ok, "Record-Route"), "<sip:127.0.0.1:5060;lr;sft=x>");
+    assert_eq!(hdr(ok, "Expires"), "600");
+    // The NOTIFY: to the proxy (the Route), for the subscriber's Contact, in the dialog.
+    let (dst, notify) = &sent[1];
+    assert_eq!(*dst, addr(PROXY));
+    assert!(
+        notify.starts_with("NOTIFY sip:alice@10.0.0.1:5062 SIP/2.0\r\n"),
+        "{notify}"
+    );
+    assert_eq!(hdr(notify, "Route"), "<sip:127.0.0.1:5060;lr;sft=x>");
+    assert_eq!(hdr(notify, "To"), "<sip:alice@example.com>;tag=fs");
+    let to_tag = param(hdr(ok, "To"), "tag").unwrap();
+    assert_eq!(param(hdr(notify, "From"), "tag"), Some(to_tag));
+    assert_eq!(hdr(notify, "Event"), "dialog;id=7");
+    assert_eq!(hdr(notify, "Subscription-State"), "active;expires=600");
+    assert_eq!(hdr(notify, "Content-Type"), "application/dialog-info+xml");
+    // The phone's 200 to the NOTIFY is counted.
+    let answered = answer_to(notify, 200, "fs", false);
+    assert!(feed(&mut e, T0 + 1, &answered).is_empty());
+    assert_eq!((e.stats().subscribe, e.stats().notify_sent), (1, 1));
+    assert_eq!(e.stats().notify_answered, 1);
+    // Unsubscribe: the NOTIFY says terminated; MWI carries the mailbox state.
+    let sent = feed(&mut e, T0 + 2, &subscribe("1002", "dialog", 0));
+    assert!(hdr(&sent[1].1, "Subscription-State").starts_with("terminated"));
+    let sent = feed(&mut e, T0 + 3, &subscribe("1001", "message-summary", 600));
+    assert!(
+        sent[1].1.contains("Messages-Waiting: no\r\n"),
+        "{}",
+        sent[1].1
+    );
+    // A SUBSCRIBE without Event is refused.
+    let no_event = subscribe("1003", "x", 60).replace("Event: x\r\n", "");
+    assert_eq!(codes(&feed(&mut e, T0 + 4, &no_event)), [489]);
+}
+
+#[test]
+fn publish_gets_an_entity_tag() {
+    let mut e = engine(Config::default());
+    let publish = subscribe("1001", "presence", 60).replace("SUBSCRIBE", "PUBLISH");
+    let sent = feed(&mut e, T0, &publish);
+    assert_eq!(codes(&sent), [200]);
+    assert!(!hdr(&sent[0].1, "SIP-ETag").is_empty());
+    assert_eq!(e.stats().publish, 1);
+}
+
+#[test]
+fn silent_drops_everything_and_mwi_reaches_the_registered_contact() {
+    let mut e = engine(Config::default());
+    feed(
+        &mut e,
+        T0,
+        &register("bob", "sip:bob@127.0.0.1:5060", 600, ""),
+    );
+    let mut sip = Outbox::new();
+    let mut reply = String::new();
+    e.control(T0, "silent on", &mut reply, &mut sip);
+    let options = a_request("OPTIONS", "o1", None);
+    assert!(feed(&mut e, T0 + 1, &options).is_empty());
+    assert!(feed(&mut e, T0 + 1, &invite("600", "c1")).is_empty());
+    assert_eq!((e.stats().ignored, e.stats().invite), (2, 0));
+    e.control(T0, "silent off", &mut reply, &mut sip);
+    assert_eq!(codes(&feed(&mut e, T0 + 2, &options)), [200]);
+    // mwi: an unsolicited NOTIFY to bob's registered Contact (the proxy).
+    e.control(T0 + 3, "mwi bob 2 1", &mut reply, &mut sip);
+    assert_eq!(reply, "{\"ok\":true,\"sent_to\":\"127.0.0.1:5060\"}");
+    let sent = collect(&sip);
+    assert_eq!(sent.len(), 1);
+    let (dst, notify) = &sent[0];
+    assert_eq!(*dst, addr(PROXY));
+    assert!(
+        notify.starts_with("NOTIFY sip:bob@127.0.0.1:5060 SIP/2.0\r\n"),
+        "{notify}"
+    );
+    assert_eq!(hdr(notify, "Event"), "message-summary");
+    assert!(notify.contains("Messages-Waiting: yes\r\n") && notify.contains("Voice-Message: 2/1"));
+    // Its SUBSCRIBEd state follows the mailbox.
+    let sent = feed(&mut e, T0 + 4, &subscribe("bob", "message-summary", 600));
+    assert!(sent[1].1.contains("Voice-Message: 2/1"), "{}", sent[1].1);
+}
