@@ -121,8 +121,10 @@ pub struct Proxy {
     pub proc: Proc,
 }
 
-/// A free UDP port on `ip`: bound to port 0, then released. Ports handed out in this process
-/// are never handed out twice, so tests running in parallel cannot pick the same one.
+/// A free UDP port on `ip`: bound to port 0, then released; the same TCP port must be free
+/// too (TCP and TLS listeners use these ports, and an outgoing connection of another test
+/// may hold one as its local port). Ports handed out in this process are never handed out
+/// twice, so tests running in parallel cannot pick the same one.
 pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
     static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,7 +132,7 @@ pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
     for _ in 0..100 {
         let sock = UdpSocket::bind((ip, 0)).expect("bind a probe socket");
         let port = sock.local_addr().expect("probe address").port();
-        if taken.insert(port) {
+        if std::net::TcpListener::bind((ip, port)).is_ok() && taken.insert(port) {
             return port;
         }
     }
