@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::phone::{answer_challenge, SipMsg};
 use support::proxy::{Proxy, ProxyOptions, Tune, DOMAIN};
-use support::sipp::{write_csv, CsvPhone, SippCmd};
+use support::sipp::{register_csv, SippCmd};
 use support::standin::StandIn;
 use support::{password, Scene, Setup};
 
@@ -209,15 +209,7 @@ fn sipp_default_digest_uri_registers_400_users() {
         ..ProxyOptions::default()
     };
     let proxy = Proxy::start(dir.path(), &users, &opts);
-    let phones: Vec<CsvPhone> = users
-        .iter()
-        .map(|(u, p)| CsvPhone {
-            user: u,
-            password: p,
-            target: "-",
-        })
-        .collect();
-    let csv = write_csv(dir.path(), "phones", &phones);
+    let csv = register_csv(dir.path(), "phones", &users);
     let status = SippCmd::new("reg400", proxy.addr, "uac_register_auth.xml")
         .csv(csv)
         .quiet()

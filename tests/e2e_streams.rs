@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use support::admin::{free_admin_addr, metric};
 use support::phone::{answer_challenge, Phone, SipMsg};
 use support::proxy::{seed_credentials, Tune, DOMAIN};
-use support::sipp::{write_csv, CsvPhone, SippCmd};
+use support::sipp::{register_csv, SippCmd};
 use support::stream::StreamPhone;
 use support::tls::TestPki;
 use support::{password, Scene, Setup};
@@ -242,15 +242,7 @@ fn sipp_over_tcp_registers_a_thousand_users() {
             ..Tune::default()
         },
     );
-    let csv: Vec<CsvPhone> = users
-        .iter()
-        .map(|(u, p)| CsvPhone {
-            user: u,
-            password: p,
-            target: "-",
-        })
-        .collect();
-    let csv = write_csv(s.dir(), "tcp-bulk", &csv);
+    let csv = register_csv(s.dir(), "tcp-bulk", &refs);
     let bulk = SippCmd::new("tcp-bulk", s.proxy.tcp.unwrap(), "uac_register_auth.xml")
         .csv(csv)
         .quiet()

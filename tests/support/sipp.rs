@@ -47,6 +47,19 @@ pub fn write_csv(dir: &Path, name: &str, phones: &[CsvPhone]) -> PathBuf {
     path
 }
 
+/// The injection CSV of registering phones `users` (name, password), none calling anyone.
+pub fn register_csv(dir: &Path, name: &str, users: &[(&str, &str)]) -> PathBuf {
+    let phones: Vec<CsvPhone> = users
+        .iter()
+        .map(|(user, password)| CsvPhone {
+            user,
+            password,
+            target: "-",
+        })
+        .collect();
+    write_csv(dir, name, &phones)
+}
+
 /// One sipp invocation: target, scenario, local address and extra arguments.
 pub struct SippCmd {
     pub name: String,
