@@ -364,6 +364,12 @@ where
             Err(e) => tracing::warn!(worker = index, error = %e, "could not pin worker to a core"),
         }
     }
+    // A setup step that failed: the spawner hears it and the worker ends.
+    let failed = |op: &'static str, source: std::io::Error| {
+        let _ = p
+            .ready
+            .send(Err(TransportError::Worker { index, op, source }));
+    };
     let mut backend = p.ctx.backend;
     let uring = if backend == Backend::IoUring {
         match uring_loop::UringSetup::new(&p.cfg, p.socks.listen.len() + 1) {
@@ -374,12 +380,7 @@ where
                 None
             }
             Err(source) => {
-                let e = TransportError::Worker {
-                    index,
-                    op: "io_uring setup",
-                    source,
-                };
-                let _ = p.ready.send(Err(e));
+                failed("io_uring setup", source);
                 return Ok(());
             }
         }
@@ -398,12 +399,7 @@ where
             match Streams::new(u16::try_from(index).unwrap_or(u16::MAX), listeners, setup) {
                 Ok(s) => Some(s),
                 Err(source) => {
-                    let e = TransportError::Worker {
-                        index,
-                        op: "epoll setup",
-                        source,
-                    };
-                    let _ = p.ready.send(Err(e));
+                    failed("epoll setup", source);
                     return Ok(());
                 }
             }
