@@ -6,6 +6,7 @@
 //! tag).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::phone::{answer_challenge, Phone, SipMsg};
@@ -13,6 +14,15 @@ use super::proxy::DOMAIN;
 
 /// How long a challenge may take to come back.
 const CHALLENGE_WAIT: Duration = Duration::from_secs(10);
+
+/// A Call-ID for a new dialog from `port`. The port alone is not enough: the kernel may
+/// give a later phone the port of one that just closed, and the proxy would then rightly
+/// take the new INVITE (same Call-ID, CSeq and branch) for a retransmission of the old one.
+fn new_call_id(prefix: &str, port: u16) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{port}.{n}.{}", std::process::id())
+}
 
 /// The final response of a transaction and what arrived before it.
 #[derive(Debug)]
@@ -110,7 +120,7 @@ pub fn phone_request(
     limit: Duration,
 ) -> Outcome {
     let prefix = if method == "INVITE" { "inv" } else { method };
-    let call_id = format!("{prefix}{}", phone.addr.port());
+    let call_id = new_call_id(prefix, phone.addr.port());
     let with_auth; // the extra lines with Proxy-Authorization, once challenged
     let mut req = Req {
         method,
@@ -167,7 +177,7 @@ pub fn phone_register(
     expires: u32,
     contact: &str,
 ) -> Outcome {
-    let call_id = format!("reg{}", phone.addr.port());
+    let call_id = new_call_id("reg", phone.addr.port());
     let uri = format!("sip:{DOMAIN}");
     let expires = format!("Expires: {expires}\r\n");
     let mut req = Req {
@@ -209,7 +219,7 @@ pub fn phone_register(
 /// proxy; the final response is ACKed if non-2xx and returned.
 pub fn asterisk_invite(ast: &Phone, proxy: SocketAddr, user: &str, limit: Duration) -> Outcome {
     let uri = format!("sip:{user}@{proxy}");
-    let call_id = format!("ast{}", ast.addr.port());
+    let call_id = new_call_id("ast", ast.addr.port());
     let req = Req {
         method: "INVITE",
         uri: &uri,
