@@ -41,6 +41,8 @@ pub enum ConfigError {
     #[error(transparent)]
     Tls(#[from] crate::transport::tls::TlsError),
     #[error(transparent)]
+    Ws(#[from] crate::transport::stream::WsConfigError),
+    #[error(transparent)]
     Tcp(#[from] crate::transport::stream::StreamConfigError),
     #[error(transparent)]
     Guard(#[from] crate::guard::ConfigError),
@@ -87,6 +89,7 @@ pub struct Config {
     pub transport: crate::transport::TransportConfig,
     pub tls: crate::transport::tls::TlsConfig,
     pub tcp: crate::transport::stream::StreamConfig,
+    pub ws: crate::transport::stream::WsConfig,
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     pub hep: crate::hep::HepConfig,
@@ -105,6 +108,10 @@ pub struct ListenConfig {
     pub tcp: Vec<SocketAddr>,
     /// SIP over TLS (certificate from `[tls]`).
     pub tls: Vec<SocketAddr>,
+    /// SIP over WebSocket (RFC 7118; limits and Origin allow-list in `[ws]`).
+    pub ws: Vec<SocketAddr>,
+    /// SIP over secure WebSocket (certificate from `[tls]`).
+    pub wss: Vec<SocketAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// The listen address facing Asterisk (one of `udp`; default the first): the workers'
@@ -122,6 +129,8 @@ impl Default for ListenConfig {
             udp: vec![SocketAddr::from(([127, 0, 0, 1], 5060))],
             tcp: Vec::new(),
             tls: Vec::new(),
+            ws: Vec::new(),
+            wss: Vec::new(),
             workers: 0,
             asterisk_side: None,
             advertise: BTreeMap::new(),
@@ -459,6 +468,8 @@ impl Config {
             ("listen.udp", &self.listen.udp),
             ("listen.tcp", &self.listen.tcp),
             ("listen.tls", &self.listen.tls),
+            ("listen.ws", &self.listen.ws),
+            ("listen.wss", &self.listen.wss),
         ] {
             if list.iter().any(|a| a.port() == 0) {
                 return Err(ConfigError::invalid(key, "port 0 is not a listen port"));
@@ -477,23 +488,42 @@ impl Config {
                 return Err(ConfigError::invalid(key, "lists an address twice"));
             }
         }
-        if let Some(a) = self.listen.tls.iter().find(|a| self.listen.tcp.contains(a)) {
-            return Err(ConfigError::invalid(
-                "listen.tls",
-                format!("{a} is also in listen.tcp (one TCP port serves one of them)"),
-            ));
+        // One TCP port serves one stream transport.
+        let l = &self.listen;
+        let stream_lists = [
+            ("listen.tcp", &l.tcp),
+            ("listen.tls", &l.tls),
+            ("listen.ws", &l.ws),
+            ("listen.wss", &l.wss),
+        ];
+        for (i, (key, list)) in stream_lists.iter().enumerate() {
+            for (other, earlier) in &stream_lists[..i] {
+                if let Some(a) = list.iter().find(|a| earlier.contains(a)) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{a} is also in {other} (one TCP port serves one of them)"),
+                    ));
+                }
+            }
         }
-        if !self.listen.tls.is_empty() {
+        let secure = if !l.tls.is_empty() {
+            Some("listen.tls")
+        } else if !l.wss.is_empty() {
+            Some("listen.wss")
+        } else {
+            None
+        };
+        if let Some(by) = secure {
             if self.tls.cert.is_none() {
                 return Err(ConfigError::invalid(
                     "tls.cert",
-                    "a PEM certificate file is needed by listen.tls",
+                    format!("a PEM certificate file is needed by {by}"),
                 ));
             }
             if self.tls.key.is_none() {
                 return Err(ConfigError::invalid(
                     "tls.key",
-                    "a PEM private key file is needed by listen.tls",
+                    format!("a PEM private key file is needed by {by}"),
                 ));
             }
         }
@@ -627,6 +657,7 @@ impl Config {
         self.transport.validate()?;
         self.tls.validate()?;
         self.tcp.validate()?;
+        self.ws.validate()?;
         self.guard.validate()?;
         self.admin.validate()?;
         self.hep.validate()?;
@@ -634,7 +665,7 @@ impl Config {
     }
 
     /// Every listen address with its transport, in the order of the listen table
-    /// (`core::Local::Listen`): UDP, then TCP, then TLS.
+    /// (`core::Local::Listen`): UDP, then TCP, then TLS, then WS, then WSS.
     pub fn listen_addrs(&self) -> impl Iterator<Item = (SocketAddr, crate::sip::Transport)> + '_ {
         use crate::sip::Transport;
         let l = &self.listen;
@@ -643,6 +674,8 @@ impl Config {
             .map(|a| (*a, Transport::Udp))
             .chain(l.tcp.iter().map(|a| (*a, Transport::Tcp)))
             .chain(l.tls.iter().map(|a| (*a, Transport::Tls)))
+            .chain(l.ws.iter().map(|a| (*a, Transport::Ws)))
+            .chain(l.wss.iter().map(|a| (*a, Transport::Wss)))
     }
 
     /// The listen address facing Asterisk (`[listen] asterisk_side`, default the first).

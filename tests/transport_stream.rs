@@ -87,6 +87,7 @@ fn rig(backend: Backend, stream_cfg: StreamConfig) -> Rig {
         registry: registry.clone(),
         tls: Some(tls.server_config()),
         cfg: stream_cfg,
+        ws: Default::default(),
         max_message: 8192,
     };
     let endpoints = Endpoints {

@@ -162,7 +162,7 @@ impl Server {
             cfg.tcp.max_connections,
             cfg.tcp.max_connections_per_ip,
         ));
-        let tls = if cfg.listen.tls.is_empty() {
+        let tls = if cfg.listen.tls.is_empty() && cfg.listen.wss.is_empty() {
             None
         } else {
             Some(Arc::new(TlsContext::load(&cfg.tls)?))
@@ -199,6 +199,7 @@ impl Server {
             registry: links.clone(),
             tls: tls.as_ref().map(|t| t.server_config()),
             cfg: cfg.tcp.clone(),
+            ws: cfg.ws.clone(),
             max_message: cfg.limits.max_message_bytes,
         };
         let endpoints = Endpoints {

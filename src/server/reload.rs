@@ -144,12 +144,15 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         old.listen,
         new.listen,
         "listen",
-        [udp, tcp, tls, workers, asterisk_side, advertise]
+        [udp, tcp, tls, ws, wss, workers, asterisk_side, advertise]
     );
     changed!(live, old.tls, new.tls, "tls", [cert, key]);
     changed!(restart, old.tls, new.tls, "tls", [ca, min_version]);
     if old.tcp != new.tcp {
         restart.push("tcp");
+    }
+    if old.ws != new.ws {
+        restart.push("ws");
     }
     changed!(restart, old.domain, new.domain, "domain", [realm]);
     changed!(live, old.domain, new.domain, "domain", [local]);

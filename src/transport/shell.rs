@@ -173,6 +173,10 @@ impl<H: DatagramHandler> Shell<H> {
         if end == ReadEnd::Capped {
             self.streams_ready = true;
         }
+        if s.is_ws(slot) {
+            self.read_ws(slot, end, io);
+            return;
+        }
         let max = s.max_message();
         let Some((flow, rx)) = s.take_rx(slot) else {
             if end == ReadEnd::Eof {
@@ -188,18 +192,7 @@ impl<H: DatagramHandler> Shell<H> {
         let failed = loop {
             match crate::sip::frame(rx.get(off..).unwrap_or(&[]), max) {
                 Ok(Status::Complete(Frame::Message { len })) => {
-                    self.counts.rx += 1;
-                    let data = rx.get(off..off + len).unwrap_or(&[]);
-                    let owner = self.handler.owner(flow, data, self.n_workers);
-                    if owner != self.index && owner < self.n_workers {
-                        if self.handoff.send(owner, flow, data) {
-                            self.counts.handed_off += 1;
-                        } else {
-                            self.counts.dropped += 1;
-                        }
-                    } else {
-                        self.deliver(flow, data, io);
-                    }
+                    self.dispatch(flow, rx.get(off..off + len).unwrap_or(&[]), io);
                     off += len;
                     messages += 1;
                 }
@@ -228,6 +221,49 @@ impl<H: DatagramHandler> Shell<H> {
             s.close(id.slot, reason);
         } else if end == ReadEnd::Eof {
             s.close(id.slot, CloseReason::Eof);
+        }
+    }
+
+    /// Hands the WebSocket messages read on `slot` to the handler, one SIP message each.
+    fn read_ws(&mut self, slot: u32, end: ReadEnd, io: &mut impl SendBackend) {
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        let Some((flow, msgs)) = s.take_ws(slot) else {
+            if end == ReadEnd::Eof {
+                s.close(slot, CloseReason::Eof);
+            }
+            return;
+        };
+        let Some(id) = flow.conn else {
+            return;
+        };
+        let mut messages = 0;
+        for m in super::stream::ws::messages(&msgs) {
+            self.dispatch(flow, m, io);
+            messages += 1;
+        }
+        let Some(s) = self.streams.as_mut() else {
+            return;
+        };
+        s.put_ws(id, msgs, messages);
+        if end == ReadEnd::Eof {
+            s.close(id.slot, CloseReason::Eof);
+        }
+    }
+
+    /// One message received on a connection: to the worker that owns it, or handled here.
+    fn dispatch(&mut self, flow: Flow, data: &[u8], io: &mut impl SendBackend) {
+        self.counts.rx += 1;
+        let owner = self.handler.owner(flow, data, self.n_workers);
+        if owner != self.index && owner < self.n_workers {
+            if self.handoff.send(owner, flow, data) {
+                self.counts.handed_off += 1;
+            } else {
+                self.counts.dropped += 1;
+            }
+        } else {
+            self.deliver(flow, data, io);
         }
     }
 

@@ -62,3 +62,91 @@ impl StreamConfig {
         Ok(())
     }
 }
+
+/// `[ws]` section: the WebSocket listen addresses (`listen.ws`, `listen.wss`, RFC 7118).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsConfig {
+    /// Allowed `Origin` values of the upgrade request (e.g. `"https://phone.example.com"`),
+    /// compared case-insensitively; empty allows any (and requests without one).
+    pub origins: Vec<String>,
+    /// Largest frame accepted; a larger one closes the connection (status 1009).
+    pub max_frame_bytes: usize,
+    /// Largest data message (one SIP message, fragments reassembled); a larger one closes
+    /// the connection (status 1009).
+    pub max_message_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            origins: Vec::new(),
+            max_frame_bytes: 65_535,
+            max_message_bytes: 65_535,
+        }
+    }
+}
+
+/// An invalid `[ws]` key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WsConfigError {
+    #[error("config key `ws.{0}`: {1}")]
+    Range(&'static str, &'static str),
+}
+
+impl WsConfig {
+    pub fn validate(&self) -> Result<(), WsConfigError> {
+        let bad = |k, why| Err(WsConfigError::Range(k, why));
+        if !(1024..=1 << 24).contains(&self.max_message_bytes) {
+            return bad("max_message_bytes", "must be 1024..=16777216");
+        }
+        if !(125..=self.max_message_bytes).contains(&self.max_frame_bytes) {
+            return bad("max_frame_bytes", "must be 125..=ws.max_message_bytes");
+        }
+        if self
+            .origins
+            .iter()
+            .any(|o| o.is_empty() || o.bytes().any(|b| b.is_ascii_whitespace() || b == b','))
+        {
+            return bad(
+                "origins",
+                "an origin is one scheme://host[:port], no spaces or commas",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_limits_are_checked() {
+        assert_eq!(WsConfig::default().validate(), Ok(()));
+        let c = WsConfig {
+            max_frame_bytes: 100_000,
+            ..WsConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ws.max_frame_bytes"));
+        let c = WsConfig {
+            max_message_bytes: 10,
+            ..WsConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ws.max_message_bytes"));
+        let c = WsConfig {
+            origins: vec!["https://a.example, https://b.example".into()],
+            ..WsConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("ws.origins"));
+    }
+}

@@ -1,5 +1,6 @@
-//! One TCP or TLS connection: its nonblocking socket, the TLS session when there is one, the
-//! plaintext received and not yet framed, and the bytes waiting to be written.
+//! One TCP, TLS, WS or WSS connection: its nonblocking socket, the TLS session when there is
+//! one, the WebSocket state when there is one ([`super::ws`]), the plaintext received and not
+//! yet framed, and the bytes waiting to be written.
 //!
 //! Reading drains the socket (up to a cap per call) into `rx` (decrypting through rustls for
 //! TLS); writing queues plaintext (TLS encrypts into its own buffer) and writes as much as
@@ -13,6 +14,8 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::core::ConnId;
 use crate::sip::Transport;
+
+use super::ws::{self, WsConn};
 
 /// Most bytes read from one socket per readiness event (fairness between connections).
 const READ_CAP: usize = 256 * 1024;
@@ -35,6 +38,8 @@ pub(crate) enum CloseReason {
     Io,
     Tls,
     Framing,
+    /// A WebSocket upgrade refused, or a WebSocket protocol error.
+    WebSocket,
     TooLarge,
     Idle,
     Slow,
@@ -50,6 +55,7 @@ impl CloseReason {
             CloseReason::Io => "socket error",
             CloseReason::Tls => "TLS error",
             CloseReason::Framing => "bad message framing",
+            CloseReason::WebSocket => "WebSocket upgrade refused or protocol error",
             CloseReason::TooLarge => "message too large",
             CloseReason::Idle => "idle timeout",
             CloseReason::Slow => "message or handshake not completed in time",
@@ -77,6 +83,8 @@ pub(crate) struct Conn {
     pub(crate) transport: Transport,
     pub(crate) remote: SocketAddr,
     tls: Option<Box<ServerConnection>>,
+    /// The WebSocket state (WS and WSS).
+    pub(crate) ws: Option<Box<WsConn>>,
     /// Plaintext received and not yet framed.
     pub(crate) rx: Vec<u8>,
     /// Bytes (ciphertext for TLS) waiting for the socket.
@@ -106,7 +114,9 @@ impl Conn {
             Some(cfg) => Some(Box::new(ServerConnection::new(cfg.clone())?)),
             None => None,
         };
-        let handshaking = tls.is_some();
+        let ws =
+            matches!(transport, Transport::Ws | Transport::Wss).then(|| Box::new(WsConn::new()));
+        let handshaking = tls.is_some() || ws.is_some();
         Ok(Conn {
             sock,
             id,
@@ -114,6 +124,7 @@ impl Conn {
             transport,
             remote,
             tls,
+            ws,
             rx: Vec::new(),
             tx: Vec::new(),
             tx_pos: 0,
@@ -124,9 +135,10 @@ impl Conn {
         })
     }
 
-    /// Whether the TLS handshake is still running.
+    /// Whether the TLS or WebSocket handshake is still running.
     pub(crate) fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+            || self.ws.as_ref().is_some_and(|w| !w.is_open())
     }
 
     /// Reads what the socket has into `rx` (through TLS when there is a session), using
@@ -170,27 +182,50 @@ impl Conn {
         }
     }
 
-    /// Queues `bytes` (plaintext) and writes what the socket takes; returns the bytes
-    /// written to the socket.
+    /// Queues one SIP message (plaintext; in a WebSocket text frame on WS and WSS) and
+    /// writes what the socket takes; returns the bytes written to the socket.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut head = [0u8; ws::MAX_HEADER];
+        let hl = match &self.ws {
+            Some(_) => ws::frame_header(&mut head, bytes.len()),
+            None => 0,
+        };
+        self.send_raw(&head[..hl], bytes)
+    }
+
+    /// Queues `a` then `b` (plaintext, as they are) and writes what the socket takes.
+    pub(crate) fn send_raw(&mut self, a: &[u8], b: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
             None => {
                 if self.pending() == 0 {
                     // Fast path: straight to the socket.
-                    let n = match self.sock.write(bytes) {
+                    let iov = [io::IoSlice::new(a), io::IoSlice::new(b)];
+                    let n = match self.sock.write_vectored(&iov) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                         Err(e) => return Err(e),
                     };
-                    if n < bytes.len() {
-                        self.tx.extend_from_slice(&bytes[n..]);
+                    if n < a.len() {
+                        self.tx.extend_from_slice(&a[n..]);
+                        self.tx.extend_from_slice(b);
+                    } else if n < a.len() + b.len() {
+                        self.tx.extend_from_slice(&b[n - a.len()..]);
                     }
                     return Ok(n);
                 }
-                self.tx.extend_from_slice(bytes);
+                self.tx.extend_from_slice(a);
+                self.tx.extend_from_slice(b);
             }
             Some(tls) => {
-                tls.writer().write_all(bytes)?;
+                // One TLS record for the frame header and the message.
+                let mut w = tls.writer();
+                let n = w.write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])?;
+                if n < a.len() {
+                    w.write_all(&a[n..])?;
+                    w.write_all(b)?;
+                } else {
+                    w.write_all(&b[n - a.len()..])?;
+                }
             }
         }
         self.flush()
@@ -235,7 +270,14 @@ impl Conn {
     }
 
     /// Sends a TLS close_notify (best effort) before the socket is closed.
-    pub(crate) fn goodbye(&mut self) {
+    /// On an open WebSocket, a close frame 1001 ("going away") first, unless `ws_closed`
+    /// (one was sent already).
+    pub(crate) fn goodbye(&mut self, ws_closed: bool) {
+        if !ws_closed && self.ws.as_ref().is_some_and(|w| w.is_open()) {
+            let mut head = [0u8; ws::MAX_HEADER];
+            let hl = ws::close_header(&mut head);
+            let _ = self.send_raw(&head[..hl], &ws::GOING_AWAY.to_be_bytes());
+        }
         if let Some(tls) = &mut self.tls {
             tls.send_close_notify();
             let _ = self.flush();

@@ -1,4 +1,4 @@
-//! SIP over TCP and TLS: the connections of one worker.
+//! SIP over TCP, TLS, WebSocket and secure WebSocket: the connections of one worker.
 //!
 //! Every worker has its own `SO_REUSEPORT` TCP listener on each stream listen address, so the
 //! kernel spreads new connections over the workers; the worker that accepts a connection
@@ -15,7 +15,9 @@
 //!    admission, i.e. the guard's ban check) → register;
 //! 2. a connection is readable → read (through rustls for TLS) into its receive buffer →
 //!    frame with [`crate::sip::frame`] (Content-Length; CRLF ping answered with CRLF) →
-//!    each message goes to the handler exactly like a datagram;
+//!    each message goes to the handler exactly like a datagram; on WS and WSS the plaintext
+//!    is the WebSocket handshake and frames instead ([`ws`]), one SIP message per data
+//!    message;
 //! 3. output for a connection is queued and written as the socket takes it (`EPOLLOUT`
 //!    while some is left);
 //! 4. a sweep closes idle connections, ones whose message or handshake does not complete in
@@ -28,6 +30,7 @@ mod config;
 mod conn;
 mod epoll;
 mod registry;
+pub(crate) mod ws;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -36,7 +39,7 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-pub use config::{StreamConfig, StreamConfigError};
+pub use config::{StreamConfig, StreamConfigError, WsConfig, WsConfigError};
 pub use registry::{Refusal, Registry};
 
 use crate::core::{ConnId, Flow, Local};
@@ -45,6 +48,7 @@ use crate::sip::Transport;
 use conn::Conn;
 pub(crate) use conn::{CloseReason, ReadEnd};
 use epoll::{Epoll, NO_EVENT};
+use ws::WsEnd;
 
 use super::stats::StreamCounters;
 
@@ -86,6 +90,8 @@ pub struct StreamSetup {
     pub registry: Arc<Registry>,
     pub tls: Option<Arc<ServerConfig>>,
     pub cfg: StreamConfig,
+    /// `[ws]`: the WebSocket limits and Origin allow-list.
+    pub ws: WsConfig,
     /// Largest message accepted (`[limits] max_message_bytes`).
     pub max_message: usize,
 }
@@ -101,6 +107,8 @@ pub(crate) struct Streams {
     setup: StreamSetup,
     events: Vec<libc::epoll_event>,
     scratch: Vec<u8>,
+    /// WebSocket answers (handshake, pongs, closes) being written.
+    ws_out: Vec<u8>,
     next_sweep_ms: u64,
     counters: [StreamCounters; 4],
 }
@@ -140,6 +148,7 @@ impl Streams {
             setup,
             events: vec![NO_EVENT; EVENTS_PER_TURN],
             scratch: vec![0; 64 * 1024],
+            ws_out: Vec::new(),
             next_sweep_ms: 0,
             counters: [StreamCounters::default(); 4],
         })
@@ -281,7 +290,8 @@ impl Streams {
         self.conns.get_mut(slot as usize).and_then(Option::as_mut)
     }
 
-    /// Reads what connection `slot` has; `Err` when it must be closed.
+    /// Reads what connection `slot` has; `Err` when it must be closed. On WS and WSS the
+    /// frames are decoded too: messages wait in the connection for [`Streams::take_ws`].
     pub(crate) fn read(&mut self, slot: u32, now_ms: u64) -> Result<ReadEnd, CloseReason> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let r = match self.conn_mut(slot) {
@@ -299,6 +309,32 @@ impl Streams {
                 if n > 0 {
                     c.last_rx_ms = now_ms;
                 }
+                let mut ws_end = None;
+                if let Some(ws) = c.ws.as_mut() {
+                    let was_open = ws.is_open();
+                    let before = c.rx.len();
+                    let mut out = std::mem::take(&mut self.ws_out);
+                    out.clear();
+                    if let Err(e) = ws.decode(&mut c.rx, &mut out, &self.setup.ws) {
+                        ws_end = Some(e);
+                    }
+                    let progressed = c.rx.len() < before;
+                    let partial = !ws.is_open() || !c.rx.is_empty() || ws.mid_message();
+                    if !was_open && ws.is_open() {
+                        c.partial_since_ms = None;
+                    }
+                    if !partial {
+                        c.partial_since_ms = None;
+                    } else if progressed || c.partial_since_ms.is_none() {
+                        c.partial_since_ms = Some(now_ms);
+                    }
+                    if !out.is_empty() {
+                        if let Ok(w) = c.send_raw(&out, &[]) {
+                            counters.bytes_out += w as u64;
+                        }
+                    }
+                    self.ws_out = out;
+                }
                 if !c.handshaken && !c.handshaking() {
                     c.handshaken = true;
                     if c.rx.is_empty() {
@@ -310,9 +346,20 @@ impl Streams {
                 if let Ok(w) = flushed {
                     counters.bytes_out += w as u64;
                 }
-                match flushed {
-                    Ok(_) => Ok(end),
-                    Err(_) => Err(CloseReason::Io),
+                match (flushed, ws_end) {
+                    (Err(_), _) => Err(CloseReason::Io),
+                    (Ok(_), None) => Ok(end),
+                    (Ok(_), Some(e)) => {
+                        if e == WsEnd::Refused {
+                            counters.handshake_failures += 1;
+                        }
+                        tracing::debug!(remote = %c.remote, end = ?e, "WebSocket connection ends");
+                        Err(match e {
+                            WsEnd::Closed => CloseReason::Eof,
+                            WsEnd::TooLarge => CloseReason::TooLarge,
+                            WsEnd::Refused | WsEnd::Protocol => CloseReason::WebSocket,
+                        })
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -324,6 +371,37 @@ impl Streams {
             }
             Err(_) => Err(CloseReason::Io),
         }
+    }
+
+    /// Whether connection `slot` speaks WebSocket (its messages come from
+    /// [`Streams::take_ws`], not from framing the plaintext).
+    pub(crate) fn is_ws(&self, slot: u32) -> bool {
+        self.conns
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.ws.is_some())
+    }
+
+    /// Takes the WebSocket messages received on `slot` (see [`ws::messages`]); give the
+    /// buffer back with [`Streams::put_ws`].
+    pub(crate) fn take_ws(&mut self, slot: u32) -> Option<(Flow, Vec<u8>)> {
+        let c = self.conn_mut(slot)?;
+        let ws = c.ws.as_mut().filter(|w| !w.msgs.is_empty())?;
+        let msgs = std::mem::take(&mut ws.msgs);
+        Some((Flow::on_conn(Local::Listen(c.local), c.remote, c.id), msgs))
+    }
+
+    /// Gives back the buffer [`Streams::take_ws`] took (emptied), counting `messages`.
+    pub(crate) fn put_ws(&mut self, id: ConnId, mut msgs: Vec<u8>, messages: u64) {
+        let Some(c) = self.conn_mut(id.slot).filter(|c| c.id == id) else {
+            return;
+        };
+        msgs.clear();
+        if let Some(ws) = c.ws.as_mut() {
+            ws.msgs = msgs;
+        }
+        let t = c.transport;
+        self.counters[kind(t)].messages_in += messages;
     }
 
     /// Takes the received plaintext of `slot` (to frame it while the worker delivers
@@ -444,7 +522,8 @@ impl Streams {
             return;
         };
         if reason != CloseReason::Io && reason != CloseReason::Eof {
-            c.goodbye();
+            let ws_closed = matches!(reason, CloseReason::WebSocket | CloseReason::TooLarge);
+            c.goodbye(ws_closed);
         }
         let _ = self.epoll.delete(c.sock.as_raw_fd());
         self.setup.registry.closed(c.id, c.transport, c.remote);
