@@ -32,6 +32,7 @@ pub mod standin;
 pub mod stream;
 mod sys;
 pub mod tls;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -127,6 +128,7 @@ impl Scene {
             keep_plain: setup.keep_plain,
             tune: setup.tune,
             tls_addr: None,
+            ws_addrs: None,
         };
         let watch = sys::DirWatch::new(dir.path()).expect("inotify watch on the test directory");
         let proxy = Proxy::start(dir.path(), &USERS, &opts);

@@ -38,6 +38,8 @@ pub struct ProxyOptions {
     pub tune: Tune,
     /// The TLS listen address (set by [`Proxy::start`] when [`Tune::tls`]).
     pub tls_addr: Option<SocketAddr>,
+    /// The WS and WSS listen addresses (set by [`Proxy::start`] when [`Tune::ws`]).
+    pub ws_addrs: Option<(SocketAddr, Option<SocketAddr>)>,
 }
 
 /// Further settings, all off by default (the generated config is then unchanged).
@@ -100,6 +102,9 @@ pub struct Tune {
     /// With [`Tune::tls`]: listen for TLS on this IP instead of 127.0.0.1 (e.g. the host end
     /// of a test's veth pair, which a client in another network namespace can reach).
     pub tls_ip: Option<Ipv4Addr>,
+    /// `[listen] ws` on a free port of 127.0.0.1, and `wss` on another when [`Tune::tls`]
+    /// is set too (RFC 7118).
+    pub ws: bool,
     /// `[tcp]` keys, e.g. `("max_connections_per_ip", "4")`.
     pub tcp_limits: Vec<(&'static str, String)>,
     /// `[admin] token_file` (with [`Tune::admin`]).
@@ -116,6 +121,9 @@ pub struct Proxy {
     pub tcp: Option<SocketAddr>,
     /// `[listen] tls` when [`Tune::tls`].
     pub tls: Option<SocketAddr>,
+    /// `[listen] ws` and `wss` when [`Tune::ws`] (`wss` with [`Tune::tls`]).
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
     /// The admin API's address when [`Tune::admin`] is set.
     pub admin: Option<SocketAddr>,
     pub proc: Proc,
@@ -184,6 +192,12 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     }
     if let Some(tls) = opts.tls_addr {
         let _ = writeln!(toml, "tls = [\"{tls}\"]");
+    }
+    if let Some((ws, wss)) = opts.ws_addrs {
+        let _ = writeln!(toml, "ws = [\"{ws}\"]");
+        if let Some(wss) = wss {
+            let _ = writeln!(toml, "wss = [\"{wss}\"]");
+        }
     }
     if !tune.advertise.is_empty() {
         toml.push_str("\n[listen.advertise]\n");
@@ -329,8 +343,14 @@ impl Proxy {
             .tls
             .as_ref()
             .map(|_| SocketAddr::from((tls_ip, free_udp_port(tls_ip))));
+        let local = |_| SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST)));
+        let ws_addrs = opts
+            .tune
+            .ws
+            .then(|| (local(()), opts.tune.tls.as_ref().map(|_| local(()))));
         let opts = ProxyOptions {
             tls_addr: tls,
+            ws_addrs,
             ..opts.clone()
         };
         let config = dir.join("sipfront.toml");
@@ -338,6 +358,8 @@ impl Proxy {
         let mut p = Proxy::spawn(dir, addr, opts.tune.admin, "sipfront");
         p.tcp = opts.tune.tcp.then_some(addr);
         p.tls = tls;
+        p.ws = ws_addrs.map(|(ws, _)| ws);
+        p.wss = ws_addrs.and_then(|(_, wss)| wss);
         p
     }
 
@@ -345,10 +367,12 @@ impl Proxy {
     /// with the same config file; its output goes to `sipfront-restarted.out/.err`.
     pub fn kill9_and_restart(&mut self, dir: &Path) {
         self.proc.kill_and_reap();
-        let (tcp, tls) = (self.tcp, self.tls);
+        let (tcp, tls, ws, wss) = (self.tcp, self.tls, self.ws, self.wss);
         *self = Proxy::spawn(dir, self.addr, self.admin, "sipfront-restarted");
         self.tcp = tcp;
         self.tls = tls;
+        self.ws = ws;
+        self.wss = wss;
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`: reload the credentials) to the proxy's PID.
@@ -374,6 +398,8 @@ impl Proxy {
             addr,
             tcp: None,
             tls: None,
+            ws: None,
+            wss: None,
             admin,
             proc: Proc::spawn("sipfront", &mut cmd),
         };
