@@ -53,6 +53,11 @@ impl Proc {
         }
     }
 
+    /// The child's PID.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn child_mut(&mut self) -> &mut Child {
         &mut self.child
     }

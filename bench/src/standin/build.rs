@@ -70,6 +70,52 @@ a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
     .into_bytes()
 }
 
+/// The answer to a WebRTC offer (an `UDP/TLS/RTP/SAVPF` audio line in the body of
+/// `invite`), shaped like Asterisk's with `webrtc=yes`: ICE credentials, a DTLS
+/// fingerprint, `a=setup:active`, `rtcp-mux`, the offer's `mid` (and BUNDLE group) and its
+/// first audio payload type. No candidates: no media is meant to flow, but a browser accepts
+/// the description and the call is set up. `None` for any other offer.
+pub fn webrtc_answer(invite: &[u8], local: SocketAddr) -> Option<Vec<u8>> {
+    let start = invite.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let offer = std::str::from_utf8(&invite[start..]).ok()?;
+    let mline = offer
+        .lines()
+        .find(|l| l.starts_with("m=audio ") && l.contains(" UDP/TLS/RTP/SAVPF "))?;
+    let pt = mline.split_whitespace().nth(3)?;
+    let attr = |name: &str| {
+        offer
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let mid = attr("a=mid:").unwrap_or("0");
+    let rtpmap = offer
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("a=rtpmap:{pt} ")))
+        .unwrap_or("opus/48000/2")
+        .trim();
+    let ip = local.ip();
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    let bundle = if attr("a=group:BUNDLE").is_some() {
+        format!("a=group:BUNDLE {mid}\r\n")
+    } else {
+        String::new()
+    };
+    let fingerprint = (0..32)
+        .map(|i| format!("{:02X}", (i * 7 + 3) as u8))
+        .collect::<Vec<_>>()
+        .join(":");
+    Some(
+        format!(
+            "v=0\r\no=standin 1 1 IN {family} {ip}\r\ns=asterisk-standin\r\nt=0 0\r\n{bundle}\
+m=audio 10000 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN {family} {ip}\r\na=rtpmap:{pt} {rtpmap}\r\n\
+a=mid:{mid}\r\na=ice-ufrag:stdn\r\na=ice-pwd:asteriskstandinicepwd000\r\n\
+a=fingerprint:sha-256 {fingerprint}\r\na=setup:active\r\na=rtcp-mux\r\na=sendrecv\r\n"
+        )
+        .into_bytes(),
+    )
+}
+
 /// Generator of tags, branches and Call-IDs unique to this process.
 #[derive(Debug, Clone)]
 pub struct Ids {
@@ -139,6 +185,31 @@ pub fn tag_for_branch(branch: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webrtc_offers_get_a_webrtc_answer_others_none() {
+        let local: SocketAddr = "127.0.0.2:5080".parse().unwrap();
+        let offer = "INVITE sip:600@x SIP/2.0\r\nContent-Length: 90\r\n\r\nv=0\r\n\
+a=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63 9\r\na=mid:0\r\n\
+a=rtpmap:111 opus/48000/2\r\n";
+        let a = String::from_utf8(webrtc_answer(offer.as_bytes(), local).unwrap()).unwrap();
+        for line in [
+            "m=audio 10000 UDP/TLS/RTP/SAVPF 111\r\n",
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=group:BUNDLE 0\r\n",
+            "a=mid:0\r\n",
+            "a=setup:active\r\n",
+            "a=rtcp-mux\r\n",
+        ] {
+            assert!(a.contains(line), "{line} in {a}");
+        }
+        let plain = "INVITE sip:600@x SIP/2.0\r\n\r\nv=0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert_eq!(webrtc_answer(plain.as_bytes(), local), None);
+        assert_eq!(
+            webrtc_answer(b"INVITE sip:600@x SIP/2.0\r\n\r\n", local),
+            None
+        );
+    }
 
     #[test]
     fn response_copies_vias_and_adds_tag() {

@@ -288,10 +288,16 @@ impl Engine {
             }
             let _ = write!(r, "Contact: <sip:{}@{}>\r\n", call.exten, self.local);
         }
-        let body = match body {
-            Body::None => &[][..],
-            Body::Sdp => &self.sdp[..],
-            Body::Bytes(b) => b,
+        // A WebRTC offer (a browser through sipfront's WSS) gets a WebRTC-shaped answer.
+        let webrtc = match body {
+            Body::Sdp => super::build::webrtc_answer(&call.a_invite, self.local),
+            _ => None,
+        };
+        let body = match (body, &webrtc) {
+            (_, Some(w)) => &w[..],
+            (Body::None, None) => &[][..],
+            (Body::Sdp, None) => &self.sdp[..],
+            (Body::Bytes(b), None) => b,
         };
         finish(r, Some("application/sdp"), body);
         out.push(call.a_src, &call.a_response);
