@@ -744,6 +744,35 @@ mod tests {
     }
 
     #[test]
+    fn websocket_listen_addresses_follow_the_others_and_are_checked() {
+        let c = Config::parse(
+            "[listen]\nudp = [\"10.0.0.1:5060\"]\ntcp = [\"10.0.0.1:5060\"]\n\
+             ws = [\"10.0.0.1:8080\"]\nwss = [\"10.0.0.1:8443\"]\n\
+             [tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+        )
+        .unwrap();
+        use crate::sip::Transport;
+        let table: Vec<_> = c.listen_addrs().map(|(_, t)| t).collect();
+        // Appended after UDP, TCP and TLS: the earlier indices do not move.
+        assert_eq!(
+            table,
+            [Transport::Udp, Transport::Tcp, Transport::Ws, Transport::Wss]
+        );
+        let cases = [
+            // One TCP port serves one stream transport.
+            ("[listen]\ntcp = [\"127.0.0.1:5060\"]\nws = [\"127.0.0.1:5060\"]\n", "listen.ws"),
+            ("[listen]\nws = [\"0.0.0.0:80\"]\n", "listen.ws"),
+            // WSS needs the certificate of [tls].
+            ("[listen]\nwss = [\"127.0.0.1:8443\"]\n", "tls.cert"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(err_key(text), key, "{text}");
+        }
+        let e = Config::parse("[ws]\nmax_frame_bytes = 10\n").unwrap_err();
+        assert!(e.to_string().contains("ws.max_frame_bytes"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = err_key("[listen]\nudpp = []\n");
         assert!(e.contains("udpp"), "{e}");
