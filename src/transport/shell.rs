@@ -435,6 +435,9 @@ impl<H: DatagramHandler> Shell<H> {
     pub(crate) fn end_turn(&mut self, io: &mut impl SendBackend) {
         self.flush(io);
         self.counts.dropped += self.out.take_rejected();
+        // Output for another worker's connections was handed to it in `flush`: wake it now,
+        // not at this worker's next turn (which may be a whole idle sleep away).
+        self.handoff.flush_wakes();
     }
 
     /// Publishes the counters for other threads (once per turn, before sleeping). Send
