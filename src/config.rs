@@ -756,11 +756,19 @@ mod tests {
         // Appended after UDP, TCP and TLS: the earlier indices do not move.
         assert_eq!(
             table,
-            [Transport::Udp, Transport::Tcp, Transport::Ws, Transport::Wss]
+            [
+                Transport::Udp,
+                Transport::Tcp,
+                Transport::Ws,
+                Transport::Wss
+            ]
         );
         let cases = [
             // One TCP port serves one stream transport.
-            ("[listen]\ntcp = [\"127.0.0.1:5060\"]\nws = [\"127.0.0.1:5060\"]\n", "listen.ws"),
+            (
+                "[listen]\ntcp = [\"127.0.0.1:5060\"]\nws = [\"127.0.0.1:5060\"]\n",
+                "listen.ws",
+            ),
             ("[listen]\nws = [\"0.0.0.0:80\"]\n", "listen.ws"),
             // WSS needs the certificate of [tls].
             ("[listen]\nwss = [\"127.0.0.1:8443\"]\n", "tls.cert"),
