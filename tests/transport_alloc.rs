@@ -41,6 +41,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is process-wide: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Sends `rounds` windows of one datagram per client (first bytes alternate so half are
 /// handed off) and waits for every echo; allocation-free on the client side too.
 fn exchange(clients: &[std::net::UdpSocket], to: std::net::SocketAddr, rounds: u32) {
@@ -59,6 +62,7 @@ fn exchange(clients: &[std::net::UdpSocket], to: std::net::SocketAddr, rounds: u
 
 #[test]
 fn steady_state_echo_and_handoff_do_not_allocate() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for backend in backends() {
         let factory = |ctx: &WorkerContext| Echo {
             by_first_byte: true,
@@ -108,6 +112,7 @@ fn ws_exchange(conns: &mut [std::net::TcpStream], rounds: u32) {
 
 #[test]
 fn steady_state_websocket_echo_does_not_allocate() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for backend in backends() {
         let setup = StreamSetup {
             registry: Arc::new(Registry::new(2, 16, 64, 64)),
