@@ -134,11 +134,16 @@ fn call_600(p: &mut StreamPhone, tls: bool, user: &str) -> SipMsg {
 
 /// Asterisk's INVITE for `user`, sent to the proxy's UDP address from `ast`.
 fn asterisk_invite(ast: &Phone, proxy: SocketAddr, user: &str, call_id: &str) {
+    asterisk_invite_scheme(ast, proxy, "sip", user, call_id);
+}
+
+/// [`asterisk_invite`] with the Request-URI scheme `scheme` (`sip` or `sips`).
+fn asterisk_invite_scheme(ast: &Phone, proxy: SocketAddr, scheme: &str, user: &str, call_id: &str) {
     let me = ast.addr;
     ast.send(
         proxy,
         &format!(
-            "INVITE sip:{user}@{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id};rport\r\n\
+            "INVITE {scheme}:{user}@{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:600@{me}>;tag=ast\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
              Call-ID: {call_id}\r\nCSeq: 10 INVITE\r\nContact: <sip:600@{me}>\r\nContent-Length: 0\r\n\r\n"
         ),
@@ -196,6 +201,37 @@ fn phones_on_tcp_and_tls_register_receive_calls_and_call() {
     }
     let c = s.standin().stat("invite");
     assert!(c >= 2, "{c}");
+}
+
+#[test]
+fn a_sips_request_reaches_a_phone_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let s = scene(&pki, Tune::default());
+    let ast = Phone::bind(Ipv4Addr::new(127, 0, 0, 2));
+    let mut on_tcp = StreamPhone::tcp(s.proxy.tcp.unwrap());
+    register(&mut on_tcp, false, "1001");
+    let mut on_tls = StreamPhone::tls(s.proxy.tls.unwrap(), &pki);
+    register(&mut on_tls, true, "2001");
+    s.standin().wait_registered("2001");
+
+    // RFC 5630: sips: means TLS on every hop. The TCP phone is there, but not over TLS.
+    asterisk_invite_scheme(&ast, s.proxy.addr, "sips", "1001", "sips-tcp");
+    let mut seen = Vec::new();
+    let m = ast.expect_final("10 INVITE", WAIT, &mut seen);
+    assert_eq!(m.code(), Some(480), "{}", m.text);
+    let warning = m.header("Warning").unwrap_or("");
+    assert!(warning.starts_with("380 "), "{}", m.text);
+    assert!(warning.ends_with("\"SIPS Not Allowed\""), "{}", m.text);
+    assert!(on_tcp
+        .recv_until(Instant::now() + Duration::from_millis(300))
+        .is_none());
+
+    // The TLS phone gets it over its connection.
+    asterisk_invite_scheme(&ast, s.proxy.addr, "sips", "2001", "sips-tls");
+    let inv = on_tls.expect_request("INVITE", WAIT);
+    assert_eq!(inv.header("Call-ID"), Some("sips-tls"), "{}", inv.text);
+    assert!(inv.header("Via").unwrap_or("").starts_with("SIP/2.0/TLS "));
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The load generator against the REAL sipfront and the Asterisk stand-in on loopback, at a
 //! small rate: authenticated registrations, authenticated calls (stand-in answers ext 600) and
 //! Asterisk-originated calls to registered phones must all succeed, with every step's latency
-//! recorded. Needs the `sipfront` binary next to this test's profile directory
+//! recorded — with the phones on UDP, on TCP and on TLS. Needs the `sipfront` binary next to this test's profile directory
 //! (`cargo build --bin sipfront`, or `cargo test --workspace`).
 
+use sipfront_bench::loadgen::net::Wire;
 use sipfront_bench::loadgen::runner::{Mode, RunConfig, Runner, Workload};
 use sipfront_bench::loadgen::stats::Step;
+use sipfront_bench::loadgen::stream::insecure_client_config;
 use sipfront_bench::loadgen::users::Users;
 use sipfront_bench::loadgen::worker::{Bind, Params};
 use std::io::{BufRead, BufReader};
@@ -37,6 +39,11 @@ fn sipfront_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+fn free_tcp_port() -> u16 {
+    let s = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("probe bind");
+    s.local_addr().expect("probe addr").port()
 }
 
 fn free_udp_port(ip: Ipv4Addr) -> u16 {
@@ -112,14 +119,22 @@ fn register_call_and_asterisk_call_through_sipfront() {
         .expect("sip= in the line")
         .to_owned();
     let proxy = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST));
+    let tls_at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port());
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).expect("cert file");
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("key file");
     let config = dir.join("sipfront.toml");
     std::fs::write(
         &config,
         format!(
-            "[listen]\nudp = [\"{proxy}\"]\nworkers = 2\n\n[domain]\nrealm = \"sipfront.test\"\n\
+            "[listen]\nudp = [\"{proxy}\"]\ntcp = [\"{proxy}\"]\ntls = [\"{tls_at}\"]\nworkers = 2\n\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[domain]\nrealm = \"sipfront.test\"\n\
              local = [\"sipfront.test\"]\n\n[asterisk]\nnodes = [\"{node}\"]\nmatch = \"ip\"\n\n\
              [credentials]\nurl = \"sqlite://{}\"\n\n[registrar]\npersist = \"none\"\n\n\
              [guard]\nallow = [\"127.0.0.0/8\"]\n\n[log]\nlevel = \"warn\"\n",
+            cert_file.display(),
+            key_file.display(),
             db.display()
         ),
     )
@@ -138,9 +153,19 @@ fn register_call_and_asterisk_call_through_sipfront() {
         "sipfront did not answer OPTIONS on {proxy}"
     );
 
+    for (wire, at) in [(Wire::Udp, proxy), (Wire::Tcp, proxy), (Wire::Tls, tls_at)] {
+        run_workloads(wire, at, proxy);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Registrations, calls and Asterisk's calls through the proxy at `proxy`, phones on `wire`
+/// (Asterisk's side to the proxy's UDP address `udp`).
+fn run_workloads(wire: Wire, proxy: SocketAddrV4, udp: SocketAddrV4) {
     let cfg = |workload| RunConfig {
         params: Params {
             proxy,
+            asterisk_proxy: udp,
             domain: "sipfront.test".into(),
             target: "600".into(),
             expires: 3600,
@@ -149,6 +174,8 @@ fn register_call_and_asterisk_call_through_sipfront() {
             op_timeout_us: 8_000_000,
             talk_us: 0,
             threads: 2,
+            wire,
+            tls: (wire == Wire::Tls).then(insecure_client_config),
         },
         users: Users::range("1001-1100", "pw{user}").expect("users"),
         bind: Bind {
@@ -173,7 +200,7 @@ fn register_call_and_asterisk_call_through_sipfront() {
     assert_eq!(
         (r.stats.ok, r.stats.failed()),
         (200, 0),
-        "{}",
+        "{wire:?}: {}",
         r.report("register")
     );
     for step in [Step::RegChallenge, Step::RegAuth, Step::Total] {
@@ -185,7 +212,7 @@ fn register_call_and_asterisk_call_through_sipfront() {
     assert_eq!(
         (r.stats.ok, r.stats.failed()),
         (100, 0),
-        "{}",
+        "{wire:?}: {}",
         r.report("call")
     );
     for step in [Step::InvChallenge, Step::Inv180, Step::Inv200, Step::Bye] {
@@ -199,9 +226,14 @@ fn register_call_and_asterisk_call_through_sipfront() {
     assert_eq!(
         (r.stats.ok, r.stats.failed()),
         (100, 0),
-        "{}",
+        "{wire:?}: {}",
         r.report("asterisk-call")
     );
     assert_eq!(r.stats.hist(Step::Inv200).map(|h| h.len()), Some(100));
-    let _ = std::fs::remove_dir_all(&dir);
+    if wire.reliable() {
+        assert_eq!(
+            r.stats.retransmits, 0,
+            "{wire:?}: no retransmission over a connection"
+        );
+    }
 }

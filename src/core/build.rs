@@ -56,7 +56,8 @@ impl Core {
         self.extra = extra;
     }
 
-    fn reply_lines(
+    /// [`Core::reply`] with the header lines `extra` (each ending in CRLF).
+    pub(super) fn reply_lines(
         &mut self,
         msg: &Message<'_, '_>,
         to: Flow,

@@ -370,6 +370,7 @@ impl Core {
         // unreachable now (no waiting for Timer B). A sips: request goes over TLS only.
         let total = recs.len();
         let secure_only = ruri.scheme == Scheme::Sips;
+        let mut insecure = 0;
         recs.retain_mut(|r| {
             let secure = self.cfg.transport_of(r.to.local).is_secure();
             match self.reach(r.to) {
@@ -377,10 +378,24 @@ impl Core {
                     r.to = f;
                     true
                 }
-                _ => false,
+                Some(_) => {
+                    insecure += 1;
+                    false
+                }
+                None => false,
             }
         });
-        if recs.is_empty() && total > 0 {
+        if recs.is_empty() && insecure > 0 {
+            // RFC 5630 §3.3: the phone is there, but not over TLS, as sips: demands.
+            self.reply_lines(
+                msg,
+                ctx.from,
+                480,
+                "Temporarily Unavailable",
+                b"Warning: 380 sipfront \"SIPS Not Allowed\"\r\n",
+                tx,
+            );
+        } else if recs.is_empty() && total > 0 {
             self.reply(msg, ctx.from, 480, "Temporarily Unavailable", tx);
         } else if recs.is_empty() {
             let (code, reason) = if self.ports.auth.user_known(user, ctx.now.wall_ms) {

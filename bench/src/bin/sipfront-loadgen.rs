@@ -4,7 +4,9 @@
 //! Prints per-step latency percentiles (µs) and writes `.hgrm` files. See docs/profiling.md.
 
 use clap::{Parser, ValueEnum};
+use sipfront_bench::loadgen::net::Wire;
 use sipfront_bench::loadgen::runner::{Mode, RunConfig, Runner, Workload};
+use sipfront_bench::loadgen::stream::insecure_client_config;
 use sipfront_bench::loadgen::users::Users;
 use sipfront_bench::loadgen::worker::{Bind, Params};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -22,6 +24,16 @@ enum WorkloadArg {
     AsteriskCall,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Udp,
+    /// One TCP connection per phone socket (--sockets per thread), opened before the run.
+    Tcp,
+    /// One TLS connection per phone socket; the proxy's certificate is not checked
+    /// (loopback benchmark).
+    Tls,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sipfront-loadgen",
@@ -30,9 +42,15 @@ enum WorkloadArg {
 struct Args {
     #[arg(long, value_enum, default_value = "register")]
     workload: WorkloadArg,
-    /// The proxy under test.
+    /// The proxy under test (its listen address for --transport).
     #[arg(long, default_value = "127.0.0.1:5060")]
     proxy: SocketAddrV4,
+    /// The phones' transport to the proxy (the Asterisk side of asterisk-call stays on UDP).
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
+    /// The proxy's UDP address for the Asterisk side of asterisk-call (default: --proxy).
+    #[arg(long)]
+    asterisk_proxy: Option<SocketAddrV4>,
     /// The proxy's domain (REGISTER URI, From/To host, digest uri).
     #[arg(long, default_value = "sipfront.test")]
     domain: String,
@@ -158,9 +176,15 @@ fn main() {
             count,
         }
     };
+    let wire = match a.transport {
+        TransportArg::Udp => Wire::Udp,
+        TransportArg::Tcp => Wire::Tcp,
+        TransportArg::Tls => Wire::Tls,
+    };
     let cfg = RunConfig {
         params: Params {
             proxy: a.proxy,
+            asterisk_proxy: a.asterisk_proxy.unwrap_or(a.proxy),
             domain: a.domain,
             target: a.target,
             expires: a.expires,
@@ -169,6 +193,8 @@ fn main() {
             op_timeout_us: a.op_timeout_ms.max(1) * 1000,
             talk_us: a.talk_ms * 1000,
             threads: a.threads.max(1),
+            wire,
+            tls: (wire == Wire::Tls).then(insecure_client_config),
         },
         users,
         bind: Bind {
@@ -185,9 +211,10 @@ fn main() {
         progress: a.progress,
     };
     println!(
-        "sipfront-loadgen: {} against {} ({} users, {} threads x {} sockets)",
+        "sipfront-loadgen: {} against {} over {} ({} users, {} threads x {} sockets)",
         workload.name(),
         a.proxy,
+        wire.name(),
         cfg.users.len(),
         cfg.params.threads,
         a.sockets

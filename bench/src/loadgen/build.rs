@@ -16,6 +16,8 @@ pub struct Request<'a> {
     pub request_uri: &'a [u8],
     /// `ip:port` of the sending socket (Via sent-by, with `;rport`).
     pub local: &'a [u8],
+    /// The Via transport (`UDP`, `TCP`, `TLS`).
+    pub transport: &'a [u8],
     pub branch: &'a [u8],
     /// Whole From / To values (URI in `<>`, parameters such as tag).
     pub from: &'a [u8],
@@ -37,7 +39,9 @@ pub fn write_request(out: &mut Vec<u8>, r: &Request<'_>) {
         r.method,
         b" ",
         r.request_uri,
-        b" SIP/2.0\r\nVia: SIP/2.0/UDP ",
+        b" SIP/2.0\r\nVia: SIP/2.0/",
+        r.transport,
+        b" ",
         r.local,
     ] {
         out.extend_from_slice(p);
@@ -169,6 +173,7 @@ mod tests {
                 method: b"REGISTER",
                 request_uri: b"sip:sipfront.test",
                 local: b"127.0.0.1:40000",
+                transport: b"UDP",
                 branch: b"lg1-2",
                 from: b"<sip:1001@sipfront.test>;tag=f1",
                 to: b"<sip:1001@sipfront.test>",

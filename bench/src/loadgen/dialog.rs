@@ -157,7 +157,7 @@ impl Worker {
             Small::fmt(format_args!("sip:{u}@{}", p.domain))
         };
         let ruri: Small<128> = if ast {
-            Small::fmt(format_args!("sip:{u}@{}", p.proxy))
+            Small::fmt(format_args!("sip:{u}@{}", p.asterisk_proxy))
         } else {
             Small::fmt(format_args!("sip:{}@{}", p.target, p.domain))
         };
@@ -167,6 +167,7 @@ impl Worker {
             from_uri: from_uri.as_bytes(),
             to_uri: b"",
             local: self.socks.local_txt(op.sock),
+            wire: self.socks.wire(op.sock),
             slot,
             gen: op.gen,
         };
@@ -187,7 +188,8 @@ impl Worker {
             routes,
             None,
         );
-        self.tx.push(op.sock, p.proxy, &self.scratch);
+        let dst = dst_for(&p, self.ast_sock, op.sock);
+        self.tx.push(op.sock, dst, &self.scratch);
     }
 
     /// Sends BYE in the op's dialog (retransmitted like any non-INVITE).
@@ -218,6 +220,7 @@ impl Worker {
             from_uri: from_uri.as_bytes(),
             to_uri: b"",
             local: self.socks.local_txt(op.sock),
+            wire: self.socks.wire(op.sock),
             slot,
             gen: op.gen,
         };
@@ -238,8 +241,13 @@ impl Worker {
         op.t_req = now;
         op.rtx_iv = p.t1_us;
         op.rtx_cap = p.t2_us;
-        op.rtx_at = now + p.t1_us;
-        self.tx.push(op.sock, p.proxy, &op.req);
+        op.rtx_at = if self.socks.wire(op.sock).reliable() {
+            0
+        } else {
+            now + p.t1_us
+        };
+        let dst = dst_for(&p, self.ast_sock, op.sock);
+        self.tx.push(op.sock, dst, &op.req);
         self.arm(slot);
     }
 
@@ -261,9 +269,10 @@ impl Worker {
                 let users = Arc::clone(&self.users);
                 let (user, _) = users.get(op.user as usize);
                 let contact = Small::<128>::fmt(format_args!(
-                    "sip:{}@{}",
+                    "sip:{}@{}{}",
                     String::from_utf8_lossy(user),
-                    String::from_utf8_lossy(self.socks.local_txt(sock))
+                    String::from_utf8_lossy(self.socks.local_txt(sock)),
+                    String::from_utf8_lossy(self.socks.wire(sock).uri_param())
                 ));
                 let tag = Small::<32>::fmt(format_args!("p{slot}x{}", op.gen));
                 write_response(

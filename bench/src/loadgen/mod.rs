@@ -3,7 +3,8 @@
 //!
 //! Data flow: [`runner`] builds the [`users::Users`], spawns one [`worker::Worker`] per
 //! thread and runs phases (a fixed rate, or the steps of a maximum-rate search). Each worker
-//! owns its nonblocking UDP sockets ([`net`]: epoll, `recvmmsg`, `sendmmsg`), a slab of
+//! owns its nonblocking UDP sockets ([`net`]: epoll, `recvmmsg`, `sendmmsg`) or, for phones
+//! on TCP/TLS, one connection per phone socket ([`stream`]: Content-Length framing, rustls), a slab of
 //! operations ([`op`]) addressed through their Call-IDs, and a [`wheel::TimerWheel`] for
 //! retransmissions (T1 doubling) and op timeouts. Messages are written by [`build`] and read by
 //! the minimal [`sip`] reader; 401/407 challenges are answered by [`digest`] (MD5). Each step's
@@ -17,6 +18,7 @@ pub mod op;
 pub mod runner;
 pub mod sip;
 pub mod stats;
+pub mod stream;
 pub mod users;
 pub mod wheel;
 pub mod worker;

@@ -1,12 +1,17 @@
-//! The generator's sockets: nonblocking UDP sockets on loopback (one per simulated port),
+//! The generator's sockets: nonblocking UDP sockets on loopback (one per simulated port), or
+//! for phones over TCP/TLS one connection to the proxy per simulated port ([`StreamConn`]);
 //! an epoll set over them, batched receive with `recvmmsg(2)` and a send queue flushed with
-//! `sendmmsg(2)` per socket. Data flow: [`Sockets::wait`] reports ready sockets,
-//! [`RecvBatch::recv`] drains up to [`BATCH`] datagrams from one of them into fixed buffers,
-//! the caller handles each and queues answers in [`SendQueue`], then [`SendQueue::flush`].
+//! `sendmmsg(2)` per UDP socket (written to the connection for a stream). Data flow:
+//! [`Sockets::wait`] reports ready sockets, [`RecvBatch::recv`] drains up to [`BATCH`]
+//! datagrams (or framed messages) from one of them into fixed buffers, the caller handles each
+//! and queues answers in [`SendQueue`], then [`SendQueue::flush`].
 
+use super::stream::StreamConn;
+use rustls::ClientConfig;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call.
 pub const BATCH: usize = 64;
@@ -31,10 +36,58 @@ fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
+/// The transport a phone socket speaks to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wire {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Wire {
+    /// The Via sent-protocol transport.
+    pub fn via(self) -> &'static [u8] {
+        match self {
+            Wire::Udp => b"UDP",
+            Wire::Tcp => b"TCP",
+            Wire::Tls => b"TLS",
+        }
+    }
+
+    /// The URI parameter a Contact on this transport carries.
+    pub fn uri_param(self) -> &'static [u8] {
+        match self {
+            Wire::Udp => b"",
+            Wire::Tcp => b";transport=tcp",
+            Wire::Tls => b";transport=tls",
+        }
+    }
+
+    /// Requests are not retransmitted over a reliable transport (RFC 3261 §17.1.1.2).
+    pub fn reliable(self) -> bool {
+        self != Wire::Udp
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Wire::Udp => "udp",
+            Wire::Tcp => "tcp",
+            Wire::Tls => "tls",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Sock {
+    Udp(UdpSocket),
+    Stream(Box<StreamConn>),
+}
+
 /// The sockets of one thread and their epoll set.
 #[derive(Debug)]
 pub struct Sockets {
-    socks: Vec<UdpSocket>,
+    socks: Vec<Sock>,
     local: Vec<SocketAddrV4>,
     /// `ip:port` text of each socket (Via sent-by, Contact).
     local_txt: Vec<Vec<u8>>,
@@ -67,32 +120,79 @@ impl Sockets {
         s.set_nonblocking(true)?;
         s.bind(&SocketAddr::from(SocketAddrV4::new(ip, port)).into())?;
         let sock: UdpSocket = s.into();
-        let local = match sock.local_addr()? {
+        let local = sock.local_addr()?;
+        self.add(Sock::Udp(sock), local)
+    }
+
+    /// Opens a connection from `ip` to `proxy` over TCP, or TLS with `tls`; returns its index.
+    pub fn connect(
+        &mut self,
+        ip: Ipv4Addr,
+        proxy: SocketAddrV4,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> std::io::Result<u16> {
+        let conn = StreamConn::connect(ip, proxy, tls)?;
+        let local = conn.local_addr()?;
+        self.add(Sock::Stream(Box::new(conn)), local)
+    }
+
+    fn add(&mut self, sock: Sock, local: SocketAddr) -> std::io::Result<u16> {
+        let local = match local {
             SocketAddr::V4(a) => a,
             SocketAddr::V6(_) => return Err(std::io::Error::other("IPv4 expected")),
         };
         let idx = u16::try_from(self.socks.len())
             .map_err(|_| std::io::Error::other("too many sockets"))?;
+        let fd = match &sock {
+            Sock::Udp(u) => u.as_raw_fd(),
+            Sock::Stream(c) => c.fd(),
+        };
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: u64::from(idx),
         };
         // SAFETY: valid epoll fd, valid socket fd, ev lives across the call.
-        if unsafe {
-            libc::epoll_ctl(
-                self.epfd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                sock.as_raw_fd(),
-                &mut ev,
-            )
-        } < 0
-        {
+        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
         self.local_txt.push(local.to_string().into_bytes());
         self.local.push(local);
         self.socks.push(sock);
         Ok(idx)
+    }
+
+    /// The transport of socket `i`.
+    pub fn wire(&self, i: u16) -> Wire {
+        match self.socks.get(usize::from(i)) {
+            Some(Sock::Stream(c)) => c.wire(),
+            _ => Wire::Udp,
+        }
+    }
+
+    /// Connections the proxy closed (or that failed).
+    pub fn closed_streams(&self) -> usize {
+        self.socks
+            .iter()
+            .filter(|s| matches!(s, Sock::Stream(c) if c.is_closed()))
+            .count()
+    }
+
+    fn stream(&mut self, i: u16) -> Option<&mut StreamConn> {
+        match self.socks.get_mut(usize::from(i)) {
+            Some(Sock::Stream(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Writes what waits on any connection.
+    fn flush_streams(&mut self) {
+        for s in &mut self.socks {
+            if let Sock::Stream(c) = s {
+                if c.wants_write() {
+                    c.flush();
+                }
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -114,20 +214,32 @@ impl Sockets {
             .unwrap_or_default()
     }
 
-    fn fd(&self, i: u16) -> Option<i32> {
-        self.socks.get(usize::from(i)).map(|s| s.as_raw_fd())
+    fn udp_fd(&self, i: u16) -> Option<i32> {
+        match self.socks.get(usize::from(i)) {
+            Some(Sock::Udp(u)) => Some(u.as_raw_fd()),
+            _ => None,
+        }
     }
 
     /// Waits up to `timeout_ms` for readable sockets; their indexes go to `ready`.
+    /// Connections holding whole messages already read count as ready without waiting.
     pub fn wait(&self, timeout_ms: i32, ready: &mut Vec<u16>) {
         ready.clear();
+        for (i, s) in self.socks.iter().enumerate() {
+            if matches!(s, Sock::Stream(c) if c.has_message()) {
+                ready.push(i as u16);
+            }
+        }
+        let timeout_ms = if ready.is_empty() { timeout_ms } else { 0 };
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
         // SAFETY: evs is a valid array of 64 events.
         let n =
             unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), evs.as_mut_ptr(), 64, timeout_ms) };
         for ev in evs.iter().take(usize::try_from(n).unwrap_or(0)) {
-            let idx = ev.u64;
-            ready.push(idx as u16);
+            let idx = ev.u64 as u16;
+            if !ready.contains(&idx) {
+                ready.push(idx);
+            }
         }
     }
 }
@@ -138,6 +250,8 @@ pub struct RecvBatch {
     buf: Vec<u8>,
     lens: Vec<usize>,
     srcs: Vec<SocketAddrV4>,
+    /// One message cut off a connection (reused).
+    msg: Vec<u8>,
 }
 
 impl RecvBatch {
@@ -146,17 +260,24 @@ impl RecvBatch {
             buf: vec![0; BATCH * MAX_DGRAM],
             lens: Vec::with_capacity(BATCH),
             srcs: Vec::with_capacity(BATCH),
+            msg: Vec::with_capacity(MAX_DGRAM),
         }
     }
 
-    /// Reads up to [`BATCH`] datagrams from socket `sock`; returns how many (0 when none).
-    pub fn recv(&mut self, socks: &Sockets, sock: u16) -> usize {
+    /// Reads up to [`BATCH`] datagrams (messages, from a connection) from socket `sock`;
+    /// returns how many (0 when none).
+    pub fn recv(&mut self, socks: &mut Sockets, sock: u16) -> usize {
         self.lens.clear();
         self.srcs.clear();
-        let Some(fd) = socks.fd(sock) else { return 0 };
         if self.buf.len() < BATCH * MAX_DGRAM {
             self.buf.resize(BATCH * MAX_DGRAM, 0);
         }
+        if let Some(conn) = socks.stream(sock) {
+            return self.recv_stream(conn);
+        }
+        let Some(fd) = socks.udp_fd(sock) else {
+            return 0;
+        };
         // SAFETY: zeroed sockaddr/iovec/mmsghdr are valid initial values.
         let mut names: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -188,6 +309,28 @@ impl RecvBatch {
             self.srcs.push(from_sockaddr(name));
         }
         n
+    }
+
+    fn recv_stream(&mut self, conn: &mut StreamConn) -> usize {
+        let mut msg = std::mem::take(&mut self.msg);
+        if !conn.has_message() {
+            conn.fill();
+        }
+        let peer = conn.peer();
+        for chunk in self.buf.chunks_mut(MAX_DGRAM).take(BATCH) {
+            if !conn.next_message(&mut msg) {
+                break;
+            }
+            // A message larger than a buffer slot is cut (the generator's peers send < 2 kB).
+            let n = msg.len().min(chunk.len());
+            if let (Some(dst), Some(src)) = (chunk.get_mut(..n), msg.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            self.lens.push(n);
+            self.srcs.push(peer);
+        }
+        self.msg = msg;
+        self.lens.len()
     }
 
     /// Datagram `i` of the last batch and its source.
@@ -226,10 +369,11 @@ impl SendQueue {
         self.items.is_empty()
     }
 
-    /// Sends everything, one `sendmmsg` per run of datagrams on the same socket; returns how
-    /// many could not be sent (socket buffer full or error: they count as lost, the
-    /// retransmission timers recover).
-    pub fn flush(&mut self, socks: &Sockets) -> u64 {
+    /// Sends everything, one `sendmmsg` per run of datagrams on the same socket (messages
+    /// for a connection are written to it, what the socket does not take yet waits there);
+    /// returns how many could not be sent (socket buffer full or error: they count as lost,
+    /// the retransmission timers recover; a closed connection loses them).
+    pub fn flush(&mut self, socks: &mut Sockets) -> u64 {
         self.items.sort_by_key(|it| it.0);
         let mut failed = 0u64;
         let mut i = 0;
@@ -243,7 +387,20 @@ impl SendQueue {
                 .take(BATCH)
                 .take_while(|it| it.0 == sock)
                 .count();
-            let Some(fd) = socks.fd(sock) else {
+            if let Some(conn) = socks.stream(sock) {
+                for &(_, start, len, _) in self.items.iter().skip(i).take(run) {
+                    let bytes = self
+                        .buf
+                        .get(start as usize..(start + len) as usize)
+                        .unwrap_or_default();
+                    if !conn.queue(bytes) {
+                        failed += 1;
+                    }
+                }
+                i += run;
+                continue;
+            }
+            let Some(fd) = socks.udp_fd(sock) else {
                 failed += run as u64;
                 i += run;
                 continue;
@@ -287,6 +444,7 @@ impl SendQueue {
         }
         self.items.clear();
         self.buf.clear();
+        socks.flush_streams();
         failed
     }
 }
@@ -305,14 +463,14 @@ mod tests {
         for i in 0..100u8 {
             q.push(a, dst, &[i; 10]);
         }
-        assert_eq!(q.flush(&socks), 0);
+        assert_eq!(q.flush(&mut socks), 0);
         let mut ready = Vec::new();
         let mut rx = RecvBatch::new();
         let mut got = 0;
         for _ in 0..50 {
             socks.wait(100, &mut ready);
             for &s in &ready {
-                let n = rx.recv(&socks, s);
+                let n = rx.recv(&mut socks, s);
                 for i in 0..n {
                     let (d, src) = rx.get(i).expect("datagram");
                     assert_eq!(d.len(), 10);

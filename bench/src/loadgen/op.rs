@@ -4,6 +4,7 @@
 //! late response for a reused slot is recognised by its generation.
 
 use super::build::{write_request, Request};
+use super::net::Wire;
 use std::io::Write as _;
 
 /// What the op does.
@@ -208,6 +209,8 @@ pub struct Identity<'a> {
     pub from_uri: &'a [u8],
     pub to_uri: &'a [u8],
     pub local: &'a [u8],
+    /// The transport of the sending socket (Via, Contact's `transport` parameter).
+    pub wire: Wire,
     pub slot: u32,
     pub gen: u32,
 }
@@ -247,9 +250,10 @@ pub fn compose(
         branch_tag as char
     ));
     let contact = Small::<128>::fmt(format_args!(
-        "sip:{}@{}",
+        "sip:{}@{}{}",
         String::from_utf8_lossy(id.user),
-        String::from_utf8_lossy(id.local)
+        String::from_utf8_lossy(id.local),
+        String::from_utf8_lossy(id.wire.uri_param())
     ));
     let invite = method == b"INVITE";
     write_request(
@@ -258,6 +262,7 @@ pub fn compose(
             method,
             request_uri: ruri,
             local: id.local,
+            transport: id.wire.via(),
             branch: branch.as_bytes(),
             from: from.as_bytes(),
             to,
@@ -293,6 +298,7 @@ mod tests {
             from_uri: b"sip:1001@sipfront.test",
             to_uri: b"sip:600@sipfront.test",
             local: b"127.0.0.1:40000",
+            wire: Wire::Udp,
             slot: 5,
             gen: 2,
         };

@@ -5,7 +5,7 @@
 
 use super::build::{write_response, write_route_set};
 use super::digest::{parse_challenge, write_authorization};
-use super::net::{RecvBatch, SendQueue, Sockets};
+use super::net::{RecvBatch, SendQueue, Sockets, Wire};
 use super::op::{compose, parse_call_id, Identity, Kind, Op, Small, State};
 use super::sip::Msg;
 use super::stats::{Failure, Stats, Step};
@@ -19,7 +19,10 @@ use std::time::Instant;
 /// Settings shared by every thread.
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// Where the phones send (the proxy's listen address for `wire`).
     pub proxy: SocketAddrV4,
+    /// Where the Asterisk side of `asterisk-call` sends (the proxy's UDP address).
+    pub asterisk_proxy: SocketAddrV4,
     /// The proxy's domain (REGISTER request URI, From/To host of the phones, digest uri).
     pub domain: String,
     /// The extension phones call in the `call` workload.
@@ -30,6 +33,11 @@ pub struct Params {
     pub op_timeout_us: u64,
     pub talk_us: u64,
     pub threads: u32,
+    /// The phones' transport to the proxy (one connection per phone socket over TCP/TLS;
+    /// the Asterisk side stays on UDP).
+    pub wire: Wire,
+    /// The TLS client configuration, for `Wire::Tls`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// One phase for one thread.
@@ -105,7 +113,11 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         let mut socks = Sockets::new()?;
         for _ in 0..bind.phone_sockets.max(1) {
-            socks.bind(bind.phone_ip, 0)?;
+            match params.wire {
+                Wire::Udp => socks.bind(bind.phone_ip, 0)?,
+                Wire::Tcp => socks.connect(bind.phone_ip, params.proxy, None)?,
+                Wire::Tls => socks.connect(bind.phone_ip, params.proxy, params.tls.as_ref())?,
+            };
         }
         let n_phone = socks.len() as u16;
         let ast_sock = bind.asterisk_ip.map(|ip| socks.bind(ip, 0)).transpose()?;
@@ -237,7 +249,7 @@ impl Worker {
             let now = self.now();
             for &s in &ready {
                 for _ in 0..16 {
-                    let n = rx.recv(&self.socks, s);
+                    let n = rx.recv(&mut self.socks, s);
                     for i in 0..n {
                         if let Some((data, src)) = rx.get(i) {
                             self.on_datagram(s, src, data, now);
@@ -254,7 +266,7 @@ impl Worker {
     }
 
     fn flush(&mut self) {
-        self.stats.send_errors += self.tx.flush(&self.socks);
+        self.stats.send_errors += self.tx.flush(&mut self.socks);
     }
 
     fn fail_all(&mut self) {
@@ -303,6 +315,7 @@ impl Worker {
         };
         let (user, _) = users.get(op.user as usize);
         let local = self.socks.local_txt(op.sock);
+        let wire = self.socks.wire(op.sock);
         let u = String::from_utf8_lossy(user);
         let (from_uri, to_uri, ruri, method) = match op.kind {
             Kind::Register => {
@@ -326,7 +339,7 @@ impl Worker {
                     .local(op.sock)
                     .map(|a| *a.ip())
                     .unwrap_or(Ipv4Addr::LOCALHOST);
-                let to = Small::<128>::fmt(format_args!("sip:{u}@{}", p.proxy));
+                let to = Small::<128>::fmt(format_args!("sip:{u}@{}", p.asterisk_proxy));
                 (
                     Small::fmt(format_args!("sip:asterisk@{ip}")),
                     to,
@@ -349,6 +362,7 @@ impl Worker {
             from_uri: from_uri.as_bytes(),
             to_uri: to_uri.as_bytes(),
             local,
+            wire,
             slot,
             gen: op.gen,
         };
@@ -372,8 +386,9 @@ impl Worker {
         } else {
             p.t2_us
         };
-        op.rtx_at = now + p.t1_us;
-        self.tx.push(op.sock, p.proxy, &op.req);
+        op.rtx_at = if wire.reliable() { 0 } else { now + p.t1_us };
+        let dst = dst_for(&p, self.ast_sock, op.sock);
+        self.tx.push(op.sock, dst, &op.req);
         self.arm(slot);
     }
 
@@ -411,7 +426,6 @@ impl Worker {
     fn on_timer(&mut self, key: u64, now: u64) {
         let slot = key as u32;
         let seq = (key >> 32) as u32;
-        let proxy = self.params.proxy;
         let Some(op) = self.ops.get_mut(slot as usize) else {
             return;
         };
@@ -423,7 +437,8 @@ impl Worker {
             return;
         }
         if op.rtx_at != 0 && now >= op.rtx_at {
-            self.tx.push(op.sock, proxy, &op.req);
+            let dst = dst_for(&self.params, self.ast_sock, op.sock);
+            self.tx.push(op.sock, dst, &op.req);
             self.stats.retransmits += 1;
             op.rtx_iv = (op.rtx_iv * 2).min(op.rtx_cap);
             op.rtx_at = now + op.rtx_iv;
@@ -470,6 +485,16 @@ impl Worker {
         } else {
             self.on_response(slot, &m, now);
         }
+    }
+}
+
+/// Where socket `sock` sends to the proxy: the Asterisk socket to the UDP address, the
+/// phones to theirs.
+fn dst_for(p: &Params, ast_sock: Option<u16>, sock: u16) -> SocketAddrV4 {
+    if Some(sock) == ast_sock {
+        p.asterisk_proxy
+    } else {
+        p.proxy
     }
 }
 
