@@ -1,7 +1,7 @@
 //! The load generator against the REAL sipfront and the Asterisk stand-in on loopback, at a
 //! small rate: authenticated registrations, authenticated calls (stand-in answers ext 600) and
 //! Asterisk-originated calls to registered phones must all succeed, with every step's latency
-//! recorded — with the phones on UDP, on TCP and on TLS. Needs the `sipfront` binary next to this test's profile directory
+//! recorded — with the phones on UDP, on TCP, on TLS, on WebSocket and on secure WebSocket. Needs the `sipfront` binary next to this test's profile directory
 //! (`cargo build --bin sipfront`, or `cargo test --workspace`).
 
 use sipfront_bench::loadgen::net::Wire;
@@ -87,7 +87,7 @@ fn register_call_and_asterisk_call_through_sipfront() {
              host VARCHAR(31) NOT NULL DEFAULT 'dynamic', context VARCHAR(80));",
         )
         .expect("schema");
-        for u in 1001..=1100 {
+        for u in 1001..=1500 {
             c.execute(
                 "INSERT INTO sippeers (name, secret) VALUES (?1, ?2)",
                 (u.to_string(), format!("pw{u}")),
@@ -120,6 +120,8 @@ fn register_call_and_asterisk_call_through_sipfront() {
         .to_owned();
     let proxy = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_udp_port(Ipv4Addr::LOCALHOST));
     let tls_at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port());
+    let ws_at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port());
+    let wss_at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_tcp_port());
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
     let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_file, cert.cert.pem()).expect("cert file");
@@ -128,7 +130,8 @@ fn register_call_and_asterisk_call_through_sipfront() {
     std::fs::write(
         &config,
         format!(
-            "[listen]\nudp = [\"{proxy}\"]\ntcp = [\"{proxy}\"]\ntls = [\"{tls_at}\"]\nworkers = 2\n\n\
+            "[listen]\nudp = [\"{proxy}\"]\ntcp = [\"{proxy}\"]\ntls = [\"{tls_at}\"]\n\
+             ws = [\"{ws_at}\"]\nwss = [\"{wss_at}\"]\nworkers = 2\n\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[domain]\nrealm = \"sipfront.test\"\n\
              local = [\"sipfront.test\"]\n\n[asterisk]\nnodes = [\"{node}\"]\nmatch = \"ip\"\n\n\
              [credentials]\nurl = \"sqlite://{}\"\n\n[registrar]\npersist = \"none\"\n\n\
@@ -153,15 +156,27 @@ fn register_call_and_asterisk_call_through_sipfront() {
         "sipfront did not answer OPTIONS on {proxy}"
     );
 
-    for (wire, at) in [(Wire::Udp, proxy), (Wire::Tcp, proxy), (Wire::Tls, tls_at)] {
-        run_workloads(wire, at, proxy);
+    for (i, (wire, at)) in [
+        (Wire::Udp, proxy),
+        (Wire::Tcp, proxy),
+        (Wire::Tls, tls_at),
+        (Wire::Ws, ws_at),
+        (Wire::Wss, wss_at),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Users of their own per transport: a user's earlier bindings (up to max_contacts,
+        // the UDP ones never unreachable) would otherwise take the forks of Asterisk's calls.
+        let first = 1001 + 100 * i;
+        run_workloads(wire, at, proxy, &format!("{first}-{}", first + 99));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Registrations, calls and Asterisk's calls through the proxy at `proxy`, phones on `wire`
-/// (Asterisk's side to the proxy's UDP address `udp`).
-fn run_workloads(wire: Wire, proxy: SocketAddrV4, udp: SocketAddrV4) {
+/// (Asterisk's side to the proxy's UDP address `udp`), as the 100 `users` (`FIRST-LAST`).
+fn run_workloads(wire: Wire, proxy: SocketAddrV4, udp: SocketAddrV4, users: &str) {
     let cfg = |workload| RunConfig {
         params: Params {
             proxy,
@@ -175,9 +190,9 @@ fn run_workloads(wire: Wire, proxy: SocketAddrV4, udp: SocketAddrV4) {
             talk_us: 0,
             threads: 2,
             wire,
-            tls: (wire == Wire::Tls).then(insecure_client_config),
+            tls: matches!(wire, Wire::Tls | Wire::Wss).then(insecure_client_config),
         },
-        users: Users::range("1001-1100", "pw{user}").expect("users"),
+        users: Users::range(users, "pw{user}").expect("users"),
         bind: Bind {
             phone_ip: Ipv4Addr::LOCALHOST,
             phone_sockets: 4,

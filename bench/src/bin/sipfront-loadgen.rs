@@ -32,6 +32,10 @@ enum TransportArg {
     /// One TLS connection per phone socket; the proxy's certificate is not checked
     /// (loopback benchmark).
     Tls,
+    /// One WebSocket (RFC 7118, subprotocol sip) per phone socket, over TCP.
+    Ws,
+    /// One secure WebSocket per phone socket (TLS as for `tls`).
+    Wss,
 }
 
 #[derive(Parser, Debug)]
@@ -180,6 +184,8 @@ fn main() {
         TransportArg::Udp => Wire::Udp,
         TransportArg::Tcp => Wire::Tcp,
         TransportArg::Tls => Wire::Tls,
+        TransportArg::Ws => Wire::Ws,
+        TransportArg::Wss => Wire::Wss,
     };
     let cfg = RunConfig {
         params: Params {
@@ -194,7 +200,7 @@ fn main() {
             talk_us: a.talk_ms * 1000,
             threads: a.threads.max(1),
             wire,
-            tls: (wire == Wire::Tls).then(insecure_client_config),
+            tls: matches!(wire, Wire::Tls | Wire::Wss).then(insecure_client_config),
         },
         users,
         bind: Bind {

@@ -48,7 +48,7 @@ fn main() {
             std::thread::sleep(wait);
         }
         let start = Instant::now();
-        match StreamConn::connect(a.from, a.proxy, Some(&cfg)) {
+        match StreamConn::connect(a.from, a.proxy, Some(&cfg), false) {
             Ok(mut conn) => {
                 took.push(start.elapsed());
                 conn.close();

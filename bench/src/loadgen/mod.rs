@@ -4,7 +4,8 @@
 //! Data flow: [`runner`] builds the [`users::Users`], spawns one [`worker::Worker`] per
 //! thread and runs phases (a fixed rate, or the steps of a maximum-rate search). Each worker
 //! owns its nonblocking UDP sockets ([`net`]: epoll, `recvmmsg`, `sendmmsg`) or, for phones
-//! on TCP/TLS, one connection per phone socket ([`stream`]: Content-Length framing, rustls), a slab of
+//! on TCP/TLS/WS/WSS, one connection per phone socket ([`stream`]: Content-Length framing,
+//! rustls, WebSocket frames by [`ws`]), a slab of
 //! operations ([`op`]) addressed through their Call-IDs, and a [`wheel::TimerWheel`] for
 //! retransmissions (T1 doubling) and op timeouts. Messages are written by [`build`] and read by
 //! the minimal [`sip`] reader; 401/407 challenges are answered by [`digest`] (MD5). Each step's
@@ -22,3 +23,4 @@ pub mod stream;
 pub mod users;
 pub mod wheel;
 pub mod worker;
+pub mod ws;

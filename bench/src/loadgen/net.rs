@@ -43,6 +43,10 @@ pub enum Wire {
     Udp,
     Tcp,
     Tls,
+    /// SIP over WebSocket (RFC 7118) on TCP.
+    Ws,
+    /// SIP over secure WebSocket, on TLS.
+    Wss,
 }
 
 impl Wire {
@@ -52,6 +56,8 @@ impl Wire {
             Wire::Udp => b"UDP",
             Wire::Tcp => b"TCP",
             Wire::Tls => b"TLS",
+            Wire::Ws => b"WS",
+            Wire::Wss => b"WSS",
         }
     }
 
@@ -61,6 +67,8 @@ impl Wire {
             Wire::Udp => b"",
             Wire::Tcp => b";transport=tcp",
             Wire::Tls => b";transport=tls",
+            Wire::Ws => b";transport=ws",
+            Wire::Wss => b";transport=wss",
         }
     }
 
@@ -74,6 +82,8 @@ impl Wire {
             Wire::Udp => "udp",
             Wire::Tcp => "tcp",
             Wire::Tls => "tls",
+            Wire::Ws => "ws",
+            Wire::Wss => "wss",
         }
     }
 }
@@ -124,14 +134,16 @@ impl Sockets {
         self.add(Sock::Udp(sock), local)
     }
 
-    /// Opens a connection from `ip` to `proxy` over TCP, or TLS with `tls`; returns its index.
+    /// Opens a connection from `ip` to `proxy` over TCP, or TLS with `tls`, with a WebSocket
+    /// on it if `websocket`; returns its index.
     pub fn connect(
         &mut self,
         ip: Ipv4Addr,
         proxy: SocketAddrV4,
         tls: Option<&Arc<ClientConfig>>,
+        websocket: bool,
     ) -> std::io::Result<u16> {
-        let conn = StreamConn::connect(ip, proxy, tls)?;
+        let conn = StreamConn::connect(ip, proxy, tls, websocket)?;
         let local = conn.local_addr()?;
         self.add(Sock::Stream(Box::new(conn)), local)
     }

@@ -1,5 +1,6 @@
-//! A phone socket that is a connection to the proxy, over TCP or TLS (rustls). The generator
-//! plays one phone port per connection, as a desk phone keeps one connection to its proxy.
+//! A phone socket that is a connection to the proxy, over TCP or TLS (rustls), optionally
+//! carrying a WebSocket (WS, WSS: [`super::ws`]). The generator plays one phone port per
+//! connection, as a desk phone (or a browser tab) keeps one connection to its proxy.
 //!
 //! Data flow: [`StreamConn::connect`] opens the connection (and completes the TLS handshake)
 //! blocking, then turns it nonblocking. Received bytes go to an input buffer
@@ -19,6 +20,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ws::{self, WsClient};
+
 /// How long connecting (and the TLS handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest message the generator accepts on a connection (its peers send < 2 kB).
@@ -29,6 +32,10 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub struct StreamConn {
     tcp: TcpStream,
     tls: Option<Box<ClientConnection>>,
+    /// The WebSocket layer (WS over TCP, WSS over TLS).
+    ws: Option<Box<WsClient>>,
+    /// A frame being built for [`StreamConn::queue`].
+    frame: Vec<u8>,
     peer: SocketAddrV4,
     /// Received bytes (plaintext) not yet cut into messages.
     input: Vec<u8>,
@@ -40,18 +47,20 @@ pub struct StreamConn {
 
 impl StreamConn {
     /// Connects from `local_ip` (any free port) to `proxy`; with `tls`, completes the
-    /// handshake before returning. The connection is nonblocking afterwards.
+    /// handshake before returning, and with `websocket` the WebSocket upgrade after it. The
+    /// connection is nonblocking afterwards.
     pub fn connect(
         local_ip: std::net::Ipv4Addr,
         proxy: SocketAddrV4,
         tls: Option<&Arc<ClientConfig>>,
+        websocket: bool,
     ) -> std::io::Result<StreamConn> {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
         s.bind(&SocketAddr::from(SocketAddrV4::new(local_ip, 0)).into())?;
         s.set_nodelay(true)?;
         s.connect_timeout(&SocketAddr::from(proxy).into(), CONNECT_TIMEOUT)?;
         let mut tcp: TcpStream = s.into();
-        let tls = match tls {
+        let mut tls = match tls {
             None => None,
             Some(cfg) => {
                 let name = ServerName::IpAddress((*proxy.ip()).into());
@@ -65,27 +74,48 @@ impl StreamConn {
                 Some(Box::new(conn))
             }
         };
+        let ws = if websocket {
+            tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            tcp.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+            let host = proxy.to_string();
+            let leftover = match tls.as_deref_mut() {
+                None => ws::handshake(&mut tcp, &host),
+                Some(conn) => ws::handshake(&mut rustls::Stream::new(conn, &mut tcp), &host),
+            }
+            .map_err(std::io::Error::other)?;
+            let seed = u32::from(tcp.local_addr()?.port()) << 8 | 0x5a;
+            Some(Box::new(WsClient::new(leftover, seed)))
+        } else {
+            None
+        };
         tcp.set_nonblocking(true)?;
-        Ok(StreamConn {
+        let mut conn = StreamConn {
             tcp,
             tls,
+            ws,
+            frame: Vec::new(),
             peer: proxy,
             input: Vec::with_capacity(16 * 1024),
             output: Vec::new(),
             closed: false,
-        })
+        };
+        // Frames that arrived with the 101.
+        conn.decode_ws();
+        Ok(conn)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
 
-    /// TCP or TLS.
+    /// TCP, TLS, WS or WSS.
     pub fn wire(&self) -> super::net::Wire {
-        if self.tls.is_some() {
-            super::net::Wire::Tls
-        } else {
-            super::net::Wire::Tcp
+        use super::net::Wire;
+        match (self.tls.is_some(), self.ws.is_some()) {
+            (false, false) => Wire::Tcp,
+            (true, false) => Wire::Tls,
+            (false, true) => Wire::Ws,
+            (true, true) => Wire::Wss,
         }
     }
 
@@ -110,7 +140,7 @@ impl StreamConn {
         }
         let mut chunk = [0u8; 16 * 1024];
         // Bounded: stops at WouldBlock, EOF, an error or a full buffer.
-        while self.input.len() < 4 * MAX_MESSAGE {
+        while self.input.len() + self.ws.as_ref().map_or(0, |w| w.buffered()) < 4 * MAX_MESSAGE {
             let got = match self.tls.as_deref_mut() {
                 None => self.tcp.read(&mut chunk),
                 Some(tls) => read_tls(tls, &mut self.tcp, &mut chunk),
@@ -120,9 +150,13 @@ impl StreamConn {
                     self.closed = true;
                     break;
                 }
-                Ok(n) => self
-                    .input
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    let got = chunk.get(..n).unwrap_or_default();
+                    match self.ws.as_deref_mut() {
+                        None => self.input.extend_from_slice(got),
+                        Some(ws) => ws.push(got),
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -131,7 +165,25 @@ impl StreamConn {
                 }
             }
         }
+        self.decode_ws();
         !self.closed
+    }
+
+    /// WS/WSS: decodes the received frames into SIP messages in the input buffer, and
+    /// sends the pongs (or the close answer) they call for.
+    fn decode_ws(&mut self) {
+        let Some(ws) = self.ws.as_deref_mut() else {
+            return;
+        };
+        let open = ws.decode(&mut self.input);
+        let control = std::mem::take(&mut ws.control);
+        if !control.is_empty() {
+            self.queue_raw(&control);
+            self.flush();
+        }
+        if !matches!(open, Ok(true)) {
+            self.closed = true;
+        }
     }
 
     /// Cuts the next whole message off the input into `out` (cleared first); false when
@@ -173,8 +225,22 @@ impl StreamConn {
         )
     }
 
-    /// Queues `bytes` for sending; false if the connection is closed.
+    /// Queues one SIP message for sending (in a WebSocket frame on WS/WSS); false if the
+    /// connection is closed.
     pub fn queue(&mut self, bytes: &[u8]) -> bool {
+        let Some(ws) = self.ws.as_deref_mut() else {
+            return self.queue_raw(bytes);
+        };
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        ws.encode(bytes, &mut frame);
+        let ok = self.queue_raw(&frame);
+        self.frame = frame;
+        ok
+    }
+
+    /// Queues `bytes` as they are.
+    fn queue_raw(&mut self, bytes: &[u8]) -> bool {
         if self.closed {
             return false;
         }
@@ -423,7 +489,7 @@ mod tests {
             SocketAddr::V6(_) => unreachable!("bound on IPv4"),
         };
         let mut conn =
-            StreamConn::connect(std::net::Ipv4Addr::LOCALHOST, addr, None).expect("connect");
+            StreamConn::connect(std::net::Ipv4Addr::LOCALHOST, addr, None, false).expect("connect");
         let (mut peer, _) = listener.accept().expect("accept");
         let msg = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 2\r\n\r\nhi";
         assert!(conn.queue(msg) && conn.flush());

@@ -36,7 +36,7 @@ pub struct Params {
     /// The phones' transport to the proxy (one connection per phone socket over TCP/TLS;
     /// the Asterisk side stays on UDP).
     pub wire: Wire,
-    /// The TLS client configuration, for `Wire::Tls`.
+    /// The TLS client configuration, for `Wire::Tls` and `Wire::Wss`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -115,8 +115,14 @@ impl Worker {
         for _ in 0..bind.phone_sockets.max(1) {
             match params.wire {
                 Wire::Udp => socks.bind(bind.phone_ip, 0)?,
-                Wire::Tcp => socks.connect(bind.phone_ip, params.proxy, None)?,
-                Wire::Tls => socks.connect(bind.phone_ip, params.proxy, params.tls.as_ref())?,
+                Wire::Tcp => socks.connect(bind.phone_ip, params.proxy, None, false)?,
+                Wire::Tls => {
+                    socks.connect(bind.phone_ip, params.proxy, params.tls.as_ref(), false)?
+                }
+                Wire::Ws => socks.connect(bind.phone_ip, params.proxy, None, true)?,
+                Wire::Wss => {
+                    socks.connect(bind.phone_ip, params.proxy, params.tls.as_ref(), true)?
+                }
             };
         }
         let n_phone = socks.len() as u16;
