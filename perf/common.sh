@@ -8,9 +8,11 @@ ROOT="$(cd "$PERF_DIR/.." && pwd)"
 OUT_BASE="$PERF_DIR/out"
 : "${PROXY:=127.0.0.1:25060}" "${ASTERISK:=127.0.0.2:25080}" "${CONTROL:=127.0.0.1:25090}"
 : "${DOMAIN:=sipfront.test}" "${USERS:=20000}" "${WORKERS:=0}" "${PERSIST:=none}"
-# STREAMS=1: also listen on TCP (PROXY's port) and TLS (TLS_PROXY, certificate TLS_KEY_TYPE:
-# ec = ECDSA P-256, rsa = RSA 2048), for the loadgen's --transport tcp|tls.
+# STREAMS=1: also listen on TCP (PROXY's port), TLS (TLS_PROXY, certificate TLS_KEY_TYPE:
+# ec = ECDSA P-256, rsa = RSA 2048), WebSocket (WS_PROXY) and secure WebSocket (WSS_PROXY,
+# the same certificate), for the loadgen's --transport tcp|tls|ws|wss.
 : "${STREAMS:=0}" "${TLS_PROXY:=127.0.0.1:25061}" "${TLS_KEY_TYPE:=ec}"
+: "${WS_PROXY:=127.0.0.1:25062}" "${WSS_PROXY:=127.0.0.1:25063}"
 : "${SIPFRONT:=$ROOT/target/release/sipfront}" "${STANDIN:=$ROOT/target/release/asterisk-standin}"
 : "${LOADGEN:=$ROOT/target/release/sipfront-loadgen}"
 FIRST_USER=1001
@@ -88,6 +90,8 @@ write_config() {
         make_cert
         streams="tcp = [\"$PROXY\"]
 tls = [\"$TLS_PROXY\"]
+ws = [\"$WS_PROXY\"]
+wss = [\"$WSS_PROXY\"]
 
 [tls]
 cert = \"$WORKDIR/tls.pem\"
