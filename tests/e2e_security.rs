@@ -95,7 +95,14 @@ fn forged_and_spoofed_responses_are_dropped_and_counted() {
     let pacer = Phone::bind(Ipv4Addr::LOCALHOST);
     let caller = std::thread::scope(|s| {
         let call = s.spawn(|| {
-            phone_invite(&phone, proxy, "1001", password("1001"), &format!("sip:600@{DOMAIN}"), WAIT)
+            phone_invite(
+                &phone,
+                proxy,
+                "1001",
+                password("1001"),
+                &format!("sip:600@{DOMAIN}"),
+                WAIT,
+            )
         });
         let invite = node.expect_request("INVITE", WAIT);
         let live = top_branch(&invite);
@@ -115,14 +122,18 @@ fn forged_and_spoofed_responses_are_dropped_and_counted() {
         let guessed = guessed.join(".");
         node.send(
             from_proxy,
-            &invite.reply(200, "OK", "evil", hijack).replacen(&live, &guessed, 1),
+            &invite
+                .reply(200, "OK", "evil", hijack)
+                .replacen(&live, &guessed, 1),
         );
         // ... and with the live fields but another MAC.
         let cut = live.rfind('.').expect("a MAC field");
         let wrong_mac = format!("{}.0123456789abcdef", &live[..cut]);
         node.send(
             from_proxy,
-            &invite.reply(200, "OK", "evil", hijack).replacen(&live, &wrong_mac, 1),
+            &invite
+                .reply(200, "OK", "evil", hijack)
+                .replacen(&live, &wrong_mac, 1),
         );
         wait_metric(admin, &pacer, proxy, spoofed, 1.0);
         wait_metric(admin, &pacer, proxy, forged, 2.0);
@@ -174,8 +185,21 @@ fn wrong_password_ms(phone: &Phone, proxy: SocketAddr, user: &str, call_id: &str
     phone.send(proxy, &register_text(phone, user, call_id, 1, ""));
     let ch = phone.expect_response(401, "1 REGISTER", WAIT, &mut seen);
     let uri = format!("sip:{DOMAIN}");
-    let creds = answer_challenge(&ch, "WWW-Authenticate", user, "not-the-password", "REGISTER", &uri);
-    let text = register_text(phone, user, call_id, 2, &format!("Authorization: {creds}\r\n"));
+    let creds = answer_challenge(
+        &ch,
+        "WWW-Authenticate",
+        user,
+        "not-the-password",
+        "REGISTER",
+        &uri,
+    );
+    let text = register_text(
+        phone,
+        user,
+        call_id,
+        2,
+        &format!("Authorization: {creds}\r\n"),
+    );
     let t0 = Instant::now();
     phone.send(proxy, &text);
     let again = phone.expect_final("2 REGISTER", WAIT, &mut seen);
@@ -210,14 +234,25 @@ fn wrong_password_takes_as_long_for_unknown_as_for_known_users() {
     for i in 0..5 {
         // Alternating, and a new unknown name each time (each one a database lookup).
         known.push(wrong_password_ms(&phone, proxy, "1001", &format!("k{i}")));
-        unknown.push(wrong_password_ms(&phone, proxy, &format!("9{i}77"), &format!("u{i}")));
+        unknown.push(wrong_password_ms(
+            &phone,
+            proxy,
+            &format!("9{i}77"),
+            &format!("u{i}"),
+        ));
     }
     let (k, u) = (median(known.clone()), median(unknown.clone()));
     eprintln!("wrong password: known {known:?} (median {k:.1} ms), unknown {unknown:?} (median {u:.1} ms)");
     let floor = DELAY_MS as f64 * 0.95;
-    assert!(k >= floor && u >= floor, "answered before the delay: {k:.1} / {u:.1} ms");
+    assert!(
+        k >= floor && u >= floor,
+        "answered before the delay: {k:.1} / {u:.1} ms"
+    );
     let ratio = k.max(u) / k.min(u);
-    assert!(ratio <= 1.5, "known {k:.1} ms vs unknown {u:.1} ms: ratio {ratio:.2}");
+    assert!(
+        ratio <= 1.5,
+        "known {k:.1} ms vs unknown {u:.1} ms: ratio {ratio:.2}"
+    );
 }
 
 /// What an authenticated phone gets for MESSAGE, OPTIONS and SUBSCRIBE to `user`.
@@ -231,7 +266,16 @@ fn answers_for(phone: &Phone, proxy: SocketAddr, user: &str) -> Vec<u16> {
     ]
     .into_iter()
     .map(|(method, extra)| {
-        phone_request(phone, proxy, method, ("1001", password("1001")), &uri, extra, WAIT).code()
+        phone_request(
+            phone,
+            proxy,
+            method,
+            ("1001", password("1001")),
+            &uri,
+            extra,
+            WAIT,
+        )
+        .code()
     })
     .collect()
 }
@@ -252,7 +296,11 @@ fn unknown_and_unregistered_users_get_the_same_answer_unless_configured() {
         let proxy = scene.proxy.addr;
         let phone = Phone::bind(Ipv4Addr::LOCALHOST);
         // 2001 is in the credentials table but not registered; 9999 is nobody.
-        assert_eq!(answers_for(&phone, proxy, "9999"), [404; 3], "unknown ({setting:?})");
+        assert_eq!(
+            answers_for(&phone, proxy, "9999"),
+            [404; 3],
+            "unknown ({setting:?})"
+        );
         assert_eq!(
             answers_for(&phone, proxy, "2001"),
             [unregistered; 3],

@@ -191,28 +191,45 @@ fn mac_matches(expected: u64, got: u64) -> bool {
     bool::from(expected.to_le_bytes().ct_eq(&got.to_le_bytes()))
 }
 
-/// The fields after the prefix, the `in` field as written, and the MAC as received.
+/// The fields after the prefix, the `in` field as written, and the MAC as received: one
+/// pass over the bytes (five hex fields of 1 to 16 digits, then the MAC of exactly 16).
 fn parse_fields(rest: &str) -> Option<(OurBranch, u16, u64)> {
-    let mut it = rest.split('.');
-    let worker = u16::try_from(hex::parse_u64(it.next()?)?).ok()?;
-    let slot = u32::try_from(hex::parse_u64(it.next()?)?).ok()?;
-    let gen = u32::try_from(hex::parse_u64(it.next()?)?).ok()?;
-    let raw_in = u16::try_from(hex::parse_u64(it.next()?)?).ok()?;
-    let ingress = match raw_in {
-        IN_UPSTREAM => Local::Upstream,
-        i => Local::Listen(i),
-    };
-    let loop_hash = hex::parse_u64(it.next()?)?;
-    let mac = it.next().filter(|m| m.len() == MAC_LEN)?;
-    let mac = hex::parse_u64(mac)?;
-    if it.next().is_some() {
+    let mut vals = [0u64; 6];
+    let (mut field, mut digits) = (0usize, 0usize);
+    for &c in rest.as_bytes() {
+        if c == b'.' {
+            if digits == 0 || field == 5 {
+                return None;
+            }
+            field += 1;
+            digits = 0;
+            continue;
+        }
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        digits += 1;
+        if digits > 16 {
+            return None;
+        }
+        vals[field] = vals[field] << 4 | u64::from(d);
+    }
+    if field != 5 || digits != MAC_LEN {
         return None;
     }
+    let [worker, slot, gen, raw_in, loop_hash, mac] = vals;
+    let raw_in = u16::try_from(raw_in).ok()?;
     let b = OurBranch {
-        worker,
-        slot,
-        gen,
-        ingress,
+        worker: u16::try_from(worker).ok()?,
+        slot: u32::try_from(slot).ok()?,
+        gen: u32::try_from(gen).ok()?,
+        ingress: match raw_in {
+            IN_UPSTREAM => Local::Upstream,
+            i => Local::Listen(i),
+        },
         loop_hash,
     };
     Some((b, raw_in, mac))
@@ -329,6 +346,10 @@ mod tests {
             "z9hG4bKsf.1.2.3.4.5.6",
             "z9hG4bKsf.fffff.2.3.4.5.0000000000000000",
             "z9hG4bKsf.",
+            "z9hG4bKsf.1.2.3.4.5.0123456789abcdeg",
+            "z9hG4bKsf.1..3.4.5.0123456789abcdef",
+            "z9hG4bKsf.1.2.3.4.00000000000000005.0123456789abcdef",
+            "z9hG4bKsf.1.2.3.10000.5.0123456789abcdef",
         ] {
             assert_eq!(check_branch(&k, forged), Checked::Forged, "{forged}");
         }

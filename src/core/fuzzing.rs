@@ -79,7 +79,12 @@ pub fn fuzz_response(data: &[u8]) {
     let mut core = Core::new(Arc::clone(&cfg), fakes.ports(), 0, addr("127.0.0.1:6000"));
     let mut rec = Recorder::default();
     let now = Now::same(1_700_000_000_000);
-    core.handle_datagram(now, Flow::new(Local::Listen(0), addr(PHONE)), &flow.invite, &mut rec);
+    core.handle_datagram(
+        now,
+        Flow::new(Local::Listen(0), addr(PHONE)),
+        &flow.invite,
+        &mut rec,
+    );
     let Some(fwd) = rec.take().into_iter().find(|s| s.dst == addr(AST)) else {
         panic!("the INVITE was not forwarded");
     };
@@ -121,14 +126,18 @@ pub fn fuzz_response(data: &[u8]) {
         }
         4 => {
             // The live fields with a MAC from the input.
-            let mac = rest.iter().take(8).fold(0u64, |a, &b| a << 8 | u64::from(b));
+            let mac = rest
+                .iter()
+                .take(8)
+                .fold(0u64, |a, &b| a << 8 | u64::from(b));
             let cut = live.rfind('.').unwrap_or(live.len());
             format!("{}.{mac:016x}", &live[..cut])
         }
         _ => "z9hG4bKnotours1".to_owned(),
     };
     let code = 100 + (u16::from(*c0) << 8 | u16::from(*c1)) % 600;
-    let method = ["INVITE", "CANCEL", "BYE", "OPTIONS", "REGISTER", "ACK"][usize::from(*sel_method % 6)];
+    let method =
+        ["INVITE", "CANCEL", "BYE", "OPTIONS", "REGISTER", "ACK"][usize::from(*sel_method % 6)];
     let extra: &[u8] = if sel_method & 0x80 != 0 { rest } else { b"" };
 
     let mut resp = Vec::new();
@@ -140,8 +149,8 @@ pub fn fuzz_response(data: &[u8]) {
 
     let src = Source::of(*sel_src);
     let flow_in = src.flow(sel_src & 0x80 != 0);
-    let forged = branch != live
-        && matches!(check_branch(&cfg.branch_key, &branch), Checked::Forged);
+    let forged =
+        branch != live && matches!(check_branch(&cfg.branch_key, &branch), Checked::Forged);
     let spoofed = src != Source::Node && branch == live;
     let before = core.stats().clone();
     core.handle_datagram(now, flow_in, text.as_bytes(), &mut rec);
@@ -180,11 +189,32 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for src in 0..4u8 {
         for branch in 0..6u8 {
-            for (code, method) in [(200u16, 0u8), (180, 0), (486, 0), (200, 1), (200, 2), (100, 0)] {
-                let mut s = vec![src, branch, 3, (code - 100 >> 8) as u8, (code - 100) as u8, method];
+            for (code, method) in [
+                (200u16, 0u8),
+                (180, 0),
+                (486, 0),
+                (200, 1),
+                (200, 2),
+                (100, 0),
+            ] {
+                let mut s = vec![
+                    src,
+                    branch,
+                    3,
+                    (code - 100 >> 8) as u8,
+                    (code - 100) as u8,
+                    method,
+                ];
                 s.extend_from_slice(b"0.1.1.ffff.0.0123456789abcdef");
                 out.push(s);
-                let mut v = vec![src | 0x80, branch, 7, (code - 100 >> 8) as u8, (code - 100) as u8, method | 0x80];
+                let mut v = vec![
+                    src | 0x80,
+                    branch,
+                    7,
+                    (code - 100 >> 8) as u8,
+                    (code - 100) as u8,
+                    method | 0x80,
+                ];
                 v.extend_from_slice(b"Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKsf.0.0.1.0.0.0000000000000000\r\n");
                 out.push(v);
             }

@@ -45,18 +45,18 @@ mod timer;
 mod txn;
 
 #[doc(hidden)]
-pub mod testing;
-#[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(test)]
 mod farm_tests;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod security_tests;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -30,7 +30,12 @@ fn forged_and_spoofed_responses_touch_no_transaction() {
     let inv = call_to_asterisk(&mut h, "z9hG4bKf1", "f1");
     let live = branch_of(&inv);
     assert_eq!(live.split('.').count(), 7, "{live}");
-    let ok = respond(&inv, 200, Some("evil"), "Contact: <sip:evil@192.0.2.66>\r\n");
+    let ok = respond(
+        &inv,
+        200,
+        Some("evil"),
+        "Contact: <sip:evil@192.0.2.66>\r\n",
+    );
 
     // From anyone but the node: spoofed.
     for src in ["192.0.2.66:5080", "127.0.0.2:5081", PHONE] {
@@ -54,7 +59,12 @@ fn forged_and_spoofed_responses_touch_no_transaction() {
     assert_eq!(h.core.stats().forwarded_responses, 0);
 
     // The node's own 200 goes to the phone.
-    let ok = respond(&inv, 200, Some("ast"), "Contact: <sip:600@127.0.0.2:5080>\r\n");
+    let ok = respond(
+        &inv,
+        200,
+        Some("ast"),
+        "Contact: <sip:600@127.0.0.2:5080>\r\n",
+    );
     let out = h.recv_on(Local::Upstream, AST, &ok);
     let relayed = find(&out, |s| s.code() == 200);
     assert_eq!(relayed.dst, addr(PHONE));
@@ -88,7 +98,9 @@ fn stateless_2xx_needs_a_branch_of_ours() {
 #[test]
 fn multihomed_asterisk_answers_from_a_listed_address() {
     let mut h = Harness::new(&[AST]);
-    reconfigure(&mut h, |c| c.response_addresses = vec!["127.0.0.9".parse().unwrap()]);
+    reconfigure(&mut h, |c| {
+        c.response_addresses = vec!["127.0.0.9".parse().unwrap()]
+    });
     let inv = call_to_asterisk(&mut h, "z9hG4bKm1", "m1");
     let ringing = respond(&inv, 180, Some("ast"), "");
     let out = h.recv_on(Local::Upstream, "127.0.0.9:5060", &ringing);
@@ -123,7 +135,9 @@ fn failed_authentications_are_answered_after_the_same_delay() {
     // Its retransmission meanwhile is absorbed (not a second failure).
     h.advance_to(100);
     let failed = h.core.stats().auth_failed;
-    assert!(h.recv(PHONE, &wrong_register("alice", "z9hG4bKw1")).is_empty());
+    assert!(h
+        .recv(PHONE, &wrong_register("alice", "z9hG4bKw1"))
+        .is_empty());
     assert_eq!(h.core.stats().auth_failed, failed);
     assert!(h.advance_to(199).is_empty());
     let out = h.advance_to(200);
@@ -135,13 +149,24 @@ fn failed_authentications_are_answered_after_the_same_delay() {
 
     // An unknown user: parked for a lookup that takes 30 ms, still answered at +200 ms
     // after it arrived.
-    h.fakes.auth.uncached.lock().unwrap().insert("mallory".to_owned());
+    h.fakes
+        .auth
+        .uncached
+        .lock()
+        .unwrap()
+        .insert("mallory".to_owned());
     let t = h.now - T0;
-    assert!(h.recv(PHONE, &wrong_register("mallory", "z9hG4bKw2")).is_empty());
+    assert!(h
+        .recv(PHONE, &wrong_register("mallory", "z9hG4bKw2"))
+        .is_empty());
     let lookup = h.core.poll_lookup().expect("a lookup");
     h.advance_to(t + 30);
-    h.core
-        .handle_lookup(Now::same(h.now), lookup.token, LookupResult::Ready, &mut h.rec);
+    h.core.handle_lookup(
+        Now::same(h.now),
+        lookup.token,
+        LookupResult::Ready,
+        &mut h.rec,
+    );
     assert!(h.rec.take().is_empty(), "not before the delay");
     assert!(h.advance_to(t + 199).is_empty());
     let out = h.advance_to(t + 200);
@@ -167,13 +192,21 @@ fn held_answers_are_bounded() {
         c.max_parked = 2;
     });
     for i in 0..3 {
-        assert!(h.recv(PHONE, &wrong_register("alice", &format!("z9hG4bKb{i}"))).is_empty());
+        assert!(h
+            .recv(PHONE, &wrong_register("alice", &format!("z9hG4bKb{i}")))
+            .is_empty());
     }
-    assert_eq!(h.core.stats().dropped_overload, 1, "the third has no slot: dropped");
+    assert_eq!(
+        h.core.stats().dropped_overload,
+        1,
+        "the third has no slot: dropped"
+    );
     let out = h.advance_to(100);
     assert_eq!(out.iter().filter(|s| s.code() == 401).count(), 2);
     // The slots are free again.
-    assert!(h.recv(PHONE, &wrong_register("alice", "z9hG4bKb9")).is_empty());
+    assert!(h
+        .recv(PHONE, &wrong_register("alice", "z9hG4bKb9"))
+        .is_empty());
     assert_eq!(h.advance_to(300).len(), 1);
 }
 
@@ -199,6 +232,13 @@ fn unregistered_users_look_unknown_to_phones() {
     assert_eq!(ask(&mut h, "bob", 4), 480);
     // Asterisk always hears 480 for a known user (its dialplan tells them apart).
     reconfigure(&mut h, |c| c.unregistered_code = 404);
-    let inv = req("INVITE", "sip:bob@127.0.0.1:5060", AST, "z9hG4bKe5", "e5", "");
+    let inv = req(
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        AST,
+        "z9hG4bKe5",
+        "e5",
+        "",
+    );
     assert_eq!(h.recv(AST, &inv)[0].code(), 480);
 }
