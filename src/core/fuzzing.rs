@@ -197,24 +197,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 (200, 2),
                 (100, 0),
             ] {
-                let mut s = vec![
-                    src,
-                    branch,
-                    3,
-                    (code - 100 >> 8) as u8,
-                    (code - 100) as u8,
-                    method,
-                ];
+                let [hi, lo] = (code - 100).to_be_bytes();
+                let mut s = vec![src, branch, 3, hi, lo, method];
                 s.extend_from_slice(b"0.1.1.ffff.0.0123456789abcdef");
                 out.push(s);
-                let mut v = vec![
-                    src | 0x80,
-                    branch,
-                    7,
-                    (code - 100 >> 8) as u8,
-                    (code - 100) as u8,
-                    method | 0x80,
-                ];
+                let mut v = vec![src | 0x80, branch, 7, hi, lo, method | 0x80];
                 v.extend_from_slice(b"Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKsf.0.0.1.0.0.0000000000000000\r\n");
                 out.push(v);
             }
