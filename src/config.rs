@@ -7,12 +7,12 @@
 //! non-zero on any [`ConfigError`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::core::{same_ip, MatchMode, Timers};
+use crate::core::{same_ip, MatchMode, ResponseSource, Timers};
 
 /// Why a configuration could not be used. Each variant names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +243,11 @@ pub struct AsteriskConfig {
     pub advertise: Option<SocketAddr>,
     #[serde(rename = "match")]
     pub match_mode: MatchMode,
+    /// Where responses to requests sent to a node may come from: `node` (its address, as
+    /// `match` compares it, or one of `response_addresses`) or `any` (no check).
+    pub response_source: ResponseSource,
+    /// Other addresses of the Asterisk hosts (multihomed) responses are accepted from.
+    pub response_addresses: Vec<IpAddr>,
     pub register_mode: RegisterMode,
     /// A refresh that only extends a binding is forwarded at most once per this many seconds
     /// (default: half of the granted expiry, see docs/configuration.md); 0 forwards every one.
@@ -255,6 +260,8 @@ impl Default for AsteriskConfig {
             nodes: vec![SocketAddr::from(([127, 0, 0, 2], 5080))],
             advertise: None,
             match_mode: MatchMode::IpPort,
+            response_source: ResponseSource::Node,
+            response_addresses: Vec::new(),
             register_mode: RegisterMode::All,
             refresh_min_interval_secs: None,
             weights: Vec::new(),
@@ -555,6 +562,7 @@ impl Config {
         if t.t1_ms == 0 || t.t1_ms > 10_000 {
             return Err(ConfigError::invalid("timers.t1_ms", "must be 1..=10000"));
         }
+
         if t.t2_ms > 60_000 {
             return Err(ConfigError::invalid(
                 "timers.t2_ms",

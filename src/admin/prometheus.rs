@@ -232,6 +232,8 @@ fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
             ("banned", d.banned),
             ("rate_limited", d.rate_limited),
             ("scanner", d.scanner),
+            ("forged", d.forged),
+            ("spoofed", d.spoofed),
             ("outbox_full", d.outbox),
             ("transport", d.transport),
             ("kernel", d.kernel),

@@ -186,6 +186,10 @@ pub struct Drops {
     pub rate_limited: u64,
     /// A scanner's User-Agent.
     pub scanner: u64,
+    /// A response whose branch has our prefix but not our MAC.
+    pub forged: u64,
+    /// A response for a live transaction from another address than its request went to.
+    pub spoofed: u64,
     /// The worker's outbox was full.
     pub outbox: u64,
     /// Dropped in the transport (truncated, hand-off full, send refused...).
@@ -380,6 +384,8 @@ pub fn collect(state: &AdminState) -> StatsReport {
             banned: s.dropped_banned,
             rate_limited: s.dropped_rate_limited,
             scanner: s.dropped_scanner,
+            forged: s.dropped_forged,
+            spoofed: s.dropped_spoofed,
             outbox: c.send_dropped,
             transport: workers.iter().map(|w| w.dropped).sum(),
             kernel: workers.iter().map(|w| w.kernel_drops).sum(),

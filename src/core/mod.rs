@@ -19,13 +19,15 @@
 //! - `timeouts.rs`: the §17 timers; `register.rs`: REGISTER and forwarding it to Asterisk;
 //! - `farm.rs`: pings, replayed REGISTERs and failing over from nodes that went down;
 //! - `txn.rs`, `timer.rs`, `branch.rs`: transaction slabs and their state changes, the timer
-//!   heap, branch values;
+//!   heap, branch values (MAC-protected); `response_source.rs`: where a response may come
+//!   from; `delayed.rs`: answers held back on a timer (authentication failures);
 //! - `ports.rs`: the traits through which auth, location, REGFWD, the farm and the guard
 //!   plug in.
 
 mod branch;
 mod build;
 mod config;
+mod delayed;
 mod dialog_token;
 mod farm;
 mod flow;
@@ -35,12 +37,15 @@ mod regcache;
 mod register;
 mod request;
 mod response;
+mod response_source;
 mod route;
 mod text;
 mod timeouts;
 mod timer;
 mod txn;
 
+#[doc(hidden)]
+pub mod fuzzing;
 #[doc(hidden)]
 pub mod testing;
 
@@ -49,12 +54,14 @@ mod farm_tests;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
+mod security_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
+pub use branch::{check_branch, owner, write_branch, BranchKey, Checked, OurBranch, BRANCH_PREFIX};
 pub use config::{
     default_port, host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers,
     DEFAULT_SUBSCRIBE_EVENTS,
@@ -65,6 +72,7 @@ pub use ports::{
     Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, Links,
     LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
 };
+pub use response_source::ResponseSource;
 pub use text::InlineStr;
 
 use txn::Transactions;
@@ -116,6 +124,11 @@ pub struct Stats {
     pub dropped_banned: u64,
     pub dropped_rate_limited: u64,
     pub dropped_scanner: u64,
+    /// Responses whose top branch has our prefix but not our MAC (`branch.rs`).
+    pub dropped_forged: u64,
+    /// Responses for a live client transaction from another address than its request
+    /// went to (`response_source.rs`).
+    pub dropped_spoofed: u64,
     pub auth_ok: u64,
     pub auth_failed: u64,
     pub auth_challenges: u64,
@@ -143,6 +156,8 @@ pub struct Core {
     /// Transactions and their timers.
     txns: Transactions,
     parked: request::Parked,
+    /// Answers held back on a timer (failed authentications, `delayed.rs`).
+    delayed: delayed::Delayed,
     lookups: std::collections::VecDeque<LookupRequest>,
     /// Output buffer for the message being built.
     out: Vec<u8>,
@@ -200,6 +215,7 @@ impl Core {
             txns: Transactions::new(cfg.max_transactions, cfg.timers),
             lookups: std::collections::VecDeque::with_capacity(cfg.max_parked.min(4096)),
             parked,
+            delayed: delayed::Delayed::new(cfg.max_parked),
             cfg,
             ports,
             worker,
@@ -286,6 +302,7 @@ impl Core {
         }
         self.txns.configure(cfg.max_transactions, cfg.timers);
         self.parked.set_limit(cfg.max_parked);
+        self.delayed.set_limit(cfg.max_parked);
         if cfg.register_cache != self.cfg.register_cache {
             // Losing the cached answers is harmless: a retransmitted REGISTER is then
             // processed again, which the registrar treats as a no-op refresh.

@@ -46,6 +46,9 @@ impl Core {
                     }
                 }
                 TimerKind::ServerLinger => self.txns.server_linger_over(e.slot, e.gen),
+                TimerKind::DelayedAnswer => {
+                    self.delayed.release(e.slot, e.gen, tx);
+                }
                 TimerKind::ParkedTimeout => {
                     if self.parked.expire(e.slot, e.gen) {
                         self.stats.timeouts += 1;

@@ -212,6 +212,8 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
         dropped_banned,
         dropped_rate_limited,
         dropped_scanner,
+        dropped_forged,
+        dropped_spoofed,
         auth_ok,
         auth_failed,
         auth_challenges,
@@ -239,6 +241,8 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
     into.dropped_banned += dropped_banned;
     into.dropped_rate_limited += dropped_rate_limited;
     into.dropped_scanner += dropped_scanner;
+    into.dropped_forged += dropped_forged;
+    into.dropped_spoofed += dropped_spoofed;
     into.auth_ok += auth_ok;
     into.auth_failed += auth_failed;
     into.auth_challenges += auth_challenges;

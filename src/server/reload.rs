@@ -10,10 +10,11 @@
 //!   subscribe_events: a node kept keeps its state and drain flag, a new one gets the
 //!   registrations replayed),
 //!   `[timers]`, `[limits]`, `[log] level`, `domain.local`, `auth.check_from_user`,
+//!   `auth.failure_delay_ms`, `registrar.unregistered_answer`,
 //!   `credentials.refresh_secs` and `credentials.negative_ttl_secs`, and `[guard]` except the
 //!   table sizes;
 //! - restart: `[listen]`, `domain.realm`, the other `[auth]` and `[credentials]` keys,
-//!   `[registrar]`, `[transport]`, `[admin]`, the `[guard]` table sizes (and turning on
+//!   the other `[registrar]` keys, `[transport]`, `[admin]`, the `[guard]` table sizes (and turning on
 //!   `rate_enabled`/`ban_enabled` when the proxy started without them).
 //!
 //! Each reload also reloads every credential from the database, as SIGHUP always did.
@@ -171,7 +172,9 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             replay_rate_per_sec,
             busy_latency_ms,
             busy_backoff_ms,
-            subscribe_events
+            subscribe_events,
+            response_source,
+            response_addresses
         ]
     );
     if old.asterisk.match_mode != new.asterisk.match_mode {
@@ -199,7 +202,13 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     );
     changed!(live, old.log, new.log, "log", [level]);
     changed!(restart, old.log, new.log, "log", [format]);
-    changed!(live, old.auth, new.auth, "auth", [check_from_user]);
+    changed!(
+        live,
+        old.auth,
+        new.auth,
+        "auth",
+        [check_from_user, failure_delay_ms]
+    );
     changed!(
         restart,
         old.auth,
@@ -263,6 +272,13 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             persist_queue,
             expire_batch
         ]
+    );
+    changed!(
+        live,
+        old.registrar,
+        new.registrar,
+        "registrar",
+        [unregistered_answer]
     );
     if old.transport != new.transport {
         restart.push("transport");
@@ -341,6 +357,8 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     c.limits = new.limits;
     c.log.level.clone_from(&new.log.level);
     c.auth.check_from_user = new.auth.check_from_user;
+    c.auth.failure_delay_ms = new.auth.failure_delay_ms;
+    c.registrar.unregistered_answer = new.registrar.unregistered_answer;
     c.credentials.refresh_secs = new.credentials.refresh_secs;
     c.credentials.negative_ttl_secs = new.credentials.negative_ttl_secs;
     let sizes = old.guard.clone();

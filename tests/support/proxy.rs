@@ -56,6 +56,10 @@ pub struct Tune {
     pub algorithms: Vec<&'static str>,
     /// `[auth] uri_check` (`"strict"`, `"host"`, `"off"`).
     pub uri_check: Option<&'static str>,
+    /// `[auth] failure_delay_ms`.
+    pub failure_delay_ms: Option<u64>,
+    /// `[registrar] unregistered_answer` (404 or 480).
+    pub unregistered_answer: Option<u16>,
     /// `[registrar] persist` (default `"none"`), e.g. `sqlite:///DIR/location.db`.
     pub persist: Option<String>,
     /// `[registrar] persist_interval_ms`.
@@ -222,6 +226,9 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     if let Some(ms) = tune.persist_interval_ms {
         let _ = writeln!(toml, "persist_interval_ms = {ms}");
     }
+    if let Some(code) = tune.unregistered_answer {
+        let _ = writeln!(toml, "unregistered_answer = {code}");
+    }
     if let Some(min) = opts.min_expires {
         let _ = writeln!(toml, "min_expires = {min}");
     }
@@ -235,8 +242,11 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         let items: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
         items.join(", ")
     };
-    if !tune.algorithms.is_empty() || tune.uri_check.is_some() {
+    if !tune.algorithms.is_empty() || tune.uri_check.is_some() || tune.failure_delay_ms.is_some() {
         toml.push_str("\n[auth]\n");
+    }
+    if let Some(ms) = tune.failure_delay_ms {
+        let _ = writeln!(toml, "failure_delay_ms = {ms}");
     }
     if !tune.algorithms.is_empty() {
         let _ = writeln!(toml, "algorithms = [{}]", quoted(&tune.algorithms));
