@@ -90,6 +90,8 @@ pub struct Config {
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     pub hep: crate::hep::HepConfig,
+    /// `[nat]`: keepalives towards registered phones.
+    pub nat: crate::core::NatConfig,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -448,6 +450,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Err(e) = crate::logging::validate(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
+        }
+        if let Err((key, reason)) = self.nat.validate() {
+            return Err(ConfigError::invalid(key, reason));
         }
         if self.listen.udp.is_empty() {
             return Err(ConfigError::invalid(

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
+use crate::core::ports::{ContactTarget, KeepaliveTarget, RegisterInput, RegisterReply};
 use crate::core::{ConnId, Flow, Local, LocationPort};
 use crate::sip::Contact;
 
@@ -81,6 +81,16 @@ impl SipEdge {
             .or_else(|| l.iter().position(|&(_, t)| t == transport))
             .unwrap_or(0);
         Local::Listen(u16::try_from(pos).unwrap_or(0))
+    }
+
+    /// The flow that reaches a binding: its destination from the local socket it
+    /// registered through (over its connection, on a stream).
+    fn flow_of(&self, b: &Binding<'_>) -> Flow {
+        Flow {
+            local: self.local_of(b.socket, b.transport),
+            remote: b.dest,
+            conn: ConnId::unpack(b.conn),
+        }
     }
 
     /// A REGISTER seen before (a binding carries its Call-ID and CSeq): list the current
@@ -302,11 +312,7 @@ impl LocationPort for SipEdge {
                     n += 1;
                 }
             }
-            let to = Flow {
-                local: self.local_of(b.socket, b.transport),
-                remote: b.dest,
-                conn: ConnId::unpack(b.conn),
-            };
+            let to = self.flow_of(b);
             f(&ContactTarget {
                 uri: b.uri,
                 to,
@@ -317,6 +323,35 @@ impl LocationPort for SipEdge {
 
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {
         self.registrar.expire(now_ms, |aor| f(aor_user(aor)));
+    }
+
+    fn keepalive_slices(&self) -> u32 {
+        super::KEEPALIVE_SLICES
+    }
+
+    fn keepalive_scan(
+        &self,
+        first: u32,
+        end: u32,
+        now_ms: u64,
+        f: &mut dyn FnMut(&KeepaliveTarget<'_>),
+    ) {
+        self.registrar.keepalive_scan(first, end, now_ms, |aor, b| {
+            f(&KeepaliveTarget {
+                user: aor_user(aor),
+                uri: b.uri,
+                to: self.flow_of(b),
+                nated: b.nated,
+            });
+        });
+    }
+
+    fn remove_flow(&self, user: &str, flow: Flow, now_ms: u64) -> (usize, bool) {
+        let Some(aor) = AorBuf::new(user, &self.realm) else {
+            return (0, false);
+        };
+        self.registrar
+            .remove_where(aor.as_str(), now_ms, |b| self.flow_of(b) == flow)
     }
 }
 

@@ -9,7 +9,7 @@
 //!   refresh_min_interval_secs, call_affinity, the probe, replay and busy keys,
 //!   subscribe_events: a node kept keeps its state and drain flag, a new one gets the
 //!   registrations replayed),
-//!   `[timers]`, `[limits]`, `[log] level`, `domain.local`, `auth.check_from_user`,
+//!   `[timers]`, `[limits]`, `[nat]`, `[log] level`, `domain.local`, `auth.check_from_user`,
 //!   `credentials.refresh_secs` and `credentials.negative_ttl_secs`, and `[guard]` except the
 //!   table sizes;
 //! - restart: `[listen]`, `domain.realm`, the other `[auth]` and `[credentials]` keys,
@@ -198,6 +198,18 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         ]
     );
     changed!(live, old.log, new.log, "log", [level]);
+    changed!(
+        live,
+        old.nat,
+        new.nat,
+        "nat",
+        [
+            keepalive_interval_secs,
+            keepalive_failures,
+            keepalive,
+            keepalive_bindings
+        ]
+    );
     changed!(restart, old.log, new.log, "log", [format]);
     changed!(live, old.auth, new.auth, "auth", [check_from_user]);
     changed!(
@@ -323,6 +335,7 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     section(old.timers != new.timers, "timers");
     section(old.limits != new.limits, "limits");
     section(old.log != new.log, "log");
+    section(old.nat != new.nat, "nat");
     section(old.auth != new.auth, "auth");
     section(old.credentials != new.credentials, "credentials");
     section(old.registrar != new.registrar, "registrar");
