@@ -20,6 +20,7 @@ use crate::sip::Contact;
 
 use super::binding::{remaining_secs, Binding};
 use super::error::RegisterError;
+use super::outbound::{outbound_use, parse_reg_id, OutboundContact, OutboundUse};
 use super::rules::{aor_user, ContactInput, RegisterRequest, Registrar};
 use crate::sip::Transport;
 
@@ -197,6 +198,7 @@ pub(crate) fn contact_line(out: &mut Vec<u8>, b: &Binding<'_>, now_ms: u64) {
         out.extend_from_slice(b";q=");
         write_q(out, q);
     }
+    super::outbound::write_params(out, b.instance(), b.reg_id());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -221,6 +223,7 @@ impl LocationPort for SipEdge {
             expires: None,
             q: None,
         }; MAX_CONTACTS];
+        let mut outbound = [OutboundContact::default(); MAX_CONTACTS];
         let mut n = 0;
         let mut star = false;
         for c in msg.contacts() {
@@ -241,6 +244,19 @@ impl LocationPort for SipEdge {
                         expires,
                         q: na.q(),
                     };
+                    // RFC 5626: a reg-id that is not a positive 31-bit number is refused.
+                    let reg_id = match na.params.get("reg-id") {
+                        None => None,
+                        Some(v) => match v.and_then(parse_reg_id) {
+                            Some(r) => Some(r),
+                            None => return BAD_REQUEST,
+                        },
+                    };
+                    let instance = na.params.get("+sip.instance").flatten();
+                    outbound[n] = OutboundContact {
+                        instance,
+                        reg_id: reg_id.filter(|_| instance.is_some()),
+                    };
                     n += 1;
                 }
                 Err(_) => return BAD_REQUEST,
@@ -260,6 +276,26 @@ impl LocationPort for SipEdge {
                     .unwrap_or(na.uri);
                 n_path += 1;
             }
+        }
+        let supported = msg
+            .supported()
+            .any(|t| t.is_ok_and(|t| t.eq_ignore_ascii_case("outbound")));
+        let ob_use = outbound_use(
+            &outbound[..n],
+            msg.vias().count(),
+            path.get(..n_path).and_then(|p| p.first()).copied(),
+            supported,
+        );
+        match ob_use {
+            OutboundUse::FirstHopLacksSupport => {
+                return RegisterReply::Reject {
+                    code: 439,
+                    reason: "First Hop Lacks Outbound Support",
+                    min_expires: None,
+                }
+            }
+            OutboundUse::Ignored => outbound.iter_mut().for_each(|o| o.reg_id = None),
+            OutboundUse::None | OutboundUse::Applied => {}
         }
         let (socket, transport) = self.socket_of(input.from.local);
         if input.replayed {
@@ -285,11 +321,19 @@ impl LocationPort for SipEdge {
             path: &path[..n_path],
             user_agent: msg.user_agent(),
         };
-        match self.registrar.register(&req, now_ms, contact_lines) {
-            Ok(outcome) => RegisterReply::Ok {
-                granted: outcome.expires,
-                changed: outcome.changed,
-            },
+        match self
+            .registrar
+            .register_outbound(&req, &outbound[..n], now_ms, contact_lines)
+        {
+            Ok(outcome) => {
+                if ob_use == OutboundUse::Applied {
+                    contact_lines.extend_from_slice(b"Require: outbound\r\n");
+                }
+                RegisterReply::Ok {
+                    granted: outcome.expires,
+                    changed: outcome.changed,
+                }
+            }
             // A retransmission of the REGISTER already applied (same Call-ID and CSeq):
             // answer with the current bindings again instead of failing it.
             Err(RegisterError::CSeqOutOfOrder { cseq, stored }) if cseq == stored => {

@@ -94,6 +94,7 @@ pub mod config;
 mod edge;
 pub mod error;
 mod keepalive;
+pub mod outbound;
 pub mod persist;
 pub mod rules;
 pub mod slot;
@@ -111,6 +112,7 @@ pub use config::{ConfigError, NatMode, OnMaxContacts, RegistrarConfig};
 pub use edge::SipEdge;
 pub use error::RegisterError;
 pub use keepalive::KEEPALIVE_SLICES;
+pub use outbound::{OutboundContact, OutboundUse};
 pub use persist::{PersistError, PersistStats, Persister};
 pub use rules::{
     aor_user, ContactInput, LookupResult, RegisterOutcome, RegisterRequest, Registrar,
