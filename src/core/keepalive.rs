@@ -98,7 +98,10 @@ impl NatConfig {
     /// The key and reason of the first value out of range.
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if self.keepalive_interval_secs > 3600 {
-            return Err(("nat.keepalive_interval_secs", "must be at most 3600 (0 = off)"));
+            return Err((
+                "nat.keepalive_interval_secs",
+                "must be at most 3600 (0 = off)",
+            ));
         }
         if !(1..=100).contains(&self.keepalive_failures) {
             return Err(("nat.keepalive_failures", "must be between 1 and 100"));
@@ -326,7 +329,11 @@ impl Core {
         tracing::info!(user, dst = %flow.remote, removed, "phone stopped answering keepalives: binding removed");
         if emptied {
             let regfwd = self.ports.regfwd.clone();
-            let mut out = PortOut { core: self, tx, now };
+            let mut out = PortOut {
+                core: self,
+                tx,
+                now,
+            };
             regfwd.on_expired(user, now.wall_ms, &mut out);
         }
     }

@@ -65,8 +65,8 @@ pub use dialog_token::DialogKey;
 pub use flow::{ConnId, Flow, Local, Now};
 pub use keepalive::{KeepaliveBindings, KeepaliveMethod, NatConfig};
 pub use ports::{
-    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort,
-    KeepaliveTarget, Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, KeepaliveTarget,
+    Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
 };
 pub use text::InlineStr;
 

@@ -62,10 +62,7 @@ impl Registrar {
                 slots.retain(|s| !(live(s) && dead(&s.view())));
                 let remaining = slots.iter().filter(|s| live(s)).count();
                 let removed = live_before - remaining;
-                Ok::<_, RegisterError>((
-                    (removed, removed > 0 && remaining == 0),
-                    removed > 0,
-                ))
+                Ok::<_, RegisterError>(((removed, removed > 0 && remaining == 0), removed > 0))
             },
             |_| RegisterError::TableFull,
         );

@@ -72,9 +72,11 @@ fn path_has_ob(entry: &str) -> bool {
         Some((_, rest)) => rest.split('>').next().unwrap_or(""),
         None => entry,
     };
-    uri.split(';')
-        .skip(1)
-        .any(|p| p.split('=').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("ob")))
+    uri.split(';').skip(1).any(|p| {
+        p.split('=')
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("ob"))
+    })
 }
 
 /// A `reg-id` value: a positive integer below 2^31 (RFC 5626 §13).
@@ -92,10 +94,11 @@ pub fn parse_reg_id(v: &str) -> Option<u32> {
 pub(crate) fn same_binding(s: &Slot, uri: &str, ob: &OutboundContact<'_>) -> bool {
     let (instance, reg_id) = s.outbound();
     match ob.instance {
-        Some(i) if !instance.is_empty() => {
-            instance == i && reg_id == ob.reg_id.unwrap_or(0)
+        Some(i) if !instance.is_empty() => instance == i && reg_id == ob.reg_id.unwrap_or(0),
+        _ => {
+            same_contact(s.uri(), uri)
+                && (ob.instance.is_some() || instance.is_empty() || reg_id == 0)
         }
-        _ => same_contact(s.uri(), uri) && (ob.instance.is_some() || instance.is_empty() || reg_id == 0),
     }
 }
 
@@ -132,9 +135,27 @@ mod tests {
         let cases = [
             (&ob[..], 1, None, true, OutboundUse::Applied),
             (&ob[..], 1, None, false, OutboundUse::Applied),
-            (&ob[..], 2, Some("<sip:edge.example;lr;ob>"), true, OutboundUse::Applied),
-            (&ob[..], 2, Some("<sip:edge.example;lr>"), true, OutboundUse::FirstHopLacksSupport),
-            (&ob[..], 2, Some("<sip:edge.example;lr>"), false, OutboundUse::Ignored),
+            (
+                &ob[..],
+                2,
+                Some("<sip:edge.example;lr;ob>"),
+                true,
+                OutboundUse::Applied,
+            ),
+            (
+                &ob[..],
+                2,
+                Some("<sip:edge.example;lr>"),
+                true,
+                OutboundUse::FirstHopLacksSupport,
+            ),
+            (
+                &ob[..],
+                2,
+                Some("<sip:edge.example;lr>"),
+                false,
+                OutboundUse::Ignored,
+            ),
             (&ob[..], 2, None, true, OutboundUse::FirstHopLacksSupport),
             (&ob[..], 1, Some("sip:edge;ob"), false, OutboundUse::Applied),
             (&plain[..], 1, None, true, OutboundUse::None),

@@ -13,9 +13,9 @@ use super::admin::PendingUnregisters;
 use super::binding::{remaining_secs, Binding};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
+use super::outbound::{same_binding, OutboundContact};
 use super::slot::{Slot, SlotParts, MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES};
 use super::table::Location;
-use super::outbound::{same_binding, OutboundContact};
 use super::uri::{nat_dest, same_contact, uri_host_port};
 use crate::sip::Transport;
 
