@@ -104,6 +104,8 @@ pub mod uri;
 #[cfg(test)]
 mod admin_tests;
 #[cfg(test)]
+mod outbound_tests;
+#[cfg(test)]
 mod tests;
 
 pub use admin::{Page, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS};
