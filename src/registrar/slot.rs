@@ -567,8 +567,8 @@ mod tests {
             socket: sa("10.0.0.5:5060"),
             conn: 0x8000_1234_5678_9abc,
             nated: true,
-            instance: "",
-            reg_id: 0,
+            instance: "\"<urn:uuid:1>\"",
+            reg_id: 3,
         })
         .unwrap();
         let v = slot.view();
@@ -587,8 +587,12 @@ mod tests {
         assert_eq!(back.view().socket, sa("10.0.0.5:5060"));
         assert_eq!(back.view().conn, 0x8000_1234_5678_9abc);
         assert_eq!(back.view().dest, sa("[2001:db8::5]:7000"));
+        assert_eq!(back.view().instance(), "\"<urn:uuid:1>\"");
+        assert_eq!(back.view().reg_id(), Some(3));
+        assert_eq!(back.view().user_agent(), "Phone/1.0");
+        // The owned form only lives while the rules run (the table keeps encoded records).
         assert!(
-            std::mem::size_of::<Slot>() <= 88,
+            std::mem::size_of::<Slot>() <= 96,
             "{}",
             std::mem::size_of::<Slot>()
         );
