@@ -51,6 +51,8 @@ mod farm_tests;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
+mod keepalive_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

@@ -44,7 +44,9 @@ fn reg(
 
 fn dests(r: &Registrar) -> Vec<(String, SocketAddr)> {
     let mut v = Vec::new();
-    r.lookup("alice@example.com", T0, |b| v.push((b.uri.to_owned(), b.dest)));
+    r.lookup("alice@example.com", T0, |b| {
+        v.push((b.uri.to_owned(), b.dest))
+    });
     v
 }
 
@@ -56,7 +58,13 @@ fn a_new_flow_with_the_same_instance_and_reg_id_replaces_the_binding() {
         reg_id: Some(1),
     };
     // A public Contact (no NAT by the address rule): outbound still routes over the flow.
-    let (o, lines) = reg(&r, "sip:alice@198.51.100.1:5060;ob", "203.0.113.7:4000", 1, ob1);
+    let (o, lines) = reg(
+        &r,
+        "sip:alice@198.51.100.1:5060;ob",
+        "203.0.113.7:4000",
+        1,
+        ob1,
+    );
     assert_eq!(o.bindings, 1);
     assert_eq!(
         lines,
@@ -68,10 +76,22 @@ fn a_new_flow_with_the_same_instance_and_reg_id_replaces_the_binding() {
         reg_id: Some(2),
         ..ob1
     };
-    let (o, _) = reg(&r, "sip:alice@198.51.100.1:5060;ob", "203.0.113.7:4001", 2, ob2);
+    let (o, _) = reg(
+        &r,
+        "sip:alice@198.51.100.1:5060;ob",
+        "203.0.113.7:4001",
+        2,
+        ob2,
+    );
     assert_eq!(o.bindings, 2);
     // Flow 1 again from a new address and another Contact: replaces flow 1 only.
-    let (o, lines) = reg(&r, "sip:alice@198.51.100.9:5070;ob", "203.0.113.8:4100", 3, ob1);
+    let (o, lines) = reg(
+        &r,
+        "sip:alice@198.51.100.9:5070;ob",
+        "203.0.113.8:4100",
+        3,
+        ob1,
+    );
     assert_eq!(o.bindings, 2, "{lines}");
     assert!(o.changed);
     let mut d = dests(&r);
@@ -107,8 +127,17 @@ fn a_new_flow_with_the_same_instance_and_reg_id_replaces_the_binding() {
 fn a_plain_contact_keeps_rfc_3261_matching() {
     let r = registrar(cfg());
     let plain = OutboundContact::default();
-    let (_, lines) = reg(&r, "sip:alice@192.168.1.5:5060", "203.0.113.7:4000", 1, plain);
-    assert_eq!(lines, "Contact: <sip:alice@192.168.1.5:5060>;expires=600\r\n");
+    let (_, lines) = reg(
+        &r,
+        "sip:alice@192.168.1.5:5060",
+        "203.0.113.7:4000",
+        1,
+        plain,
+    );
+    assert_eq!(
+        lines,
+        "Contact: <sip:alice@192.168.1.5:5060>;expires=600\r\n"
+    );
     // Turning outbound on with the same Contact replaces the plain binding.
     let ob = OutboundContact {
         instance: Some(INST),

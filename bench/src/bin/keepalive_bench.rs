@@ -81,7 +81,11 @@ fn fill(n: u32, listen: SocketAddr, now_ms: u64) -> Arc<Registrar> {
     let mut lines = Vec::new();
     for i in 0..n {
         let user = format!("u{i}");
-        let contact = format!("sip:{user}@192.168.{}.{}:5060", (i / 250) % 250, i % 250 + 1);
+        let contact = format!(
+            "sip:{user}@192.168.{}.{}:5060",
+            (i / 250) % 250,
+            i % 250 + 1
+        );
         let source = SocketAddr::from((
             [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
             1024 + (i % 50_000) as u16,
@@ -126,7 +130,12 @@ fn run(args: &Args, registrar: &Arc<Registrar>, listen: SocketAddr, t0: u64) -> 
     ));
     let mut cfg = test_config(&["127.0.0.2:5080"]);
     cfg.nat.keepalive_interval_secs = args.interval;
-    let mut core = Core::new(Arc::new(cfg), ports, 0, "127.0.0.1:6000".parse().expect("addr"));
+    let mut core = Core::new(
+        Arc::new(cfg),
+        ports,
+        0,
+        "127.0.0.1:6000".parse().expect("addr"),
+    );
     let sock = args.send.then(|| {
         let sink = UdpSocket::bind("127.0.0.1:0").expect("sink");
         let s = UdpSocket::bind("127.0.0.1:0").expect("sender");
