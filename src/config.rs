@@ -777,6 +777,11 @@ mod tests {
                 "[limits]\nshed_backlog_bytes = 100\n",
                 "limits.shed_backlog_bytes",
             ),
+            ("[nat]\nkeepalive_failures = 0\n", "nat.keepalive_failures"),
+            (
+                "[nat]\nkeepalive_interval_secs = 86400\n",
+                "nat.keepalive_interval_secs",
+            ),
         ];
         for (text, key) in cases {
             assert_eq!(err_key(text), key, "{text}");
@@ -813,6 +818,25 @@ mod tests {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn nat_keepalives_take_defaults_and_can_be_switched_off() {
+        use crate::core::{KeepaliveBindings, KeepaliveMethod};
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.nat.keepalive_interval_secs, 30);
+        assert_eq!(c.nat.keepalive_failures, 3);
+        assert_eq!(c.nat.keepalive, KeepaliveMethod::Options);
+        assert_eq!(c.nat.keepalive_bindings, KeepaliveBindings::Nated);
+        let c = Config::parse(
+            "[nat]\nkeepalive_interval_secs = 0\nkeepalive = \"crlf\"\nkeepalive_bindings = \"all\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.nat.keepalive_interval_secs, 0);
+        assert_eq!(c.nat.keepalive, KeepaliveMethod::Crlf);
+        assert_eq!(c.nat.keepalive_bindings, KeepaliveBindings::All);
+        let e = err_key("[nat]\nkeepalive = \"stun\"\n");
+        assert!(e.contains("stun"), "{e}");
     }
 
     #[test]

@@ -502,6 +502,20 @@ mod tests {
     }
 
     #[test]
+    fn nat_keepalive_keys_are_live() {
+        let mut new = base();
+        new.nat.keepalive_interval_secs = 0;
+        new.nat.keepalive_failures = 5;
+        assert_eq!(
+            diff(&base(), &new),
+            (
+                vec!["nat.keepalive_interval_secs", "nat.keepalive_failures"],
+                vec![]
+            )
+        );
+    }
+
+    #[test]
     fn shedding_threshold_is_live() {
         let mut new = base();
         new.limits.shed_backlog_bytes = 65_536;
