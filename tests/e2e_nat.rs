@@ -38,8 +38,8 @@ fn scene(tcp: bool, admin: Option<SocketAddr>) -> Scene {
         tune: Tune {
             tcp,
             admin,
-            extra_toml: Some(format!(
-                "[nat]\nkeepalive_interval_secs = {}\nkeepalive_failures = {FAILURES}\n",
+            nat: Some(format!(
+                "keepalive_interval_secs = {}\nkeepalive_failures = {FAILURES}\n",
                 INTERVAL.as_secs()
             )),
             ..Tune::default()
