@@ -3,6 +3,7 @@
 //! REGFWD's Expires: 0, CRLF on streams and a closed connection's binding removed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::keepalive::KeepaliveMethod;
@@ -20,6 +21,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn setup(method: KeepaliveMethod) -> (Fakes, Core) {
     let fakes = Fakes::new(&["alice", "bob"]);
+    fakes.location.keepalives.store(true, Ordering::Relaxed);
     let far = T0 + 3_600_000;
     fakes
         .location
@@ -139,6 +141,7 @@ fn crlf_keepalives_on_udp_remove_nothing() {
 #[test]
 fn streams_get_crlf_and_a_closed_connection_loses_its_binding() {
     let fakes = Fakes::new(&["carol"]);
+    fakes.location.keepalives.store(true, Ordering::Relaxed);
     let phone = addr("203.0.113.9:50000");
     let conn = ConnId {
         worker: 0,

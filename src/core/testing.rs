@@ -222,6 +222,8 @@ pub type FakeBinding = (String, Flow, u64);
 #[derive(Default)]
 pub struct FakeLocation {
     pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
+    /// Whether the keepalive scan sees the bindings (off: no keepalives, as before them).
+    pub keepalives: std::sync::atomic::AtomicBool,
 }
 
 impl FakeLocation {
@@ -330,9 +332,9 @@ impl LocationPort for FakeLocation {
             }
         }
     }
-    /// One slice holding every binding, each behind NAT.
+    /// One slice holding every binding, each behind NAT (when `keepalives` is set).
     fn keepalive_slices(&self) -> u32 {
-        1
+        u32::from(self.keepalives.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn keepalive_scan(
