@@ -90,6 +90,8 @@ pub struct Config {
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     pub hep: crate::hep::HepConfig,
+    /// `[nat]`: keepalives towards registered phones.
+    pub nat: crate::core::NatConfig,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -456,6 +458,9 @@ impl Config {
         if let Err(e) = crate::logging::validate(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
+        if let Err((key, reason)) = self.nat.validate() {
+            return Err(ConfigError::invalid(key, reason));
+        }
         if self.listen.udp.is_empty() {
             return Err(ConfigError::invalid(
                 "listen.udp",
@@ -780,6 +785,11 @@ mod tests {
                 "[limits]\nshed_backlog_bytes = 100\n",
                 "limits.shed_backlog_bytes",
             ),
+            ("[nat]\nkeepalive_failures = 0\n", "nat.keepalive_failures"),
+            (
+                "[nat]\nkeepalive_interval_secs = 86400\n",
+                "nat.keepalive_interval_secs",
+            ),
         ];
         for (text, key) in cases {
             assert_eq!(err_key(text), key, "{text}");
@@ -816,6 +826,25 @@ mod tests {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn nat_keepalives_take_defaults_and_can_be_switched_off() {
+        use crate::core::{KeepaliveBindings, KeepaliveMethod};
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.nat.keepalive_interval_secs, 30);
+        assert_eq!(c.nat.keepalive_failures, 3);
+        assert_eq!(c.nat.keepalive, KeepaliveMethod::Options);
+        assert_eq!(c.nat.keepalive_bindings, KeepaliveBindings::Nated);
+        let c = Config::parse(
+            "[nat]\nkeepalive_interval_secs = 0\nkeepalive = \"crlf\"\nkeepalive_bindings = \"all\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.nat.keepalive_interval_secs, 0);
+        assert_eq!(c.nat.keepalive, KeepaliveMethod::Crlf);
+        assert_eq!(c.nat.keepalive_bindings, KeepaliveBindings::All);
+        let e = err_key("[nat]\nkeepalive = \"stun\"\n");
+        assert!(e.contains("stun"), "{e}");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct StatsReport {
     pub config_reloads: Option<(u64, u64)>,
     /// Receive backlog and load shedding (`[limits] shed_backlog_bytes`).
     pub overload: OverloadReport,
+    /// NAT keepalives towards registered phones (`[nat]`).
+    pub nat: NatReport,
     /// HEP capture counters, when `[hep]` is on.
     pub hep: Option<HepReport>,
     /// Stream connections per transport (TCP, TLS, WS, WSS), summed over the workers.
@@ -99,6 +101,15 @@ pub struct HepReport {
     pub sent: u64,
     pub dropped: u64,
     pub failed: u64,
+}
+
+/// NAT keepalives: sent (OPTIONS or CRLF), OPTIONS answered, bindings removed because
+/// their phone stopped answering or its connection closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NatReport {
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
+    pub bindings_removed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -394,6 +405,11 @@ pub fn collect(state: &AdminState) -> StatsReport {
             shed: s.shed_overload,
             shedding_workers: s.shedding,
             rx_backlog_bytes: workers.iter().map(|w| w.rx_backlog_bytes).sum(),
+        },
+        nat: NatReport {
+            keepalives_sent: s.keepalives_sent,
+            keepalives_answered: s.keepalives_answered,
+            bindings_removed: s.keepalive_removed,
         },
         workers,
         latency: latency_rows,

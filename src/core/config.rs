@@ -192,6 +192,8 @@ pub struct CoreConfig {
     /// (compared case-insensitively with the Event header's type); others go phone to
     /// phone.
     pub subscribe_events: Vec<String>,
+    /// NAT keepalives towards registered phones (`[nat]`).
+    pub nat: super::keepalive::NatConfig,
 }
 
 /// The events Asterisk serves by default: BLF (`dialog`), presence, MWI
@@ -228,6 +230,7 @@ impl CoreConfig {
             unregistered_code: 404,
             shed_backlog_bytes: 1 << 20,
             subscribe_events: DEFAULT_SUBSCRIBE_EVENTS.map(str::to_owned).to_vec(),
+            nat: super::keepalive::NatConfig::default(),
         };
         cfg.derive_local_domains(&[]);
         cfg

@@ -18,6 +18,7 @@
 //! - `build.rs`: the responses, ACKs and CANCELs the core writes itself;
 //! - `timeouts.rs`: the §17 timers; `register.rs`: REGISTER and forwarding it to Asterisk;
 //! - `farm.rs`: pings, replayed REGISTERs and failing over from nodes that went down;
+//! - `keepalive.rs`: NAT keepalives to registered phones, and removing the dead ones;
 //! - `txn.rs`, `timer.rs`, `branch.rs`: transaction slabs and their state changes, the timer
 //!   heap, branch values (MAC-protected); `response_source.rs`: where a response may come
 //!   from; `delayed.rs`: answers held back on a timer (authentication failures);
@@ -31,6 +32,7 @@ mod delayed;
 mod dialog_token;
 mod farm;
 mod flow;
+mod keepalive;
 mod nat;
 pub mod ports;
 mod regcache;
@@ -54,6 +56,8 @@ mod farm_tests;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
+mod keepalive_tests;
+#[cfg(test)]
 mod security_tests;
 #[cfg(test)]
 mod tests;
@@ -68,9 +72,10 @@ pub use config::{
 };
 pub use dialog_token::DialogKey;
 pub use flow::{ConnId, Flow, Local, Now};
+pub use keepalive::{KeepaliveBindings, KeepaliveMethod, NatConfig};
 pub use ports::{
-    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, Links,
-    LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, KeepaliveTarget,
+    Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
 };
 pub use response_source::ResponseSource;
 pub use text::InlineStr;
@@ -144,6 +149,11 @@ pub struct Stats {
     /// A gauge, not a counter: 1 while this worker sheds at any level (summed over
     /// workers: how many shed).
     pub shedding: u64,
+    /// NAT keepalives sent to phones (OPTIONS or CRLF), answers to the OPTIONS, and
+    /// bindings removed because their phone stopped answering or its connection closed.
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
+    pub keepalive_removed: u64,
 }
 
 /// One worker's proxy state machine.
@@ -185,6 +195,9 @@ pub struct Core {
     /// The farm generation last seen, and when the farm next has work (see farm.rs).
     farm_gen: u64,
     farm_due_ms: u64,
+    /// NAT keepalives: the cursor over this worker's share of the location table and the
+    /// flows owing an answer.
+    keepalive: keepalive::Keepalive,
 }
 
 /// Load shedding level (see [`Core::set_backlog`]).
@@ -229,6 +242,7 @@ impl Core {
             next_stream_check_ms: 0,
             farm_gen: 0,
             farm_due_ms: 0,
+            keepalive: keepalive::Keepalive::new(),
         }
     }
 

@@ -60,6 +60,13 @@ impl Core {
                 return;
             }
         };
+        if ours.slot == super::keepalive::KEEPALIVE_SLOT {
+            // A phone answering a NAT keepalive (stateless, see keepalive.rs).
+            if cseq.method == Method::Options {
+                self.on_keepalive_answer(from);
+            }
+            return;
+        }
         if ours.slot == PING_SLOT {
             // The answer to one of the farm's pings (stateless, see farm.rs).
             if code >= 200 && cseq.method == Method::Options {

@@ -225,6 +225,9 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
         timeouts,
         shed_overload,
         shedding,
+        keepalives_sent,
+        keepalives_answered,
+        keepalive_removed,
     } = from;
     into.rx_requests += rx_requests;
     into.rx_responses += rx_responses;
@@ -254,6 +257,9 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
     into.timeouts += timeouts;
     into.shed_overload += shed_overload;
     into.shedding += shedding;
+    into.keepalives_sent += keepalives_sent;
+    into.keepalives_answered += keepalives_answered;
+    into.keepalive_removed += keepalive_removed;
 }
 
 /// A worker's recorder: owned by the worker thread, never shared.

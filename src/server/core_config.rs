@@ -50,6 +50,7 @@ pub fn core_config(cfg: &Config, n_workers: usize) -> CoreConfig {
     c.shed_backlog_bytes = cfg.limits.shed_backlog_bytes;
     c.subscribe_events
         .clone_from(&cfg.asterisk.subscribe_events);
+    c.nat = cfg.nat;
     c
 }
 

@@ -9,7 +9,7 @@
 //!   refresh_min_interval_secs, call_affinity, the probe, replay and busy keys,
 //!   subscribe_events: a node kept keeps its state and drain flag, a new one gets the
 //!   registrations replayed),
-//!   `[timers]`, `[limits]`, `[log] level`, `domain.local`, `auth.check_from_user`,
+//!   `[timers]`, `[limits]`, `[nat]`, `[log] level`, `domain.local`, `auth.check_from_user`,
 //!   `auth.failure_delay_ms`, `registrar.unregistered_answer`,
 //!   `credentials.refresh_secs` and `credentials.negative_ttl_secs`, and `[guard]` except the
 //!   table sizes;
@@ -201,6 +201,18 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         ]
     );
     changed!(live, old.log, new.log, "log", [level]);
+    changed!(
+        live,
+        old.nat,
+        new.nat,
+        "nat",
+        [
+            keepalive_interval_secs,
+            keepalive_failures,
+            keepalive,
+            keepalive_bindings
+        ]
+    );
     changed!(restart, old.log, new.log, "log", [format]);
     changed!(
         live,
@@ -339,6 +351,7 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     section(old.timers != new.timers, "timers");
     section(old.limits != new.limits, "limits");
     section(old.log != new.log, "log");
+    section(old.nat != new.nat, "nat");
     section(old.auth != new.auth, "auth");
     section(old.credentials != new.credentials, "credentials");
     section(old.registrar != new.registrar, "registrar");
@@ -504,6 +517,20 @@ mod tests {
 
     fn base() -> Config {
         Config::default()
+    }
+
+    #[test]
+    fn nat_keepalive_keys_are_live() {
+        let mut new = base();
+        new.nat.keepalive_interval_secs = 0;
+        new.nat.keepalive_failures = 5;
+        assert_eq!(
+            diff(&base(), &new),
+            (
+                vec!["nat.keepalive_interval_secs", "nat.keepalive_failures"],
+                vec![]
+            )
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct ProxyOptions {
     pub tls_addr: Option<SocketAddr>,
 }
 
-/// Further settings, all off by default (the generated config is then unchanged).
+/// Further settings, all off by default (NAT keepalives included: `[nat]` with an interval of 0).
 #[derive(Debug, Clone, Default)]
 pub struct Tune {
     /// `[credentials] url` instead of the seeded SQLite file (e.g. a MariaDB database);
@@ -110,6 +110,10 @@ pub struct Tune {
     pub admin_token_file: Option<std::path::PathBuf>,
     /// Further sections appended verbatim (e.g. `[hep]`); they must not repeat one above.
     pub extra_toml: Option<String>,
+    /// The body of the `[nat]` section. `None`: NAT keepalives off — every test phone on
+    /// loopback counts as NATed, and most test phones do not answer OPTIONS (tests/e2e_nat.rs
+    /// turns them on).
+    pub nat: Option<String>,
     /// Further `[asterisk]` lines, e.g. `probe_interval_ms = 100` (the farm tests).
     pub asterisk_lines: Vec<String>,
 }
@@ -319,6 +323,11 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     if let Some(format) = tune.log_format {
         let _ = writeln!(toml, "format = \"{format}\"");
     }
+    let nat = tune
+        .nat
+        .as_deref()
+        .unwrap_or("keepalive_interval_secs = 0\n");
+    let _ = write!(toml, "\n[nat]\n{nat}\n");
     if let Some(extra) = &tune.extra_toml {
         let _ = write!(toml, "\n{extra}\n");
     }
