@@ -7,12 +7,12 @@
 //! non-zero on any [`ConfigError`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::core::{same_ip, MatchMode, Timers};
+use crate::core::{same_ip, MatchMode, ResponseSource, Timers};
 
 /// Why a configuration could not be used. Each variant names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,8 @@ pub struct Config {
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     pub hep: crate::hep::HepConfig,
+    /// `[nat]`: keepalives towards registered phones.
+    pub nat: crate::core::NatConfig,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -252,6 +254,11 @@ pub struct AsteriskConfig {
     pub advertise: Option<SocketAddr>,
     #[serde(rename = "match")]
     pub match_mode: MatchMode,
+    /// Where responses to requests sent to a node may come from: `node` (its address, as
+    /// `match` compares it, or one of `response_addresses`) or `any` (no check).
+    pub response_source: ResponseSource,
+    /// Other addresses of the Asterisk hosts (multihomed) responses are accepted from.
+    pub response_addresses: Vec<IpAddr>,
     pub register_mode: RegisterMode,
     /// A refresh that only extends a binding is forwarded at most once per this many seconds
     /// (default: half of the granted expiry, see docs/configuration.md); 0 forwards every one.
@@ -264,6 +271,8 @@ impl Default for AsteriskConfig {
             nodes: vec![SocketAddr::from(([127, 0, 0, 2], 5080))],
             advertise: None,
             match_mode: MatchMode::IpPort,
+            response_source: ResponseSource::Node,
+            response_addresses: Vec::new(),
             register_mode: RegisterMode::All,
             refresh_min_interval_secs: None,
             weights: Vec::new(),
@@ -458,6 +467,9 @@ impl Config {
         if let Err(e) = crate::logging::validate(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
+        if let Err((key, reason)) = self.nat.validate() {
+            return Err(ConfigError::invalid(key, reason));
+        }
         if self.listen.udp.is_empty() {
             return Err(ConfigError::invalid(
                 "listen.udp",
@@ -585,6 +597,7 @@ impl Config {
         if t.t1_ms == 0 || t.t1_ms > 10_000 {
             return Err(ConfigError::invalid("timers.t1_ms", "must be 1..=10000"));
         }
+
         if t.t2_ms > 60_000 {
             return Err(ConfigError::invalid(
                 "timers.t2_ms",
@@ -842,6 +855,11 @@ mod tests {
                 "[limits]\nshed_backlog_bytes = 100\n",
                 "limits.shed_backlog_bytes",
             ),
+            ("[nat]\nkeepalive_failures = 0\n", "nat.keepalive_failures"),
+            (
+                "[nat]\nkeepalive_interval_secs = 86400\n",
+                "nat.keepalive_interval_secs",
+            ),
         ];
         for (text, key) in cases {
             assert_eq!(err_key(text), key, "{text}");
@@ -878,6 +896,25 @@ mod tests {
             let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn nat_keepalives_take_defaults_and_can_be_switched_off() {
+        use crate::core::{KeepaliveBindings, KeepaliveMethod};
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.nat.keepalive_interval_secs, 30);
+        assert_eq!(c.nat.keepalive_failures, 3);
+        assert_eq!(c.nat.keepalive, KeepaliveMethod::Options);
+        assert_eq!(c.nat.keepalive_bindings, KeepaliveBindings::Nated);
+        let c = Config::parse(
+            "[nat]\nkeepalive_interval_secs = 0\nkeepalive = \"crlf\"\nkeepalive_bindings = \"all\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.nat.keepalive_interval_secs, 0);
+        assert_eq!(c.nat.keepalive, KeepaliveMethod::Crlf);
+        assert_eq!(c.nat.keepalive_bindings, KeepaliveBindings::All);
+        let e = err_key("[nat]\nkeepalive = \"stun\"\n");
+        assert!(e.contains("stun"), "{e}");
     }
 
     #[test]

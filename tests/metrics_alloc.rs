@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use sipfront::core::{write_branch, Local, OurBranch, Stats};
+use sipfront::core::{write_branch, BranchKey, Local, OurBranch, Stats};
 use sipfront::metrics::{classify, MetricsRegistry, WorkerState};
 
 mod counting;
@@ -14,13 +14,16 @@ fn recording_and_publishing_allocate_nothing() {
     let node: SocketAddr = "127.0.0.2:5080".parse().unwrap();
     let registry = MetricsRegistry::new(vec![node]);
     let mut w = registry.worker(0);
-    let branch = write_branch(&OurBranch {
-        worker: 0,
-        slot: 9,
-        gen: 2,
-        ingress: Local::Listen(0),
-        loop_hash: 1,
-    });
+    let branch = write_branch(
+        &BranchKey::new(""),
+        &OurBranch {
+            worker: 0,
+            slot: 9,
+            gen: 2,
+            ingress: Local::Listen(0),
+            loop_hash: 1,
+        },
+    );
     let b = branch.as_str();
     let invite = format!(
         "INVITE sip:600@x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:6000;branch={b}\r\nCSeq: 1 INVITE\r\n\r\n"

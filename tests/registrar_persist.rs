@@ -275,3 +275,76 @@ fn unusable_rows_are_skipped_not_fatal() {
     assert_eq!(lookup(&r, "alice", T0 + 1000).len(), 1);
     p.stop().unwrap();
 }
+
+/// RFC 5626: a binding's `+sip.instance` and `reg-id` survive a restart, and a file written
+/// before they existed (no such columns) gets them added and still loads.
+#[test]
+fn outbound_instance_and_reg_id_survive_a_restart_and_old_files_load() {
+    use sipfront::registrar::OutboundContact;
+    const INST: &str = "\"<urn:uuid:00000000-0000-1000-8000-000a95a0e128>\"";
+    let dir = tempfile::tempdir().unwrap();
+    // An old file: the location table as it was before the outbound columns.
+    let old = dir.path().join("old.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE location (aor TEXT NOT NULL, contact TEXT NOT NULL, received TEXT NOT NULL,
+             transport TEXT NOT NULL DEFAULT 'udp', socket TEXT NOT NULL DEFAULT '',
+             nated INTEGER NOT NULL DEFAULT 0, path TEXT NOT NULL DEFAULT '',
+             expires_ms INTEGER NOT NULL, q INTEGER NOT NULL DEFAULT -1, callid TEXT NOT NULL,
+             cseq INTEGER NOT NULL, user_agent TEXT NOT NULL DEFAULT '',
+             registered_s INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (aor, contact)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO location (aor, contact, received, expires_ms, callid, cseq)
+         VALUES ('bob@example.com', 'sip:bob@1.2.3.4', '1.2.3.4:5060', ?1, 'c', 1)",
+        [(T0 + 3_600_000) as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let (r, p) = start(&old, T0);
+    assert_eq!(p.stats().loaded.load(Ordering::Relaxed), 1);
+    assert_eq!(lookup(&r, "bob", T0).len(), 1);
+    // Outbound bindings written to it come back with their pair.
+    let contacts = [ContactInput {
+        uri: "sip:alice@192.168.1.2:5060;ob",
+        expires: Some(3600),
+        q: None,
+    }];
+    for reg_id in [1, 2] {
+        let req = RegisterRequest {
+            aor: "alice@example.com",
+            call_id: "ob@phone",
+            cseq: reg_id,
+            expires_header: None,
+            star: false,
+            contacts: &contacts,
+            source: format!("198.51.100.7:{}", 40_000 + reg_id).parse().unwrap(),
+            transport: Transport::Udp,
+            socket: "127.0.0.1:5062".parse().unwrap(),
+            conn: 0,
+            path: &[],
+            user_agent: Some("Phone/2.0"),
+        };
+        let ob = [OutboundContact {
+            instance: Some(INST),
+            reg_id: Some(reg_id),
+        }];
+        r.register_outbound(&req, &ob, T0, &mut Vec::new())
+            .expect("registered");
+    }
+    p.stop().unwrap();
+    drop(r);
+    let (r, p) = start(&old, T0 + 1000);
+    let mut pairs = Vec::new();
+    r.lookup("alice@example.com", T0 + 1000, |b| {
+        pairs.push((b.instance().to_owned(), b.reg_id()))
+    });
+    // SQLite keys rows by AOR and Contact: of two flows with one Contact URI, the last
+    // written is kept (flows do not survive a restart; the phone registers them again).
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    assert_eq!(pairs[0].0, INST);
+    assert!(matches!(pairs[0].1, Some(1 | 2)), "{pairs:?}");
+    assert_eq!(lookup(&r, "bob", T0 + 1000).len(), 1);
+    p.stop().unwrap();
+}

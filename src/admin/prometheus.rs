@@ -208,6 +208,21 @@ fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
         "Client transactions that timed out.",
         s.timeouts,
     )?;
+    o.counter(
+        "sipfront_nat_keepalives_sent_total",
+        "NAT keepalives sent to registered phones (OPTIONS or CRLF).",
+        r.nat.keepalives_sent,
+    )?;
+    o.counter(
+        "sipfront_nat_keepalives_answered_total",
+        "Keepalive OPTIONS a phone answered.",
+        r.nat.keepalives_answered,
+    )?;
+    o.counter(
+        "sipfront_nat_keepalive_removed_total",
+        "Bindings removed because their phone stopped answering keepalives or its connection closed.",
+        r.nat.bindings_removed,
+    )?;
     {
         let mut m = o.0.encode_descriptor(
             "sipfront_transactions_in_flight",
@@ -232,6 +247,8 @@ fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
             ("banned", d.banned),
             ("rate_limited", d.rate_limited),
             ("scanner", d.scanner),
+            ("forged", d.forged),
+            ("spoofed", d.spoofed),
             ("outbox_full", d.outbox),
             ("transport", d.transport),
             ("kernel", d.kernel),

@@ -39,6 +39,8 @@ pub struct StatsReport {
     pub config_reloads: Option<(u64, u64)>,
     /// Receive backlog and load shedding (`[limits] shed_backlog_bytes`).
     pub overload: OverloadReport,
+    /// NAT keepalives towards registered phones (`[nat]`).
+    pub nat: NatReport,
     /// HEP capture counters, when `[hep]` is on.
     pub hep: Option<HepReport>,
     /// Stream connections per transport (TCP, TLS, WS, WSS), summed over the workers.
@@ -99,6 +101,15 @@ pub struct HepReport {
     pub sent: u64,
     pub dropped: u64,
     pub failed: u64,
+}
+
+/// NAT keepalives: sent (OPTIONS or CRLF), OPTIONS answered, bindings removed because
+/// their phone stopped answering or its connection closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NatReport {
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
+    pub bindings_removed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -186,6 +197,10 @@ pub struct Drops {
     pub rate_limited: u64,
     /// A scanner's User-Agent.
     pub scanner: u64,
+    /// A response whose branch has our prefix but not our MAC.
+    pub forged: u64,
+    /// A response for a live transaction from another address than its request went to.
+    pub spoofed: u64,
     /// The worker's outbox was full.
     pub outbox: u64,
     /// Dropped in the transport (truncated, hand-off full, send refused...).
@@ -380,6 +395,8 @@ pub fn collect(state: &AdminState) -> StatsReport {
             banned: s.dropped_banned,
             rate_limited: s.dropped_rate_limited,
             scanner: s.dropped_scanner,
+            forged: s.dropped_forged,
+            spoofed: s.dropped_spoofed,
             outbox: c.send_dropped,
             transport: workers.iter().map(|w| w.dropped).sum(),
             kernel: workers.iter().map(|w| w.kernel_drops).sum(),
@@ -388,6 +405,11 @@ pub fn collect(state: &AdminState) -> StatsReport {
             shed: s.shed_overload,
             shedding_workers: s.shedding,
             rx_backlog_bytes: workers.iter().map(|w| w.rx_backlog_bytes).sum(),
+        },
+        nat: NatReport {
+            keepalives_sent: s.keepalives_sent,
+            keepalives_answered: s.keepalives_answered,
+            bindings_removed: s.keepalive_removed,
         },
         workers,
         latency: latency_rows,

@@ -35,10 +35,18 @@ pub struct AuthConfig {
     /// How the digest `uri` must relate to the Request-URI: `strict`, `host` (default) or
     /// `off` (see [`super::uri`]).
     pub uri_check: UriCheck,
+    /// Every failed authentication (wrong password, unknown user, URI mismatch) is answered
+    /// this long after its request arrived, so an unknown user (a database lookup) and a
+    /// known one take the same time; 0 = answer at once. At most 5000.
+    pub failure_delay_ms: u64,
 }
 
 pub const DEFAULT_NONCE_TTL_SECS: u64 = 300;
 pub const DEFAULT_REPLAY_CAPACITY: usize = 1 << 18;
+/// Above a credential lookup in MariaDB or SQLite (milliseconds to tens), below T1.
+pub const DEFAULT_FAILURE_DELAY_MS: u64 = 250;
+/// Longest `failure_delay_ms` (a phone waits this long for its new challenge).
+pub const MAX_FAILURE_DELAY_MS: u64 = 5000;
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -51,6 +59,7 @@ impl Default for AuthConfig {
             bind_nonce_to_ip: false,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
             uri_check: UriCheck::default(),
+            failure_delay_ms: DEFAULT_FAILURE_DELAY_MS,
         }
     }
 }
@@ -73,6 +82,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("bind_nonce_to_ip", &self.bind_nonce_to_ip)
             .field("replay_capacity", &self.replay_capacity)
             .field("uri_check", &self.uri_check)
+            .field("failure_delay_ms", &self.failure_delay_ms)
             .finish()
     }
 }
@@ -89,6 +99,8 @@ pub enum ConfigError {
     BadNonceTtl,
     #[error("auth.replay_capacity: must be between 1024 and 67108864")]
     BadReplayCapacity,
+    #[error("auth.failure_delay_ms: must be at most 5000")]
+    BadFailureDelay,
 }
 
 impl AuthConfig {
@@ -110,6 +122,9 @@ impl AuthConfig {
         }
         if !(1024..=(1 << 26)).contains(&self.replay_capacity) {
             return Err(ConfigError::BadReplayCapacity);
+        }
+        if self.failure_delay_ms > MAX_FAILURE_DELAY_MS {
+            return Err(ConfigError::BadFailureDelay);
         }
         Ok(())
     }
@@ -148,6 +163,11 @@ mod tests {
         assert_eq!(strict.uri_check, UriCheck::Strict);
         assert_eq!(AuthConfig::default().uri_check, UriCheck::Host);
         assert!(toml::from_str::<AuthConfig>("uri_check = \"hostname\"").is_err());
+        let delay: AuthConfig = toml::from_str("failure_delay_ms = 0").unwrap();
+        delay.validate().unwrap();
+        assert_eq!(AuthConfig::default().failure_delay_ms, 250);
+        let slow: AuthConfig = toml::from_str("failure_delay_ms = 5001").unwrap();
+        assert_eq!(slow.validate(), Err(ConfigError::BadFailureDelay));
         let lower: AuthConfig = toml::from_str("algorithms = [\"md5\", \"sha256\"]").unwrap();
         assert_eq!(lower.algorithms, vec![Algorithm::Md5, Algorithm::Sha256]);
         assert!(toml::from_str::<AuthConfig>("algorithms = [\"MD5-sess\"]").is_err());

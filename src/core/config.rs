@@ -16,8 +16,10 @@ use serde::Deserialize;
 
 use crate::sip::Transport;
 
+use super::branch::BranchKey;
 use super::dialog_token::{self, DialogKey};
 use super::flow::Local;
+use super::response_source::ResponseSource;
 
 /// `[timers]`: RFC 3261 §17 timer base values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -171,6 +173,18 @@ pub struct CoreConfig {
     pub check_from_user: bool,
     /// Key of the Record-Route tokens (see `dialog_token.rs`).
     pub dialog_key: DialogKey,
+    /// Key of the branch MACs (see `branch.rs`).
+    pub branch_key: BranchKey,
+    /// Where responses for Asterisk nodes may come from (see `response_source.rs`).
+    pub response_source: ResponseSource,
+    /// Other addresses of the Asterisk hosts responses are accepted from (multihomed).
+    pub response_addresses: Vec<IpAddr>,
+    /// Every failed authentication is answered this long after its request arrived
+    /// (0 = at once), so a wrong user and a wrong password take the same time.
+    pub auth_failure_delay_ms: u64,
+    /// The answer to a phone's request for a known user with no binding: 404 (like an
+    /// unknown user, so phones cannot enumerate users) or 480. Asterisk always gets 480.
+    pub unregistered_code: u16,
     /// Receive backlog (bytes) above which new requests from phones get 503 (0 = never);
     /// see [`super::Core::set_backlog`].
     pub shed_backlog_bytes: u64,
@@ -178,6 +192,8 @@ pub struct CoreConfig {
     /// (compared case-insensitively with the Event header's type); others go phone to
     /// phone.
     pub subscribe_events: Vec<String>,
+    /// NAT keepalives towards registered phones (`[nat]`).
+    pub nat: super::keepalive::NatConfig,
 }
 
 /// The events Asterisk serves by default: BLF (`dialog`), presence, MWI
@@ -207,8 +223,14 @@ impl CoreConfig {
             n_workers: 1,
             check_from_user: true,
             dialog_key: DialogKey::new(""),
+            branch_key: BranchKey::new(""),
+            response_source: ResponseSource::Node,
+            response_addresses: Vec::new(),
+            auth_failure_delay_ms: 0,
+            unregistered_code: 404,
             shed_backlog_bytes: 1 << 20,
             subscribe_events: DEFAULT_SUBSCRIBE_EVENTS.map(str::to_owned).to_vec(),
+            nat: super::keepalive::NatConfig::default(),
         };
         cfg.derive_local_domains(&[]);
         cfg

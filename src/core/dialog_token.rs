@@ -34,7 +34,7 @@ impl std::fmt::Debug for DialogKey {
     }
 }
 
-fn process_random_key() -> &'static [u8; 32] {
+pub(super) fn process_random_key() -> &'static [u8; 32] {
     static KEY: OnceLock<[u8; 32]> = OnceLock::new();
     KEY.get_or_init(|| {
         let mut k = [0u8; 32];

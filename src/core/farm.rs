@@ -114,7 +114,7 @@ impl Core {
 
     /// Send OPTIONS ping `seq` to `node` from the upstream socket.
     pub(super) fn send_ping(&mut self, node: SocketAddr, seq: u32, tx: &mut dyn Transmit) {
-        let branch = upstream_branch(self.worker, PING_SLOT, seq);
+        let branch = upstream_branch(&self.cfg.branch_key, self.worker, PING_SLOT, seq);
         let (host, port) = sent_by(&self.cfg, self.upstream.port(), Local::Upstream);
         let mut out = std::mem::take(&mut self.out);
         out.clear();

@@ -18,29 +18,36 @@
 //! - `build.rs`: the responses, ACKs and CANCELs the core writes itself;
 //! - `timeouts.rs`: the §17 timers; `register.rs`: REGISTER and forwarding it to Asterisk;
 //! - `farm.rs`: pings, replayed REGISTERs and failing over from nodes that went down;
+//! - `keepalive.rs`: NAT keepalives to registered phones, and removing the dead ones;
 //! - `txn.rs`, `timer.rs`, `branch.rs`: transaction slabs and their state changes, the timer
-//!   heap, branch values;
+//!   heap, branch values (MAC-protected); `response_source.rs`: where a response may come
+//!   from; `delayed.rs`: answers held back on a timer (authentication failures);
 //! - `ports.rs`: the traits through which auth, location, REGFWD, the farm and the guard
 //!   plug in.
 
 mod branch;
 mod build;
 mod config;
+mod delayed;
 mod dialog_token;
 mod farm;
 mod flow;
+mod keepalive;
 mod nat;
 pub mod ports;
 mod regcache;
 mod register;
 mod request;
 mod response;
+mod response_source;
 mod route;
 mod text;
 mod timeouts;
 mod timer;
 mod txn;
 
+#[doc(hidden)]
+pub mod fuzzing;
 #[doc(hidden)]
 pub mod testing;
 
@@ -49,22 +56,28 @@ mod farm_tests;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
+mod keepalive_tests;
+#[cfg(test)]
+mod security_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use branch::{owner, parse_branch, write_branch, OurBranch, BRANCH_PREFIX};
+pub use branch::{check_branch, owner, write_branch, BranchKey, Checked, OurBranch, BRANCH_PREFIX};
 pub use config::{
     default_port, host_string, same_ip, CoreConfig, Interface, MatchMode, SharedConfig, Timers,
     DEFAULT_SUBSCRIBE_EVENTS,
 };
 pub use dialog_token::DialogKey;
 pub use flow::{ConnId, Flow, Local, Now};
+pub use keepalive::{KeepaliveBindings, KeepaliveMethod, NatConfig};
 pub use ports::{
-    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, Links,
-    LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
+    Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, KeepaliveTarget,
+    Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,
 };
+pub use response_source::ResponseSource;
 pub use text::InlineStr;
 
 use txn::Transactions;
@@ -116,6 +129,11 @@ pub struct Stats {
     pub dropped_banned: u64,
     pub dropped_rate_limited: u64,
     pub dropped_scanner: u64,
+    /// Responses whose top branch has our prefix but not our MAC (`branch.rs`).
+    pub dropped_forged: u64,
+    /// Responses for a live client transaction from another address than its request
+    /// went to (`response_source.rs`).
+    pub dropped_spoofed: u64,
     pub auth_ok: u64,
     pub auth_failed: u64,
     pub auth_challenges: u64,
@@ -131,6 +149,11 @@ pub struct Stats {
     /// A gauge, not a counter: 1 while this worker sheds at any level (summed over
     /// workers: how many shed).
     pub shedding: u64,
+    /// NAT keepalives sent to phones (OPTIONS or CRLF), answers to the OPTIONS, and
+    /// bindings removed because their phone stopped answering or its connection closed.
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
+    pub keepalive_removed: u64,
 }
 
 /// One worker's proxy state machine.
@@ -143,6 +166,8 @@ pub struct Core {
     /// Transactions and their timers.
     txns: Transactions,
     parked: request::Parked,
+    /// Answers held back on a timer (failed authentications, `delayed.rs`).
+    delayed: delayed::Delayed,
     lookups: std::collections::VecDeque<LookupRequest>,
     /// Output buffer for the message being built.
     out: Vec<u8>,
@@ -170,6 +195,9 @@ pub struct Core {
     /// The farm generation last seen, and when the farm next has work (see farm.rs).
     farm_gen: u64,
     farm_due_ms: u64,
+    /// NAT keepalives: the cursor over this worker's share of the location table and the
+    /// flows owing an answer.
+    keepalive: keepalive::Keepalive,
 }
 
 /// Load shedding level (see [`Core::set_backlog`]).
@@ -200,6 +228,7 @@ impl Core {
             txns: Transactions::new(cfg.max_transactions, cfg.timers),
             lookups: std::collections::VecDeque::with_capacity(cfg.max_parked.min(4096)),
             parked,
+            delayed: delayed::Delayed::new(cfg.max_parked),
             cfg,
             ports,
             worker,
@@ -213,6 +242,7 @@ impl Core {
             next_stream_check_ms: 0,
             farm_gen: 0,
             farm_due_ms: 0,
+            keepalive: keepalive::Keepalive::new(),
         }
     }
 
@@ -286,6 +316,7 @@ impl Core {
         }
         self.txns.configure(cfg.max_transactions, cfg.timers);
         self.parked.set_limit(cfg.max_parked);
+        self.delayed.set_limit(cfg.max_parked);
         if cfg.register_cache != self.cfg.register_cache {
             // Losing the cached answers is harmless: a retransmitted REGISTER is then
             // processed again, which the registrar treats as a no-op refresh.

@@ -146,6 +146,19 @@ pub struct ContactTarget<'a> {
     pub path: &'a [&'a str],
 }
 
+/// A binding the keepalive scan found ([`LocationPort::keepalive_scan`]).
+pub struct KeepaliveTarget<'a> {
+    /// Its user (the AOR's user part).
+    pub user: &'a str,
+    /// Its Contact URI.
+    pub uri: &'a str,
+    /// The flow that reaches it: where requests to it go, from the local socket it
+    /// registered through (and its connection, on a stream).
+    pub to: Flow,
+    /// Whether it is behind NAT (its requests go to the REGISTER's source, not its Contact).
+    pub nated: bool,
+}
+
 /// The location table.
 pub trait LocationPort: Send + Sync {
     fn register(
@@ -158,6 +171,25 @@ pub trait LocationPort: Send + Sync {
     fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>));
     /// Remove expired bindings; call `f` for each user left with none.
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str));
+    /// How many slices the table is cut into for keepalives (0: none to visit).
+    fn keepalive_slices(&self) -> u32 {
+        0
+    }
+    /// Call `f` for every live binding in slices `[first, end)` (under the table's read
+    /// locks: `f` copies what it needs and returns).
+    fn keepalive_scan(
+        &self,
+        _first: u32,
+        _end: u32,
+        _now_ms: u64,
+        _f: &mut dyn FnMut(&KeepaliveTarget<'_>),
+    ) {
+    }
+    /// Remove `user`'s live bindings reached by `flow` (its phone stopped answering):
+    /// how many went, and whether `user` has no live binding left.
+    fn remove_flow(&self, _user: &str, _flow: Flow, _now_ms: u64) -> (usize, bool) {
+        (0, false)
+    }
 }
 
 /// One REGISTER to send to an Asterisk node, as REGFWD decided it.

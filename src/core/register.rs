@@ -108,7 +108,7 @@ impl Core {
             self.stats.regfwd_failed += 1;
             return;
         };
-        let branch = upstream_branch(self.worker, slot, gen);
+        let branch = upstream_branch(&self.cfg.branch_key, self.worker, slot, gen);
         let (host, port) = sent_by(&self.cfg, self.upstream.port(), Local::Upstream);
         let via = SentBy {
             transport: "UDP",

@@ -5,7 +5,8 @@
 use crate::sip::{Message, Method, ParseError, Uri, EMPTY_HEADER, MAX_HEADERS};
 use crate::util::fnv::hash_parts;
 
-use super::branch::parse_branch;
+use super::branch::{check_branch, Checked};
+use super::delayed::Capture;
 use super::ports::{AuthCheck, AuthFailure};
 use super::response::{BranchEnd, Parent};
 use super::text::InlineStr;
@@ -23,6 +24,17 @@ pub(super) struct ReqCtx<'a> {
     pub via_id: &'a [u8],
     /// The request's loop-detection hash (computed once from the headers parsed here).
     pub loop_hash: u64,
+    /// When the request arrived (monotonic ms; earlier than `now` when it resumes after a
+    /// credential lookup).
+    pub arrived_ms: u64,
+}
+
+/// A parked request processed again after its credential lookup.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Resumed {
+    pub result: LookupResult,
+    /// When it first arrived (monotonic ms).
+    pub arrived_ms: u64,
 }
 
 /// Method class for transaction matching: ACK matches the INVITE transaction.
@@ -63,6 +75,7 @@ struct ParkedReq {
     live: bool,
     data: Vec<u8>,
     from: Flow,
+    arrived_ms: u64,
 }
 
 impl Parked {
@@ -80,7 +93,7 @@ impl Parked {
         self.limit = limit;
     }
 
-    fn park(&mut self, token: u64, data: &[u8], from: Flow) -> Option<(u32, u32)> {
+    fn park(&mut self, token: u64, data: &[u8], from: Flow, now_ms: u64) -> Option<(u32, u32)> {
         if self.slots.len() - self.free.len() >= self.limit {
             // (A reload may have lowered the limit below the slots already made.)
             return None;
@@ -94,6 +107,7 @@ impl Parked {
                     live: false,
                     data: Vec::new(),
                     from,
+                    arrived_ms: now_ms,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -106,12 +120,14 @@ impl Parked {
         p.data.clear();
         p.data.extend_from_slice(data);
         p.from = from;
+        p.arrived_ms = now_ms;
         self.by_token.insert(token, idx);
         Some((idx, p.gen))
     }
 
-    /// Take the parked request for `token` (its bytes are swapped into `buf`).
-    fn take(&mut self, token: u64, buf: &mut Vec<u8>) -> Option<Flow> {
+    /// Take the parked request for `token` (its bytes are swapped into `buf`): its flow and
+    /// when it arrived.
+    fn take(&mut self, token: u64, buf: &mut Vec<u8>) -> Option<(Flow, u64)> {
         let idx = self.by_token.remove(&token)?;
         let p = self.slots.get_mut(idx as usize)?;
         if !p.live {
@@ -120,7 +136,7 @@ impl Parked {
         p.live = false;
         std::mem::swap(&mut p.data, buf);
         self.free.push(idx);
-        Some(p.from)
+        Some((p.from, p.arrived_ms))
     }
 
     /// Drop a parked request that waited too long.
@@ -148,8 +164,9 @@ impl Core {
         from: Flow,
         data: &[u8],
         tx: &mut dyn Transmit,
-        resumed: Option<LookupResult>,
+        resumption: Option<Resumed>,
     ) {
+        let resumed = resumption.map(|r| r.result);
         let mut hdrs = [EMPTY_HEADER; MAX_HEADERS];
         let msg = match Message::parse_datagram(data, &mut hdrs) {
             Ok(m) => m,
@@ -230,6 +247,7 @@ impl Core {
             key,
             via_id,
             loop_hash: loop_hash_of(ruri_str, from_hdr.tag(), to.tag(), call_id, cseq.seq),
+            arrived_ms: resumption.map_or(now.mono_ms, |r| r.arrived_ms),
         };
 
         if method == Method::Ack {
@@ -249,6 +267,11 @@ impl Core {
                 tx.send(from, resp);
                 return;
             }
+        }
+        if resumption.is_none() && self.delayed.holds(key) {
+            // Its failed authentication is answered when due (`delayed.rs`).
+            self.stats.retransmissions_absorbed += 1;
+            return;
         }
         if let Some(idx) = self.txns.find_server(key, via_id) {
             self.stats.retransmissions_absorbed += 1;
@@ -471,7 +494,23 @@ impl Core {
         {
             return;
         }
-        self.challenge(ctx, msg, proxy, false, tx);
+        let delay = self.cfg.auth_failure_delay_ms;
+        if delay == 0 {
+            self.challenge(ctx, msg, proxy, false, tx);
+            return;
+        }
+        // The new challenge leaves `delay` after the request arrived, whatever the failure
+        // cost (`delayed.rs`); when no slot is free it is dropped, never sent early.
+        let Some((idx, gen, bytes)) = self.delayed.take(ctx.key) else {
+            self.stats.dropped_overload += 1;
+            return;
+        };
+        let mut capture = Capture { bytes, to: None };
+        self.challenge(ctx, msg, proxy, false, &mut capture);
+        if self.delayed.fill(idx, capture) {
+            let due = (ctx.arrived_ms + delay).max(ctx.now.mono_ms);
+            self.txns.arm_delayed(due, idx, gen);
+        }
     }
 
     /// 420 listing every option-tag of the Proxy-Require headers as Unsupported.
@@ -542,7 +581,7 @@ impl Core {
         };
         let token = self.next_token;
         self.next_token += 1;
-        match self.parked.park(token, ctx.data, ctx.from) {
+        match self.parked.park(token, ctx.data, ctx.from, ctx.now.mono_ms) {
             Some((idx, gen)) => {
                 self.lookups.push_back(LookupRequest { token, user });
                 self.stats.lookups_started += 1;
@@ -565,8 +604,9 @@ impl Core {
         tx: &mut dyn Transmit,
     ) {
         let mut buf = std::mem::take(&mut self.resume_buf);
-        if let Some(from) = self.parked.take(token, &mut buf) {
-            self.on_request(now, from, &buf, tx, Some(result));
+        if let Some((from, arrived_ms)) = self.parked.take(token, &mut buf) {
+            let resumed = Resumed { result, arrived_ms };
+            self.on_request(now, from, &buf, tx, Some(resumed));
         }
         self.resume_buf = buf;
     }
@@ -634,9 +674,10 @@ impl Core {
             return false;
         }
         msg.vias().flatten().any(|v| {
-            v.branch()
-                .and_then(parse_branch)
-                .is_some_and(|b| b.loop_hash == h && b.slot != u32::MAX)
+            v.branch().is_some_and(|b| {
+                matches!(check_branch(&self.cfg.branch_key, b),
+                    Checked::Ours(b) if b.loop_hash == h && b.slot != u32::MAX)
+            })
         })
     }
 

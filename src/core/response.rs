@@ -2,6 +2,10 @@
 //! we generated (§17.1.3), provisional and 2xx responses forwarded at once, non-2xx final
 //! responses ACKed hop by hop and collected until every branch is done, then the best one goes
 //! upstream (503 becomes 500). A 2xx whose transaction is gone is forwarded statelessly.
+//!
+//! Before a response touches any transaction its top branch must carry our MAC (a forgery
+//! is dropped and counted, `branch.rs`), and a response matched to a transaction must come
+//! from where the request went (`response_source.rs`; dropped and counted as spoofed).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,7 +14,7 @@ use crate::sip::{
     MAX_HEADERS,
 };
 
-use super::branch::{parse_branch, OurBranch};
+use super::branch::{check_branch, Checked, OurBranch};
 use super::farm::{retry_after, PING_SLOT};
 use super::ports::NodeAnswer;
 use super::txn::{CancelState, ClientCtx, ClientState, Target};
@@ -45,10 +49,24 @@ impl Core {
             self.stats.dropped_malformed += 1;
             return;
         };
-        let Some(ours) = via.branch().and_then(parse_branch) else {
-            self.stats.dropped_unmatched += 1;
-            return;
+        let ours = match via.branch().map(|b| check_branch(&self.cfg.branch_key, b)) {
+            Some(Checked::Ours(b)) => b,
+            Some(Checked::Forged) => {
+                self.stats.dropped_forged += 1;
+                return;
+            }
+            Some(Checked::Foreign) | None => {
+                self.stats.dropped_unmatched += 1;
+                return;
+            }
         };
+        if ours.slot == super::keepalive::KEEPALIVE_SLOT {
+            // A phone answering a NAT keepalive (stateless, see keepalive.rs).
+            if cseq.method == Method::Options {
+                self.on_keepalive_answer(from);
+            }
+            return;
+        }
         if ours.slot == PING_SLOT {
             // The answer to one of the farm's pings (stateless, see farm.rs).
             if code >= 200 && cseq.method == Method::Options {
@@ -67,9 +85,9 @@ impl Core {
                 }),
                 ClientCtx::RegFwd(_) => None,
             };
-            (parent, ct.invite)
+            (parent, ct.invite, ct.to)
         });
-        let Some((parent, invite)) = matched else {
+        let Some((parent, invite, sent_to)) = matched else {
             if cseq.method == Method::Invite && (200..300).contains(&code) {
                 self.forward_response_stateless(&msg, &ours, tx);
             } else {
@@ -77,6 +95,11 @@ impl Core {
             }
             return;
         };
+        if !super::response_source::accepts(&self.cfg, sent_to, src) {
+            self.stats.dropped_spoofed += 1;
+            tracing::debug!(%src, expected = %sent_to.remote, "response from another address dropped");
+            return;
+        }
         if cseq.method == Method::Cancel {
             if let Some(ct) = self.txns.client(ours.slot, ours.gen) {
                 ct.cancel_retransmit_ms = 0;

@@ -398,10 +398,20 @@ impl Core {
         } else if recs.is_empty() && total > 0 {
             self.reply(msg, ctx.from, 480, "Temporarily Unavailable", tx);
         } else if recs.is_empty() {
-            let (code, reason) = if self.ports.auth.user_known(user, ctx.now.wall_ms) {
-                (480, "Temporarily Unavailable")
+            // A known user without a binding: 480 for Asterisk; for a phone what
+            // `[registrar] unregistered_answer` says (404 by default, like an unknown user,
+            // so phones cannot enumerate users).
+            let known = self.ports.auth.user_known(user, ctx.now.wall_ms);
+            let code = if !known {
+                404
+            } else if self.cfg.is_asterisk(ctx.from.remote) {
+                480
             } else {
-                (404, "Not Found")
+                self.cfg.unregistered_code
+            };
+            let reason = match code {
+                480 => "Temporarily Unavailable",
+                _ => "Not Found",
             };
             self.reply(msg, ctx.from, code, reason, tx);
         } else if let Some(idx) = self.start_server(ctx, msg, method == Method::Invite, tx) {
@@ -628,13 +638,16 @@ impl Core {
             self.stats.dropped_overload += 1;
             return false;
         };
-        let branch = write_branch(&OurBranch {
-            worker: self.worker,
-            slot,
-            gen,
-            ingress: leg.from.local,
-            loop_hash: leg.loop_hash,
-        });
+        let branch = write_branch(
+            &self.cfg.branch_key,
+            &OurBranch {
+                worker: self.worker,
+                slot,
+                gen,
+                ingress: leg.from.local,
+                loop_hash: leg.loop_hash,
+            },
+        );
         // RFC 5658: a request changing interface is Record-Routed on both.
         let call_id = msg.call_id().unwrap_or("");
         let (in_if, out_if) = (
@@ -709,13 +722,16 @@ impl Core {
         hop: &Hop<'_>,
         tx: &mut dyn Transmit,
     ) {
-        let branch = write_branch(&OurBranch {
-            worker: self.worker,
-            slot: u32::MAX,
-            gen: 0,
-            ingress: leg.from.local,
-            loop_hash: leg.loop_hash,
-        });
+        let branch = write_branch(
+            &self.cfg.branch_key,
+            &OurBranch {
+                worker: self.worker,
+                slot: u32::MAX,
+                gen: 0,
+                ingress: leg.from.local,
+                loop_hash: leg.loop_hash,
+            },
+        );
         let (host, port) = sent_by(&self.cfg, self.upstream.port(), hop.to.local);
         let via = ViaSpec {
             transport: self.cfg.transport_of(hop.to.local).via_token(),

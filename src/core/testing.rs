@@ -15,8 +15,8 @@ use crate::sip::{Contact, DigestCredentials};
 
 use super::ports::{
     Admission, AuthCheck, AuthFailure, AuthPort, ContactTarget, FarmPort, FarmSender, GuardPort,
-    Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdRequest, RegFwdSender,
-    RegisterInput, RegisterReply, SentBy,
+    KeepaliveTarget, Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdRequest,
+    RegFwdSender, RegisterInput, RegisterReply, SentBy,
 };
 use super::{ConnId, CoreConfig, Flow, Local, MatchMode, Now, Transmit};
 use crate::sip::Transport;
@@ -222,6 +222,8 @@ pub type FakeBinding = (String, Flow, u64);
 #[derive(Default)]
 pub struct FakeLocation {
     pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
+    /// Whether the keepalive scan sees the bindings (off: no keepalives, as before them).
+    pub keepalives: std::sync::atomic::AtomicBool,
 }
 
 impl FakeLocation {
@@ -329,6 +331,49 @@ impl LocationPort for FakeLocation {
                 }
             }
         }
+    }
+    /// One slice holding every binding, each behind NAT (when `keepalives` is set).
+    fn keepalive_slices(&self) -> u32 {
+        u32::from(self.keepalives.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn keepalive_scan(
+        &self,
+        first: u32,
+        end: u32,
+        now_ms: u64,
+        f: &mut dyn FnMut(&KeepaliveTarget<'_>),
+    ) {
+        if first > 0 || end == 0 {
+            return;
+        }
+        if let Ok(b) = self.bindings.lock() {
+            for (user, list) in b.iter() {
+                for (uri, to, at) in list.iter().filter(|(_, _, at)| *at > now_ms) {
+                    let _ = at;
+                    f(&KeepaliveTarget {
+                        user,
+                        uri,
+                        to: *to,
+                        nated: true,
+                    });
+                }
+            }
+        }
+    }
+
+    fn remove_flow(&self, user: &str, flow: Flow, now_ms: u64) -> (usize, bool) {
+        let Ok(mut b) = self.bindings.lock() else {
+            return (0, false);
+        };
+        let Some(list) = b.get_mut(user) else {
+            return (0, false);
+        };
+        let live = |l: &Vec<FakeBinding>| l.iter().filter(|(_, _, at)| *at > now_ms).count();
+        let before = live(list);
+        list.retain(|(_, to, at)| !(*to == flow && *at > now_ms));
+        let after = live(list);
+        (before - after, before > 0 && after == 0)
     }
 }
 

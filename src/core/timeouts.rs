@@ -1,5 +1,5 @@
-//! The RFC 3261 §17 timers of one worker, the once-a-second location expiry sweep, and the
-//! farm's pings and replays when due.
+//! The RFC 3261 §17 timers of one worker, the once-a-second location expiry sweep, the
+//! farm's pings and replays when due, and the NAT keepalive cursor.
 //!
 //! Every entry popped from the heap is checked against the slot's generation and state (by
 //! the transaction table's `*_due` methods), so timers of finished transactions simply fall
@@ -46,6 +46,9 @@ impl Core {
                     }
                 }
                 TimerKind::ServerLinger => self.txns.server_linger_over(e.slot, e.gen),
+                TimerKind::DelayedAnswer => {
+                    self.delayed.release(e.slot, e.gen, tx);
+                }
                 TimerKind::ParkedTimeout => {
                     if self.parked.expire(e.slot, e.gen) {
                         self.stats.timeouts += 1;
@@ -62,12 +65,16 @@ impl Core {
             self.check_stream_branches(t, tx);
         }
         self.handle_farm(now, tx);
+        self.handle_keepalive(now, tx);
     }
 
     /// The earliest of the timer heap, the expiry sweep, the farm's work and the stream
     /// check (monotonic ms).
     pub(super) fn next_wakeup(&self) -> u64 {
-        let sweeps = self.next_expiry_ms.min(self.farm_due());
+        let sweeps = self
+            .next_expiry_ms
+            .min(self.farm_due())
+            .min(self.keepalive.due());
         let mut next = self.txns.next_deadline().map_or(sweeps, |d| d.min(sweeps));
         if !self.stream_branches.is_empty() {
             next = next.min(self.next_stream_check_ms);

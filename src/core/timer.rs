@@ -27,6 +27,8 @@ pub enum TimerKind {
     ServerLinger,
     /// A request parked for a credential lookup waited too long.
     ParkedTimeout,
+    /// A held answer (a failed authentication) is due (`delayed.rs`).
+    DelayedAnswer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

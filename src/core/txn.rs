@@ -329,6 +329,11 @@ impl Transactions {
         self.timers.pop_due(now_ms)
     }
 
+    /// Arm the sending of an answer held in slot `slot` of `delayed.rs`.
+    pub fn arm_delayed(&mut self, at_ms: u64, slot: u32, gen: u32) {
+        self.timers.arm(at_ms, slot, gen, TimerKind::DelayedAnswer);
+    }
+
     /// Arm the timeout of a request parked for a credential lookup.
     pub fn arm_parked(&mut self, at_ms: u64, slot: u32, gen: u32) {
         self.timers.arm(at_ms, slot, gen, TimerKind::ParkedTimeout);

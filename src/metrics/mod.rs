@@ -212,6 +212,8 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
         dropped_banned,
         dropped_rate_limited,
         dropped_scanner,
+        dropped_forged,
+        dropped_spoofed,
         auth_ok,
         auth_failed,
         auth_challenges,
@@ -223,6 +225,9 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
         timeouts,
         shed_overload,
         shedding,
+        keepalives_sent,
+        keepalives_answered,
+        keepalive_removed,
     } = from;
     into.rx_requests += rx_requests;
     into.rx_responses += rx_responses;
@@ -239,6 +244,8 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
     into.dropped_banned += dropped_banned;
     into.dropped_rate_limited += dropped_rate_limited;
     into.dropped_scanner += dropped_scanner;
+    into.dropped_forged += dropped_forged;
+    into.dropped_spoofed += dropped_spoofed;
     into.auth_ok += auth_ok;
     into.auth_failed += auth_failed;
     into.auth_challenges += auth_challenges;
@@ -250,6 +257,9 @@ pub fn add_stats(into: &mut Stats, from: &Stats) {
     into.timeouts += timeouts;
     into.shed_overload += shed_overload;
     into.shedding += shedding;
+    into.keepalives_sent += keepalives_sent;
+    into.keepalives_answered += keepalives_answered;
+    into.keepalive_removed += keepalive_removed;
 }
 
 /// A worker's recorder: owned by the worker thread, never shared.

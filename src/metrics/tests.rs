@@ -1,20 +1,23 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::core::{write_branch, Local, OurBranch};
+use crate::core::{write_branch, BranchKey, Local, OurBranch};
 
 fn node() -> SocketAddr {
     "127.0.0.2:5080".parse().unwrap()
 }
 
 fn branch(slot: u32, gen: u32) -> String {
-    write_branch(&OurBranch {
-        worker: 0,
-        slot,
-        gen,
-        ingress: Local::Listen(0),
-        loop_hash: 7,
-    })
+    write_branch(
+        &BranchKey::new(""),
+        &OurBranch {
+            worker: 0,
+            slot,
+            gen,
+            ingress: Local::Listen(0),
+            loop_hash: 7,
+        },
+    )
     .as_str()
     .to_owned()
 }

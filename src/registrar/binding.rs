@@ -50,6 +50,16 @@ impl<'a> Binding<'a> {
         self.raw.user_agent()
     }
 
+    /// RFC 5626 `+sip.instance` as registered, quotes included ("" for none).
+    pub fn instance(&self) -> &'a str {
+        self.raw.instance()
+    }
+
+    /// RFC 5626 `reg-id` (outbound applied to this binding), `None` for none.
+    pub fn reg_id(&self) -> Option<u32> {
+        Some(self.raw.f.reg_id).filter(|&r| r != 0)
+    }
+
     /// When the binding was first registered (seconds since the epoch).
     pub fn registered_at_s(&self) -> u32 {
         self.raw.f.since_s

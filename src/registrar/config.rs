@@ -73,6 +73,10 @@ pub struct RegistrarConfig {
     pub persist_queue: usize,
     /// Bindings the expiry tick removes per stripe per call (bounds one tick's work).
     pub expire_batch: usize,
+    /// The answer to a phone's MESSAGE/OPTIONS/SUBSCRIBE... for a known user without a
+    /// binding: 404 (default, like an unknown user and like Kamailio, so an authenticated
+    /// phone cannot tell which users exist) or 480. Asterisk's requests always get 480.
+    pub unregistered_answer: u16,
 }
 
 impl Default for RegistrarConfig {
@@ -90,6 +94,7 @@ impl Default for RegistrarConfig {
             persist_interval_ms: DEFAULT_PERSIST_INTERVAL_MS,
             persist_queue: DEFAULT_PERSIST_QUEUE,
             expire_batch: DEFAULT_EXPIRE_BATCH,
+            unregistered_answer: 404,
         }
     }
 }
@@ -165,6 +170,9 @@ impl RegistrarConfig {
                 )
             };
         }
+        if !matches!(self.unregistered_answer, 404 | 480) {
+            return bad("unregistered_answer", "must be 404 or 480");
+        }
         if self.max_contacts == 0 || self.max_contacts > MAX_CONTACTS_LIMIT {
             return bad("max_contacts", "must be 1..=64");
         }
@@ -229,6 +237,8 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
+            ("unregistered_answer = 403", "unregistered_answer"),
+            ("unregistered_answer = 480", "ok"),
             ("min_expires = 0", "min_expires"),
             ("min_expires = 100\nmax_expires = 50", "max_expires"),
             ("default_expires = 10", "default_expires"),

@@ -14,12 +14,13 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::core::ports::{ContactTarget, RegisterInput, RegisterReply};
+use crate::core::ports::{ContactTarget, KeepaliveTarget, RegisterInput, RegisterReply};
 use crate::core::{ConnId, Flow, Local, LocationPort};
 use crate::sip::Contact;
 
 use super::binding::{remaining_secs, Binding};
 use super::error::RegisterError;
+use super::outbound::{outbound_use, parse_reg_id, OutboundContact, OutboundUse};
 use super::rules::{aor_user, ContactInput, RegisterRequest, Registrar};
 use crate::sip::Transport;
 
@@ -81,6 +82,16 @@ impl SipEdge {
             .or_else(|| l.iter().position(|&(_, t)| t == transport))
             .unwrap_or(0);
         Local::Listen(u16::try_from(pos).unwrap_or(0))
+    }
+
+    /// The flow that reaches a binding: its destination from the local socket it
+    /// registered through (over its connection, on a stream).
+    fn flow_of(&self, b: &Binding<'_>) -> Flow {
+        Flow {
+            local: self.local_of(b.socket, b.transport),
+            remote: b.dest,
+            conn: ConnId::unpack(b.conn),
+        }
     }
 
     /// A REGISTER seen before (a binding carries its Call-ID and CSeq): list the current
@@ -187,6 +198,7 @@ pub(crate) fn contact_line(out: &mut Vec<u8>, b: &Binding<'_>, now_ms: u64) {
         out.extend_from_slice(b";q=");
         write_q(out, q);
     }
+    super::outbound::write_params(out, b.instance(), b.reg_id());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -211,6 +223,7 @@ impl LocationPort for SipEdge {
             expires: None,
             q: None,
         }; MAX_CONTACTS];
+        let mut outbound = [OutboundContact::default(); MAX_CONTACTS];
         let mut n = 0;
         let mut star = false;
         for c in msg.contacts() {
@@ -231,6 +244,19 @@ impl LocationPort for SipEdge {
                         expires,
                         q: na.q(),
                     };
+                    // RFC 5626: a reg-id that is not a positive 31-bit number is refused.
+                    let reg_id = match na.params.get("reg-id") {
+                        None => None,
+                        Some(v) => match v.and_then(parse_reg_id) {
+                            Some(r) => Some(r),
+                            None => return BAD_REQUEST,
+                        },
+                    };
+                    let instance = na.params.get("+sip.instance").flatten();
+                    outbound[n] = OutboundContact {
+                        instance,
+                        reg_id: reg_id.filter(|_| instance.is_some()),
+                    };
                     n += 1;
                 }
                 Err(_) => return BAD_REQUEST,
@@ -250,6 +276,26 @@ impl LocationPort for SipEdge {
                     .unwrap_or(na.uri);
                 n_path += 1;
             }
+        }
+        let supported = msg
+            .supported()
+            .any(|t| t.is_ok_and(|t| t.eq_ignore_ascii_case("outbound")));
+        let ob_use = outbound_use(
+            &outbound[..n],
+            msg.vias().count(),
+            path.get(..n_path).and_then(|p| p.first()).copied(),
+            supported,
+        );
+        match ob_use {
+            OutboundUse::FirstHopLacksSupport => {
+                return RegisterReply::Reject {
+                    code: 439,
+                    reason: "First Hop Lacks Outbound Support",
+                    min_expires: None,
+                }
+            }
+            OutboundUse::Ignored => outbound.iter_mut().for_each(|o| o.reg_id = None),
+            OutboundUse::None | OutboundUse::Applied => {}
         }
         let (socket, transport) = self.socket_of(input.from.local);
         if input.replayed {
@@ -275,11 +321,19 @@ impl LocationPort for SipEdge {
             path: &path[..n_path],
             user_agent: msg.user_agent(),
         };
-        match self.registrar.register(&req, now_ms, contact_lines) {
-            Ok(outcome) => RegisterReply::Ok {
-                granted: outcome.expires,
-                changed: outcome.changed,
-            },
+        match self
+            .registrar
+            .register_outbound(&req, &outbound[..n], now_ms, contact_lines)
+        {
+            Ok(outcome) => {
+                if ob_use == OutboundUse::Applied {
+                    contact_lines.extend_from_slice(b"Require: outbound\r\n");
+                }
+                RegisterReply::Ok {
+                    granted: outcome.expires,
+                    changed: outcome.changed,
+                }
+            }
             // A retransmission of the REGISTER already applied (same Call-ID and CSeq):
             // answer with the current bindings again instead of failing it.
             Err(RegisterError::CSeqOutOfOrder { cseq, stored }) if cseq == stored => {
@@ -302,11 +356,7 @@ impl LocationPort for SipEdge {
                     n += 1;
                 }
             }
-            let to = Flow {
-                local: self.local_of(b.socket, b.transport),
-                remote: b.dest,
-                conn: ConnId::unpack(b.conn),
-            };
+            let to = self.flow_of(b);
             f(&ContactTarget {
                 uri: b.uri,
                 to,
@@ -317,6 +367,35 @@ impl LocationPort for SipEdge {
 
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {
         self.registrar.expire(now_ms, |aor| f(aor_user(aor)));
+    }
+
+    fn keepalive_slices(&self) -> u32 {
+        super::KEEPALIVE_SLICES
+    }
+
+    fn keepalive_scan(
+        &self,
+        first: u32,
+        end: u32,
+        now_ms: u64,
+        f: &mut dyn FnMut(&KeepaliveTarget<'_>),
+    ) {
+        self.registrar.keepalive_scan(first, end, now_ms, |aor, b| {
+            f(&KeepaliveTarget {
+                user: aor_user(aor),
+                uri: b.uri,
+                to: self.flow_of(b),
+                nated: b.nated,
+            });
+        });
+    }
+
+    fn remove_flow(&self, user: &str, flow: Flow, now_ms: u64) -> (usize, bool) {
+        let Some(aor) = AorBuf::new(user, &self.realm) else {
+            return (0, false);
+        };
+        self.registrar
+            .remove_where(aor.as_str(), now_ms, |b| self.flow_of(b) == flow)
     }
 }
 

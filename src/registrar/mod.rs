@@ -14,6 +14,9 @@
 //! - Timer tick: [`Registrar::expire`] removes due bindings via the per-stripe expiry index
 //!   and reports AORs left empty (REGFWD sends Expires: 0), including those emptied since
 //!   the last tick by an administrative [`Registrar::remove`] (a small bounded queue).
+//! - NAT keepalives: [`Registrar::keepalive_scan`] walks the table slice by slice for the
+//!   workers' keepalive cursors; [`Registrar::remove_where`] drops the bindings of a phone
+//!   that stopped answering.
 //! - Admin listing: [`Registrar::list`] pages through every AOR, one stripe lock at a time,
 //!   resuming after the last key of the previous page.
 //! - Persistence ([`persist`]): a background thread fed by a bounded channel writes changed
@@ -90,6 +93,8 @@ pub mod binding;
 pub mod config;
 mod edge;
 pub mod error;
+mod keepalive;
+pub mod outbound;
 pub mod persist;
 pub mod rules;
 pub mod slot;
@@ -99,6 +104,8 @@ pub mod uri;
 #[cfg(test)]
 mod admin_tests;
 #[cfg(test)]
+mod outbound_tests;
+#[cfg(test)]
 mod tests;
 
 pub use admin::{Page, Removal, MAX_PAGE, MAX_PENDING_UNREGISTERS};
@@ -106,6 +113,8 @@ pub use binding::{Binding, PathEntries};
 pub use config::{ConfigError, NatMode, OnMaxContacts, RegistrarConfig};
 pub use edge::SipEdge;
 pub use error::RegisterError;
+pub use keepalive::KEEPALIVE_SLICES;
+pub use outbound::{OutboundContact, OutboundUse};
 pub use persist::{PersistError, PersistStats, Persister};
 pub use rules::{
     aor_user, ContactInput, LookupResult, RegisterOutcome, RegisterRequest, Registrar,

@@ -13,6 +13,7 @@ use super::admin::PendingUnregisters;
 use super::binding::{remaining_secs, Binding};
 use super::config::{ConfigError, OnMaxContacts, RegistrarConfig};
 use super::error::RegisterError;
+use super::outbound::{same_binding, OutboundContact};
 use super::slot::{Slot, SlotParts, MAX_CALL_ID, MAX_CONTACT_URI, MAX_PATH_BYTES};
 use super::table::Location;
 use super::uri::{nat_dest, same_contact, uri_host_port};
@@ -174,7 +175,22 @@ impl Registrar {
         now_ms: u64,
         out_contacts: &mut Vec<u8>,
     ) -> Result<RegisterOutcome, RegisterError> {
+        self.register_outbound(req, &[], now_ms, out_contacts)
+    }
+
+    /// [`Registrar::register`] with the RFC 5626 parameters of each contact (`outbound[i]`
+    /// for `req.contacts[i]`; missing entries have none), see [`super::outbound`]: a
+    /// contact with an instance and a reg-id replaces the binding with the same pair, and
+    /// is reached over the flow it registered on.
+    pub fn register_outbound(
+        &self,
+        req: &RegisterRequest<'_>,
+        outbound: &[OutboundContact<'_>],
+        now_ms: u64,
+        out_contacts: &mut Vec<u8>,
+    ) -> Result<RegisterOutcome, RegisterError> {
         self.check_request(req)?;
+        let ob = |i: usize| outbound.get(i).copied().unwrap_or_default();
         let cfg = &self.cfg;
         let max = usize::from(cfg.max_contacts);
         let since_s = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
@@ -210,7 +226,7 @@ impl Registrar {
                     match slots
                         .iter()
                         .filter(|s| live(s))
-                        .find(|s| same_contact(s.uri(), c.uri))
+                        .find(|s| same_binding(s, c.uri, &ob(i)))
                     {
                         Some(s) if !cseq_ok(s) => {
                             return Err(RegisterError::CSeqOutOfOrder {
@@ -248,7 +264,8 @@ impl Registrar {
                     continue;
                 }
                 let e = self.contact_expiry(req, c)?;
-                let pos = slots.iter().position(|s| same_contact(s.uri(), c.uri));
+                let o = ob(i);
+                let pos = slots.iter().position(|s| same_binding(s, c.uri, &o));
                 if e == 0 {
                     if let Some(p) = pos {
                         slots.remove(p);
@@ -272,7 +289,10 @@ impl Registrar {
                     conn: req.conn,
                     nated: nat_forced
                         || req.transport.is_stream()
+                        || o.reg_id.is_some()
                         || nat_dest(cfg.nat, c.uri, req.source),
+                    instance: o.instance.unwrap_or(""),
+                    reg_id: o.reg_id.unwrap_or(0),
                 };
                 let fresh = Slot::new(&parts).map_err(|_| RegisterError::BadContact)?;
                 match pos.and_then(|p| slots.get_mut(p).map(|s| (p, s))) {
@@ -371,7 +391,9 @@ impl Registrar {
         let _ = self.table.modify(
             self.key(aor),
             |slots| {
-                slots.retain(|s| !same_contact(s.uri(), slot.uri()));
+                slots.retain(|s| {
+                    !(same_contact(s.uri(), slot.uri()) && s.outbound() == slot.outbound())
+                });
                 slots.push(slot);
                 slots.sort_by_key(|s| std::cmp::Reverse(s.q_rank()));
                 Ok::<_, RegisterError>(((), false))

@@ -2,7 +2,8 @@
 //! read in place by [`SlotRef`].
 //!
 //! A slot keeps every variable-length field in one byte buffer (`uri | call-id | path
-//! entries | user-agent`) and the numbers beside it; encoded, it is 29 bytes of numbers,
+//! entries | user-agent | +sip.instance`) and the numbers beside it; encoded, it is 34 bytes
+//! of numbers (the RFC 5626 `reg-id` among them),
 //! two IPs (4 bytes IPv4, 16 IPv6 each: where to send, and the proxy's own socket the
 //! REGISTER arrived on) and that buffer. Where to send is decided at REGISTER time (the NAT
 //! rule); the local socket is what requests to the phone leave from (its NAT pinhole was
@@ -22,6 +23,9 @@ pub const MAX_USER_AGENT: usize = 255;
 pub const MAX_CONTACT_URI: usize = 2048;
 /// Most bytes of Path stored per binding.
 pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest `+sip.instance` value kept (RFC 5626; a `"<urn:uuid:...>"` is 47 bytes);
+/// longer ones are refused with 400.
+pub const MAX_INSTANCE: usize = 255;
 
 const F_V6: u8 = 1;
 const F_NATED: u8 = 2;
@@ -46,10 +50,13 @@ pub struct Slot {
     sock_port: u16,
     /// The stream connection it registered over (a packed `core::ConnId`), 0 for none.
     conn: u64,
+    /// RFC 5626 `reg-id` (0: none).
+    reg_id: u32,
     uri_len: u16,
     path_len: u16,
     call_id_len: u8,
     ua_len: u8,
+    inst_len: u8,
     flags: u8,
 }
 
@@ -71,6 +78,10 @@ pub struct SlotParts<'a> {
     /// The stream connection it arrived over (a packed `core::ConnId`), 0 for none.
     pub conn: u64,
     pub nated: bool,
+    /// RFC 5626 `+sip.instance` as the Contact gave it (quotes included), "" for none.
+    pub instance: &'a str,
+    /// RFC 5626 `reg-id` (0: none).
+    pub reg_id: u32,
 }
 
 /// Why a [`Slot`] could not be built (maps to 400 upstream).
@@ -79,6 +90,7 @@ pub(crate) enum SlotError {
     Uri,
     CallId,
     Path,
+    Instance,
 }
 
 fn truncate_str(s: &str, max: usize) -> &str {
@@ -104,8 +116,13 @@ impl Slot {
         if path_len > MAX_PATH_BYTES || p.path.iter().any(|e| e.len() > MAX_PATH_BYTES) {
             return Err(SlotError::Path);
         }
+        if p.instance.len() > MAX_INSTANCE {
+            return Err(SlotError::Instance);
+        }
         let ua = truncate_str(p.user_agent, MAX_USER_AGENT);
-        let mut buf = Vec::with_capacity(p.uri.len() + p.call_id.len() + path_len + ua.len());
+        let mut buf = Vec::with_capacity(
+            p.uri.len() + p.call_id.len() + path_len + ua.len() + p.instance.len(),
+        );
         buf.extend_from_slice(p.uri.as_bytes());
         buf.extend_from_slice(p.call_id.as_bytes());
         for e in p.path {
@@ -114,6 +131,7 @@ impl Slot {
             buf.extend_from_slice(e.as_bytes());
         }
         buf.extend_from_slice(ua.as_bytes());
+        buf.extend_from_slice(p.instance.as_bytes());
         // The one address kept: where to send (source when NATed, else the Contact's).
         let addr = if p.nated {
             p.source
@@ -149,10 +167,12 @@ impl Slot {
             sock_ip,
             sock_port: p.socket.port(),
             conn: p.conn,
+            reg_id: p.reg_id,
             uri_len: p.uri.len() as u16,
             path_len: path_len as u16,
             call_id_len: p.call_id.len() as u8,
             ua_len: ua.len() as u8,
+            inst_len: p.instance.len() as u8,
             flags,
         })
     }
@@ -168,10 +188,12 @@ impl Slot {
             sock_ip: self.sock_ip,
             sock_port: self.sock_port,
             conn: self.conn,
+            reg_id: self.reg_id,
             uri_len: self.uri_len,
             path_len: self.path_len,
             call_id_len: self.call_id_len,
             ua_len: self.ua_len,
+            inst_len: self.inst_len,
             flags: self.flags,
         }
     }
@@ -194,6 +216,11 @@ impl Slot {
 
     pub(crate) fn user_agent(&self) -> &str {
         self.as_ref().user_agent()
+    }
+
+    /// RFC 5626 `+sip.instance` ("" for none) and `reg-id` (0 for none).
+    pub(crate) fn outbound(&self) -> (&str, u32) {
+        (self.as_ref().instance(), self.reg_id)
     }
 
     /// Ordering key: unspecified q sorts as 1.0.
@@ -221,6 +248,7 @@ impl Slot {
             && self.sock_port == other.sock_port
             && self.as_ref().path_bytes() == other.as_ref().path_bytes()
             && self.q == other.q
+            && self.outbound() == other.outbound()
     }
 
     /// The borrowed view handed to lookup callbacks.
@@ -241,7 +269,7 @@ impl Slot {
 }
 
 /// Size of the numbers of an encoded slot, without the addresses.
-const FIXED_BASE: usize = 29;
+const FIXED_BASE: usize = 34;
 
 /// An IP as 16 bytes (IPv4 mapped) and whether it is IPv6.
 fn ip16(ip: IpAddr) -> ([u8; 16], bool) {
@@ -288,10 +316,12 @@ pub(crate) struct Fixed {
     sock_ip: [u8; 16],
     sock_port: u16,
     conn: u64,
+    pub(crate) reg_id: u32,
     uri_len: u16,
     path_len: u16,
     call_id_len: u8,
     ua_len: u8,
+    inst_len: u8,
     flags: u8,
 }
 
@@ -302,7 +332,7 @@ fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
 }
 
 impl Fixed {
-    /// Encoded size: 29 bytes of numbers plus 4 (IPv4) or 16 (IPv6) bytes per address,
+    /// Encoded size: 34 bytes of numbers plus 4 (IPv4) or 16 (IPv6) bytes per address,
     /// plus 8 for a connection.
     fn encoded_len(&self) -> usize {
         let conn = if self.flags & F_CONN != 0 { 8 } else { 0 };
@@ -314,6 +344,8 @@ impl Fixed {
         out.extend_from_slice(&self.expires_at_ms.to_le_bytes());
         out.extend_from_slice(&self.cseq.to_le_bytes());
         out.extend_from_slice(&self.since_s.to_le_bytes());
+        out.extend_from_slice(&self.reg_id.to_le_bytes());
+        out.push(self.inst_len);
         for v in [
             self.port,
             self.q,
@@ -348,13 +380,15 @@ impl Fixed {
             expires_at_ms: u64::from(u32_at(3)) | (u64::from(u32_at(7)) << 32),
             cseq: u32_at(11),
             since_s: u32_at(15),
-            port: u16_at(19),
-            q: u16_at(21),
-            sock_port: u16_at(23),
+            reg_id: u32_at(19),
+            inst_len: a[23],
+            port: u16_at(24),
+            q: u16_at(26),
+            sock_port: u16_at(28),
             sock_ip: [0; 16],
             conn: 0,
-            uri_len: u16_at(25),
-            path_len: u16_at(27),
+            uri_len: u16_at(30),
+            path_len: u16_at(32),
             ip: [0; 16],
         };
         let mut rest = rest;
@@ -372,6 +406,7 @@ impl Fixed {
             + self.call_id_len as usize
             + self.path_len as usize
             + self.ua_len as usize
+            + self.inst_len as usize
     }
 }
 
@@ -415,10 +450,12 @@ impl<'a> SlotRef<'a> {
             sock_ip: f.sock_ip,
             sock_port: f.sock_port,
             conn: f.conn,
+            reg_id: f.reg_id,
             uri_len: f.uri_len,
             path_len: f.path_len,
             call_id_len: f.call_id_len,
             ua_len: f.ua_len,
+            inst_len: f.inst_len,
             flags: f.flags,
         }
     }
@@ -451,6 +488,15 @@ impl<'a> SlotRef<'a> {
         let start =
             self.f.uri_len as usize + self.f.call_id_len as usize + self.f.path_len as usize;
         self.str_at(start, self.f.ua_len as usize)
+    }
+
+    /// RFC 5626 `+sip.instance` as registered ("" for none).
+    pub(crate) fn instance(&self) -> &'a str {
+        let start = self.f.uri_len as usize
+            + self.f.call_id_len as usize
+            + self.f.path_len as usize
+            + self.f.ua_len as usize;
+        self.str_at(start, self.f.inst_len as usize)
     }
 
     /// Where to send requests for this binding (decided at REGISTER time).
@@ -521,6 +567,8 @@ mod tests {
             socket: sa("10.0.0.5:5060"),
             conn: 0x8000_1234_5678_9abc,
             nated: true,
+            instance: "\"<urn:uuid:1>\"",
+            reg_id: 3,
         })
         .unwrap();
         let v = slot.view();
@@ -539,8 +587,12 @@ mod tests {
         assert_eq!(back.view().socket, sa("10.0.0.5:5060"));
         assert_eq!(back.view().conn, 0x8000_1234_5678_9abc);
         assert_eq!(back.view().dest, sa("[2001:db8::5]:7000"));
+        assert_eq!(back.view().instance(), "\"<urn:uuid:1>\"");
+        assert_eq!(back.view().reg_id(), Some(3));
+        assert_eq!(back.view().user_agent(), "Phone/1.0");
+        // The owned form only lives while the rules run (the table keeps encoded records).
         assert!(
-            std::mem::size_of::<Slot>() <= 88,
+            std::mem::size_of::<Slot>() <= 96,
             "{}",
             std::mem::size_of::<Slot>()
         );
@@ -563,6 +615,8 @@ mod tests {
             socket: sa("[2001:db8::1]:5060"),
             conn: 0,
             nated: false,
+            instance: "",
+            reg_id: 0,
         };
         let s = Slot::new(&p).unwrap();
         assert!(s.user_agent().len() <= MAX_USER_AGENT && !s.user_agent().is_empty());

@@ -30,6 +30,10 @@ use super::slot::{Slot, SlotRef};
 /// Number of stripes.
 pub const SHARDS: usize = 64;
 
+/// Each stripe is cut into `2^PART_BITS` parts by the top bits of the key, for the
+/// keepalive scan ([`Location::scan_part`]).
+pub const PART_BITS: u32 = 6;
+
 /// Keyed multiply-fold hash of an AOR (foldhash-style), seeded per process. Much cheaper
 /// than SipHash on 20-byte keys; keys are inserted only by authenticated REGISTERs and
 /// the seed is secret, and a full 64-bit collision is handled (groups), so this is safe.
@@ -402,6 +406,35 @@ impl Location {
             }
         }
         removed
+    }
+
+    /// Call `f` with the AOR and each binding live at `now_ms` of the records in stripe
+    /// `stripe` whose key's top [`PART_BITS`] bits fall in `[part_lo, part_hi)`, under the
+    /// stripe's read lock (the keepalive scan: one pass over the stripe's keys, records
+    /// decoded in place, nothing allocated).
+    pub(crate) fn scan_part(
+        &self,
+        stripe: usize,
+        (part_lo, part_hi): (u32, u32),
+        now_ms: u64,
+        mut f: impl FnMut(&str, &Binding<'_>),
+    ) {
+        let Some(lock) = self.shards.get(stripe) else {
+            return;
+        };
+        let guard = Self::read(lock);
+        for (&h, rec) in guard.map.iter() {
+            let part = (h >> (64 - PART_BITS)) as u32;
+            if part < part_lo || part >= part_hi {
+                continue;
+            }
+            for g in groups(rec) {
+                let aor = std::str::from_utf8(g.aor).unwrap_or("");
+                for (s, _) in slots(g.slots).filter(|(s, _)| s.f.expires_at_ms > now_ms) {
+                    f(aor, &s.view());
+                }
+            }
+        }
     }
 
     /// Earliest expiry in the table (for the caller's timer), if any binding exists.

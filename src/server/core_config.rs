@@ -3,7 +3,7 @@
 //! Asterisk, the names the proxy answers to, and the limits and timers.
 
 use crate::config::Config;
-use crate::core::{CoreConfig, DialogKey, Interface};
+use crate::core::{BranchKey, CoreConfig, DialogKey, Interface};
 
 /// The core configuration of `cfg` for `n_workers` workers.
 pub fn core_config(cfg: &Config, n_workers: usize) -> CoreConfig {
@@ -41,9 +41,16 @@ pub fn core_config(cfg: &Config, n_workers: usize) -> CoreConfig {
     c.n_workers = n_workers.max(1);
     c.check_from_user = cfg.auth.check_from_user;
     c.dialog_key = DialogKey::new(&cfg.auth.nonce_secret);
+    c.branch_key = BranchKey::new(&cfg.auth.nonce_secret);
+    c.response_source = cfg.asterisk.response_source;
+    c.response_addresses
+        .clone_from(&cfg.asterisk.response_addresses);
+    c.auth_failure_delay_ms = cfg.auth.failure_delay_ms;
+    c.unregistered_code = cfg.registrar.unregistered_answer;
     c.shed_backlog_bytes = cfg.limits.shed_backlog_bytes;
     c.subscribe_events
         .clone_from(&cfg.asterisk.subscribe_events);
+    c.nat = cfg.nat;
     c
 }
 

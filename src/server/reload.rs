@@ -9,11 +9,12 @@
 //!   refresh_min_interval_secs, call_affinity, the probe, replay and busy keys,
 //!   subscribe_events: a node kept keeps its state and drain flag, a new one gets the
 //!   registrations replayed),
-//!   `[timers]`, `[limits]`, `[log] level`, `domain.local`, `auth.check_from_user`,
+//!   `[timers]`, `[limits]`, `[nat]`, `[log] level`, `domain.local`, `auth.check_from_user`,
+//!   `auth.failure_delay_ms`, `registrar.unregistered_answer`,
 //!   `credentials.refresh_secs` and `credentials.negative_ttl_secs`, and `[guard]` except the
 //!   table sizes;
 //! - restart: `[listen]`, `domain.realm`, the other `[auth]` and `[credentials]` keys,
-//!   `[registrar]`, `[transport]`, `[admin]`, the `[guard]` table sizes (and turning on
+//!   the other `[registrar]` keys, `[transport]`, `[admin]`, the `[guard]` table sizes (and turning on
 //!   `rate_enabled`/`ban_enabled` when the proxy started without them).
 //!
 //! Each reload also reloads every credential from the database, as SIGHUP always did.
@@ -174,7 +175,9 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             replay_rate_per_sec,
             busy_latency_ms,
             busy_backoff_ms,
-            subscribe_events
+            subscribe_events,
+            response_source,
+            response_addresses
         ]
     );
     if old.asterisk.match_mode != new.asterisk.match_mode {
@@ -201,8 +204,26 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         ]
     );
     changed!(live, old.log, new.log, "log", [level]);
+    changed!(
+        live,
+        old.nat,
+        new.nat,
+        "nat",
+        [
+            keepalive_interval_secs,
+            keepalive_failures,
+            keepalive,
+            keepalive_bindings
+        ]
+    );
     changed!(restart, old.log, new.log, "log", [format]);
-    changed!(live, old.auth, new.auth, "auth", [check_from_user]);
+    changed!(
+        live,
+        old.auth,
+        new.auth,
+        "auth",
+        [check_from_user, failure_delay_ms]
+    );
     changed!(
         restart,
         old.auth,
@@ -267,6 +288,13 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             expire_batch
         ]
     );
+    changed!(
+        live,
+        old.registrar,
+        new.registrar,
+        "registrar",
+        [unregistered_answer]
+    );
     if old.transport != new.transport {
         restart.push("transport");
     }
@@ -326,6 +354,7 @@ pub fn diff(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     section(old.timers != new.timers, "timers");
     section(old.limits != new.limits, "limits");
     section(old.log != new.log, "log");
+    section(old.nat != new.nat, "nat");
     section(old.auth != new.auth, "auth");
     section(old.credentials != new.credentials, "credentials");
     section(old.registrar != new.registrar, "registrar");
@@ -344,6 +373,8 @@ fn in_force(old: &Config, new: &Config, guard_restart: &[&'static str]) -> Confi
     c.limits = new.limits;
     c.log.level.clone_from(&new.log.level);
     c.auth.check_from_user = new.auth.check_from_user;
+    c.auth.failure_delay_ms = new.auth.failure_delay_ms;
+    c.registrar.unregistered_answer = new.registrar.unregistered_answer;
     c.credentials.refresh_secs = new.credentials.refresh_secs;
     c.credentials.negative_ttl_secs = new.credentials.negative_ttl_secs;
     let sizes = old.guard.clone();
@@ -489,6 +520,20 @@ mod tests {
 
     fn base() -> Config {
         Config::default()
+    }
+
+    #[test]
+    fn nat_keepalive_keys_are_live() {
+        let mut new = base();
+        new.nat.keepalive_interval_secs = 0;
+        new.nat.keepalive_failures = 5;
+        assert_eq!(
+            diff(&base(), &new),
+            (
+                vec!["nat.keepalive_interval_secs", "nat.keepalive_failures"],
+                vec![]
+            )
+        );
     }
 
     #[test]

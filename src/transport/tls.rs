@@ -95,9 +95,18 @@ impl TlsConfig {
 /// The ring provider: it builds with a C compiler alone (aws-lc-rs, rustls' default, needs
 /// cmake). rustls 0.23.48 deprecates it for lacking post-quantum key exchange, which SIP
 /// phones do not offer yet; revisit when they do.
+///
+/// Key exchange groups in the order phones' TLS stacks (OpenSSL, mbedTLS, GnuTLS) prefer:
+/// X25519 first. ring's default list puts P-384 first, whose ECDH costs about ten times
+/// X25519's here (docs/benchmarks.md, "Transports"); the order decides only for a client that
+/// sends key shares for several groups — a client's single share is taken as it is.
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::kx_group;
+    Arc::new(CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// The certificate chain and key of `cfg`, checked to belong together.

@@ -42,7 +42,7 @@ pub struct ProxyOptions {
     pub ws_addrs: Option<(SocketAddr, Option<SocketAddr>)>,
 }
 
-/// Further settings, all off by default (the generated config is then unchanged).
+/// Further settings, all off by default (NAT keepalives included: `[nat]` with an interval of 0).
 #[derive(Debug, Clone, Default)]
 pub struct Tune {
     /// `[credentials] url` instead of the seeded SQLite file (e.g. a MariaDB database);
@@ -58,6 +58,10 @@ pub struct Tune {
     pub algorithms: Vec<&'static str>,
     /// `[auth] uri_check` (`"strict"`, `"host"`, `"off"`).
     pub uri_check: Option<&'static str>,
+    /// `[auth] failure_delay_ms`.
+    pub failure_delay_ms: Option<u64>,
+    /// `[registrar] unregistered_answer` (404 or 480).
+    pub unregistered_answer: Option<u16>,
     /// `[registrar] persist` (default `"none"`), e.g. `sqlite:///DIR/location.db`.
     pub persist: Option<String>,
     /// `[registrar] persist_interval_ms`.
@@ -111,6 +115,10 @@ pub struct Tune {
     pub admin_token_file: Option<std::path::PathBuf>,
     /// Further sections appended verbatim (e.g. `[hep]`); they must not repeat one above.
     pub extra_toml: Option<String>,
+    /// The body of the `[nat]` section. `None`: NAT keepalives off — every test phone on
+    /// loopback counts as NATed, and most test phones do not answer OPTIONS (tests/e2e_nat.rs
+    /// turns them on).
+    pub nat: Option<String>,
     /// Further `[asterisk]` lines, e.g. `probe_interval_ms = 100` (the farm tests).
     pub asterisk_lines: Vec<String>,
 }
@@ -236,6 +244,9 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     if let Some(ms) = tune.persist_interval_ms {
         let _ = writeln!(toml, "persist_interval_ms = {ms}");
     }
+    if let Some(code) = tune.unregistered_answer {
+        let _ = writeln!(toml, "unregistered_answer = {code}");
+    }
     if let Some(min) = opts.min_expires {
         let _ = writeln!(toml, "min_expires = {min}");
     }
@@ -249,8 +260,11 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
         let items: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
         items.join(", ")
     };
-    if !tune.algorithms.is_empty() || tune.uri_check.is_some() {
+    if !tune.algorithms.is_empty() || tune.uri_check.is_some() || tune.failure_delay_ms.is_some() {
         toml.push_str("\n[auth]\n");
+    }
+    if let Some(ms) = tune.failure_delay_ms {
+        let _ = writeln!(toml, "failure_delay_ms = {ms}");
     }
     if !tune.algorithms.is_empty() {
         let _ = writeln!(toml, "algorithms = [{}]", quoted(&tune.algorithms));
@@ -323,6 +337,11 @@ pub fn config_toml(addr: SocketAddr, db: &Path, opts: &ProxyOptions) -> String {
     if let Some(format) = tune.log_format {
         let _ = writeln!(toml, "format = \"{format}\"");
     }
+    let nat = tune
+        .nat
+        .as_deref()
+        .unwrap_or("keepalive_interval_secs = 0\n");
+    let _ = write!(toml, "\n[nat]\n{nat}\n");
     if let Some(extra) = &tune.extra_toml {
         let _ = write!(toml, "\n{extra}\n");
     }

@@ -24,6 +24,8 @@ pub struct StreamPhone {
     buf: Vec<u8>,
     /// CRLF pongs received.
     pub pongs: usize,
+    /// CRLFCRLF pings received (the proxy's NAT keepalives).
+    pub pings: usize,
 }
 
 impl StreamPhone {
@@ -44,6 +46,7 @@ impl StreamPhone {
             peer: proxy,
             buf: Vec::new(),
             pongs: 0,
+            pings: 0,
         }
     }
 
@@ -61,6 +64,7 @@ impl StreamPhone {
             peer: proxy,
             buf: Vec::new(),
             pongs: 0,
+            pings: 0,
         }
     }
 
@@ -87,8 +91,10 @@ impl StreamPhone {
                         });
                     }
                     Ok(Status::Complete(f)) => {
-                        if matches!(f, Frame::Pong { .. }) {
-                            self.pongs += 1;
+                        match f {
+                            Frame::Pong { .. } => self.pongs += 1,
+                            Frame::Ping { .. } => self.pings += 1,
+                            Frame::Message { .. } => {}
                         }
                         self.buf.drain(..f.consumed());
                     }

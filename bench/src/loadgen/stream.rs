@@ -384,10 +384,16 @@ fn frame_len(buf: &[u8]) -> Frame {
 /// A TLS client configuration for the benchmark: the proxy's certificate is not checked
 /// (loopback only; the generator measures the proxy, not a PKI), its signatures are. The ring
 /// provider, as the proxy uses (deprecated in rustls 0.23.48 for lacking post-quantum key
-/// exchange, which phones do not offer either).
+/// exchange, which phones do not offer either), with X25519 first as phones' TLS stacks
+/// offer it (ring's default puts P-384 first, which would make every handshake pay for P-384
+/// ECDH).
 #[allow(deprecated)]
 pub fn insecure_client_config() -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    use rustls::crypto::ring::kx_group;
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    });
     let verifier = Arc::new(AnyCertificate(Arc::clone(&provider)));
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

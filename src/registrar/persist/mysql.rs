@@ -50,11 +50,15 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS location (
     KEY expires_idx (expires)
 )";
 
-fn ruid(aor: &str, contact: &str) -> String {
-    // Stable across runs: FNV-1a over both strings.
+fn ruid(aor: &str, contact: &str, reg_id: u32) -> String {
+    // Stable across runs: FNV-1a over both strings (and the RFC 5626 reg-id: two flows of
+    // one phone may register the same Contact).
     let mut h = crate::util::fnv::Fnv::default();
     aor.hash(&mut h);
     contact.hash(&mut h);
+    if reg_id != 0 {
+        reg_id.hash(&mut h);
+    }
     format!("sf-{:016x}", h.finish())
 }
 
@@ -100,6 +104,8 @@ fn to_row(r: &mysql::Row) -> Result<Row, PersistError> {
     let flags: i64 = get(r, 10)?;
     let socket: Option<String> = get(r, 11)?;
     let since: i64 = get(r, 12)?;
+    let instance: Option<String> = get(r, 13)?;
+    let reg_id: i64 = get(r, 14)?;
     let aor = match domain {
         Some(d) if !d.is_empty() => format!("{user}@{d}"),
         _ => user,
@@ -125,6 +131,8 @@ fn to_row(r: &mysql::Row) -> Result<Row, PersistError> {
         cseq: u32::try_from(cseq).unwrap_or(0),
         user_agent: ua,
         since_s: u32::try_from(since).unwrap_or(0),
+        instance: instance.unwrap_or_default(),
+        reg_id: u32::try_from(reg_id).unwrap_or(0),
     })
 }
 
@@ -145,7 +153,8 @@ impl Store for MysqlStore {
     ) -> Result<(), PersistError> {
         let rows = self.conn.query_iter(
             "SELECT username, domain, contact, received, path, UNIX_TIMESTAMP(expires), q, callid,
-                    cseq, user_agent, flags, socket, UNIX_TIMESTAMP(last_modified)
+                    cseq, user_agent, flags, socket, UNIX_TIMESTAMP(last_modified),
+                    instance, reg_id
              FROM location",
         )?;
         for r in rows {
@@ -172,10 +181,10 @@ impl Store for MysqlStore {
                 let q = r.q.map_or(-1.0, |q| f64::from(q) / 1000.0);
                 tx.exec_drop(
                     "INSERT INTO location (ruid, username, domain, contact, received, path, expires,
-                         q, callid, cseq, last_modified, flags, user_agent, socket)
-                     VALUES (?, ?, ?, ?, ?, ?, FROM_UNIXTIME(?), ?, ?, ?, FROM_UNIXTIME(?), ?, ?, ?)",
+                         q, callid, cseq, last_modified, flags, user_agent, socket, instance, reg_id)
+                     VALUES (?, ?, ?, ?, ?, ?, FROM_UNIXTIME(?), ?, ?, ?, FROM_UNIXTIME(?), ?, ?, ?, ?, ?)",
                     mysql::Params::Positional(vec![
-                        ruid(aor, &r.contact).into(),
+                        ruid(aor, &r.contact, r.reg_id).into(),
                         user.into(),
                         domain.into(),
                         r.contact.as_str().into(),
@@ -189,6 +198,8 @@ impl Store for MysqlStore {
                         i32::from(r.nated).into(),
                         r.user_agent.as_str().into(),
                         format!("{}:{}", r.transport.as_str(), r.socket).into(),
+                        (!r.instance.is_empty()).then_some(r.instance.as_str()).into(),
+                        r.reg_id.into(),
                     ]),
                 )?;
             }

@@ -26,6 +26,9 @@ pub struct Row {
     pub cseq: u32,
     pub user_agent: String,
     pub since_s: u32,
+    /// RFC 5626 `+sip.instance` ("" for none) and `reg-id` (0 for none).
+    pub instance: String,
+    pub reg_id: u32,
 }
 
 impl Row {
@@ -44,6 +47,8 @@ impl Row {
             cseq: v.cseq,
             user_agent: v.user_agent().to_owned(),
             since_s: v.registered_at_s(),
+            instance: v.instance().to_owned(),
+            reg_id: v.reg_id().unwrap_or(0),
         }
     }
 
@@ -64,6 +69,8 @@ impl Row {
             // Connections do not survive a restart.
             conn: 0,
             nated: self.nated,
+            instance: &self.instance,
+            reg_id: self.reg_id,
         })
         .map_err(|_| PersistError::BadRow("contact, call-id or path too long"))
     }

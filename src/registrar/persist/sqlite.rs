@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS location (
     cseq INTEGER NOT NULL,
     user_agent TEXT NOT NULL DEFAULT '',
     registered_s INTEGER NOT NULL DEFAULT 0,
+    instance TEXT NOT NULL DEFAULT '',
+    reg_id INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (aor, contact)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS location_expires ON location (expires_ms);
@@ -49,6 +51,16 @@ impl SqliteStore {
             .exists([])?;
         if !has_socket {
             conn.execute_batch("ALTER TABLE location ADD COLUMN socket TEXT NOT NULL DEFAULT ''")?;
+        }
+        // Files written before RFC 5626 outbound lack its two columns.
+        let has_instance = conn
+            .prepare("SELECT 1 FROM pragma_table_info('location') WHERE name = 'instance'")?
+            .exists([])?;
+        if !has_instance {
+            conn.execute_batch(
+                "ALTER TABLE location ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE location ADD COLUMN reg_id INTEGER NOT NULL DEFAULT 0;",
+            )?;
         }
         Ok(SqliteStore { conn })
     }
@@ -76,6 +88,8 @@ fn to_row(r: &rusqlite::Row<'_>) -> Result<Row, PersistError> {
         cseq: u32::try_from(r.get::<_, i64>(10)?).map_err(|_| bad("cseq"))?,
         user_agent: r.get(11)?,
         since_s: u32::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+        instance: r.get(13)?,
+        reg_id: u32::try_from(r.get::<_, i64>(14)?).unwrap_or(0),
     })
 }
 
@@ -86,7 +100,7 @@ impl Store for SqliteStore {
     ) -> Result<(), PersistError> {
         let mut st = self.conn.prepare(
             "SELECT aor, contact, received, transport, socket, nated, path, expires_ms, q,
-                    callid, cseq, user_agent, registered_s FROM location",
+                    callid, cseq, user_agent, registered_s, instance, reg_id FROM location",
         )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -104,8 +118,8 @@ impl Store for SqliteStore {
             let mut del = tx.prepare_cached("DELETE FROM location WHERE aor = ?1")?;
             let mut ins = tx.prepare_cached(
                 "INSERT OR REPLACE INTO location (aor, contact, received, transport, socket, nated,
-                     path, expires_ms, q, callid, cseq, user_agent, registered_s)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     path, expires_ms, q, callid, cseq, user_agent, registered_s, instance, reg_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for (aor, rows) in aors {
                 if !all {
@@ -126,6 +140,8 @@ impl Store for SqliteStore {
                         r.cseq,
                         r.user_agent,
                         r.since_s,
+                        r.instance,
+                        r.reg_id,
                     ])?;
                 }
             }
