@@ -6,7 +6,8 @@
 //! (the WS side and the UDP side), the browser's 200 reaching Asterisk, and Asterisk's BYE
 //! finding the browser again over its connection. A handshake without the `sip`
 //! subprotocol gets a clear HTTP refusal; a malformed frame and an oversized message close
-//! only their own connection while another browser keeps working.
+//! only their own connection while another browser keeps working. The `[nat]` keepalive of a
+//! browser's binding is a WebSocket ping, not a CRLFCRLF text message.
 
 mod support;
 
@@ -22,11 +23,17 @@ use support::{password, Scene, Setup};
 const WAIT: Duration = Duration::from_secs(10);
 
 fn scene(pki: &TestPki, extra: Option<&str>) -> Scene {
+    scene_with(pki, extra, None)
+}
+
+/// With `nat` as the body of `[nat]` (keepalives are off otherwise).
+fn scene_with(pki: &TestPki, extra: Option<&str>, nat: Option<&str>) -> Scene {
     Scene::start(Setup {
         tune: Tune {
             ws: true,
             tls: Some((pki.cert.clone(), pki.key.clone())),
             extra_toml: extra.map(str::to_owned),
+            nat: nat.map(str::to_owned),
             ..Tune::default()
         },
         ..Setup::default()
@@ -269,4 +276,23 @@ fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&mask);
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
     f
+}
+
+#[test]
+fn keepalives_to_a_browser_are_websocket_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path());
+    let s = scene_with(&pki, None, Some("keepalive_interval_secs = 1\n"));
+    let mut p = WsPhone::wss(s.proxy.wss.unwrap(), &pki);
+    // reg-id and +sip.instance (RFC 5626): a binding that gets keepalives.
+    register(&mut p, true, "1001", "kaphone");
+    s.standin().wait_registered("1001");
+    // Within two intervals a ping frame, never a CRLFCRLF text message; it is answered
+    // (tungstenite's pong) and the browser stays reachable.
+    p.expect_ping(Duration::from_secs(5));
+    p.expect_ping(Duration::from_secs(5));
+    let ast = Phone::bind(Ipv4Addr::new(127, 0, 0, 2));
+    asterisk_invite(&ast, s.proxy.addr, "1001", "after-pings");
+    let inv = p.expect_request("INVITE", WAIT);
+    assert!(inv.start_line().contains("kaphone@"), "{}", inv.text);
 }

@@ -161,6 +161,30 @@ impl WsPhone {
         None
     }
 
+    /// Reads until a WebSocket ping arrives (tungstenite answers it with a pong); panics on
+    /// a SIP message or at `limit`.
+    pub fn expect_ping(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(Message::Ping(_)) => {
+                    // The pong goes out with the next write or flush.
+                    let _ = self.ws.flush();
+                    return;
+                }
+                Ok(Message::Text(t)) => panic!("a SIP message instead of a ping: {t:?}"),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => panic!("the WebSocket failed while waiting for a ping: {e}"),
+            }
+        }
+        panic!("no WebSocket ping within {limit:?}");
+    }
+
     /// Receives until a response with `code` to `cseq` (e.g. `"2 INVITE"`) arrives.
     pub fn expect_response(&mut self, code: u16, cseq: &str, limit: Duration) -> SipMsg {
         let deadline = Instant::now() + limit;

@@ -184,13 +184,18 @@ impl Conn {
 
     /// Queues one SIP message (plaintext; in a WebSocket text frame on WS and WSS) and
     /// writes what the socket takes; returns the bytes written to the socket.
+    ///
+    /// On a WebSocket the RFC 5626 CRLFCRLF keepalive the core sends to a stream becomes a
+    /// ping frame (RFC 6455 §5.5.2): a browser answers it by itself, where a CRLFCRLF text
+    /// message would reach its SIP stack as an unparsable message.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<usize> {
         let mut head = [0u8; ws::MAX_HEADER];
-        let hl = match &self.ws {
-            Some(_) => ws::frame_header(&mut head, bytes.len()),
-            None => 0,
+        let (hl, body) = match &self.ws {
+            Some(_) if bytes == ws::CRLF_PING => (ws::ping_header(&mut head), &[][..]),
+            Some(_) => (ws::frame_header(&mut head, bytes.len()), bytes),
+            None => (0, bytes),
         };
-        self.send_raw(&head[..hl], bytes)
+        self.send_raw(&head[..hl], body)
     }
 
     /// Queues `a` then `b` (plaintext, as they are) and writes what the socket takes.

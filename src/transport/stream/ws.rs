@@ -10,7 +10,8 @@
 //!    or in fragments) is appended to [`WsConn::msgs`] as a 4-byte big-endian length and the
 //!    bytes, for the worker to hand to the proxy like a datagram; a ping is answered with a
 //!    pong, a close with a close;
-//! 3. SIP output is written as one unmasked text frame ([`frame_header`]).
+//! 3. SIP output is written as one unmasked text frame ([`frame_header`]); the core's
+//!    RFC 5626 CRLFCRLF keepalive becomes a ping frame ([`ping_header`]).
 //!
 //! The frame header codec and the `Sec-WebSocket-Accept` derivation are tungstenite's
 //! (`FrameHeader::parse`/`format`, `derive_accept_key`); the HTTP request is parsed with
@@ -396,6 +397,14 @@ fn header_into(buf: &mut [u8; MAX_HEADER], opcode: OpCode, len: usize) -> usize 
 /// frames are not masked): write it, then the message.
 pub(crate) fn frame_header(buf: &mut [u8; MAX_HEADER], len: usize) -> usize {
     header_into(buf, OpCode::Data(Data::Text), len)
+}
+
+/// The RFC 5626 keepalive ping on a stream; sent as a WebSocket ping frame instead.
+pub(crate) const CRLF_PING: &[u8] = b"\r\n\r\n";
+
+/// The header of an empty ping frame.
+pub(crate) fn ping_header(buf: &mut [u8; MAX_HEADER]) -> usize {
+    header_into(buf, OpCode::Control(Control::Ping), 0)
 }
 
 /// The header of a close frame with a 2-byte status code.

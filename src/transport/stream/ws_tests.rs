@@ -256,4 +256,7 @@ fn server_frame_headers() {
     assert_eq!(head(5), [0x81, 5]);
     assert_eq!(head(300), [0x81, 126, 1, 44]);
     assert_eq!(head(70_000), [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    let mut buf = [0u8; MAX_HEADER];
+    let n = ping_header(&mut buf);
+    assert_eq!(buf[..n], [0x89, 0]);
 }
