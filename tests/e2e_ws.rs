@@ -119,6 +119,12 @@ fn browsers_on_ws_and_wss_register_receive_calls_and_hang_up() {
             "{}",
             ok.text
         );
+        // RFC 5626 outbound applies at the first hop: the 200 says so.
+        assert!(
+            ok.header("Require").is_some_and(|r| r.contains("outbound")),
+            "{}",
+            ok.text
+        );
         s.standin().wait_registered(user);
 
         // Asterisk's INVITE: a frame on the browser's connection, Via naming WS/WSS, a
