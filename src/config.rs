@@ -48,6 +48,8 @@ pub enum ConfigError {
     Admin(#[from] crate::admin::ConfigError),
     #[error(transparent)]
     Hep(#[from] crate::hep::ConfigError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ConfigError),
 }
 
 /// What serde's terse value errors expected, in words.
@@ -90,6 +92,9 @@ pub struct Config {
     pub guard: crate::guard::GuardConfig,
     pub admin: crate::admin::AdminConfig,
     pub hep: crate::hep::HepConfig,
+    /// `[cluster]`: several nodes sharing location and state through Redis; absent, the
+    /// proxy runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -630,6 +635,9 @@ impl Config {
         self.guard.validate()?;
         self.admin.validate()?;
         self.hep.validate()?;
+        if let Some(c) = &self.cluster {
+            c.validate(&self.listen.udp)?;
+        }
         Ok(())
     }
 

@@ -30,6 +30,7 @@ mod dialog_token;
 mod farm;
 mod flow;
 mod nat;
+mod peer;
 pub mod ports;
 mod regcache;
 mod register;
@@ -60,6 +61,7 @@ pub use config::{
     DEFAULT_SUBSCRIBE_EVENTS,
 };
 pub use dialog_token::DialogKey;
+pub use peer::HOP_PARAM;
 pub use flow::{ConnId, Flow, Local, Now};
 pub use ports::{
     Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, Links,

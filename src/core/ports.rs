@@ -158,6 +158,16 @@ pub trait LocationPort: Send + Sync {
     fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>));
     /// Remove expired bindings; call `f` for each user left with none.
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str));
+    /// In a cluster: whether `addr` is another node, whose forwarded requests for this
+    /// node's phones are delivered without authentication (`core/peer.rs`). Alone: never.
+    fn is_peer(&self, _addr: SocketAddr) -> bool {
+        false
+    }
+    /// In a cluster: like [`LocationPort::lookup`], but only the bindings whose flow this
+    /// node holds (never one reached through another node).
+    fn lookup_local(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
+        self.lookup(user, now_ms, f);
+    }
 }
 
 /// One REGISTER to send to an Asterisk node, as REGFWD decided it.

@@ -298,6 +298,10 @@ impl Core {
             self.route_in_dialog(&ctx, &msg, method, ruri_str, false, tx);
             return;
         }
+        // A cluster peer's request for a phone whose flow is on this node (`peer.rs`).
+        if self.forward_from_peer(&ctx, &msg, method, ruri_str, tx) {
+            return;
+        }
         let to_us = self.cfg.is_local_host(ruri.host_raw, ruri.port);
         if method == Method::Options && ruri.user.is_none() && to_us {
             self.reply_options(&msg, from, tx);
