@@ -641,6 +641,17 @@ impl Core {
             v.branch()
                 .and_then(parse_branch)
                 .is_some_and(|b| b.loop_hash == h && b.slot != u32::MAX)
+                && !self.peer_via(&v)
+        })
+    }
+
+    /// Whether a Via was written by another node of a cluster (same branch format, same
+    /// request at each node: not a loop).
+    fn peer_via(&self, v: &crate::sip::Via<'_>) -> bool {
+        let ip = v.host.trim_start_matches('[').trim_end_matches(']');
+        ip.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            let addr = std::net::SocketAddr::new(ip, v.port.unwrap_or(5060));
+            self.ports.location.is_peer(addr)
         })
     }
 

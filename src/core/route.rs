@@ -558,6 +558,7 @@ impl Core {
                 None
             } else {
                 nat_alias(msg, ctx.from.remote)
+                    .filter(|_| !self.ports.location.is_peer(ctx.from.remote))
             },
             drop_lines: &[],
         };

@@ -341,6 +341,9 @@ impl Server {
                 hep: hep
                     .as_ref()
                     .map(|h| Arc::new(HepCounts(h.stats().clone())) as Arc<dyn HepSource>),
+                cluster: cluster
+                    .as_ref()
+                    .map(|c| c.shared().clone() as Arc<dyn crate::admin::ClusterSource>),
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)
