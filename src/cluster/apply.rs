@@ -160,7 +160,7 @@ mod tests {
         .unwrap()
     }
 
-    fn register(r: &Registrar, contact: &str, now_ms: u64) {
+    fn register(r: &Registrar, contact: &str, cseq: u32, now_ms: u64) {
         let contacts = [ContactInput {
             uri: contact,
             expires: Some(600),
@@ -169,7 +169,7 @@ mod tests {
         let req = RegisterRequest {
             aor: "alice@example.com",
             call_id: "c1",
-            cseq: 1,
+            cseq,
             expires_header: None,
             star: false,
             contacts: &contacts,
@@ -199,7 +199,7 @@ mod tests {
     fn remote_bindings_come_and_go_and_local_newer_ones_stay() {
         let r = registrar();
         let now = 1_000_000;
-        register(&r, "sip:alice@192.0.2.1", now);
+        register(&r, "sip:alice@192.0.2.1", 1, now);
         let own = own_fields(&r, "alice", "a", "10.0.0.1:5060".parse().unwrap(), now);
         assert_eq!(own.len(), 1);
         // Node b holds another phone of alice.
@@ -245,7 +245,7 @@ mod tests {
         apply(&r, "alice", &[moved], "a", false, now);
         r.lookup("alice", now, |b| assert!(is_remote(b)));
         // An older copy from elsewhere does not replace a newer local binding.
-        register(&r, "sip:alice@192.0.2.1", now + 10_000);
+        register(&r, "sip:alice@192.0.2.1", 2, now + 10_000);
         let stale = Value {
             owner: "b".into(),
             owner_addr: b_addr,
@@ -260,7 +260,7 @@ mod tests {
         let r = registrar();
         let now = 1_000_000;
         let src = registrar();
-        register(&src, "sip:alice@192.0.2.1", now);
+        register(&src, "sip:alice@192.0.2.1", 1, now);
         let own = own_fields(&src, "alice", "a", "10.0.0.1:5060".parse().unwrap(), now);
         let v = wire::decode("alice", own[0].1.as_bytes()).unwrap();
         apply(&r, "alice", std::slice::from_ref(&v), "a", false, now);
