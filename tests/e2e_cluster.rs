@@ -25,8 +25,8 @@ use support::admin::{free_admin_addr, http_get};
 use support::flows::{phone_register, phone_request};
 use support::phone::{Phone, SipMsg};
 use support::procs::Proc;
-use support::proxy::{config_toml, free_udp_port, seed_credentials, Proxy, ProxyOptions, Tune};
 use support::proxy::DOMAIN;
+use support::proxy::{config_toml, free_udp_port, seed_credentials, Proxy, ProxyOptions, Tune};
 
 const WAIT: Duration = Duration::from_secs(10);
 const NODE_B_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -90,7 +90,9 @@ impl Redis {
 
     fn con(&self) -> Option<redis::Connection> {
         let c = redis::Client::open(self.url()).ok()?;
-        let mut con = c.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+        let mut con = c
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
         redis::cmd("PING").query::<String>(&mut con).ok()?;
         Some(con)
     }
@@ -120,7 +122,14 @@ struct Node {
     dir: PathBuf,
 }
 
-fn node_config(dir: &Path, addr: SocketAddr, admin: SocketAddr, name: &str, redis: &Redis, ast: SocketAddr) {
+fn node_config(
+    dir: &Path,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    name: &str,
+    redis: &Redis,
+    ast: SocketAddr,
+) {
     let db = dir.join("credentials.db");
     if !db.exists() {
         let u = users();
@@ -278,13 +287,22 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     let pa = Phone::bind(Ipv4Addr::LOCALHOST);
     let out = phone_register(&pa, a_addr, "1001", &pw("1001"), 300, "");
     assert_eq!(out.code(), 200, "{out:?}");
-    wait_for("B to learn 1001's binding", WAIT, || node_has(&b, "1001", pa.addr));
+    wait_for("B to learn 1001's binding", WAIT, || {
+        node_has(&b, "1001", pa.addr)
+    });
     let call_id = "c1-through-a";
     asterisk_invite(&ast, b_addr, "1001", call_id);
-    let inv = next_request(&pa, "INVITE", WAIT).expect("the INVITE sent to B reaches the phone on A");
-    assert_eq!(inv.from, a_addr, "the phone's INVITE must come from A's address");
+    let inv =
+        next_request(&pa, "INVITE", WAIT).expect("the INVITE sent to B reaches the phone on A");
+    assert_eq!(
+        inv.from, a_addr,
+        "the phone's INVITE must come from A's address"
+    );
     let rr = inv.headers("Record-Route").join(",");
-    assert!(rr.contains(&a_addr.to_string()) && rr.contains(&b_addr.to_string()), "{rr}");
+    assert!(
+        rr.contains(&a_addr.to_string()) && rr.contains(&b_addr.to_string()),
+        "{rr}"
+    );
     // 200 OK with a Contact; Asterisk gets it through B, then ACK and BYE along the routes.
     // (A UAS copies the Record-Route into its 2xx, RFC 3261 §12.1.1.)
     let rr_lines: String = inv
@@ -310,7 +328,9 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     let pb = Phone::bind(Ipv4Addr::LOCALHOST);
     let out = phone_register(&pb, b_addr, "2001", &pw("2001"), 300, "");
     assert_eq!(out.code(), 200, "{out:?}");
-    wait_for("A to learn 2001's binding", WAIT, || node_has(&a, "2001", pb.addr));
+    wait_for("A to learn 2001's binding", WAIT, || {
+        node_has(&a, "2001", pb.addr)
+    });
     let sent = std::thread::scope(|s| {
         let answer = s.spawn(|| {
             let m = next_request(&pb, "MESSAGE", WAIT).expect("the MESSAGE reaches the phone on B");
@@ -319,7 +339,15 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
         });
         let uri = format!("sip:2001@{DOMAIN}");
         let extra = "Content-Type: text/plain\r\n";
-        let out = phone_request(&pa, a_addr, "MESSAGE", ("1001", &pw("1001")), &uri, extra, WAIT);
+        let out = phone_request(
+            &pa,
+            a_addr,
+            "MESSAGE",
+            ("1001", &pw("1001")),
+            &uri,
+            extra,
+            WAIT,
+        );
         assert_eq!(out.code(), 200, "{out:?}");
         answer.join().expect("answering thread")
     });
@@ -347,11 +375,16 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     wait_for("A back in the cluster", WAIT, || {
         live_nodes(&a) == 2 && live_nodes(&b) == 2
     });
-    let phones: Vec<Phone> = (0..LOAD_USERS).map(|_| Phone::bind(Ipv4Addr::LOCALHOST)).collect();
+    let phones: Vec<Phone> = (0..LOAD_USERS)
+        .map(|_| Phone::bind(Ipv4Addr::LOCALHOST))
+        .collect();
     let node_of = |i: usize| if i % 2 == 0 { a_addr } else { b_addr };
     for (i, p) in phones.iter().enumerate() {
         let user = format!("{}", 3000 + i);
-        assert_eq!(phone_register(p, node_of(i), &user, &pw(&user), 300, "").code(), 200);
+        assert_eq!(
+            phone_register(p, node_of(i), &user, &pw(&user), 300, "").code(),
+            200
+        );
     }
     let all_in_redis = |redis: &Redis| {
         phones.iter().enumerate().all(|(i, p)| {
@@ -359,7 +392,9 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
             redis.contacts(&format!("{}", 3000 + i)).contains(&contact)
         })
     };
-    wait_for("every registration to reach Redis", WAIT, || all_in_redis(&redis));
+    wait_for("every registration to reach Redis", WAIT, || {
+        all_in_redis(&redis)
+    });
     let stop = AtomicBool::new(false);
     let rounds = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -376,13 +411,17 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
         });
         let r0 = rounds.load(Ordering::Relaxed);
         redis.kill();
-        wait_for("a round of registrations while Redis is down", WAIT * 3, || {
-            rounds.load(Ordering::Relaxed) >= r0 + 2
-        });
+        wait_for(
+            "a round of registrations while Redis is down",
+            WAIT * 3,
+            || rounds.load(Ordering::Relaxed) >= r0 + 2,
+        );
         redis.run();
-        wait_for("every registration back in the restarted Redis", WAIT * 2, || {
-            all_in_redis(&redis)
-        });
+        wait_for(
+            "every registration back in the restarted Redis",
+            WAIT * 2,
+            || all_in_redis(&redis),
+        );
         stop.store(true, Ordering::Relaxed);
     });
     // B reaches a phone registered through A before the outage, from A's address.

@@ -33,7 +33,10 @@ pub fn hop_owner(entry: &str) -> Option<SocketAddr> {
 
 /// Whether a binding is reached through another node.
 pub fn is_remote(b: &Binding<'_>) -> bool {
-    b.path.clone().next().is_some_and(|e| hop_owner(e).is_some())
+    b.path
+        .clone()
+        .next()
+        .is_some_and(|e| hop_owner(e).is_some())
 }
 
 /// This node's live bindings of `aor` (table key) as Redis fields (Contact → value).
@@ -102,7 +105,11 @@ pub fn apply(
             continue;
         }
         let slot = if own {
-            slot_of(&v.row, &v.row.path.iter().map(String::as_str).collect::<Vec<_>>(), v.row.socket)
+            slot_of(
+                &v.row,
+                &v.row.path.iter().map(String::as_str).collect::<Vec<_>>(),
+                v.row.socket,
+            )
         } else {
             let hop = hop_route(user, v.owner_addr);
             let mut path: Vec<&str> = vec![&hop];
@@ -212,10 +219,25 @@ mod tests {
             row: row.clone(),
         };
         let mine = wire::decode("alice", own[0].1.as_bytes()).unwrap();
-        let got = apply(&r, "alice", &[mine.clone(), theirs.clone()], "a", false, now);
-        assert_eq!(got, Applied { added: 1, removed: 0 });
+        let got = apply(
+            &r,
+            "alice",
+            &[mine.clone(), theirs.clone()],
+            "a",
+            false,
+            now,
+        );
+        assert_eq!(
+            got,
+            Applied {
+                added: 1,
+                removed: 0
+            }
+        );
         let mut seen = Vec::new();
-        r.lookup("alice", now, |b| seen.push((b.uri.to_owned(), is_remote(b))));
+        r.lookup("alice", now, |b| {
+            seen.push((b.uri.to_owned(), is_remote(b)))
+        });
         assert_eq!(
             seen,
             [
@@ -227,7 +249,13 @@ mod tests {
         assert_eq!(own_fields(&r, "alice", "a", b_addr, now).len(), 1);
         // b dropped it: gone here too; the local one stays.
         let got = apply(&r, "alice", &[mine.clone()], "a", false, now);
-        assert_eq!(got, Applied { added: 0, removed: 1 });
+        assert_eq!(
+            got,
+            Applied {
+                added: 0,
+                removed: 1
+            }
+        );
         let mut n = 0;
         r.lookup("alice", now, |b| {
             assert!(!is_remote(b));

@@ -66,30 +66,35 @@ impl LocationPort for ClusterEdge {
     }
 
     fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
-        self.edge.lookup(user, now_ms, &mut |c: &ContactTarget<'_>| {
-            let Some(owner) = c.path.first().and_then(|e| hop_owner(e)) else {
-                f(c);
-                return;
-            };
-            if !self.shared.is_live(owner) {
-                self.shared.stats.unreachable.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-            f(&ContactTarget {
-                uri: c.uri,
-                to: Flow::new(self.node_local, owner),
-                path: c.path,
+        self.edge
+            .lookup(user, now_ms, &mut |c: &ContactTarget<'_>| {
+                let Some(owner) = c.path.first().and_then(|e| hop_owner(e)) else {
+                    f(c);
+                    return;
+                };
+                if !self.shared.is_live(owner) {
+                    self.shared
+                        .stats
+                        .unreachable
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.shared.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                f(&ContactTarget {
+                    uri: c.uri,
+                    to: Flow::new(self.node_local, owner),
+                    path: c.path,
+                });
             });
-        });
     }
 
     fn lookup_local(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
-        self.edge.lookup(user, now_ms, &mut |c: &ContactTarget<'_>| {
-            if c.path.first().and_then(|e| hop_owner(e)).is_none() {
-                f(c);
-            }
-        });
+        self.edge
+            .lookup(user, now_ms, &mut |c: &ContactTarget<'_>| {
+                if c.path.first().and_then(|e| hop_owner(e)).is_none() {
+                    f(c);
+                }
+            });
         self.shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
     }
 

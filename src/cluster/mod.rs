@@ -109,10 +109,7 @@ pub struct Shared {
 
 impl Shared {
     fn peers(&self) -> Arc<Peers> {
-        self.peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn set_peers(&self, p: Peers) {

@@ -87,7 +87,8 @@ impl Keys {
     }
     /// The AOR of a `loc` key.
     pub fn aor_of<'a>(&self, key: &'a str) -> Option<&'a str> {
-        key.strip_prefix(self.prefix.as_str())?.strip_prefix(":loc:")
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":loc:")
     }
     pub fn loc_pattern(&self) -> String {
         format!("{}:loc:*", self.prefix)

@@ -158,13 +158,25 @@ impl Cluster {
                 .map_err(ClusterError::Spawn)
         };
         let c = ctx.clone();
-        threads.push(spawn("sipfront-cluster-write", Box::new(move || writer(&c, rx)))?);
+        threads.push(spawn(
+            "sipfront-cluster-write",
+            Box::new(move || writer(&c, rx)),
+        )?);
         let c = ctx.clone();
-        threads.push(spawn("sipfront-cluster-sub", Box::new(move || subscriber(&c)))?);
+        threads.push(spawn(
+            "sipfront-cluster-sub",
+            Box::new(move || subscriber(&c)),
+        )?);
         let c = ctx.clone();
-        threads.push(spawn("sipfront-cluster-beat", Box::new(move || heartbeat(&c)))?);
+        threads.push(spawn(
+            "sipfront-cluster-beat",
+            Box::new(move || heartbeat(&c)),
+        )?);
         let c = ctx.clone();
-        threads.push(spawn("sipfront-cluster-load", Box::new(move || loader(&c, load_rx)))?);
+        threads.push(spawn(
+            "sipfront-cluster-load",
+            Box::new(move || loader(&c, load_rx)),
+        )?);
         Ok(Cluster { ctx, threads })
     }
 
@@ -375,8 +387,14 @@ fn heartbeat(ctx: &Ctx) {
                 .ok();
         }
         let beat = con.as_mut().map(|c| {
-            store::heartbeat(c, &ctx.keys, &shared.me, shared.my_addr, ctx.cfg.dead_after_ms)
-                .and_then(|kept| Ok((kept, store::live_nodes(c, &ctx.keys)?)))
+            store::heartbeat(
+                c,
+                &ctx.keys,
+                &shared.me,
+                shared.my_addr,
+                ctx.cfg.dead_after_ms,
+            )
+            .and_then(|kept| Ok((kept, store::live_nodes(c, &ctx.keys)?)))
         });
         match beat {
             Some(Ok((kept, mut live))) => {
@@ -385,7 +403,10 @@ fn heartbeat(ctx: &Ctx) {
                 shared.stats.redis_up.store(1, Ordering::Relaxed);
                 if !kept || !was_up {
                     if !first {
-                        tracing::info!(kept, "redis is back: writing this node's bindings again and reloading");
+                        tracing::info!(
+                            kept,
+                            "redis is back: writing this node's bindings again and reloading"
+                        );
                     }
                     ctx.rewrite.store(true, Ordering::Release);
                     if !was_up {
@@ -439,9 +460,8 @@ fn loader(ctx: &Ctx, rx: Receiver<bool>) {
             if ctx.stopped() {
                 return;
             }
-            let page = store::scan_page(&mut con, &ctx.keys, cursor, SCAN_COUNT).and_then(
-                |(next, keys)| Ok((next, store::values_of(&mut con, &keys)?, keys)),
-            );
+            let page = store::scan_page(&mut con, &ctx.keys, cursor, SCAN_COUNT)
+                .and_then(|(next, keys)| Ok((next, store::values_of(&mut con, &keys)?, keys)));
             let (next, values, keys) = match page {
                 Ok(p) => p,
                 Err(e) => {
@@ -474,7 +494,11 @@ fn loader(ctx: &Ctx, rx: Receiver<bool>) {
                 }
             }
             if next == 0 {
-                tracing::info!(aors = done, ms = started.elapsed().as_millis() as u64, "cluster location loaded");
+                tracing::info!(
+                    aors = done,
+                    ms = started.elapsed().as_millis() as u64,
+                    "cluster location loaded"
+                );
                 break;
             }
             cursor = next;

@@ -50,6 +50,8 @@ mod farm_tests;
 #[cfg(test)]
 mod flow_tests;
 #[cfg(test)]
+mod peer_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
@@ -61,8 +63,8 @@ pub use config::{
     DEFAULT_SUBSCRIBE_EVENTS,
 };
 pub use dialog_token::DialogKey;
-pub use peer::HOP_PARAM;
 pub use flow::{ConnId, Flow, Local, Now};
+pub use peer::HOP_PARAM;
 pub use ports::{
     Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, Links,
     LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,

@@ -222,6 +222,9 @@ pub type FakeBinding = (String, Flow, u64);
 #[derive(Default)]
 pub struct FakeLocation {
     pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
+    /// Cluster peers (`LocationPort::is_peer`); their bindings here are the ones reached
+    /// through them (a flow to the peer), the others are local.
+    pub peers: Mutex<Vec<SocketAddr>>,
 }
 
 impl FakeLocation {
@@ -317,6 +320,18 @@ impl LocationPort for FakeLocation {
                 }
             }
         }
+    }
+
+    fn is_peer(&self, addr: SocketAddr) -> bool {
+        self.peers.lock().is_ok_and(|p| p.contains(&addr))
+    }
+
+    fn lookup_local(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
+        self.lookup(user, now_ms, &mut |c: &ContactTarget<'_>| {
+            if !self.is_peer(c.to.remote) {
+                f(c);
+            }
+        });
     }
 
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {
