@@ -26,7 +26,7 @@ fn hop_invite(from: &str, contact: &str, call_id: &str) -> String {
 
 fn harness() -> Harness {
     let h = Harness::new(&[AST]);
-    h.fakes.location.peers.lock().unwrap().push(addr(PEER));
+    h.fakes.location.peers.set(vec![addr(PEER)]).unwrap();
     h.fakes.location.add(
         "alice",
         "sip:alice@127.0.0.3:5062",

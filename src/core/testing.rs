@@ -224,7 +224,8 @@ pub struct FakeLocation {
     pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
     /// Cluster peers (`LocationPort::is_peer`); their bindings here are the ones reached
     /// through them (a flow to the peer), the others are local.
-    pub peers: Mutex<Vec<SocketAddr>>,
+    /// Set once (a lock-free read: the benches measure the core, not this fake).
+    pub peers: std::sync::OnceLock<Vec<SocketAddr>>,
 }
 
 impl FakeLocation {
@@ -323,7 +324,7 @@ impl LocationPort for FakeLocation {
     }
 
     fn is_peer(&self, addr: SocketAddr) -> bool {
-        self.peers.lock().is_ok_and(|p| p.contains(&addr))
+        self.peers.get().is_some_and(|p| p.contains(&addr))
     }
 
     fn lookup_local(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
