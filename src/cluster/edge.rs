@@ -6,9 +6,10 @@
 //!   (first Path entry a hop, see [`super::apply`]) becomes a flow to that node's address
 //!   from this node's own address, with the hop as Route — or nothing when the owner's
 //!   heartbeat expired (unreachable until the phone registers again).
-//! - Expiry: [`SipEdge`]'s, but only one node reports a user left without bindings (the
-//!   first of the live nodes by rendezvous hash of the user), so Asterisk gets one
-//!   `Expires: 0`, not one per node.
+//! - Expiry: [`SipEdge`]'s. Every node sees a user's last binding expire at the same time
+//!   (the expiry travels with the binding) and reports it; REGFWD sends `Expires: 0` only
+//!   from the nodes that forwarded a REGISTER of that user (it keeps per-user state only
+//!   for those), each for the Contact it registered — so no duplicate and none missing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -99,11 +100,7 @@ impl LocationPort for ClusterEdge {
     }
 
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {
-        self.edge.expire(now_ms, &mut |user| {
-            if self.shared.reports_expiry_of(user) {
-                f(user);
-            }
-        });
+        self.edge.expire(now_ms, f);
     }
 
     fn is_peer(&self, addr: SocketAddr) -> bool {

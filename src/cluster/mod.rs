@@ -40,7 +40,6 @@ use std::sync::{Arc, RwLock};
 use crossbeam_channel::Sender;
 
 use crate::registrar::Registrar;
-use crate::util::fnv::hash_parts;
 
 pub use config::{ClusterConfig, ConfigError};
 pub use edge::ClusterEdge;
@@ -129,20 +128,6 @@ impl Shared {
                 .live
                 .iter()
                 .any(|(_, a)| *a == addr)
-    }
-
-    /// Whether this node reports `user` left without bindings (REGFWD's `Expires: 0`): the
-    /// live node ranking first by rendezvous hash of the user does (this node when it
-    /// knows no other).
-    pub fn reports_expiry_of(&self, user: &str) -> bool {
-        let peers = self.peers();
-        let best = peers
-            .live
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(std::iter::once(&*self.me))
-            .max_by_key(|n| (hash_parts(&[n.as_bytes(), user.as_bytes()]), *n));
-        best == Some(&*self.me)
     }
 
     /// The live nodes (name, address), this one included.
