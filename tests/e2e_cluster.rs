@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::admin::{free_admin_addr, http_get};
+use support::admin::{ctl_ok, free_admin_addr, http_get, metric};
 use support::flows::{phone_register, phone_request};
 use support::phone::{Phone, SipMsg};
 use support::procs::Proc;
@@ -282,6 +282,16 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     wait_for("both nodes to see each other", WAIT, || {
         live_nodes(&a) == 2 && live_nodes(&b) == 2
     });
+    // The operator's view: `sipfront ctl cluster` and the metrics.
+    let b_admin = b.proxy.admin.expect("admin");
+    let shown = ctl_ok(b_admin, &["cluster"]);
+    assert!(
+        shown.contains("node b at 127.0.0.11:") && shown.contains("redis up"),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("a ({a_addr})")), "{shown}");
+    assert_eq!(metric(b_admin, "sipfront_cluster_nodes_live"), 2.0);
+    assert_eq!(metric(b_admin, "sipfront_cluster_redis_up"), 1.0);
 
     // --- Asterisk's INVITE to B reaches the phone registered through A, from A. ---
     let pa = Phone::bind(Ipv4Addr::LOCALHOST);
@@ -323,6 +333,8 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     let bye = next_request(&pa, "BYE", WAIT).expect("the BYE reaches the phone");
     pa.send(bye.from, &bye.reply(200, "OK", "", ""));
     assert_eq!(final_at(&ast, "2 BYE").code(), Some(200));
+    let forwarded = r#"sipfront_cluster_requests_total{result="forwarded"}"#;
+    assert!(metric(b_admin, forwarded) >= 1.0);
 
     // --- A MESSAGE from the phone on A reaches a phone on B. ---
     let pb = Phone::bind(Ipv4Addr::LOCALHOST);
