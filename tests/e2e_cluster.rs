@@ -398,11 +398,13 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
             200
         );
     }
+    // Every registration made so far: the load's phones, 1001 (now through B), 2001.
     let all_in_redis = |redis: &Redis| {
         phones.iter().enumerate().all(|(i, p)| {
             let contact = format!("sip:{}@{}", 3000 + i, p.addr);
             redis.contacts(&format!("{}", 3000 + i)).contains(&contact)
-        })
+        }) && redis.contacts("1001") == [format!("sip:1001@{}", pa.addr)]
+            && redis.contacts("2001") == [format!("sip:2001@{}", pb.addr)]
     };
     wait_for("every registration to reach Redis", WAIT, || {
         all_in_redis(&redis)

@@ -379,6 +379,9 @@ fn heartbeat(ctx: &Ctx) {
     let mut con: Option<Connection> = None;
     let mut was_up = true;
     let mut first = true;
+    // After Redis lost its data, the other nodes' keys come back only with their next
+    // beats: until then the nodes live before stay live (no 480 for their phones).
+    let mut grace: Option<(Instant, Vec<(String, SocketAddr)>)> = None;
     loop {
         let started = Instant::now();
         if con.is_none() {
@@ -398,6 +401,21 @@ fn heartbeat(ctx: &Ctx) {
         });
         match beat {
             Some(Ok((kept, mut live))) => {
+                if !kept && !first {
+                    let until = Instant::now() + Duration::from_millis(ctx.cfg.dead_after_ms);
+                    grace = Some((until, shared.live_nodes()));
+                }
+                if let Some((until, before)) = &grace {
+                    if Instant::now() < *until {
+                        for n in before {
+                            if !live.iter().any(|(name, _)| *name == n.0) {
+                                live.push(n.clone());
+                            }
+                        }
+                    } else {
+                        grace = None;
+                    }
+                }
                 live.sort();
                 shared.set_peers(Peers { live });
                 shared.stats.redis_up.store(1, Ordering::Relaxed);
