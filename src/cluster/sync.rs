@@ -23,6 +23,11 @@ use super::{wire, ClusterConfig, ClusterEdge, ClusterError, Peers, Shared};
 const TICK: Duration = Duration::from_millis(100);
 /// Most AORs in one write pipeline.
 const WRITE_BATCH: usize = 256;
+/// How long the writer sleeps between looks at its queue while changes come, and when
+/// idle. It never blocks on the queue, so a worker's `try_send` never has a thread to wake
+/// (no system call per REGISTER), and one round trip carries many registrations.
+const WRITE_TICK_BUSY: Duration = Duration::from_millis(10);
+const WRITE_TICK_IDLE: Duration = Duration::from_millis(50);
 /// Keys asked for per SCAN page.
 const SCAN_COUNT: usize = 500;
 /// Longest pause between reconnection attempts.
@@ -225,17 +230,23 @@ fn writer(ctx: &Ctx, rx: Receiver<Box<str>>) {
     let mut dirty: HashSet<Box<str>> = HashSet::new();
     let mut con: Option<(Connection, String)> = None;
     let mut backoff = Duration::from_millis(50);
+    let mut tick = WRITE_TICK_IDLE;
     loop {
-        match rx.recv_timeout(TICK) {
-            Ok(aor) => {
-                dirty.insert(aor);
+        std::thread::sleep(tick);
+        loop {
+            match rx.try_recv() {
+                Ok(aor) => {
+                    dirty.insert(aor);
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
         }
-        while let Ok(aor) = rx.try_recv() {
-            dirty.insert(aor);
-        }
+        tick = if dirty.is_empty() {
+            WRITE_TICK_IDLE
+        } else {
+            WRITE_TICK_BUSY
+        };
         let full = ctx.rewrite.swap(false, Ordering::AcqRel)
             | shared.overflow.swap(false, Ordering::AcqRel);
         if full {
