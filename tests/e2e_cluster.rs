@@ -390,7 +390,7 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     let phones: Vec<Phone> = (0..LOAD_USERS)
         .map(|_| Phone::bind(Ipv4Addr::LOCALHOST))
         .collect();
-    let node_of = |i: usize| if i % 2 == 0 { a_addr } else { b_addr };
+    let node_of = |i: usize| if i.is_multiple_of(2) { a_addr } else { b_addr };
     for (i, p) in phones.iter().enumerate() {
         let user = format!("{}", 3000 + i);
         assert_eq!(

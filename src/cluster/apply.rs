@@ -248,7 +248,7 @@ mod tests {
         // This node's own fields never include the remote one.
         assert_eq!(own_fields(&r, "alice", "a", b_addr, now).len(), 1);
         // b dropped it: gone here too; the local one stays.
-        let got = apply(&r, "alice", &[mine.clone()], "a", false, now);
+        let got = apply(&r, "alice", std::slice::from_ref(&mine), "a", false, now);
         assert_eq!(
             got,
             Applied {
