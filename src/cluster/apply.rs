@@ -39,6 +39,13 @@ pub fn is_remote(b: &Binding<'_>) -> bool {
         .is_some_and(|e| hop_owner(e).is_some())
 }
 
+/// Whether the table holds a binding of `aor` (table key) whose flow is on this node.
+pub fn has_own(registrar: &Registrar, aor: &str) -> bool {
+    let mut own = false;
+    registrar.table.snapshot(aor, |b| own |= !is_remote(b));
+    own
+}
+
 /// This node's live bindings of `aor` (table key) as Redis fields (Contact → value).
 pub fn own_fields(
     registrar: &Registrar,
@@ -270,8 +277,10 @@ mod tests {
             owner_addr: b_addr,
             row: moved,
         };
+        assert!(has_own(&r, "alice"));
         apply(&r, "alice", &[moved], "a", false, now);
         r.lookup("alice", now, |b| assert!(is_remote(b)));
+        assert!(!has_own(&r, "alice"), "a full rewrite leaves this AOR to b");
         // An older copy from elsewhere does not replace a newer local binding.
         register(&r, "sip:alice@192.0.2.1", 2, now + 10_000);
         let stale = Value {

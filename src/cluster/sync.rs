@@ -15,7 +15,7 @@ use redis::{Client, Connection};
 use crate::core::Local;
 use crate::registrar::{Registrar, SipEdge};
 
-use super::apply::{apply, own_fields};
+use super::apply::{apply, has_own, own_fields};
 use super::store::{self, AorWrite, Keys};
 use super::{wire, ClusterConfig, ClusterEdge, ClusterError, Peers, Shared};
 
@@ -250,9 +250,12 @@ fn writer(ctx: &Ctx, rx: Receiver<Box<str>>) {
         let full = ctx.rewrite.swap(false, Ordering::AcqRel)
             | shared.overflow.swap(false, Ordering::AcqRel);
         if full {
+            // Only the AORs this node holds a phone of: the others' are theirs to write.
             shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
             shared.registrar.for_each_aor(|aor| {
-                dirty.insert(aor.into());
+                if has_own(&shared.registrar, aor) {
+                    dirty.insert(aor.into());
+                }
             });
         }
         shared
@@ -294,8 +297,6 @@ fn writer(ctx: &Ctx, rx: Receiver<Box<str>>) {
                 aor: aor.clone(),
                 fields: own_fields(&shared.registrar, aor, &shared.me, shared.my_addr, now),
             })
-            // A full rewrite skips AORs this node holds nothing of.
-            .filter(|w| !(full && w.fields.is_empty()))
             .collect();
         match store::write_batch(c, sha, &ctx.keys, &shared.me, now, &batch) {
             Ok(()) => {
