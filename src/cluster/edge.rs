@@ -107,3 +107,138 @@ impl LocationPort for ClusterEdge {
         self.shared.is_live(addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::cluster::apply::{apply, own_fields};
+    use crate::cluster::{wire, Peers};
+    use crate::registrar::{ContactInput, RegisterRequest, Registrar, RegistrarConfig};
+    use crate::sip::Transport;
+
+    const NOW: u64 = 1_000_000;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn registrar() -> Arc<Registrar> {
+        let cfg = RegistrarConfig {
+            persist: "none".into(),
+            ..RegistrarConfig::default()
+        };
+        Arc::new(Registrar::new(cfg).unwrap())
+    }
+
+    fn register(r: &Registrar, contact: &str, source: &str) {
+        let contacts = [ContactInput {
+            uri: contact,
+            expires: Some(600),
+            q: None,
+        }];
+        let req = RegisterRequest {
+            aor: "alice@example.com",
+            call_id: contact,
+            cseq: 1,
+            expires_header: None,
+            star: false,
+            contacts: &contacts,
+            source: addr(source),
+            transport: Transport::Udp,
+            socket: addr("10.0.0.1:5060"),
+            conn: 0,
+            path: &[],
+            user_agent: None,
+        };
+        r.register(&req, NOW, &mut Vec::new()).unwrap();
+    }
+
+    /// Node `a` (10.0.0.1:5060) holding alice's first phone; node `b` (10.0.0.2:5060) her
+    /// second, learnt through Redis.
+    fn node_a() -> (ClusterEdge, Arc<Shared>) {
+        let r = registrar();
+        register(&r, "sip:alice@192.0.2.1:5060", "192.0.2.1:5060");
+        // b's phone, as b wrote it.
+        let rb = registrar();
+        register(&rb, "sip:alice@192.0.2.2:5060", "192.0.2.2:5060");
+        let theirs: Vec<wire::Value> = own_fields(&rb, "alice", "b", addr("10.0.0.2:5060"), NOW)
+            .iter()
+            .map(|(_, v)| wire::decode("alice", v.as_bytes()).unwrap())
+            .collect();
+        apply(&r, "alice", &theirs, "a", false, NOW);
+        let (tx, _rx) = crossbeam_channel::bounded(16);
+        let shared = Arc::new(Shared {
+            me: "a".into(),
+            my_addr: addr("10.0.0.1:5060"),
+            realm: "example.com".into(),
+            registrar: r.clone(),
+            stats: Default::default(),
+            peers: RwLock::new(Arc::new(Peers::default())),
+            changes: tx,
+            overflow: AtomicBool::new(false),
+        });
+        let listen = [(addr("10.0.0.1:5060"), Transport::Udp)];
+        let edge = SipEdge::new(r, "example.com", &listen);
+        (
+            ClusterEdge::new(edge, shared.clone(), Local::Listen(0)),
+            shared,
+        )
+    }
+
+    fn targets(f: impl Fn(&mut dyn FnMut(&ContactTarget<'_>))) -> Vec<(String, Flow, Vec<String>)> {
+        let mut out = Vec::new();
+        f(&mut |c: &ContactTarget<'_>| {
+            out.push((
+                c.uri.to_owned(),
+                c.to,
+                c.path.iter().map(|p| p.to_string()).collect(),
+            ));
+        });
+        out
+    }
+
+    #[test]
+    fn another_live_nodes_binding_is_a_flow_to_that_node_with_the_hop() {
+        let (edge, shared) = node_a();
+        shared.set_peers(Peers {
+            live: vec![
+                ("a".into(), addr("10.0.0.1:5060")),
+                ("b".into(), addr("10.0.0.2:5060")),
+            ],
+        });
+        let all = targets(|f| edge.lookup("alice", NOW, f));
+        assert_eq!(all.len(), 2, "{all:?}");
+        let (uri, to, path) = &all[0];
+        assert_eq!(uri, "sip:alice@192.0.2.1:5060");
+        assert_eq!(*to, Flow::new(Local::Listen(0), addr("192.0.2.1:5060")));
+        assert!(path.is_empty());
+        let (uri, to, path) = &all[1];
+        assert_eq!(uri, "sip:alice@192.0.2.2:5060");
+        assert_eq!(*to, Flow::new(Local::Listen(0), addr("10.0.0.2:5060")));
+        assert_eq!(path, &["<sip:alice@10.0.0.2:5060;lr;sfn>"]);
+        // Only its own phone for a peer's request; peers are the live nodes but itself.
+        let local = targets(|f| edge.lookup_local("alice", NOW, f));
+        assert_eq!(local.len(), 1);
+        assert_eq!(local[0].0, "sip:alice@192.0.2.1:5060");
+        assert!(edge.is_peer(addr("10.0.0.2:5060")));
+        assert!(!edge.is_peer(addr("10.0.0.1:5060")));
+        assert!(!edge.is_peer(addr("192.0.2.2:5060")));
+        assert_eq!(shared.stats.forwarded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_dead_nodes_binding_is_unreachable() {
+        let (edge, shared) = node_a();
+        shared.set_peers(Peers {
+            live: vec![("a".into(), addr("10.0.0.1:5060"))],
+        });
+        let all = targets(|f| edge.lookup("alice", NOW, f));
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, "sip:alice@192.0.2.1:5060");
+        assert_eq!(shared.stats.unreachable.load(Ordering::Relaxed), 1);
+        assert!(!edge.is_peer(addr("10.0.0.2:5060")));
+    }
+}
