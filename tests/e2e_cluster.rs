@@ -12,6 +12,7 @@
 //! - Redis killed and started again (empty) while phones keep registering through both
 //!   nodes: every registration made before the stop is back in Redis, the ones accepted
 //!   during the outage too, and B still reaches a phone registered through A before it.
+//! - `ctl unregister` on the node holding a phone removes it from Redis and the other node.
 
 mod support;
 
@@ -444,6 +445,13 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     assert_eq!(inv.from, a_addr);
     phones[0].send(inv.from, &inv.reply(486, "Busy Here", "p3000", ""));
     assert_eq!(final_at(&ast, "1 INVITE").code(), Some(486));
+    // An administrative removal on the node holding the phone reaches Redis and the others.
+    assert!(node_has(&a, "3001", phones[1].addr));
+    ctl_ok(b_admin, &["unregister", "3001"]);
+    wait_for("A to drop 3001 after its removal on B", WAIT, || {
+        !node_has(&a, "3001", phones[1].addr)
+    });
+    assert!(redis.contacts("3001").is_empty());
     drop(b);
     drop(a);
     redis.kill();

@@ -1,7 +1,8 @@
 //! [`ClusterEdge`]: the registrar's SIP edge ([`SipEdge`]) as the core sees it in a cluster.
 //!
-//! - REGISTER: handled by [`SipEdge`] as alone; a successful one queues the AOR for the
-//!   writer thread (`try_send`, never blocking; a full queue schedules a full rewrite).
+//! - REGISTER: handled by [`SipEdge`] as alone; the table tells the writer thread of the
+//!   change (its watch: `try_send`, never blocking; a full queue schedules a full
+//!   rewrite), as it does for an administrative removal.
 //! - Lookup: local bindings as [`SipEdge`] gives them; a binding another node holds
 //!   (first Path entry a hop, see [`super::apply`]) becomes a flow to that node's address
 //!   from this node's own address, with the hop as Route — or nothing when the owner's
@@ -39,15 +40,6 @@ impl ClusterEdge {
             node_local,
         }
     }
-
-    fn queue(&self, user: &str) {
-        let aor = format!("{user}@{}", self.shared.realm);
-        let key: Box<str> = self.shared.registrar.key(&aor).into();
-        if self.shared.changes.try_send(key).is_err() {
-            self.shared.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-            self.shared.overflow.store(true, Ordering::Release);
-        }
-    }
 }
 
 impl LocationPort for ClusterEdge {
@@ -57,13 +49,8 @@ impl LocationPort for ClusterEdge {
         now_ms: u64,
         contact_lines: &mut Vec<u8>,
     ) -> RegisterReply {
-        let reply = self.edge.register(input, now_ms, contact_lines);
-        // Every saved REGISTER moves an expiry, so the shared copy is written, unless it was
-        // only a retransmission answered from the table.
-        if matches!(reply, RegisterReply::Ok { .. }) && !input.replayed {
-            self.queue(input.user);
-        }
-        reply
+        // The table's watch queues the AOR for the writer (see the module doc).
+        self.edge.register(input, now_ms, contact_lines)
     }
 
     fn lookup(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
@@ -178,7 +165,8 @@ mod tests {
             stats: Default::default(),
             peers: RwLock::new(Arc::new(Peers::default())),
             changes: tx,
-            overflow: AtomicBool::new(false),
+            overflow: Arc::new(AtomicBool::new(false)),
+            dropped: Default::default(),
         });
         let listen = [(addr("10.0.0.1:5060"), Transport::Udp)];
         let edge = SipEdge::new(r, "example.com", &listen);

@@ -55,6 +55,8 @@ pub enum ClusterError {
     Spawn(std::io::Error),
     #[error("cluster.node_address: no listen address to use")]
     NoAddress,
+    #[error("the cluster was already started on this location table")]
+    AlreadyStarted,
 }
 
 /// Counters and gauges of the cluster threads (read by the metrics and the admin API).
@@ -74,8 +76,6 @@ pub struct ClusterStats {
     pub aors_loaded: AtomicU64,
     /// Full rewrites of this node's bindings (Redis restarted or flushed, queue overflow).
     pub resyncs: AtomicU64,
-    /// Changes that found the write queue full.
-    pub queue_full: AtomicU64,
     /// Lookups that gave a binding held by another, live node (requests forwarded there).
     pub forwarded: AtomicU64,
     /// Bindings skipped by lookups because their node is dead.
@@ -101,9 +101,12 @@ pub struct Shared {
     pub registrar: Arc<Registrar>,
     pub stats: ClusterStats,
     peers: RwLock<Arc<Peers>>,
+    /// The writer's queue of changed AORs (the table's watch sends into it).
     changes: Sender<Box<str>>,
     /// Set when a change could not be queued: the writer rewrites everything.
-    overflow: AtomicBool,
+    overflow: Arc<AtomicBool>,
+    /// Changes that found the queue full.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -128,6 +131,11 @@ impl Shared {
                 .live
                 .iter()
                 .any(|(_, a)| *a == addr)
+    }
+
+    /// Changes that found the write queue full (each schedules a full rewrite).
+    pub fn queue_full(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// The live nodes (name, address), this one included.

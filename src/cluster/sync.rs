@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use redis::{Client, Connection};
 
 use crate::core::Local;
+use crate::registrar::table::ChangeSink;
 use crate::registrar::{Registrar, SipEdge};
 
 use super::apply::{apply, has_own, own_fields};
@@ -140,9 +141,20 @@ impl Cluster {
             registrar,
             stats: Default::default(),
             peers: RwLock::new(Arc::new(Peers::default())),
-            changes: tx,
-            overflow: AtomicBool::new(false),
+            changes: tx.clone(),
+            overflow: Arc::new(AtomicBool::new(false)),
+            dropped: Arc::new(AtomicU64::new(0)),
         });
+        // Every REGISTER and removal the table applies is queued for the writer (not the
+        // changes applied from Redis, nor expiry, which every copy applies by itself).
+        let watch = ChangeSink {
+            tx,
+            overflow: shared.overflow.clone(),
+            dropped: shared.dropped.clone(),
+        };
+        if !shared.registrar.table.set_watch(watch) {
+            return Err(ClusterError::AlreadyStarted);
+        }
         let (load_tx, load_rx) = bounded(1);
         let ctx = Arc::new(Ctx {
             shared,

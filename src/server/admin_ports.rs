@@ -113,7 +113,7 @@ impl crate::admin::ClusterSource for crate::cluster::Shared {
             aors_written: get(&st.aors_written),
             pending: get(&st.pending),
             resyncs: get(&st.resyncs),
-            queue_full: get(&st.queue_full),
+            queue_full: self.queue_full(),
             redis_errors: get(&st.redis_errors),
             updates_received: get(&st.updates_received),
             aors_loaded: get(&st.aors_loaded),
