@@ -412,10 +412,12 @@ fn two_nodes_share_location_forward_calls_survive_a_dead_node_and_a_redis_restar
     });
     let stop = AtomicBool::new(false);
     let rounds = AtomicU64::new(0);
+    // The load is bounded by a deadline too: if a check below panics, nobody sets `stop`.
+    let load_deadline = Instant::now() + WAIT * 6;
     std::thread::scope(|s| {
         // The load: every phone registers again, round after round, through its node.
         s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < load_deadline {
                 for (i, p) in phones.iter().enumerate() {
                     let user = format!("{}", 3000 + i);
                     let out = phone_register(p, node_of(i), &user, &pw(&user), 300, "");
