@@ -50,6 +50,8 @@ pub enum ConfigError {
     Admin(#[from] crate::admin::ConfigError),
     #[error(transparent)]
     Hep(#[from] crate::hep::ConfigError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ConfigError),
 }
 
 /// What serde's terse value errors expected, in words.
@@ -95,6 +97,9 @@ pub struct Config {
     pub hep: crate::hep::HepConfig,
     /// `[nat]`: keepalives towards registered phones.
     pub nat: crate::core::NatConfig,
+    /// `[cluster]`: several nodes sharing location and state through Redis; absent, the
+    /// proxy runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The file this configuration was loaded from (what a reload reads again).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -674,6 +679,9 @@ impl Config {
         self.guard.validate()?;
         self.admin.validate()?;
         self.hep.validate()?;
+        if let Some(c) = &self.cluster {
+            c.validate(&self.listen.udp)?;
+        }
         Ok(())
     }
 

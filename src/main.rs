@@ -109,6 +109,8 @@ enum CtlCommand {
         #[command(subcommand)]
         action: Option<AsteriskAction>,
     },
+    /// The cluster ([cluster]): this node, Redis, the live nodes, sync counters.
+    Cluster,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +172,7 @@ fn ctl(
         CtlCommand::Flush { user } => C::Flush { user },
         CtlCommand::Bans => C::Bans,
         CtlCommand::Unban { ip } => C::Unban { ip },
+        CtlCommand::Cluster => C::Cluster,
         CtlCommand::Asterisk { action } => match action {
             None | Some(AsteriskAction::List) => C::Asterisk,
             Some(AsteriskAction::Drain { node }) => C::Drain {

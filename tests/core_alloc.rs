@@ -310,3 +310,77 @@ fn nat_keepalives_allocate_nothing_once_warm() {
         "heap allocations in 3 warm keepalive rounds"
     );
 }
+
+#[test]
+fn a_cluster_peers_request_for_a_local_phone_allocates_nothing_once_warm() {
+    // Another node forwards Asterisk's INVITE for a phone whose flow is here (core/peer.rs):
+    // 100 + INVITE down the phone's flow, the phone's 200 back to the node.
+    const PEER: &str = "127.0.0.11:5060";
+    let fakes = Fakes::new(&["alice"]);
+    fakes.location.peers.set(vec![addr(PEER)]).unwrap();
+    fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        u64::MAX / 2,
+    );
+    let cfg = test_config(&[AST]);
+    let mut core = Core::new(Arc::new(cfg), fakes.ports(), 0, addr("127.0.0.1:6000"));
+    let invites: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "INVITE sip:alice@127.0.0.3:5062 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {PEER};branch=z9hG4bKsf.0.{i}.1.0.0.42\r\n\
+                 Max-Forwards: 69\r\n\
+                 Route: <sip:alice@127.0.0.1:5060;lr;sfn>\r\n\
+                 From: <sip:600@127.0.0.2>;tag=a{i}\r\n\
+                 To: <sip:alice@example.com>\r\n\
+                 Call-ID: peer-call-{i}\r\n\
+                 CSeq: 1 INVITE\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+        })
+        .collect();
+    let mut sink = Counter {
+        last: Vec::with_capacity(65_536),
+        ..Counter::default()
+    };
+    let mut answer = Vec::with_capacity(65_536);
+    let mut now = 1_700_000_000_000u64;
+    for (i, inv) in invites.iter().enumerate() {
+        if i == 100 {
+            counting::start();
+        }
+        let from_peer = sipfront::core::Flow::new(sipfront::core::Local::Listen(0), addr(PEER));
+        let before = sink.datagrams;
+        core.handle_datagram(Now::same(now), from_peer, inv.as_bytes(), &mut sink);
+        assert_eq!(
+            sink.datagrams - before,
+            2,
+            "100 Trying and the INVITE to the phone"
+        );
+        assert!(sink
+            .last
+            .starts_with(b"INVITE sip:alice@127.0.0.3:5062 SIP/2.0\r\n"));
+        sipfront::core::testing::response_into(
+            &sink.last,
+            b"SIP/2.0 200 OK\r\n",
+            b"p",
+            b"",
+            &mut answer,
+        );
+        let from_phone = sipfront::core::Flow::new(sipfront::core::Local::Listen(0), addr(PHONE));
+        core.handle_datagram(Now::same(now), from_phone, &answer, &mut sink);
+        assert!(
+            sink.last.starts_with(b"SIP/2.0 200 OK\r\n"),
+            "the 200 goes back to the peer"
+        );
+        now += 40_000;
+        core.handle_timeout(Now::same(now), &mut sink);
+    }
+    assert_eq!(
+        counting::stop(),
+        0,
+        "heap allocations while delivering 100 peers' INVITEs"
+    );
+}

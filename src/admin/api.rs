@@ -44,9 +44,15 @@ pub fn route(state: &AdminState, req: &Request) -> Response {
         "/v1/bans" if get => bans(state),
         "/v1/bans" if del => unban(state, req),
         "/v1/asterisk" if get => asterisk::list(state),
+        "/v1/cluster" if get => match &state.cluster {
+            Some(c) => Response::json(200, &serde_json::to_value(c.cluster()).unwrap_or_default()),
+            None => Response::error(404, "this node runs alone (no [cluster] section)"),
+        },
         "/v1/asterisk/drain" if post => asterisk::drain(state, req, true),
         "/v1/asterisk/undrain" if post => asterisk::drain(state, req, false),
-        "/metrics" | "/healthz" | "/v1/stats" | "/v1/asterisk" => not_allowed("GET, HEAD"),
+        "/metrics" | "/healthz" | "/v1/stats" | "/v1/asterisk" | "/v1/cluster" => {
+            not_allowed("GET, HEAD")
+        }
         "/v1/asterisk/drain" | "/v1/asterisk/undrain" => not_allowed("POST"),
         "/v1/registrations" | "/v1/bans" => not_allowed("GET, HEAD, DELETE"),
         "/v1/credentials/reload" | "/v1/reload" => not_allowed("POST"),
@@ -351,6 +357,7 @@ mod tests {
             bans,
             config: None,
             hep: None,
+            cluster: None,
             started: Instant::now(),
         }
     }

@@ -41,6 +41,8 @@ pub enum Command {
         node: String,
         drained: bool,
     },
+    /// The cluster as this node sees it (`GET /v1/cluster`).
+    Cluster,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +329,7 @@ pub fn run(client: &Client, cmd: &Command) -> Result<String, CtlError> {
         Command::Bans => ("GET", "/v1/bans", vec![]),
         Command::Unban { ip } => ("DELETE", "/v1/bans", vec![("ip", ip)]),
         Command::Asterisk => ("GET", "/v1/asterisk", vec![]),
+        Command::Cluster => ("GET", "/v1/cluster", vec![]),
         Command::Drain { node, drained } => {
             let path = if *drained {
                 "/v1/asterisk/drain"
@@ -369,6 +372,7 @@ pub fn run(client: &Client, cmd: &Command) -> Result<String, CtlError> {
         Command::Bans => format_bans(&json),
         Command::Unban { ip } => format!("{ip} unbanned\n"),
         Command::Asterisk => format_nodes(&json),
+        Command::Cluster => format_cluster(&json),
         Command::Drain { node, drained } => {
             let changed = json.get("changed").and_then(Value::as_bool) == Some(true);
             match (drained, changed) {
@@ -481,6 +485,45 @@ fn format_bindings(v: &Value) -> String {
         );
     }
     o
+}
+
+/// `ctl cluster`: this node, Redis, the live nodes, the sync counters.
+fn format_cluster(v: &Value) -> String {
+    let mut out = format!(
+        "node {} at {}; redis {}\n",
+        s(v, "node"),
+        s(v, "address"),
+        if v.get("redis_up").and_then(Value::as_bool) == Some(true) {
+            "up"
+        } else {
+            "DOWN (serving from the local table)"
+        }
+    );
+    let live: Vec<String> = v
+        .get("live")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|n| format!("{} ({})", s(n, "name"), s(n, "address")))
+        .collect();
+    out.push_str(&format!("live nodes: {}\n", live.join(", ")));
+    out.push_str(&format!(
+        "written {} AORs ({} pending, {} full rewrites, {} queue overflows), {} redis errors\n",
+        n(v, &["aors_written"]),
+        n(v, &["pending"]),
+        n(v, &["resyncs"]),
+        n(v, &["queue_full"]),
+        n(v, &["redis_errors"])
+    ));
+    out.push_str(&format!(
+        "received {} updates, loaded {} AORs; requests forwarded {}, unreachable {}, delivered {}\n",
+        n(v, &["updates_received"]),
+        n(v, &["aors_loaded"]),
+        n(v, &["forwarded"]),
+        n(v, &["unreachable"]),
+        n(v, &["delivered"])
+    ));
+    out
 }
 
 fn format_bans(v: &Value) -> String {

@@ -56,7 +56,7 @@ use crate::registrar::Registrar;
 use crate::transport::WorkerCounters;
 
 use message::{Method, Request, Response};
-pub use report::HepReport;
+pub use report::{ClusterNode, ClusterReport, HepReport};
 pub use token::{Token, TokenError};
 
 /// `[admin]`: where the admin API listens, and who may use it.
@@ -206,6 +206,11 @@ pub trait HepSource: Send + Sync {
     fn hep_counts(&self) -> HepReport;
 }
 
+/// The cluster (`[cluster]`): this node, the live nodes, the Redis counters.
+pub trait ClusterSource: Send + Sync {
+    fn cluster(&self) -> report::ClusterReport;
+}
+
 /// The Asterisk farm: every node's state, and draining.
 pub trait FarmControl: Send + Sync {
     fn nodes(&self) -> Vec<NodeView>;
@@ -230,6 +235,8 @@ pub struct AdminState {
     pub config: Option<Arc<dyn ConfigReload>>,
     /// HEP capture, when `[hep]` is on.
     pub hep: Option<Arc<dyn HepSource>>,
+    /// The cluster, when `[cluster]` is on.
+    pub cluster: Option<Arc<dyn ClusterSource>>,
     pub started: Instant,
 }
 
@@ -473,6 +480,7 @@ mod tests {
             bans: None,
             config: None,
             hep: None,
+            cluster: None,
             started: Instant::now(),
         }
     }

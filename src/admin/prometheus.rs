@@ -405,6 +405,58 @@ fn write(r: &StatsReport, o: &mut Out<'_, '_>) -> fmt::Result {
             &[("sent", h.sent), ("dropped", h.dropped), ("failed", h.failed)],
         )?;
     }
+    if let Some(c) = &r.cluster {
+        o.gauge(
+            "sipfront_cluster_redis_up",
+            "1 while this node's last heartbeat reached Redis ([cluster]).",
+            u64::from(c.redis_up),
+        )?;
+        o.gauge(
+            "sipfront_cluster_nodes_live",
+            "Cluster nodes whose heartbeat is alive, this one included.",
+            c.live.len() as u64,
+        )?;
+        o.gauge(
+            "sipfront_cluster_pending_aors",
+            "AORs changed on this node waiting to be written to Redis.",
+            c.pending,
+        )?;
+        o.counter(
+            "sipfront_cluster_aors_written_total",
+            "AORs written to Redis (one script run each).",
+            c.aors_written,
+        )?;
+        o.counter(
+            "sipfront_cluster_resyncs_total",
+            "Full rewrites of this node's bindings (Redis restarted or flushed, write queue full).",
+            c.resyncs,
+        )?;
+        o.counter(
+            "sipfront_cluster_redis_errors_total",
+            "Failed Redis operations of the cluster threads.",
+            c.redis_errors,
+        )?;
+        o.counter(
+            "sipfront_cluster_updates_received_total",
+            "Location changes of other nodes applied to this node's table.",
+            c.updates_received,
+        )?;
+        o.counter(
+            "sipfront_cluster_aors_loaded_total",
+            "AORs read from Redis by start-up loads and resyncs.",
+            c.aors_loaded,
+        )?;
+        o.counters(
+            "sipfront_cluster_requests_total",
+            "Requests for phones of other nodes sent there (forwarded), bindings skipped because their node is dead (unreachable), requests from other nodes for this node's phones (delivered).",
+            "result",
+            &[
+                ("forwarded", c.forwarded),
+                ("unreachable", c.unreachable),
+                ("delivered", c.delivered),
+            ],
+        )?;
+    }
 
     type Field = fn(&super::report::WorkerReport) -> u64;
     let per_worker: [(&str, MetricType, &str, Field); 10] = [

@@ -45,6 +45,42 @@ pub struct StatsReport {
     pub hep: Option<HepReport>,
     /// Stream connections per transport (TCP, TLS, WS, WSS), summed over the workers.
     pub connections: Vec<ConnectionReport>,
+    /// `[cluster]`: this node, the live nodes and the Redis counters.
+    pub cluster: Option<ClusterReport>,
+}
+
+/// One live node of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterNode {
+    pub name: String,
+    pub address: String,
+}
+
+/// The cluster as this node sees it (`[cluster]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterReport {
+    /// This node's name and address.
+    pub node: String,
+    pub address: String,
+    /// Whether the last heartbeat reached Redis.
+    pub redis_up: bool,
+    /// The nodes whose heartbeat is alive (this one included).
+    pub live: Vec<ClusterNode>,
+    /// AORs written to Redis, AORs waiting to be written, full rewrites.
+    pub aors_written: u64,
+    pub pending: u64,
+    pub resyncs: u64,
+    /// Changes that found the write queue full (each schedules a full rewrite).
+    pub queue_full: u64,
+    pub redis_errors: u64,
+    /// Publications of other nodes applied, AORs read by loads.
+    pub updates_received: u64,
+    pub aors_loaded: u64,
+    /// Lookups sending a request to the node holding the phone's flow; bindings skipped
+    /// because their node is dead; requests from other nodes for this node's phones.
+    pub forwarded: u64,
+    pub unreachable: u64,
+    pub delivered: u64,
 }
 
 /// One stream transport's connections, all workers together.
@@ -418,6 +454,7 @@ pub fn collect(state: &AdminState) -> StatsReport {
         guard: state.bans.as_ref().and_then(|b| b.guard_stats()),
         config_reloads: state.config.as_ref().map(|c| c.counts()),
         hep: state.hep.as_ref().map(|h| h.hep_counts()),
+        cluster: state.cluster.as_ref().map(|c| c.cluster()),
         connections,
     }
 }

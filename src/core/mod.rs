@@ -34,6 +34,7 @@ mod farm;
 mod flow;
 mod keepalive;
 mod nat;
+mod peer;
 pub mod ports;
 mod regcache;
 mod register;
@@ -58,6 +59,8 @@ mod flow_tests;
 #[cfg(test)]
 mod keepalive_tests;
 #[cfg(test)]
+mod peer_tests;
+#[cfg(test)]
 mod security_tests;
 #[cfg(test)]
 mod tests;
@@ -73,6 +76,7 @@ pub use config::{
 pub use dialog_token::DialogKey;
 pub use flow::{ConnId, Flow, Local, Now};
 pub use keepalive::{KeepaliveBindings, KeepaliveMethod, NatConfig};
+pub use peer::HOP_PARAM;
 pub use ports::{
     Admission, AuthCheck, AuthFailure, AuthPort, FarmPort, FarmSender, GuardPort, KeepaliveTarget,
     Links, LocationPort, NodeAnswer, NodePick, Ports, RegFwdPort, RegFwdSender,

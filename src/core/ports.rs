@@ -190,6 +190,16 @@ pub trait LocationPort: Send + Sync {
     fn remove_flow(&self, _user: &str, _flow: Flow, _now_ms: u64) -> (usize, bool) {
         (0, false)
     }
+    /// In a cluster: whether `addr` is another node, whose forwarded requests for this
+    /// node's phones are delivered without authentication (`core/peer.rs`). Alone: never.
+    fn is_peer(&self, _addr: SocketAddr) -> bool {
+        false
+    }
+    /// In a cluster: like [`LocationPort::lookup`], but only the bindings whose flow this
+    /// node holds (never one reached through another node).
+    fn lookup_local(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
+        self.lookup(user, now_ms, f);
+    }
 }
 
 /// One REGISTER to send to an Asterisk node, as REGFWD decided it.

@@ -321,6 +321,10 @@ impl Core {
             self.route_in_dialog(&ctx, &msg, method, ruri_str, false, tx);
             return;
         }
+        // A cluster peer's request for a phone whose flow is on this node (`peer.rs`).
+        if self.forward_from_peer(&ctx, &msg, method, ruri_str, tx) {
+            return;
+        }
         let to_us = self.cfg.is_local_host(ruri.host_raw, ruri.port);
         if method == Method::Options && ruri.user.is_none() && to_us {
             self.reply_options(&msg, from, tx);
@@ -677,7 +681,17 @@ impl Core {
             v.branch().is_some_and(|b| {
                 matches!(check_branch(&self.cfg.branch_key, b),
                     Checked::Ours(b) if b.loop_hash == h && b.slot != u32::MAX)
-            })
+            }) && !self.peer_via(&v)
+        })
+    }
+
+    /// Whether a Via was written by another node of a cluster (same branch format, same
+    /// request at each node: not a loop).
+    fn peer_via(&self, v: &crate::sip::Via<'_>) -> bool {
+        let ip = v.host.trim_start_matches('[').trim_end_matches(']');
+        ip.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            let addr = std::net::SocketAddr::new(ip, v.port.unwrap_or(5060));
+            self.ports.location.is_peer(addr)
         })
     }
 

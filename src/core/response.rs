@@ -124,7 +124,9 @@ impl Core {
                 let alias = if self.cfg.is_asterisk(src) {
                     None
                 } else {
+                    // (Never a cluster peer's: its Contact is the phone's, behind that node.)
                     super::route::nat_alias(&msg, src)
+                        .filter(|_| !self.ports.location.is_peer(src))
                         .map(|a| (a, self.cfg.transport_of(from.local)))
                 };
                 let r = BranchResponse {

@@ -69,10 +69,10 @@ pub(super) struct TargetRec {
 }
 
 /// Most Path entries of one binding turned into Route headers.
-const MAX_PATH: usize = 8;
+pub(super) const MAX_PATH: usize = 8;
 
 /// Split a comma-joined list of Path name-addrs into bare URIs (`<` `>` removed).
-fn split_path<'a>(path: &'a str, out: &mut [&'a str; MAX_PATH]) -> usize {
+pub(super) fn split_path<'a>(path: &'a str, out: &mut [&'a str; MAX_PATH]) -> usize {
     let mut n = 0;
     let mut depth_quote = false;
     let mut in_angle = false;
@@ -111,7 +111,7 @@ fn tried_bit(index: u8) -> u64 {
 }
 
 /// Methods that create a dialog and so are Record-Routed (§16.6 (4)).
-fn creates_dialog(m: Method<'_>) -> bool {
+pub(super) fn creates_dialog(m: Method<'_>) -> bool {
     matches!(
         m,
         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
@@ -182,7 +182,7 @@ pub(super) struct Leg {
 }
 
 impl Leg {
-    fn of(ctx: &ReqCtx<'_>) -> Leg {
+    pub(super) fn of(ctx: &ReqCtx<'_>) -> Leg {
         Leg {
             now_ms: ctx.now.mono_ms,
             from: ctx.from,
@@ -583,6 +583,7 @@ impl Core {
                 None
             } else {
                 nat_alias(msg, ctx.from.remote)
+                    .filter(|_| !self.ports.location.is_peer(ctx.from.remote))
             },
             drop_lines: &[],
         };

@@ -224,6 +224,10 @@ pub struct FakeLocation {
     pub bindings: Mutex<HashMap<String, Vec<FakeBinding>>>,
     /// Whether the keepalive scan sees the bindings (off: no keepalives, as before them).
     pub keepalives: std::sync::atomic::AtomicBool,
+    /// Cluster peers (`LocationPort::is_peer`); their bindings here are the ones reached
+    /// through them (a flow to the peer), the others are local.
+    /// Set once (a lock-free read: the benches measure the core, not this fake).
+    pub peers: std::sync::OnceLock<Vec<SocketAddr>>,
 }
 
 impl FakeLocation {
@@ -319,6 +323,18 @@ impl LocationPort for FakeLocation {
                 }
             }
         }
+    }
+
+    fn is_peer(&self, addr: SocketAddr) -> bool {
+        self.peers.get().is_some_and(|p| p.contains(&addr))
+    }
+
+    fn lookup_local(&self, user: &str, now_ms: u64, f: &mut dyn FnMut(&ContactTarget<'_>)) {
+        self.lookup(user, now_ms, &mut |c: &ContactTarget<'_>| {
+            if !self.is_peer(c.to.remote) {
+                f(c);
+            }
+        });
     }
 
     fn expire(&self, now_ms: u64, f: &mut dyn FnMut(&str)) {

@@ -54,6 +54,28 @@ impl SipEdge {
         }
     }
 
+    /// [`LocationPort::keepalive_scan`] over the bindings `keep` accepts (a cluster node
+    /// leaves out the bindings another node holds: that node pings them).
+    pub fn keepalive_scan_where(
+        &self,
+        first: u32,
+        end: u32,
+        now_ms: u64,
+        keep: &dyn Fn(&Binding<'_>) -> bool,
+        f: &mut dyn FnMut(&KeepaliveTarget<'_>),
+    ) {
+        self.registrar.keepalive_scan(first, end, now_ms, |aor, b| {
+            if keep(b) {
+                f(&KeepaliveTarget {
+                    user: aor_user(aor),
+                    uri: b.uri,
+                    to: self.flow_of(b),
+                    nated: b.nated,
+                });
+            }
+        });
+    }
+
     /// The address and transport of a local socket, as stored with a binding.
     fn socket_of(&self, local: Local) -> (SocketAddr, Transport) {
         let i = match local {
@@ -380,14 +402,7 @@ impl LocationPort for SipEdge {
         now_ms: u64,
         f: &mut dyn FnMut(&KeepaliveTarget<'_>),
     ) {
-        self.registrar.keepalive_scan(first, end, now_ms, |aor, b| {
-            f(&KeepaliveTarget {
-                user: aor_user(aor),
-                uri: b.uri,
-                to: self.flow_of(b),
-                nated: b.nated,
-            });
-        });
+        self.keepalive_scan_where(first, end, now_ms, &|_| true, f);
     }
 
     fn remove_flow(&self, user: &str, flow: Flow, now_ms: u64) -> (usize, bool) {

@@ -116,6 +116,16 @@ pub(crate) struct ChangeSink {
     pub(crate) dropped: Arc<AtomicU64>,
 }
 
+/// Queue `aor` for a listener (never blocking); a full queue is counted and flagged.
+fn tell(sink: Option<&ChangeSink>, aor: &str) {
+    if let Some(s) = sink {
+        if s.tx.try_send(Box::from(aor)).is_err() {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            s.overflow.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// The shared location table. Use it through [`super::Registrar`].
 pub struct Location {
     shards: Box<[CachePadded<RwLock<Shard>>]>,
@@ -124,6 +134,9 @@ pub struct Location {
     /// All ones; tests clear bits to force hash collisions.
     hash_mask: u64,
     sink: OnceLock<ChangeSink>,
+    /// A second listener, told of changes made by REGISTERs and removals (not of expiry,
+    /// which every copy of a binding applies by itself): the cluster's writer.
+    watch: OnceLock<ChangeSink>,
 }
 
 /// The table refused a new AOR: it holds `max_aors` already.
@@ -205,6 +218,7 @@ impl Location {
             max_aors_per_shard: max_aors.div_ceil(SHARDS),
             hash_mask: u64::MAX,
             sink: OnceLock::new(),
+            watch: OnceLock::new(),
         }
     }
 
@@ -234,13 +248,17 @@ impl Location {
         self.sink.set(sink).is_ok()
     }
 
+    pub(crate) fn set_watch(&self, watch: ChangeSink) -> bool {
+        self.watch.set(watch).is_ok()
+    }
+
     fn announce(&self, aor: &str) {
-        if let Some(s) = self.sink.get() {
-            if s.tx.try_send(Box::from(aor)).is_err() {
-                s.dropped.fetch_add(1, Ordering::Relaxed);
-                s.overflow.store(true, Ordering::Release);
-            }
-        }
+        tell(self.watch.get(), aor);
+        tell(self.sink.get(), aor);
+    }
+
+    fn announce_expiry(&self, aor: &str) {
+        tell(self.sink.get(), aor);
     }
 
     /// Run `f` on the AOR's bindings (decoded, in stored order) under the stripe's write
@@ -398,10 +416,10 @@ impl Location {
             }
             drop(guard);
             for aor in touched.drain(..) {
-                self.announce(&aor);
+                self.announce_expiry(&aor);
             }
             for aor in gone.drain(..) {
-                self.announce(&aor);
+                self.announce_expiry(&aor);
                 emptied(&aor);
             }
         }

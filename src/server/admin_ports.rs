@@ -93,3 +93,33 @@ impl FarmControl for Farm {
         Farm::set_drained(self, node, drained)
     }
 }
+
+impl crate::admin::ClusterSource for crate::cluster::Shared {
+    fn cluster(&self) -> crate::admin::ClusterReport {
+        let st = &self.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        crate::admin::ClusterReport {
+            node: self.me.to_string(),
+            address: self.my_addr.to_string(),
+            redis_up: get(&st.redis_up) == 1,
+            live: self
+                .live_nodes()
+                .into_iter()
+                .map(|(name, a)| crate::admin::ClusterNode {
+                    name,
+                    address: a.to_string(),
+                })
+                .collect(),
+            aors_written: get(&st.aors_written),
+            pending: get(&st.pending),
+            resyncs: get(&st.resyncs),
+            queue_full: self.queue_full(),
+            redis_errors: get(&st.redis_errors),
+            updates_received: get(&st.updates_received),
+            aors_loaded: get(&st.aors_loaded),
+            forwarded: get(&st.forwarded),
+            unreachable: get(&st.unreachable),
+            delivered: get(&st.delivered),
+        }
+    }
+}

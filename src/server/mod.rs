@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::admin::{AdminError, AdminServer, AdminState, HepSource, ReloadReport};
 use crate::asterisk::{Farm, FarmError, RegFwd, RegFwdError};
 use crate::auth::{AuthError, Authenticator};
+use crate::cluster::{Cluster, ClusterError};
 use crate::config::Config;
 use crate::core::{Core, Ports, SharedConfig};
 use crate::db::{CredentialService, DbError, LookupPool, RefreshHandle};
@@ -70,6 +71,29 @@ pub enum ServerError {
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("{0}")]
     Hep(#[from] crate::hep::HepError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
+}
+
+/// With `[cluster]` and no `[auth] nonce_secret`: the configuration with the secret all
+/// nodes share (from Redis), so any node accepts the nonces and Record-Route tokens
+/// another issued. Redis unreachable at start: a warning, and this node's own secret.
+fn cluster_secret(cfg: &Config) -> Option<Config> {
+    let c = cfg.cluster.as_ref()?;
+    if !cfg.auth.nonce_secret.is_empty() {
+        return None;
+    }
+    match Cluster::shared_secret(c) {
+        Some(secret) => {
+            let mut with = cfg.clone();
+            with.auth.nonce_secret = secret;
+            Some(with)
+        }
+        None => {
+            tracing::warn!("redis unreachable at start: this node's nonces and Record-Route tokens are its own until a restart");
+            None
+        }
+    }
 }
 
 /// The names a phone's digest URI may give for this proxy (`[auth] uri_check = "host"`): the
@@ -128,12 +152,22 @@ pub struct Server {
     hep: Option<crate::hep::Capture>,
     /// Writes the ban list to `[guard] persist` (when set).
     bans: Option<crate::guard::BanPersister>,
+    /// `[cluster]`: the threads sharing the location through Redis.
+    cluster: Option<Cluster>,
 }
 
 impl Server {
     /// Start everything; `now_ms` is the wall clock (used to drop expired bindings on load).
     pub fn start(cfg: &Config, now_ms: u64) -> Result<Server, ServerError> {
         let started = Instant::now();
+        let with_secret;
+        let cfg = match cluster_secret(cfg) {
+            Some(c) => {
+                with_secret = c;
+                &with_secret
+            }
+            None => cfg,
+        };
         let realm = cfg.domain.realm.clone();
         let (cache, pool, refresh) = CredentialService::start(&cfg.credentials, &realm)?;
         let refresh = Arc::new(refresh);
@@ -168,13 +202,31 @@ impl Server {
             Some(Arc::new(TlsContext::load(&cfg.tls)?))
         };
         let listen_table: Vec<_> = cfg.listen_addrs().collect();
+        let edge = SipEdge::new(registrar.clone(), &realm, &listen_table);
+        let (location, cluster): (Arc<dyn crate::core::LocationPort>, _) = match &cfg.cluster {
+            Some(c) => {
+                let node_addr = c
+                    .node_address(&cfg.listen.udp)
+                    .ok_or(ClusterError::NoAddress)?;
+                let index = listen_table
+                    .iter()
+                    .position(|&(a, _)| a == node_addr)
+                    .and_then(|i| u16::try_from(i).ok())
+                    .ok_or(ClusterError::NoAddress)?;
+                let cluster = Cluster::start(c, registrar.clone(), &realm, node_addr)?;
+                tracing::info!(node = %c.node_name, address = %node_addr, "cluster node started");
+                let location = Arc::new(cluster.edge(edge, crate::core::Local::Listen(index)));
+                (location, Some(cluster))
+            }
+            None => (Arc::new(edge), None),
+        };
         let ports = Ports {
             auth: Arc::new(CacheAuth {
                 authenticator,
                 cache: cache.clone(),
                 realm: realm.clone().into_boxed_str(),
             }),
-            location: Arc::new(SipEdge::new(registrar.clone(), &realm, &listen_table)),
+            location,
             regfwd: regfwd.clone(),
             guard: guard.clone(),
             links: links.clone(),
@@ -290,6 +342,9 @@ impl Server {
                 hep: hep
                     .as_ref()
                     .map(|h| Arc::new(HepCounts(h.stats().clone())) as Arc<dyn HepSource>),
+                cluster: cluster
+                    .as_ref()
+                    .map(|c| c.shared().clone() as Arc<dyn crate::admin::ClusterSource>),
                 started,
             };
             Some(AdminServer::start(&cfg.admin, state)?)
@@ -309,6 +364,7 @@ impl Server {
             links,
             hep,
             bans,
+            cluster,
         })
     }
 
@@ -406,6 +462,9 @@ impl Server {
         }
         if let Some(bans) = self.bans.take() {
             bans.stop();
+        }
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop(Duration::from_secs(2));
         }
         self.persister.flush(Duration::from_secs(10))?;
         self.persister.stop()?;

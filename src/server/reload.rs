@@ -434,6 +434,14 @@ impl Reloader {
     pub fn apply(&self, new: &Config) -> Result<ReloadReport, ReloadError> {
         let _one = lock(&self.busy);
         let old = self.current();
+        // In a cluster without a configured secret, the one shared through Redis stays.
+        let mut shared_secret = None;
+        if old.cluster.is_some() && new.auth.nonce_secret.is_empty() {
+            let mut c = new.clone();
+            c.auth.nonce_secret.clone_from(&old.auth.nonce_secret);
+            shared_secret = Some(c);
+        }
+        let new = shared_secret.as_ref().unwrap_or(new);
         let (mut applied, mut restart) = diff(&old, new);
 
         let asterisk_ips: Vec<IpAddr> = new.asterisk.nodes.iter().map(|a| a.ip()).collect();

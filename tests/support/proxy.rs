@@ -401,7 +401,7 @@ impl Proxy {
 
     /// Starts `sipfront run --config DIR/sipfront.toml` (output in `DIR/LOG.out/.err`) and
     /// waits until it answers on `addr`.
-    fn spawn(dir: &Path, addr: SocketAddr, admin: Option<SocketAddr>, log: &str) -> Proxy {
+    pub fn spawn(dir: &Path, addr: SocketAddr, admin: Option<SocketAddr>, log: &str) -> Proxy {
         let config = dir.join("sipfront.toml");
         let stdout = File::create(dir.join(format!("{log}.out"))).expect("sipfront stdout file");
         let stderr = File::create(dir.join(format!("{log}.err"))).expect("sipfront stderr file");
