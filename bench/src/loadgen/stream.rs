@@ -39,7 +39,7 @@ pub struct StreamConn {
     peer: SocketAddrV4,
     /// Received bytes (plaintext) not yet cut into messages.
     input: Vec<u8>,
-    /// Plaintext queued for a TCP connection and not yet written (TLS keeps its own).
+    /// Plaintext queued and not yet written (TCP) or not yet taken by the TLS session.
     output: Vec<u8>,
     /// The peer closed, or the connection failed; nothing more is read or written.
     closed: bool,
@@ -244,15 +244,7 @@ impl StreamConn {
         if self.closed {
             return false;
         }
-        match self.tls.as_deref_mut() {
-            None => self.output.extend_from_slice(bytes),
-            Some(tls) => {
-                if tls.writer().write_all(bytes).is_err() {
-                    self.closed = true;
-                    return false;
-                }
-            }
-        }
+        self.output.extend_from_slice(bytes);
         true
     }
 
@@ -263,13 +255,28 @@ impl StreamConn {
     }
 
     /// Writes queued bytes until the socket would block. Returns false if the connection
-    /// failed.
+    /// failed. Over TLS, queued plaintext enters the session as far as its buffer takes it
+    /// (rustls bounds it; a proxy that reads slowly used to make `write_all` fail here and
+    /// the generator drop the connection) and waits here for the rest.
     pub fn flush(&mut self) -> bool {
         if self.closed {
             return false;
         }
         // Bounded: each turn writes > 0 bytes or stops.
         loop {
+            if let Some(tls) = self.tls.as_deref_mut() {
+                if !self.output.is_empty() {
+                    match tls.writer().write(&self.output) {
+                        Ok(n) => {
+                            self.output.drain(..n.min(self.output.len()));
+                        }
+                        Err(_) => {
+                            self.closed = true;
+                            return false;
+                        }
+                    }
+                }
+            }
             let wrote = match self.tls.as_deref_mut() {
                 None if self.output.is_empty() => return true,
                 None => self.tcp.write(&self.output),
