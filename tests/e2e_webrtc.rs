@@ -56,18 +56,17 @@ struct PageServer {
 impl PageServer {
     fn start(reports: Sender<String>) -> PageServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("page server address");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        // Blocking accepts; `Drop` sets the flag and connects once to wake the last one.
         let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => serve(s, &reports),
-                    // Nothing waiting: look again shortly (the flag ends the loop).
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            for s in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(s) = s {
+                    serve(s, &reports);
                 }
             }
         });
@@ -82,6 +81,7 @@ impl PageServer {
 impl Drop for PageServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
