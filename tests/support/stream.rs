@@ -135,28 +135,50 @@ impl StreamPhone {
 
     /// Receives until a response with `code` to `cseq` (e.g. `"2 INVITE"`) arrives.
     pub fn expect_response(&mut self, code: u16, cseq: &str, limit: Duration) -> SipMsg {
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(m) = self.recv_until(deadline) {
-            let c = m.header("CSeq").unwrap_or("").to_owned();
-            if m.code() == Some(code) && c.split_whitespace().eq(cseq.split_whitespace()) {
-                return m;
-            }
-            seen.push(format!("{} ({c})", m.start_line()));
-        }
-        panic!("no {code} to {cseq} within {limit:?} on the stream; got {seen:?}");
+        expect_response_on(|d| self.recv_until(d), "stream", code, cseq, limit)
     }
 
     /// Receives until a request `method` arrives.
     pub fn expect_request(&mut self, method: &str, limit: Duration) -> SipMsg {
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(m) = self.recv_until(deadline) {
-            if m.method() == Some(method) {
-                return m;
-            }
-            seen.push(m.start_line().to_owned());
-        }
-        panic!("no {method} within {limit:?} on the stream; got {seen:?}");
+        expect_request_on(|d| self.recv_until(d), "stream", method, limit)
     }
+}
+
+/// Takes messages from `recv` (one per call, `None` at the deadline) until a response with
+/// `code` to `cseq` arrives; panics naming `what` (the connection kind) and what came instead.
+pub fn expect_response_on(
+    mut recv: impl FnMut(Instant) -> Option<SipMsg>,
+    what: &str,
+    code: u16,
+    cseq: &str,
+    limit: Duration,
+) -> SipMsg {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(m) = recv(deadline) {
+        let c = m.header("CSeq").unwrap_or("").to_owned();
+        if m.code() == Some(code) && c.split_whitespace().eq(cseq.split_whitespace()) {
+            return m;
+        }
+        seen.push(format!("{} ({c})", m.start_line()));
+    }
+    panic!("no {code} to {cseq} within {limit:?} on the {what}; got {seen:?}");
+}
+
+/// Like [`expect_response_on`], for a request `method`.
+pub fn expect_request_on(
+    mut recv: impl FnMut(Instant) -> Option<SipMsg>,
+    what: &str,
+    method: &str,
+    limit: Duration,
+) -> SipMsg {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(m) = recv(deadline) {
+        if m.method() == Some(method) {
+            return m;
+        }
+        seen.push(m.start_line().to_owned());
+    }
+    panic!("no {method} within {limit:?} on the {what}; got {seen:?}");
 }

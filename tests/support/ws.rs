@@ -12,7 +12,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
 use super::phone::SipMsg;
-use super::stream::Wire;
+use super::stream::{expect_request_on, expect_response_on, Wire};
 use super::tls::TestPki;
 
 /// A phone talking SIP over one WebSocket.
@@ -187,28 +187,11 @@ impl WsPhone {
 
     /// Receives until a response with `code` to `cseq` (e.g. `"2 INVITE"`) arrives.
     pub fn expect_response(&mut self, code: u16, cseq: &str, limit: Duration) -> SipMsg {
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(m) = self.recv_until(deadline) {
-            let c = m.header("CSeq").unwrap_or("").to_owned();
-            if m.code() == Some(code) && c.split_whitespace().eq(cseq.split_whitespace()) {
-                return m;
-            }
-            seen.push(format!("{} ({c})", m.start_line()));
-        }
-        panic!("no {code} to {cseq} within {limit:?} on the WebSocket; got {seen:?}");
+        expect_response_on(|d| self.recv_until(d), "WebSocket", code, cseq, limit)
     }
 
     /// Receives until a request `method` arrives.
     pub fn expect_request(&mut self, method: &str, limit: Duration) -> SipMsg {
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        while let Some(m) = self.recv_until(deadline) {
-            if m.method() == Some(method) {
-                return m;
-            }
-            seen.push(m.start_line().to_owned());
-        }
-        panic!("no {method} within {limit:?} on the WebSocket; got {seen:?}");
+        expect_request_on(|d| self.recv_until(d), "WebSocket", method, limit)
     }
 }
