@@ -319,9 +319,9 @@ fn admin_api_and_ctl_against_the_real_binary() {
     let ok = phone.register(2, Some(&auth));
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
 
-    // Counters are published by the workers at most every 100 ms: give them events (OPTIONS
-    // pings, each answered) until the scrape shows the registration and the forwarded
-    // REGISTER's 200.
+    // Counters are published by the workers at most every 100 ms, histograms every second:
+    // give them events (OPTIONS pings, each answered) until the scrape shows the
+    // registration, the forwarded REGISTER's 200 and its response time.
     let mut metrics = String::new();
     let mut pings = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -335,6 +335,9 @@ fn admin_api_and_ctl_against_the_real_binary() {
             && metrics
                 .lines()
                 .any(|l| l == "sipfront_regfwd_total{result=\"ok\"} 1")
+            && metrics.contains(&format!(
+                "sipfront_upstream_response_seconds_count{{upstream=\"{asterisk_addr}\",response=\"final\"}} 1"
+            ))
         {
             break;
         }

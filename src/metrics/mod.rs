@@ -9,9 +9,10 @@
 //!   to each Asterisk node until their first and final responses. Recording is a few integer
 //!   operations on memory allocated at start: the hot path never allocates or locks;
 //! - the worker calls [`WorkerMetrics::maybe_publish`] after each datagram and timer turn; at
-//!   most every [`PUBLISH_INTERVAL_MS`] it copies its core counters ([`crate::core::Stats`])
-//!   and histograms into its slot of the [`MetricsRegistry`] (a `try_lock`: a scrape holding
-//!   the slot only delays publication to the next turn, it never blocks the worker);
+//!   most every [`PUBLISH_INTERVAL_MS`] it copies its core counters ([`crate::core::Stats`]),
+//!   and at most every [`HISTOGRAM_PUBLISH_INTERVAL_MS`] the histograms that changed, into its
+//!   slot of the [`MetricsRegistry`] (a `try_lock`: a scrape holding the slot only delays
+//!   publication to the next turn, it never blocks the worker);
 //! - a scrape ([`MetricsRegistry::collect`], used by `crate::admin`) locks each slot in turn,
 //!   sums the counters and merges the histograms into a [`Collected`].
 //!
@@ -37,6 +38,12 @@ pub use upstream::{UpstreamKind, UpstreamTracker};
 
 /// Publication period of worker snapshots.
 pub const PUBLISH_INTERVAL_MS: u64 = 100;
+
+/// Publication period of the histograms in the snapshots. Copying one is a reset and an add
+/// over all its hdr counts (~37 KB), which at every [`PUBLISH_INTERVAL_MS`] cost a worker
+/// more instructions than 100 registrations' worth of parsing at low rates; scrapes are
+/// seconds apart, so percentiles and buckets at most a second old lose nothing.
+pub const HISTOGRAM_PUBLISH_INTERVAL_MS: u64 = 1_000;
 
 /// One worker's published state.
 #[derive(Debug, Clone)]
@@ -136,6 +143,7 @@ impl MetricsRegistry {
             slot,
             published: self.published.clone(),
             next_publish_ms: 0,
+            next_histogram_ms: 0,
         }
     }
 
@@ -268,6 +276,7 @@ pub struct WorkerMetrics {
     upstream: UpstreamTracker,
     slot: Slot,
     next_publish_ms: u64,
+    next_histogram_ms: u64,
     published: Arc<Publications>,
 }
 
@@ -299,19 +308,25 @@ impl WorkerMetrics {
         &mut self.upstream
     }
 
-    /// Publish a snapshot if [`PUBLISH_INTERVAL_MS`] has passed since the last one. Cheap
-    /// when not due (one comparison); when due, copies counters and histograms (no
-    /// allocation: the slot's histograms have the same bounds) under a `try_lock`.
+    /// Publish a snapshot if [`PUBLISH_INTERVAL_MS`] has passed since the last one (with the
+    /// histograms if [`HISTOGRAM_PUBLISH_INTERVAL_MS`] has). Cheap when not due (one
+    /// comparison); when due, copies counters and changed histograms (no allocation: the
+    /// slot's histograms have the same bounds) under a `try_lock`.
     #[inline]
     pub fn maybe_publish(&mut self, now_ms: u64, state: WorkerState<'_>) {
         if now_ms < self.next_publish_ms {
             return;
         }
-        self.publish(now_ms, state);
+        let histograms = now_ms >= self.next_histogram_ms;
+        self.publish_parts(now_ms, state, histograms);
     }
 
-    /// Publish now (unless a scrape holds the slot this instant).
+    /// Publish counters and histograms now (unless a scrape holds the slot this instant).
     pub fn publish(&mut self, now_ms: u64, state: WorkerState<'_>) {
+        self.publish_parts(now_ms, state, true);
+    }
+
+    fn publish_parts(&mut self, now_ms: u64, state: WorkerState<'_>, histograms: bool) {
         let Ok(mut snap) = self.slot.try_lock() else {
             return;
         };
@@ -320,17 +335,28 @@ impl WorkerMetrics {
         snap.stats.clone_from(state.stats);
         snap.in_flight = state.in_flight;
         snap.send_dropped = state.send_dropped;
-        for (dst, src) in snap.processing.iter_mut().zip(&self.processing) {
-            dst.copy_from(src);
-        }
         if snap.nodes != self.upstream.nodes() {
-            // The nodes were reloaded (rare): reshape the slot once.
+            // The nodes were reloaded (rare): reshape the slot once; its series start empty,
+            // so the copies below cannot mistake one node's series for another's.
             snap.nodes = self.upstream.nodes().to_vec();
             snap.upstream = snap.nodes.iter().map(|_| Default::default()).collect();
         }
-        for (dst, src) in snap.upstream.iter_mut().zip(self.upstream.histograms()) {
-            dst[0].copy_from(&src[0]);
-            dst[1].copy_from(&src[1]);
+        if histograms {
+            self.next_histogram_ms = now_ms.saturating_add(HISTOGRAM_PUBLISH_INTERVAL_MS);
+            // Series only grow (cumulative since start), so an unchanged count means an
+            // unchanged series: idle message classes and nodes cost one comparison.
+            for (dst, src) in snap.processing.iter_mut().zip(&self.processing) {
+                if dst.len() != src.len() {
+                    dst.copy_from(src);
+                }
+            }
+            for (dst, src) in snap.upstream.iter_mut().zip(self.upstream.histograms()) {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    if d.len() != s.len() {
+                        d.copy_from(s);
+                    }
+                }
+            }
         }
         drop(snap);
         // Never block the worker: a waiter that misses this one wakes at its timeout.

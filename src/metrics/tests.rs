@@ -134,12 +134,41 @@ fn publish_is_rate_limited_and_collect_merges_workers() {
     assert_eq!(c.send_dropped, 2);
     assert_eq!(c.processing[MsgClass::RequestInvite as usize].len(), 2);
     assert_eq!(c.processing[MsgClass::ResponseOther as usize].len(), 1);
-    // After the interval the newer state shows.
+    // After the interval the newer counters show; the histograms only after theirs.
     w0.maybe_publish(1_100, st(&stats));
     let c = reg.collect();
     assert_eq!(c.stats.rx_requests, 11);
+    assert_eq!(c.processing[MsgClass::RequestInvite as usize].len(), 2);
+    w0.maybe_publish(1_000 + HISTOGRAM_PUBLISH_INTERVAL_MS, st(&stats));
+    let c = reg.collect();
     assert_eq!(c.processing[MsgClass::RequestInvite as usize].len(), 3);
     assert_eq!(c.upstream.len(), 1);
+}
+
+#[test]
+fn a_changed_series_is_published_whole_beside_unchanged_ones() {
+    let reg = MetricsRegistry::new(vec![node()]);
+    let mut w = reg.worker(0);
+    let stats = Stats::default();
+    let state = WorkerState {
+        stats: &stats,
+        in_flight: (0, 0),
+        send_dropped: 0,
+    };
+    w.record_processing(MsgClass::RequestRegister, 3_000);
+    w.publish(1, state);
+    assert_eq!(
+        reg.collect().processing[MsgClass::RequestRegister as usize].len(),
+        1
+    );
+    // A changed series is copied whole; the unchanged ones keep their copy.
+    w.record_processing(MsgClass::RequestRegister, 7_000);
+    w.publish(2, state);
+    let c = reg.collect();
+    let reg_series = &c.processing[MsgClass::RequestRegister as usize];
+    assert_eq!(reg_series.len(), 2);
+    assert_eq!(reg_series.buckets.sum_ns, 10_000);
+    assert!(c.processing[MsgClass::RequestInvite as usize].is_empty());
 }
 
 #[test]
