@@ -127,7 +127,8 @@ pub struct Stats {
     pub started: u64,
     pub ok: u64,
     pub retransmits: u64,
-    /// Datagrams that could not be parsed or matched no live operation (late duplicates).
+    /// Datagrams that could not be parsed or matched no live operation (late duplicates;
+    /// OPTIONS pings to the phones are answered and not counted).
     pub stray: u64,
     /// Datagrams the socket refused (buffer full): lost like on a network, the retransmission
     /// timers recover; not an operation failure by themselves.
