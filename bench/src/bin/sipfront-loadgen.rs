@@ -1,7 +1,9 @@
 //! `sipfront-loadgen`: plays thousands of phones (and the Asterisk side) against a running
 //! sipfront: authenticated REGISTER storms, authenticated calls through the stand-in, and
 //! Asterisk-originated calls, at a fixed rate or searching the highest rate with zero failures.
-//! Prints per-step latency percentiles (µs) and writes `.hgrm` files. See docs/profiling.md.
+//! Prints per-step latency percentiles (µs), one `RESULT k=v ...` line per phase, writes
+//! `.hgrm` files (--out) and a JSON summary (--json). Works against sipfront and against
+//! Kamailio (bench/kamailio/run). See docs/profiling.md.
 
 use clap::{Parser, ValueEnum};
 use sipfront_bench::loadgen::net::Wire;
@@ -140,6 +142,11 @@ struct Args {
     /// Prefix of the .hgrm file names.
     #[arg(long, default_value = "sipfront")]
     label: String,
+    /// Write a JSON summary here at the end (also when the run fails): every phase's offered
+    /// and achieved rate, ok, failed and their causes, retransmits, latency percentiles
+    /// p50/p90/p99/p99.9/max in µs per step; for --find-max the max clean rate.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn main() {
@@ -215,6 +222,7 @@ fn main() {
         out_dir: a.out,
         label: a.label,
         progress: a.progress,
+        json: a.json,
     };
     println!(
         "sipfront-loadgen: {} against {} over {} ({} users, {} threads x {} sockets)",

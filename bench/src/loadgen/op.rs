@@ -1,11 +1,17 @@
 //! One operation in flight (a registration, a call, or an Asterisk-originated call) and the
 //! requests it sends. An [`Op`] lives in a slot of the worker's slab; its Call-ID names the
-//! slot (`PHASE.THREAD.SLOT.GEN@lg`), so a response finds its op without a map lookup, and a
-//! late response for a reused slot is recognised by its generation.
+//! slot (`PHASE.THREAD.SLOT.GEN@RUN.lg`), so a response finds its op without a map lookup, and
+//! a late response for a reused slot is recognised by its generation. `RUN` (8 hex digits,
+//! new for every worker) keeps Call-IDs and Via branches unique across generator runs (RFC
+//! 3261 §8.1.1.7: a branch is unique across space and time): Kamailio keeps finished
+//! transactions 5 s, and a second run started within that time with the same branches lost
+//! calls to it.
 
 use super::build::{write_request, Request};
 use super::net::Wire;
+use super::stats::Waiting;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// What the op does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +80,39 @@ impl<const N: usize> std::fmt::Debug for Small<N> {
     }
 }
 
-/// The op id encoded in a Call-ID: `(phase, thread, slot, generation)`.
-pub fn parse_call_id(cid: &[u8]) -> Option<(u32, u32, u32, u32)> {
-    let cid = cid.strip_suffix(b"@lg")?;
-    let mut it = cid.split(|&c| c == b'.').map(super::sip::parse_u32);
-    let r = (it.next()??, it.next()??, it.next()??, it.next()??);
+/// A new run id: the process id, the wall clock and a process-wide counter, mixed, so two
+/// workers (of one process or of two processes started in the same nanosecond) differ.
+pub fn new_run_id() -> u32 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos
+        ^ (u64::from(std::process::id()) << 40)
+        ^ (u64::from(COUNTER.fetch_add(1, Ordering::Relaxed)) << 20);
+    // splitmix64's finaliser: every input bit moves about half of the output bits.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) as u32
+}
+
+/// Formats the Call-ID of an op.
+pub fn call_id(phase: u32, thread: u32, slot: u32, gen: u32, run: u32) -> Small<64> {
+    Small::fmt(format_args!("{phase}.{thread}.{slot}.{gen}@{run:08x}.lg"))
+}
+
+/// The op id encoded in a Call-ID: `(phase, thread, slot, generation, run)`.
+pub fn parse_call_id(cid: &[u8]) -> Option<(u32, u32, u32, u32, u32)> {
+    let cid = cid.strip_suffix(b".lg")?;
+    let at = cid.iter().position(|&c| c == b'@')?;
+    let (id, run) = (cid.get(..at)?, cid.get(at + 1..)?);
+    let run = std::str::from_utf8(run)
+        .ok()
+        .filter(|r| r.len() == 8)
+        .and_then(|r| u32::from_str_radix(r, 16).ok())?;
+    let mut it = id.split(|&c| c == b'.').map(super::sip::parse_u32);
+    let r = (it.next()??, it.next()??, it.next()??, it.next()??, run);
     it.next().is_none().then_some(r)
 }
 
@@ -92,7 +126,7 @@ pub struct Op {
     pub user: u32,
     /// Socket the op's requests leave from.
     pub sock: u16,
-    pub call_id: Small<48>,
+    pub call_id: Small<64>,
     /// CSeq of the current INVITE/REGISTER.
     pub cseq: u32,
     /// µs: op start, current request's first send, op deadline.
@@ -161,7 +195,7 @@ impl Op {
         kind: Kind,
         user: u32,
         sock: u16,
-        call_id: Small<48>,
+        call_id: Small<64>,
         now: u64,
         timeout: u64,
     ) {
@@ -184,6 +218,19 @@ impl Op {
         self.phone_resp.clear();
         self.phone_rtx_at = 0;
         self.phone_dst = None;
+    }
+
+    /// What the op still waits for (the cause of its timeout).
+    pub fn waiting(&self) -> Waiting {
+        match self.state {
+            State::Talking | State::Bye => Waiting::Bye,
+            _ if self.kind == Kind::AsteriskCall && self.seen100 && self.phone_dst.is_none() => {
+                Waiting::Phone
+            }
+            _ if self.seen100 || self.seen180 => Waiting::Final,
+            State::Authed => Waiting::AuthResponse,
+            State::First | State::Free => Waiting::FirstResponse,
+        }
     }
 
     /// The earliest thing the op's timer must do.
@@ -242,10 +289,19 @@ pub fn compose(
     } else {
         dialog_to
     };
-    let cid = call_id.strip_suffix(b"@lg").unwrap_or(call_id);
-    let branch = Small::<64>::fmt(format_args!(
-        "{}.{}{}",
-        String::from_utf8_lossy(cid),
+    // The branch: the Call-ID's op id and run (`@` and `.lg` left out), the CSeq and a tag.
+    let cid = call_id.strip_suffix(b".lg").unwrap_or(call_id);
+    let (id_part, run) = match cid.iter().position(|&c| c == b'@') {
+        Some(at) => (
+            cid.get(..at).unwrap_or_default(),
+            cid.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (cid, &b""[..]),
+    };
+    let branch = Small::<80>::fmt(format_args!(
+        "{}.{}.{}{}",
+        String::from_utf8_lossy(id_part),
+        String::from_utf8_lossy(run),
         cseq,
         branch_tag as char
     ));
@@ -283,12 +339,51 @@ mod tests {
 
     #[test]
     fn call_ids_round_trip() {
-        let c = Small::<48>::fmt(format_args!("{}.{}.{}.{}@lg", 7, 1, 65535, 3));
-        assert_eq!(parse_call_id(c.as_bytes()), Some((7, 1, 65535, 3)));
-        assert_eq!(parse_call_id(b"7.1.2@lg"), None);
-        assert_eq!(parse_call_id(b"7.1.2.3.4@lg"), None);
-        assert_eq!(parse_call_id(b"7.1.2.3@other"), None);
-        assert_eq!(parse_call_id(b"a.1.2.3@lg"), None);
+        let c = call_id(7, 1, 65535, 3, 0xdead_beef);
+        assert_eq!(c.as_bytes(), b"7.1.65535.3@deadbeef.lg");
+        assert_eq!(
+            parse_call_id(c.as_bytes()),
+            Some((7, 1, 65535, 3, 0xdead_beef))
+        );
+        let max = call_id(u32::MAX, u32::MAX, u32::MAX, u32::MAX, u32::MAX);
+        assert_eq!(
+            parse_call_id(max.as_bytes()),
+            Some((u32::MAX, u32::MAX, u32::MAX, u32::MAX, u32::MAX)),
+            "the longest Call-ID fits its buffer"
+        );
+        assert_eq!(parse_call_id(b"7.1.2@0000000a.lg"), None);
+        assert_eq!(parse_call_id(b"7.1.2.3.4@0000000a.lg"), None);
+        assert_eq!(parse_call_id(b"7.1.2.3@0000000a.other"), None);
+        assert_eq!(parse_call_id(b"7.1.2.3@a.lg"), None);
+        assert_eq!(parse_call_id(b"7.1.2.3@lg"), None, "the old form");
+        assert_eq!(parse_call_id(b"a.1.2.3@0000000a.lg"), None);
+    }
+
+    #[test]
+    fn run_ids_differ() {
+        let ids: std::collections::HashSet<u32> = (0..1000).map(|_| new_run_id()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+
+    #[test]
+    fn timeouts_name_what_was_awaited() {
+        let mut op = Op::new();
+        op.reset(Kind::Call, 1, 0, Small::new(), 0, 5000);
+        assert_eq!(op.waiting(), Waiting::FirstResponse);
+        op.state = State::Authed;
+        assert_eq!(op.waiting(), Waiting::AuthResponse);
+        op.seen100 = true;
+        assert_eq!(op.waiting(), Waiting::Final);
+        op.state = State::Bye;
+        assert_eq!(op.waiting(), Waiting::Bye);
+        op.reset(Kind::AsteriskCall, 1, 0, Small::new(), 0, 5000);
+        op.seen100 = true;
+        assert_eq!(op.waiting(), Waiting::Phone);
+        op.phone_dst = Some(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            5,
+        ));
+        assert_eq!(op.waiting(), Waiting::Final);
     }
 
     #[test]
@@ -306,7 +401,7 @@ mod tests {
         compose(
             &mut req,
             &id,
-            b"1.0.5.2@lg",
+            b"1.0.5.2@0000abcd.lg",
             b"",
             b"INVITE",
             b"sip:600@sipfront.test",
@@ -325,7 +420,7 @@ mod tests {
         assert_eq!(m.contact_uri(), Some(&b"sip:1001@127.0.0.1:40000"[..]));
         assert!(m
             .first(b"via")
-            .is_some_and(|v| v.ends_with(b"branch=z9hG4bK1.0.5.2.1i;rport")));
+            .is_some_and(|v| v.ends_with(b"branch=z9hG4bK1.0.5.2.0000abcd.1i;rport")));
         assert!(!m.body.is_empty());
         let mut op = Op::new();
         op.reset(Kind::Call, 1, 0, Small::fmt(format_args!("x")), 1000, 5000);

@@ -1,10 +1,13 @@
 //! Runs the workloads: builds one [`Worker`] per thread, runs phases on scoped threads (each
 //! worker gets `rate / threads` and `count / threads`), merges their [`Stats`], prints the
 //! report and writes `.hgrm` files. `--find-max` runs short steps, doubling the rate until a
-//! step has a failure, then bisects between the last clean and the first failing rate.
+//! step has a failure, then bisects between the last clean and the first failing rate. With
+//! `--json FILE` every phase and the outcome are also written as one JSON object (see
+//! [`Runner::json`]).
 
 use super::op::Kind;
 use super::stats::Stats;
+use super::summary::{json_num, json_str, Role};
 use super::users::Users;
 use super::worker::{Bind, Params, Phase, Progress, Worker};
 use crate::cpu::process_cpu_ns;
@@ -33,6 +36,8 @@ pub enum RunError {
     },
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
+    #[error("cannot write the JSON summary: {0}")]
+    Json(std::io::Error),
 }
 
 /// What to measure.
@@ -94,6 +99,8 @@ pub struct RunConfig {
     pub label: String,
     /// Print one line per second while a phase runs.
     pub progress: bool,
+    /// Write the machine-readable summary here at the end (also after an error).
+    pub json: Option<PathBuf>,
 }
 
 /// Prints per-second deltas of `progress` until every handle finished (bounded by the phase:
@@ -201,6 +208,7 @@ impl PhaseResult {
                 String::new()
             }
         );
+        r.push_str(&s.hints());
         let per_op = if s.ok > 0 {
             self.cpu_ns as f64 / 1e3 / s.ok as f64
         } else {
@@ -246,6 +254,10 @@ pub struct Runner {
     cfg: RunConfig,
     workers: Vec<Worker>,
     phase: u32,
+    /// The JSON objects of the phases run so far (for `--json`).
+    phases_json: Vec<String>,
+    /// `--find-max`: the search's outcome (max clean rate, first failing rate).
+    search: Option<(f64, Option<f64>)>,
 }
 
 impl Runner {
@@ -267,6 +279,8 @@ impl Runner {
             cfg,
             workers,
             phase: 0,
+            phases_json: Vec::new(),
+            search: None,
         })
     }
 
@@ -356,6 +370,7 @@ impl Runner {
         let t0 = Instant::now();
         for _ in 0..30 {
             let p = self.phase(kind, 200.0, 100, true, None);
+            self.phases_json.push(p.json(Role::Probe, None));
             if p.clean() {
                 println!(
                     "   recovered: a probe is clean {:.1} s after the step",
@@ -388,6 +403,7 @@ impl Runner {
             "{}",
             r.report("register phones (asterisk-call preparation)")
         );
+        self.phases_json.push(r.json(Role::Prepare, None));
         if !r.clean() {
             return Err(RunError::Registration {
                 failed: r.stats.failed(),
@@ -399,8 +415,54 @@ impl Runner {
     }
 
     /// Runs the configured workload and mode; prints as it goes. Returns the max clean rate
-    /// for `--find-max`, else the achieved rate.
+    /// for `--find-max`, else the achieved rate. Writes the JSON summary when asked, also
+    /// when the run fails (then with an `error`).
     pub fn run(&mut self) -> Result<f64, RunError> {
+        let r = self.run_phases();
+        if let Some(path) = self.cfg.json.clone() {
+            let err = r.as_ref().err().map(|e| e.to_string());
+            std::fs::write(&path, self.json(err.as_deref())).map_err(RunError::Json)?;
+        }
+        r
+    }
+
+    /// The summary of the run so far as one JSON object:
+    /// `{"workload", "transport", "proxy", "users", "threads", "mode", "phases": [..]}` plus,
+    /// for `--find-max`, `"max_clean_rate"` and `"first_failing_rate"` (null: none up to the
+    /// cap), and `"error"` when the run could not be done. Each phase: see
+    /// [`PhaseResult::json`].
+    pub fn json(&self, error: Option<&str>) -> String {
+        let mode = match self.cfg.mode {
+            Mode::Fixed { .. } => "fixed",
+            Mode::FindMax { .. } => "find-max",
+        };
+        let mut o = format!(
+            "{{\"workload\":{},\"transport\":{},\"proxy\":{},\"users\":{},\"threads\":{},\
+             \"mode\":{},\"phases\":[{}]",
+            json_str(self.cfg.workload.name()),
+            json_str(self.cfg.params.wire.name()),
+            json_str(&self.cfg.params.proxy.to_string()),
+            self.cfg.users.len(),
+            self.cfg.params.threads,
+            json_str(mode),
+            self.phases_json.join(",")
+        );
+        if let Some((max, first_fail)) = self.search {
+            let _ = write!(
+                o,
+                ",\"max_clean_rate\":{},\"first_failing_rate\":{}",
+                json_num(max),
+                first_fail.map(json_num).unwrap_or_else(|| "null".into())
+            );
+        }
+        if let Some(e) = error {
+            let _ = write!(o, ",\"error\":{}", json_str(e));
+        }
+        o.push_str("}\n");
+        o
+    }
+
+    fn run_phases(&mut self) -> Result<f64, RunError> {
         let w = self.cfg.workload;
         if w == Workload::AsteriskCall {
             self.register_all()?;
@@ -409,6 +471,7 @@ impl Runner {
             Mode::Fixed { rate, count } => {
                 let r = self.phase(w.kind(), rate, count, false, None);
                 print!("{}", r.report(w.name()));
+                self.phases_json.push(r.json(Role::Fixed, None));
                 self.write_hgrm(&r, rate)?;
                 Ok(r.achieved())
             }
@@ -441,6 +504,7 @@ impl Runner {
             let count = (rate * secs).ceil().max(1.0) as u64;
             let r = self.phase(w.kind(), rate, count, true, None);
             let clean = r.sustained(keep_up);
+            self.phases_json.push(r.json(Role::Step, Some(keep_up)));
             print!(
                 "{}",
                 r.report(&format!(
@@ -488,6 +552,7 @@ impl Runner {
             lo,
             hi.unwrap_or(0.0)
         );
+        self.search = Some((lo, hi));
         if let Some(b) = &best {
             self.write_hgrm(b, lo)?;
         }

@@ -55,11 +55,63 @@ impl Step {
     }
 }
 
+/// What a timed-out operation was still waiting for: tells a dead proxy from a dead
+/// Asterisk behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Nothing at all answered the first request (REGISTER or INVITE).
+    FirstResponse,
+    /// The challenge was answered, but the authenticated request got no response.
+    AuthResponse,
+    /// The proxy took the INVITE (a provisional response came) but no final response followed.
+    Final,
+    /// Asterisk's INVITE was taken by the proxy but never reached the called phone.
+    Phone,
+    /// The BYE got no final response.
+    Bye,
+}
+
+impl Waiting {
+    /// The cause's name in `timeout-NAME=n`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Waiting::FirstResponse => "no-response",
+            Waiting::AuthResponse => "auth",
+            Waiting::Final => "final",
+            Waiting::Phone => "phone",
+            Waiting::Bye => "bye",
+        }
+    }
+
+    /// What usually causes it, printed under the failures.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Waiting::FirstResponse => {
+                "nothing answered the first request: is the proxy up at --proxy, and \
+                 not overloaded (see retransmits)?"
+            }
+            Waiting::AuthResponse => {
+                "the authenticated request got no response: the proxy stalls after the \
+                 challenge (credential lookup?)"
+            }
+            Waiting::Final => {
+                "the proxy took the INVITE (1xx) but no final response came: does the \
+                 Asterisk (stand-in) at the proxy's Asterisk address answer extension --target?"
+            }
+            Waiting::Phone => {
+                "the proxy took Asterisk's INVITE but never delivered it to the phone: is \
+                 --asterisk-ip trusted as Asterisk by the proxy, and are the phones registered?"
+            }
+            Waiting::Bye => "the BYE got no final response through the proxy's route set",
+        }
+    }
+}
+
 /// Why an operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// No final answer within the op timeout.
-    Timeout,
+    /// No final answer within the op timeout; what was still awaited.
+    Timeout(Waiting),
     /// An unexpected final status code.
     Status(u16),
     /// A 401/407 whose challenge could not be answered (not Digest/MD5, no nonce).
@@ -75,7 +127,8 @@ pub struct Stats {
     pub started: u64,
     pub ok: u64,
     pub retransmits: u64,
-    /// Datagrams that could not be parsed or matched no live operation (late duplicates).
+    /// Datagrams that could not be parsed or matched no live operation (late duplicates;
+    /// OPTIONS pings to the phones are answered and not counted).
     pub stray: u64,
     /// Datagrams the socket refused (buffer full): lost like on a network, the retransmission
     /// timers recover; not an operation failure by themselves.
@@ -156,12 +209,12 @@ impl Stats {
         self.last_ok_us = self.last_ok_us.max(o.last_ok_us);
     }
 
-    /// `timeout=3 status-503=2 ...`, or `none`.
+    /// `timeout-final=3 status-503=2 ...`, or `none`.
     pub fn failure_causes(&self) -> String {
         let mut s = String::new();
         for (f, n) in &self.failures {
             let _ = match f {
-                Failure::Timeout => write!(s, "timeout={n} "),
+                Failure::Timeout(w) => write!(s, "timeout-{}={n} ", w.name()),
                 Failure::Status(c) => write!(s, "status-{c}={n} "),
                 Failure::BadChallenge => write!(s, "bad-challenge={n} "),
                 Failure::Backlog => write!(s, "backlog={n} "),
@@ -171,6 +224,17 @@ impl Stats {
             s.push_str("none");
         }
         s.trim_end().to_owned()
+    }
+
+    /// One `hint: ...` line per kind of timeout seen (empty when none).
+    pub fn hints(&self) -> String {
+        let mut s = String::new();
+        for (f, _) in &self.failures {
+            if let Failure::Timeout(w) = f {
+                let _ = writeln!(s, "   hint: timeout-{}: {}", w.name(), w.hint());
+            }
+        }
+        s
     }
 
     /// The percentile table (µs), one line per recorded step.
@@ -274,13 +338,23 @@ mod tests {
             a.record(Step::RegAuth, us);
         }
         b.record(Step::RegAuth, 5000);
-        b.fail(Failure::Timeout);
-        b.fail(Failure::Timeout);
+        b.fail(Failure::Timeout(Waiting::Final));
+        b.fail(Failure::Timeout(Waiting::Final));
         b.fail(Failure::Status(503));
-        a.fail(Failure::Timeout);
+        a.fail(Failure::Timeout(Waiting::Final));
+        a.fail(Failure::Timeout(Waiting::Bye));
         a.merge(&b);
-        assert_eq!(a.failed(), 4);
-        assert_eq!(a.failure_causes(), "timeout=3 status-503=1");
+        assert_eq!(a.failed(), 5);
+        assert_eq!(
+            a.failure_causes(),
+            "timeout-final=3 timeout-bye=1 status-503=1"
+        );
+        let hints = a.hints();
+        assert_eq!(hints.lines().count(), 2, "{hints}");
+        assert!(
+            hints.contains("timeout-final: the proxy took the INVITE"),
+            "{hints}"
+        );
         let h = a.hist(Step::RegAuth).expect("recorded");
         assert_eq!(h.len(), 1001);
         assert!(a.hist(Step::Bye).is_none());

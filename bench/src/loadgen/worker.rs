@@ -6,7 +6,7 @@
 use super::build::{write_response, write_route_set};
 use super::digest::{parse_challenge, write_authorization};
 use super::net::{RecvBatch, SendQueue, Sockets, Wire};
-use super::op::{compose, parse_call_id, Identity, Kind, Op, Small, State};
+use super::op::{call_id, compose, new_run_id, parse_call_id, Identity, Kind, Op, Small, State};
 use super::sip::Msg;
 use super::stats::{Failure, Stats, Step};
 use super::users::Users;
@@ -92,6 +92,8 @@ pub struct Worker {
     extra: Vec<u8>,
     stats: Stats,
     phase: u32,
+    /// This worker's run id, in every Call-ID and branch (unique across runs).
+    run: u32,
     clock: Instant,
 }
 
@@ -143,6 +145,7 @@ impl Worker {
             extra: Vec::with_capacity(1024),
             stats: Stats::new(),
             phase: 0,
+            run: new_run_id(),
             clock: Instant::now(),
         })
     }
@@ -277,8 +280,13 @@ impl Worker {
 
     fn fail_all(&mut self) {
         for i in 0..self.ops.len() {
-            if self.ops.get(i).is_some_and(|o| o.state != State::Free) {
-                self.finish(i as u32, Some(Failure::Timeout), 0);
+            if let Some(w) = self
+                .ops
+                .get(i)
+                .filter(|o| o.state != State::Free)
+                .map(Op::waiting)
+            {
+                self.finish(i as u32, Some(Failure::Timeout(w)), 0);
             }
         }
     }
@@ -296,12 +304,13 @@ impl Worker {
             Kind::AsteriskCall => self.ast_sock.unwrap_or(0),
             _ => self.sock_for_user(user),
         };
-        let (phase, thread, timeout) = (self.phase, self.thread, self.params.op_timeout_us);
+        let (phase, thread, run) = (self.phase, self.thread, self.run);
+        let timeout = self.params.op_timeout_us;
         let Some(op) = self.ops.get_mut(slot as usize) else {
             return;
         };
         op.gen = op.gen.wrapping_add(1);
-        let cid = Small::fmt(format_args!("{phase}.{thread}.{slot}.{}@lg", op.gen));
+        let cid = call_id(phase, thread, slot, op.gen, run);
         op.reset(kind, user, sock, cid, now, timeout);
         self.live += 1;
         self.stats.started += 1;
@@ -439,7 +448,8 @@ impl Worker {
             return;
         }
         if now >= op.deadline {
-            self.finish(slot, Some(Failure::Timeout), now);
+            let w = op.waiting();
+            self.finish(slot, Some(Failure::Timeout(w)), now);
             return;
         }
         if op.rtx_at != 0 && now >= op.rtx_at {
@@ -466,9 +476,13 @@ impl Worker {
     }
 
     fn lookup(&self, m: &Msg<'_>) -> Option<u32> {
-        let (phase, thread, slot, gen) = parse_call_id(m.call_id)?;
+        let (phase, thread, slot, gen, run) = parse_call_id(m.call_id)?;
         let op = self.ops.get(slot as usize)?;
-        (phase == self.phase && thread == self.thread && op.gen == gen && op.state != State::Free)
+        (run == self.run
+            && phase == self.phase
+            && thread == self.thread
+            && op.gen == gen
+            && op.state != State::Free)
             .then_some(slot)
     }
 
@@ -478,12 +492,12 @@ impl Worker {
             return;
         };
         let Some(slot) = self.lookup(&m) else {
-            // A late BYE for a finished call still gets its 200 (the proxy is waiting for it).
-            if m.method == b"BYE" {
-                write_response(&mut self.scratch, &m, b"200 OK", b"late", None, false);
+            if answer_unmatched(&m, &mut self.scratch) {
                 self.tx.push(sock, src, &self.scratch);
             }
-            self.stats.stray += 1;
+            if m.method != b"OPTIONS" {
+                self.stats.stray += 1;
+            }
             return;
         };
         if m.code == 0 {
@@ -492,6 +506,24 @@ impl Worker {
             self.on_response(slot, &m, now);
         }
     }
+}
+
+/// The answer of a phone (or of the Asterisk side) to a request that belongs to no live
+/// operation, written into `out`; false when there is none to send (responses, ACK). OPTIONS
+/// gets 200 (RFC 3261 §11.2: a proxy's keepalive pings, e.g. sipfront's `[nat]` keepalives,
+/// remove the binding when unanswered); a late BYE 200 (the proxy waits for it); any other
+/// request 481 inside a dialog (To tag) and 405 outside.
+pub fn answer_unmatched(m: &Msg<'_>, out: &mut Vec<u8>) -> bool {
+    if m.code != 0 || m.method == b"ACK" {
+        return false;
+    }
+    let status: &[u8] = match m.method {
+        b"OPTIONS" | b"BYE" => b"200 OK",
+        _ if m.to_tag().is_some() => b"481 Call/Transaction Does Not Exist",
+        _ => b"405 Method Not Allowed",
+    };
+    write_response(out, m, status, b"lg", None, false);
+    true
 }
 
 /// Where socket `sock` sends to the proxy: the Asterisk socket to the UDP address, the
@@ -506,3 +538,44 @@ fn dst_for(p: &Params, ast_sock: Option<u16>, sock: u16) -> SocketAddrV4 {
 
 #[path = "dialog.rs"]
 mod dialog;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_of_no_operation_are_answered() {
+        let req = |method: &str, to: &str| {
+            format!(
+                "{method} sip:1001@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKk\r\n\
+                 From: <sip:ping@sipfront.test>;tag=p\r\nTo: {to}\r\nCall-ID: ka1\r\nCSeq: 7 {method}\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+        };
+        let mut out = Vec::new();
+        for (method, to, status) in [
+            ("OPTIONS", "<sip:1001@127.0.0.1:40000>", 200),
+            ("BYE", "<sip:1001@x>;tag=a", 200),
+            ("NOTIFY", "<sip:1001@x>;tag=a", 481),
+            ("MESSAGE", "<sip:1001@x>", 405),
+        ] {
+            let data = req(method, to);
+            let m = Msg::parse(data.as_bytes()).expect("parses");
+            assert!(answer_unmatched(&m, &mut out), "{method}");
+            let r = Msg::parse(&out).expect("the answer parses");
+            assert_eq!(r.code, status, "{method}");
+            assert_eq!((r.cseq, r.cseq_method), (7, method.as_bytes()));
+            assert_eq!(r.call_id, b"ka1");
+            assert!(r.to_tag().is_some(), "{method}: the answer has a To tag");
+        }
+        let ack = req("ACK", "<sip:1001@x>;tag=a");
+        let m = Msg::parse(ack.as_bytes()).expect("parses");
+        assert!(!answer_unmatched(&m, &mut out), "ACK is not answered");
+        let resp = b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n";
+        let m = Msg::parse(resp).expect("parses");
+        assert!(
+            !answer_unmatched(&m, &mut out),
+            "responses are not answered"
+        );
+    }
+}
