@@ -60,6 +60,10 @@ pub struct TransportConfig {
     pub pin_cores: bool,
     /// Longest sleep without I/O, timers or wakes, in ms (a safety net).
     pub max_idle_ms: u64,
+    /// Attach the reuseport BPF program that steers a response carrying our Via branch to
+    /// the worker named in it (`transport/steer.rs`); off = the kernel's 4-tuple hash and a
+    /// hand-off.
+    pub steer_responses: bool,
 }
 
 /// Named defaults.
@@ -102,6 +106,7 @@ impl Default for TransportConfig {
             handoff_buffers: defaults::HANDOFF_BUFFERS,
             pin_cores: true,
             max_idle_ms: defaults::MAX_IDLE_MS,
+            steer_responses: true,
         }
     }
 }
@@ -198,6 +203,10 @@ mod tests {
         assert!(toml::from_str::<TransportConfig>("backend = \"epoll\"").is_err());
         let cfg: TransportConfig = toml::from_str("backend = \"io_uring\"").unwrap();
         assert_eq!(cfg.backend, Backend::IoUring);
+        assert!(cfg.steer_responses);
+        let cfg: TransportConfig = toml::from_str("steer_responses = false").unwrap();
+        assert!(!cfg.steer_responses);
+        assert!(toml::from_str::<TransportConfig>("steer_responses = 1").is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod shell;
 mod sockaddr;
 mod socket;
 mod stats;
+mod steer;
 pub mod stream;
 pub mod tls;
 mod uring;

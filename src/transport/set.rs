@@ -13,8 +13,11 @@ use crossbeam_channel::bounded;
 use super::handoff::HandoffMesh;
 use super::outbox::Outbox;
 use super::shell::{Shell, ShellParts};
-use super::socket::{available_cores, bind_worker, pin_to_core, resolve_listen, WorkerSockets};
+use super::socket::{
+    available_cores, bind_worker, pin_to_core, resolve_listen, udp_address_free, WorkerSockets,
+};
 use super::stats::CounterBlock;
+use super::steer;
 use super::stream::{Listener, StreamSetup, Streams};
 use super::{mmsg, uring, uring_loop};
 use super::{Backend, DatagramHandler, TransportConfig, TransportError, Waker, WorkerCounters};
@@ -164,11 +167,19 @@ impl WorkerSet {
             "transport starting"
         );
 
+        let fresh: Vec<bool> = listen.iter().map(|&a| udp_address_free(a)).collect();
         let (listen, stream_addrs, w0) = resolve_listen(listen, upstream_on, &stream_addrs, cfg)?;
         let mut sockets: Vec<WorkerSockets> = vec![w0];
         for i in 1..n {
             sockets.push(bind_worker(i, &listen, upstream_on, &stream_addrs, cfg)?);
         }
+        let groups: Vec<steer::Group<'_>> = listen
+            .iter()
+            .zip(&fresh)
+            .zip(&sockets[0].listen)
+            .map(|((&addr, &fresh), sock)| steer::Group { addr, sock, fresh })
+            .collect();
+        steer::setup(&groups, cfg.steer_responses && n > 1);
         // The listen table: UDP addresses, then stream ones.
         let udp_count = listen.len();
         let listen: Vec<SocketAddr> = listen.iter().chain(&stream_addrs).copied().collect();

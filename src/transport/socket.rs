@@ -73,6 +73,22 @@ fn bind_udp(
     Ok(sock.into())
 }
 
+/// True when nothing holds UDP `addr` yet: a bind without `SO_REUSEPORT` succeeds (and
+/// is closed at once). A port of 0 is always free. Then the reuseport group the workers
+/// form holds only their sockets, in bind order (what `steer.rs` relies on).
+pub(crate) fn udp_address_free(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return true;
+    }
+    let Ok(sock) = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) else {
+        return false;
+    };
+    if addr.is_ipv6() && sock.set_only_v6(true).is_err() {
+        return false;
+    }
+    sock.bind(&addr.into()).is_ok()
+}
+
 /// Binds the listen sockets of worker `index`, and its upstream socket on the IP of
 /// `listen[upstream_on]`. `listen` must be nonempty; listen ports of 0 must already be
 /// resolved (see [`resolve_listen`]) so that all workers share one port.
