@@ -308,20 +308,6 @@ impl CoreConfig {
         }
     }
 
-    /// How long a server transaction stays after its final response `code`: an INVITE
-    /// answered with a non-2xx waits up to 64·T1 for the ACK (Timer H, retransmitting);
-    /// otherwise it only absorbs retransmissions of the request, for
-    /// `[timers] server_linger_ms` (RFC 3261's Timer J / RFC 6026's Timer L are 64·T1; like
-    /// Kamailio's `wt_timer` it is kept short so that finished calls do not fill the
-    /// transaction table).
-    pub fn server_linger_ms(&self, invite: bool, code: u16) -> u64 {
-        if invite && code >= 300 {
-            64 * self.timers.t1_ms
-        } else {
-            self.timers.server_linger_ms
-        }
-    }
-
     pub fn is_asterisk(&self, src: SocketAddr) -> bool {
         self.asterisk.iter().any(|n| match self.match_mode {
             MatchMode::IpPort => *n == src || (same_ip(n.ip(), src.ip()) && n.port() == src.port()),
