@@ -217,7 +217,7 @@ impl CoreConfig {
             realm: realm.to_owned(),
             timers: Timers::default(),
             max_message_bytes: 16 * 1024,
-            max_transactions: 65_536,
+            max_transactions: 131_072,
             max_parked: 4096,
             register_cache: 16_384,
             n_workers: 1,
