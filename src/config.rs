@@ -409,7 +409,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_message_bytes: 16 * 1024,
-            max_transactions_per_worker: 65_536,
+            max_transactions_per_worker: 131_072,
             max_parked_per_worker: 4096,
             register_cache_per_worker: 16_384,
             shed_backlog_bytes: 1 << 20,

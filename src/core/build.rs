@@ -9,9 +9,12 @@ use super::{Core, Flow, Transmit};
 
 /// A To-tag for a local response: derived from the request so that a retransmitted request
 /// gets the same tag.
-pub(super) struct Tag([u8; 16]);
+pub(super) struct Tag([u8; Tag::LEN]);
 
 impl Tag {
+    /// Length of a tag (16 hex digits).
+    pub const LEN: usize = 16;
+
     pub fn for_request(msg: &Message<'_, '_>) -> Tag {
         // The raw first Via and From lines identify the request well enough (the tag only
         // has to be stable across retransmissions) and cost no parsing.

@@ -217,7 +217,7 @@ impl CoreConfig {
             realm: realm.to_owned(),
             timers: Timers::default(),
             max_message_bytes: 16 * 1024,
-            max_transactions: 65_536,
+            max_transactions: 131_072,
             max_parked: 4096,
             register_cache: 16_384,
             n_workers: 1,
@@ -305,20 +305,6 @@ impl CoreConfig {
             Local::Listen(_) => self
                 .interface(local)
                 .map_or(Transport::Udp, |i| i.transport),
-        }
-    }
-
-    /// How long a server transaction stays after its final response `code`: an INVITE
-    /// answered with a non-2xx waits up to 64·T1 for the ACK (Timer H, retransmitting);
-    /// otherwise it only absorbs retransmissions of the request, for
-    /// `[timers] server_linger_ms` (RFC 3261's Timer J / RFC 6026's Timer L are 64·T1; like
-    /// Kamailio's `wt_timer` it is kept short so that finished calls do not fill the
-    /// transaction table).
-    pub fn server_linger_ms(&self, invite: bool, code: u16) -> u64 {
-        if invite && code >= 300 {
-            64 * self.timers.t1_ms
-        } else {
-            self.timers.server_linger_ms
         }
     }
 

@@ -59,6 +59,8 @@ mod flow_tests;
 #[cfg(test)]
 mod keepalive_tests;
 #[cfg(test)]
+mod lifetime_tests;
+#[cfg(test)]
 mod peer_tests;
 #[cfg(test)]
 mod security_tests;

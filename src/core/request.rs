@@ -6,6 +6,7 @@ use crate::sip::{Message, Method, ParseError, Uri, EMPTY_HEADER, MAX_HEADERS};
 use crate::util::fnv::hash_parts;
 
 use super::branch::{check_branch, Checked};
+use super::build::Tag;
 use super::delayed::Capture;
 use super::ports::{AuthCheck, AuthFailure};
 use super::response::{BranchEnd, Parent};
@@ -253,6 +254,17 @@ impl Core {
         if method == Method::Ack {
             if let Some(idx) = self.txns.find_server(key, via_id) {
                 self.txns.server_acked(idx, now.mono_ms);
+                self.stats.retransmissions_absorbed += 1;
+                return;
+            }
+            // The ACK of a response the proxy sent statelessly (the 407/401 challenge of
+            // every call, a 403, 404, ...): its To tag is the one that response carried,
+            // derived from the same Via, From and Call-ID. Absorbed like Kamailio's sl
+            // module does, so the challenge needs no transaction (RFC 3261 §16.2 lets a
+            // proxy challenge statelessly; a retransmitted INVITE just gets a fresh 407).
+            if to.tag().is_some_and(|t| {
+                t.len() == Tag::LEN && t.as_bytes() == Tag::for_request(&msg).as_str().as_bytes()
+            }) {
                 self.stats.retransmissions_absorbed += 1;
                 return;
             }

@@ -385,9 +385,11 @@ impl Transactions {
 
     /// The final response `code` went upstream (stored in `response`): an INVITE answered
     /// with a 2xx absorbs retransmissions of the request (Accepted, RFC 6026 Timer L);
-    /// any other final response is retransmitted until the ACK for an INVITE (Timer G,
-    /// given up by Timer H; not over a connection, which is reliable) and absorbs
-    /// retransmissions otherwise (Timer J).
+    /// any other final response to an INVITE is retransmitted until the ACK (Timer G, not
+    /// over a connection, which is reliable), given up by Timer H; a non-INVITE absorbs
+    /// retransmissions of its request (Timer J, zero over a connection). Timers L and J are
+    /// `[timers] server_linger_ms`, like Kamailio's `wt_timer` (RFC 3261 makes them 64·T1;
+    /// a retransmission after them is handled as a new request and absorbed downstream).
     pub fn server_final_sent(&mut self, idx: u32, code: u16, now_ms: u64) {
         let cfg = self.cfg;
         let Some(t) = self.servers.get_mut(idx) else {
@@ -396,10 +398,11 @@ impl Transactions {
         let gen = t.gen;
         let invite = t.invite;
         let reliable = t.from.conn.is_some();
-        let linger = if invite && code >= 300 {
-            64 * cfg.t1_ms
-        } else {
-            cfg.server_linger_ms
+        let linger = match (invite, code) {
+            (true, 300..) => 64 * cfg.t1_ms,
+            (true, _) => cfg.server_linger_ms,
+            (false, _) if reliable => 0,
+            (false, _) => cfg.server_linger_ms,
         };
         if invite && code < 300 {
             t.state = ServerState::Accepted;
@@ -416,15 +419,17 @@ impl Transactions {
     }
 
     /// The ACK of a non-2xx final response to an INVITE arrived: absorb its
-    /// retransmissions for T4 (Timer I), then free.
+    /// retransmissions for T4 (Timer I; zero over a connection), then free. Timer H, armed
+    /// with the final response, is then stale.
     pub fn server_acked(&mut self, idx: u32, now_ms: u64) {
         let t4 = self.cfg.t4_ms;
         if let Some(t) = self.servers.get_mut(idx) {
             if t.invite && t.state == ServerState::Completed {
                 t.state = ServerState::Confirmed;
                 let gen = t.gen;
+                let timer_i = if t.from.conn.is_some() { 0 } else { t4 };
                 self.timers
-                    .arm(now_ms + t4, idx, gen, TimerKind::ServerLinger);
+                    .arm(now_ms + timer_i, idx, gen, TimerKind::ServerLinger);
             }
         }
     }
@@ -532,8 +537,9 @@ impl Transactions {
     }
 
     /// A final response `code` arrived: a 2xx to an INVITE ends the transaction (the ACK
-    /// is end to end); otherwise it absorbs retransmitted responses for Timer D (INVITE)
-    /// or K (T4).
+    /// is end to end); otherwise it absorbs retransmitted responses for Timer D (INVITE,
+    /// 32 s: a retransmitted non-2xx is ACKed again) or K (T4), both zero over a
+    /// connection (RFC 3261 §17.1.1.2, §17.1.2.2).
     pub fn client_final(&mut self, slot: u32, code: u16, now_ms: u64) {
         let t4 = self.cfg.t4_ms;
         let Some(ct) = self.clients.get_mut(slot) else {
@@ -546,7 +552,11 @@ impl Transactions {
         }
         ct.state = ClientState::Completed;
         let gen = ct.gen;
-        let linger = if ct.invite { TIMER_D_MS } else { t4 };
+        let linger = match (ct.to.conn.is_some(), ct.invite) {
+            (true, _) => 0,
+            (false, true) => TIMER_D_MS,
+            (false, false) => t4,
+        };
         self.timers
             .arm(now_ms + linger, slot, gen, TimerKind::ClientLinger);
     }
