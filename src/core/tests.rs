@@ -681,6 +681,62 @@ fn fork_cancels_other_branches_on_2xx() {
 }
 
 #[test]
+fn a_silent_branch_stops_retransmitting_once_another_answers() {
+    // A stale binding (the phone moved to another port) never answers: after the live
+    // binding's 200 its INVITE is not retransmitted any more (Kamailio's cancel_b_method 0),
+    // but a late provisional from it still gets its CANCEL (§9.1).
+    let mut h = Harness::new(&[AST]);
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.3:5062",
+        addr(PHONE),
+        T0 + 3_600_000,
+    );
+    h.fakes.location.add(
+        "alice",
+        "sip:alice@127.0.0.4:5064",
+        addr(PHONE2),
+        T0 + 3_600_000,
+    );
+    let inv = req(
+        "INVITE",
+        "sip:alice@127.0.0.1:5060",
+        AST,
+        "z9hG4bKs2",
+        "sb2",
+        "",
+    );
+    let out = h.recv(AST, &inv);
+    let b1 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE)).clone();
+    let b2 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    // Unanswered, the silent branch is retransmitted at T1 like any other.
+    let out = h.advance_to(500);
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "INVITE" && s.dst == addr(PHONE2)));
+    h.recv(PHONE, &respond(&b1, 180, Some("p1"), ""));
+    let out = h.recv(PHONE, &respond(&b1, 200, Some("p1"), ""));
+    assert!(out.iter().any(|s| s.code() == 200 && s.dst == addr(AST)));
+    assert!(
+        !out.iter().any(|s| s.method() == "CANCEL"),
+        "no CANCEL before a provisional"
+    );
+    let out = h.advance_to(30_000);
+    assert!(
+        !out.iter().any(|s| s.method() == "INVITE"),
+        "the silent branch is no longer retransmitted: {out:?}"
+    );
+    let out = h.recv(PHONE2, &respond(&b2, 180, Some("p2"), ""));
+    assert!(out
+        .iter()
+        .any(|s| s.method() == "CANCEL" && s.dst == addr(PHONE2)));
+    assert!(
+        !out.iter().any(|s| s.dst == addr(AST)),
+        "its provisional goes nowhere"
+    );
+}
+
+#[test]
 fn unknown_and_unregistered_users() {
     let mut h = Harness::new(&[AST]);
     let inv = req(

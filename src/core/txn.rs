@@ -586,7 +586,12 @@ impl Transactions {
         let t2 = self.cfg.t2_ms;
         let ct = self.client(slot, gen)?;
         let resend = match ct.state {
-            ClientState::Calling => true,
+            // A branch given up before any provisional (another branch answered, or the
+            // caller cancelled) stops retransmitting, as Kamailio's tm does by default
+            // (`cancel_b_method` 0): its target is most often a stale binding that will
+            // never answer. The transaction stays until Timer B so that a late provisional
+            // still gets its CANCEL (§9.1).
+            ClientState::Calling => ct.cancel != CancelState::Wanted,
             // Non-INVITE keeps retransmitting at T2 after a provisional (Timer E).
             ClientState::Proceeding => !ct.invite,
             _ => false,
