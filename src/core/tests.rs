@@ -646,9 +646,8 @@ fn asterisk_call_to_registered_phone_forks_and_best_response_wins() {
     assert_eq!(ok.dst, addr(AST));
 }
 
-#[test]
-fn fork_cancels_other_branches_on_2xx() {
-    let mut h = Harness::new(&[AST]);
+/// Asterisk calls alice, who has two bindings (PHONE and PHONE2): the INVITE forked to both.
+fn fork_to_two_phones(h: &mut Harness, branch: &str, call_id: &str) -> (Sent, Sent) {
     h.fakes.location.add(
         "alice",
         "sip:alice@127.0.0.3:5062",
@@ -665,13 +664,20 @@ fn fork_cancels_other_branches_on_2xx() {
         "INVITE",
         "sip:alice@127.0.0.1:5060",
         AST,
-        "z9hG4bKa2",
-        "ac2",
+        branch,
+        call_id,
         "",
     );
     let out = h.recv(AST, &inv);
     let b1 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE)).clone();
     let b2 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    (b1, b2)
+}
+
+#[test]
+fn fork_cancels_other_branches_on_2xx() {
+    let mut h = Harness::new(&[AST]);
+    let (b1, b2) = fork_to_two_phones(&mut h, "z9hG4bKa2", "ac2");
     h.recv(PHONE2, &respond(&b2, 180, Some("p2"), ""));
     let out = h.recv(PHONE, &respond(&b1, 200, Some("p1"), ""));
     assert!(out.iter().any(|s| s.code() == 200 && s.dst == addr(AST)));
@@ -686,29 +692,7 @@ fn a_silent_branch_stops_retransmitting_once_another_answers() {
     // binding's 200 its INVITE is not retransmitted any more (Kamailio's cancel_b_method 0),
     // but a late provisional from it still gets its CANCEL (§9.1).
     let mut h = Harness::new(&[AST]);
-    h.fakes.location.add(
-        "alice",
-        "sip:alice@127.0.0.3:5062",
-        addr(PHONE),
-        T0 + 3_600_000,
-    );
-    h.fakes.location.add(
-        "alice",
-        "sip:alice@127.0.0.4:5064",
-        addr(PHONE2),
-        T0 + 3_600_000,
-    );
-    let inv = req(
-        "INVITE",
-        "sip:alice@127.0.0.1:5060",
-        AST,
-        "z9hG4bKs2",
-        "sb2",
-        "",
-    );
-    let out = h.recv(AST, &inv);
-    let b1 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE)).clone();
-    let b2 = find(&out, |s| s.method() == "INVITE" && s.dst == addr(PHONE2)).clone();
+    let (b1, b2) = fork_to_two_phones(&mut h, "z9hG4bKs2", "sb2");
     // Unanswered, the silent branch is retransmitted at T1 like any other.
     let out = h.advance_to(500);
     assert!(out
