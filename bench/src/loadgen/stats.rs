@@ -244,21 +244,29 @@ impl Stats {
             "step", "n", "p50", "p90", "p99", "p99.9", "max"
         );
         for step in Step::ALL {
-            if let Some(h) = self.hist(step) {
+            if let Some([n, p50, p90, p99, p999, max]) = self.summary(step) {
                 let _ = writeln!(
                     s,
-                    "  {:<18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    "  {:<18} {n:>8} {p50:>8} {p90:>8} {p99:>8} {p999:>8} {max:>8}",
                     step.name(),
-                    h.len(),
-                    h.value_at_quantile(0.5),
-                    h.value_at_quantile(0.9),
-                    h.value_at_quantile(0.99),
-                    h.value_at_quantile(0.999),
-                    h.max()
                 );
             }
         }
         s
+    }
+
+    /// A recorded step's count, p50, p90, p99, p99.9 and max (µs): the figures the text
+    /// table and the JSON summary report.
+    pub fn summary(&self, step: Step) -> Option<[u64; 6]> {
+        let h = self.hist(step)?;
+        Some([
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+        ])
     }
 
     /// Writes `<dir>/<prefix>-<step>.hgrm` for every recorded step; returns the paths.

@@ -92,18 +92,12 @@ impl PhaseResult {
         o.push_str(",\"latency_us\":{");
         let mut first = true;
         for step in Step::ALL {
-            if let Some(h) = s.hist(step) {
+            if let Some([n, p50, p90, p99, p999, max]) = s.summary(step) {
                 let _ = write!(
                     o,
-                    "{}{}:{{\"n\":{},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
+                    "{}{}:{{\"n\":{n},\"p50\":{p50},\"p90\":{p90},\"p99\":{p99},\"p999\":{p999},\"max\":{max}}}",
                     if first { "" } else { "," },
                     json_str(step.name()),
-                    h.len(),
-                    h.value_at_quantile(0.5),
-                    h.value_at_quantile(0.9),
-                    h.value_at_quantile(0.99),
-                    h.value_at_quantile(0.999),
-                    h.max()
                 );
                 first = false;
             }
